@@ -1,0 +1,75 @@
+"""Routing rules. Pure: which follow-up a response gets, and its stable ids."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from shared.events import FollowUpKind
+from shared.nps import Category, classify
+
+# Ids derive from the response_id, so a redelivered response maps to the same follow-up and
+# ticket, and a consumer seeing a ticket event twice can tell it is the same ticket.
+_NAMESPACE = uuid.UUID("6f1c1f8e-5b1a-4c53-9d3e-2b8f0c4a7e11")
+
+ROUTES: dict[Category, FollowUpKind] = {
+    Category.PROMOTER: "referral",
+    Category.PASSIVE: "education",
+    Category.DETRACTOR: "ticket",
+}
+
+
+def route(score: int) -> FollowUpKind:
+    return ROUTES[classify(score)]
+
+
+def followup_id(response_id: str) -> str:
+    return f"fu_{uuid.uuid5(_NAMESPACE, 'followup:' + response_id).hex}"
+
+
+def ticket_id(response_id: str) -> str:
+    return f"tk_{uuid.uuid5(_NAMESPACE, 'ticket:' + response_id).hex}"
+
+
+@dataclass(frozen=True, slots=True)
+class FollowUp:
+    followup_id: str
+    kind: FollowUpKind
+    response_id: str
+    respondent_id: str
+    score: int
+    channel: str | None
+    survey_id: str | None
+    comment: str | None
+    answered_at: datetime
+    created_at: datetime
+
+    @property
+    def ticket_id(self) -> str | None:
+        return ticket_id(self.response_id) if self.kind == "ticket" else None
+
+
+def plan(
+    *,
+    response_id: str,
+    respondent_id: str,
+    score: int,
+    channel: str | None,
+    survey_id: str | None,
+    comment: str | None,
+    answered_at: datetime,
+    now: datetime,
+) -> FollowUp:
+    return FollowUp(
+        followup_id=followup_id(response_id),
+        kind=route(score),
+        response_id=response_id,
+        respondent_id=respondent_id,
+        score=score,
+        channel=channel,
+        survey_id=survey_id,
+        comment=comment,
+        answered_at=answered_at,
+        created_at=now,
+    )

@@ -1,0 +1,184 @@
+"""`nps`: run the whole loop (`nps up`), or one piece of it.
+
+nps up          embedded PostgreSQL + broker (unless DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS
+                are set), topics, migrations, then the four services, restarted if they die
+nps migrate     alembic upgrade head for every service's schema
+nps topics      create the versioned topics that do not exist yet
+nps ingest | scoring | followup | alerts
+                run one service in this process (one service per container)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from fastapi import FastAPI
+from pydantic import Field, SecretStr
+
+from shared import logs
+from shared.db import upgrade
+from shared.http import serve
+from shared.kafka import ensure_topics
+from shared.settings import InfraSettings, ServiceSettings
+
+log = logging.getLogger("nps")
+
+
+class LauncherSettings(InfraSettings):
+    var_dir: Path = Field(default=Path("var"), validation_alias="NPS_VAR_DIR")
+    broker_port: int = Field(default=9092, validation_alias="NPS_BROKER_PORT")
+
+
+ServiceEntry = tuple[Callable[[], ServiceSettings], Callable[[ServiceSettings], FastAPI]]
+
+# module path of each service: its settings class and its app factory, imported only when used,
+# so `nps scoring` does not import the other three services.
+SERVICE_MODULES = {
+    "ingest": ("ingest_service", "IngestSettings"),
+    "scoring": ("scoring_service", "ScoringSettings"),
+    "followup": ("followup_service", "FollowUpSettings"),
+    "alerts": ("alerts_service", "AlertSettings"),
+}
+
+
+def service_entry(name: str) -> ServiceEntry:
+    package, settings_class = SERVICE_MODULES[name]
+    settings_module = importlib.import_module(f"{package}.settings")
+    api_module = importlib.import_module(f"{package}.api")
+    return getattr(settings_module, settings_class), api_module.create_app
+
+
+SERVICES = tuple(SERVICE_MODULES)
+
+
+def run_service(name: str) -> int:
+    settings_cls, create_app = service_entry(name)
+    settings = settings_cls()
+    logs.configure(settings.log_level, name)
+    return serve(create_app(settings), settings.host, settings.port)
+
+
+def prepare(settings: InfraSettings) -> None:
+    created = asyncio.run(
+        ensure_topics(
+            settings.require_bootstrap(),
+            settings.topics.all(),
+            settings.topic_partitions,
+            settings.topic_replication,
+        )
+    )
+    if created:
+        log.info("created topics: %s", ", ".join(created))
+    upgrade(settings.require_database_url())
+
+
+def wait_ready(urls: dict[str, str], timeout: float = 90.0) -> list[str]:
+    """Poll each /readyz; returns the names still not ready at the deadline."""
+    pending = dict(urls)
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for name, url in list(pending.items()):
+            try:
+                with urllib.request.urlopen(f"{url}/readyz", timeout=1) as reply:
+                    if reply.status == 200:
+                        del pending[name]
+            except (urllib.error.URLError, OSError):
+                pass
+        time.sleep(0.3)
+    return sorted(pending)
+
+
+def up() -> int:
+    from services.embedded import EmbeddedBroker, EmbeddedPostgres
+    from services.supervisor import Child, Supervisor, child_env, python_argv
+
+    settings = LauncherSettings()
+    logs.configure(settings.log_level, "launcher")
+    overrides: dict[str, str] = {}
+    pg: EmbeddedPostgres | None = None
+    broker: EmbeddedBroker | None = None
+    try:
+        if settings.database_url is None:
+            pg = EmbeddedPostgres(settings.var_dir / "pg")
+            overrides["DATABASE_URL"] = pg.start()
+            log.info("embedded PostgreSQL: data in %s", pg.data_dir)
+        if not settings.kafka_bootstrap_servers:
+            broker = EmbeddedBroker(settings.broker_port, settings.var_dir / "log" / "broker.log")
+            overrides["KAFKA_BOOTSTRAP_SERVERS"] = broker.start()
+            log.info("embedded broker (tansu, memory storage) on %s", broker.bootstrap)
+        effective = settings.model_copy(
+            update={
+                "database_url": SecretStr(overrides["DATABASE_URL"]) if pg else settings.database_url,
+                "kafka_bootstrap_servers": overrides.get("KAFKA_BOOTSTRAP_SERVERS", settings.kafka_bootstrap_servers),
+            }
+        )
+        prepare(effective)
+
+        children, urls = [], {}
+        for name in SERVICES:
+            service_settings = service_entry(name)[0]()
+            children.append(Child(name, python_argv(name), child_env(overrides)))
+            urls[name] = f"http://{service_settings.host}:{service_settings.port}"
+        supervisor = Supervisor(children)
+        supervisor.start_all()
+        not_ready = wait_ready(urls)
+        print("\nThe NPS feedback loop is running:", flush=True)
+        for name, url in urls.items():
+            state = "NOT READY" if name in not_ready else "ready"
+            print(f"  {name:<9} {url}   ({state}; {url}/docs, {url}/metrics)", flush=True)
+        print(f"  broker    {effective.require_bootstrap()}", flush=True)
+        print(f"  database  {'embedded, data in ' + str(pg.data_dir) if pg else 'DATABASE_URL'}", flush=True)
+        print("Ctrl-C stops everything.\n", flush=True)
+        supervisor.watch()
+        return 0
+    finally:
+        if broker is not None:
+            broker.stop()
+        if pg is not None:
+            pg.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="nps", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="run the whole loop")
+    sub.add_parser("migrate", help="apply every service's migrations")
+    sub.add_parser("topics", help="create the topics")
+    for name in SERVICES:
+        sub.add_parser(name, help=f"run the {name} service alone")
+    args = parser.parse_args(argv)
+
+    if args.command == "up":
+        return up()
+    if args.command in SERVICES:
+        return run_service(args.command)
+    settings = InfraSettings()
+    logs.configure(settings.log_level, "nps")
+    if args.command == "migrate":
+        upgrade(settings.require_database_url())
+    elif args.command == "topics":
+        created = asyncio.run(
+            ensure_topics(
+                settings.require_bootstrap(),
+                settings.topics.all(),
+                settings.topic_partitions,
+                settings.topic_replication,
+            )
+        )
+        print("created: " + (", ".join(created) or "nothing (all exist)"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

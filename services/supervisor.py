@@ -1,0 +1,92 @@
+"""Runs the four services as separate processes, restarts one that dies, stops them in order."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    env: Mapping[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    started_at: float = field(default=0.0)
+
+    def start(self) -> None:
+        # Own session: a terminal's Ctrl-C reaches only the launcher, which stops children in order.
+        self.process = subprocess.Popen(self.argv, env=dict(self.env), start_new_session=True)
+        self.started_at = time.monotonic()
+        log.info("started %s (pid %d)", self.name, self.process.pid)
+
+
+class Supervisor:
+    def __init__(self, children: list[Child], max_backoff: float = 10.0) -> None:
+        self.children = children
+        self.max_backoff = max_backoff
+        self._stopping = False
+
+    def request_stop(self, *_: object) -> None:
+        self._stopping = True
+
+    def start_all(self) -> None:
+        for child in self.children:
+            child.start()
+
+    def watch(self) -> None:
+        """Restart children that exit, until asked to stop (SIGINT/SIGTERM)."""
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGTERM, self.request_stop)
+        while not self._stopping:
+            now = time.monotonic()
+            for child in self.children:
+                proc = child.process
+                if proc is not None and proc.poll() is not None:
+                    # Back off when a child dies young (a crash loop), not when it ran a while.
+                    lived = now - child.started_at
+                    child.restarts = 0 if lived > 60 else child.restarts + 1
+                    delay = min(self.max_backoff, 0.5 * 2 ** max(0, child.restarts - 1))
+                    log.warning("%s exited with code %s; restarting in %.1fs", child.name, proc.returncode, delay)
+                    child.process = None
+                    child.next_start = now + delay
+                elif proc is None and now >= child.next_start:
+                    child.start()
+            time.sleep(0.2)
+        self.stop_all()
+
+    def stop_all(self, timeout: float = 30.0) -> None:
+        running = [c for c in self.children if c.process is not None and c.process.poll() is None]
+        for child in running:
+            assert child.process is not None
+            child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for child in running:
+            assert child.process is not None
+            try:
+                child.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop within %.0fs; killing it", child.name, timeout)
+                child.process.kill()
+                child.process.wait()
+        log.info("all services stopped")
+
+
+def python_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "services", *args]
+
+
+def child_env(overrides: Mapping[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(overrides)
+    return env

@@ -1,0 +1,234 @@
+"""The one consumer loop every consuming service runs. A service supplies only its batch handler.
+
+For each batch polled from Kafka the loop:
+1. decodes every message with the topic's TypeAdapter; a message that does not decode goes to
+   the dead-letter topic with its reason (in headers, the original bytes untouched) and the
+   partition keeps flowing;
+2. opens one database transaction, hands the decoded batch to the handler, commits;
+3. publishes what the handler queued in the transactional outbox;
+4. commits the Kafka offsets, as the very last step.
+
+A crash anywhere before step 4 redelivers the batch, so handlers must be idempotent (unique
+keys, ON CONFLICT); that is the whole of our delivery guarantee: at-least-once plus idempotent
+writes, never Kafka transactions. Database or broker failures are retried with backoff and
+nothing is committed meanwhile. `stop()` (wired to SIGTERM) lets the batch in flight finish
+and commit, then returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from shared import metrics
+from shared.outbox import OutboxRelay
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Message(Generic[E]):
+    event: E
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+
+BatchHandler = Callable[[AsyncConnection, Sequence[Message[E]]], Awaitable[None]]
+
+
+class DeadLetterLimitExceeded(RuntimeError):
+    """Too many undecodable messages in a row: more likely our bug than bad input."""
+
+
+class _Stopped(Exception):
+    pass
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Failures worth retrying: the database or the broker is away, not a bug in our code."""
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+    return isinstance(exc, OSError | TimeoutError | KafkaError | ConnectionError)
+
+
+def describe_invalid(exc: Exception) -> str:
+    """A dead-letter reason without the input values: they may hold personal data."""
+    if isinstance(exc, ValidationError):
+        parts = [
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False)
+        ]
+        return "; ".join(parts)[:1000]
+    return f"{type(exc).__name__}: {exc}"[:1000]
+
+
+class ConsumerLoop(Generic[E]):
+    def __init__(
+        self,
+        *,
+        service: str,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        engine: AsyncEngine,
+        decode: Callable[[bytes], E],
+        handler: BatchHandler[E],
+        deadletter_topic: str,
+        outbox: OutboxRelay | None = None,
+        max_batch: int = 5_000,
+        poll_ms: int = 200,
+        max_consecutive_dead: int = 1_000,
+    ) -> None:
+        self.service = service
+        self._consumer = consumer
+        self._producer = producer
+        self._engine = engine
+        self._decode = decode
+        self._handler = handler
+        self._deadletter_topic = deadletter_topic
+        self._outbox = outbox
+        self._max_batch = max_batch
+        self._poll_ms = poll_ms
+        self._max_consecutive_dead = max_consecutive_dead
+        self._consecutive_dead = 0
+        self._stopping = asyncio.Event()
+        self._lag: dict[TopicPartition, int] = {}
+        self.batches_committed = 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def run(self) -> None:
+        log.info("%s consumer loop started", self.service)
+        try:
+            if self._outbox is not None:
+                await self._retrying(self._outbox.flush)  # leftovers of a previous crash
+            while not self._stopping.is_set():
+                records = await self._consumer.getmany(timeout_ms=self._poll_ms, max_records=self._max_batch)
+                if records:
+                    await self._process(records)
+                else:
+                    self._record_idle_lag()
+        except _Stopped:
+            log.info("%s consumer loop stopped while retrying; the batch will be redelivered", self.service)
+        log.info("%s consumer loop stopped", self.service)
+
+    async def _process(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        started = time.perf_counter()
+        good: list[Message[E]] = []
+        dead: list[tuple[ConsumerRecord, str]] = []
+        for batch in records.values():
+            for record in batch:
+                try:
+                    if record.value is None:
+                        raise ValueError("message has no value")
+                    event = self._decode(record.value)
+                except (ValidationError, ValueError) as exc:
+                    dead.append((record, describe_invalid(exc)))
+                    self._consecutive_dead += 1
+                    if self._consecutive_dead > self._max_consecutive_dead:
+                        raise DeadLetterLimitExceeded(
+                            f"{self._consecutive_dead} undecodable messages in a row on {record.topic}; "
+                            "stopping rather than diverting the topic to the dead-letter queue"
+                        ) from exc
+                    continue
+                self._consecutive_dead = 0
+                good.append(Message(event, record.topic, record.partition, record.offset, record.timestamp))
+
+        if dead:
+            await self._retrying(lambda: self._send_dead(dead))
+        if good:
+            await self._retrying(lambda: self._transact(good))
+            if self._outbox is not None:
+                sent = await self._retrying(self._outbox.flush)
+                metrics.OUTBOX_PUBLISHED.labels(self.service).inc(sent)
+        await self._commit({tp: batch[-1].offset + 1 for tp, batch in records.items()})
+
+        for tp, batch in records.items():
+            outcome_dead = sum(1 for record, _ in dead if record.topic == tp.topic)
+            metrics.CONSUMER_EVENTS.labels(self.service, tp.topic, "processed").inc(len(batch))
+            if outcome_dead:
+                metrics.CONSUMER_EVENTS.labels(self.service, tp.topic, "deadlettered").inc(outcome_dead)
+            highwater = self._consumer.highwater(tp)
+            if highwater is not None:
+                self._lag[tp] = max(0, highwater - (batch[-1].offset + 1))
+        self._publish_lag()
+        metrics.CONSUMER_BATCH_SIZE.labels(self.service).observe(len(good) + len(dead))
+        metrics.CONSUMER_BATCH_SECONDS.labels(self.service).observe(time.perf_counter() - started)
+        self.batches_committed += 1
+
+    async def _transact(self, batch: Sequence[Message[E]]) -> None:
+        async with self._engine.begin() as conn:  # the one commit point
+            await self._handler(conn, batch)
+
+    async def _send_dead(self, dead: list[tuple[ConsumerRecord, str]]) -> None:
+        sent = []
+        for record, reason in dead:
+            log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
+            headers = [
+                ("nps-dlq-reason", reason.encode()),
+                ("nps-dlq-service", self.service.encode()),
+                ("nps-dlq-topic", record.topic.encode()),
+                ("nps-dlq-partition", str(record.partition).encode()),
+                ("nps-dlq-offset", str(record.offset).encode()),
+            ]
+            sent.append(
+                await self._producer.send(
+                    self._deadletter_topic, value=record.value or b"", key=record.key, headers=headers
+                )
+            )
+        await asyncio.gather(*sent)
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # A rebalance took the partitions away: the new owner re-reads from the last commit,
+            # and the handler's idempotent writes make that harmless.
+            log.warning("%s offset commit failed after a rebalance (%s); batch will be redelivered", self.service, exc)
+
+    async def _retrying(self, action: Callable[[], Awaitable[T]]) -> T:
+        delay = 0.2
+        while True:
+            try:
+                return await action()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                metrics.CONSUMER_RETRIES.labels(self.service).inc()
+                log.warning("%s: %s; retrying in %.1fs, nothing committed", self.service, describe_invalid(exc), delay)
+            if self._stopping.is_set():
+                raise _Stopped
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _record_idle_lag(self) -> None:
+        # An empty poll means every assigned partition is caught up.
+        for tp in self._consumer.assignment():
+            self._lag[tp] = 0
+        self._publish_lag()
+
+    def _publish_lag(self) -> None:
+        per_topic: dict[str, int] = {}
+        for tp, lag in self._lag.items():
+            per_topic[tp.topic] = per_topic.get(tp.topic, 0) + lag
+        for topic, lag in per_topic.items():
+            metrics.CONSUMER_LAG.labels(self.service, topic).set(lag)

@@ -1,0 +1,84 @@
+"""Database plumbing every service shares: engines, reachability, migrations.
+
+Each service owns one PostgreSQL schema and its own Alembic history (version table inside
+that schema), so services can be migrated, deployed and dropped independently."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from alembic import command, context
+from alembic.config import Config
+from sqlalchemy import Connection, MetaData, text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from shared.settings import async_url
+
+log = logging.getLogger(__name__)
+
+# The migrations of every service, in dependency order (they have none between them).
+SERVICE_SCHEMAS = {
+    "scoring": "scoring_service:migrations",
+    "followup": "followup_service:migrations",
+    "alerts": "alerts_service:migrations",
+}
+
+
+def make_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
+    return create_async_engine(async_url(url), pool_size=pool_size, pool_pre_ping=True)
+
+
+async def database_reachable(engine: AsyncEngine, timeout: float = 1.0) -> bool:
+    async def probe() -> None:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    try:
+        await asyncio.wait_for(probe(), timeout)
+    except (TimeoutError, OSError, DBAPIError, OperationalError):
+        return False
+    return True
+
+
+def alembic_config(script_location: str, url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", script_location)
+    cfg.attributes["url"] = async_url(url)
+    return cfg
+
+
+def upgrade(url: str, services: list[str] | None = None) -> None:
+    """`alembic upgrade head` for each service's schema. Synchronous: call it from a thread
+    when an event loop is running."""
+    for name in services or list(SERVICE_SCHEMAS):
+        log.info("migrating %s", name)
+        command.upgrade(alembic_config(SERVICE_SCHEMAS[name], url), "head")
+
+
+def run_migrations_env(schema: str, metadata: MetaData | None = None) -> None:
+    """Body of every service's migrations/env.py (online mode only: we always have a database)."""
+    url = context.config.attributes["url"]
+
+    def migrate(connection: Connection) -> None:
+        connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        context.configure(
+            connection=connection,
+            target_metadata=metadata,
+            version_table_schema=schema,
+            include_schemas=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+
+    async def run(fn: Callable[[Connection], None]) -> None:
+        engine = create_async_engine(url)
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(fn)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run(migrate))

@@ -1,0 +1,160 @@
+"""Event contracts: the only shapes that cross a topic.
+
+Every event is a frozen pydantic model with a `type` literal (past tense) and a
+`schema_version`. Each topic has one discriminated union, decoded by one module-level
+TypeAdapter, so a new event type on a topic is a new union member, never a new decoder.
+Documented with examples in docs/events.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+from typing import Annotated, Literal, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, TypeAdapter
+
+from shared.nps import Counts
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    schema_version: Literal[1] = 1
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+Score = Annotated[StrictInt, Field(ge=0, le=10)]
+
+
+# --- nps.responses.v1: keyed by respondent_id, so one respondent's events stay in order ---
+
+
+class ResponseSubmitted(Event):
+    type: Literal["ResponseSubmitted"] = "ResponseSubmitted"
+    response_id: str
+    respondent_id: str
+    score: Score
+    comment: str | None = None
+    survey_id: str | None = None
+    channel: str | None = None
+    answered_at: AwareDatetime
+    attributes: dict[str, str] = Field(default_factory=dict)
+    email: str | None = None
+    submitted_at: AwareDatetime
+    source: str | None = None  # which API key (source app) sent it
+
+
+ResponseEvent = Annotated[ResponseSubmitted, Field(discriminator="type")]
+response_events: TypeAdapter[ResponseEvent] = TypeAdapter(ResponseEvent)
+
+
+# --- nps.scores.v1: keyed by segment ---
+
+
+class WindowCounts(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    first_day: date
+    last_day: date
+    promoters: int = Field(ge=0)
+    passives: int = Field(ge=0)
+    detractors: int = Field(ge=0)
+
+    @property
+    def counts(self) -> Counts:
+        return Counts(self.promoters, self.passives, self.detractors)
+
+
+class ScoreChanged(Event):
+    """A segment's counts moved. Carries the current and the baseline window so consumers
+    (alerts) never need to query scoring."""
+
+    type: Literal["ScoreChanged"] = "ScoreChanged"
+    segment: str
+    as_of: date
+    current: WindowCounts
+    baseline: WindowCounts
+    computed_at: AwareDatetime
+
+
+ScoreEvent = Annotated[ScoreChanged, Field(discriminator="type")]
+score_events: TypeAdapter[ScoreEvent] = TypeAdapter(ScoreEvent)
+
+
+# --- nps.followups.v1 and nps.tickets.v1: keyed by respondent_id ---
+
+FollowUpKind = Literal["referral", "education", "ticket"]
+
+
+class FollowUpCreated(Event):
+    type: Literal["FollowUpCreated"] = "FollowUpCreated"
+    followup_id: str
+    kind: FollowUpKind
+    response_id: str
+    respondent_id: str
+    score: Score
+    channel: str | None = None
+    survey_id: str | None = None
+    created_at: AwareDatetime
+
+
+class TicketOpened(Event):
+    """One per detractor response. `ticket_id` is stable: a consumer that sees it twice
+    (at-least-once delivery) must treat the second as the same ticket."""
+
+    type: Literal["TicketOpened"] = "TicketOpened"
+    ticket_id: str
+    response_id: str
+    respondent_id: str
+    score: Score
+    comment: str | None = None
+    survey_id: str | None = None
+    channel: str | None = None
+    answered_at: AwareDatetime
+    created_at: AwareDatetime
+
+
+FollowUpEvent = Annotated[FollowUpCreated, Field(discriminator="type")]
+followup_events: TypeAdapter[FollowUpEvent] = TypeAdapter(FollowUpEvent)
+TicketEvent = Annotated[TicketOpened, Field(discriminator="type")]
+ticket_events: TypeAdapter[TicketEvent] = TypeAdapter(TicketEvent)
+
+
+# --- nps.alerts.v1: keyed by segment ---
+
+
+class ScoreDropDetected(Event):
+    type: Literal["ScoreDropDetected"] = "ScoreDropDetected"
+    alert_id: str
+    segment: str
+    as_of: date
+    current_nps: float
+    baseline_nps: float
+    drop_points: float
+    current_n: int
+    baseline_n: int
+    detected_at: AwareDatetime
+
+
+class ScoreDropResolved(Event):
+    type: Literal["ScoreDropResolved"] = "ScoreDropResolved"
+    alert_id: str
+    segment: str
+    as_of: date
+    current_nps: float | None
+    baseline_nps: float | None
+    resolved_at: AwareDatetime
+
+
+AlertEvent = Annotated[ScoreDropDetected | ScoreDropResolved, Field(discriminator="type")]
+alert_events: TypeAdapter[AlertEvent] = TypeAdapter(AlertEvent)
+
+
+E = TypeVar("E")
+
+
+def decoder(adapter: TypeAdapter[E]) -> Callable[[bytes], E]:
+    return adapter.validate_json

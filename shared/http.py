@@ -1,0 +1,190 @@
+"""HTTP plumbing every service shares: error bodies, metrics middleware, health routes, serving."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import uvicorn
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared import metrics
+
+log = logging.getLogger(__name__)
+
+
+class FieldProblem(BaseModel):
+    field: str
+    problem: str
+
+
+class Problem(BaseModel):
+    """Every error answer has this body; `code` is stable and safe to branch on."""
+
+    code: str
+    message: str
+    errors: list[FieldProblem] = []
+
+
+class ProblemError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        errors: list[FieldProblem] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.problem = Problem(code=code, message=message, errors=errors or [])
+        self.headers = dict(headers or {})
+
+
+def problem_response(exc: ProblemError) -> JSONResponse:
+    return JSONResponse(exc.problem.model_dump(), status_code=exc.status, headers=exc.headers)
+
+
+def field_name(loc: tuple[int | str, ...]) -> str:
+    # FastAPI prefixes the source ("body", "query"); the client wants the field itself.
+    parts = [str(p) for p in loc[1:]] if loc and loc[0] in ("body", "query", "path", "header") else list(map(str, loc))
+    return ".".join(parts) or "body"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ProblemError)
+    async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
+        return problem_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [FieldProblem(field=field_name(tuple(e["loc"])), problem=e["msg"]) for e in exc.errors()]
+        return problem_response(ProblemError(422, "invalid_request", "the request does not match the schema", errors))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return problem_response(
+            ProblemError(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
+        )
+
+
+class MetricsMiddleware:
+    """Counts and times requests by route template (bounded), never by raw path."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = route_template(scope)
+            metrics.HTTP_REQUESTS.labels(self.service, scope["method"], route, f"{status // 100}xx").inc()
+            metrics.HTTP_SECONDS.labels(self.service, route).observe(time.perf_counter() - started)
+
+
+def route_template(scope: Scope) -> str:
+    app = scope.get("app")
+    router = getattr(app, "router", None)
+    for route in getattr(router, "routes", []):
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return str(getattr(route, "path", "unmatched"))
+    return "unmatched"
+
+
+ReadinessCheck = Callable[[], Awaitable[bool]]
+
+
+def health_router(checks: Callable[[], Mapping[str, ReadinessCheck]]) -> APIRouter:
+    """/healthz: the process answers. /readyz: every dependency answers (503 otherwise)."""
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    async def readyz() -> JSONResponse:
+        named = dict(checks())
+        results = await asyncio.gather(*(check() for check in named.values()))
+        status = {name: ("ok" if ok else "unreachable") for name, ok in zip(named, results, strict=True)}
+        ready = all(results)
+        return JSONResponse(
+            {"status": "ready" if ready else "not_ready", "checks": status}, status_code=200 if ready else 503
+        )
+
+    @router.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def create_base_app(service: str, title: str, lifespan: Any, version: str = "1") -> FastAPI:
+    app = FastAPI(title=title, version=version, lifespan=lifespan)
+    install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware, service=service)
+    return app
+
+
+def report_worker_failure(app: FastAPI, task: asyncio.Task[Any]) -> None:
+    """A background worker (the consumer loop) that dies takes the process down with it, so a
+    supervisor restarts it, instead of a process that answers HTTP but consumes nothing."""
+    if task.cancelled() or task.exception() is None:
+        return
+    log.error("worker failed; shutting down", exc_info=task.exception())
+    app.state.worker_failed = True
+    server = getattr(app.state, "server", None)
+    if server is not None:
+        server.should_exit = True
+
+
+def serve(app: FastAPI, host: str, port: int) -> int:
+    """Run one service in this process; returns the exit code."""
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=30,
+    )
+    server = uvicorn.Server(config)
+    app.state.server = server
+    app.state.worker_failed = False
+    # uvicorn handles SIGINT/SIGTERM while serving (graceful: requests, then lifespan shutdown,
+    # where the consumer loop commits its batch), then re-raises the signal once done. Catch that
+    # re-raise so a requested stop exits 0 instead of dying with a traceback.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
+    server.run()
+    if app.state.worker_failed:
+        return 1
+    return 0 if server.started else 1

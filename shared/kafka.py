@@ -1,0 +1,75 @@
+"""Kafka plumbing every service shares: producers, consumers, topics, reachability."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from shared.settings import InfraSettings, ServiceSettings
+
+log = logging.getLogger(__name__)
+
+TOPIC_ALREADY_EXISTS = 36
+
+
+def make_producer(settings: InfraSettings, *, client_id: str, linger_ms: int = 5) -> AIOKafkaProducer:
+    # Idempotent and transactional producers are refused by the local broker (InitProducerId);
+    # correctness never depends on them: consumers write idempotently instead (BRIEF.md).
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.require_bootstrap(),
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=False,
+        linger_ms=linger_ms,
+        request_timeout_ms=10_000,
+    )
+
+
+def make_consumer(settings: ServiceSettings, *topics: str, group_id: str, client_id: str) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.require_bootstrap(),
+        group_id=group_id,
+        client_id=client_id,
+        enable_auto_commit=False,  # offsets are committed by the loop, after the database commit
+        auto_offset_reset="earliest",
+        session_timeout_ms=settings.consumer_session_timeout_ms,
+        heartbeat_interval_ms=settings.consumer_heartbeat_ms,
+        rebalance_timeout_ms=settings.consumer_rebalance_timeout_ms,
+        max_poll_interval_ms=max(300_000, settings.consumer_rebalance_timeout_ms),
+    )
+
+
+async def ensure_topics(bootstrap: str, topics: list[str], partitions: int, replication: int = 1) -> list[str]:
+    """Create the topics that do not exist yet; returns the ones created. Safe to repeat."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="nps-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if not missing:
+            return []
+        response = await admin.create_topics(
+            [NewTopic(name=t, num_partitions=partitions, replication_factor=replication) for t in missing]
+        )
+        created = []
+        for name, code, message in response.topic_errors:
+            if code == 0:
+                created.append(name)
+            elif code != TOPIC_ALREADY_EXISTS:
+                raise RuntimeError(f"could not create topic {name}: {message} (error {code})")
+        return created
+    finally:
+        await admin.close()
+
+
+async def broker_reachable(producer: AIOKafkaProducer, timeout: float = 1.0) -> bool:
+    try:
+        await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout)
+    except (TimeoutError, KafkaError, OSError):
+        return False
+    return True

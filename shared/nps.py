@@ -1,0 +1,146 @@
+"""NPS arithmetic: the one definition every service uses. Pure: no I/O, no clock.
+
+Score 0..10; promoter 9-10, passive 7-8, detractor 0-6. NPS = 100 * (P - D) / N.
+Intervals and tests use the adjusted Wald method (Rocks 2016, The American Statistician):
+add 3 responses, 3/4 of them promoters and 3/4 detractors, which keeps the interval honest
+for small samples and for scores near +-100.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+
+
+class Category(StrEnum):
+    PROMOTER = "promoter"
+    PASSIVE = "passive"
+    DETRACTOR = "detractor"
+
+
+def classify(score: int) -> Category:
+    """Bucket a score. Anything but an int 0..10 is an error, never silently bucketed."""
+    if isinstance(score, bool) or not isinstance(score, int):
+        raise TypeError(f"score must be an int, got {type(score).__name__}")
+    if not 0 <= score <= 10:
+        raise ValueError(f"score must be 0..10, got {score}")
+    if score >= 9:
+        return Category.PROMOTER
+    if score >= 7:
+        return Category.PASSIVE
+    return Category.DETRACTOR
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    promoters: int = 0
+    passives: int = 0
+    detractors: int = 0
+
+    @classmethod
+    def of(cls, category: Category) -> Counts:
+        return cls(
+            promoters=int(category is Category.PROMOTER),
+            passives=int(category is Category.PASSIVE),
+            detractors=int(category is Category.DETRACTOR),
+        )
+
+    @classmethod
+    def from_scores(cls, scores: list[int]) -> Counts:
+        total = cls()
+        for score in scores:
+            total = total + cls.of(classify(score))
+        return total
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(
+            self.promoters + other.promoters,
+            self.passives + other.passives,
+            self.detractors + other.detractors,
+        )
+
+    def __sub__(self, other: Counts) -> Counts:
+        return Counts(
+            self.promoters - other.promoters,
+            self.passives - other.passives,
+            self.detractors - other.detractors,
+        )
+
+    @property
+    def n(self) -> int:
+        return self.promoters + self.passives + self.detractors
+
+    @property
+    def nps(self) -> float | None:
+        """NPS in points (-100..100); None when there are no responses."""
+        if self.n == 0:
+            return None
+        return 100.0 * (self.promoters - self.detractors) / self.n
+
+    @property
+    def variance(self) -> float | None:
+        """Variance of NPS as a fraction: [p + d - (p - d)^2] / n."""
+        if self.n == 0:
+            return None
+        p = self.promoters / self.n
+        d = self.detractors / self.n
+        return (p + d - (p - d) ** 2) / self.n
+
+
+@dataclass(frozen=True, slots=True)
+class Adjusted:
+    """Adjusted-Wald values, as fractions: NPS' and its variance V'."""
+
+    nps: float
+    variance: float
+
+
+def adjusted(counts: Counts) -> Adjusted:
+    n_adj = counts.n + 3
+    p_adj = (counts.promoters + 0.75) / n_adj
+    d_adj = (counts.detractors + 0.75) / n_adj
+    nps_adj = p_adj - d_adj
+    return Adjusted(nps=nps_adj, variance=(p_adj + d_adj - nps_adj**2) / n_adj)
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    low: float
+    high: float
+
+
+def ci95(counts: Counts, z: float = Z95) -> Interval:
+    """Adjusted-Wald 95% interval in NPS points, clipped to the possible range -100..100.
+
+    Defined for n = 0 too (it is then wide, about -100..100), so callers never divide by zero.
+    """
+    adj = adjusted(counts)
+    half = z * math.sqrt(adj.variance)
+    return Interval(
+        low=max(-100.0, 100.0 * (adj.nps - half)),
+        high=min(100.0, 100.0 * (adj.nps + half)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """Current period against a baseline period, both independent samples."""
+
+    difference: float  # NPS'(current) - NPS'(baseline), in points
+    z: float
+    p_value_drop: float  # one-sided: P(Z <= z) under "no change"
+
+
+def compare(baseline: Counts, current: Counts) -> Comparison:
+    """z = (NPS'2 - NPS'1) / sqrt(V'1 + V'2) with the adjusted values (BRIEF.md)."""
+    b = adjusted(baseline)
+    c = adjusted(current)
+    z = (c.nps - b.nps) / math.sqrt(b.variance + c.variance)
+    return Comparison(difference=100.0 * (c.nps - b.nps), z=z, p_value_drop=normal_cdf(z))
+
+
+def normal_cdf(x: float) -> float:
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))

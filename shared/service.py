@@ -1,0 +1,95 @@
+"""Wiring shared by the three consuming services: engine, producer, consumer, outbox relay and
+the consumer loop, started with the HTTP app and stopped with it (SIGTERM: uvicorn stops
+serving, then the loop finishes its batch, commits and returns)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from aiokafka import AIOKafkaProducer
+from fastapi import FastAPI, Request
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.consumer import BatchHandler, ConsumerLoop
+from shared.db import database_reachable, make_engine
+from shared.http import ReadinessCheck, report_worker_failure
+from shared.kafka import broker_reachable, make_consumer, make_producer
+from shared.outbox import OutboxRelay
+from shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E")
+
+
+@dataclass
+class ConsumerSpec(Generic[E]):
+    service: str
+    schema: str  # the service's own PostgreSQL schema (and its outbox)
+    topic: str
+    group_id: str
+    decode: Callable[[bytes], E]
+    handler: BatchHandler[E]
+
+
+@dataclass
+class Resources:
+    engine: AsyncEngine
+    producer: AIOKafkaProducer
+    loop: ConsumerLoop[Any]
+
+    def checks(self) -> Mapping[str, ReadinessCheck]:
+        return {
+            "database": lambda: database_reachable(self.engine),
+            "broker": lambda: broker_reachable(self.producer),
+        }
+
+
+def resources(request: Request) -> Resources:
+    res: Resources = request.app.state.resources
+    return res
+
+
+def consuming_lifespan(settings: ServiceSettings, spec: ConsumerSpec[Any]) -> Callable[[FastAPI], Any]:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.require_database_url())
+        producer = make_producer(settings, client_id=f"nps-{spec.service}")
+        consumer = make_consumer(settings, spec.topic, group_id=spec.group_id, client_id=f"nps-{spec.service}")
+        await producer.start()
+        await consumer.start()
+        loop = ConsumerLoop(
+            service=spec.service,
+            consumer=consumer,
+            producer=producer,
+            engine=engine,
+            decode=spec.decode,
+            handler=spec.handler,
+            deadletter_topic=settings.topics.deadletter,
+            outbox=OutboxRelay(engine, producer, spec.schema),
+            max_batch=settings.consumer_max_batch,
+            poll_ms=settings.consumer_poll_ms,
+            max_consecutive_dead=settings.deadletter_max_consecutive,
+        )
+        app.state.resources = Resources(engine=engine, producer=producer, loop=loop)
+        task = asyncio.create_task(loop.run(), name=f"{spec.service}-consumer")
+        task.add_done_callback(lambda t: report_worker_failure(app, t))
+        log.info("%s consuming %s as group %s", spec.service, spec.topic, spec.group_id)
+        try:
+            yield
+        finally:
+            loop.stop()
+            try:
+                await task
+            except Exception:
+                log.exception("%s consumer loop ended with an error", spec.service)
+            await consumer.stop()
+            await producer.stop()
+            await engine.dispose()
+
+    return lifespan
