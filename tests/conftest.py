@@ -1,0 +1,64 @@
+"""Session-wide real infrastructure: one embedded PostgreSQL and one tansu broker per test run.
+Unit tests never touch these fixtures."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from services.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
+from shared.db import upgrade
+from shared.settings import async_url
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", database="nps_template")
+    url = server.start()
+    upgrade(url)  # alembic upgrade head once; each test copies this migrated database
+    yield url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    broker = EmbeddedBroker(free_port(), tmp_path_factory.mktemp("broker") / "broker.log")
+    yield broker.start()
+    broker.stop()
+
+
+def _with_database(url: str, name: str) -> str:
+    base, _, query = url.partition("?")
+    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture
+def database_url(pg_admin_url: str) -> str:
+    """A fresh, migrated database for one test: a copy of the migrated template (milliseconds)."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(_with_database(pg_admin_url, "postgres"))
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE nps_template')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    return async_url(_with_database(pg_admin_url, name))
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A unique topic namespace per test: tests never see each other's events."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]

@@ -1,0 +1,142 @@
+"""Helpers for the integration and end-to-end tiers: real broker, real PostgreSQL, no mocks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.consumer import ConsumerLoop
+from shared.db import make_engine
+from shared.kafka import ensure_topics, make_consumer, make_producer
+from shared.service import ConsumerSpec, make_loop
+from shared.settings import ServiceSettings
+
+# Short group timings: a consumer joins in ~1 s and a replacement rejoins in ~4 s.
+FAST_GROUP = {
+    "consumer_session_timeout_ms": 2_000,
+    "consumer_heartbeat_ms": 300,
+    "consumer_rebalance_timeout_ms": 1_000,
+    "consumer_poll_ms": 50,
+}
+FAST_GROUP_ENV = {
+    "NPS_CONSUMER_SESSION_TIMEOUT_MS": "2000",
+    "NPS_CONSUMER_HEARTBEAT_MS": "300",
+    "NPS_CONSUMER_REBALANCE_TIMEOUT_MS": "1000",
+    "NPS_CONSUMER_POLL_MS": "50",
+}
+
+
+def service_settings(bootstrap: str, database_url: str, namespace: str, **extra: Any) -> ServiceSettings:
+    return ServiceSettings(
+        kafka_bootstrap_servers=bootstrap,
+        database_url=database_url,  # type: ignore[arg-type]
+        topic_namespace=namespace,
+        topic_partitions=3,
+        **FAST_GROUP,
+        **extra,
+    )
+
+
+async def create_topics(settings: ServiceSettings) -> None:
+    await ensure_topics(settings.require_bootstrap(), settings.topics.all(), settings.topic_partitions)
+
+
+@asynccontextmanager
+async def started_producer(bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+    await producer.start()
+    try:
+        yield producer
+    finally:
+        await producer.stop()
+
+
+async def produce(producer: AIOKafkaProducer, topic: str, items: Sequence[tuple[bytes | None, bytes]]) -> None:
+    futures = [await producer.send(topic, value=value, key=key) for key, value in items]
+    await asyncio.gather(*futures)
+
+
+async def read_topic(
+    bootstrap: str, topic: str, *, expect: int | None = None, timeout: float = 10.0, settle: float = 1.0
+) -> list[ConsumerRecord]:
+    """Everything on a topic, read with a plain consumer (no group): what any Kafka client sees.
+
+    Reads until `expect` records arrived (then `settle` more seconds, to catch extras), or until
+    `timeout` when `expect` is None."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        deadline = time.monotonic() + timeout
+        while not partitions and time.monotonic() < deadline:
+            await consumer.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            return []
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        records: list[ConsumerRecord] = []
+        settle_until: float | None = None
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=100)
+            for msgs in batch.values():
+                records.extend(msgs)
+            if expect is not None and len(records) >= expect:
+                if settle_until is None:
+                    settle_until = time.monotonic() + settle
+                elif time.monotonic() >= settle_until:
+                    break
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0, every: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if await check():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(every)
+
+
+@dataclass
+class RunningLoop:
+    loop: ConsumerLoop[Any]
+    task: asyncio.Task[None]
+    engine: AsyncEngine
+    consumer: AIOKafkaConsumer
+
+    async def committed(self) -> dict[int, int | None]:
+        return {tp.partition: await self.consumer.committed(tp) for tp in self.consumer.assignment()}
+
+
+@asynccontextmanager
+async def running_loop(settings: ServiceSettings, spec: ConsumerSpec[Any]) -> AsyncIterator[RunningLoop]:
+    """One real consumer loop (the services' own wiring) against the real broker and database."""
+    engine = make_engine(settings.require_database_url())
+    producer = make_producer(settings, client_id=f"test-{spec.service}")
+    consumer = make_consumer(settings, spec.topic, group_id=spec.group_id, client_id=f"test-{spec.service}")
+    await producer.start()
+    await consumer.start()
+    loop = make_loop(settings, spec, engine=engine, producer=producer, consumer=consumer)
+    task = asyncio.create_task(loop.run())
+    try:
+        yield RunningLoop(loop, task, engine, consumer)
+    finally:
+        loop.stop()
+        try:
+            await asyncio.wait_for(task, 30)
+        finally:
+            await consumer.stop()
+            await producer.stop()
+            await engine.dispose()

@@ -1,0 +1,200 @@
+"""The shared consumer loop against the real broker and the real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+
+import pytest
+import sqlalchemy as sa
+from pydantic import BaseModel, TypeAdapter
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.consumer import DeadLetterLimitExceeded, Message
+from shared.db import make_engine
+from shared.service import ConsumerSpec
+from tests.helpers import (
+    RunningLoop,
+    create_topics,
+    eventually,
+    produce,
+    read_topic,
+    running_loop,
+    service_settings,
+    started_producer,
+)
+
+pytestmark = pytest.mark.integration
+
+
+class Ping(BaseModel):
+    n: int
+
+
+pings = TypeAdapter(Ping)
+
+
+class Recorder:
+    """A batch handler writing each event to a real table, idempotently (like the services)."""
+
+    def __init__(self, fail_first: int = 0, failure: type[Exception] = RuntimeError, delay: float = 0.0) -> None:
+        self.calls = 0
+        self.fail_first = fail_first
+        self.failure = failure
+        self.delay = delay
+
+    async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[Ping]]) -> None:
+        self.calls += 1
+        await conn.execute(
+            sa.text("INSERT INTO public.seen (n) SELECT unnest(CAST(:ns AS integer[])) ON CONFLICT DO NOTHING"),
+            {"ns": [m.event.n for m in batch]},
+        )
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.calls <= self.fail_first:
+            if self.failure is OperationalError:
+                raise OperationalError("SELECT 1", {}, ConnectionResetError("database went away"))
+            raise self.failure("handler bug")
+
+
+async def seen(database_url: str) -> list[int]:
+    engine = make_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            return [r.n for r in await conn.execute(sa.text("SELECT n FROM public.seen ORDER BY n"))]
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def ready(database_url: str) -> str:
+    engine = make_engine(database_url)
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("CREATE TABLE public.seen (n integer PRIMARY KEY)"))
+    await engine.dispose()
+    return database_url
+
+
+def spec_for(topic: str, handler: Recorder, group: str = "g") -> ConsumerSpec[Ping]:
+    return ConsumerSpec(
+        service="test", schema="scoring", topic=topic, group_id=group, decode=pings.validate_json, handler=handler
+    )
+
+
+async def total_committed(run: RunningLoop) -> int:
+    return sum(v or 0 for v in (await run.committed()).values())
+
+
+async def test_a_batch_is_committed_after_the_database_commit(bootstrap: str, ready: str, namespace: str) -> None:
+    settings = service_settings(bootstrap, ready, namespace)
+    await create_topics(settings)
+    topic = settings.topics.responses
+    async with started_producer(bootstrap) as producer:
+        await produce(producer, topic, [(str(i).encode(), Ping(n=i).model_dump_json().encode()) for i in range(50)])
+    async with running_loop(settings, spec_for(topic, Recorder())) as run:
+        await eventually(lambda: _committed_is(run, 50))
+    assert await seen(ready) == list(range(50))
+
+
+async def _committed_is(run: RunningLoop, n: int) -> bool:
+    return await total_committed(run) == n
+
+
+async def test_a_failing_handler_commits_nothing_and_the_batch_comes_back(
+    bootstrap: str, ready: str, namespace: str
+) -> None:
+    settings = service_settings(bootstrap, ready, namespace)
+    await create_topics(settings)
+    topic = settings.topics.responses
+    async with started_producer(bootstrap) as producer:
+        await produce(producer, topic, [(b"k", Ping(n=i).model_dump_json().encode()) for i in range(10)])
+
+    with pytest.raises(RuntimeError, match="handler bug"):
+        async with running_loop(settings, spec_for(topic, Recorder(fail_first=99))) as run:
+            await run.task  # the loop dies with the bug: no retry of non-transient errors
+    assert await seen(ready) == []  # the transaction rolled back
+
+    async with running_loop(settings, spec_for(topic, Recorder())) as run:  # same group: redelivered
+        await eventually(lambda: _committed_is(run, 10))
+    assert await seen(ready) == list(range(10))
+
+
+async def test_transient_database_failures_are_retried_without_losing_or_doubling(
+    bootstrap: str, ready: str, namespace: str
+) -> None:
+    settings = service_settings(bootstrap, ready, namespace)
+    await create_topics(settings)
+    topic = settings.topics.responses
+    handler = Recorder(fail_first=2, failure=OperationalError)
+    async with started_producer(bootstrap) as producer:
+        await produce(producer, topic, [(b"k", Ping(n=i).model_dump_json().encode()) for i in range(5)])
+    async with running_loop(settings, spec_for(topic, handler)) as run:
+        await eventually(lambda: _committed_is(run, 5))
+        assert not run.task.done()
+    assert handler.calls >= 3
+    assert await seen(ready) == list(range(5))
+
+
+async def test_undecodable_messages_go_to_the_dead_letter_topic_and_the_partition_flows(
+    bootstrap: str, ready: str, namespace: str
+) -> None:
+    settings = service_settings(bootstrap, ready, namespace)
+    await create_topics(settings)
+    topic = settings.topics.responses
+    async with started_producer(bootstrap) as producer:
+        await produce(
+            producer,
+            topic,
+            [
+                (b"k", Ping(n=1).model_dump_json().encode()),
+                (b"k", b"{not json"),
+                (b"k", json.dumps({"n": "many"}).encode()),
+                (b"k", Ping(n=2).model_dump_json().encode()),
+            ],
+        )
+    async with running_loop(settings, spec_for(topic, Recorder())) as run:
+        await eventually(lambda: _committed_is(run, 4))
+    assert await seen(ready) == [1, 2]
+
+    dead = await read_topic(bootstrap, settings.topics.deadletter, expect=2)
+    assert sorted(r.value for r in dead) == sorted([b"{not json", json.dumps({"n": "many"}).encode()])
+    for record in dead:
+        headers = dict(record.headers)
+        assert headers["nps-dlq-topic"] == topic.encode()
+        assert headers["nps-dlq-service"] == b"test"
+        assert headers["nps-dlq-reason"]  # says why
+        assert int(headers["nps-dlq-offset"]) in (1, 2)
+    reasons = {dict(r.headers)["nps-dlq-offset"]: dict(r.headers)["nps-dlq-reason"].decode() for r in dead}
+    assert "n:" in reasons[b"2"]  # names the failing field
+
+
+async def test_a_flood_of_undecodable_messages_stops_the_loop(bootstrap: str, ready: str, namespace: str) -> None:
+    settings = service_settings(bootstrap, ready, namespace, deadletter_max_consecutive=3)
+    await create_topics(settings)
+    topic = settings.topics.responses
+    async with started_producer(bootstrap) as producer:
+        await produce(producer, topic, [(b"k", b"garbage") for _ in range(5)])
+    with pytest.raises(DeadLetterLimitExceeded):
+        async with running_loop(settings, spec_for(topic, Recorder())) as run:
+            await asyncio.wait_for(run.task, 20)
+
+
+async def test_stop_finishes_the_batch_in_flight_and_commits_it(bootstrap: str, ready: str, namespace: str) -> None:
+    settings = service_settings(bootstrap, ready, namespace)
+    await create_topics(settings)
+    topic = settings.topics.responses
+    handler = Recorder(delay=1.0)
+    async with started_producer(bootstrap) as producer:
+        await produce(producer, topic, [(b"k", Ping(n=i).model_dump_json().encode()) for i in range(20)])
+    async with running_loop(settings, spec_for(topic, handler)) as run:
+        await eventually(lambda: _handler_called(handler))
+        run.loop.stop()  # what SIGTERM does, while the handler is mid-batch
+        await asyncio.wait_for(run.task, 10)
+        assert await total_committed(run) == 20
+    assert await seen(ready) == list(range(20))
+
+
+async def _handler_called(handler: Recorder) -> bool:
+    return handler.calls > 0

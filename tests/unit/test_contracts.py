@@ -1,0 +1,78 @@
+import json
+from datetime import UTC, date, datetime
+
+import pytest
+from pydantic import ValidationError
+
+from shared.consumer import describe_invalid
+from shared.events import (
+    ResponseSubmitted,
+    ScoreChanged,
+    ScoreDropDetected,
+    WindowCounts,
+    alert_events,
+    response_events,
+    score_events,
+)
+
+NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
+
+
+def submitted(**kw: object) -> ResponseSubmitted:
+    fields: dict[str, object] = {
+        "response_id": "r1",
+        "respondent_id": "u1",
+        "score": 9,
+        "answered_at": NOW,
+        "submitted_at": NOW,
+    }
+    fields.update(kw)
+    return ResponseSubmitted.model_validate(fields)
+
+
+def test_response_event_round_trips_through_bytes() -> None:
+    event = submitted(comment="great", attributes={"plan": "pro"})
+    assert response_events.validate_json(event.to_bytes()) == event
+
+
+def test_decoding_rejects_a_bucketed_or_fractional_score() -> None:
+    raw = submitted().model_dump(mode="json")
+    for bad in (11, 6.5, "7", True):
+        with pytest.raises(ValidationError):
+            response_events.validate_json(json.dumps({**raw, "score": bad}))
+
+
+def test_decoding_rejects_an_unknown_type() -> None:
+    raw = submitted().model_dump(mode="json") | {"type": "ResponseExploded"}
+    with pytest.raises(ValidationError):
+        response_events.validate_python(raw)
+
+
+def test_score_and_alert_unions_decode_their_members() -> None:
+    counts = WindowCounts(
+        first_day=date(2026, 11, 18), last_day=date(2026, 11, 24), promoters=1, passives=0, detractors=2
+    )
+    changed = ScoreChanged(segment="all", as_of=date(2026, 11, 24), current=counts, baseline=counts, computed_at=NOW)
+    assert score_events.validate_json(changed.to_bytes()) == changed
+    drop = ScoreDropDetected(
+        alert_id="a",
+        segment="all",
+        as_of=date(2026, 11, 24),
+        current_nps=0,
+        baseline_nps=40,
+        drop_points=40,
+        current_n=50,
+        baseline_n=100,
+        detected_at=NOW,
+    )
+    assert alert_events.validate_json(drop.to_bytes()) == drop
+
+
+def test_dead_letter_reasons_carry_no_input_values() -> None:
+    raw = submitted(comment="my phone is 555-0199", email="jane@example.com").model_dump(mode="json")
+    raw["score"] = 11
+    with pytest.raises(ValidationError) as info:
+        response_events.validate_python(raw)
+    reason = describe_invalid(info.value)
+    assert "score" in reason
+    assert "555-0199" not in reason and "jane@example.com" not in reason and "11" not in reason
