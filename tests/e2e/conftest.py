@@ -1,0 +1,103 @@
+"""The whole loop as a user runs it: `nps up` (what `make run` calls), embedded PostgreSQL and
+broker included, four service processes, on free ports and a scratch var/ directory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from services.embedded import free_port
+from tests.helpers import FAST_GROUP_ENV
+
+SERVICES = ("ingest", "scoring", "followup", "alerts")
+
+
+@dataclass
+class Loop:
+    process: subprocess.Popen[bytes]
+    urls: dict[str, str]
+    bootstrap: str
+    output: Path
+
+    def children(self) -> dict[str, int]:
+        """The launcher's service processes, by service name."""
+        found = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == self.process.pid and b"services" in cmdline:
+                name = cmdline[-2].decode() if cmdline[-1] == b"" else cmdline[-1].decode()
+                found[name] = int(entry.name)
+        return found
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=1) as reply:
+            return bool(reply.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def loop(tmp_path_factory: pytest.TempPathFactory, repo_root_session: Path) -> Iterator[Loop]:
+    var_dir = tmp_path_factory.mktemp("var")
+    ports = {name: free_port() for name in SERVICES}
+    broker_port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")}
+    env.update(FAST_GROUP_ENV)
+    env.update(
+        {
+            "NPS_VAR_DIR": str(var_dir),
+            "NPS_BROKER_PORT": str(broker_port),
+            "NPS_ALERTS_MIN_RESPONSES": "10",
+            "NPS_ALERTS_DROP_POINTS": "10",
+            **{f"NPS_{name.upper()}_PORT": str(port) for name, port in ports.items()},
+        }
+    )
+    output = var_dir / "launcher.log"
+    with output.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services", "up"],
+            cwd=repo_root_session,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    deadline = time.monotonic() + 120
+    while not all(_ready(u) for u in urls.values()):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"the loop did not start:\n{output.read_text()[-5000:]}")
+        time.sleep(0.3)
+    running = Loop(process, urls, f"127.0.0.1:{broker_port}", output)
+    yield running
+
+    process.send_signal(signal.SIGINT)  # Ctrl-C
+    try:
+        code = process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    assert code == 0, output.read_text()[-5000:]
+
+
+@pytest.fixture(scope="session")
+def repo_root_session() -> Path:
+    return Path(__file__).resolve().parents[2]

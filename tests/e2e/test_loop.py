@@ -1,0 +1,176 @@
+"""The loop as a user sees it: HTTP in, scores and follow-ups out, tickets on Kafka."""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from shared.events import ScoreDropDetected, alert_events, ticket_events
+from tests.e2e.conftest import SERVICES, Loop
+from tests.helpers import eventually, read_topic
+
+pytestmark = pytest.mark.e2e
+
+TICKETS = "nps.tickets.v1"
+ALERTS = "nps.alerts.v1"
+
+
+async def post(client: httpx.AsyncClient, loop: Loop, body: dict[str, Any]) -> httpx.Response:
+    return await client.post(f"{loop.urls['ingest']}/v1/responses", json=body)
+
+
+async def nps(client: httpx.AsyncClient, loop: Loop, **params: str) -> dict[str, Any]:
+    reply = await client.get(f"{loop.urls['scoring']}/v1/nps", params=params)
+    assert reply.status_code == 200, reply.text
+    body: dict[str, Any] = reply.json()
+    return body
+
+
+async def test_responses_become_scores_follow_ups_and_exactly_one_ticket_per_detractor(loop: Loop) -> None:
+    run = uuid.uuid4().hex[:8]  # an attribute unique to this test: its own segment
+    scores = {"p1": 10, "p2": 9, "pa": 8, "d1": 6, "d2": 0}
+    async with httpx.AsyncClient(timeout=10) as client:
+        for name, score in scores.items():
+            body = {
+                "response_id": f"{run}-{name}",
+                "respondent_id": f"{run}-u-{name}",
+                "score": score,
+                "channel": "email",
+                "comment": f"comment {name}",
+                "attributes": {"run": run},
+            }
+            reply = await post(client, loop, body)
+            assert reply.status_code == 202, reply.text
+            assert reply.json() == {"response_id": f"{run}-{name}"}
+            if name == "d1":  # the app retried this POST: it must count once, ticket once
+                assert (await post(client, loop, body)).status_code == 202
+
+        async def counted() -> bool:
+            return (await nps(client, loop, window="7d", segment=f"run:{run}"))["n"] == 5
+
+        await eventually(counted, timeout=20)
+        score = await nps(client, loop, window="7d", segment=f"run:{run}")
+        assert (score["promoters"], score["passives"], score["detractors"]) == (2, 1, 2)
+        assert score["nps"] == pytest.approx(0.0)
+        assert score["ci95"]["low"] == pytest.approx(-57.46, abs=0.01)  # adjusted Wald, as in the unit test
+        assert score["ci95"]["high"] == pytest.approx(57.46, abs=0.01)
+        assert (await nps(client, loop, window="30d", segment="channel:email"))["n"] >= 5
+
+        async def routed() -> bool:
+            replies = [await client.get(f"{loop.urls['followup']}/v1/followups/{run}-{n}") for n in scores]
+            return all(r.status_code == 200 for r in replies)
+
+        await eventually(routed, timeout=20)
+        kinds = {
+            n: (await client.get(f"{loop.urls['followup']}/v1/followups/{run}-{n}")).json()["kind"] for n in scores
+        }
+        assert kinds == {"p1": "referral", "p2": "referral", "pa": "education", "d1": "ticket", "d2": "ticket"}
+
+    records = await read_topic(loop.bootstrap, TICKETS, timeout=15, settle=2)
+    mine = [ticket_events.validate_json(r.value) for r in records]
+    mine = [t for t in mine if t.response_id.startswith(f"{run}-")]
+    assert sorted(t.response_id for t in mine) == [f"{run}-d1", f"{run}-d2"]
+    d1 = next(t for t in mine if t.response_id == f"{run}-d1")
+    assert (d1.respondent_id, d1.score, d1.comment) == (f"{run}-u-d1", 6, "comment d1")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"respondent_id": "u", "score": 11}, "score"),
+        ({"respondent_id": "u", "score": -1}, "score"),
+        ({"respondent_id": "u", "score": 6.5}, "score"),
+        ({"respondent_id": "u", "score": "7"}, "score"),
+        ({"respondent_id": "u", "score": True}, "score"),
+        ({"score": 7}, "respondent_id"),
+        ({"respondent_id": "u", "score": 7, "answered_at": "2999-01-01T00:00:00Z"}, "answered_at"),
+        ({"respondent_id": "u", "score": 7, "answered_at": "last tuesday"}, "answered_at"),
+    ],
+)
+async def test_bad_input_gets_422_naming_the_field(loop: Loop, body: dict[str, Any], field: str) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        reply = await post(client, loop, body)
+    assert reply.status_code == 422
+    problem = reply.json()
+    assert problem["code"] == "invalid_request"
+    assert field in [e["field"] for e in problem["errors"]]
+
+
+async def test_bad_queries_get_422(loop: Loop) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        for params in ({"window": "30"}, {"window": "0d"}, {"segment": "nope"}, {"segment": "Bad:x"}):
+            reply = await client.get(f"{loop.urls['scoring']}/v1/nps", params=params)
+            assert reply.status_code == 422, params
+            assert reply.json()["code"] == "invalid_query"
+
+
+async def test_every_service_answers_health_readiness_and_metrics(loop: Loop) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        for name in SERVICES:
+            url = loop.urls[name]
+            assert (await client.get(f"{url}/healthz")).json() == {"status": "ok"}
+            ready = await client.get(f"{url}/readyz")
+            assert ready.status_code == 200 and ready.json()["status"] == "ready"
+            metrics = await client.get(f"{url}/metrics")
+            assert metrics.status_code == 200
+            assert metrics.headers["content-type"].startswith("text/plain")
+            assert "nps_http_requests_total" in metrics.text
+        scoring_metrics = (await client.get(f"{loop.urls['scoring']}/metrics")).text
+        assert 'nps_consumer_events_total{outcome="processed",service="scoring"' in scoring_metrics
+
+
+async def test_a_real_drop_raises_an_alert(loop: Loop) -> None:
+    cohort = uuid.uuid4().hex[:8]
+    now = datetime.now(UTC)
+    async with httpx.AsyncClient(timeout=10) as client:
+        for i in range(12):  # baseline: promoters two weeks ago (in the 28 days before the last 7)
+            body = {
+                "respondent_id": f"{cohort}-b{i}",
+                "score": 10,
+                "attributes": {"cohort": cohort},
+                "answered_at": (now - timedelta(days=14)).isoformat(),
+            }
+            assert (await post(client, loop, body)).status_code == 202
+        for i in range(12):  # current week: detractors
+            body = {"respondent_id": f"{cohort}-c{i}", "score": 2, "attributes": {"cohort": cohort}}
+            assert (await post(client, loop, body)).status_code == 202
+
+        async def alerted() -> bool:
+            reply = await client.get(f"{loop.urls['alerts']}/v1/alerts", params={"state": "firing"})
+            return any(a["segment"] == f"cohort:{cohort}" for a in reply.json()["alerts"])
+
+        await eventually(alerted, timeout=30)
+
+    records = await read_topic(loop.bootstrap, ALERTS, timeout=5)
+    drops = [e for e in (alert_events.validate_json(r.value) for r in records) if e.segment == f"cohort:{cohort}"]
+    assert len(drops) == 1 and isinstance(drops[0], ScoreDropDetected)
+    assert drops[0].baseline_nps == pytest.approx(100.0) and drops[0].current_nps == pytest.approx(-100.0)
+
+
+async def test_a_killed_service_is_restarted_and_catches_up(loop: Loop) -> None:
+    before = loop.children()
+    assert set(before) == set(SERVICES)
+    os.kill(before["scoring"], signal.SIGKILL)
+    run = uuid.uuid4().hex[:8]
+    async with httpx.AsyncClient(timeout=10) as client:
+        # Posted while scoring is down: ingest does not depend on it, and nothing is lost.
+        reply = await post(client, loop, {"respondent_id": f"{run}-u", "score": 9, "attributes": {"run": run}})
+        assert reply.status_code == 202
+
+        async def restarted_and_counted() -> bool:
+            try:
+                score = await nps(client, loop, window="7d", segment=f"run:{run}")
+            except (httpx.HTTPError, AssertionError):
+                return False
+            return bool(score["n"] == 1)
+
+        await eventually(restarted_and_counted, timeout=60, every=0.5)
+    after = loop.children()
+    assert after["scoring"] != before["scoring"]
+    assert {k: v for k, v in after.items() if k != "scoring"} == {k: v for k, v in before.items() if k != "scoring"}
