@@ -14,6 +14,7 @@ import pytest
 from services.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from shared.db import upgrade
 from shared.settings import async_url
+from tests.helpers import with_database
 
 
 @pytest.fixture(scope="session")
@@ -32,25 +33,20 @@ def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     broker.stop()
 
 
-def _with_database(url: str, name: str) -> str:
-    base, _, query = url.partition("?")
-    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
-
-
 @pytest.fixture
 def database_url(pg_admin_url: str) -> str:
     """A fresh, migrated database for one test: a copy of the migrated template (milliseconds)."""
     name = f"t_{uuid.uuid4().hex[:12]}"
 
     async def create() -> None:
-        conn = await asyncpg.connect(_with_database(pg_admin_url, "postgres"))
+        conn = await asyncpg.connect(with_database(pg_admin_url, "postgres"))
         try:
             await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE nps_template')
         finally:
             await conn.close()
 
     asyncio.run(create())
-    return async_url(_with_database(pg_admin_url, name))
+    return async_url(with_database(pg_admin_url, name))
 
 
 @pytest.fixture

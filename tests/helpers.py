@@ -33,6 +33,12 @@ FAST_GROUP_ENV = {
 }
 
 
+def with_database(url: str, name: str) -> str:
+    """The same server URL, pointing at another database."""
+    base, _, query = url.partition("?")
+    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+
+
 def service_settings(bootstrap: str, database_url: str, namespace: str, **extra: Any) -> ServiceSettings:
     return ServiceSettings(
         kafka_bootstrap_servers=bootstrap,
