@@ -6,10 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-integration test-e2e lint format typecheck bench clean
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help install run test test-unit test-integration test-e2e test-rules promtool lint format typecheck clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +35,18 @@ format: $(STAMP) ## ruff: fix what can be fixed, format
 typecheck: $(STAMP) ## mypy, strict, over the packages
 	$(BIN)/mypy
 
-test: lint typecheck ## everything CI runs: lint, types, unit, integration and end-to-end tests
+test: lint typecheck test-rules ## everything CI runs: lint, types, alert rules, unit, integration and end-to-end tests
 	$(BIN)/pytest tests
+
+promtool: ## install promtool (Debian's prometheus package) if it is missing
+	@command -v promtool >/dev/null || { \
+	  echo "installing promtool from Debian's prometheus package"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+test-rules: promtool ## promtool: check the Prometheus config and unit-test the alert rules
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool test rules deploy/prometheus/rules_test.yml
 
 test-unit: $(STAMP) ## pure rules only, no infrastructure
 	$(BIN)/pytest tests/unit
