@@ -81,11 +81,11 @@ def prepare(settings: InfraSettings) -> None:
     upgrade(settings.require_database_url())
 
 
-def wait_ready(urls: dict[str, str], timeout: float = 90.0) -> list[str]:
-    """Poll each /readyz; returns the names still not ready at the deadline."""
+def wait_ready(urls: dict[str, str], stopping: Callable[[], bool], timeout: float = 90.0) -> list[str]:
+    """Poll each /readyz; returns the names still not ready at the deadline (or at a stop)."""
     pending = dict(urls)
     deadline = time.monotonic() + timeout
-    while pending and time.monotonic() < deadline:
+    while pending and time.monotonic() < deadline and not stopping():
         for name, url in list(pending.items()):
             try:
                 with urllib.request.urlopen(f"{url}/readyz", timeout=1) as reply:
@@ -97,12 +97,23 @@ def wait_ready(urls: dict[str, str], timeout: float = 90.0) -> list[str]:
     return sorted(pending)
 
 
+class StopRequested(Exception):
+    pass
+
+
 def up() -> int:
     from services.embedded import EmbeddedBroker, EmbeddedPostgres
     from services.supervisor import Child, Supervisor, child_env, python_argv
 
     settings = LauncherSettings()
     logs.configure(settings.log_level, "launcher")
+    supervisor = Supervisor([])
+    supervisor.handle_signals()  # first: a Ctrl-C during startup must still shut down in order
+
+    def checkpoint() -> None:
+        if supervisor.stopping:
+            raise StopRequested
+
     overrides: dict[str, str] = {}
     pg: EmbeddedPostgres | None = None
     broker: EmbeddedBroker | None = None
@@ -111,10 +122,12 @@ def up() -> int:
             pg = EmbeddedPostgres(settings.var_dir / "pg")
             overrides["DATABASE_URL"] = pg.start()
             log.info("embedded PostgreSQL: data in %s", pg.data_dir)
+        checkpoint()
         if not settings.kafka_bootstrap_servers:
             broker = EmbeddedBroker(settings.broker_port, settings.var_dir / "log" / "broker.log")
             overrides["KAFKA_BOOTSTRAP_SERVERS"] = broker.start()
             log.info("embedded broker (tansu, memory storage) on %s", broker.bootstrap)
+        checkpoint()
         effective = settings.model_copy(
             update={
                 "database_url": SecretStr(overrides["DATABASE_URL"]) if pg else settings.database_url,
@@ -122,15 +135,16 @@ def up() -> int:
             }
         )
         prepare(effective)
+        checkpoint()
 
-        children, urls = [], {}
+        urls = {}
         for name in SERVICES:
             service_settings = service_entry(name)[0]()
-            children.append(Child(name, python_argv(name), child_env(overrides)))
+            supervisor.children.append(Child(name, python_argv(name), child_env(overrides)))
             urls[name] = f"http://{service_settings.host}:{service_settings.port}"
-        supervisor = Supervisor(children)
         supervisor.start_all()
-        not_ready = wait_ready(urls)
+        not_ready = wait_ready(urls, lambda: supervisor.stopping)
+        checkpoint()
         print("\nThe NPS feedback loop is running:", flush=True)
         for name, url in urls.items():
             state = "NOT READY" if name in not_ready else "ready"
@@ -139,12 +153,15 @@ def up() -> int:
         print(f"  database  {'embedded, data in ' + str(pg.data_dir) if pg else 'DATABASE_URL'}", flush=True)
         print("Ctrl-C stops everything.\n", flush=True)
         supervisor.watch()
-        return 0
+    except StopRequested:
+        log.info("stop requested during startup")
     finally:
+        supervisor.stop_all()
         if broker is not None:
             broker.stop()
         if pg is not None:
             pg.stop()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

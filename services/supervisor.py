@@ -40,14 +40,23 @@ class Supervisor:
     def request_stop(self, *_: object) -> None:
         self._stopping = True
 
-    def start_all(self) -> None:
-        for child in self.children:
-            child.start()
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
-    def watch(self) -> None:
-        """Restart children that exit, until asked to stop (SIGINT/SIGTERM)."""
+    def handle_signals(self) -> None:
+        """SIGINT (Ctrl-C) and SIGTERM only set a flag: startup steps and the watch loop check it, so
+        a stop at any moment, even mid-startup, ends in an orderly shutdown, never an orphaned child."""
         signal.signal(signal.SIGINT, self.request_stop)
         signal.signal(signal.SIGTERM, self.request_stop)
+
+    def start_all(self) -> None:
+        for child in self.children:
+            if not self._stopping:
+                child.start()
+
+    def watch(self) -> None:
+        """Restart children that exit, until asked to stop."""
         while not self._stopping:
             now = time.monotonic()
             for child in self.children:
@@ -63,7 +72,6 @@ class Supervisor:
                 elif proc is None and now >= child.next_start:
                     child.start()
             time.sleep(0.2)
-        self.stop_all()
 
     def stop_all(self, timeout: float = 30.0) -> None:
         running = [c for c in self.children if c.process is not None and c.process.poll() is None]

@@ -54,11 +54,10 @@ def _ready(url: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def loop(tmp_path_factory: pytest.TempPathFactory, repo_root_session: Path) -> Iterator[Loop]:
-    var_dir = tmp_path_factory.mktemp("var")
+def start_loop(var_dir: Path, cwd: Path, broker_port: int | None = None) -> Loop:
+    """`nps up` with its data in `var_dir`, on free ports; returns once every service is ready."""
     ports = {name: free_port() for name in SERVICES}
-    broker_port = free_port()
+    broker_port = broker_port or free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")}
     env.update(FAST_GROUP_ENV)
     env.update(
@@ -70,14 +69,11 @@ def loop(tmp_path_factory: pytest.TempPathFactory, repo_root_session: Path) -> I
             **{f"NPS_{name.upper()}_PORT": str(port) for name, port in ports.items()},
         }
     )
+    var_dir.mkdir(parents=True, exist_ok=True)
     output = var_dir / "launcher.log"
-    with output.open("wb") as out:
+    with output.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "services", "up"],
-            cwd=repo_root_session,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "services", "up"], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
         )
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     deadline = time.monotonic() + 120
@@ -86,16 +82,25 @@ def loop(tmp_path_factory: pytest.TempPathFactory, repo_root_session: Path) -> I
             process.kill()
             raise RuntimeError(f"the loop did not start:\n{output.read_text()[-5000:]}")
         time.sleep(0.3)
-    running = Loop(process, urls, f"127.0.0.1:{broker_port}", output)
-    yield running
+    return Loop(process, urls, f"127.0.0.1:{broker_port}", output)
 
-    process.send_signal(signal.SIGINT)  # Ctrl-C
+
+def stop_loop(loop: Loop) -> None:
+    """Ctrl-C, as a user stops `make run`; the launcher must exit 0."""
+    loop.process.send_signal(signal.SIGINT)
     try:
-        code = process.wait(60)
+        code = loop.process.wait(60)
     except subprocess.TimeoutExpired:
-        process.kill()
+        loop.process.kill()
         raise
-    assert code == 0, output.read_text()[-5000:]
+    assert code == 0, loop.output.read_text()[-5000:]
+
+
+@pytest.fixture(scope="session")
+def loop(tmp_path_factory: pytest.TempPathFactory, repo_root_session: Path) -> Iterator[Loop]:
+    running = start_loop(tmp_path_factory.mktemp("var"), repo_root_session)
+    yield running
+    stop_loop(running)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,77 @@
+"""`make run` twice on the same var/: what was counted and routed before is still there."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.embedded import free_port, port_open
+from tests.e2e.conftest import SERVICES, start_loop, stop_loop
+from tests.helpers import eventually
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_data_under_var_survives_a_restart(tmp_path: Path, repo_root_session: Path) -> None:
+    run = uuid.uuid4().hex[:8]
+    first = start_loop(tmp_path / "var", repo_root_session)
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            body = {"response_id": f"{run}-1", "respondent_id": f"{run}-u", "score": 4, "attributes": {"run": run}}
+            assert (await client.post(f"{first.urls['ingest']}/v1/responses", json=body)).status_code == 202
+
+            async def counted() -> bool:
+                reply = await client.get(f"{first.urls['scoring']}/v1/nps", params={"segment": f"run:{run}"})
+                return bool(reply.json()["n"] == 1)
+
+            await eventually(counted, timeout=20)
+    finally:
+        stop_loop(first)
+
+    second = start_loop(tmp_path / "var", repo_root_session)  # same data directory, new ports
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            score = (await client.get(f"{second.urls['scoring']}/v1/nps", params={"segment": f"run:{run}"})).json()
+            assert (score["n"], score["detractors"]) == (1, 1)
+            followup = await client.get(f"{second.urls['followup']}/v1/followups/{run}-1")
+            assert followup.status_code == 200 and followup.json()["kind"] == "ticket"
+    finally:
+        stop_loop(second)
+
+
+def test_ctrl_c_during_startup_stops_everything_in_order(tmp_path: Path, repo_root_session: Path) -> None:
+    ports = {name: free_port() for name in SERVICES}
+    broker_port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")}
+    env.update(
+        {
+            "NPS_VAR_DIR": str(tmp_path / "var"),
+            "NPS_BROKER_PORT": str(broker_port),
+            **{f"NPS_{n.upper()}_PORT": str(p) for n, p in ports.items()},
+        }
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services", "up"],
+        cwd=repo_root_session,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:  # wait until the services are spawned, then Ctrl-C before they are ready
+        if "started alerts" in line:
+            process.send_signal(signal.SIGINT)
+            break
+    output = line + process.communicate(timeout=60)[0]
+    assert process.returncode == 0, output
+    assert "The NPS feedback loop is running" not in output
+    for port in [*ports.values(), broker_port]:
+        assert not port_open("127.0.0.1", port), f"something still listens on {port}:\n{output}"
