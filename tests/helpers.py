@@ -54,6 +54,14 @@ async def create_topics(settings: ServiceSettings) -> None:
     await ensure_topics(settings.require_bootstrap(), settings.topics.all(), settings.topic_partitions)
 
 
+async def topic_holding(settings: ServiceSettings, values: Sequence[bytes], key: bytes = b"k") -> str:
+    """Create the namespace's topics and put `values` on its responses topic; returns that topic."""
+    await create_topics(settings)
+    async with started_producer(settings.require_bootstrap()) as producer:
+        await produce(producer, settings.topics.responses, [(key, v) for v in values])
+    return settings.topics.responses
+
+
 @asynccontextmanager
 async def started_producer(bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
@@ -124,6 +132,17 @@ class RunningLoop:
 
     async def committed(self) -> dict[int, int | None]:
         return {tp.partition: await self.consumer.committed(tp) for tp in self.consumer.assignment()}
+
+    async def total_committed(self) -> int:
+        return sum(offset or 0 for offset in (await self.committed()).values())
+
+    def committed_at_least(self, n: int) -> Callable[[], Awaitable[bool]]:
+        """For `eventually`: the group's offsets cover at least n messages."""
+
+        async def check() -> bool:
+            return await self.total_committed() >= n
+
+        return check
 
 
 @asynccontextmanager

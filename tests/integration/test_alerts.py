@@ -44,10 +44,6 @@ def changed(segment: str, current: tuple[int, int, int], baseline: tuple[int, in
     )
 
 
-async def committed_total(run: object, n: int) -> bool:
-    return sum(v or 0 for v in (await run.committed()).values()) >= n  # type: ignore[attr-defined]
-
-
 async def test_a_drop_fires_once_and_resolves_once(bootstrap: str, database_url: str, namespace: str) -> None:
     settings = settings_for(bootstrap, database_url, namespace)
     await create_topics(settings)
@@ -71,7 +67,7 @@ async def test_a_drop_fires_once_and_resolves_once(bootstrap: str, database_url:
         for phase in phases:  # one batch per phase: state must carry across batches
             await produce(producer, settings.topics.scores, [(e.segment.encode(), e.to_bytes()) for e in phase])
             sent += len(phase)
-            await eventually(lambda n=sent: committed_total(run, n))
+            await eventually(run.committed_at_least(sent))
 
     records = await read_topic(bootstrap, settings.topics.alerts, expect=3)
     events = [alert_events.validate_json(r.value) for r in records]
@@ -104,5 +100,5 @@ async def test_within_one_batch_only_the_latest_state_of_a_segment_counts(
     async with started_producer(bootstrap) as producer:
         await produce(producer, settings.topics.scores, [(e.segment.encode(), e.to_bytes()) for e in burst])
     async with running_loop(settings, spec(settings)) as run:
-        await eventually(lambda: committed_total(run, len(burst)))
+        await eventually(run.committed_at_least(len(burst)))
     assert await read_topic(bootstrap, settings.topics.alerts, timeout=2) == []

@@ -16,7 +16,6 @@ from shared.consumer import DeadLetterLimitExceeded, Message
 from shared.db import make_engine
 from shared.service import ConsumerSpec
 from tests.helpers import (
-    RunningLoop,
     create_topics,
     eventually,
     produce,
@@ -24,6 +23,7 @@ from tests.helpers import (
     running_loop,
     service_settings,
     started_producer,
+    topic_holding,
 )
 
 pytestmark = pytest.mark.integration
@@ -83,33 +83,19 @@ def spec_for(topic: str, handler: Recorder, group: str = "g") -> ConsumerSpec[Pi
     )
 
 
-async def total_committed(run: RunningLoop) -> int:
-    return sum(v or 0 for v in (await run.committed()).values())
-
-
 async def test_a_batch_is_committed_after_the_database_commit(bootstrap: str, ready: str, namespace: str) -> None:
     settings = service_settings(bootstrap, ready, namespace)
-    await create_topics(settings)
-    topic = settings.topics.responses
-    async with started_producer(bootstrap) as producer:
-        await produce(producer, topic, [(str(i).encode(), Ping(n=i).model_dump_json().encode()) for i in range(50)])
+    topic = await topic_holding(settings, [Ping(n=i).model_dump_json().encode() for i in range(50)])
     async with running_loop(settings, spec_for(topic, Recorder())) as run:
-        await eventually(lambda: _committed_is(run, 50))
+        await eventually(run.committed_at_least(50))
     assert await seen(ready) == list(range(50))
-
-
-async def _committed_is(run: RunningLoop, n: int) -> bool:
-    return await total_committed(run) == n
 
 
 async def test_a_failing_handler_commits_nothing_and_the_batch_comes_back(
     bootstrap: str, ready: str, namespace: str
 ) -> None:
     settings = service_settings(bootstrap, ready, namespace)
-    await create_topics(settings)
-    topic = settings.topics.responses
-    async with started_producer(bootstrap) as producer:
-        await produce(producer, topic, [(b"k", Ping(n=i).model_dump_json().encode()) for i in range(10)])
+    topic = await topic_holding(settings, [Ping(n=i).model_dump_json().encode() for i in range(10)])
 
     with pytest.raises(RuntimeError, match="handler bug"):
         async with running_loop(settings, spec_for(topic, Recorder(fail_first=99))) as run:
@@ -117,7 +103,7 @@ async def test_a_failing_handler_commits_nothing_and_the_batch_comes_back(
     assert await seen(ready) == []  # the transaction rolled back
 
     async with running_loop(settings, spec_for(topic, Recorder())) as run:  # same group: redelivered
-        await eventually(lambda: _committed_is(run, 10))
+        await eventually(run.committed_at_least(10))
     assert await seen(ready) == list(range(10))
 
 
@@ -125,13 +111,10 @@ async def test_transient_database_failures_are_retried_without_losing_or_doublin
     bootstrap: str, ready: str, namespace: str
 ) -> None:
     settings = service_settings(bootstrap, ready, namespace)
-    await create_topics(settings)
-    topic = settings.topics.responses
     handler = Recorder(fail_first=2, failure=OperationalError)
-    async with started_producer(bootstrap) as producer:
-        await produce(producer, topic, [(b"k", Ping(n=i).model_dump_json().encode()) for i in range(5)])
+    topic = await topic_holding(settings, [Ping(n=i).model_dump_json().encode() for i in range(5)])
     async with running_loop(settings, spec_for(topic, handler)) as run:
-        await eventually(lambda: _committed_is(run, 5))
+        await eventually(run.committed_at_least(5))
         assert not run.task.done()
     assert handler.calls >= 3
     assert await seen(ready) == list(range(5))
@@ -155,7 +138,7 @@ async def test_undecodable_messages_go_to_the_dead_letter_topic_and_the_partitio
             ],
         )
     async with running_loop(settings, spec_for(topic, Recorder())) as run:
-        await eventually(lambda: _committed_is(run, 4))
+        await eventually(run.committed_at_least(4))
     assert await seen(ready) == [1, 2]
 
     dead = await read_topic(bootstrap, settings.topics.deadletter, expect=2)
@@ -172,10 +155,7 @@ async def test_undecodable_messages_go_to_the_dead_letter_topic_and_the_partitio
 
 async def test_a_flood_of_undecodable_messages_stops_the_loop(bootstrap: str, ready: str, namespace: str) -> None:
     settings = service_settings(bootstrap, ready, namespace, deadletter_max_consecutive=3)
-    await create_topics(settings)
-    topic = settings.topics.responses
-    async with started_producer(bootstrap) as producer:
-        await produce(producer, topic, [(b"k", b"garbage") for _ in range(5)])
+    topic = await topic_holding(settings, [b"garbage"] * 5)
     with pytest.raises(DeadLetterLimitExceeded):
         async with running_loop(settings, spec_for(topic, Recorder())) as run:
             await asyncio.wait_for(run.task, 20)
@@ -183,16 +163,13 @@ async def test_a_flood_of_undecodable_messages_stops_the_loop(bootstrap: str, re
 
 async def test_stop_finishes_the_batch_in_flight_and_commits_it(bootstrap: str, ready: str, namespace: str) -> None:
     settings = service_settings(bootstrap, ready, namespace)
-    await create_topics(settings)
-    topic = settings.topics.responses
     handler = Recorder(delay=1.0)
-    async with started_producer(bootstrap) as producer:
-        await produce(producer, topic, [(b"k", Ping(n=i).model_dump_json().encode()) for i in range(20)])
+    topic = await topic_holding(settings, [Ping(n=i).model_dump_json().encode() for i in range(20)])
     async with running_loop(settings, spec_for(topic, handler)) as run:
         await eventually(lambda: _handler_called(handler))
         run.loop.stop()  # what SIGTERM does, while the handler is mid-batch
         await asyncio.wait_for(run.task, 10)
-        assert await total_committed(run) == 20
+        assert await run.total_committed() == 20
     assert await seen(ready) == list(range(20))
 
 

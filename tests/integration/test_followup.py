@@ -44,10 +44,6 @@ def event(rid: str, score: int, comment: str | None = None) -> ResponseSubmitted
     )
 
 
-async def committed_total(run: object, n: int) -> bool:
-    return sum(v or 0 for v in (await run.committed()).values()) >= n  # type: ignore[attr-defined]
-
-
 async def test_one_follow_up_per_response_and_one_ticket_per_detractor(
     bootstrap: str, database_url: str, namespace: str
 ) -> None:
@@ -59,11 +55,11 @@ async def test_one_follow_up_per_response_and_one_ticket_per_detractor(
             producer, settings.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in responses]
         )
         async with running_loop(settings, spec(settings)) as run:
-            await eventually(lambda: committed_total(run, len(responses)))
+            await eventually(run.committed_at_least(len(responses)))
     # Redelivery of everything (a new group reads from offset 0): nothing new may appear.
     replay = settings_for(bootstrap, database_url, namespace, group="followup-replay")
     async with running_loop(replay, spec(replay)) as run:
-        await eventually(lambda: committed_total(run, len(responses)))
+        await eventually(run.committed_at_least(len(responses)))
 
     tickets = [
         ticket_events.validate_json(r.value) for r in await read_topic(bootstrap, settings.topics.tickets, expect=2)

@@ -80,10 +80,6 @@ def pinned_spec(settings: ScoringSettings) -> ConsumerSpec[Any]:
     return replace(base, handler=replace(base.handler, clock=lambda: NOW))
 
 
-async def committed_total(run: object, n: int) -> bool:
-    return sum(v or 0 for v in (await run.committed()).values()) >= n  # type: ignore[attr-defined]
-
-
 async def test_aggregates_equal_a_recompute_under_duplicates_late_events_and_replay(
     bootstrap: str, database_url: str, namespace: str
 ) -> None:
@@ -102,11 +98,11 @@ async def test_aggregates_equal_a_recompute_under_duplicates_late_events_and_rep
     async with started_producer(bootstrap) as producer:
         await produce(producer, settings.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in first])
         async with running_loop(settings, pinned_spec(settings)) as run:
-            await eventually(lambda: committed_total(run, len(first)))
+            await eventually(run.committed_at_least(len(first)))
             await produce(
                 producer, settings.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in second]
             )
-            await eventually(lambda: committed_total(run, len(first) + len(second)))
+            await eventually(run.committed_at_least(len(first) + len(second)))
 
     everything = first + second
     assert await stored(database_url) == recompute(everything)
@@ -126,7 +122,7 @@ async def test_aggregates_equal_a_recompute_under_duplicates_late_events_and_rep
     # A replay of the whole topic (a new consumer group from offset 0) changes nothing.
     replay = settings_for(bootstrap, database_url, namespace, group="scoring-replay")
     async with running_loop(replay, pinned_spec(replay)) as run:
-        await eventually(lambda: committed_total(run, len(everything)))
+        await eventually(run.committed_at_least(len(everything)))
     assert await stored(database_url) == recompute(everything)
 
 
@@ -144,7 +140,7 @@ async def test_score_changed_events_carry_the_current_and_baseline_windows(
     async with started_producer(bootstrap) as producer:
         await produce(producer, settings.topics.responses, [(b"same-key", e.to_bytes()) for e in responses])
     async with running_loop(settings, pinned_spec(settings)) as run:
-        await eventually(lambda: committed_total(run, len(responses)))
+        await eventually(run.committed_at_least(len(responses)))
 
     records = await read_topic(bootstrap, settings.topics.scores, expect=2)
     latest = {}
