@@ -1,89 +1,332 @@
-"""Ingest's HTTP API: product apps post responses here."""
+"""Ingest's HTTP API: product apps post, revise and erase responses here."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Request
-from pydantic import BaseModel
+from fastapi import Body, Depends, FastAPI, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
 
-from ingest_service import handlers, metrics
-from ingest_service.domain import InvalidResponse, SubmitResponse
+from ingest_service import metrics
+from ingest_service.domain import (
+    EXAMPLE,
+    MAX_BATCH_ITEMS,
+    InvalidResponse,
+    Limits,
+    RateLimiter,
+    ReviseResponse,
+    SubmitResponse,
+    hash_api_key,
+)
+from ingest_service.handlers import CONFLICT_PROBLEM, Conflict, Ingest, NotFound, StoreUnavailable
 from ingest_service.publisher import KafkaPublisher, PublishFailed
+from ingest_service.repository import BatchingRecorder, KeyCache
 from ingest_service.settings import IngestSettings
-from shared.http import FieldProblem, Problem, ProblemError, create_base_app, health_router
+from shared.db import database_reachable, make_engine
+from shared.http import (
+    BodyLimitMiddleware,
+    FieldProblem,
+    Problem,
+    ProblemError,
+    create_base_app,
+    health_router,
+    report_worker_failure,
+)
 from shared.kafka import broker_reachable, make_producer
 
 log = logging.getLogger(__name__)
+
+bearer = HTTPBearer(auto_error=False, description="An API key made with `nps keys create NAME`.")
+
+RETRY = {"Retry-After": "1"}
 
 
 class Accepted(BaseModel):
     response_id: str
 
 
-def publisher(request: Request) -> KafkaPublisher:
-    pub: KafkaPublisher = request.app.state.publisher
-    return pub
+class Revised(BaseModel):
+    response_id: str
+    version: int
+
+
+class ErasureAccepted(BaseModel):
+    erasure_id: str
+    respondent_id: str
+
+
+class Validated(BaseModel):
+    valid: Literal[True] = True
+
+
+class BatchIn(BaseModel):
+    """Each item is validated on its own: valid items are accepted even when others are not."""
+
+    responses: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+
+
+class BatchItem(BaseModel):
+    index: int
+    status: Literal["accepted", "rejected", "conflict", "unavailable"]
+    response_id: str | None = None
+    errors: list[FieldProblem] = []
+
+
+class BatchOut(BaseModel):
+    accepted: int
+    rejected: int
+    conflict: int
+    unavailable: int
+    results: list[BatchItem]
+
+
+def ingest(request: Request) -> Ingest:
+    handler: Ingest = request.app.state.ingest
+    return handler
+
+
+def api_key(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+    """The name of the calling app's key; also enforces that key's rate limit."""
+    if credentials is None:
+        raise ProblemError(
+            401, "missing_api_key", "send 'Authorization: Bearer <api key>'", headers={"WWW-Authenticate": "Bearer"}
+        )
+    name: str | None = request.app.state.keys.name_of(hash_api_key(credentials.credentials))
+    if name is None:
+        raise ProblemError(401, "invalid_api_key", "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+    limiter: RateLimiter = request.app.state.limiter
+    wait = limiter.retry_after(name, time.monotonic())
+    if wait:
+        raise ProblemError(
+            429,
+            "rate_limited",
+            f"rate limit of key '{name}' reached; retry in {wait}s",
+            headers={"Retry-After": str(wait)},
+        )
+    return name
+
+
+# Module level, not inside create_app: with postponed annotations FastAPI resolves these names
+# in the module's globals (inside the factory they silently became required query parameters).
+Source = Annotated[str, Depends(api_key)]
+Handler = Annotated[Ingest, Depends(ingest)]
+
+
+def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    described = {
+        401: "missing or unknown API key",
+        404: "no such response",
+        409: "the response_id was already used with a different body",
+        413: "the body is too large",
+        422: "invalid input; `errors` names each field",
+        429: "rate limit of this API key; retry after Retry-After seconds",
+        503: "the broker or database did not answer; nothing was promised: retry after Retry-After",
+    }
+    return {code: {"model": Problem, "description": described[code]} for code in codes}
 
 
 def create_app(settings: IngestSettings | None = None) -> FastAPI:
     settings = settings or IngestSettings()
+    limits = Limits(
+        max_future_skew=timedelta(seconds=settings.max_future_skew_s), max_age=timedelta(days=settings.max_age_days)
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.require_database_url())
         producer = make_producer(settings, client_id="nps-ingest", linger_ms=settings.producer_linger_ms)
         await producer.start()
-        app.state.producer = producer
-        app.state.publisher = KafkaPublisher(producer, settings.publish_timeout_s)
+        keys = KeyCache(engine, settings.key_refresh_s)
+        await keys.load()
+        recorder = BatchingRecorder(engine)
+        workers = [asyncio.create_task(recorder.run(), name="recorder"), asyncio.create_task(keys.run(), name="keys")]
+        for task in workers:
+            task.add_done_callback(lambda t: report_worker_failure(app, t))
+        app.state.engine, app.state.producer, app.state.keys = engine, producer, keys
+        app.state.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+        app.state.ingest = Ingest(
+            KafkaPublisher(producer, settings.publish_timeout_s), recorder, engine, settings.topics.responses, limits
+        )
         try:
             yield
         finally:
+            for task in workers:
+                task.cancel()
             await producer.stop()  # flushes what is in flight
+            await engine.dispose()
 
     app = create_base_app("ingest", "NPS ingest", lifespan)
-    app.include_router(health_router(lambda: {"broker": lambda: broker_reachable(app.state.producer)}))
+    app.add_middleware(
+        BodyLimitMiddleware,
+        default=settings.max_body_bytes,
+        per_path={"/v1/responses/batch": settings.max_batch_body_bytes},
+    )
+    app.include_router(
+        health_router(
+            lambda: {
+                "broker": lambda: broker_reachable(app.state.producer),
+                "database": lambda: database_reachable(app.state.engine),
+            }
+        )
+    )
 
     @app.post(
         "/v1/responses",
         status_code=202,
         response_model=Accepted,
         tags=["responses"],
-        responses={
-            422: {"model": Problem, "description": "the response is invalid; `errors` names each field"},
-            503: {"model": Problem, "description": "the broker did not acknowledge; retry after Retry-After"},
-        },
+        summary="Submit one survey response",
+        responses=problems(401, 409, 413, 422, 429, 503),
     )
-    async def post_response(body: SubmitResponse, pub: Annotated[KafkaPublisher, Depends(publisher)]) -> Accepted:
+    async def post_response(
+        body: Annotated[SubmitResponse, Body(openapi_examples={"detractor": {"value": EXAMPLE}})],
+        handler: Handler,
+        source: Source,
+    ) -> Accepted:
         try:
-            event = await handlers.submit_response(
-                body,
-                publisher=pub,
-                topic=settings.topics.responses,
-                now=datetime.now(UTC),
-                max_future_skew=timedelta(seconds=settings.max_future_skew_s),
-            )
+            event = await handler.submit(body, datetime.now(UTC), source)
         except InvalidResponse as exc:
             metrics.RESPONSES.labels("rejected").inc()
-            raise ProblemError(
-                422,
-                "invalid_request",
-                "the response is invalid",
-                [FieldProblem(field=exc.field, problem=exc.problem)],
-            ) from exc
-        except PublishFailed as exc:
+            raise invalid(exc) from exc
+        except Conflict as exc:
+            metrics.RESPONSES.labels("conflict").inc()
+            raise conflict() from exc
+        except (PublishFailed, StoreUnavailable) as exc:
             metrics.RESPONSES.labels("unavailable").inc()
-            log.warning("broker did not acknowledge a response in time (%s); answering 503", exc)
-            raise ProblemError(
-                503,
-                "broker_unavailable",
-                "the event broker did not acknowledge the response; retry",
-                headers={"Retry-After": "1"},
-            ) from exc
+            raise unavailable(exc) from exc
         metrics.RESPONSES.labels("accepted").inc()
         return Accepted(response_id=event.response_id)
 
+    @app.post(
+        "/v1/responses/validate",
+        response_model=Validated,
+        tags=["responses"],
+        summary="Check a response without submitting it (a dry run)",
+        responses=problems(401, 413, 422, 429),
+    )
+    async def validate_response(
+        body: Annotated[SubmitResponse, Body(openapi_examples={"detractor": {"value": EXAMPLE}})],
+        handler: Handler,
+        source: Source,
+    ) -> Validated:
+        try:
+            handler.validate(body, datetime.now(UTC))
+        except InvalidResponse as exc:
+            raise invalid(exc) from exc
+        return Validated()
+
+    @app.post(
+        "/v1/responses/batch",
+        response_model=BatchOut,
+        tags=["responses"],
+        summary=f"Submit up to {MAX_BATCH_ITEMS} responses (backfills)",
+        description="Every item gets its own result. `accepted` means the broker has it; retry "
+        "`unavailable` items with the `response_id` given back; fix `rejected` and `conflict` ones.",
+        responses=problems(401, 413, 422, 429, 503),
+    )
+    async def post_batch(
+        body: Annotated[
+            BatchIn,
+            Body(
+                openapi_examples={
+                    "two": {
+                        "value": {"responses": [EXAMPLE, {**EXAMPLE, "response_id": "5d0c6a3e-web-43", "score": 10}]}
+                    }
+                }
+            ),
+        ],
+        handler: Handler,
+        source: Source,
+    ) -> BatchOut:
+        try:
+            results = await handler.submit_batch(body.responses, datetime.now(UTC), source)
+        except StoreUnavailable as exc:
+            metrics.RESPONSES.labels("unavailable").inc(len(body.responses))
+            raise unavailable(exc) from exc
+        counts = {status: 0 for status in ("accepted", "rejected", "conflict", "unavailable")}
+        for r in results:
+            counts[r.status] += 1
+        for status, n in counts.items():
+            metrics.RESPONSES.labels(status).inc(n)
+        if counts["unavailable"] == len(results):
+            raise unavailable(PublishFailed("no item acknowledged"))
+        return BatchOut(
+            **counts,
+            results=[
+                BatchItem(index=r.index, status=r.status, response_id=r.response_id, errors=list(r.errors))
+                for r in results
+            ],
+        )
+
+    @app.put(
+        "/v1/responses/{response_id}",
+        status_code=202,
+        response_model=Revised,
+        tags=["responses"],
+        summary="Revise a response: its score, comment and attributes are replaced",
+        responses=problems(401, 404, 413, 422, 429, 503),
+    )
+    async def put_response(
+        response_id: Annotated[str, Path(min_length=1, max_length=128)],
+        body: ReviseResponse,
+        handler: Handler,
+        source: Source,
+    ) -> Revised:
+        try:
+            event = await handler.revise(response_id, body, datetime.now(UTC), source)
+        except InvalidResponse as exc:
+            raise invalid(exc) from exc
+        except NotFound as exc:
+            raise ProblemError(404, "not_found", "no response with that response_id") from exc
+        except (PublishFailed, StoreUnavailable) as exc:
+            raise unavailable(exc) from exc
+        return Revised(response_id=response_id, version=event.version)
+
+    @app.delete(
+        "/v1/respondents/{respondent_id}",
+        status_code=202,
+        response_model=ErasureAccepted,
+        tags=["respondents"],
+        summary="Erase a respondent's personal data everywhere",
+        responses=problems(401, 422, 429, 503),
+    )
+    async def erase_respondent(
+        respondent_id: Annotated[str, Path(min_length=1, max_length=128)],
+        handler: Handler,
+        source: Source,
+    ) -> ErasureAccepted:
+        try:
+            event = await handler.erase(respondent_id, datetime.now(UTC), source)
+        except (PublishFailed, StoreUnavailable) as exc:
+            raise unavailable(exc) from exc
+        log.info("erasure %s requested by key %s", event.erasure_id, source)
+        return ErasureAccepted(erasure_id=event.erasure_id, respondent_id=respondent_id)
+
     return app
+
+
+def invalid(exc: InvalidResponse) -> ProblemError:
+    return ProblemError(
+        422, "invalid_request", "the response is invalid", [FieldProblem(field=exc.field, problem=exc.problem)]
+    )
+
+
+def conflict() -> ProblemError:
+    return ProblemError(
+        409, "response_id_conflict", CONFLICT_PROBLEM, [FieldProblem(field="response_id", problem=CONFLICT_PROBLEM)]
+    )
+
+
+def unavailable(exc: Exception) -> ProblemError:
+    what = "database" if isinstance(exc, StoreUnavailable) else "broker"
+    log.warning("%s did not answer in time (%s); answering 503", what, exc)
+    return ProblemError(
+        503, f"{what}_unavailable", f"the {what} did not answer in time; nothing was stored: retry", headers=RETRY
+    )

@@ -1,9 +1,14 @@
-"""Ingest rules: the SubmitResponse command and the checks the schema cannot express.
-Pure: the clock comes in as `now`."""
+"""Ingest rules: the commands product apps send, the checks a schema cannot express, API keys
+and the rate limit. Pure: the clock comes in as `now`."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import secrets
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -12,6 +17,7 @@ from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Fiel
 from shared.events import Score
 
 RESERVED_ATTRIBUTES = frozenset({"channel", "survey_id"})
+MAX_BATCH_ITEMS = 1000
 
 
 def _rfc3339_text(value: Any) -> Any:
@@ -25,44 +31,55 @@ def _rfc3339_text(value: Any) -> Any:
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
 AttributeKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
 AttributeValue = Annotated[str, StringConstraints(max_length=256)]
+Attributes = Annotated[
+    dict[AttributeKey, AttributeValue],
+    Field(max_length=32, description="Up to 32 segment dimensions, e.g. product, region, plan."),
+]
+Comment = Annotated[str | None, StringConstraints(max_length=5000)]
+
+EXAMPLE: dict[str, Any] = {
+    "response_id": "5d0c6a3e-web-42",
+    "respondent_id": "user-1842",
+    "score": 3,
+    "comment": "Checkout keeps timing out",
+    "survey_id": "q4-relationship",
+    "channel": "web",
+    "answered_at": "2026-11-24T09:30:00Z",
+    "attributes": {"product": "atlas", "region": "eu", "plan": "pro"},
+}
 
 
 class SubmitResponse(BaseModel):
     """One survey response as a product app posts it."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        strict=False,
-        json_schema_extra={
-            "examples": [
-                {
-                    "response_id": "5d0c6a3e-web-42",
-                    "respondent_id": "user-1842",
-                    "score": 3,
-                    "comment": "Checkout keeps timing out",
-                    "survey_id": "q4-relationship",
-                    "channel": "web",
-                    "answered_at": "2026-11-24T09:30:00Z",
-                    "attributes": {"product": "atlas", "region": "eu", "plan": "pro"},
-                }
-            ]
-        },
-    )
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [dict(EXAMPLE)]})
 
     response_id: Annotated[str | None, StringConstraints(min_length=1, max_length=128)] = Field(
-        default=None,
-        description="Idempotency key: a retry with the same id counts once. Generated if absent.",
+        default=None, description="Idempotency key: a retry with the same id counts once. Generated if absent."
     )
     respondent_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     score: Score = Field(description="An integer 0..10; anything else is rejected, never rounded.")
-    comment: Annotated[str | None, StringConstraints(max_length=5000)] = None
+    comment: Comment = None
     survey_id: Annotated[str | None, StringConstraints(min_length=1, max_length=64)] = None
     channel: Annotated[str | None, StringConstraints(min_length=1, max_length=64)] = None
     answered_at: Timestamp | None = Field(default=None, description="RFC 3339 with a zone; default: now.")
-    attributes: dict[AttributeKey, AttributeValue] = Field(default_factory=dict, max_length=32)
+    attributes: Attributes = Field(default_factory=dict)
     email: Annotated[str | None, StringConstraints(max_length=254)] = Field(
         default=None, description="Personal data: never logged above debug, never a metric label."
     )
+
+
+class ReviseResponse(BaseModel):
+    """The new score, comment and attributes of an existing response (all three are replaced)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"score": 7, "comment": "Support fixed it", "attributes": {"plan": "pro"}}]},
+    )
+
+    score: Score
+    comment: Comment = None
+    attributes: Attributes = Field(default_factory=dict)
 
 
 class InvalidResponse(ValueError):
@@ -72,16 +89,88 @@ class InvalidResponse(ValueError):
         self.problem = problem
 
 
-def new_response_id() -> str:
+def new_id() -> str:
     return str(uuid.uuid4())
 
 
-def check(command: SubmitResponse, now: datetime, max_future_skew: timedelta) -> None:
-    """What the schema cannot say: a timestamp in the future, an attribute that shadows a field."""
-    if command.answered_at is not None and command.answered_at > now + max_future_skew:
-        raise InvalidResponse("answered_at", "is in the future")
-    for key in command.attributes:
+def fingerprint(command: SubmitResponse) -> str:
+    """Identifies the body a response_id was first used with: the same body again is a retry,
+    another body under the same id is a conflict."""
+    body = command.model_dump(mode="json", exclude={"response_id"})
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_future_skew: timedelta
+    max_age: timedelta
+
+
+def check_attributes(attributes: dict[str, str]) -> None:
+    for key in attributes:
         # `channel` and `survey_id` are dimensions of their own: an attribute of the same name
         # would count the response twice in that dimension.
         if key in RESERVED_ATTRIBUTES:
             raise InvalidResponse(f"attributes.{key}", f"'{key}' is a top-level field, not an attribute")
+
+
+def check(command: SubmitResponse, now: datetime, limits: Limits) -> None:
+    """What the schema cannot say: a timestamp in the future or beyond the horizon, an attribute
+    that shadows a field."""
+    if command.answered_at is not None:
+        if command.answered_at > now + limits.max_future_skew:
+            raise InvalidResponse("answered_at", "is in the future")
+        if command.answered_at < now - limits.max_age:
+            raise InvalidResponse("answered_at", f"is older than the {limits.max_age.days}-day horizon")
+    check_attributes(command.attributes)
+
+
+# --- API keys: only a hash is stored; the key itself is shown once, at creation ---
+
+KEY_PREFIX = "nps_"
+
+
+def new_api_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_api_key(key: str) -> str:
+    # The keys are 256 random bits, so a fast hash is enough (no password-style stretching).
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+# --- rate limit: one token bucket per API key ---
+
+
+@dataclass
+class TokenBucket:
+    rate: float  # tokens per second
+    burst: float
+    tokens: float
+    updated: float  # monotonic seconds
+
+    def take(self, now: float, cost: float = 1.0) -> float:
+        """Take `cost` tokens; returns 0 when allowed, else the seconds until it would be."""
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= cost:
+            self.tokens -= cost
+            return 0.0
+        return (cost - self.tokens) / self.rate
+
+
+@dataclass
+class RateLimiter:
+    rate: float
+    burst: float
+    buckets: dict[str, TokenBucket] = field(default_factory=dict)
+
+    def retry_after(self, key: str, now: float) -> int:
+        """0 when the request may go ahead, else the whole seconds to wait (for Retry-After)."""
+        if self.rate <= 0:
+            return 0
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            bucket = self.buckets[key] = TokenBucket(self.rate, self.burst, self.burst, now)
+        wait = bucket.take(now)
+        return 0 if wait == 0 else max(1, math.ceil(wait))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
@@ -18,6 +19,10 @@ class Publisher(Protocol):
         """Return only once the broker has acknowledged the event; raise PublishFailed otherwise."""
         ...
 
+    async def publish_many(self, topic: str, items: Sequence[tuple[bytes, bytes]]) -> list[bool]:
+        """Publish (key, value) pairs; True for each the broker acknowledged within the timeout."""
+        ...
+
 
 class KafkaPublisher:
     def __init__(self, producer: AIOKafkaProducer, timeout_s: float) -> None:
@@ -29,3 +34,16 @@ class KafkaPublisher:
             await asyncio.wait_for(self._producer.send_and_wait(topic, value=value, key=key), self._timeout_s)
         except (TimeoutError, KafkaError, OSError) as exc:
             raise PublishFailed(type(exc).__name__) from exc
+
+    async def publish_many(self, topic: str, items: Sequence[tuple[bytes, bytes]]) -> list[bool]:
+        sent: list[asyncio.Future[object]] = []
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                for key, value in items:  # send() returns once the record is queued in a batch
+                    sent.append(await self._producer.send(topic, value=value, key=key))
+                if sent:
+                    await asyncio.wait(sent)
+        except (TimeoutError, KafkaError, OSError):
+            pass  # what was acknowledged is reported; the rest is "unavailable", to be retried
+        acked = [f.done() and not f.cancelled() and f.exception() is None for f in sent]
+        return acked + [False] * (len(items) - len(sent))

@@ -13,7 +13,16 @@ class IngestSettings(ServiceSettings):
     # A 202 waits for the broker's ack; past this the client gets 503 + Retry-After instead of
     # a hanging request (BRIEF.md: "503 with Retry-After within 1 s").
     publish_timeout_s: float = Field(default=0.9, gt=0)
-    # Clock skew we tolerate on answered_at before calling it "in the future".
+    # Clock skew tolerated on answered_at before calling it "in the future".
     max_future_skew_s: int = Field(default=300, ge=0)
+    # Oldest answered_at accepted (backfills of up to three years).
+    max_age_days: int = Field(default=1095, ge=1)
     # 5 ms of linger batches concurrent requests into one produce call.
     producer_linger_ms: int = Field(default=5, ge=0)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_batch_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    # Per API key: requests per second, and the burst a client may use at once (0 turns it off).
+    rate_limit_per_s: float = Field(default=2_000, ge=0)
+    rate_limit_burst: float = Field(default=4_000, ge=1)
+    # How soon a new or revoked API key takes effect.
+    key_refresh_s: float = Field(default=5.0, gt=0)

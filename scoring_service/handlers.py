@@ -12,12 +12,12 @@ from scoring_service import metrics, publisher, repository
 from scoring_service.domain import ScoredResponse, daily_deltas, first_occurrences
 from shared import outbox
 from shared.consumer import Message
-from shared.events import ResponseEvent
+from shared.events import ResponseEvent, ResponseSubmitted
 from shared.nps import Counts
 from shared.windows import DayRange, preceding, utc_day, window
 
 
-def to_scored(event: ResponseEvent) -> ScoredResponse:
+def to_scored(event: ResponseSubmitted) -> ScoredResponse:
     return ScoredResponse(
         response_id=event.response_id,
         respondent_id=event.respondent_id,
@@ -41,7 +41,11 @@ class CountResponses:
     async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[ResponseEvent]]) -> None:
         now = self.clock()
         today = utc_day(now)
-        responses = first_occurrences(to_scored(m.event) for m in batch)
+        submitted = [m.event for m in batch if isinstance(m.event, ResponseSubmitted)]
+        # Revisions and erasures are decoded but not yet applied to the aggregates (tracked by
+        # the scoring issue); they are counted so the gap is visible, not silent.
+        metrics.NOT_YET_APPLIED.inc(len(batch) - len(submitted))
+        responses = first_occurrences(to_scored(e) for e in submitted)
         new_ids = await repository.insert_new(conn, responses)
         new = [r for r in responses if r.response_id in new_ids]
         deltas = daily_deltas(new)
@@ -61,7 +65,7 @@ class CountResponses:
         )
 
         metrics.RESPONSES_COUNTED.inc(len(new))
-        metrics.DUPLICATES_DROPPED.inc(len(batch) - len(new))
+        metrics.DUPLICATES_DROPPED.inc(len(submitted) - len(new))
         metrics.LATE_RESPONSES.inc(sum(1 for r in new if r.day < today))
         metrics.SCORE_EVENTS.inc(len(snapshot))
 

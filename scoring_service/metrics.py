@@ -11,3 +11,7 @@ LATE_RESPONSES = Counter(
     "Responses counted into an earlier UTC day than the one they arrived on.",
 )
 SCORE_EVENTS = Counter("nps_scoring_score_changed_total", "ScoreChanged events queued for publishing.")
+NOT_YET_APPLIED = Counter(
+    "nps_scoring_events_not_applied_total",
+    "Revision and erasure events decoded but not yet applied to the aggregates.",
+)

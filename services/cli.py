@@ -67,6 +67,67 @@ def run_service(name: str) -> int:
     return serve(create_app(settings), settings.host, settings.port)
 
 
+async def keys_command(url: str, action: str, name: str | None) -> int:
+    from ingest_service import domain, repository
+    from shared.db import make_engine
+
+    engine = make_engine(url)
+    try:
+        async with engine.begin() as conn:
+            if action == "create":
+                assert name is not None
+                key = domain.new_api_key()
+                try:
+                    await repository.create_key(conn, name, domain.hash_api_key(key))
+                except repository.KeyExists:
+                    print(f"a key named {name!r} exists; revoke it first", file=sys.stderr)
+                    return 1
+                print(key)
+                print(f"key {name!r} created; it is shown only this once (only its hash is stored)", file=sys.stderr)
+            elif action == "revoke":
+                assert name is not None
+                if not await repository.revoke_key(conn, name):
+                    print(f"no active key named {name!r}", file=sys.stderr)
+                    return 1
+                print(f"key {name!r} revoked (ingest refuses it within NPS_INGEST_KEY_REFRESH_S)", file=sys.stderr)
+            else:
+                for key_name, created, revoked in await repository.list_keys(conn):
+                    state = f"revoked {revoked:%Y-%m-%d %H:%M}" if revoked else "active"
+                    print(f"{key_name}\tcreated {created:%Y-%m-%d %H:%M}\t{state}")
+    finally:
+        await engine.dispose()
+    return 0
+
+
+def ensure_dev_key(url: str, path: Path) -> str:
+    """The development key `make run` prints and writes to var/dev-api-key (embedded database only):
+    the one already there while it is still active, else a fresh one."""
+    from ingest_service import domain, repository
+    from shared.db import make_engine
+
+    known = path.read_text().strip() if path.exists() else None
+
+    async def ensure() -> str:
+        engine = make_engine(url)
+        try:
+            async with engine.begin() as conn:
+                if known and await repository.key_is_active(conn, domain.hash_api_key(known)):
+                    return known
+                await repository.revoke_key(conn, "dev")
+                key = domain.new_api_key()
+                await repository.create_key(conn, "dev", domain.hash_api_key(key))
+                return key
+        finally:
+            await engine.dispose()
+
+    key = asyncio.run(ensure())
+    if key != known:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(key + "\n")
+        path.chmod(0o600)
+    return key
+
+
 def prepare(settings: InfraSettings) -> None:
     created = asyncio.run(
         ensure_topics(
@@ -135,6 +196,7 @@ def up() -> int:
             }
         )
         prepare(effective)
+        dev_key = ensure_dev_key(effective.require_database_url(), settings.var_dir / "dev-api-key") if pg else None
         checkpoint()
 
         urls = {}
@@ -151,6 +213,8 @@ def up() -> int:
             print(f"  {name:<9} {url}   ({state}; {url}/docs, {url}/metrics)", flush=True)
         print(f"  broker    {effective.require_bootstrap()}", flush=True)
         print(f"  database  {'embedded, data in ' + str(pg.data_dir) if pg else 'DATABASE_URL'}", flush=True)
+        if dev_key:
+            print(f"  API key   {dev_key}   (also in {settings.var_dir / 'dev-api-key'})", flush=True)
         print("Ctrl-C stops everything.\n", flush=True)
         supervisor.watch()
     except StopRequested:
@@ -172,6 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("up", help="run the whole loop")
     sub.add_parser("migrate", help="apply every service's migrations")
     sub.add_parser("topics", help="create the topics")
+    keys = sub.add_parser("keys", help="manage ingest API keys")
+    keys_sub = keys.add_subparsers(dest="action", required=True)
+    keys_sub.add_parser("create", help="create a key and print it (once)").add_argument("name")
+    keys_sub.add_parser("revoke", help="revoke a key").add_argument("name")
+    keys_sub.add_parser("list", help="list keys (names and dates, never the keys)")
     for name in SERVICES:
         sub.add_parser(name, help=f"run the {name} service alone")
     args = parser.parse_args(argv)
@@ -182,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_service(args.command)
     settings = InfraSettings()
     logs.configure(settings.log_level, "nps")
+    if args.command == "keys":
+        return asyncio.run(keys_command(settings.require_database_url(), args.action, getattr(args, "name", None)))
     if args.command == "migrate":
         upgrade(settings.require_database_url())
     elif args.command == "topics":

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 # The migrations of every service, in dependency order (they have none between them).
 SERVICE_SCHEMAS = {
+    "ingest": "ingest_service:migrations",
     "scoring": "scoring_service:migrations",
     "followup": "followup_service:migrations",
     "alerts": "alerts_service:migrations",

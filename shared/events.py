@@ -47,7 +47,38 @@ class ResponseSubmitted(Event):
     source: str | None = None  # which API key (source app) sent it
 
 
-ResponseEvent = Annotated[ResponseSubmitted, Field(discriminator="type")]
+class ResponseRevised(Event):
+    """The new full state of a response, replacing every earlier version. `version` grows by one
+    per revision (the original is version 1): consumers keep the highest version they saw, so
+    the outcome does not depend on delivery order."""
+
+    type: Literal["ResponseRevised"] = "ResponseRevised"
+    response_id: str
+    respondent_id: str
+    version: int = Field(ge=2)
+    score: Score
+    comment: str | None = None
+    survey_id: str | None = None
+    channel: str | None = None
+    answered_at: AwareDatetime
+    attributes: dict[str, str] = Field(default_factory=dict)
+    revised_at: AwareDatetime
+    source: str | None = None
+
+
+class RespondentErased(Event):
+    """Erase everything about one person: every service deletes that respondent's personal data
+    (email, comment) and every aggregate forgets their responses. Keyed by respondent_id, so it
+    follows every earlier event of that respondent on the partition."""
+
+    type: Literal["RespondentErased"] = "RespondentErased"
+    erasure_id: str
+    respondent_id: str
+    requested_at: AwareDatetime
+    source: str | None = None
+
+
+ResponseEvent = Annotated[ResponseSubmitted | ResponseRevised | RespondentErased, Field(discriminator="type")]
 response_events: TypeAdapter[ResponseEvent] = TypeAdapter(ResponseEvent)
 
 

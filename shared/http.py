@@ -57,9 +57,10 @@ def problem_response(exc: ProblemError) -> JSONResponse:
 
 
 def field_name(loc: tuple[int | str, ...]) -> str:
-    # FastAPI prefixes the source ("body", "query"); the client wants the field itself.
-    parts = [str(p) for p in loc[1:]] if loc and loc[0] in ("body", "query", "path", "header") else list(map(str, loc))
-    return ".".join(parts) or "body"
+    """`("body", "attributes", "Plan", "[key]")` -> `attributes.Plan`: the field as the client wrote
+    it, without FastAPI's source prefix or pydantic's marker for a bad dict key."""
+    parts = list(loc[1:]) if loc and loc[0] in ("body", "query", "path", "header") else list(loc)
+    return ".".join(str(p) for p in parts if p != "[key]") or "body"
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -106,6 +107,58 @@ class MetricsMiddleware:
             route = route_template(scope)
             metrics.HTTP_REQUESTS.labels(self.service, scope["method"], route, f"{status // 100}xx").inc()
             metrics.HTTP_SECONDS.labels(self.service, route).observe(time.perf_counter() - started)
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over the limit of their path, checked before anything parses them: from
+    Content-Length when declared, else while the (chunked) body streams in."""
+
+    def __init__(self, app: ASGIApp, default: int, per_path: Mapping[str, int] | None = None) -> None:
+        self.app = app
+        self.default = default
+        self.per_path = dict(per_path or {})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        limit = self.per_path.get(scope["path"], self.default)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._too_large(limit, scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await self._too_large(limit, scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _too_large(limit: int, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem_response(
+            ProblemError(413, "body_too_large", f"the request body is larger than {limit} bytes")
+        )
+        await response(scope, receive, send)
 
 
 def route_template(scope: Scope) -> str:

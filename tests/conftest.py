@@ -33,9 +33,8 @@ def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     broker.stop()
 
 
-@pytest.fixture
-def database_url(pg_admin_url: str) -> str:
-    """A fresh, migrated database for one test: a copy of the migrated template (milliseconds)."""
+def fresh_database(pg_admin_url: str) -> str:
+    """A fresh, migrated database: a copy of the migrated template (milliseconds)."""
     name = f"t_{uuid.uuid4().hex[:12]}"
 
     async def create() -> None:
@@ -47,6 +46,11 @@ def database_url(pg_admin_url: str) -> str:
 
     asyncio.run(create())
     return async_url(with_database(pg_admin_url, name))
+
+
+@pytest.fixture
+def database_url(pg_admin_url: str) -> str:
+    return fresh_database(pg_admin_url)
 
 
 @pytest.fixture

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -165,3 +171,55 @@ async def running_loop(settings: ServiceSettings, spec: ConsumerSpec[Any]) -> As
             await consumer.stop()
             await producer.stop()
             await engine.dispose()
+
+
+@dataclass
+class ServiceProcess:
+    """One service run as `nps <service>`, the way a deployment runs it."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    env: dict[str, str]
+    log: Path
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+
+
+def nps_env(**overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")}
+    env.update(FAST_GROUP_ENV)
+    env.update(overrides)
+    return env
+
+
+def nps(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "services", *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def start_service(name: str, env: dict[str, str], log: Path, port: int, timeout: float = 60) -> ServiceProcess:
+    env = {**env, f"NPS_{name.upper()}_PORT": str(port)}
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services", name], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=1) as reply:
+                if reply.status == 200:
+                    return ServiceProcess(process, url, env, log)
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"{name} did not become ready:\n{log.read_text()[-4000:]}")
+        time.sleep(0.2)

@@ -18,15 +18,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from services.embedded import free_port
 from shared.db import make_engine
-from tests.helpers import FAST_GROUP_ENV, with_database
+from tests.helpers import FAST_GROUP_ENV, nps, with_database
 
 pytestmark = pytest.mark.integration
-
-
-def nps(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "services", *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
 
 
 def base_env(**extra: str) -> dict[str, str]:

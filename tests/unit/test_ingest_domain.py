@@ -3,10 +3,21 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from ingest_service.domain import InvalidResponse, SubmitResponse, check
+from ingest_service.domain import (
+    InvalidResponse,
+    Limits,
+    RateLimiter,
+    ReviseResponse,
+    SubmitResponse,
+    TokenBucket,
+    check,
+    fingerprint,
+    hash_api_key,
+    new_api_key,
+)
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
-SKEW = timedelta(minutes=5)
+SKEW = Limits(max_future_skew=timedelta(minutes=5), max_age=timedelta(days=1095))
 
 
 @pytest.mark.parametrize(
@@ -28,6 +39,15 @@ SKEW = timedelta(minutes=5)
         ({"respondent_id": "u", "score": 7, "attributes": {"plan": 3}}, "attributes"),
         ({"respondent_id": "u", "score": 7, "comment": "x" * 5001}, "comment"),
         ({"respondent_id": "u", "score": 7, "nps": 7}, "nps"),  # unknown fields are rejected
+        ({"respondent_id": "x" * 129, "score": 7}, "respondent_id"),
+        ({"respondent_id": "u", "score": 7, "survey_id": "s" * 65}, "survey_id"),
+        ({"respondent_id": "u", "score": 7, "channel": "c" * 65}, "channel"),
+        ({"respondent_id": "u", "score": 7, "response_id": ""}, "response_id"),
+        ({"respondent_id": "u", "score": 7, "attributes": {f"k{i}": "v" for i in range(33)}}, "attributes"),
+        ({"respondent_id": "u", "score": 7, "attributes": {"plan": "p" * 257}}, "attributes"),
+        ({"respondent_id": "u", "score": 7, "attributes": {"k" * 41: "v"}}, "attributes"),
+        ({"respondent_id": "u", "score": 7, "email": "e" * 255}, "email"),
+        ({"respondent_id": "u", "score": 7, "attributes": ["plan"]}, "attributes"),
     ],
 )
 def test_invalid_bodies_name_the_failing_field(body: dict[str, object], field: str) -> None:
@@ -73,3 +93,59 @@ def test_attributes_may_not_shadow_a_dimension(key: str) -> None:
     with pytest.raises(InvalidResponse) as info:
         check(body, NOW, SKEW)
     assert info.value.field == f"attributes.{key}"
+
+
+def test_answers_older_than_the_horizon_are_refused() -> None:
+    old = SubmitResponse.model_validate(
+        {"respondent_id": "u", "score": 7, "answered_at": (NOW - timedelta(days=1096)).isoformat()}
+    )
+    with pytest.raises(InvalidResponse, match="1095-day horizon"):
+        check(old, NOW, SKEW)
+    check(
+        SubmitResponse.model_validate(
+            {"respondent_id": "u", "score": 7, "answered_at": (NOW - timedelta(days=1094)).isoformat()}
+        ),
+        NOW,
+        SKEW,
+    )
+
+
+def test_fingerprint_tells_a_retry_from_a_different_body() -> None:
+    body = {"respondent_id": "u", "score": 7, "comment": "ok", "attributes": {"a": "1", "b": "2"}}
+    same = {"attributes": {"b": "2", "a": "1"}, "comment": "ok", "score": 7, "respondent_id": "u"}
+    first = fingerprint(SubmitResponse.model_validate({**body, "response_id": "r1"}))
+    assert first == fingerprint(SubmitResponse.model_validate({**same, "response_id": "r1"}))
+    assert first != fingerprint(SubmitResponse.model_validate({**body, "response_id": "r1", "score": 8}))
+    assert first != fingerprint(SubmitResponse.model_validate({**body, "response_id": "r1", "comment": "ok!"}))
+
+
+def test_a_revision_replaces_score_comment_and_attributes_only() -> None:
+    assert ReviseResponse.model_validate({"score": 9}).attributes == {}
+    for bad in ({"score": 11}, {"score": 9, "respondent_id": "u"}, {"score": 9, "channel": "web"}, {}):
+        with pytest.raises(ValidationError):
+            ReviseResponse.model_validate(bad)
+
+
+def test_api_keys_are_random_and_only_their_hash_is_kept() -> None:
+    a, b = new_api_key(), new_api_key()
+    assert a != b and a.startswith("nps_") and len(a) > 40
+    assert hash_api_key(a) == hash_api_key(a) != hash_api_key(b)
+    assert a not in hash_api_key(a)
+
+
+def test_token_bucket_allows_the_burst_then_the_rate() -> None:
+    bucket = TokenBucket(rate=10, burst=3, tokens=3, updated=0.0)
+    assert [bucket.take(0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert bucket.take(0.0) == pytest.approx(0.1)  # one token comes back every 0.1 s
+    assert bucket.take(0.1) == 0.0
+    assert bucket.take(10.0) == 0.0 and bucket.tokens == pytest.approx(2.0)  # refills only up to the burst
+
+
+def test_rate_limiter_is_per_key_and_says_when_to_retry() -> None:
+    limiter = RateLimiter(rate=1, burst=2)
+    assert limiter.retry_after("app-a", 0.0) == 0
+    assert limiter.retry_after("app-a", 0.0) == 0
+    assert limiter.retry_after("app-a", 0.0) == 1  # Retry-After in whole seconds, at least 1
+    assert limiter.retry_after("app-b", 0.0) == 0  # another key has its own bucket
+    assert limiter.retry_after("app-a", 1.0) == 0
+    assert RateLimiter(rate=0, burst=1).retry_after("x", 0.0) == 0  # rate 0 turns the limit off
