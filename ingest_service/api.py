@@ -18,6 +18,7 @@ from ingest_service import metrics
 from ingest_service.domain import (
     EXAMPLE,
     MAX_BATCH_ITEMS,
+    PLAIN,
     InvalidResponse,
     Limits,
     RateLimiter,
@@ -274,7 +275,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         responses=problems(401, 404, 413, 422, 429, 503),
     )
     async def put_response(
-        response_id: Annotated[str, Path(min_length=1, max_length=128)],
+        response_id: Annotated[str, Path(min_length=1, max_length=128, pattern=PLAIN)],
         body: ReviseResponse,
         handler: Handler,
         source: Source,
@@ -298,7 +299,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         responses=problems(401, 422, 429, 503),
     )
     async def erase_respondent(
-        respondent_id: Annotated[str, Path(min_length=1, max_length=128)],
+        respondent_id: Annotated[str, Path(min_length=1, max_length=128, pattern=PLAIN)],
         handler: Handler,
         source: Source,
     ) -> ErasureAccepted:

@@ -28,14 +28,26 @@ def _rfc3339_text(value: Any) -> Any:
     return value
 
 
+# No control characters in identifiers and segment values (PostgreSQL refuses NUL, logs and
+# segment keys break on the rest); a comment may hold tabs and line breaks. Invalid Unicode (lone
+# surrogates) fails these checks too. Found by schema-driven fuzzing: a NUL in `channel` was a 500.
+PLAIN = r"^[^\x00-\x1f\x7f]*$"
+COMMENT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+
+
+def plain(min_length: int, max_length: int) -> StringConstraints:
+    return StringConstraints(min_length=min_length, max_length=max_length, pattern=PLAIN)
+
+
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
 AttributeKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
-AttributeValue = Annotated[str, StringConstraints(max_length=256)]
+AttributeValue = Annotated[str, plain(0, 256)]
 Attributes = Annotated[
     dict[AttributeKey, AttributeValue],
     Field(max_length=32, description="Up to 32 segment dimensions, e.g. product, region, plan."),
 ]
-Comment = Annotated[str | None, StringConstraints(max_length=5000)]
+Comment = Annotated[str | None, StringConstraints(max_length=5000, pattern=COMMENT)]
+Identifier = Annotated[str, plain(1, 128)]
 
 EXAMPLE: dict[str, Any] = {
     "response_id": "5d0c6a3e-web-42",
@@ -54,17 +66,17 @@ class SubmitResponse(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [dict(EXAMPLE)]})
 
-    response_id: Annotated[str | None, StringConstraints(min_length=1, max_length=128)] = Field(
+    response_id: Annotated[str | None, plain(1, 128)] = Field(
         default=None, description="Idempotency key: a retry with the same id counts once. Generated if absent."
     )
-    respondent_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    respondent_id: Identifier
     score: Score = Field(description="An integer 0..10; anything else is rejected, never rounded.")
     comment: Comment = None
-    survey_id: Annotated[str | None, StringConstraints(min_length=1, max_length=64)] = None
-    channel: Annotated[str | None, StringConstraints(min_length=1, max_length=64)] = None
+    survey_id: Annotated[str | None, plain(1, 64)] = None
+    channel: Annotated[str | None, plain(1, 64)] = None
     answered_at: Timestamp | None = Field(default=None, description="RFC 3339 with a zone; default: now.")
     attributes: Attributes = Field(default_factory=dict)
-    email: Annotated[str | None, StringConstraints(max_length=254)] = Field(
+    email: Annotated[str | None, plain(0, 254)] = Field(
         default=None, description="Personal data: never logged above debug, never a metric label."
     )
 

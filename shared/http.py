@@ -75,6 +75,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's "error parsing the body" (e.g. not UTF-8): the same contract as bad JSON.
+            return problem_response(
+                ProblemError(
+                    422,
+                    "invalid_request",
+                    "the body is not valid JSON (UTF-8)",
+                    [FieldProblem(field="body", problem=str(exc.detail))],
+                )
+            )
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return problem_response(
             ProblemError(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))

@@ -149,3 +149,26 @@ def test_rate_limiter_is_per_key_and_says_when_to_retry() -> None:
     assert limiter.retry_after("app-b", 0.0) == 0  # another key has its own bucket
     assert limiter.retry_after("app-a", 1.0) == 0
     assert RateLimiter(rate=0, burst=1).retry_after("x", 0.0) == 0  # rate 0 turns the limit off
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"respondent_id": "u", "score": 7, "channel": "web\x00"}, "channel"),
+        ({"respondent_id": "u\x1b[31m", "score": 7}, "respondent_id"),
+        ({"respondent_id": "u", "score": 7, "survey_id": "q\n4"}, "survey_id"),
+        ({"respondent_id": "u", "score": 7, "attributes": {"plan": "pro\x7f"}}, "attributes"),
+        ({"respondent_id": "u", "score": 7, "comment": "nul \x00 inside"}, "comment"),
+        ({"respondent_id": "u", "score": 7, "comment": "lone \udab8 surrogate"}, "comment"),
+        ({"respondent_id": "u", "score": 7, "response_id": "r\x00"}, "response_id"),
+    ],
+)
+def test_control_characters_and_invalid_unicode_are_rejected(body: dict[str, object], field: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        SubmitResponse.model_validate(body)
+    assert field in {str(e["loc"][0]) for e in info.value.errors()}
+
+
+def test_comments_keep_their_line_breaks_and_tabs() -> None:
+    body = SubmitResponse.model_validate({"respondent_id": "u", "score": 3, "comment": "line one\n\tline two\r\n"})
+    assert body.comment == "line one\n\tline two\r\n"
