@@ -27,6 +27,11 @@ class Loop:
     urls: dict[str, str]
     bootstrap: str
     output: Path
+    api_key: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
 
     def children(self) -> dict[str, int]:
         """The launcher's service processes, by service name."""
@@ -77,12 +82,17 @@ def start_loop(var_dir: Path, cwd: Path, broker_port: int | None = None) -> Loop
         )
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     deadline = time.monotonic() + 120
-    while not all(_ready(u) for u in urls.values()):
+    # Ready when every service answers /readyz and the launcher has printed its banner (as a user sees it).
+    while not (all(_ready(u) for u in urls.values()) and "Ctrl-C stops everything" in output.read_text()):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
+            process.wait()
             raise RuntimeError(f"the loop did not start:\n{output.read_text()[-5000:]}")
         time.sleep(0.3)
-    return Loop(process, urls, f"127.0.0.1:{broker_port}", output)
+    # `make run` prints the development key and leaves it in var/dev-api-key
+    api_key = (var_dir / "dev-api-key").read_text().strip()
+    assert api_key in output.read_text()
+    return Loop(process, urls, f"127.0.0.1:{broker_port}", output, api_key)
 
 
 def stop_loop(loop: Loop) -> None:

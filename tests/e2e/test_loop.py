@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import uuid
@@ -13,7 +14,7 @@ import pytest
 
 from shared.events import ScoreDropDetected, alert_events, ticket_events
 from tests.e2e.conftest import SERVICES, Loop
-from tests.helpers import eventually, read_topic
+from tests.helpers import eventually, fuzz_openapi, read_topic
 
 pytestmark = pytest.mark.e2e
 
@@ -22,7 +23,7 @@ ALERTS = "nps.alerts.v1"
 
 
 async def post(client: httpx.AsyncClient, loop: Loop, body: dict[str, Any]) -> httpx.Response:
-    return await client.post(f"{loop.urls['ingest']}/v1/responses", json=body)
+    return await client.post(f"{loop.urls['ingest']}/v1/responses", json=body, headers=loop.auth)
 
 
 async def nps(client: httpx.AsyncClient, loop: Loop, **params: str) -> dict[str, Any]:
@@ -174,3 +175,33 @@ async def test_a_killed_service_is_restarted_and_catches_up(loop: Loop) -> None:
     after = loop.children()
     assert after["scoring"] != before["scoring"]
     assert {k: v for k, v in after.items() if k != "scoring"} == {k: v for k, v in before.items() if k != "scoring"}
+
+
+async def test_five_concurrent_retries_count_once_and_route_once(loop: Loop) -> None:
+    run = uuid.uuid4().hex[:8]
+    body = {"response_id": f"{run}-r", "respondent_id": f"{run}-u", "score": 2, "attributes": {"run": run}}
+    async with httpx.AsyncClient(timeout=10) as client:
+        replies = await asyncio.gather(*(post(client, loop, body) for _ in range(5)))
+        assert [r.status_code for r in replies] == [202] * 5
+        assert {r.json()["response_id"] for r in replies} == {f"{run}-r"}
+
+        async def counted() -> bool:
+            return (await nps(client, loop, window="7d", segment=f"run:{run}"))["n"] >= 1
+
+        async def routed() -> bool:
+            return (await client.get(f"{loop.urls['followup']}/v1/followups/{run}-r")).status_code == 200
+
+        await eventually(counted, timeout=20)
+        await eventually(routed, timeout=20)
+        await asyncio.sleep(1)  # let any duplicate reach the consumers before counting
+        assert (await nps(client, loop, window="7d", segment=f"run:{run}"))["n"] == 1
+        followup = (await client.get(f"{loop.urls['followup']}/v1/followups/{run}-r")).json()
+    assert followup["kind"] == "ticket"
+    tickets = [ticket_events.validate_json(r.value) for r in await read_topic(loop.bootstrap, TICKETS, timeout=8)]
+    assert [t.response_id for t in tickets].count(f"{run}-r") == 1
+
+
+@pytest.mark.parametrize("service", ["scoring", "followup", "alerts"])
+async def test_the_query_apis_never_answer_5xx_under_fuzzing(loop: Loop, service: str) -> None:
+    operations = await asyncio.to_thread(fuzz_openapi, loop.urls[service], None, 25)
+    assert operations >= 3  # its /v1 query, /healthz, /readyz

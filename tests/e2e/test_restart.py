@@ -25,7 +25,8 @@ async def test_data_under_var_survives_a_restart(tmp_path: Path, repo_root_sessi
     try:
         async with httpx.AsyncClient(timeout=10) as client:
             body = {"response_id": f"{run}-1", "respondent_id": f"{run}-u", "score": 4, "attributes": {"run": run}}
-            assert (await client.post(f"{first.urls['ingest']}/v1/responses", json=body)).status_code == 202
+            reply = await client.post(f"{first.urls['ingest']}/v1/responses", json=body, headers=first.auth)
+            assert reply.status_code == 202
 
             async def counted() -> bool:
                 reply = await client.get(f"{first.urls['scoring']}/v1/nps", params={"segment": f"run:{run}"})
@@ -36,6 +37,7 @@ async def test_data_under_var_survives_a_restart(tmp_path: Path, repo_root_sessi
         stop_loop(first)
 
     second = start_loop(tmp_path / "var", repo_root_session)  # same data directory, new ports
+    assert second.api_key == first.api_key  # the development key is kept with the data
     try:
         async with httpx.AsyncClient(timeout=10) as client:
             score = (await client.get(f"{second.urls['scoring']}/v1/nps", params={"segment": f"run:{run}"})).json()
