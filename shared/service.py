@@ -50,7 +50,7 @@ class Resources:
         }
 
 
-def resources(request: Request) -> Resources:
+async def resources(request: Request) -> Resources:
     res: Resources = request.app.state.resources
     return res
 
