@@ -24,7 +24,7 @@ class IngestSettings(ServiceSettings):
     # Per API key: requests per second, and the burst a client may use at once (0 turns it off).
     rate_limit_per_s: float = Field(default=2_000, ge=0)
     rate_limit_burst: float = Field(default=4_000, ge=1)
-    # Serve POST /v1/responses and /v1/responses/validate as raw ASGI routes (about twice the
+    # Serve POST /v1/responses, /validate and /batch as raw ASGI routes (several times the
     # throughput); false serves them through FastAPI like every other route.
     raw_routes: bool = True
     # How soon a new or revoked API key takes effect.

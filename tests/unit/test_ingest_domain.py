@@ -117,6 +117,9 @@ def test_fingerprint_tells_a_retry_from_a_different_body() -> None:
     assert first == fingerprint(SubmitResponse.model_validate({**same, "response_id": "r1"}))
     assert first != fingerprint(SubmitResponse.model_validate({**body, "response_id": "r1", "score": 8}))
     assert first != fingerprint(SubmitResponse.model_validate({**body, "response_id": "r1", "comment": "ok!"}))
+    other_value = {**body, "response_id": "r1", "attributes": {"a": "1", "b": "3"}}
+    assert first != fingerprint(SubmitResponse.model_validate(other_value))
+    assert first != fingerprint(SubmitResponse.model_validate({**body, "response_id": "r1", "attributes": {"a": "1"}}))
 
 
 def test_a_revision_replaces_score_comment_and_attributes_only() -> None:
