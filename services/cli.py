@@ -28,7 +28,7 @@ from shared import logs
 from shared.db import upgrade
 from shared.http import serve
 from shared.kafka import ensure_topics
-from shared.settings import InfraSettings, ServiceSettings
+from shared.settings import InfraSettings, ServiceSettings, async_url
 
 log = logging.getLogger("nps")
 
@@ -97,6 +97,17 @@ async def keys_command(url: str, action: str, name: str | None) -> int:
     finally:
         await engine.dispose()
     return 0
+
+
+DATABASE_URL_FILE = "database-url"
+
+
+def tool_database_url(settings: LauncherSettings) -> str | None:
+    """DATABASE_URL, else the embedded database of the `nps up` running with this var/ folder."""
+    if settings.database_url is not None:
+        return settings.require_database_url()
+    url_file = settings.var_dir / DATABASE_URL_FILE
+    return async_url(url_file.read_text().strip()) if url_file.exists() else None
 
 
 def ensure_dev_key(url: str, path: Path) -> str:
@@ -183,6 +194,10 @@ def up() -> int:
             pg = EmbeddedPostgres(settings.var_dir / "pg")
             overrides["DATABASE_URL"] = pg.start()
             log.info("embedded PostgreSQL: data in %s", pg.data_dir)
+            # For `nps keys` (and friends) in another terminal while the loop runs.
+            url_file = settings.var_dir / DATABASE_URL_FILE
+            url_file.write_text(overrides["DATABASE_URL"] + "\n")
+            url_file.chmod(0o600)
         checkpoint()
         if not settings.kafka_bootstrap_servers:
             broker = EmbeddedBroker(settings.broker_port, settings.var_dir / "log" / "broker.log")
@@ -225,6 +240,7 @@ def up() -> int:
             broker.stop()
         if pg is not None:
             pg.stop()
+            (settings.var_dir / DATABASE_URL_FILE).unlink(missing_ok=True)
     return 0
 
 
@@ -249,10 +265,18 @@ def main(argv: list[str] | None = None) -> int:
         return up()
     if args.command in SERVICES:
         return run_service(args.command)
-    settings = InfraSettings()
+    settings = LauncherSettings()
     logs.configure(settings.log_level, "nps")
     if args.command == "keys":
-        return asyncio.run(keys_command(settings.require_database_url(), args.action, getattr(args, "name", None)))
+        url = tool_database_url(settings)
+        if url is None:
+            print(
+                f"DATABASE_URL is not set and no `nps up` is running here ({settings.var_dir / DATABASE_URL_FILE} "
+                "is missing): export DATABASE_URL, or start the loop with `make run` first",
+                file=sys.stderr,
+            )
+            return 2
+        return asyncio.run(keys_command(url, args.action, getattr(args, "name", None)))
     if args.command == "migrate":
         upgrade(settings.require_database_url())
     elif args.command == "topics":

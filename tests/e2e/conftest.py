@@ -28,6 +28,7 @@ class Loop:
     bootstrap: str
     output: Path
     api_key: str
+    var_dir: Path
 
     @property
     def auth(self) -> dict[str, str]:
@@ -92,7 +93,7 @@ def start_loop(var_dir: Path, cwd: Path, broker_port: int | None = None) -> Loop
     # `make run` prints the development key and leaves it in var/dev-api-key
     api_key = (var_dir / "dev-api-key").read_text().strip()
     assert api_key in output.read_text()
-    return Loop(process, urls, f"127.0.0.1:{broker_port}", output, api_key)
+    return Loop(process, urls, f"127.0.0.1:{broker_port}", output, api_key, var_dir)
 
 
 def stop_loop(loop: Loop) -> None:

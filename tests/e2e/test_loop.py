@@ -15,6 +15,7 @@ import pytest
 from shared.events import ScoreDropDetected, alert_events, ticket_events
 from tests.e2e.conftest import SERVICES, Loop
 from tests.helpers import eventually, fuzz_openapi, read_topic
+from tests.helpers import nps as nps_command
 
 pytestmark = pytest.mark.e2e
 
@@ -199,6 +200,28 @@ async def test_five_concurrent_retries_count_once_and_route_once(loop: Loop) -> 
     assert followup["kind"] == "ticket"
     tickets = [ticket_events.validate_json(r.value) for r in await read_topic(loop.bootstrap, TICKETS, timeout=8)]
     assert [t.response_id for t in tickets].count(f"{run}-r") == 1
+
+
+async def test_nps_keys_in_another_terminal_manages_the_running_loops_keys(loop: Loop) -> None:
+    # As a user would: no DATABASE_URL exported, the same var/ folder as `make run`.
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | {"NPS_VAR_DIR": str(loop.var_dir)}
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    created = nps_command("keys", "create", name, env=env)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    listed = nps_command("keys", "list", env=env)
+    assert f"{name}\tcreated" in listed.stdout and "active" in listed.stdout
+    body = {"respondent_id": "cli-user", "score": 9}
+    async with httpx.AsyncClient(timeout=10) as client:
+
+        async def answered(status: int) -> bool:
+            url = f"{loop.urls['ingest']}/v1/responses"
+            reply = await client.post(url, json=body, headers={"Authorization": f"Bearer {key}"})
+            return reply.status_code == status
+
+        await eventually(lambda: answered(202), timeout=15)
+        assert nps_command("keys", "revoke", name, env=env).returncode == 0
+        await eventually(lambda: answered(401), timeout=15)
 
 
 @pytest.mark.parametrize("service", ["scoring", "followup", "alerts"])
