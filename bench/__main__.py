@@ -1,0 +1,448 @@
+"""`make bench`: measure the loop on this machine and write docs/benchmarks.md.
+
+Ingest: one `nps ingest` process (one uvicorn worker) against a private embedded PostgreSQL and
+tansu broker; load from wrk (C, epoll) on 64 connections. Three runs, in this order:
+  validate  POST /v1/responses/validate: parsing, validation, auth, no database, no broker
+  single    POST /v1/responses: the same plus the idempotency record and the broker's ack
+  batch     POST /v1/responses/batch with 1,000 responses per request
+Every request carries a unique response_id. After the runs, the broker's end offsets must hold at
+least every response ingest acknowledged (a 202 is a promise)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from ingest_service import domain, repository
+from services.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
+from shared.db import make_engine, upgrade
+from shared.kafka import ensure_topics
+from shared.settings import Topics
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SINGLE_LUA = r"""
+local n = 0
+local tid = 0
+local threads = 0
+function setup(thread) thread:set("tid", threads); threads = threads + 1 end
+request = function()
+  n = n + 1
+  local body = string.format(
+    '{"response_id":"%s-%d-%d","respondent_id":"u%d","score":%d,"channel":"web",' ..
+    '"comment":"the checkout is slow","attributes":{"product":"atlas","region":"eu"}}',
+    run, tid, n, n % 5000, n % 11)
+  return wrk.format("POST", path, {["Content-Type"]="application/json", ["Authorization"]=auth}, body)
+end
+"""
+
+BATCH_LUA = r"""
+local n = 0
+local tid = 0
+local threads = 0
+function setup(thread) thread:set("tid", threads); threads = threads + 1 end
+request = function()
+  local items = {}
+  for i = 1, size do
+    n = n + 1
+    items[i] = string.format(
+      '{"response_id":"%s-%d-%d","respondent_id":"u%d","score":%d,"channel":"email",' ..
+      '"answered_at":"2026-06-01T10:00:00Z","attributes":{"product":"atlas"}}',
+      run, tid, n, n % 50000, n % 11)
+  end
+  local body = '{"responses":[' .. table.concat(items, ",") .. ']}'
+  return wrk.format("POST", path, {["Content-Type"]="application/json", ["Authorization"]=auth}, body)
+end
+"""
+
+
+class Profiler:
+    """py-spy, sampling the ingest process during a run; collapsed stacks land in `directory`."""
+
+    def __init__(self, pid: int, directory: Path) -> None:
+        self.pid, self.directory = pid, directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def start(self, name: str, seconds: int) -> subprocess.Popen[bytes]:
+        spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        return subprocess.Popen(
+            [
+                spy,
+                "record",
+                "-p",
+                str(self.pid),
+                "-d",
+                str(seconds),
+                "-r",
+                str(self.RATE),
+                "-f",
+                "raw",
+                "-o",
+                str(self.directory / f"{name}.txt"),
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    RATE = 200  # samples per second
+
+    def summary(self, name: str, seconds: int, top: int = 25) -> str:
+        """Where the samples were: self time per function (its lines added up), busiest first, and
+        how busy the process was (py-spy samples only a thread that is not idle)."""
+        own: dict[str, int] = {}
+        total = 0
+        for line in (self.directory / f"{name}.txt").read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            leaf = re.sub(r":\d+\)$", ")", stack.split(";")[-1])
+            total += int(count)
+            own[leaf] = own.get(leaf, 0) + int(count)
+        rows = sorted(own.items(), key=lambda kv: -kv[1])[:top]
+        header = f"{total} samples: the process was busy {total / (self.RATE * seconds):.0%} of the run"
+        return "\n".join([header, *(f"{count / total:6.1%}  {frame}" for frame, count in rows)])
+
+
+@dataclass
+class WrkResult:
+    name: str
+    connections: int
+    seconds: int
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int  # non-2xx answers and socket errors
+    per_request: int = 1
+
+    @property
+    def items_per_s(self) -> float:
+        return self.requests_per_s * self.per_request
+
+
+def to_ms(value: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def run_wrk(
+    name: str,
+    url: str,
+    script: str,
+    variables: dict[str, str],
+    connections: int,
+    seconds: int,
+    threads: int,
+    per_request: int = 1,
+    cpu: str | None = None,
+    profile: Profiler | None = None,
+) -> WrkResult:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        prelude = "".join(f'{k} = "{v}"\n' if not v.isdigit() else f"{k} = {v}\n" for k, v in variables.items())
+        f.write(prelude + script)
+        path = f.name
+    command = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "--timeout",
+        "10s",
+        "-s",
+        path,
+        url,
+    ]
+    if cpu is not None and shutil.which("taskset"):
+        command = ["taskset", "-c", cpu, *command]
+    spy = profile.start(name, seconds) if profile is not None else None
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    if spy is not None:
+        spy.wait(30)
+    os.unlink(path)
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, flags=re.M))
+    if "50" not in latency:
+        raise RuntimeError(f"wrk measured nothing for {name}:\n{out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = int(non_2xx.group(1)) if non_2xx else 0
+    if sockets:
+        errors += sum(int(x) for x in sockets.groups())
+    result = WrkResult(name, connections, seconds, rps, to_ms(latency["50"]), to_ms(latency["99"]), errors, per_request)
+    print(
+        f"  {name:<9} {result.requests_per_s:>9.0f} req/s  {result.items_per_s:>9.0f} responses/s  "
+        f"p50 {result.p50_ms:6.1f} ms  p99 {result.p99_ms:6.1f} ms  errors {errors}",
+        flush=True,
+    )
+    return result
+
+
+def ensure_wrk() -> None:
+    if shutil.which("wrk"):
+        return
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    print("installing wrk (Debian package)", flush=True)
+    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True)
+    subprocess.run(
+        [*sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends", "wrk"],
+        check=True,
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        stdout=subprocess.DEVNULL,
+    )
+
+
+async def create_key(url: str) -> str:
+    engine = make_engine(url)
+    key = domain.new_api_key()
+    async with engine.begin() as conn:
+        await repository.create_key(conn, "bench", domain.hash_api_key(key))
+    await engine.dispose()
+    return key
+
+
+async def on_broker(bootstrap: str, topic: str) -> tuple[int, int, int, int]:
+    """(end offsets summed, records read, distinct response_ids, records sharing an offset with
+    another record of the same partition) of the topic."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        records, ids, offsets = 0, set(), set()
+        while [p for p, end in ends.items() if await consumer.position(p) < end]:
+            batches = await consumer.getmany(timeout_ms=2000, max_records=10000)
+            if not batches:
+                break
+            for messages in batches.values():
+                for message in messages:
+                    records += 1
+                    offsets.add((message.partition, message.offset))
+                    found = ID.search(message.value)
+                    if found:
+                        ids.add(found.group(1))
+        return sum(ends.values()), records, len(ids), records - len(offsets)
+    finally:
+        await consumer.stop()
+
+
+ID = re.compile(rb'"response_id":"([^"]+)"')
+
+
+def accepted_count(metrics_url: str) -> int:
+    text = urllib.request.urlopen(metrics_url).read().decode()
+    match = re.search(r'^nps_ingest_responses_total\{outcome="accepted"\} ([\d.e+]+)$', text, flags=re.M)
+    return int(float(match.group(1))) if match else 0
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    memory_kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))  # type: ignore[union-attr]
+    return (
+        f"{model}, {os.cpu_count()} cores, {memory_kb / 1024 / 1024:.0f} GiB, {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}"
+    )
+
+
+def bench_ingest(seconds: int, profile_dir: Path | None) -> tuple[list[WrkResult], dict[str, int]]:
+    work = Path(tempfile.mkdtemp(prefix="nps-bench-"))
+    pg = EmbeddedPostgres(work / "pg", database="nps")
+    broker = EmbeddedBroker(free_port(), work / "broker.log")
+    ingest: subprocess.Popen[bytes] | None = None
+    try:
+        url = pg.start()
+        upgrade(url)
+        bootstrap = broker.start()
+        topics = Topics("bench")
+        asyncio.run(ensure_topics(bootstrap, topics.all(), 6))
+        key = asyncio.run(create_key(url))
+        port = free_port()
+        env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "NPS_TOPIC_NAMESPACE": "bench",
+            "NPS_INGEST_PORT": str(port),
+            "NPS_INGEST_RATE_LIMIT_PER_S": "0",
+            "NPS_LOG_LEVEL": "WARNING",
+        }
+        command = [sys.executable, "-m", "services", "ingest"]
+        # One worker, on one core; wrk, PostgreSQL and the broker share the other.
+        if shutil.which("taskset"):
+            command = ["taskset", "-c", "0", *command]
+        ingest = subprocess.Popen(command, env=env, stdout=(work / "ingest.log").open("wb"), stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if urllib.request.urlopen(f"{base}/readyz", timeout=1).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.2)
+            if time.monotonic() > deadline:
+                raise RuntimeError((work / "ingest.log").read_text()[-3000:])
+
+        profile = Profiler(ingest.pid, profile_dir) if profile_dir is not None else None
+        auth = f"Bearer {key}"
+        run = f"b{int(time.time())}"
+        common = {"auth": auth, "run": run}
+        print(f"ingest benchmark ({seconds} s per run, 64 connections):", flush=True)
+        run_wrk(
+            "warm-up",
+            f"{base}/v1/responses",
+            SINGLE_LUA,
+            {**common, "path": "/v1/responses", "run": run + "w"},
+            64,
+            3,
+            1,
+            cpu="1",
+        )
+        results = [
+            run_wrk(
+                "validate",
+                f"{base}/v1/responses/validate",
+                SINGLE_LUA,
+                {**common, "path": "/v1/responses/validate", "run": run + "v"},
+                64,
+                seconds,
+                1,
+                cpu="1",
+                profile=profile,
+            ),
+            run_wrk(
+                "single",
+                f"{base}/v1/responses",
+                SINGLE_LUA,
+                {**common, "path": "/v1/responses", "run": run + "s"},
+                64,
+                seconds,
+                1,
+                cpu="1",
+                profile=profile,
+            ),
+            run_wrk(
+                "batch",
+                f"{base}/v1/responses/batch",
+                BATCH_LUA,
+                {**common, "path": "/v1/responses/batch", "run": run + "b", "size": "1000"},
+                8,
+                seconds,
+                1,
+                per_request=1000,
+                cpu="1",
+                profile=profile,
+            ),
+        ]
+        acknowledged = accepted_count(f"{base}/metrics")
+        offsets, records, distinct, shared = asyncio.run(on_broker(bootstrap, topics.responses))
+        print(
+            f"  acknowledged {acknowledged} responses; the topic holds {distinct} distinct ids in {records} records "
+            f"(end offsets: {offsets}; records sharing an offset: {shared})",
+            flush=True,
+        )
+        if distinct < acknowledged:
+            kept = Path(tempfile.mkdtemp(prefix="nps-bench-failed-"))
+            for log in ("ingest.log", "broker.log"):
+                if (work / log).exists():
+                    shutil.copy(work / log, kept / log)
+            raise SystemExit(f"FAIL: the topic holds fewer responses than ingest acknowledged; logs in {kept}")
+        if profile is not None:
+            for result in results:
+                print(
+                    f"\nprofile of {result.name} (self time, share of samples):\n{profile.summary(result.name, result.seconds)}"
+                )
+        return results, {"acknowledged": acknowledged, "on_broker": distinct}
+    finally:
+        if ingest is not None:
+            ingest.terminate()
+            ingest.wait(30)
+        broker.stop()
+        pg.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def verdict(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def write_report(results: list[WrkResult], counts: dict[str, int], seconds: int) -> Path:
+    by = {r.name: r for r in results}
+    validate, single, batch = by["validate"], by["single"], by["batch"]
+    ratio = single.requests_per_s / validate.requests_per_s
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (`python -m bench`); numbers from the last run on the machine below.",
+        "Targets from BRIEF.md, on one worker core. Timed assertions never appear in the tests.",
+        "",
+        f"- **Date:** {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"- **Machine:** {machine()}",
+        "- **Setup:** one `nps ingest` process (one uvicorn worker) pinned to core 0; wrk, PostgreSQL 18 (embedded)",
+        "  and the tansu broker (memory storage) share core 1. Each run lasts "
+        f"{seconds} s after a 3 s warm-up; every request has a new `response_id`.",
+        "",
+        "## Ingest",
+        "",
+        "| run | connections | requests/s | responses/s | p50 | p99 | errors | target | met |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| validate only (`/v1/responses/validate`) | {validate.connections} | {validate.requests_per_s:,.0f} | "
+        f"{validate.items_per_s:,.0f} | {validate.p50_ms:.1f} ms | {validate.p99_ms:.1f} ms | {validate.errors} | "
+        "baseline | |",
+        f"| single POST, broker-acknowledged | {single.connections} | {single.requests_per_s:,.0f} | "
+        f"{single.items_per_s:,.0f} | {single.p50_ms:.1f} ms | {single.p99_ms:.1f} ms | {single.errors} | "
+        f"≥ 3,500/s, p99 < 50 ms | {verdict(single.requests_per_s >= 3500 and single.p99_ms < 50)} |",
+        f"| batch import, 1,000 per request | {batch.connections} | {batch.requests_per_s:,.1f} | "
+        f"{batch.items_per_s:,.0f} | {batch.p50_ms:.0f} ms | {batch.p99_ms:.0f} ms | {batch.errors} | "
+        f"≥ 50,000 responses/s | {verdict(batch.items_per_s >= 50_000)} |",
+        "",
+        f"Publishing costs the single POST {1 - ratio:.0%} of the validate-only throughput "
+        f"(single / validate = {ratio:.2f}).",
+        f"After the runs ingest had acknowledged {counts['acknowledged']:,} responses; read back, the topic held "
+        f"{counts['on_broker']:,} distinct response ids (every 202 is on the broker; the surplus were in "
+        "flight when wrk stopped).",
+        "",
+    ]
+    path = ROOT / "docs" / "benchmarks.md"
+    notes = (
+        path.read_text().split("<!-- notes -->", 1)[1] if path.exists() and "<!-- notes -->" in path.read_text() else ""
+    )
+    path.write_text("\n".join(lines) + "<!-- notes -->" + (notes or "\n"))
+    return path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--seconds", type=int, default=15, help="length of each measured run")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="sample ingest with py-spy during each run; collapsed stacks go to DIR",
+    )
+    args = parser.parse_args()
+    ensure_wrk()
+    results, counts = bench_ingest(args.seconds, args.profile)
+    print(f"wrote {write_report(results, counts, args.seconds)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
