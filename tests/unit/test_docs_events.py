@@ -9,6 +9,8 @@ from shared.events import alert_events, followup_events, response_events, score_
 DOC = Path(__file__).resolve().parents[2] / "docs" / "events.md"
 ADAPTERS = {
     "ResponseSubmitted": response_events,
+    "ResponseRevised": response_events,
+    "RespondentErased": response_events,
     "ScoreChanged": score_events,
     "FollowUpCreated": followup_events,
     "TicketOpened": ticket_events,
