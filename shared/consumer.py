@@ -49,6 +49,9 @@ class Message(Generic[E]):
 
 
 BatchHandler = Callable[[AsyncConnection, Sequence[Message[E]]], Awaitable[None]]
+# A periodic step in its own transaction (e.g. publishing what batches left pending), run at most
+# every `tick_s`, after a batch or while idle; its outbox rows are flushed like a batch's.
+Tick = Callable[[AsyncConnection], Awaitable[None]]
 
 
 class DeadLetterLimitExceeded(RuntimeError):
@@ -92,6 +95,8 @@ class ConsumerLoop(Generic[E]):
         max_batch: int = 5_000,
         poll_ms: int = 200,
         max_consecutive_dead: int = 1_000,
+        tick: Tick | None = None,
+        tick_s: float = 1.0,
     ) -> None:
         self.service = service
         self._consumer = consumer
@@ -105,6 +110,9 @@ class ConsumerLoop(Generic[E]):
         self._poll_ms = poll_ms
         self._max_consecutive_dead = max_consecutive_dead
         self._consecutive_dead = 0
+        self._tick = tick
+        self._tick_s = tick_s
+        self._next_tick = 0.0
         self._stopping = asyncio.Event()
         self._lag: dict[TopicPartition, int] = {}
         self.batches_committed = 0
@@ -127,6 +135,9 @@ class ConsumerLoop(Generic[E]):
                     await self._process(records)
                 else:
                     self._record_idle_lag()
+                if self._tick is not None and time.monotonic() >= self._next_tick:
+                    await self._retrying(self._run_tick)
+                    self._next_tick = time.monotonic() + self._tick_s
         except _Stopped:
             log.info("%s consumer loop stopped while retrying; the batch will be redelivered", self.service)
         log.info("%s consumer loop stopped", self.service)
@@ -174,6 +185,13 @@ class ConsumerLoop(Generic[E]):
         metrics.CONSUMER_BATCH_SIZE.labels(self.service).observe(len(good) + len(dead))
         metrics.CONSUMER_BATCH_SECONDS.labels(self.service).observe(time.perf_counter() - started)
         self.batches_committed += 1
+
+    async def _run_tick(self) -> None:
+        assert self._tick is not None
+        async with self._engine.begin() as conn:
+            await self._tick(conn)
+        if self._outbox is not None:
+            metrics.OUTBOX_PUBLISHED.labels(self.service).inc(await self._outbox.flush())
 
     async def _transact(self, batch: Sequence[Message[E]]) -> None:
         async with self._engine.begin() as conn:  # the one commit point

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from fastapi import FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.consumer import BatchHandler, ConsumerLoop
+from shared.consumer import BatchHandler, ConsumerLoop, Tick
 from shared.db import database_reachable, make_engine
 from shared.http import ReadinessCheck, report_worker_failure
 from shared.kafka import broker_reachable, make_consumer, make_producer
@@ -35,6 +35,8 @@ class ConsumerSpec(Generic[E]):
     group_id: str
     decode: Callable[[bytes], E]
     handler: BatchHandler[E]
+    tick: Tick | None = None
+    tick_s: float = 1.0
 
 
 @dataclass
@@ -75,6 +77,8 @@ def make_loop(
         max_batch=settings.consumer_max_batch,
         poll_ms=settings.consumer_poll_ms,
         max_consecutive_dead=settings.deadletter_max_consecutive,
+        tick=spec.tick,
+        tick_s=spec.tick_s,
     )
 
 
