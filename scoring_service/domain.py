@@ -1,78 +1,299 @@
-"""Scoring rules: which segments a response belongs to, and how a batch changes the daily counts.
-Pure: no I/O, no clock."""
+"""Scoring rules: which segments a response counts in, and how a batch of events changes the stored
+responses and the daily counts. Pure: no I/O, no clock.
+
+Exactness does not depend on delivery order. The stored state of a response is a function of the
+*set* of events seen for it, and the daily counts are the sum of the stored states:
+
+- the highest `version` seen wins (a submission is version 1, each revision one more);
+- a response is erased once any erasure of its respondent was requested at or after the earliest
+  moment seen for that response (its submission): that erasure covers it, whenever it arrives;
+- an erased response keeps only its id, version and that moment (to absorb redeliveries), never
+  its score, day or segments.
+
+So duplicates, redeliveries, late, reordered and revised events all converge on the same state, and
+the counts equal a recompute over that state (tests/integration/test_scoring_exactness.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from datetime import date
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
 
 from shared.nps import Counts, classify
 
 OVERALL = "all"
+OTHER = "other"
+ANY_ATTRIBUTE = "*"
 BUILTIN_DIMENSIONS = ("channel", "survey_id")
-_DIMENSION = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+_NAME = r"[a-z][a-z0-9_]{0,39}"
+_DIMENSION = re.compile(rf"^{_NAME}$")
+# A combined segment is `a:1,b:2`: split before each `name:`, so values may hold commas.
+_PART = re.compile(rf",(?={_NAME}:)")
+
+
+def respondent_key(respondent_id: str) -> str:
+    """Scoring never stores a respondent's id, only this key: enough to apply an erasure."""
+    return hashlib.sha256(respondent_id.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
-class ScoredResponse:
-    """What scoring keeps of a response (no comment, no email: it does not need them)."""
+class Version:
+    """One version of a response, as a ResponseSubmitted (version 1) or ResponseRevised states it."""
 
     response_id: str
-    respondent_id: str
+    respondent_key: str
+    version: int
     score: int
     day: date
     channel: str | None
     survey_id: str | None
     attributes: Mapping[str, str]
+    at: datetime  # submitted_at or revised_at (ingest's clock)
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A row of scoring.responses: the state a response converged on."""
+
+    response_id: str
+    respondent_key: str
+    version: int
+    first_at: datetime
+    erased: bool = False
+    score: int | None = None
+    day: date | None = None
+    segments: tuple[str, ...] = ()
+
+    def contribution(self) -> dict[tuple[str, date], Counts]:
+        if self.erased or self.score is None or self.day is None:
+            return {}
+        one = Counts.of(classify(self.score))
+        return {(segment, self.day): one for segment in self.segments}
+
+
+# --- segments ---
+
+
+@dataclass(frozen=True)
+class Dimensions:
+    """What responses are counted by: the configured single dimensions (`*`: every attribute key)
+    and combinations of them, e.g. product+region."""
+
+    single: tuple[str, ...] = ("channel", "survey_id", ANY_ATTRIBUTE)
+    combinations: tuple[tuple[str, ...], ...] = ()
+
+    @classmethod
+    def parse(cls, single: str, combinations: str) -> Dimensions:
+        names = tuple(n.strip() for n in single.split(",") if n.strip())
+        for name in names:
+            if name != ANY_ATTRIBUTE and not _DIMENSION.match(name):
+                raise ValueError(f"dimension {name!r} is not a lower_snake_case name or '*'")
+        combos = []
+        for text in combinations.replace("\u00d7", "+").split(","):
+            if not text.strip():
+                continue
+            parts = tuple(sorted(p.strip() for p in text.split("+")))
+            if len(parts) < 2 or len(set(parts)) != len(parts) or not all(_DIMENSION.match(p) for p in parts):
+                raise ValueError(f"combination {text.strip()!r} must join two or more dimension names with '+'")
+            combos.append(parts)
+        return cls(names, tuple(combos))
+
+    def knows(self, dimension: str) -> bool:
+        """Whether `dimension` (a name, or `a,b` for a combination) is counted."""
+        if "," in dimension:
+            return tuple(dimension.split(",")) in self.combinations
+        return dimension in self.single or (ANY_ATTRIBUTE in self.single and dimension not in BUILTIN_DIMENSIONS)
+
+    def values_of(self, version: Version) -> list[tuple[str, str]]:
+        """(dimension, value) of every single dimension the response has."""
+        found: dict[str, str] = {}
+        if version.channel is not None and "channel" in self.single:
+            found["channel"] = version.channel
+        if version.survey_id is not None and "survey_id" in self.single:
+            found["survey_id"] = version.survey_id
+        for key, value in version.attributes.items():
+            if ANY_ATTRIBUTE in self.single or key in self.single:
+                found[key] = value
+        return sorted(found.items())
+
+    def combined(self, values: Mapping[str, str]) -> list[tuple[str, str]]:
+        """(combination, value) of every configured combination the response has all parts of."""
+        out = []
+        for combo in self.combinations:
+            if all(part in values for part in combo):
+                out.append((",".join(combo), ",".join(f"{part}:{values[part]}" for part in combo)))
+        return out
 
 
 def segment_key(dimension: str, value: str) -> str:
-    return f"{dimension}:{value}"
+    """`channel:email`; for a combination the value already names its parts: `product:atlas,region:eu`."""
+    return value if "," in dimension else f"{dimension}:{value}"
 
 
-def segments_of(response: ScoredResponse) -> list[str]:
-    """Every segment the response counts in: overall, its channel, its survey, each attribute."""
-    keys = [OVERALL]
-    if response.channel is not None:
-        keys.append(segment_key("channel", response.channel))
-    if response.survey_id is not None:
-        keys.append(segment_key("survey_id", response.survey_id))
-    keys.extend(segment_key(k, v) for k, v in sorted(response.attributes.items()))
-    return keys
+def split_segment(key: str) -> tuple[str, str]:
+    """(dimension, value) of a stored segment key."""
+    parts = _PART.split(key)
+    if len(parts) == 1:
+        dimension, _, value = key.partition(":")
+        return dimension, value
+    return ",".join(p.partition(":")[0] for p in parts), key
 
 
-def parse_segment(text: str) -> str:
-    """Validate a segment query (`all`, or `dimension:value`) and return its storage key."""
+def parse_segment(text: str, dimensions: Dimensions | None = None) -> str:
+    """Validate a segment query (`all`, `dimension:value`, or `a:1,b:2` for a configured
+    combination, in any order) and return its storage key. ValueError says what is wrong."""
     if text == OVERALL:
         return text
-    dimension, sep, value = text.partition(":")
-    if not sep or not value:
-        raise ValueError(f"segment must be 'all' or 'dimension:value', got {text!r}")
-    if not _DIMENSION.match(dimension):
-        raise ValueError(f"unknown dimension {dimension!r}: dimensions are lower_snake_case names")
-    return segment_key(dimension, value)
+    parts = _PART.split(text)
+    pairs = []
+    for part in parts:
+        dimension, sep, value = part.partition(":")
+        if not sep or not value:
+            raise ValueError(f"segment must be 'all', 'dimension:value' or 'a:1,b:2', got {text!r}")
+        if not _DIMENSION.match(dimension):
+            raise ValueError(f"unknown dimension {dimension!r}: dimensions are lower_snake_case names")
+        pairs.append((dimension, value))
+    pairs.sort()
+    if len({d for d, _ in pairs}) != len(pairs):
+        raise ValueError(f"segment {text!r} names a dimension twice")
+    dimension = ",".join(d for d, _ in pairs)
+    if dimensions is not None and not dimensions.knows(dimension):
+        raise ValueError(f"unknown dimension {dimension!r}: not configured (NPS_SCORING_DIMENSIONS/COMBINATIONS)")
+    if len(pairs) == 1:
+        return segment_key(*pairs[0])
+    return ",".join(f"{d}:{v}" for d, v in pairs)
 
 
-def daily_deltas(responses: Iterable[ScoredResponse]) -> dict[tuple[str, date], Counts]:
-    """Pre-aggregate a batch into one delta per (segment, day): one upsert row each, however
-    many responses the batch holds."""
+def parse_dimension(text: str, dimensions: Dimensions) -> str:
+    """A dimension query (`product`, or `product,region` / `product+region` for a combination)."""
+    parts = sorted(p.strip() for p in text.replace("+", ",").split(","))
+    if not all(_DIMENSION.match(p) for p in parts):
+        raise ValueError(f"dimension must be a lower_snake_case name or 'a,b', got {text!r}")
+    dimension = ",".join(parts)
+    if not dimensions.knows(dimension):
+        raise ValueError(f"unknown dimension {dimension!r}: not configured (NPS_SCORING_DIMENSIONS/COMBINATIONS)")
+    return dimension
+
+
+@dataclass
+class SegmentPlan:
+    """Which segment each (dimension, value) is counted under, with the cardinality cap applied:
+    past `cap` values of one dimension, new values are counted under `other`."""
+
+    known: set[tuple[str, str]]
+    per_dimension: dict[str, int]
+    cap: int
+    admitted: list[tuple[str, str]] = field(default_factory=list)
+
+    def admit(self, dimension: str, value: str) -> str:
+        if (dimension, value) in self.known:
+            return value
+        if self.per_dimension.get(dimension, 0) >= self.cap:
+            return OTHER
+        self.known.add((dimension, value))
+        self.per_dimension[dimension] = self.per_dimension.get(dimension, 0) + 1
+        self.admitted.append((dimension, value))
+        return value
+
+
+def segments_of(version: Version, dimensions: Dimensions, plan: SegmentPlan) -> tuple[str, ...]:
+    """Every segment the response counts in: overall, each dimension, each combination."""
+    capped = {d: plan.admit(d, v) for d, v in dimensions.values_of(version)}
+    keys = [OVERALL, *(segment_key(d, v) for d, v in capped.items())]
+    for combo, value in dimensions.combined(capped):
+        admitted = plan.admit(combo, value)
+        keys.append(segment_key(combo, admitted) if admitted != OTHER else f"{combo}:{OTHER}")
+    return tuple(keys)
+
+
+def candidate_values(versions: Iterable[Version], dimensions: Dimensions) -> set[tuple[str, str]]:
+    """The (dimension, value) pairs a batch may need admitted (combinations uncapped)."""
+    found: set[tuple[str, str]] = set()
+    for version in versions:
+        values = dict(dimensions.values_of(version))
+        found.update(values.items())
+        found.update(dimensions.combined(values))
+    return found
+
+
+# --- applying a batch ---
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    rows: list[Stored]  # rows whose state changed (to upsert)
+    deltas: dict[tuple[str, date], Counts]  # per (segment, day), non-zero
+    versions_applied: int  # versions that replaced what was stored (or were new)
+    versions_ignored: int  # duplicates, redeliveries and out-of-date versions
+    erased: int  # responses newly erased
+
+
+def newest(versions: Iterable[Version]) -> dict[str, Version]:
+    best: dict[str, Version] = {}
+    for v in versions:
+        if v.response_id not in best or v.version > best[v.response_id].version:
+            best[v.response_id] = v
+    return best
+
+
+def apply(
+    existing: Mapping[str, Stored],
+    versions: Sequence[Version],
+    erasures: Mapping[str, datetime],
+    segments: Callable[[Version], tuple[str, ...]],
+) -> Outcome:
+    """The new state of every response the batch touches, and the count deltas that follow.
+
+    `existing` holds the stored rows of the batch's response ids and of every respondent erased in
+    the batch; `erasures` the latest erasure request per respondent key, stored and new together.
+    """
+    best = newest(versions)
+    earliest: dict[str, datetime] = {}
+    for v in versions:
+        if v.response_id not in earliest or v.at < earliest[v.response_id]:
+            earliest[v.response_id] = v.at
+    rows: list[Stored] = []
     deltas: dict[tuple[str, date], Counts] = {}
-    for response in responses:
-        one = Counts.of(classify(response.score))
-        for segment in segments_of(response):
-            key = (segment, response.day)
-            deltas[key] = deltas.get(key, Counts()) + one
-    return deltas
+    applied = erased_now = 0
+    for response_id in sorted(best.keys() | existing.keys()):
+        old = existing.get(response_id)
+        incoming = best.get(response_id)
+        if old is not None and incoming is not None and incoming.respondent_key != old.respondent_key:
+            incoming = None  # an id reused by another respondent: ingest refuses this; first one stays
+        first_at = min(t for t in (old.first_at if old else None, earliest.get(response_id)) if t is not None)
+        key = old.respondent_key if old else best[response_id].respondent_key
+        erasure = erasures.get(key)
+        erased = erasure is not None and erasure >= first_at
+        newer = incoming is not None and (old is None or incoming.version > old.version)
+        version = incoming.version if newer and incoming else (old.version if old else 1)
+        if erased:
+            new = Stored(response_id, key, version, first_at, erased=True)
+        elif newer and incoming is not None:
+            new = Stored(
+                response_id, key, version, first_at, score=incoming.score, day=incoming.day, segments=segments(incoming)
+            )
+        else:
+            assert old is not None
+            new = replace(old, first_at=first_at)
+        if new == old:
+            continue
+        applied += int(newer)
+        erased_now += int(erased and not (old is not None and old.erased))
+        rows.append(new)
+        for k, c in (old.contribution() if old else {}).items():
+            deltas[k] = deltas.get(k, Counts()) - c
+        for k, c in new.contribution().items():
+            deltas[k] = deltas.get(k, Counts()) + c
+    nonzero = {k: c for k, c in deltas.items() if c != Counts()}
+    return Outcome(rows, nonzero, applied, len(versions) - applied, erased_now)
 
 
-def first_occurrences(responses: Iterable[ScoredResponse]) -> list[ScoredResponse]:
-    """Drop repeats of a response_id within one batch (a retried POST can land in the same batch)."""
-    seen: set[str] = set()
-    unique = []
-    for response in responses:
-        if response.response_id not in seen:
-            seen.add(response.response_id)
-            unique.append(response)
-    return unique
+def recompute(rows: Iterable[Stored]) -> dict[tuple[str, date], Counts]:
+    """The daily counts from scratch: what `nps scoring rebuild` writes, and what tests compare."""
+    totals: dict[tuple[str, date], Counts] = {}
+    for row in rows:
+        for k, c in row.contribution().items():
+            totals[k] = totals.get(k, Counts()) + c
+    return totals

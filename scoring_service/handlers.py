@@ -1,60 +1,113 @@
-"""Scoring use cases: count a batch of responses; answer score queries."""
+"""Scoring use cases: apply a batch of response events; publish what changed; answer queries."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
+from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from scoring_service import metrics, publisher, repository
-from scoring_service.domain import ScoredResponse, daily_deltas, first_occurrences
+from scoring_service.domain import (
+    Dimensions,
+    SegmentPlan,
+    Version,
+    apply,
+    candidate_values,
+    newest,
+    respondent_key,
+    segments_of,
+)
 from shared import outbox
 from shared.consumer import Message
-from shared.events import ResponseEvent, ResponseSubmitted
-from shared.nps import Counts
+from shared.events import RespondentErased, ResponseEvent, ResponseRevised, ResponseSubmitted
+from shared.nps import Comparison, Counts, compare
 from shared.windows import DayRange, preceding, utc_day, window
 
 
-def to_scored(event: ResponseSubmitted) -> ScoredResponse:
-    return ScoredResponse(
+def version_of(event: ResponseSubmitted | ResponseRevised) -> Version:
+    if isinstance(event, ResponseRevised):
+        number, at = event.version, event.revised_at
+    else:
+        number, at = 1, event.submitted_at
+    return Version(
         response_id=event.response_id,
-        respondent_id=event.respondent_id,
+        respondent_key=respondent_key(event.respondent_id),
+        version=number,
         score=event.score,
         day=utc_day(event.answered_at),
         channel=event.channel,
         survey_id=event.survey_id,
         attributes=event.attributes,
+        at=at,
     )
 
 
 @dataclass(frozen=True, slots=True)
 class CountResponses:
-    """The batch handler of the responses topic."""
+    """The batch handler of the responses topic: submissions, revisions and erasures."""
+
+    dimensions: Dimensions
+    max_values: int
+    clock: Callable[[], datetime]
+
+    async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[ResponseEvent]]) -> None:
+        today = utc_day(self.clock())
+        versions: list[Version] = []
+        requested: dict[str, datetime] = {}
+        for message in batch:
+            event = message.event
+            if isinstance(event, RespondentErased):
+                key = respondent_key(event.respondent_id)
+                requested[key] = max(requested.get(key, event.requested_at), event.requested_at)
+            else:
+                versions.append(version_of(event))
+
+        erasures = await repository.record_erasures(conn, requested)
+        existing = await repository.lock_responses(conn, (v.response_id for v in versions), requested)
+        others = {v.respondent_key for v in versions} | {r.respondent_key for r in existing.values()}
+        erasures.update(await repository.erasures_of(conn, others - erasures.keys()))
+        known, per_dimension = await repository.known_segments(
+            conn, candidate_values(newest(versions).values(), self.dimensions)
+        )
+        plan = SegmentPlan(known, per_dimension, self.max_values)
+        outcome = apply(existing, versions, erasures, lambda v: segments_of(v, self.dimensions, plan))
+
+        await repository.catalog_segments(conn, {s for row in outcome.rows for s in row.segments})
+        await repository.upsert_responses(conn, outcome.rows)
+        await repository.add_daily(conn, outcome.deltas)
+        await repository.mark_changed(conn, {segment for segment, _ in outcome.deltas})
+
+        metrics.EVENTS.labels("applied").inc(outcome.versions_applied)
+        metrics.EVENTS.labels("ignored").inc(outcome.versions_ignored)
+        metrics.EVENTS.labels("erasure").inc(sum(1 for m in batch if isinstance(m.event, RespondentErased)))
+        metrics.RESPONSES_ERASED.inc(outcome.erased)
+        metrics.LATE_RESPONSES.inc(sum(1 for v in versions if v.version == 1 and v.day < today))
+        metrics.SEGMENTS_CAPPED.inc(sum(1 for row in outcome.rows for s in row.segments if s.endswith(":other")))
+
+
+@dataclass(frozen=True, slots=True)
+class PublishChanges:
+    """The loop's periodic step: one ScoreChanged per changed segment, at most one per segment per
+    `interval_s`, carrying the current and the baseline window (so alerts never query scoring)."""
 
     scores_topic: str
     current_days: int
     baseline_days: int
+    interval_s: float
     clock: Callable[[], datetime]
 
-    async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[ResponseEvent]]) -> None:
+    async def __call__(self, conn: AsyncConnection) -> None:
         now = self.clock()
+        segments = await repository.claim_due(conn, now, self.interval_s)
+        if not segments:
+            return
         today = utc_day(now)
-        submitted = [m.event for m in batch if isinstance(m.event, ResponseSubmitted)]
-        # Revisions and erasures are decoded but not yet applied to the aggregates (tracked by
-        # the scoring issue); they are counted so the gap is visible, not silent.
-        metrics.NOT_YET_APPLIED.inc(len(batch) - len(submitted))
-        responses = first_occurrences(to_scored(e) for e in submitted)
-        new_ids = await repository.insert_new(conn, responses)
-        new = [r for r in responses if r.response_id in new_ids]
-        deltas = daily_deltas(new)
-        await repository.add_daily(conn, deltas)
-
-        touched = sorted({segment for segment, _ in deltas})
         current = window(today, self.current_days)
         baseline = preceding(current, self.baseline_days)
-        snapshot = await repository.current_and_baseline(conn, touched, current, baseline)
+        snapshot = await repository.current_and_baseline(conn, segments, current, baseline)
         await outbox.enqueue(
             conn,
             repository.SCHEMA,
@@ -63,11 +116,10 @@ class CountResponses:
                 for segment, (cur, base) in snapshot.items()
             ],
         )
-
-        metrics.RESPONSES_COUNTED.inc(len(new))
-        metrics.DUPLICATES_DROPPED.inc(len(submitted) - len(new))
-        metrics.LATE_RESPONSES.inc(sum(1 for r in new if r.day < today))
         metrics.SCORE_EVENTS.inc(len(snapshot))
+
+
+# --- queries ---
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +129,74 @@ class Score:
     counts: Counts
 
 
-async def score(conn: AsyncConnection, segment: str, window_days: int, today: date) -> Score:
-    days = window(today, window_days)
+async def score(conn: AsyncConnection, segment: str, window_days: int, as_of: date) -> Score:
+    days = window(as_of, window_days)
     return Score(segment=segment, days=days, counts=await repository.counts_in(conn, segment, days))
+
+
+async def breakdown(
+    conn: AsyncConnection, dimension: str, window_days: int, as_of: date
+) -> tuple[DayRange, dict[str, Counts]]:
+    days = window(as_of, window_days)
+    return days, await repository.breakdown(conn, dimension, days)
+
+
+async def daily(conn: AsyncConnection, segment: str, days: DayRange) -> dict[date, Counts]:
+    return await repository.daily(conn, segment, days)
+
+
+Interval = Literal["day", "week", "month"]
+
+
+def bucket_start(day: date, interval: Interval) -> date:
+    if interval == "week":
+        return day - timedelta(days=day.weekday())  # ISO weeks start on Monday
+    if interval == "month":
+        return day.replace(day=1)
+    return day
+
+
+def buckets(days: DayRange, interval: Interval) -> list[DayRange]:
+    """Calendar buckets covering `days`, the first and last clipped to it."""
+    out = []
+    start = days.first
+    while start <= days.last:
+        if interval == "day":
+            end = start
+        elif interval == "week":
+            end = bucket_start(start, "week") + timedelta(days=6)
+        else:
+            following = (start.replace(day=1) + timedelta(days=32)).replace(day=1)
+            end = following - timedelta(days=1)
+        end = min(end, days.last)
+        out.append(DayRange(start, end))
+        start = end + timedelta(days=1)
+    return out
+
+
+def series(per_day: dict[date, Counts], days: DayRange, interval: Interval) -> list[tuple[DayRange, Counts]]:
+    """Sum daily counts into the calendar buckets of `days` (every bucket, empty ones too)."""
+    ranges = buckets(days, interval)
+    totals = {bucket.first: Counts() for bucket in ranges}
+    for day, counts in per_day.items():
+        if day in days:
+            start = max(bucket_start(day, interval), days.first)
+            totals[start] = totals[start] + counts
+    return [(bucket, totals[bucket.first]) for bucket in ranges]
+
+
+@dataclass(frozen=True, slots=True)
+class Compared:
+    current: Score
+    baseline: Score
+    comparison: Comparison
+
+
+async def compare_windows(
+    conn: AsyncConnection, segment: str, current_days: int, baseline_days: int, as_of: date
+) -> Compared:
+    current = window(as_of, current_days)
+    baseline = preceding(current, baseline_days)
+    counts = await repository.current_and_baseline(conn, [segment], current, baseline)
+    cur, base = counts[segment]
+    return Compared(Score(segment, current, cur), Score(segment, baseline, base), compare(base, cur))

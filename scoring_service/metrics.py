@@ -2,16 +2,21 @@ from __future__ import annotations
 
 from prometheus_client import Counter
 
-RESPONSES_COUNTED = Counter("nps_scoring_responses_counted_total", "Responses added to the aggregates.")
-DUPLICATES_DROPPED = Counter(
-    "nps_scoring_duplicates_dropped_total", "Responses seen again (same response_id) and not counted twice."
+EVENTS = Counter(
+    "nps_scoring_events_total",
+    "Response events by outcome: applied (a new or newer version), ignored (a duplicate, a redelivery or an "
+    "out-of-date version), erasure.",
+    ["outcome"],
+)
+RESPONSES_ERASED = Counter(
+    "nps_scoring_responses_erased_total", "Responses removed from every aggregate by an erasure."
 )
 LATE_RESPONSES = Counter(
     "nps_scoring_late_responses_total",
     "Responses counted into an earlier UTC day than the one they arrived on.",
 )
-SCORE_EVENTS = Counter("nps_scoring_score_changed_total", "ScoreChanged events queued for publishing.")
-NOT_YET_APPLIED = Counter(
-    "nps_scoring_events_not_applied_total",
-    "Revision and erasure events decoded but not yet applied to the aggregates.",
+SEGMENTS_CAPPED = Counter(
+    "nps_scoring_capped_segments_total",
+    "Segment memberships counted under 'other' because their dimension reached its cardinality cap.",
 )
+SCORE_EVENTS = Counter("nps_scoring_score_changed_total", "ScoreChanged events queued for publishing.")

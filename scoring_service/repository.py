@@ -4,28 +4,42 @@ Never commits: the consumer loop (or the API's read transaction) owns the transa
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from datetime import date
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from scoring_service.domain import ScoredResponse
+from scoring_service.domain import Stored, split_segment
 from shared.nps import Counts
 from shared.windows import DayRange
 
 SCHEMA = "scoring"
 
-_INSERT_RESPONSES = sa.text(
+_COLUMNS = "response_id, respondent_key, version, first_at, erased, score, day, segments"
+
+_LOCK_RESPONSES = sa.text(
     f"""
-    INSERT INTO {SCHEMA}.responses
-        (response_id, respondent_id, score, day, channel, survey_id, attributes)
-    SELECT * FROM unnest(
-        CAST(:response_ids AS text[]), CAST(:respondent_ids AS text[]), CAST(:scores AS smallint[]),
-        CAST(:days AS date[]), CAST(:channels AS text[]), CAST(:survey_ids AS text[]),
-        CAST(:attributes AS jsonb[]))
-    ON CONFLICT (response_id) DO NOTHING
-    RETURNING response_id
+    SELECT {_COLUMNS} FROM {SCHEMA}.responses
+    WHERE response_id = ANY(CAST(:ids AS text[])) OR respondent_key = ANY(CAST(:erased AS text[]))
+    ORDER BY response_id
+    FOR UPDATE
+    """
+)
+
+_UPSERT_RESPONSES = sa.text(
+    f"""
+    INSERT INTO {SCHEMA}.responses AS r ({_COLUMNS})
+    SELECT ids, keys, versions, firsts, erased, scores, days, ARRAY(SELECT jsonb_array_elements_text(segs))
+    FROM unnest(
+        CAST(:ids AS text[]), CAST(:keys AS text[]), CAST(:versions AS integer[]),
+        CAST(:firsts AS timestamptz[]), CAST(:erased AS boolean[]), CAST(:scores AS smallint[]),
+        CAST(:days AS date[]), CAST(:segments AS jsonb[])
+    ) AS t(ids, keys, versions, firsts, erased, scores, days, segs)
+    ON CONFLICT (response_id) DO UPDATE SET
+        version = EXCLUDED.version, first_at = EXCLUDED.first_at, erased = EXCLUDED.erased,
+        score = EXCLUDED.score, day = EXCLUDED.day, segments = EXCLUDED.segments
     """
 )
 
@@ -51,6 +65,25 @@ _SUM_RANGE = sa.text(
     """
 )
 
+_DAYS = sa.text(
+    f"""
+    SELECT day, promoters AS p, passives AS pa, detractors AS d FROM {SCHEMA}.daily_counts
+    WHERE segment = :segment AND day BETWEEN :first AND :last
+    """
+)
+
+_BREAKDOWN = sa.text(
+    f"""
+    SELECT s.value, coalesce(sum(c.promoters), 0) AS p, coalesce(sum(c.passives), 0) AS pa,
+           coalesce(sum(c.detractors), 0) AS d
+    FROM {SCHEMA}.segments s
+    JOIN {SCHEMA}.daily_counts c ON c.segment = s.segment AND c.day BETWEEN :first AND :last
+    WHERE s.dimension = :dimension
+    GROUP BY s.value
+    HAVING sum(c.promoters + c.passives + c.detractors) > 0
+    """
+)
+
 _SUM_TWO_RANGES = sa.text(
     f"""
     SELECT segment,
@@ -67,23 +100,108 @@ _SUM_TWO_RANGES = sa.text(
 )
 
 
-async def insert_new(conn: AsyncConnection, responses: Sequence[ScoredResponse]) -> set[str]:
-    """Store responses not seen before; returns the response_ids that were new."""
-    if not responses:
-        return set()
-    result = await conn.execute(
-        _INSERT_RESPONSES,
+async def lock_responses(conn: AsyncConnection, ids: Iterable[str], erased_keys: Iterable[str]) -> dict[str, Stored]:
+    """The stored rows of these response ids and of these respondents, locked for the batch."""
+    rows = await conn.execute(_LOCK_RESPONSES, {"ids": sorted(set(ids)), "erased": sorted(set(erased_keys))})
+    return {
+        r.response_id: Stored(
+            r.response_id, r.respondent_key, r.version, r.first_at, r.erased, r.score, r.day, tuple(r.segments)
+        )
+        for r in rows
+    }
+
+
+async def upsert_responses(conn: AsyncConnection, rows: Sequence[Stored]) -> None:
+    if not rows:
+        return
+    await conn.execute(
+        _UPSERT_RESPONSES,
         {
-            "response_ids": [r.response_id for r in responses],
-            "respondent_ids": [r.respondent_id for r in responses],
-            "scores": [r.score for r in responses],
-            "days": [r.day for r in responses],
-            "channels": [r.channel for r in responses],
-            "survey_ids": [r.survey_id for r in responses],
-            "attributes": [json.dumps(dict(r.attributes)) for r in responses],
+            "ids": [r.response_id for r in rows],
+            "keys": [r.respondent_key for r in rows],
+            "versions": [r.version for r in rows],
+            "firsts": [r.first_at for r in rows],
+            "erased": [r.erased for r in rows],
+            "scores": [r.score for r in rows],
+            "days": [r.day for r in rows],
+            "segments": [json.dumps(r.segments) for r in rows],  # one JSON list per row: unnest has no text[][]
         },
     )
-    return {row.response_id for row in result}
+
+
+async def record_erasures(conn: AsyncConnection, requested: Mapping[str, datetime]) -> dict[str, datetime]:
+    """Store the latest request per respondent key; returns the latest stored for each (old or new)."""
+    if not requested:
+        return {}
+    keys = sorted(requested)
+    rows = await conn.execute(
+        sa.text(
+            f"""
+            INSERT INTO {SCHEMA}.erasures AS e (respondent_key, requested_at)
+            SELECT * FROM unnest(CAST(:keys AS text[]), CAST(:times AS timestamptz[]))
+            ON CONFLICT (respondent_key) DO UPDATE SET requested_at = greatest(e.requested_at, EXCLUDED.requested_at)
+            RETURNING respondent_key, requested_at
+            """
+        ),
+        {"keys": keys, "times": [requested[k] for k in keys]},
+    )
+    return {r.respondent_key: r.requested_at for r in rows}
+
+
+async def erasures_of(conn: AsyncConnection, keys: Iterable[str]) -> dict[str, datetime]:
+    rows = await conn.execute(
+        sa.text(f"SELECT respondent_key, requested_at FROM {SCHEMA}.erasures WHERE respondent_key = ANY(:keys)"),
+        {"keys": sorted(set(keys))},
+    )
+    return {r.respondent_key: r.requested_at for r in rows}
+
+
+async def known_segments(
+    conn: AsyncConnection, candidates: Iterable[tuple[str, str]]
+) -> tuple[set[tuple[str, str]], dict[str, int]]:
+    """Which of these (dimension, value) pairs are catalogued, and how many values each of their
+    dimensions has (for the cardinality cap)."""
+    pairs = sorted(set(candidates))
+    if not pairs:
+        return set(), {}
+    known = await conn.execute(
+        sa.text(
+            f"""
+            SELECT s.dimension, s.value FROM {SCHEMA}.segments s
+            JOIN unnest(CAST(:dims AS text[]), CAST(:vals AS text[])) AS c(d, v) ON s.dimension = c.d AND s.value = c.v
+            """
+        ),
+        {"dims": [d for d, _ in pairs], "vals": [v for _, v in pairs]},
+    )
+    found = {(r.dimension, r.value) for r in known}
+    dims = sorted({d for d, v in pairs if (d, v) not in found})
+    counts: dict[str, int] = {}
+    if dims:
+        rows = await conn.execute(
+            sa.text(
+                f"SELECT dimension, count(*) AS n FROM {SCHEMA}.segments WHERE dimension = ANY(:dims) GROUP BY dimension"
+            ),
+            {"dims": dims},
+        )
+        counts = {r.dimension: int(r.n) for r in rows}
+    return found, counts
+
+
+async def catalog_segments(conn: AsyncConnection, segments: Iterable[str]) -> None:
+    keys = sorted({s for s in segments if s != "all"})
+    if not keys:
+        return
+    split = [split_segment(k) for k in keys]
+    await conn.execute(
+        sa.text(
+            f"""
+            INSERT INTO {SCHEMA}.segments (segment, dimension, value)
+            SELECT * FROM unnest(CAST(:keys AS text[]), CAST(:dims AS text[]), CAST(:vals AS text[]))
+            ON CONFLICT DO NOTHING
+            """
+        ),
+        {"keys": keys, "dims": [d for d, _ in split], "vals": [v for _, v in split]},
+    )
 
 
 async def add_daily(conn: AsyncConnection, deltas: Mapping[tuple[str, date], Counts]) -> None:
@@ -103,9 +221,53 @@ async def add_daily(conn: AsyncConnection, deltas: Mapping[tuple[str, date], Cou
     )
 
 
+async def mark_changed(conn: AsyncConnection, segments: Iterable[str]) -> None:
+    keys = sorted(set(segments))
+    if not keys:
+        return
+    await conn.execute(
+        sa.text(
+            f"""
+            INSERT INTO {SCHEMA}.segment_state AS s (segment, pending)
+            SELECT unnest(CAST(:keys AS text[])), true
+            ON CONFLICT (segment) DO UPDATE SET pending = true WHERE NOT s.pending
+            """
+        ),
+        {"keys": keys},
+    )
+
+
+async def claim_due(conn: AsyncConnection, now: datetime, min_interval_s: float, limit: int = 5_000) -> list[str]:
+    """Changed segments whose last ScoreChanged is at least `min_interval_s` old; marks them published."""
+    rows = await conn.execute(
+        sa.text(
+            f"""
+            UPDATE {SCHEMA}.segment_state SET pending = false, published_at = :now
+            WHERE segment IN (
+                SELECT segment FROM {SCHEMA}.segment_state
+                WHERE pending AND (published_at IS NULL OR published_at <= :cutoff)
+                ORDER BY segment LIMIT :limit FOR UPDATE SKIP LOCKED)
+            RETURNING segment
+            """
+        ),
+        {"now": now, "cutoff": now - timedelta(seconds=min_interval_s), "limit": limit},
+    )
+    return sorted(r.segment for r in rows)
+
+
 async def counts_in(conn: AsyncConnection, segment: str, days: DayRange) -> Counts:
     row = (await conn.execute(_SUM_RANGE, {"segment": segment, "first": days.first, "last": days.last})).one()
     return Counts(int(row.p), int(row.pa), int(row.d))
+
+
+async def daily(conn: AsyncConnection, segment: str, days: DayRange) -> dict[date, Counts]:
+    rows = await conn.execute(_DAYS, {"segment": segment, "first": days.first, "last": days.last})
+    return {r.day: Counts(int(r.p), int(r.pa), int(r.d)) for r in rows}
+
+
+async def breakdown(conn: AsyncConnection, dimension: str, days: DayRange) -> dict[str, Counts]:
+    rows = await conn.execute(_BREAKDOWN, {"dimension": dimension, "first": days.first, "last": days.last})
+    return {r.value: Counts(int(r.p), int(r.pa), int(r.d)) for r in rows}
 
 
 async def current_and_baseline(
@@ -130,3 +292,54 @@ async def current_and_baseline(
         for row in rows
     }
     return {s: found.get(s, (Counts(), Counts())) for s in segments}
+
+
+@dataclass(frozen=True, slots=True)
+class Rebuilt:
+    rows: int
+    responses: int
+
+
+async def rebuild_daily(conn: AsyncConnection) -> Rebuilt:
+    """Recompute every daily count from the stored responses, in one statement, and mark every
+    segment changed so its ScoreChanged goes out again."""
+    await conn.execute(sa.text(f"LOCK TABLE {SCHEMA}.daily_counts IN EXCLUSIVE MODE"))
+    await conn.execute(sa.text(f"DELETE FROM {SCHEMA}.daily_counts"))
+    inserted = await conn.execute(
+        sa.text(
+            f"""
+            INSERT INTO {SCHEMA}.daily_counts (segment, day, promoters, passives, detractors)
+            SELECT segment, day,
+                   count(*) FILTER (WHERE score >= 9), count(*) FILTER (WHERE score BETWEEN 7 AND 8),
+                   count(*) FILTER (WHERE score <= 6)
+            FROM {SCHEMA}.responses, unnest(segments) AS segment
+            WHERE NOT erased
+            GROUP BY segment, day
+            """
+        )
+    )
+    responses = (await conn.execute(sa.text(f"SELECT count(*) FROM {SCHEMA}.responses WHERE NOT erased"))).scalar_one()
+    await mark_all_changed(conn)
+    return Rebuilt(rows=inserted.rowcount, responses=int(responses))
+
+
+async def mark_all_changed(conn: AsyncConnection) -> None:
+    """Every segment's ScoreChanged goes out again (after a rebuild)."""
+    await conn.execute(
+        sa.text(
+            f"""
+            INSERT INTO {SCHEMA}.segment_state (segment, pending)
+            SELECT DISTINCT segment, true FROM {SCHEMA}.daily_counts
+            ON CONFLICT (segment) DO UPDATE SET pending = true
+            """
+        )
+    )
+
+
+async def all_daily(conn: AsyncConnection) -> dict[tuple[str, date], Counts]:
+    """Every non-zero daily count (tests and `nps scoring rebuild --check` compare these)."""
+    rows = await conn.execute(
+        sa.text(f"SELECT segment, day, promoters, passives, detractors FROM {SCHEMA}.daily_counts")
+    )
+    out = {(r.segment, r.day): Counts(r.promoters, r.passives, r.detractors) for r in rows}
+    return {k: c for k, c in out.items() if c != Counts()}

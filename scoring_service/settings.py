@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+from functools import cached_property
+
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from scoring_service.domain import Dimensions
 from shared.settings import ServiceSettings
 
 
@@ -11,5 +15,24 @@ class ScoringSettings(ServiceSettings):
     port: int = 8001
     group_id: str = "nps-scoring"
     # The windows carried by every ScoreChanged event (what alerts compare).
-    current_days: int = 7
-    baseline_days: int = 28
+    current_days: int = Field(default=7, ge=1)
+    baseline_days: int = Field(default=28, ge=1)
+    # What responses are counted by: single dimensions ('*' = every attribute key) and
+    # combinations ('product+region'; a multiplication sign works too), each a comma-separated list.
+    dimensions: str = "channel,survey_id,*"
+    combinations: str = ""
+    # Past this many values of one dimension (or combination), new values count under 'other'.
+    max_values_per_dimension: int = Field(default=1_000, ge=1)
+    # At most one ScoreChanged per segment per this many seconds.
+    score_event_interval_s: float = Field(default=1.0, gt=0)
+    # GET /v1/nps/compare calls a drop significant below this one-sided p-value.
+    significance: float = Field(default=0.05, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _dimensions_parse(self) -> ScoringSettings:
+        Dimensions.parse(self.dimensions, self.combinations)  # a typo fails at start-up, not per event
+        return self
+
+    @cached_property
+    def segment_dimensions(self) -> Dimensions:
+        return Dimensions.parse(self.dimensions, self.combinations)

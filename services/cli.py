@@ -6,6 +6,9 @@ nps migrate     alembic upgrade head for every service's schema
 nps topics      create the versioned topics that do not exist yet
 nps ingest | scoring | followup | alerts
                 run one service in this process (one service per container)
+nps scoring rebuild [--check | --replay]
+                recompute scoring's aggregates from its stored responses; --check only
+                compares; --replay reads the responses topic from the start into an empty schema
 """
 
 from __future__ import annotations
@@ -58,6 +61,15 @@ def service_entry(name: str) -> ServiceEntry:
 
 
 SERVICES = tuple(SERVICE_MODULES)
+
+
+def rebuild_scoring(*, replay_log: bool, check_only: bool) -> int:
+    from scoring_service import rebuild
+    from scoring_service.settings import ScoringSettings
+
+    settings = ScoringSettings()
+    logs.configure(settings.log_level, "scoring-rebuild")
+    return asyncio.run(rebuild.run(settings, replay_log=replay_log, check_only=check_only))
 
 
 def run_service(name: str) -> int:
@@ -258,11 +270,19 @@ def main(argv: list[str] | None = None) -> int:
     keys_sub.add_parser("revoke", help="revoke a key").add_argument("name")
     keys_sub.add_parser("list", help="list keys (names and dates, never the keys)")
     for name in SERVICES:
-        sub.add_parser(name, help=f"run the {name} service alone")
+        service = sub.add_parser(name, help=f"run the {name} service alone")
+        if name == "scoring":
+            actions = service.add_subparsers(dest="action")
+            rebuild = actions.add_parser("rebuild", help="recompute the aggregates (see `nps --help`)")
+            how = rebuild.add_mutually_exclusive_group()
+            how.add_argument("--check", action="store_true", help="compare with a recompute, change nothing")
+            how.add_argument("--replay", action="store_true", help="replay the responses topic into an empty schema")
     args = parser.parse_args(argv)
 
     if args.command == "up":
         return up()
+    if args.command == "scoring" and getattr(args, "action", None) == "rebuild":
+        return rebuild_scoring(replay_log=args.replay, check_only=args.check)
     if args.command in SERVICES:
         return run_service(args.command)
     settings = LauncherSettings()

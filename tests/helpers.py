@@ -119,6 +119,19 @@ async def read_topic(
         await consumer.stop()
 
 
+async def group_committed(bootstrap: str, group: str, topic: str) -> int:
+    """The messages a consumer group has committed on a topic, over all its partitions (read with
+    a consumer of that group that never joins it: tansu does not answer the admin API's call)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        offsets = [await consumer.committed(TopicPartition(topic, p)) for p in sorted(partitions)]
+        return sum(offset or 0 for offset in offsets)
+    finally:
+        await consumer.stop()
+
+
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0, every: float = 0.1) -> None:
     deadline = time.monotonic() + timeout
     while True:

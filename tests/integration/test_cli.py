@@ -72,7 +72,7 @@ def test_nps_migrate_brings_every_schema_to_head_and_is_idempotent(pg_admin_url:
         result = nps("migrate", env=base_env(DATABASE_URL=url))
         assert result.returncode == 0, result.stderr
     assert asyncio.run(schemas_and_versions(url)) == {
-        "scoring": "scoring_0001",
+        "scoring": "scoring_0002",
         "followup": "followup_0001",
         "alerts": "alerts_0001",
     }

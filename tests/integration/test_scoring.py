@@ -77,7 +77,7 @@ async def stored(database_url: str) -> dict[tuple[str, date], Counts]:
 def pinned_spec(settings: ScoringSettings) -> ConsumerSpec[Any]:
     """The service's own spec, with the handler's clock pinned (no flakiness at midnight UTC)."""
     base = spec(settings)
-    return replace(base, handler=replace(base.handler, clock=lambda: NOW))
+    return replace(base, handler=replace(base.handler, clock=lambda: NOW), tick=replace(base.tick, clock=lambda: NOW))
 
 
 async def test_aggregates_equal_a_recompute_under_duplicates_late_events_and_replay(

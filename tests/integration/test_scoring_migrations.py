@@ -1,0 +1,92 @@
+"""Scoring's 0002 migration on data written by 0001: nothing counted is lost, the personal data goes,
+and the aggregates still equal a recompute from the migrated responses."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import date
+
+import asyncpg
+import pytest
+import sqlalchemy as sa
+from alembic import command
+
+from scoring_service import rebuild
+from scoring_service.domain import respondent_key
+from shared.db import SERVICE_SCHEMAS, alembic_config, make_engine
+from tests.helpers import with_database
+
+pytestmark = pytest.mark.integration
+
+DAY = date(2026, 11, 20)
+
+
+async def blank_database(pg_admin_url: str) -> str:
+    name = f"m_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(with_database(pg_admin_url, "postgres"))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return with_database(pg_admin_url, name)
+
+
+async def test_0002_keeps_every_count_and_drops_the_raw_ids(pg_admin_url: str) -> None:
+    url = await blank_database(pg_admin_url)
+    config = alembic_config(SERVICE_SCHEMAS["scoring"], url)
+    await asyncio.to_thread(command.upgrade, config, "scoring_0001")
+    engine = make_engine(url)
+    rows = [
+        ("r1", "alice", 10, "web", None, {"product": "atlas"}),
+        ("r2", "bob", 3, None, "q4", {}),
+        ("r3", "alice", 8, "email", None, {"product": "zephyr", "region": "eu"}),
+    ]
+    async with engine.begin() as conn:
+        for rid, who, score, channel, survey, attributes in rows:
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO scoring.responses (response_id, respondent_id, score, day, channel, survey_id, "
+                    "attributes) VALUES (:r, :w, :s, :d, :c, :q, CAST(:a AS jsonb))"
+                ),
+                {"r": rid, "w": who, "s": score, "d": DAY, "c": channel, "q": survey, "a": json.dumps(attributes)},
+            )
+        # what 0001's handler had counted for them
+        for segment, p, pa, d in [
+            ("all", 1, 1, 1),
+            ("channel:web", 1, 0, 0),
+            ("channel:email", 0, 1, 0),
+            ("survey_id:q4", 0, 0, 1),
+            ("product:atlas", 1, 0, 0),
+            ("product:zephyr", 0, 1, 0),
+            ("region:eu", 0, 1, 0),
+        ]:
+            await conn.execute(
+                sa.text("INSERT INTO scoring.daily_counts VALUES (:s, :d, :p, :pa, :de)"),
+                {"s": segment, "d": DAY, "p": p, "pa": pa, "de": d},
+            )
+
+    await asyncio.to_thread(command.upgrade, config, "head")
+    async with engine.connect() as conn:
+        migrated = {
+            r.response_id: r
+            for r in await conn.execute(sa.text("SELECT * FROM scoring.responses ORDER BY response_id"))
+        }
+        columns = set(migrated["r1"]._mapping)
+        catalog = {
+            (r.dimension, r.value) for r in await conn.execute(sa.text("SELECT dimension, value FROM scoring.segments"))
+        }
+    assert "respondent_id" not in columns and "attributes" not in columns
+    assert migrated["r1"].respondent_key == respondent_key("alice")
+    assert list(migrated["r3"].segments) == ["all", "channel:email", "product:zephyr", "region:eu"]
+    assert (migrated["r2"].version, migrated["r2"].erased) == (1, False)
+    assert ("product", "zephyr") in catalog and ("survey_id", "q4") in catalog
+    report = await rebuild.check(engine)
+    assert report.differences == 0, report.describe()
+
+    # And back down (the raw ids are gone by design; the counts survive).
+    await asyncio.to_thread(command.downgrade, config, "scoring_0001")
+    await asyncio.to_thread(command.upgrade, config, "head")
+    assert (await rebuild.check(engine)).differences == 0
+    await engine.dispose()
