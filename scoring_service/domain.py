@@ -15,6 +15,7 @@ the counts equal a recompute over that state (tests/integration/test_scoring_exa
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -24,6 +25,7 @@ from datetime import date, datetime
 from shared.nps import Counts, classify
 
 OVERALL = "all"
+SEPARATOR = "\x1f"
 OTHER = "other"
 ANY_ATTRIBUTE = "*"
 BUILTIN_DIMENSIONS = ("channel", "survey_id")
@@ -33,6 +35,7 @@ _DIMENSION = re.compile(rf"^{_NAME}$")
 _PART = re.compile(rf",(?={_NAME}:)")
 
 
+@functools.lru_cache(maxsize=65_536)  # a respondent's events arrive together (one partition)
 def respondent_key(respondent_id: str) -> str:
     """Scoring never stores a respondent's id, only this key: enough to apply an erasure."""
     return hashlib.sha256(respondent_id.encode()).hexdigest()
@@ -106,17 +109,32 @@ class Dimensions:
             return tuple(dimension.split(",")) in self.combinations
         return dimension in self.single or (ANY_ATTRIBUTE in self.single and dimension not in BUILTIN_DIMENSIONS)
 
+    @functools.cached_property
+    def _wanted(self) -> tuple[bool, bool, bool, frozenset[str]]:
+        return (
+            "channel" in self.single,
+            "survey_id" in self.single,
+            ANY_ATTRIBUTE in self.single,
+            frozenset(self.single),
+        )
+
     def values_of(self, version: Version) -> list[tuple[str, str]]:
-        """(dimension, value) of every single dimension the response has."""
-        found: dict[str, str] = {}
-        if version.channel is not None and "channel" in self.single:
-            found["channel"] = version.channel
-        if version.survey_id is not None and "survey_id" in self.single:
-            found["survey_id"] = version.survey_id
-        for key, value in version.attributes.items():
-            if ANY_ATTRIBUTE in self.single or key in self.single:
-                found[key] = value
-        return sorted(found.items())
+        """(dimension, value) of every single dimension the response has, sorted. A value's unit
+        separator (U+001F, how segment lists travel to PostgreSQL) is replaced: it cannot split a key."""
+        channel, survey, any_attribute, named = self._wanted
+        found = [
+            (key, value)
+            for key, value in version.attributes.items()
+            if any_attribute or key in named  # channel and survey_id are never attribute keys
+        ]
+        if channel and version.channel is not None:
+            found.append(("channel", version.channel))
+        if survey and version.survey_id is not None:
+            found.append(("survey_id", version.survey_id))
+        found.sort()
+        if any(SEPARATOR in value for _, value in found):
+            return [(key, value.replace(SEPARATOR, "\ufffd")) for key, value in found]
+        return found
 
     def combined(self, values: Mapping[str, str]) -> list[tuple[str, str]]:
         """(combination, value) of every configured combination the response has all parts of."""
@@ -255,7 +273,7 @@ def apply(
         if v.response_id not in earliest or v.at < earliest[v.response_id]:
             earliest[v.response_id] = v.at
     rows: list[Stored] = []
-    deltas: dict[tuple[str, date], Counts] = {}
+    acc: dict[tuple[str, date], list[int]] = {}  # [promoters, passives, detractors]: the hot loop
     applied = erased_now = 0
     for response_id in sorted(best.keys() | existing.keys()):
         old = existing.get(response_id)
@@ -282,12 +300,22 @@ def apply(
         applied += int(newer)
         erased_now += int(erased and not (old is not None and old.erased))
         rows.append(new)
-        for k, c in (old.contribution() if old else {}).items():
-            deltas[k] = deltas.get(k, Counts()) - c
-        for k, c in new.contribution().items():
-            deltas[k] = deltas.get(k, Counts()) + c
-    nonzero = {k: c for k, c in deltas.items() if c != Counts()}
-    return Outcome(rows, nonzero, applied, len(versions) - applied, erased_now)
+        if old is not None:
+            _accumulate(acc, old, -1)
+        _accumulate(acc, new, 1)
+    deltas = {k: Counts(*cell) for k, cell in acc.items() if cell != [0, 0, 0]}
+    return Outcome(rows, deltas, applied, len(versions) - applied, erased_now)
+
+
+def _accumulate(acc: dict[tuple[str, date], list[int]], row: Stored, sign: int) -> None:
+    if row.erased or row.score is None or row.day is None:
+        return
+    category = 0 if row.score >= 9 else 1 if row.score >= 7 else 2
+    for segment in row.segments:
+        cell = acc.get((segment, row.day))
+        if cell is None:
+            cell = acc[(segment, row.day)] = [0, 0, 0]
+        cell[category] += sign
 
 
 def recompute(rows: Iterable[Stored]) -> dict[tuple[str, date], Counts]:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from dataclasses import dataclass
@@ -87,7 +88,7 @@ class NotEmpty(RuntimeError):
     pass
 
 
-async def replay(settings: ScoringSettings, engine: AsyncEngine, *, batch: int = 5_000, idle_polls: int = 3) -> Report:
+async def replay(settings: ScoringSettings, engine: AsyncEngine, *, batch: int = 10_000, idle_polls: int = 3) -> Report:
     """The responses topic from offset 0, through the service's handler, one transaction a batch."""
     async with engine.connect() as conn:
         stored = (await conn.execute(sa.text(f"SELECT count(*) FROM {repository.SCHEMA}.responses"))).scalar_one()
@@ -138,6 +139,7 @@ async def replay(settings: ScoringSettings, engine: AsyncEngine, *, batch: int =
 
 async def run(settings: ScoringSettings, *, replay_log: bool, check_only: bool) -> int:
     engine = make_engine(settings.require_database_url())
+    gc.freeze()  # as the services do after start-up: full collections skip the long-lived heap
     try:
         if check_only:
             report = await check(engine)

@@ -3,7 +3,6 @@ Never commits: the consumer loop (or the API's read transaction) owns the transa
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -11,7 +10,7 @@ from datetime import date, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from scoring_service.domain import Stored, split_segment
+from scoring_service.domain import SEPARATOR, Stored, split_segment
 from shared.nps import Counts
 from shared.windows import DayRange
 
@@ -31,11 +30,11 @@ _LOCK_RESPONSES = sa.text(
 _UPSERT_RESPONSES = sa.text(
     f"""
     INSERT INTO {SCHEMA}.responses AS r ({_COLUMNS})
-    SELECT ids, keys, versions, firsts, erased, scores, days, ARRAY(SELECT jsonb_array_elements_text(segs))
+    SELECT ids, keys, versions, firsts, erased, scores, days, coalesce(string_to_array(segs, chr(31)), '{{}}')
     FROM unnest(
         CAST(:ids AS text[]), CAST(:keys AS text[]), CAST(:versions AS integer[]),
         CAST(:firsts AS timestamptz[]), CAST(:erased AS boolean[]), CAST(:scores AS smallint[]),
-        CAST(:days AS date[]), CAST(:segments AS jsonb[])
+        CAST(:days AS date[]), CAST(:segments AS text[])
     ) AS t(ids, keys, versions, firsts, erased, scores, days, segs)
     ON CONFLICT (response_id) DO UPDATE SET
         version = EXCLUDED.version, first_at = EXCLUDED.first_at, erased = EXCLUDED.erased,
@@ -124,7 +123,8 @@ async def upsert_responses(conn: AsyncConnection, rows: Sequence[Stored]) -> Non
             "erased": [r.erased for r in rows],
             "scores": [r.score for r in rows],
             "days": [r.day for r in rows],
-            "segments": [json.dumps(r.segments) for r in rows],  # one JSON list per row: unnest has no text[][]
+            # One string per row (unnest has no ragged text[][]); values never hold the separator.
+            "segments": [SEPARATOR.join(r.segments) if r.segments else None for r in rows],
         },
     )
 
