@@ -27,6 +27,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench import scoring as scoring_bench
 from ingest_service import domain, repository
 from services.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from shared.db import make_engine, upgrade
@@ -388,18 +389,13 @@ def write_report(results: list[WrkResult], counts: dict[str, int], seconds: int)
     validate, single, batch = by["validate"], by["single"], by["batch"]
     ratio = single.requests_per_s / validate.requests_per_s
     lines = [
-        "# Benchmarks",
-        "",
-        "Written by `make bench` (`python -m bench`); numbers from the last run on the machine below.",
-        "Targets from BRIEF.md, on one worker core. Timed assertions never appear in the tests.",
+        "## Ingest",
         "",
         f"- **Date:** {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         f"- **Machine:** {machine()}",
         "- **Setup:** one `nps ingest` process (one uvicorn worker) pinned to core 0; wrk, PostgreSQL 18 (embedded)",
         "  and the tansu broker (memory storage) share core 1. Each run lasts "
         f"{seconds} s after a 3 s warm-up; every request has a new `response_id`.",
-        "",
-        "## Ingest",
         "",
         "| run | connections | requests/s | responses/s | p50 | p99 | errors | target | met |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -420,12 +416,219 @@ def write_report(results: list[WrkResult], counts: dict[str, int], seconds: int)
         "flight when wrk stopped).",
         "",
     ]
+    return write_section("ingest", lines)
+
+
+HEADER = [
+    "# Benchmarks",
+    "",
+    "Written by `make bench` (`python -m bench`); numbers from the last run on the machine below.",
+    "Targets from BRIEF.md, on one worker core. Timed assertions never appear in the tests.",
+    "",
+]
+
+
+def write_section(name: str, lines: list[str]) -> Path:
+    """Replace one generated section of docs/benchmarks.md (the other, and the notes, stay)."""
     path = ROOT / "docs" / "benchmarks.md"
-    notes = (
-        path.read_text().split("<!-- notes -->", 1)[1] if path.exists() and "<!-- notes -->" in path.read_text() else ""
-    )
-    path.write_text("\n".join(lines) + "<!-- notes -->" + (notes or "\n"))
+    text = path.read_text() if path.exists() else "\n".join(HEADER) + "\n<!-- notes -->\n"
+    begin, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    block = f"{begin}\n" + "\n".join(lines) + f"\n{end}"
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
+    else:
+        text = text.replace("<!-- notes -->", block + "\n<!-- notes -->", 1)
+    path.write_text(text)
     return path
+
+
+@dataclass
+class ScoringResult:
+    events: int
+    raw_s: float
+    service_events: int
+    service_s: float
+    replay_rate: float
+    same_state: bool
+    latency: scoring_bench.LatencyProbe | None
+
+    @property
+    def raw_rate(self) -> float:
+        return self.events / self.raw_s
+
+    @property
+    def service_rate(self) -> float:
+        return self.service_events / self.service_s
+
+
+async def group_committed(bootstrap: str, group: str, topic: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = sorted(consumer.partitions_for_topic(topic) or [])
+        return sum([await consumer.committed(TopicPartition(topic, p)) or 0 for p in partitions])
+    finally:
+        await consumer.stop()
+
+
+async def daily_state(url: str) -> object:
+    from scoring_service.repository import all_daily
+
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return await all_daily(conn)
+    finally:
+        await engine.dispose()
+
+
+def wait_ready(base: str, log: Path, deadline_s: float = 60) -> None:
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            if urllib.request.urlopen(f"{base}/readyz", timeout=1).status == 200:
+                return
+        except OSError:
+            time.sleep(0.2)
+        if time.monotonic() > deadline:
+            raise RuntimeError(log.read_text()[-3000:])
+
+
+def bench_scoring(n: int, e2e_seconds: int, profile_dir: Path | None = None) -> ScoringResult:
+    work = Path(tempfile.mkdtemp(prefix="nps-bench-scoring-"))
+    pg = EmbeddedPostgres(work / "pg", database="nps")
+    broker = EmbeddedBroker(free_port(), work / "broker.log")
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        url = pg.start()
+        upgrade(url)
+        bootstrap = broker.start()
+        topics = Topics("bench")
+        asyncio.run(ensure_topics(bootstrap, topics.all(), 6))
+        print(f"scoring benchmark: producing a backlog of {n:,} events", flush=True)
+        asyncio.run(scoring_bench.fill(bootstrap, topics.responses, scoring_bench.backlog(n)))
+
+        raw_s = scoring_bench.run_raw(bootstrap, topics.responses, n)
+        print(f"  raw consume  {n / raw_s:>9,.0f} events/s", flush=True)
+
+        group = "bench-scoring"
+        env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "NPS_TOPIC_NAMESPACE": "bench",
+            "NPS_SCORING_GROUP_ID": group,
+            "NPS_SCORING_PORT": str(free_port()),
+            "NPS_SCORING_MAX_VALUES_PER_DIMENSION": "100000",
+            "NPS_LOG_LEVEL": "WARNING",
+        }
+        log = work / "scoring.log"
+        scoring = subprocess.Popen(
+            scoring_bench.pinned([sys.executable, "-m", "services", "scoring"]),
+            env=env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        children.append(scoring)
+        spy = Profiler(scoring.pid, profile_dir).start("scoring", 30) if profile_dir is not None else None
+        first: tuple[float, int] | None = None
+        deadline = time.monotonic() + 600
+        while True:
+            committed = asyncio.run(group_committed(bootstrap, group, topics.responses))
+            now = time.monotonic()
+            if first is None and committed > 0:
+                first = (now, committed)
+            if committed >= n or now > deadline:
+                break
+            time.sleep(0.25)
+        if first is None or committed < n:
+            raise RuntimeError(f"scoring did not catch up: {committed} of {n}\n{log.read_text()[-3000:]}")
+        service_events, service_s = n - first[1], now - first[0]
+        if spy is not None and profile_dir is not None:
+            spy.wait(60)
+            print(Profiler(scoring.pid, profile_dir).summary("scoring", 30), flush=True)
+        print(f"  scoring      {service_events / service_s:>9,.0f} events/s (consumed and committed)", flush=True)
+
+        replay_url = pg.another_database("replay")
+        upgrade(replay_url)
+        replay = subprocess.run(
+            scoring_bench.pinned([sys.executable, "-m", "services", "scoring", "rebuild", "--replay"]),
+            env={**env, "DATABASE_URL": replay_url},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        rate = re.search(r"\(([\d,]+) events/s\)", replay.stdout)
+        replay_rate = float(rate.group(1).replace(",", "")) if rate else 0.0
+        print(f"  replay       {replay_rate:>9,.0f} events/s (rebuild from the log)", flush=True)
+        same = asyncio.run(daily_state(url)) == asyncio.run(daily_state(replay_url))
+        print(f"  live state equals the replayed state: {same}", flush=True)
+
+        latency = None
+        if e2e_seconds:
+            key = asyncio.run(create_key(url))
+            ingest_port = free_port()
+            ingest_log = work / "ingest.log"
+            ingest = subprocess.Popen(
+                [sys.executable, "-m", "services", "ingest"],
+                env={**env, "NPS_INGEST_PORT": str(ingest_port), "NPS_INGEST_RATE_LIMIT_PER_S": "0"},
+                stdout=ingest_log.open("wb"),
+                stderr=subprocess.STDOUT,
+            )
+            children.append(ingest)
+            wait_ready(f"http://127.0.0.1:{ingest_port}", ingest_log)
+            scoring_url = f"http://127.0.0.1:{env['NPS_SCORING_PORT']}"
+            wait_ready(scoring_url, log)
+            latency = asyncio.run(
+                scoring_bench.end_to_end(f"http://127.0.0.1:{ingest_port}", scoring_url, key, 1000, e2e_seconds)
+            )
+            print(
+                f"  end to end   p50 {latency.p50_ms:.0f} ms  p99 {latency.p99_ms:.0f} ms  max {latency.max_ms:.0f} ms "
+                f"({latency.sent:,} POSTs at 1,000/s; errors or unseen probes: {latency.errors})",
+                flush=True,
+            )
+        return ScoringResult(n, raw_s, service_events, service_s, replay_rate, same, latency)
+    finally:
+        for child in children:
+            child.terminate()
+            child.wait(30)
+        broker.stop()
+        pg.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def write_scoring_report(result: ScoringResult) -> Path:
+    ratio = result.service_rate / result.raw_rate
+    latency = result.latency
+    lines = [
+        "## Scoring",
+        "",
+        f"- **Date:** {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"- **Machine:** {machine()}",
+        f"- **Setup:** a backlog of {result.events:,} events on a 6-partition responses topic (~94% submissions, "
+        "3% retried duplicates, 3% revisions; 90 days; ~6 segments each). Each reader pinned to core 0; "
+        "PostgreSQL and the broker on core 1. End to end: ingest and scoring unpinned, load from the bench.",
+        "",
+        "| run | events/s | ratio to raw consume | target | met |",
+        "|---|---|---|---|---|",
+        f"| raw consume (aiokafka, no decoding, no database) | {result.raw_rate:,.0f} | 1.00 | ceiling | |",
+        f"| `nps scoring`: consumed, applied, committed | {result.service_rate:,.0f} | {ratio:.2f} | ≥ 20,000/s | "
+        f"{verdict(result.service_rate >= 20_000)} |",
+        f"| `nps scoring rebuild --replay` (from the log) | {result.replay_rate:,.0f} | "
+        f"{result.replay_rate / result.raw_rate:.2f} | ≥ 20,000/s | {verdict(result.replay_rate >= 20_000)} |",
+        "",
+        f"The replayed database's daily counts equal the live service's: **{'yes' if result.same_state else 'NO'}**.",
+        "",
+    ]
+    if latency is not None:
+        lines += [
+            "| end to end, POST 202 → visible in `GET /v1/nps` | p50 | p99 | max | probes unseen or errors | target | met |",
+            "|---|---|---|---|---|---|---|",
+            f"| {latency.sent:,} POSTs at 1,000/s, one probe in 50 | {latency.p50_ms:.0f} ms | {latency.p99_ms:.0f} ms | "
+            f"{latency.max_ms:.0f} ms | {latency.errors} | p99 < 1 s | {verdict(latency.p99_ms < 1000 and not latency.errors)} |",
+            "",
+        ]
+    return write_section("scoring", lines)
 
 
 def main() -> int:
@@ -437,10 +640,16 @@ def main() -> int:
         metavar="DIR",
         help="sample ingest with py-spy during each run; collapsed stacks go to DIR",
     )
+    parser.add_argument("--only", choices=["ingest", "scoring"], help="run one benchmark (its section is rewritten)")
+    parser.add_argument("--events", type=int, default=200_000, help="scoring backlog size")
+    parser.add_argument("--e2e-seconds", type=int, default=20, help="end-to-end latency run length (0: skip)")
     args = parser.parse_args()
-    ensure_wrk()
-    results, counts = bench_ingest(args.seconds, args.profile)
-    print(f"wrote {write_report(results, counts, args.seconds)}")
+    if args.only in (None, "ingest"):
+        ensure_wrk()
+        results, counts = bench_ingest(args.seconds, args.profile)
+        print(f"wrote {write_report(results, counts, args.seconds)}")
+    if args.only in (None, "scoring"):
+        print(f"wrote {write_scoring_report(bench_scoring(args.events, args.e2e_seconds, args.profile))}")
     return 0
 
 

@@ -49,6 +49,12 @@ class EmbeddedPostgres:
         create_database(admin_url, self.database)
         return str(self._server.get_uri(self.database))
 
+    def another_database(self, name: str) -> str:
+        """Create (if need be) a second database on the running server; returns its URL."""
+        assert self._server is not None, "start() first"
+        create_database(self._server.get_uri("postgres"), name)
+        return str(self._server.get_uri(name))
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.cleanup()
