@@ -120,6 +120,7 @@ async def end_to_end(ingest: str, scoring: str, key: str, rate: int, seconds: in
     s_host, s_port = scoring.removeprefix("http://").split(":")
     latencies: list[float] = []
     errors = 0
+    watching: set[asyncio.Task[None]] = set()  # strong references: an unreferenced task can be collected
     queue: asyncio.Queue[tuple[bytes, str | None]] = asyncio.Queue()
 
     async def poster() -> None:
@@ -139,7 +140,9 @@ async def end_to_end(ingest: str, scoring: str, key: str, rate: int, seconds: in
             if status != 202:
                 errors += 1
             elif probe is not None:
-                asyncio.get_running_loop().create_task(watch(probe, acked))
+                task = asyncio.get_running_loop().create_task(watch(probe, acked))
+                watching.add(task)
+                task.add_done_callback(watching.discard)
             queue.task_done()
 
     async def watch(probe: str, acked: float) -> None:
@@ -172,9 +175,10 @@ async def end_to_end(ingest: str, scoring: str, key: str, rate: int, seconds: in
             sent += 1
         await asyncio.sleep(0.002)
     await queue.join()
-    await asyncio.sleep(3)  # the last probes
     for w in workers:
         w.cancel()
+    if watching:
+        await asyncio.wait(set(watching), timeout=15)  # each gives up after 10 s
     latencies.sort()
     probes = (sent + every - 1) // every
     missing = probes - len(latencies)
