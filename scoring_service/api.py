@@ -17,6 +17,8 @@ from shared.service import Resources, consuming_lifespan, resources
 from shared.windows import MAX_WINDOW_DAYS, DayRange, parse_window
 
 MAX_POINTS = 1_000  # a series longer than this is a mistake, not a chart
+# Dates before this are refused: with windows of up to 3,660 days, no arithmetic leaves the calendar.
+EARLIEST = date(1970, 1, 1)
 
 
 class Interval(BaseModel):
@@ -133,12 +135,14 @@ def create_app(settings: ScoringSettings | None = None) -> FastAPI:
         except ValueError as exc:
             raise invalid_query("segment", str(exc)) from exc
 
-    def day_of(as_of: date | None) -> date:
+    def day_of(as_of: date | None, field: str = "as_of") -> date:
         today = datetime.now(UTC).date()
         if as_of is None:
             return today
         if as_of > today:
-            raise invalid_query("as_of", f"{as_of} is in the future (today is {today}, UTC)")
+            raise invalid_query(field, f"{as_of} is in the future (today is {today}, UTC)")
+        if as_of < EARLIEST:
+            raise invalid_query(field, f"{as_of} is before {EARLIEST}: no NPS survey is that old")
         return as_of
 
     @app.get("/v1/nps", response_model=NpsAnswer, tags=["scores"], summary="NPS of a segment over a rolling window")
@@ -204,9 +208,11 @@ def create_app(settings: ScoringSettings | None = None) -> FastAPI:
         segment: SegmentQ = "all",
     ) -> Series:
         key = segment_key(segment)
-        last = day_of(end)
-        first = start or handlers.bucket_start(
-            last - timedelta(days={"day": 11, "week": 77, "month": 335}[interval]), interval
+        last = day_of(end, "to")
+        first = (
+            day_of(start, "from")
+            if start
+            else handlers.bucket_start(last - timedelta(days={"day": 11, "week": 77, "month": 335}[interval]), interval)
         )
         if first > last:
             raise invalid_query("from", f"from ({first}) is after to ({last})")

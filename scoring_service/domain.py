@@ -33,6 +33,7 @@ _NAME = r"[a-z][a-z0-9_]{0,39}"
 _DIMENSION = re.compile(rf"^{_NAME}$")
 # A combined segment is `a:1,b:2`: split before each `name:`, so values may hold commas.
 _PART = re.compile(rf",(?={_NAME}:)")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @functools.lru_cache(maxsize=65_536)  # a respondent's events arrive together (one partition)
@@ -164,6 +165,8 @@ def parse_segment(text: str, dimensions: Dimensions | None = None) -> str:
     combination, in any order) and return its storage key. ValueError says what is wrong."""
     if text == OVERALL:
         return text
+    if _CONTROL.search(text):  # ingest never accepts them, and PostgreSQL refuses NUL
+        raise ValueError("a segment holds no control characters")
     parts = _PART.split(text)
     pairs = []
     for part in parts:

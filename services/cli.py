@@ -67,8 +67,13 @@ def rebuild_scoring(*, replay_log: bool, check_only: bool) -> int:
     from scoring_service import rebuild
     from scoring_service.settings import ScoringSettings
 
-    settings = ScoringSettings()
-    logs.configure(settings.log_level, "scoring-rebuild")
+    launcher = LauncherSettings()
+    logs.configure(launcher.log_level, "scoring-rebuild")
+    url = SecretStr(tool_database_url(launcher))
+    if replay_log:
+        settings = ScoringSettings(database_url=url, kafka_bootstrap_servers=tool_bootstrap(launcher))
+    else:
+        settings = ScoringSettings(database_url=url)
     return asyncio.run(rebuild.run(settings, replay_log=replay_log, check_only=check_only))
 
 
@@ -111,15 +116,40 @@ async def keys_command(url: str, action: str, name: str | None) -> int:
     return 0
 
 
+# Written by `nps up` while it runs the embedded parts, for `nps keys` and `nps scoring rebuild`
+# in another terminal; removed when it stops.
 DATABASE_URL_FILE = "database-url"
+BOOTSTRAP_FILE = "kafka-bootstrap"
 
 
-def tool_database_url(settings: LauncherSettings) -> str | None:
+class NotRunning(Exception):
+    pass
+
+
+def tool_database_url(settings: LauncherSettings) -> str:
     """DATABASE_URL, else the embedded database of the `nps up` running with this var/ folder."""
     if settings.database_url is not None:
         return settings.require_database_url()
     url_file = settings.var_dir / DATABASE_URL_FILE
-    return async_url(url_file.read_text().strip()) if url_file.exists() else None
+    if not url_file.exists():
+        raise NotRunning(
+            f"DATABASE_URL is not set and no `nps up` is running here ({url_file} is missing): "
+            "export DATABASE_URL, or start the loop with `make run` first"
+        )
+    return async_url(url_file.read_text().strip())
+
+
+def tool_bootstrap(settings: LauncherSettings) -> str:
+    """KAFKA_BOOTSTRAP_SERVERS, else the embedded broker of the `nps up` running here."""
+    if settings.kafka_bootstrap_servers:
+        return settings.kafka_bootstrap_servers
+    bootstrap_file = settings.var_dir / BOOTSTRAP_FILE
+    if not bootstrap_file.exists():
+        raise NotRunning(
+            f"KAFKA_BOOTSTRAP_SERVERS is not set and no `nps up` is running here ({bootstrap_file} is missing): "
+            "export KAFKA_BOOTSTRAP_SERVERS, or start the loop with `make run` first"
+        )
+    return bootstrap_file.read_text().strip()
 
 
 def ensure_dev_key(url: str, path: Path) -> str:
@@ -215,6 +245,7 @@ def up() -> int:
             broker = EmbeddedBroker(settings.broker_port, settings.var_dir / "log" / "broker.log")
             overrides["KAFKA_BOOTSTRAP_SERVERS"] = broker.start()
             log.info("embedded broker (tansu, memory storage) on %s", broker.bootstrap)
+            (settings.var_dir / BOOTSTRAP_FILE).write_text(broker.bootstrap + "\n")
         checkpoint()
         effective = settings.model_copy(
             update={
@@ -250,6 +281,7 @@ def up() -> int:
         supervisor.stop_all()
         if broker is not None:
             broker.stop()
+            (settings.var_dir / BOOTSTRAP_FILE).unlink(missing_ok=True)
         if pg is not None:
             pg.stop()
             (settings.var_dir / DATABASE_URL_FILE).unlink(missing_ok=True)
@@ -282,19 +314,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         return up()
     if args.command == "scoring" and getattr(args, "action", None) == "rebuild":
-        return rebuild_scoring(replay_log=args.replay, check_only=args.check)
+        try:
+            return rebuild_scoring(replay_log=args.replay, check_only=args.check)
+        except NotRunning as exc:
+            print(exc, file=sys.stderr)
+            return 2
     if args.command in SERVICES:
         return run_service(args.command)
     settings = LauncherSettings()
     logs.configure(settings.log_level, "nps")
     if args.command == "keys":
-        url = tool_database_url(settings)
-        if url is None:
-            print(
-                f"DATABASE_URL is not set and no `nps up` is running here ({settings.var_dir / DATABASE_URL_FILE} "
-                "is missing): export DATABASE_URL, or start the loop with `make run` first",
-                file=sys.stderr,
-            )
+        try:
+            url = tool_database_url(settings)
+        except NotRunning as exc:
+            print(exc, file=sys.stderr)
             return 2
         return asyncio.run(keys_command(url, args.action, getattr(args, "name", None)))
     if args.command == "migrate":

@@ -224,6 +224,18 @@ async def test_nps_keys_in_another_terminal_manages_the_running_loops_keys(loop:
         await eventually(lambda: answered(401), timeout=15)
 
 
+async def test_nps_scoring_rebuild_in_another_terminal_finds_the_running_loop(loop: Loop) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")}
+    checked = nps_command("scoring", "rebuild", "--check", env={**env, "NPS_VAR_DIR": str(loop.var_dir)})
+    assert checked.returncode == 0 and "0 differ" in checked.stdout, checked.stdout + checked.stderr
+    # The replay wants an empty schema; this one is not: refused, having found both the database
+    # and the broker of the running loop.
+    refused = nps_command("scoring", "rebuild", "--replay", env={**env, "NPS_VAR_DIR": str(loop.var_dir)})
+    assert refused.returncode == 2 and "empty" in refused.stdout, refused.stdout + refused.stderr
+    elsewhere = nps_command("scoring", "rebuild", "--check", env={**env, "NPS_VAR_DIR": str(loop.var_dir / "none")})
+    assert elsewhere.returncode == 2 and "make run" in elsewhere.stderr
+
+
 @pytest.mark.parametrize("service", ["scoring", "followup", "alerts"])
 async def test_the_query_apis_never_answer_5xx_under_fuzzing(loop: Loop, service: str) -> None:
     operations = await asyncio.to_thread(fuzz_openapi, loop.urls[service], None, 25)

@@ -35,7 +35,8 @@ async def test_data_under_var_survives_a_restart(tmp_path: Path, repo_root_sessi
             await eventually(counted, timeout=20)
     finally:
         stop_loop(first)
-    assert not (tmp_path / "var" / "database-url").exists()  # only while the loop runs
+    # only while the loop runs
+    assert not (tmp_path / "var" / "database-url").exists() and not (tmp_path / "var" / "kafka-bootstrap").exists()
 
     second = start_loop(tmp_path / "var", repo_root_session)  # same data directory, new ports
     assert second.api_key == first.api_key  # the development key is kept with the data

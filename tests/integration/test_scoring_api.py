@@ -150,6 +150,10 @@ async def test_compare_gives_the_adjusted_wald_test(database_url: str) -> None:
         ("/v1/nps", {"segment": "plan:a,region:eu"}, "segment"),
         ("/v1/nps", {"as_of": "2026-13-01"}, "as_of"),
         ("/v1/nps", {"as_of": "2999-01-01"}, "as_of"),
+        ("/v1/nps/compare", {"as_of": "0001-01-01"}, "as_of"),  # found by fuzzing: a 500 once
+        ("/v1/nps/series", {"from": "0001-01-01"}, "from"),
+        ("/v1/nps/series", {"from": "0001-01-01", "to": "0001-01-05"}, "to"),
+        ("/v1/nps/series", {"to": "2999-01-01"}, "to"),
         ("/v1/nps/breakdown", {}, "dimension"),
         ("/v1/nps/breakdown", {"dimension": "Product"}, "dimension"),
         ("/v1/nps/breakdown", {"dimension": "plan,region"}, "dimension"),

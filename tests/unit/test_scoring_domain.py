@@ -94,7 +94,19 @@ def test_parse_segment(text: str, key: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "channel", "channel:", ":email", "Channel:email", "9x:y", "a b:c", "product:a,plan:b", "product:a,product:b"],
+    [
+        "",
+        "channel",
+        "channel:",
+        ":email",
+        "Channel:email",
+        "9x:y",
+        "a b:c",
+        "product:a,plan:b",
+        "product:a,product:b",
+        "product:a\x00b",
+        "product:a\x1fb",
+    ],
 )
 def test_parse_segment_rejects(text: str) -> None:
     with pytest.raises(ValueError):
