@@ -76,7 +76,8 @@ class CountResponses:
         outcome = apply(existing, versions, erasures, lambda v: segments_of(v, self.dimensions, plan))
 
         await repository.catalog_segments(conn, {s for row in outcome.rows for s in row.segments})
-        await repository.upsert_responses(conn, outcome.rows)
+        await repository.update_responses(conn, [r for r in outcome.rows if r.response_id in existing])
+        await repository.insert_responses(conn, [r for r in outcome.rows if r.response_id not in existing])
         await repository.add_daily(conn, outcome.deltas)
         await repository.mark_changed(conn, {segment for segment, _ in outcome.deltas})
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from scoring_service.domain import SEPARATOR, Stored, split_segment
+from shared.consumer import RetryBatch
 from shared.nps import Counts
 from shared.windows import DayRange
 
@@ -27,18 +29,32 @@ _LOCK_RESPONSES = sa.text(
     """
 )
 
-_UPSERT_RESPONSES = sa.text(
-    f"""
-    INSERT INTO {SCHEMA}.responses AS r ({_COLUMNS})
-    SELECT ids, keys, versions, firsts, erased, scores, days, coalesce(string_to_array(segs, chr(31)), '{{}}')
-    FROM unnest(
+# One row per response, as parallel arrays (one round trip for the whole batch).
+_UNNEST = """
+    unnest(
         CAST(:ids AS text[]), CAST(:keys AS text[]), CAST(:versions AS integer[]),
         CAST(:firsts AS timestamptz[]), CAST(:erased AS boolean[]), CAST(:scores AS smallint[]),
         CAST(:days AS date[]), CAST(:segments AS text[])
-    ) AS t(ids, keys, versions, firsts, erased, scores, days, segs)
-    ON CONFLICT (response_id) DO UPDATE SET
-        version = EXCLUDED.version, first_at = EXCLUDED.first_at, erased = EXCLUDED.erased,
-        score = EXCLUDED.score, day = EXCLUDED.day, segments = EXCLUDED.segments
+    ) AS n(ids, keys, versions, firsts, erased, scores, days, segs)
+"""
+_SEGMENTS = "coalesce(string_to_array(n.segs, chr(31)), '{}')"
+
+_INSERT_RESPONSES = sa.text(
+    f"""
+    INSERT INTO {SCHEMA}.responses ({_COLUMNS})
+    SELECT n.ids, n.keys, n.versions, n.firsts, n.erased, n.scores, n.days, {_SEGMENTS} FROM {_UNNEST}
+    ON CONFLICT (response_id) DO NOTHING
+    RETURNING response_id
+    """
+)
+
+_UPDATE_RESPONSES = sa.text(
+    f"""
+    UPDATE {SCHEMA}.responses AS r SET
+        version = n.versions, first_at = n.firsts, erased = n.erased, score = n.scores, day = n.days,
+        segments = {_SEGMENTS}
+    FROM {_UNNEST}
+    WHERE r.response_id = n.ids
     """
 )
 
@@ -110,23 +126,36 @@ async def lock_responses(conn: AsyncConnection, ids: Iterable[str], erased_keys:
     }
 
 
-async def upsert_responses(conn: AsyncConnection, rows: Sequence[Stored]) -> None:
+async def insert_responses(conn: AsyncConnection, rows: Sequence[Stored]) -> None:
+    """Rows that did not exist when the batch read them. If one exists now, another transaction
+    wrote it meanwhile (two consumers on one partition during a rebalance) and this batch's deltas
+    are stale: RetryBatch rolls it back, to be applied again on top of the other's state."""
     if not rows:
         return
-    await conn.execute(
-        _UPSERT_RESPONSES,
-        {
-            "ids": [r.response_id for r in rows],
-            "keys": [r.respondent_key for r in rows],
-            "versions": [r.version for r in rows],
-            "firsts": [r.first_at for r in rows],
-            "erased": [r.erased for r in rows],
-            "scores": [r.score for r in rows],
-            "days": [r.day for r in rows],
-            # One string per row (unnest has no ragged text[][]); values never hold the separator.
-            "segments": [SEPARATOR.join(r.segments) if r.segments else None for r in rows],
-        },
-    )
+    inserted = await conn.execute(_INSERT_RESPONSES, _response_params(rows))
+    if len(inserted.all()) < len(rows):
+        raise RetryBatch("a response was written by a concurrent transaction")
+
+
+async def update_responses(conn: AsyncConnection, rows: Sequence[Stored]) -> None:
+    """Rows the batch read (and locked) before changing them."""
+    if not rows:
+        return
+    await conn.execute(_UPDATE_RESPONSES, _response_params(rows))
+
+
+def _response_params(rows: Sequence[Stored]) -> dict[str, list[Any]]:
+    return {
+        "ids": [r.response_id for r in rows],
+        "keys": [r.respondent_key for r in rows],
+        "versions": [r.version for r in rows],
+        "firsts": [r.first_at for r in rows],
+        "erased": [r.erased for r in rows],
+        "scores": [r.score for r in rows],
+        "days": [r.day for r in rows],
+        # One string per row (unnest has no ragged text[][]); values never hold the separator.
+        "segments": [SEPARATOR.join(r.segments) if r.segments else None for r in rows],
+    }
 
 
 async def record_erasures(conn: AsyncConnection, requested: Mapping[str, datetime]) -> dict[str, datetime]:

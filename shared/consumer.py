@@ -62,8 +62,17 @@ class _Stopped(Exception):
     pass
 
 
+class RetryBatch(Exception):
+    """Raised by a handler that found another transaction writing the same rows at the same time
+    (two consumers on one partition during a rebalance): the transaction rolls back and the batch
+    is applied again, now on top of what the other one committed."""
+
+
 def is_transient(exc: BaseException) -> bool:
-    """Failures worth retrying: the database or the broker is away, not a bug in our code."""
+    """Failures worth retrying: the database or the broker is away, or a concurrent writer
+    (RetryBatch); not a bug in our code."""
+    if isinstance(exc, RetryBatch):
+        return True
     if isinstance(exc, DBAPIError):
         return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
     return isinstance(exc, OSError | TimeoutError | KafkaError | ConnectionError)

@@ -26,8 +26,9 @@ from scoring_service.api import create_app
 from scoring_service.consumer import spec
 from scoring_service.settings import ScoringSettings
 from services.embedded import free_port
+from shared.consumer import Message, RetryBatch
 from shared.db import make_engine
-from shared.events import ResponseEvent
+from shared.events import ResponseEvent, ResponseSubmitted
 from shared.nps import Counts
 from shared.service import ConsumerSpec, Resources
 from shared.windows import window
@@ -271,5 +272,39 @@ async def daily_counts(database_url: str) -> dict[tuple[str, date], Counts]:
     try:
         async with engine.connect() as conn:
             return await repository.all_daily(conn)
+    finally:
+        await engine.dispose()
+
+
+async def test_two_consumers_applying_one_new_response_at_once_count_it_once(database_url: str) -> None:
+    """During a rebalance the old owner of a partition may still be applying a batch that the new
+    owner applies too. The second transaction to write a new response must not add its counts
+    again: it is rolled back and applied anew (the loop retries RetryBatch)."""
+    settings_ = scoring_settings("127.0.0.1:1", database_url, "race")
+    handler = spec(settings_).handler
+    event = ResponseSubmitted(
+        response_id="race-1", respondent_id="racer", score=9, answered_at=START, submitted_at=START
+    )
+    batch = [Message(cast(ResponseEvent, event), "t", 0, 0, 0)]
+    engine = make_engine(database_url)
+    try:
+        async with engine.connect() as first, engine.connect() as second:
+            await first.begin()
+            await handler(first, batch)
+
+            async def other_owner() -> None:
+                async with second.begin():
+                    await handler(second, batch)
+
+            racing = asyncio.create_task(other_owner())
+            await asyncio.sleep(0.5)
+            assert not racing.done()  # waiting on the first transaction's row
+            await first.commit()
+            with pytest.raises(RetryBatch):
+                await racing
+        async with engine.begin() as conn:  # the retry
+            await handler(conn, batch)
+        async with engine.connect() as conn:
+            assert await repository.all_daily(conn) == {("all", START.date()): Counts(1, 0, 0)}
     finally:
         await engine.dispose()
