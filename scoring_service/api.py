@@ -54,6 +54,12 @@ class NpsAnswer(Figures):
     last_day: date
 
 
+class WindowsAnswer(BaseModel):
+    segment: str
+    as_of: date
+    windows: list[NpsAnswer]
+
+
 class BreakdownRow(Figures):
     value: str
     segment: str
@@ -157,6 +163,29 @@ def create_app(settings: ScoringSettings | None = None) -> FastAPI:
             last_day=result.days.last,
             **figures(result.counts).model_dump(),
         )
+
+    @app.get(
+        "/v1/nps/windows",
+        response_model=WindowsAnswer,
+        tags=["scores"],
+        summary="NPS of a segment over every configured rolling window (NPS_SCORING_WINDOWS: 7d, 30d, 90d)",
+    )
+    async def get_windows(res: Res, segment: SegmentQ = "all", as_of: AsOfQ = None) -> WindowsAnswer:
+        key, day = segment_key(segment), day_of(as_of)
+        answers = []
+        async with res.engine.connect() as conn:
+            for window in settings.rolling_windows:
+                result = await handlers.score(conn, key, parse_window(window), day)
+                answers.append(
+                    NpsAnswer(
+                        segment=key,
+                        window=window,
+                        first_day=result.days.first,
+                        last_day=result.days.last,
+                        **figures(result.counts).model_dump(),
+                    )
+                )
+        return WindowsAnswer(segment=key, as_of=day, windows=answers)
 
     @app.get(
         "/v1/nps/breakdown",

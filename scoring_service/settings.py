@@ -7,6 +7,7 @@ from pydantic_settings import SettingsConfigDict
 
 from scoring_service.domain import Dimensions
 from shared.settings import ServiceSettings
+from shared.windows import parse_window
 
 
 class ScoringSettings(ServiceSettings):
@@ -27,11 +28,21 @@ class ScoringSettings(ServiceSettings):
     score_event_interval_s: float = Field(default=1.0, gt=0)
     # GET /v1/nps/compare calls a drop significant below this one-sided p-value.
     significance: float = Field(default=0.05, gt=0, lt=1)
+    # The rolling windows GET /v1/nps/windows answers together (any Nd works in GET /v1/nps).
+    windows: str = "7d,30d,90d"
 
     @model_validator(mode="after")
     def _dimensions_parse(self) -> ScoringSettings:
         Dimensions.parse(self.dimensions, self.combinations)  # a typo fails at start-up, not per event
+        if not self.rolling_windows:
+            raise ValueError("NPS_SCORING_WINDOWS names no window")
+        for window in self.rolling_windows:
+            parse_window(window)
         return self
+
+    @property
+    def rolling_windows(self) -> list[str]:
+        return [w.strip() for w in self.windows.split(",") if w.strip()]
 
     @cached_property
     def segment_dimensions(self) -> Dimensions:

@@ -106,6 +106,24 @@ async def test_breakdown_lists_every_value_sorted_with_intervals(database_url: s
         assert (one.json()["segment"], one.json()["n"]) == ("product:zephyr,region:us", 5)
 
 
+async def test_windows_answers_every_configured_window_at_once(database_url: str) -> None:
+    async with scoring_api(database_url, PRODUCTS, windows="1d,7d,90d") as client:
+        reply = await client.get("/v1/nps/windows", params={"segment": "product:zephyr"})
+        assert reply.status_code == 200, reply.text
+        answers = reply.json()["windows"]
+        assert [a["window"] for a in answers] == ["1d", "7d", "90d"]
+        for answer in answers:
+            single = await client.get("/v1/nps", params={"segment": "product:zephyr", "window": answer["window"]})
+            assert answer == single.json()
+        assert [a["n"] for a in answers] == [1, 4, 5]
+
+
+def test_a_bad_windows_setting_fails_at_start_up() -> None:
+    for bad in ("", "7", "0d,30d"):
+        with pytest.raises(ValueError):
+            ScoringSettings(windows=bad)
+
+
 async def test_series_and_as_of_answer_as_the_days_stood(database_url: str) -> None:
     async with scoring_api(database_url, PRODUCTS) as client:
         reply = await client.get(
