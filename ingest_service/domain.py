@@ -4,7 +4,6 @@ and the rate limit. Pure: the clock comes in as `now`."""
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import secrets
 import uuid
@@ -12,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
+import pydantic_core
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from shared.events import Score
@@ -107,12 +107,15 @@ def new_id() -> str:
 
 def fingerprint(command: SubmitResponse) -> str:
     """Identifies the body a response_id was first used with: the same body again is a retry,
-    another body under the same id is a conflict."""
-    # Canonical and cheap: pydantic's serializer (fields in declaration order) with the one
-    # unordered part, the attributes, sorted. A third of a batch item's cost went to json.dumps.
-    digest = hashlib.sha256(command.model_dump_json(exclude={"response_id", "attributes"}).encode())
-    digest.update(json.dumps(sorted(command.attributes.items()), separators=(",", ":")).encode())
-    return digest.hexdigest()
+    another body under the same id is a conflict. Every field but the id, in a fixed order, the
+    attributes sorted; serialized by pydantic-core (a fifth of what a model dump costs)."""
+    canonical = [getattr(command, name) for name in FINGERPRINTED]
+    canonical[FINGERPRINTED.index("attributes")] = sorted(command.attributes.items())
+    return hashlib.sha256(pydantic_core.to_json(canonical)).hexdigest()
+
+
+# Every field of SubmitResponse but response_id (a unit test keeps this list complete).
+FINGERPRINTED = ("respondent_id", "score", "comment", "survey_id", "channel", "answered_at", "attributes", "email")
 
 
 @dataclass(frozen=True, slots=True)

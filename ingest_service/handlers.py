@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+import pydantic_core
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -68,7 +69,56 @@ def to_event(command: SubmitResponse, response_id: str, now: datetime, source: s
     )
 
 
-def to_record(event: ResponseSubmitted, fingerprint: str) -> ResponseRecord:
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A ResponseSubmitted as the batch path publishes it: its JSON, and what the batch needs of it."""
+
+    response_id: str
+    respondent_id: str
+    channel: str | None
+    survey_id: str | None
+    answered_at: datetime
+    value: bytes
+
+
+def encode_submitted(command: SubmitResponse, response_id: str, now: datetime, source: str) -> Encoded:
+    """The same JSON as to_event(...).to_bytes() (a unit test holds them equal), without building
+    and serializing a model: a quarter of the per-item cost of a batch."""
+    answered_at = command.answered_at or now
+    value = pydantic_core.to_json(
+        {
+            "schema_version": 1,
+            "type": "ResponseSubmitted",
+            "response_id": response_id,
+            "respondent_id": command.respondent_id,
+            "score": command.score,
+            "comment": command.comment,
+            "survey_id": command.survey_id,
+            "channel": command.channel,
+            "answered_at": answered_at,
+            "attributes": command.attributes,
+            "email": command.email,
+            "submitted_at": now,
+            "source": source,
+        }
+    )
+    return Encoded(response_id, command.respondent_id, command.channel, command.survey_id, answered_at, value)
+
+
+class Recordable(Protocol):
+    @property
+    def response_id(self) -> str: ...
+    @property
+    def respondent_id(self) -> str: ...
+    @property
+    def channel(self) -> str | None: ...
+    @property
+    def survey_id(self) -> str | None: ...
+    @property
+    def answered_at(self) -> datetime: ...
+
+
+def to_record(event: Recordable, fingerprint: str) -> ResponseRecord:
     return ResponseRecord(
         response_id=event.response_id,
         respondent_id=event.respondent_id,
@@ -108,7 +158,7 @@ class Ingest:
 
     async def submit_batch(self, items: Sequence[Any], now: datetime, source: str) -> list[ItemResult]:
         results: dict[int, ItemResult] = {}
-        valid: list[tuple[int, ResponseSubmitted, str]] = []
+        valid: list[tuple[int, Encoded, str]] = []
         for index, raw in enumerate(items):
             try:
                 command = items_adapter.validate_python(raw)
@@ -128,12 +178,12 @@ class Ingest:
             valid.append(
                 (
                     index,
-                    to_event(command, command.response_id or domain.new_id(), now, source),
+                    encode_submitted(command, command.response_id or domain.new_id(), now, source),
                     domain.fingerprint(command),
                 )
             )
 
-        first: dict[str, tuple[ResponseSubmitted, str]] = {}
+        first: dict[str, tuple[Encoded, str]] = {}
         for _, event, fp in valid:
             first.setdefault(event.response_id, (event, fp))
         try:
@@ -143,7 +193,7 @@ class Ingest:
             unavailable_if_transient(exc)
             raise
 
-        to_publish: list[tuple[int, ResponseSubmitted]] = []
+        to_publish: list[tuple[int, Encoded]] = []
         for index, event, fp in valid:
             recorded = existing.get(event.response_id, first[event.response_id][1])
             if recorded != fp:
@@ -153,7 +203,7 @@ class Ingest:
             else:
                 to_publish.append((index, event))
         acked = await self.publisher.publish_many(
-            self.topic, [(e.respondent_id.encode(), e.to_bytes()) for _, e in to_publish]
+            self.topic, [(e.respondent_id.encode(), e.value) for _, e in to_publish]
         )
         for (index, event), ok in zip(to_publish, acked, strict=True):
             results[index] = ItemResult(index, "accepted" if ok else "unavailable", event.response_id)

@@ -226,7 +226,8 @@ class RawRequest:
 
 
 M = TypeVar("M", bound=BaseModel)
-RawHandler = Callable[[RawRequest], Awaitable[tuple[int, BaseModel]]]
+# A handler answers a model, or JSON it serialized itself (a large answer built without models).
+RawHandler = Callable[[RawRequest], Awaitable[tuple[int, BaseModel | bytes]]]
 JSON_HEADER = (b"content-type", b"application/json")
 
 
@@ -268,7 +269,7 @@ class RawRoute:
         started = time.perf_counter()
         headers: dict[bytes, bytes] = dict(scope["headers"])
         extra: Mapping[str, str] = {}
-        answer: BaseModel
+        answer: BaseModel | bytes
         try:
             body = await self._body(headers, receive)
             status, answer = await self.handle(RawRequest(headers, body))
@@ -277,7 +278,7 @@ class RawRoute:
         except Exception:
             log.exception("%s %s failed", self.method, self.path)
             status, answer = 500, Problem(code="internal_error", message="internal error")
-        payload = answer.__pydantic_serializer__.to_json(answer)
+        payload = answer if isinstance(answer, bytes) else answer.__pydantic_serializer__.to_json(answer)
         await send(
             {
                 "type": "http.response.start",

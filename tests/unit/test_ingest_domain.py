@@ -4,6 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from ingest_service.domain import (
+    FINGERPRINTED,
     InvalidResponse,
     Limits,
     RateLimiter,
@@ -15,6 +16,8 @@ from ingest_service.domain import (
     hash_api_key,
     new_api_key,
 )
+from ingest_service.handlers import encode_submitted, to_event
+from shared.events import response_events
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 SKEW = Limits(max_future_skew=timedelta(minutes=5), max_age=timedelta(days=1095))
@@ -110,6 +113,10 @@ def test_answers_older_than_the_horizon_are_refused() -> None:
     )
 
 
+def test_the_fingerprint_covers_every_field_but_the_id() -> None:
+    assert set(FINGERPRINTED) == set(SubmitResponse.model_fields) - {"response_id"}
+
+
 def test_fingerprint_tells_a_retry_from_a_different_body() -> None:
     body = {"respondent_id": "u", "score": 7, "comment": "ok", "attributes": {"a": "1", "b": "2"}}
     same = {"attributes": {"b": "2", "a": "1"}, "comment": "ok", "score": 7, "respondent_id": "u"}
@@ -175,3 +182,32 @@ def test_control_characters_and_invalid_unicode_are_rejected(body: dict[str, obj
 def test_comments_keep_their_line_breaks_and_tabs() -> None:
     body = SubmitResponse.model_validate({"respondent_id": "u", "score": 3, "comment": "line one\n\tline two\r\n"})
     assert body.comment == "line one\n\tline two\r\n"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"respondent_id": "u", "score": 7},
+        {
+            "respondent_id": "u-ü",
+            "score": 10,
+            "comment": 'said "hi"\nthen left',
+            "survey_id": "q4",
+            "channel": "web",
+            "answered_at": "2026-11-20T09:30:00+02:00",
+            "attributes": {"region": "eu", "product": "atlas"},
+            "email": "a@example.com",
+        },
+    ],
+)
+def test_the_batch_encoding_is_the_event_contract_byte_for_byte(body: dict[str, object]) -> None:
+    command = SubmitResponse.model_validate(body)
+    event = to_event(command, "r1", NOW, "app")
+    encoded = encode_submitted(command, "r1", NOW, "app")
+    assert encoded.value == event.to_bytes()
+    assert response_events.validate_json(encoded.value) == event
+    assert (encoded.response_id, encoded.respondent_id, encoded.answered_at) == (
+        "r1",
+        event.respondent_id,
+        event.answered_at,
+    )
