@@ -54,6 +54,16 @@ class NpsAnswer(Figures):
     last_day: date
 
 
+def nps_answer(window: str, result: handlers.Score) -> NpsAnswer:
+    return NpsAnswer(
+        segment=result.segment,
+        window=window,
+        first_day=result.days.first,
+        last_day=result.days.last,
+        **figures(result.counts).model_dump(),
+    )
+
+
 class WindowsAnswer(BaseModel):
     segment: str
     as_of: date
@@ -155,14 +165,7 @@ def create_app(settings: ScoringSettings | None = None) -> FastAPI:
     async def get_nps(res: Res, window: WindowQ = "30d", segment: SegmentQ = "all", as_of: AsOfQ = None) -> NpsAnswer:
         days, key, day = window_days(window), segment_key(segment), day_of(as_of)
         async with res.engine.connect() as conn:
-            result = await handlers.score(conn, key, days, day)
-        return NpsAnswer(
-            segment=key,
-            window=window,
-            first_day=result.days.first,
-            last_day=result.days.last,
-            **figures(result.counts).model_dump(),
-        )
+            return nps_answer(window, await handlers.score(conn, key, days, day))
 
     @app.get(
         "/v1/nps/windows",
@@ -175,16 +178,7 @@ def create_app(settings: ScoringSettings | None = None) -> FastAPI:
         answers = []
         async with res.engine.connect() as conn:
             for window in settings.rolling_windows:
-                result = await handlers.score(conn, key, parse_window(window), day)
-                answers.append(
-                    NpsAnswer(
-                        segment=key,
-                        window=window,
-                        first_day=result.days.first,
-                        last_day=result.days.last,
-                        **figures(result.counts).model_dump(),
-                    )
-                )
+                answers.append(nps_answer(window, await handlers.score(conn, key, parse_window(window), day)))
         return WindowsAnswer(segment=key, as_of=day, windows=answers)
 
     @app.get(
