@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 
-from shared.nps import Counts, classify
+from shared.nps import Category, Counts, classify
 
 OVERALL = "all"
 SEPARATOR = "\x1f"
@@ -69,12 +69,6 @@ class Stored:
     score: int | None = None
     day: date | None = None
     segments: tuple[str, ...] = ()
-
-    def contribution(self) -> dict[tuple[str, date], Counts]:
-        if self.erased or self.score is None or self.day is None:
-            return {}
-        one = Counts.of(classify(self.score))
-        return {(segment, self.day): one for segment in self.segments}
 
 
 # --- segments ---
@@ -230,7 +224,8 @@ def segments_of(version: Version, dimensions: Dimensions, plan: SegmentPlan) -> 
 
 
 def candidate_values(versions: Iterable[Version], dimensions: Dimensions) -> set[tuple[str, str]]:
-    """The (dimension, value) pairs a batch may need admitted (combinations uncapped)."""
+    """The (dimension, value) pairs a batch may need admitted (combinations uncapped): looked up
+    in the catalog before applying; an older version's pairs are looked up for nothing, harmlessly."""
     found: set[tuple[str, str]] = set()
     for version in versions:
         values = dict(dimensions.values_of(version))
@@ -310,10 +305,14 @@ def apply(
     return Outcome(rows, deltas, applied, len(versions) - applied, erased_now)
 
 
+_CELL = {Category.PROMOTER: 0, Category.PASSIVE: 1, Category.DETRACTOR: 2}
+
+
 def _accumulate(acc: dict[tuple[str, date], list[int]], row: Stored, sign: int) -> None:
+    """Add (sign 1) or take away (sign -1) what a stored row counts, per (segment, day)."""
     if row.erased or row.score is None or row.day is None:
         return
-    category = 0 if row.score >= 9 else 1 if row.score >= 7 else 2
+    category = _CELL[classify(row.score)]
     for segment in row.segments:
         cell = acc.get((segment, row.day))
         if cell is None:
@@ -323,8 +322,7 @@ def _accumulate(acc: dict[tuple[str, date], list[int]], row: Stored, sign: int) 
 
 def recompute(rows: Iterable[Stored]) -> dict[tuple[str, date], Counts]:
     """The daily counts from scratch: what `nps scoring rebuild` writes, and what tests compare."""
-    totals: dict[tuple[str, date], Counts] = {}
+    acc: dict[tuple[str, date], list[int]] = {}
     for row in rows:
-        for k, c in row.contribution().items():
-            totals[k] = totals.get(k, Counts()) + c
-    return totals
+        _accumulate(acc, row, 1)
+    return {k: Counts(*cell) for k, cell in acc.items() if cell != [0, 0, 0]}

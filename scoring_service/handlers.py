@@ -16,7 +16,6 @@ from scoring_service.domain import (
     Version,
     apply,
     candidate_values,
-    newest,
     respondent_key,
     segments_of,
 )
@@ -69,9 +68,7 @@ class CountResponses:
         existing = await repository.lock_responses(conn, (v.response_id for v in versions), requested)
         others = {v.respondent_key for v in versions} | {r.respondent_key for r in existing.values()}
         erasures.update(await repository.erasures_of(conn, others - erasures.keys()))
-        known, per_dimension = await repository.known_segments(
-            conn, candidate_values(newest(versions).values(), self.dimensions)
-        )
+        known, per_dimension = await repository.known_segments(conn, candidate_values(versions, self.dimensions))
         plan = SegmentPlan(known, per_dimension, self.max_values)
         outcome = apply(existing, versions, erasures, lambda v: segments_of(v, self.dimensions, plan))
 

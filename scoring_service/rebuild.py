@@ -53,14 +53,7 @@ class Report:
 
 _DIFFERENCES = sa.text(
     f"""
-    WITH recomputed AS (
-        SELECT segment, day,
-               count(*) FILTER (WHERE score >= 9) AS promoters,
-               count(*) FILTER (WHERE score BETWEEN 7 AND 8) AS passives,
-               count(*) FILTER (WHERE score <= 6) AS detractors
-        FROM {repository.SCHEMA}.responses, unnest(segments) AS segment
-        WHERE NOT erased GROUP BY segment, day
-    ), live AS (
+    WITH recomputed AS ({repository.RECOMPUTED}), live AS (
         SELECT segment, day, promoters, passives, detractors FROM {repository.SCHEMA}.daily_counts
         WHERE promoters + passives + detractors > 0
     )
@@ -73,8 +66,8 @@ _DIFFERENCES = sa.text(
 async def from_responses(engine: AsyncEngine) -> Report:
     started = time.perf_counter()
     async with engine.begin() as conn:
-        rebuilt = await repository.rebuild_daily(conn)
-    return Report("rebuild", daily_rows=rebuilt.rows, seconds=time.perf_counter() - started)
+        rows = await repository.rebuild_daily(conn)
+    return Report("rebuild", daily_rows=rows, seconds=time.perf_counter() - started)
 
 
 async def check(engine: AsyncEngine) -> Report:

@@ -4,7 +4,6 @@ Never commits: the consumer loop (or the API's read transaction) owns the transa
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -323,33 +322,29 @@ async def current_and_baseline(
     return {s: found.get(s, (Counts(), Counts())) for s in segments}
 
 
-@dataclass(frozen=True, slots=True)
-class Rebuilt:
-    rows: int
-    responses: int
+# The daily counts from scratch, from the stored responses (what a rebuild writes, what --check
+# compares). Promoter 9-10, passive 7-8, detractor 0-6: shared/nps.py's classify, in SQL.
+RECOMPUTED = f"""
+    SELECT segment, day,
+           count(*) FILTER (WHERE score >= 9) AS promoters,
+           count(*) FILTER (WHERE score BETWEEN 7 AND 8) AS passives,
+           count(*) FILTER (WHERE score <= 6) AS detractors
+    FROM {SCHEMA}.responses, unnest(segments) AS segment
+    WHERE NOT erased
+    GROUP BY segment, day
+"""
 
 
-async def rebuild_daily(conn: AsyncConnection) -> Rebuilt:
+async def rebuild_daily(conn: AsyncConnection) -> int:
     """Recompute every daily count from the stored responses, in one statement, and mark every
-    segment changed so its ScoreChanged goes out again."""
+    segment changed so its ScoreChanged goes out again. Returns the number of daily counts."""
     await conn.execute(sa.text(f"LOCK TABLE {SCHEMA}.daily_counts IN EXCLUSIVE MODE"))
     await conn.execute(sa.text(f"DELETE FROM {SCHEMA}.daily_counts"))
     inserted = await conn.execute(
-        sa.text(
-            f"""
-            INSERT INTO {SCHEMA}.daily_counts (segment, day, promoters, passives, detractors)
-            SELECT segment, day,
-                   count(*) FILTER (WHERE score >= 9), count(*) FILTER (WHERE score BETWEEN 7 AND 8),
-                   count(*) FILTER (WHERE score <= 6)
-            FROM {SCHEMA}.responses, unnest(segments) AS segment
-            WHERE NOT erased
-            GROUP BY segment, day
-            """
-        )
+        sa.text(f"INSERT INTO {SCHEMA}.daily_counts (segment, day, promoters, passives, detractors) {RECOMPUTED}")
     )
-    responses = (await conn.execute(sa.text(f"SELECT count(*) FROM {SCHEMA}.responses WHERE NOT erased"))).scalar_one()
     await mark_all_changed(conn)
-    return Rebuilt(rows=inserted.rowcount, responses=int(responses))
+    return int(inserted.rowcount)
 
 
 async def mark_all_changed(conn: AsyncConnection) -> None:
