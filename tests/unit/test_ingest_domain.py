@@ -16,8 +16,8 @@ from ingest_service.domain import (
     hash_api_key,
     new_api_key,
 )
-from ingest_service.handlers import encode_submitted, to_event
-from shared.events import response_events
+from ingest_service.handlers import encode_submitted
+from shared.events import ResponseSubmitted, response_events
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 SKEW = Limits(max_future_skew=timedelta(minutes=5), max_age=timedelta(days=1095))
@@ -202,7 +202,19 @@ def test_comments_keep_their_line_breaks_and_tabs() -> None:
 )
 def test_the_batch_encoding_is_the_event_contract_byte_for_byte(body: dict[str, object]) -> None:
     command = SubmitResponse.model_validate(body)
-    event = to_event(command, "r1", NOW, "app")
+    event = ResponseSubmitted(  # the contract, built the plain way
+        response_id="r1",
+        respondent_id=command.respondent_id,
+        score=command.score,
+        comment=command.comment,
+        survey_id=command.survey_id,
+        channel=command.channel,
+        answered_at=command.answered_at or NOW,
+        attributes=command.attributes,
+        email=command.email,
+        submitted_at=NOW,
+        source="app",
+    )
     encoded = encode_submitted(command, "r1", NOW, "app")
     assert encoded.value == event.to_bytes()
     assert response_events.validate_json(encoded.value) == event
