@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
@@ -73,3 +73,16 @@ async def broker_reachable(producer: AIOKafkaProducer, timeout: float = 1.0) -> 
     except (TimeoutError, KafkaError, OSError):
         return False
     return True
+
+
+async def group_committed(bootstrap: str, group: str, topic: str) -> int:
+    """The messages a consumer group has committed on a topic, over all its partitions (read with
+    a consumer of that group that never joins it: tansu does not answer the admin API's call)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        offsets = [await consumer.committed(TopicPartition(topic, p)) for p in sorted(partitions)]
+        return sum(offset or 0 for offset in offsets)
+    finally:
+        await consumer.stop()

@@ -12,14 +12,16 @@ import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.consumer import ConsumerLoop
 from shared.db import make_engine
+from shared.events import ResponseSubmitted
 from shared.kafka import ensure_topics, make_consumer, make_producer
 from shared.service import ConsumerSpec, make_loop
 from shared.settings import ServiceSettings
@@ -45,14 +47,38 @@ def with_database(url: str, name: str) -> str:
     return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
 
 
-def service_settings(bootstrap: str, database_url: str, namespace: str, **extra: Any) -> ServiceSettings:
-    return ServiceSettings(
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def service_settings(
+    bootstrap: str,
+    database_url: str,
+    namespace: str,
+    settings_class: type[S] = ServiceSettings,  # type: ignore[assignment]
+    **extra: Any,
+) -> S:
+    """A service's settings for a test: its own topics, the fast consumer-group timings."""
+    return settings_class(
         kafka_bootstrap_servers=bootstrap,
-        database_url=database_url,  # type: ignore[arg-type]
+        database_url=database_url,
         topic_namespace=namespace,
         topic_partitions=3,
-        **FAST_GROUP,
-        **extra,
+        **{**FAST_GROUP, **extra},
+    )
+
+
+def submitted_event(
+    rid: str, score: int, now: datetime, days_ago: int = 0, channel: str | None = None, **attributes: str
+) -> ResponseSubmitted:
+    """A ResponseSubmitted as ingest would publish it, answered `days_ago` days before `now`."""
+    return ResponseSubmitted(
+        response_id=rid,
+        respondent_id=f"u-{rid}",
+        score=score,
+        channel=channel,
+        answered_at=now - timedelta(days=days_ago),
+        attributes=attributes,
+        submitted_at=now,
     )
 
 
@@ -115,19 +141,6 @@ async def read_topic(
                 elif time.monotonic() >= settle_until:
                     break
         return records
-    finally:
-        await consumer.stop()
-
-
-async def group_committed(bootstrap: str, group: str, topic: str) -> int:
-    """The messages a consumer group has committed on a topic, over all its partitions (read with
-    a consumer of that group that never joins it: tansu does not answer the admin API's call)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        offsets = [await consumer.committed(TopicPartition(topic, p)) for p in sorted(partitions)]
-        return sum(offset or 0 for offset in offsets)
     finally:
         await consumer.stop()
 

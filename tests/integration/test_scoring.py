@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
@@ -18,7 +18,16 @@ from shared.events import ResponseSubmitted, score_events
 from shared.nps import Counts
 from shared.service import ConsumerSpec
 from shared.windows import preceding, window
-from tests.helpers import FAST_GROUP, create_topics, eventually, produce, read_topic, running_loop, started_producer
+from tests.helpers import (
+    create_topics,
+    eventually,
+    produce,
+    read_topic,
+    running_loop,
+    service_settings,
+    started_producer,
+    submitted_event,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -27,26 +36,11 @@ TODAY = NOW.date()
 
 
 def settings_for(bootstrap: str, database_url: str, namespace: str, group: str = "nps-scoring") -> ScoringSettings:
-    return ScoringSettings(
-        kafka_bootstrap_servers=bootstrap,
-        database_url=database_url,  # type: ignore[arg-type]
-        topic_namespace=namespace,
-        topic_partitions=3,
-        group_id=group,
-        **FAST_GROUP,
-    )
+    return service_settings(bootstrap, database_url, namespace, ScoringSettings, group_id=group)
 
 
 def event(rid: str, score: int, days_ago: int = 0, channel: str | None = "web", **attributes: str) -> ResponseSubmitted:
-    return ResponseSubmitted(
-        response_id=rid,
-        respondent_id=f"u-{rid}",
-        score=score,
-        channel=channel,
-        answered_at=NOW - timedelta(days=days_ago),
-        attributes=attributes,
-        submitted_at=NOW,
-    )
+    return submitted_event(rid, score, NOW, days_ago, channel, **attributes)
 
 
 def recompute(events: list[ResponseSubmitted]) -> dict[tuple[str, date], Counts]:

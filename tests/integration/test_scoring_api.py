@@ -22,7 +22,16 @@ from shared.db import make_engine
 from shared.events import ResponseEvent, ResponseSubmitted, score_events
 from shared.nps import Counts, compare
 from shared.service import Resources
-from tests.helpers import FAST_GROUP, create_topics, eventually, produce, read_topic, running_loop, started_producer
+from tests.helpers import (
+    create_topics,
+    eventually,
+    produce,
+    read_topic,
+    running_loop,
+    service_settings,
+    started_producer,
+    submitted_event,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -33,15 +42,7 @@ TODAY = NOW.date()
 def submitted(
     rid: str, score: int, days_ago: int = 0, channel: str | None = None, **attributes: str
 ) -> ResponseSubmitted:
-    return ResponseSubmitted(
-        response_id=rid,
-        respondent_id=f"u-{rid}",
-        score=score,
-        channel=channel,
-        answered_at=NOW - timedelta(days=days_ago),
-        attributes=attributes,
-        submitted_at=NOW,
-    )
+    return submitted_event(rid, score, NOW, days_ago, channel, **attributes)
 
 
 def settings_for(database_url: str, **extra: Any) -> ScoringSettings:
@@ -202,14 +203,7 @@ async def test_past_the_cap_new_values_count_under_other(database_url: str) -> N
 async def test_score_changed_at_most_once_per_segment_per_second(
     bootstrap: str, database_url: str, namespace: str
 ) -> None:
-    settings = ScoringSettings(
-        kafka_bootstrap_servers=bootstrap,
-        database_url=database_url,  # type: ignore[arg-type]
-        topic_namespace=namespace,
-        topic_partitions=3,
-        group_id=f"g-{namespace}",
-        **FAST_GROUP,
-    )
+    settings = service_settings(bootstrap, database_url, namespace, ScoringSettings, group_id=f"g-{namespace}")
     await create_topics(settings)
     async with started_producer(bootstrap) as producer, running_loop(settings, spec(settings)) as run:
         for wave in range(6):  # a change every 0.3 s for ~2 s

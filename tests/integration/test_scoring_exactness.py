@@ -29,21 +29,21 @@ from services.embedded import free_port
 from shared.consumer import Message, RetryBatch
 from shared.db import make_engine
 from shared.events import ResponseEvent, ResponseSubmitted
+from shared.kafka import group_committed
 from shared.nps import Counts
 from shared.service import ConsumerSpec, Resources
 from shared.windows import window
 from tests import scoring_model
 from tests.conftest import fresh_database
 from tests.helpers import (
-    FAST_GROUP,
     FAST_GROUP_ENV,
     create_topics,
     eventually,
-    group_committed,
     nps,
     nps_env,
     produce,
     running_loop,
+    service_settings,
     start_service,
     started_producer,
 )
@@ -56,14 +56,14 @@ TABLES = ("responses", "daily_counts", "segments", "erasures", "segment_state", 
 
 
 def scoring_settings(bootstrap: str, database_url: str, namespace: str, **extra: Any) -> ScoringSettings:
-    return ScoringSettings(
-        kafka_bootstrap_servers=bootstrap,
-        database_url=database_url,  # type: ignore[arg-type]
-        topic_namespace=namespace,
-        topic_partitions=3,
+    return service_settings(
+        bootstrap,
+        database_url,
+        namespace,
+        ScoringSettings,
         group_id=f"g-{namespace}",
         combinations="product+region",
-        **{**FAST_GROUP, **extra},
+        **extra,
     )
 
 
