@@ -31,7 +31,7 @@ from bench import scoring as scoring_bench
 from ingest_service import domain, repository
 from services.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from shared.db import make_engine, upgrade
-from shared.kafka import ensure_topics
+from shared.kafka import ensure_topics, group_committed
 from shared.settings import Topics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -306,52 +306,30 @@ def bench_ingest(seconds: int, profile_dir: Path | None) -> tuple[list[WrkResult
         run = f"b{int(time.time())}"
         common = {"auth": auth, "run": run}
         print(f"ingest benchmark ({seconds} s per run, 64 connections):", flush=True)
-        run_wrk(
-            "warm-up",
-            f"{base}/v1/responses",
-            SINGLE_LUA,
-            {**common, "path": "/v1/responses", "run": run + "w"},
-            64,
-            3,
-            1,
-            cpu="1",
-        )
-        results = [
-            run_wrk(
-                "validate",
-                f"{base}/v1/responses/validate",
-                SINGLE_LUA,
-                {**common, "path": "/v1/responses/validate", "run": run + "v"},
-                64,
-                seconds,
-                1,
-                cpu="1",
-                profile=profile,
-            ),
-            run_wrk(
-                "single",
-                f"{base}/v1/responses",
-                SINGLE_LUA,
-                {**common, "path": "/v1/responses", "run": run + "s"},
-                64,
-                seconds,
-                1,
-                cpu="1",
-                profile=profile,
-            ),
-            run_wrk(
-                "batch",
-                f"{base}/v1/responses/batch",
-                BATCH_LUA,
-                {**common, "path": "/v1/responses/batch", "run": run + "b", "size": "1000"},
-                8,
-                seconds,
-                1,
-                per_request=1000,
-                cpu="1",
-                profile=profile,
-            ),
+        # (name, path, script, connections, responses per request); the warm-up is not reported.
+        runs = [
+            ("warm-up", "/v1/responses", SINGLE_LUA, 64, 1),
+            ("validate", "/v1/responses/validate", SINGLE_LUA, 64, 1),
+            ("single", "/v1/responses", SINGLE_LUA, 64, 1),
+            ("batch", "/v1/responses/batch", BATCH_LUA, 8, 1000),
         ]
+        results = []
+        for name, path, script, connections, per_request in runs:
+            warm_up = name == "warm-up"
+            result = run_wrk(
+                name,
+                f"{base}{path}",
+                script,
+                {**common, "path": path, "run": f"{run}-{name}", "size": str(per_request)},
+                connections,
+                3 if warm_up else seconds,
+                1,
+                per_request=per_request,
+                cpu="1",
+                profile=None if warm_up else profile,
+            )
+            if not warm_up:
+                results.append(result)
         acknowledged = accepted_count(f"{base}/metrics")
         offsets, records, distinct, shared = asyncio.run(on_broker(bootstrap, topics.responses))
         print(
@@ -461,16 +439,6 @@ class ScoringResult:
         return self.service_events / self.service_s
 
 
-async def group_committed(bootstrap: str, group: str, topic: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = sorted(consumer.partitions_for_topic(topic) or [])
-        return sum([await consumer.committed(TopicPartition(topic, p)) or 0 for p in partitions])
-    finally:
-        await consumer.stop()
-
-
 async def daily_state(url: str) -> object:
     from scoring_service.repository import all_daily
 
@@ -530,7 +498,8 @@ def bench_scoring(n: int, e2e_seconds: int, profile_dir: Path | None = None) -> 
             stderr=subprocess.STDOUT,
         )
         children.append(scoring)
-        spy = Profiler(scoring.pid, profile_dir).start("scoring", 30) if profile_dir is not None else None
+        profiler = Profiler(scoring.pid, profile_dir) if profile_dir is not None else None
+        spy = profiler.start("scoring", 30) if profiler is not None else None
         first: tuple[float, int] | None = None
         deadline = time.monotonic() + 600
         while True:
@@ -544,9 +513,9 @@ def bench_scoring(n: int, e2e_seconds: int, profile_dir: Path | None = None) -> 
         if first is None or committed < n:
             raise RuntimeError(f"scoring did not catch up: {committed} of {n}\n{log.read_text()[-3000:]}")
         service_events, service_s = n - first[1], now - first[0]
-        if spy is not None and profile_dir is not None:
+        if spy is not None and profiler is not None:
             spy.wait(60)
-            print(Profiler(scoring.pid, profile_dir).summary("scoring", 30), flush=True)
+            print(profiler.summary("scoring", 30), flush=True)
         print(f"  scoring      {service_events / service_s:>9,.0f} events/s (consumed and committed)", flush=True)
 
         replay_url = pg.another_database("replay")
