@@ -354,13 +354,10 @@ def bench_ingest(seconds: int, profile_dir: Path | None) -> tuple[list[WrkResult
                 name,
                 f"{base}{path}",
                 script,
-                # Ids as every recorded run had them ("b1764...s-0-17"). With ~5 characters more
-                # ("b1764...-single-0-17") single POSTs fall to ~2,300-2,600/s in some runs, the
-                # worker mostly idle: not root-caused yet (docs/benchmarks.md).
                 {
                     **common,
                     "path": path,
-                    "run": run + name[0],
+                    "run": f"{run}-{name}",
                     **({"size": str(per_request)} if per_request > 1 else {}),
                 },
                 connections,
