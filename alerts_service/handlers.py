@@ -5,17 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from alerts_service import metrics, publisher, repository
-from alerts_service.domain import DropRule, Transition, alert_id, transition
-from alerts_service.repository import AlertRow, SegmentState
+from alerts_service.domain import DropRule, SegmentState, Transition, evaluate
 from shared import outbox
 from shared.consumer import Message
 from shared.events import ScoreChanged, ScoreEvent
-from shared.outbox import Outgoing
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +23,7 @@ class EvaluateScores:
     alerts_topic: str
 
     async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[ScoreEvent]]) -> None:
-        latest: dict[str, ScoreChanged] = {}
+        latest: dict[str, ScoreChanged] = {}  # only a segment's newest score in the batch matters
         for message in batch:
             event = message.event
             seen = latest.get(event.segment)
@@ -34,65 +31,38 @@ class EvaluateScores:
                 latest[event.segment] = event
 
         states = await repository.lock_states(conn, list(latest))
+        decisions = [evaluate(states.get(segment), event, self.rule) for segment, event in sorted(latest.items())]
         new_states: list[SegmentState] = []
-        fired: list[AlertRow] = []
-        resolved: list[tuple[str, datetime]] = []
-        out: list[Outgoing] = []
-        for segment, event in sorted(latest.items()):
-            state = states.get(segment)
-            if state is not None and state.last_computed_at >= event.computed_at:
+        for decision in decisions:
+            if decision.state is None:
                 metrics.STALE_SCORES.inc()  # a redelivery, or an older event overtaken by a newer one
                 continue
-            current, baseline = event.current.counts, event.baseline.counts
-            firing = state is not None and state.firing
-            current_alert = state.alert_id if state is not None else None
-            step = transition(firing, self.rule.dropped(current, baseline))
-            if step is Transition.FIRE:
-                assert current.nps is not None and baseline.nps is not None
-                alert = AlertRow(
-                    alert_id=alert_id(segment, event.computed_at),
-                    segment=segment,
-                    as_of=event.as_of,
-                    current_nps=current.nps,
-                    baseline_nps=baseline.nps,
-                    current_n=current.n,
-                    baseline_n=baseline.n,
-                    fired_at=event.computed_at,
-                )
-                fired.append(alert)
-                out.append(publisher.fired(self.alerts_topic, alert))
-                firing, current_alert = True, alert.alert_id
-                log.warning(
-                    "score drop detected: segment=%s nps %.1f -> %.1f (%.1f points; n=%d vs baseline n=%d) alert=%s",
-                    segment,
-                    baseline.nps,
-                    current.nps,
-                    baseline.nps - current.nps,
-                    current.n,
-                    baseline.n,
-                    alert.alert_id,
-                )
-            elif step is Transition.RESOLVE and current_alert is not None:
-                resolved.append((current_alert, event.computed_at))
-                out.append(
-                    publisher.resolved(
-                        self.alerts_topic,
-                        current_alert,
-                        segment,
-                        event.as_of,
-                        current.nps,
-                        baseline.nps,
-                        event.computed_at,
-                    )
-                )
-                log.info("score drop resolved: segment=%s alert=%s", segment, current_alert)
-                firing, current_alert = False, None
-            if step is not Transition.NONE:
-                metrics.ALERT_TRANSITIONS.labels(step.value).inc()
-            new_states.append(SegmentState(segment, firing, current_alert, event.computed_at))
+            new_states.append(decision.state)
+            if decision.transition is not Transition.NONE:
+                metrics.ALERT_TRANSITIONS.labels(decision.transition.value).inc()
+        fired = [d.fired for d in decisions if d.fired is not None]
+        resolved = [d.resolved for d in decisions if d.resolved is not None]
+        for alert in fired:
+            log.warning(
+                "score drop detected: segment=%s nps %.1f -> %.1f (%.1f points; n=%d vs baseline n=%d) alert=%s",
+                alert.segment,
+                alert.baseline_nps,
+                alert.current_nps,
+                alert.baseline_nps - alert.current_nps,
+                alert.current_n,
+                alert.baseline_n,
+                alert.alert_id,
+            )
+        for resolution in resolved:
+            log.info("score drop resolved: segment=%s alert=%s", resolution.segment, resolution.alert_id)
 
         await repository.save_states(conn, new_states)
         await repository.insert_alerts(conn, fired)
         await repository.resolve_alerts(conn, resolved)
-        await outbox.enqueue(conn, repository.SCHEMA, out)
+        await outbox.enqueue(
+            conn,
+            repository.SCHEMA,
+            [publisher.fired(self.alerts_topic, a) for a in fired]
+            + [publisher.resolved(self.alerts_topic, r) for r in resolved],
+        )
         metrics.FIRING.set(await repository.count_firing(conn))

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
-
-from alerts_service.repository import AlertRow
+from alerts_service.domain import Alert, Resolution
 from shared.events import ScoreDropDetected, ScoreDropResolved
 from shared.outbox import Outgoing
 
 
-def fired(topic: str, alert: AlertRow) -> Outgoing:
+def fired(topic: str, alert: Alert) -> Outgoing:
     return Outgoing.event(
         topic,
         alert.segment,
@@ -27,24 +25,16 @@ def fired(topic: str, alert: AlertRow) -> Outgoing:
     )
 
 
-def resolved(
-    topic: str,
-    alert_id: str,
-    segment: str,
-    as_of: date,
-    current_nps: float | None,
-    baseline_nps: float | None,
-    at: datetime,
-) -> Outgoing:
+def resolved(topic: str, resolution: Resolution) -> Outgoing:
     return Outgoing.event(
         topic,
-        segment,
+        resolution.segment,
         ScoreDropResolved(
-            alert_id=alert_id,
-            segment=segment,
-            as_of=as_of,
-            current_nps=current_nps,
-            baseline_nps=baseline_nps,
-            resolved_at=at,
+            alert_id=resolution.alert_id,
+            segment=resolution.segment,
+            as_of=resolution.as_of,
+            current_nps=resolution.current_nps,
+            baseline_nps=resolution.baseline_nps,
+            resolved_at=resolution.resolved_at,
         ),
     )

@@ -3,34 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import date, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from alerts_service.domain import Alert, Resolution, SegmentState
+
 SCHEMA = "alerts"
-
-
-@dataclass(frozen=True, slots=True)
-class SegmentState:
-    segment: str
-    firing: bool
-    alert_id: str | None
-    last_computed_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class AlertRow:
-    alert_id: str
-    segment: str
-    as_of: date
-    current_nps: float
-    baseline_nps: float
-    current_n: int
-    baseline_n: int
-    fired_at: datetime
 
 
 async def lock_states(conn: AsyncConnection, segments: Sequence[str]) -> dict[str, SegmentState]:
@@ -68,7 +48,7 @@ async def save_states(conn: AsyncConnection, states: Sequence[SegmentState]) -> 
     )
 
 
-async def insert_alerts(conn: AsyncConnection, alerts: Sequence[AlertRow]) -> None:
+async def insert_alerts(conn: AsyncConnection, alerts: Sequence[Alert]) -> None:
     if not alerts:
         return
     await conn.execute(
@@ -95,14 +75,14 @@ async def insert_alerts(conn: AsyncConnection, alerts: Sequence[AlertRow]) -> No
     )
 
 
-async def resolve_alerts(conn: AsyncConnection, resolved: Sequence[tuple[str, datetime]]) -> None:
+async def resolve_alerts(conn: AsyncConnection, resolved: Sequence[Resolution]) -> None:
     if resolved:
         await conn.execute(
             sa.text(
                 f"UPDATE {SCHEMA}.alerts a SET resolved_at = r.at FROM unnest("
                 "CAST(:ids AS text[]), CAST(:ats AS timestamptz[])) AS r(id, at) WHERE a.alert_id = r.id"
             ),
-            {"ids": [a for a, _ in resolved], "ats": [t for _, t in resolved]},
+            {"ids": [r.alert_id for r in resolved], "ats": [r.resolved_at for r in resolved]},
         )
 
 

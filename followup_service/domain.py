@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from shared.events import FollowUpKind
+from shared.events import FollowUpKind, ResponseSubmitted
 from shared.nps import Category, classify
 
 # Ids derive from the response_id, so a redelivered response maps to the same follow-up and
@@ -34,42 +34,17 @@ def ticket_id(response_id: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class FollowUp:
+    """What one response is routed to; everything else about it is the response itself."""
+
     followup_id: str
     kind: FollowUpKind
-    response_id: str
-    respondent_id: str
-    score: int
-    channel: str | None
-    survey_id: str | None
-    comment: str | None
-    answered_at: datetime
+    response: ResponseSubmitted
     created_at: datetime
 
     @property
     def ticket_id(self) -> str | None:
-        return ticket_id(self.response_id) if self.kind == "ticket" else None
+        return ticket_id(self.response.response_id) if self.kind == "ticket" else None
 
 
-def plan(
-    *,
-    response_id: str,
-    respondent_id: str,
-    score: int,
-    channel: str | None,
-    survey_id: str | None,
-    comment: str | None,
-    answered_at: datetime,
-    now: datetime,
-) -> FollowUp:
-    return FollowUp(
-        followup_id=followup_id(response_id),
-        kind=route(score),
-        response_id=response_id,
-        respondent_id=respondent_id,
-        score=score,
-        channel=channel,
-        survey_id=survey_id,
-        comment=comment,
-        answered_at=answered_at,
-        created_at=now,
-    )
+def plan(response: ResponseSubmitted, now: datetime) -> FollowUp:
+    return FollowUp(followup_id(response.response_id), route(response.score), response, now)

@@ -28,22 +28,11 @@ class RouteResponses:
         # A revision does not route a response again (one follow-up per response); erasure of
         # the personal data follow-up holds is tracked by the follow-up issue, counted meanwhile.
         metrics.NOT_YET_APPLIED.inc(sum(1 for m in batch if isinstance(m.event, RespondentErased)))
-        for e in submitted:
-            planned.setdefault(
-                e.response_id,
-                plan(
-                    response_id=e.response_id,
-                    respondent_id=e.respondent_id,
-                    score=e.score,
-                    channel=e.channel,
-                    survey_id=e.survey_id,
-                    comment=e.comment,
-                    answered_at=e.answered_at,
-                    now=now,
-                ),
-            )
+        for event in submitted:
+            if event.response_id not in planned:
+                planned[event.response_id] = plan(event, now)
         new_ids = await repository.insert_new(conn, list(planned.values()))
-        new = [f for f in planned.values() if f.response_id in new_ids]
+        new = [f for f in planned.values() if f.response.response_id in new_ids]
         await repository.insert_tickets(conn, new)
         await outbox.enqueue(conn, repository.SCHEMA, [o for f in new for o in publisher.outgoing(self.topics, f)])
         for f in new:

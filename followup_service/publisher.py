@@ -9,38 +9,29 @@ from shared.settings import Topics
 
 
 def outgoing(topics: Topics, followup: FollowUp) -> list[Outgoing]:
-    events = [
-        Outgoing.event(
-            topics.followups,
-            followup.respondent_id,
-            FollowUpCreated(
-                followup_id=followup.followup_id,
-                kind=followup.kind,
-                response_id=followup.response_id,
-                respondent_id=followup.respondent_id,
-                score=followup.score,
-                channel=followup.channel,
-                survey_id=followup.survey_id,
-                created_at=followup.created_at,
-            ),
-        )
-    ]
+    response = followup.response
+    created = FollowUpCreated(
+        followup_id=followup.followup_id,
+        kind=followup.kind,
+        response_id=response.response_id,
+        respondent_id=response.respondent_id,
+        score=response.score,
+        channel=response.channel,
+        survey_id=response.survey_id,
+        created_at=followup.created_at,
+    )
+    events = [Outgoing.event(topics.followups, response.respondent_id, created)]
     if followup.ticket_id is not None:
-        events.append(
-            Outgoing.event(
-                topics.tickets,
-                followup.respondent_id,
-                TicketOpened(
-                    ticket_id=followup.ticket_id,
-                    response_id=followup.response_id,
-                    respondent_id=followup.respondent_id,
-                    score=followup.score,
-                    comment=followup.comment,
-                    survey_id=followup.survey_id,
-                    channel=followup.channel,
-                    answered_at=followup.answered_at,
-                    created_at=followup.created_at,
-                ),
-            )
+        opened = TicketOpened(
+            ticket_id=followup.ticket_id,
+            response_id=response.response_id,
+            respondent_id=response.respondent_id,
+            score=response.score,
+            comment=response.comment,
+            survey_id=response.survey_id,
+            channel=response.channel,
+            answered_at=response.answered_at,
+            created_at=followup.created_at,
         )
+        events.append(Outgoing.event(topics.tickets, response.respondent_id, opened))
     return events

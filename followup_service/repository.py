@@ -44,12 +44,12 @@ async def insert_new(conn: AsyncConnection, followups: Sequence[FollowUp]) -> se
         _INSERT_FOLLOWUPS,
         {
             "followup_ids": [f.followup_id for f in followups],
-            "response_ids": [f.response_id for f in followups],
-            "respondent_ids": [f.respondent_id for f in followups],
+            "response_ids": [f.response.response_id for f in followups],
+            "respondent_ids": [f.response.respondent_id for f in followups],
             "kinds": [f.kind for f in followups],
-            "scores": [f.score for f in followups],
-            "channels": [f.channel for f in followups],
-            "survey_ids": [f.survey_id for f in followups],
+            "scores": [f.response.score for f in followups],
+            "channels": [f.response.channel for f in followups],
+            "survey_ids": [f.response.survey_id for f in followups],
             "created_ats": [f.created_at for f in followups],
         },
     )
@@ -64,10 +64,10 @@ async def insert_tickets(conn: AsyncConnection, followups: Sequence[FollowUp]) -
         _INSERT_TICKETS,
         {
             "ticket_ids": [f.ticket_id for f in tickets],
-            "response_ids": [f.response_id for f in tickets],
-            "respondent_ids": [f.respondent_id for f in tickets],
-            "scores": [f.score for f in tickets],
-            "comments": [f.comment for f in tickets],
+            "response_ids": [f.response.response_id for f in tickets],
+            "respondent_ids": [f.response.respondent_id for f in tickets],
+            "scores": [f.response.score for f in tickets],
+            "comments": [f.response.comment for f in tickets],
             "created_at": tickets[0].created_at,
         },
     )

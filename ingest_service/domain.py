@@ -7,14 +7,25 @@ import hashlib
 import math
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import pydantic_core
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
 
-from shared.events import Score
+from shared.events import Score, encode_submitted
+from shared.validation import FieldProblem, field_problems
 
 RESERVED_ATTRIBUTES = frozenset({"channel", "survey_id"})
 MAX_BATCH_ITEMS = 1000
@@ -95,10 +106,18 @@ class ReviseResponse(BaseModel):
 
 
 class InvalidResponse(ValueError):
-    def __init__(self, field: str, problem: str) -> None:
+    """A response the rules refuse; `problems` names every failing field (the first is `field`)."""
+
+    def __init__(self, field: str, problem: str, problems: Sequence[FieldProblem] = ()) -> None:
         super().__init__(f"{field}: {problem}")
         self.field = field
         self.problem = problem
+        self.problems = tuple(problems) or (FieldProblem(field=field, problem=problem),)
+
+    @classmethod
+    def of(cls, exc: ValidationError) -> InvalidResponse:
+        problems = field_problems(exc.errors(include_input=False, include_url=False))
+        return cls(problems[0].field, problems[0].problem, problems)
 
 
 def new_id() -> str:
@@ -132,6 +151,20 @@ def check_attributes(attributes: dict[str, str]) -> None:
             raise InvalidResponse(f"attributes.{key}", f"'{key}' is a top-level field, not an attribute")
 
 
+_items: TypeAdapter[SubmitResponse] = TypeAdapter(SubmitResponse)
+
+
+def check_item(raw: Any, now: datetime, limits: Limits) -> SubmitResponse:
+    """One item of a batch, through the schema and the rules (items are validated one by one, so
+    one bad item does not refuse the others)."""
+    try:
+        command = _items.validate_python(raw)
+    except ValidationError as exc:
+        raise InvalidResponse.of(exc) from exc
+    check(command, now, limits)
+    return command
+
+
 def check(command: SubmitResponse, now: datetime, limits: Limits) -> None:
     """What the schema cannot say: a timestamp in the future or beyond the horizon, an attribute
     that shadows a field."""
@@ -141,6 +174,41 @@ def check(command: SubmitResponse, now: datetime, limits: Limits) -> None:
         if command.answered_at < now - limits.max_age:
             raise InvalidResponse("answered_at", f"is older than the {limits.max_age.days}-day horizon")
     check_attributes(command.attributes)
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A response the rules accepted: its id, the fingerprint of its body, and the
+    ResponseSubmitted event to publish (keyed by respondent, so one person's events stay in order)."""
+
+    response_id: str
+    command: SubmitResponse
+    fingerprint: str
+    answered_at: datetime
+    event: bytes
+
+    @property
+    def key(self) -> bytes:
+        return self.command.respondent_id.encode()
+
+
+def submission(command: SubmitResponse, now: datetime, source: str) -> Submission:
+    response_id = command.response_id or new_id()
+    answered_at = command.answered_at or now
+    event = encode_submitted(
+        response_id=response_id,
+        respondent_id=command.respondent_id,
+        score=command.score,
+        comment=command.comment,
+        survey_id=command.survey_id,
+        channel=command.channel,
+        answered_at=answered_at,
+        attributes=command.attributes,
+        email=command.email,
+        submitted_at=now,
+        source=source,
+    )
+    return Submission(response_id, command, fingerprint(command), answered_at, event)
 
 
 # --- API keys: only a hash is stored; the key itself is shown once, at creation ---

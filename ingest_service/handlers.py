@@ -2,7 +2,9 @@
 
 A response is acknowledged only once the broker has it. Before publishing, its response_id is
 recorded (with a fingerprint of the body) so that a retry is recognised, a reused id with another
-body is refused, and a later revision knows the respondent (the partition key)."""
+body is refused, and a later revision knows the respondent (the partition key). The ports: a
+ResponseStore (the database; StoreUnavailable when it is away) and a Publisher (the broker;
+PublishFailed when it does not acknowledge in time)."""
 
 from __future__ import annotations
 
@@ -11,17 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-import pydantic_core
-from pydantic import TypeAdapter, ValidationError
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from ingest_service import domain, repository
-from ingest_service.domain import InvalidResponse, Limits, ReviseResponse, SubmitResponse
+from ingest_service import domain
+from ingest_service.domain import InvalidResponse, Limits, ReviseResponse, Submission, SubmitResponse
 from ingest_service.publisher import Publisher, PublishFailed
-from ingest_service.repository import ResponseRecord
-from shared.consumer import is_transient
+from ingest_service.repository import Revision, StoreUnavailable
 from shared.events import RespondentErased, ResponseRevised
-from shared.http import FieldProblem, field_name
+from shared.validation import FieldProblem
+
+CONFLICT_PROBLEM = "this response_id was already used with a different body; use PUT to revise a response"
 
 
 class Conflict(Exception):
@@ -32,15 +31,11 @@ class NotFound(Exception):
     pass
 
 
-class StoreUnavailable(Exception):
-    """The database did not answer: nothing was promised, the client should retry."""
-
-
-class Recorder(Protocol):
-    async def record(self, item: ResponseRecord) -> str | None: ...
-
-
-items_adapter: TypeAdapter[SubmitResponse] = TypeAdapter(SubmitResponse)
+class ResponseStore(Protocol):
+    async def record(self, item: Submission) -> str | None: ...
+    async def record_all(self, items: Sequence[Submission]) -> dict[str, str]: ...
+    async def next_revision(self, response_id: str) -> Revision | None: ...
+    async def forget_respondent(self, respondent_id: str) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,141 +46,56 @@ class ItemResult:
     errors: tuple[FieldProblem, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Encoded:
-    """A ResponseSubmitted as ingest publishes it: its JSON, and what the handlers need of it."""
-
-    response_id: str
-    respondent_id: str
-    channel: str | None
-    survey_id: str | None
-    answered_at: datetime
-    value: bytes
-
-
-def encode_submitted(command: SubmitResponse, response_id: str, now: datetime, source: str) -> Encoded:
-    """The same JSON as the ResponseSubmitted model's (a unit test holds them byte-for-byte equal),
-    without building and serializing a model: a quarter of the per-item cost of a batch."""
-    answered_at = command.answered_at or now
-    value = pydantic_core.to_json(
-        {
-            "schema_version": 1,
-            "type": "ResponseSubmitted",
-            "response_id": response_id,
-            "respondent_id": command.respondent_id,
-            "score": command.score,
-            "comment": command.comment,
-            "survey_id": command.survey_id,
-            "channel": command.channel,
-            "answered_at": answered_at,
-            "attributes": command.attributes,
-            "email": command.email,
-            "submitted_at": now,
-            "source": source,
-        }
-    )
-    return Encoded(response_id, command.respondent_id, command.channel, command.survey_id, answered_at, value)
-
-
-def to_record(event: Encoded, fingerprint: str) -> ResponseRecord:
-    return ResponseRecord(
-        response_id=event.response_id,
-        respondent_id=event.respondent_id,
-        fingerprint=fingerprint,
-        channel=event.channel,
-        survey_id=event.survey_id,
-        answered_at=event.answered_at,
-    )
-
-
 @dataclass
 class Ingest:
     publisher: Publisher
-    recorder: Recorder
-    engine: AsyncEngine
+    store: ResponseStore
     topic: str
     limits: Limits
 
     def validate(self, command: SubmitResponse, now: datetime) -> None:
         domain.check(command, now, self.limits)
 
-    async def submit(self, command: SubmitResponse, now: datetime, source: str) -> Encoded:
+    async def submit(self, command: SubmitResponse, now: datetime, source: str) -> Submission:
         domain.check(command, now, self.limits)
-        fingerprint = domain.fingerprint(command)
-        event = encode_submitted(command, command.response_id or domain.new_id(), now, source)
-        try:
-            existing = await self.recorder.record(to_record(event, fingerprint))
-        except Exception as exc:
-            unavailable_if_transient(exc)
-            raise
-        if existing is not None and existing != fingerprint:
-            raise Conflict(event.response_id)
+        item = domain.submission(command, now, source)
+        existing = await self.store.record(item)
+        if existing is not None and existing != item.fingerprint:
+            raise Conflict(item.response_id)
         # A retry (same body) is published again: the first attempt may never have reached the
         # broker, and consumers keep one response per response_id whatever they receive.
-        await self.publisher.publish(self.topic, key=event.respondent_id.encode(), value=event.value)
-        return event
+        await self.publisher.publish(self.topic, key=item.key, value=item.event)
+        return item
 
     async def submit_batch(self, items: Sequence[Any], now: datetime, source: str) -> list[ItemResult]:
         results: dict[int, ItemResult] = {}
-        valid: list[tuple[int, Encoded, str]] = []
+        valid: list[tuple[int, Submission]] = []
         for index, raw in enumerate(items):
             try:
-                command = items_adapter.validate_python(raw)
-                domain.check(command, now, self.limits)
-            except ValidationError as exc:
-                problems = tuple(
-                    FieldProblem(field=field_name(tuple(e["loc"])) or "item", problem=e["msg"])
-                    for e in exc.errors(include_input=False)
-                )
-                results[index] = ItemResult(index, "rejected", errors=problems)
-                continue
+                valid.append((index, domain.submission(domain.check_item(raw, now, self.limits), now, source)))
             except InvalidResponse as exc:
-                results[index] = ItemResult(
-                    index, "rejected", errors=(FieldProblem(field=exc.field, problem=exc.problem),)
-                )
-                continue
-            valid.append(
-                (
-                    index,
-                    encode_submitted(command, command.response_id or domain.new_id(), now, source),
-                    domain.fingerprint(command),
-                )
-            )
+                results[index] = ItemResult(index, "rejected", errors=exc.problems)
 
-        first: dict[str, tuple[Encoded, str]] = {}
-        for _, event, fp in valid:
-            first.setdefault(event.response_id, (event, fp))
-        try:
-            async with self.engine.begin() as conn:
-                existing = await repository.record(conn, [to_record(e, fp) for e, fp in first.values()])
-        except Exception as exc:
-            unavailable_if_transient(exc)
-            raise
+        first: dict[str, Submission] = {}
+        for _, item in valid:
+            first.setdefault(item.response_id, item)
+        existing = await self.store.record_all(list(first.values()))
 
-        to_publish: list[tuple[int, Encoded]] = []
-        for index, event, fp in valid:
-            recorded = existing.get(event.response_id, first[event.response_id][1])
-            if recorded != fp:
-                results[index] = ItemResult(
-                    index, "conflict", event.response_id, (FieldProblem(field="response_id", problem=CONFLICT_PROBLEM),)
-                )
+        to_publish: list[tuple[int, Submission]] = []
+        for index, item in valid:
+            if existing.get(item.response_id, first[item.response_id].fingerprint) != item.fingerprint:
+                problem = FieldProblem(field="response_id", problem=CONFLICT_PROBLEM)
+                results[index] = ItemResult(index, "conflict", item.response_id, (problem,))
             else:
-                to_publish.append((index, event))
-        acked = await self.publisher.publish_many(
-            self.topic, [(e.respondent_id.encode(), e.value) for _, e in to_publish]
-        )
-        for (index, event), ok in zip(to_publish, acked, strict=True):
-            results[index] = ItemResult(index, "accepted" if ok else "unavailable", event.response_id)
+                to_publish.append((index, item))
+        acked = await self.publisher.publish_many(self.topic, [(item.key, item.event) for _, item in to_publish])
+        for (index, item), ok in zip(to_publish, acked, strict=True):
+            results[index] = ItemResult(index, "accepted" if ok else "unavailable", item.response_id)
         return [results[i] for i in range(len(items))]
 
     async def revise(self, response_id: str, command: ReviseResponse, now: datetime, source: str) -> ResponseRevised:
         domain.check_attributes(command.attributes)
-        try:
-            async with self.engine.begin() as conn:
-                revision = await repository.next_revision(conn, response_id)
-        except Exception as exc:
-            unavailable_if_transient(exc)
-            raise
+        revision = await self.store.next_revision(response_id)
         if revision is None:
             raise NotFound(response_id)
         event = ResponseRevised(
@@ -211,22 +121,8 @@ class Ingest:
         # Published first: if forgetting our own rows then fails, the client retries the whole
         # erasure (publishing it again is harmless: erasing twice erases the same data).
         await self.publisher.publish(self.topic, key=respondent_id.encode(), value=event.to_bytes())
-        try:
-            async with self.engine.begin() as conn:
-                await repository.forget_respondent(conn, respondent_id)
-        except Exception as exc:
-            unavailable_if_transient(exc)
-            raise
+        await self.store.forget_respondent(respondent_id)
         return event
-
-
-CONFLICT_PROBLEM = "this response_id was already used with a different body; use PUT to revise a response"
-
-
-def unavailable_if_transient(exc: Exception) -> None:
-    """A database that is away becomes a 503 for the client; anything else is a bug and propagates."""
-    if is_transient(exc):
-        raise StoreUnavailable(type(exc).__name__) from exc
 
 
 __all__ = ["Conflict", "Ingest", "ItemResult", "NotFound", "PublishFailed", "StoreUnavailable"]

@@ -19,8 +19,9 @@ import functools
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import date, datetime
+from typing import Literal
 
 from shared.nps import Category, Counts, classify
 
@@ -200,7 +201,6 @@ class SegmentPlan:
     known: set[tuple[str, str]]
     per_dimension: dict[str, int]
     cap: int
-    admitted: list[tuple[str, str]] = field(default_factory=list)
 
     def admit(self, dimension: str, value: str) -> str:
         if (dimension, value) in self.known:
@@ -209,7 +209,6 @@ class SegmentPlan:
             return OTHER
         self.known.add((dimension, value))
         self.per_dimension[dimension] = self.per_dimension.get(dimension, 0) + 1
-        self.admitted.append((dimension, value))
         return value
 
 
@@ -232,6 +231,21 @@ def candidate_values(versions: Iterable[Version], dimensions: Dimensions) -> set
         found.update(values.items())
         found.update(dimensions.combined(values))
     return found
+
+
+BreakdownSort = Literal["nps", "-nps", "n", "-n", "value"]
+_BREAKDOWN_ORDER: dict[str, Callable[[tuple[str, Counts]], tuple[float | str, ...]]] = {
+    "nps": lambda vc: (-(vc[1].nps or 0.0), -vc[1].n, vc[0]),  # highest first
+    "-nps": lambda vc: (vc[1].nps or 0.0, -vc[1].n, vc[0]),  # lowest first
+    "n": lambda vc: (-vc[1].n, vc[0]),  # most responses first
+    "-n": lambda vc: (vc[1].n, vc[0]),
+    "value": lambda vc: (vc[0],),
+}
+
+
+def ordered(values: Mapping[str, Counts], sort: BreakdownSort) -> list[tuple[str, Counts]]:
+    """A breakdown's values in the requested order; ties go to more responses, then the value."""
+    return sorted(values.items(), key=_BREAKDOWN_ORDER[sort])
 
 
 # --- applying a batch ---

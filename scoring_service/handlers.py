@@ -4,26 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
-from typing import Literal
+from datetime import date, datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from scoring_service import metrics, publisher, repository
 from scoring_service.domain import (
+    BreakdownSort,
     Dimensions,
     SegmentPlan,
     Version,
     apply,
     candidate_values,
+    ordered,
     respondent_key,
     segments_of,
 )
-from shared import outbox
+from shared import outbox, windows
 from shared.consumer import Message
 from shared.events import RespondentErased, ResponseEvent, ResponseRevised, ResponseSubmitted
 from shared.nps import Comparison, Counts, compare
-from shared.windows import DayRange, preceding, utc_day, window
+from shared.windows import DayRange, Interval, preceding, utc_day, window
 
 
 def version_of(event: ResponseSubmitted | ResponseRevised) -> Version:
@@ -133,54 +134,18 @@ async def score(conn: AsyncConnection, segment: str, window_days: int, as_of: da
 
 
 async def breakdown(
-    conn: AsyncConnection, dimension: str, window_days: int, as_of: date
-) -> tuple[DayRange, dict[str, Counts]]:
+    conn: AsyncConnection, dimension: str, window_days: int, as_of: date, sort: BreakdownSort
+) -> tuple[DayRange, list[tuple[str, Counts]]]:
+    """Every value of a dimension with responses in the window, in `sort` order."""
     days = window(as_of, window_days)
-    return days, await repository.breakdown(conn, dimension, days)
+    return days, ordered(await repository.breakdown(conn, dimension, days), sort)
 
 
-async def daily(conn: AsyncConnection, segment: str, days: DayRange) -> dict[date, Counts]:
-    return await repository.daily(conn, segment, days)
-
-
-Interval = Literal["day", "week", "month"]
-
-
-def bucket_start(day: date, interval: Interval) -> date:
-    if interval == "week":
-        return day - timedelta(days=day.weekday())  # ISO weeks start on Monday
-    if interval == "month":
-        return day.replace(day=1)
-    return day
-
-
-def buckets(days: DayRange, interval: Interval) -> list[DayRange]:
-    """Calendar buckets covering `days`, the first and last clipped to it."""
-    out = []
-    start = days.first
-    while start <= days.last:
-        if interval == "day":
-            end = start
-        elif interval == "week":
-            end = bucket_start(start, "week") + timedelta(days=6)
-        else:
-            following = (start.replace(day=1) + timedelta(days=32)).replace(day=1)
-            end = following - timedelta(days=1)
-        end = min(end, days.last)
-        out.append(DayRange(start, end))
-        start = end + timedelta(days=1)
-    return out
-
-
-def series(per_day: dict[date, Counts], days: DayRange, interval: Interval) -> list[tuple[DayRange, Counts]]:
-    """Sum daily counts into the calendar buckets of `days` (every bucket, empty ones too)."""
-    ranges = buckets(days, interval)
-    totals = {bucket.first: Counts() for bucket in ranges}
-    for day, counts in per_day.items():
-        if day in days:
-            start = max(bucket_start(day, interval), days.first)
-            totals[start] = totals[start] + counts
-    return [(bucket, totals[bucket.first]) for bucket in ranges]
+async def series(
+    conn: AsyncConnection, segment: str, days: DayRange, interval: Interval
+) -> list[tuple[DayRange, Counts]]:
+    """The segment's counts per calendar bucket (every bucket of `days`, empty ones too)."""
+    return windows.series(await repository.daily(conn, segment, days), days, interval)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,19 +13,17 @@ import gc
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
-import sqlalchemy as sa
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scoring_service import repository
-from scoring_service.handlers import CountResponses
+from scoring_service.bootstrap import count_responses
 from scoring_service.settings import ScoringSettings
 from shared.consumer import Message
 from shared.db import make_engine
 from shared.events import ResponseEvent, decoder, response_events
+from shared.kafka import reading_from_start
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +49,6 @@ class Report:
         return "; ".join(parts)
 
 
-_DIFFERENCES = sa.text(
-    f"""
-    WITH recomputed AS ({repository.RECOMPUTED}), live AS (
-        SELECT segment, day, promoters, passives, detractors FROM {repository.SCHEMA}.daily_counts
-        WHERE promoters + passives + detractors > 0
-    )
-    SELECT count(*) FROM ((SELECT * FROM recomputed EXCEPT SELECT * FROM live)
-                          UNION ALL (SELECT * FROM live EXCEPT SELECT * FROM recomputed)) AS d
-    """
-)
-
-
 async def from_responses(engine: AsyncEngine) -> Report:
     started = time.perf_counter()
     async with engine.begin() as conn:
@@ -72,9 +58,9 @@ async def from_responses(engine: AsyncEngine) -> Report:
 
 async def check(engine: AsyncEngine) -> Report:
     async with engine.connect() as conn:
-        differences = (await conn.execute(_DIFFERENCES)).scalar_one()
-        rows = (await conn.execute(sa.text(f"SELECT count(*) FROM {repository.SCHEMA}.daily_counts"))).scalar_one()
-    return Report("check", daily_rows=int(rows), differences=int(differences))
+        differences = await repository.differences(conn)
+        rows = await repository.count_rows(conn, "daily_counts")
+    return Report("check", daily_rows=rows, differences=differences)
 
 
 class NotEmpty(RuntimeError):
@@ -84,25 +70,17 @@ class NotEmpty(RuntimeError):
 async def replay(settings: ScoringSettings, engine: AsyncEngine, *, batch: int = 10_000, idle_polls: int = 3) -> Report:
     """The responses topic from offset 0, through the service's handler, one transaction a batch."""
     async with engine.connect() as conn:
-        stored = (await conn.execute(sa.text(f"SELECT count(*) FROM {repository.SCHEMA}.responses"))).scalar_one()
+        stored = await repository.count_rows(conn, "responses")
     if stored:
         raise NotEmpty(
             f"the scoring schema already holds {stored:,} responses: replay fills an empty one "
             "(use plain `nps scoring rebuild` to recompute from them)"
         )
-    handler = CountResponses(settings.segment_dimensions, settings.max_values_per_dimension, lambda: datetime.now(UTC))
+    handler = count_responses(settings)
     decode = decoder(response_events)
-    topic = settings.topics.responses
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.require_bootstrap(), enable_auto_commit=False)
-    await consumer.start()
     events = undecodable = 0
     started = time.perf_counter()
-    try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        if not partitions:
-            raise RuntimeError(f"topic {topic} does not exist")
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
+    async with reading_from_start(settings.require_bootstrap(), settings.topics.responses) as consumer:
         quiet = 0
         while quiet < idle_polls:  # end offsets alone are not trusted (tansu's lag behind fetches)
             records = await consumer.getmany(timeout_ms=500, max_records=batch)
@@ -122,12 +100,10 @@ async def replay(settings: ScoringSettings, engine: AsyncEngine, *, batch: int =
             async with engine.begin() as conn:
                 await handler(conn, messages)
             events += sum(len(v) for v in records.values())
-    finally:
-        await consumer.stop()
     seconds = time.perf_counter() - started - 0.5 * idle_polls  # the idle polls that ended it
     async with engine.connect() as conn:
-        rows = (await conn.execute(sa.text(f"SELECT count(*) FROM {repository.SCHEMA}.daily_counts"))).scalar_one()
-    return Report("replay", events=events, undecodable=undecodable, seconds=max(seconds, 1e-9), daily_rows=int(rows))
+        rows = await repository.count_rows(conn, "daily_counts")
+    return Report("replay", events=events, undecodable=undecodable, seconds=max(seconds, 1e-9), daily_rows=rows)
 
 
 async def run(settings: ScoringSettings, *, replay_log: bool, check_only: bool) -> int:

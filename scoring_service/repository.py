@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -367,3 +367,24 @@ async def all_daily(conn: AsyncConnection) -> dict[tuple[str, date], Counts]:
     )
     out = {(r.segment, r.day): Counts(r.promoters, r.passives, r.detractors) for r in rows}
     return {k: c for k, c in out.items() if c != Counts()}
+
+
+_DIFFERENCES = sa.text(
+    f"""
+    WITH recomputed AS ({RECOMPUTED}), live AS (
+        SELECT segment, day, promoters, passives, detractors FROM {SCHEMA}.daily_counts
+        WHERE promoters + passives + detractors > 0
+    )
+    SELECT count(*) FROM ((SELECT * FROM recomputed EXCEPT SELECT * FROM live)
+                          UNION ALL (SELECT * FROM live EXCEPT SELECT * FROM recomputed)) AS d
+    """
+)
+
+
+async def differences(conn: AsyncConnection) -> int:
+    """How many daily counts differ from a recompute from the stored responses (both ways)."""
+    return int((await conn.execute(_DIFFERENCES)).scalar_one())
+
+
+async def count_rows(conn: AsyncConnection, table: Literal["responses", "daily_counts"]) -> int:
+    return int((await conn.execute(sa.text(f"SELECT count(*) FROM {SCHEMA}.{table}"))).scalar_one())

@@ -18,27 +18,30 @@ import asyncio
 import importlib
 import logging
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 from fastapi import FastAPI
 from pydantic import Field, SecretStr
 
+from services.infra import create_api_key, create_topics, wait_ready
 from shared import logs
 from shared.db import upgrade
 from shared.http import serve
-from shared.kafka import ensure_topics
 from shared.settings import InfraSettings, ServiceSettings, async_url
 
 log = logging.getLogger("nps")
 
 
 class LauncherSettings(InfraSettings):
-    var_dir: Path = Field(default=Path("var"), validation_alias="NPS_VAR_DIR")
-    broker_port: int = Field(default=9092, validation_alias="NPS_BROKER_PORT")
+    var_dir: Path = Field(
+        default=Path("var"),
+        validation_alias="NPS_VAR_DIR",
+        description="where `nps up` keeps the embedded PostgreSQL's data, the broker's log and the dev key",
+    )
+    broker_port: int = Field(
+        default=9092, validation_alias="NPS_BROKER_PORT", description="port of the embedded broker (127.0.0.1)"
+    )
 
 
 ServiceEntry = tuple[Callable[[], ServiceSettings], Callable[[ServiceSettings], FastAPI]]
@@ -56,8 +59,8 @@ SERVICE_MODULES = {
 def service_entry(name: str) -> ServiceEntry:
     package, settings_class = SERVICE_MODULES[name]
     settings_module = importlib.import_module(f"{package}.settings")
-    api_module = importlib.import_module(f"{package}.api")
-    return getattr(settings_module, settings_class), api_module.create_app
+    bootstrap = importlib.import_module(f"{package}.bootstrap")
+    return getattr(settings_module, settings_class), bootstrap.create_app
 
 
 SERVICES = tuple(SERVICE_MODULES)
@@ -85,32 +88,31 @@ def run_service(name: str) -> int:
 
 
 async def keys_command(url: str, action: str, name: str | None) -> int:
-    from ingest_service import domain, repository
+    from ingest_service.repository import KeyExists, KeyStore
     from shared.db import make_engine
 
+    if action == "create":
+        assert name is not None
+        try:
+            print(await create_api_key(url, name))
+        except KeyExists:
+            print(f"a key named {name!r} exists; revoke it first", file=sys.stderr)
+            return 1
+        print(f"key {name!r} created; it is shown only this once (only its hash is stored)", file=sys.stderr)
+        return 0
     engine = make_engine(url)
     try:
-        async with engine.begin() as conn:
-            if action == "create":
-                assert name is not None
-                key = domain.new_api_key()
-                try:
-                    await repository.create_key(conn, name, domain.hash_api_key(key))
-                except repository.KeyExists:
-                    print(f"a key named {name!r} exists; revoke it first", file=sys.stderr)
-                    return 1
-                print(key)
-                print(f"key {name!r} created; it is shown only this once (only its hash is stored)", file=sys.stderr)
-            elif action == "revoke":
-                assert name is not None
-                if not await repository.revoke_key(conn, name):
-                    print(f"no active key named {name!r}", file=sys.stderr)
-                    return 1
-                print(f"key {name!r} revoked (ingest refuses it within NPS_INGEST_KEY_REFRESH_S)", file=sys.stderr)
-            else:
-                for key_name, created, revoked in await repository.list_keys(conn):
-                    state = f"revoked {revoked:%Y-%m-%d %H:%M}" if revoked else "active"
-                    print(f"{key_name}\tcreated {created:%Y-%m-%d %H:%M}\t{state}")
+        keys = KeyStore(engine)
+        if action == "revoke":
+            assert name is not None
+            if not await keys.revoke(name):
+                print(f"no active key named {name!r}", file=sys.stderr)
+                return 1
+            print(f"key {name!r} revoked (ingest refuses it within NPS_INGEST_KEY_REFRESH_S)", file=sys.stderr)
+        else:
+            for key in await keys.list():
+                state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+                print(f"{key.name}\tcreated {key.created_at:%Y-%m-%d %H:%M}\t{state}")
     finally:
         await engine.dispose()
     return 0
@@ -155,7 +157,8 @@ def tool_bootstrap(settings: LauncherSettings) -> str:
 def ensure_dev_key(url: str, path: Path) -> str:
     """The development key `make run` prints and writes to var/dev-api-key (embedded database only):
     the one already there while it is still active, else a fresh one."""
-    from ingest_service import domain, repository
+    from ingest_service.domain import hash_api_key
+    from ingest_service.repository import KeyStore
     from shared.db import make_engine
 
     known = path.read_text().strip() if path.exists() else None
@@ -163,15 +166,13 @@ def ensure_dev_key(url: str, path: Path) -> str:
     async def ensure() -> str:
         engine = make_engine(url)
         try:
-            async with engine.begin() as conn:
-                if known and await repository.key_is_active(conn, domain.hash_api_key(known)):
-                    return known
-                await repository.revoke_key(conn, "dev")
-                key = domain.new_api_key()
-                await repository.create_key(conn, "dev", domain.hash_api_key(key))
-                return key
+            keys = KeyStore(engine)
+            if known and hash_api_key(known) in await keys.active():
+                return known
+            await keys.revoke("dev")
         finally:
             await engine.dispose()
+        return await create_api_key(url, "dev")
 
     key = asyncio.run(ensure())
     if key != known:
@@ -182,33 +183,10 @@ def ensure_dev_key(url: str, path: Path) -> str:
 
 
 def prepare(settings: InfraSettings) -> None:
-    created = asyncio.run(
-        ensure_topics(
-            settings.require_bootstrap(),
-            settings.topics.all(),
-            settings.topic_partitions,
-            settings.topic_replication,
-        )
-    )
+    created = asyncio.run(create_topics(settings))
     if created:
         log.info("created topics: %s", ", ".join(created))
     upgrade(settings.require_database_url())
-
-
-def wait_ready(urls: dict[str, str], stopping: Callable[[], bool], timeout: float = 90.0) -> list[str]:
-    """Poll each /readyz; returns the names still not ready at the deadline (or at a stop)."""
-    pending = dict(urls)
-    deadline = time.monotonic() + timeout
-    while pending and time.monotonic() < deadline and not stopping():
-        for name, url in list(pending.items()):
-            try:
-                with urllib.request.urlopen(f"{url}/readyz", timeout=1) as reply:
-                    if reply.status == 200:
-                        del pending[name]
-            except (urllib.error.URLError, OSError):
-                pass
-        time.sleep(0.3)
-    return sorted(pending)
 
 
 class StopRequested(Exception):
@@ -263,7 +241,7 @@ def up() -> int:
             supervisor.children.append(Child(name, python_argv(name), child_env(overrides)))
             urls[name] = f"http://{service_settings.host}:{service_settings.port}"
         supervisor.start_all()
-        not_ready = wait_ready(urls, lambda: supervisor.stopping)
+        not_ready = wait_ready(urls, give_up=lambda: supervisor.stopping)
         checkpoint()
         print("\nThe NPS feedback loop is running:", flush=True)
         for name, url in urls.items():
@@ -333,14 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         upgrade(settings.require_database_url())
     elif args.command == "topics":
-        created = asyncio.run(
-            ensure_topics(
-                settings.require_bootstrap(),
-                settings.topics.all(),
-                settings.topic_partitions,
-                settings.topic_replication,
-            )
-        )
+        created = asyncio.run(create_topics(settings))
         print("created: " + (", ".join(created) or "nothing (all exist)"))
     return 0
 

@@ -27,10 +27,10 @@ from typing import Generic, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared import metrics
+from shared.db import database_unavailable
 from shared.outbox import OutboxRelay
 
 log = logging.getLogger(__name__)
@@ -71,11 +71,7 @@ class RetryBatch(Exception):
 def is_transient(exc: BaseException) -> bool:
     """Failures worth retrying: the database or the broker is away, or a concurrent writer
     (RetryBatch); not a bug in our code."""
-    if isinstance(exc, RetryBatch):
-        return True
-    if isinstance(exc, DBAPIError):
-        return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
-    return isinstance(exc, OSError | TimeoutError | KafkaError | ConnectionError)
+    return isinstance(exc, RetryBatch | KafkaError) or database_unavailable(exc)
 
 
 def describe_invalid(exc: Exception) -> str:

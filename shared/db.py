@@ -12,7 +12,7 @@ from collections.abc import Callable
 from alembic import command, context
 from alembic.config import Config
 from sqlalchemy import Connection, MetaData, text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from shared.settings import async_url
@@ -30,6 +30,14 @@ SERVICE_SCHEMAS = {
 
 def make_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
     return create_async_engine(async_url(url), pool_size=pool_size, pool_pre_ping=True)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """The database is away (down, restarting, unreachable, a connection cut): worth retrying,
+    not a bug in our code."""
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+    return isinstance(exc, OSError | TimeoutError | ConnectionError)
 
 
 async def database_reachable(engine: AsyncEngine, timeout: float = 1.0) -> bool:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import date
 from typing import Annotated, Literal, TypeVar
 
+import pydantic_core
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, TypeAdapter
 
 from shared.nps import Counts
@@ -76,6 +77,19 @@ class RespondentErased(Event):
     respondent_id: str
     requested_at: AwareDatetime
     source: str | None = None
+
+
+# ResponseSubmitted's fields in the order the model serializes them.
+_SUBMITTED_FIELDS = tuple(ResponseSubmitted.model_fields)
+_SUBMITTED_CONSTANTS = {"schema_version": 1, "type": "ResponseSubmitted"}
+
+
+def encode_submitted(**fields: object) -> bytes:
+    """The JSON of `ResponseSubmitted(**fields).to_bytes()`, byte for byte (a unit test holds them
+    equal), without building the model: for values ingest has already validated. A batch item
+    costs a quarter less this way (make bench). Every field is given; none has a default here."""
+    values = {**_SUBMITTED_CONSTANTS, **fields}
+    return pydantic_core.to_json({name: values[name] for name in _SUBMITTED_FIELDS})
 
 
 ResponseEvent = Annotated[ResponseSubmitted | ResponseRevised | RespondentErased, Field(discriminator="type")]

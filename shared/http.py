@@ -3,32 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ValidationError
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import metrics
+from shared.validation import FieldProblem, field_problems
 
 log = logging.getLogger(__name__)
-
-
-class FieldProblem(BaseModel):
-    field: str
-    problem: str
 
 
 class Problem(BaseModel):
@@ -53,30 +50,34 @@ class ProblemError(Exception):
         self.problem = Problem(code=code, message=message, errors=errors or [])
         self.headers = dict(headers or {})
 
+    def body(self) -> bytes:
+        """The one serialization of an error answer, for framework and raw routes alike."""
+        return self.problem.__pydantic_serializer__.to_json(self.problem)
 
-def problem_response(exc: ProblemError) -> JSONResponse:
-    return JSONResponse(exc.problem.model_dump(), status_code=exc.status, headers=exc.headers)
+
+def problem_response(exc: ProblemError) -> Response:
+    return Response(exc.body(), status_code=exc.status, headers=exc.headers, media_type="application/json")
 
 
-def field_name(loc: tuple[int | str, ...]) -> str:
-    """`("body", "attributes", "Plan", "[key]")` -> `attributes.Plan`: the field as the client wrote
-    it, without FastAPI's source prefix or pydantic's marker for a bad dict key."""
-    parts = list(loc[1:]) if loc and loc[0] in ("body", "query", "path", "header") else list(loc)
-    return ".".join(str(p) for p in parts if p != "[key]") or "body"
+def invalid_request(errors: list[FieldProblem]) -> ProblemError:
+    return ProblemError(422, "invalid_request", "the request does not match the schema", errors)
+
+
+def too_large(limit: int) -> ProblemError:
+    return ProblemError(413, "body_too_large", f"the request body is larger than {limit} bytes")
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
-    async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
+    async def _problem(_: Request, exc: ProblemError) -> Response:
         return problem_response(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [FieldProblem(field=field_name(tuple(e["loc"])), problem=e["msg"]) for e in exc.errors()]
-        return problem_response(ProblemError(422, "invalid_request", "the request does not match the schema", errors))
+    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
+        return problem_response(invalid_request(field_problems(exc.errors())))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 400:
             # FastAPI's "error parsing the body" (e.g. not UTF-8): the same contract as bad JSON.
             return problem_response(
@@ -93,8 +94,20 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
 
+@functools.lru_cache(maxsize=1024)  # bounded anyway: routes are templates, statuses are classes
+def _request_series(service: str, method: str, route: str, status: str) -> tuple[Counter, Histogram]:
+    return metrics.HTTP_REQUESTS.labels(service, method, route, status), metrics.HTTP_SECONDS.labels(service, route)
+
+
+def record_request(service: str, method: str, route: str, status: int, seconds: float) -> None:
+    """Count and time one answered request by route template (never the raw path) and status class."""
+    requests, duration = _request_series(service, method, route, f"{status // 100}xx")
+    requests.inc()
+    duration.observe(seconds)
+
+
 class MetricsMiddleware:
-    """Counts and times requests by route template (bounded), never by raw path."""
+    """Records every request the framework answers (raw routes record their own)."""
 
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
@@ -116,44 +129,48 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = route_template(scope)
-            metrics.HTTP_REQUESTS.labels(self.service, scope["method"], route, f"{status // 100}xx").inc()
-            metrics.HTTP_SECONDS.labels(self.service, route).observe(time.perf_counter() - started)
+            record_request(self.service, scope["method"], route_template(scope), status, time.perf_counter() - started)
+
+
+async def read_body(headers: Mapping[bytes, bytes], receive: Receive, limit: int) -> bytes:
+    """The whole request body, or ProblemError 413 as soon as it is known to exceed `limit`: from
+    Content-Length when declared, else while the (chunked) body streams in."""
+    declared = headers.get(b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class BodyLimitMiddleware:
-    """413 for bodies over the limit of their path, checked before anything parses them: from
-    Content-Length when declared, else while the (chunked) body streams in."""
+    """413 for bodies over `limit`, before anything parses them (read_body); the body read is
+    replayed to the route."""
 
-    def __init__(self, app: ASGIApp, default: int, per_path: Mapping[str, int] | None = None) -> None:
+    def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
-        self.default = default
-        self.per_path = dict(per_path or {})
+        self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        limit = self.per_path.get(scope["path"], self.default)
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await self._too_large(limit, scope, receive, send)
+        try:
+            body = await read_body(dict(scope["headers"]), receive, self.limit)
+        except ProblemError as exc:
+            await problem_response(exc)(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                await self._too_large(limit, scope, receive, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
         replayed = False
 
         async def replay() -> Message:
@@ -164,10 +181,6 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
-
-    @staticmethod
-    async def _too_large(limit: int, scope: Scope, receive: Receive, send: Send) -> None:
-        await problem_response(too_large(limit))(scope, receive, send)
 
 
 def route_template(scope: Scope) -> str:
@@ -208,137 +221,7 @@ def health_router(checks: Callable[[], Mapping[str, ReadinessCheck]]) -> APIRout
     return router
 
 
-# --- raw routes: the hottest endpoints, answered without the framework's per-request machinery ---
-
-
-class RawRequest:
-    """What a raw route handler sees: the headers (lower-cased names) and the whole body."""
-
-    __slots__ = ("body", "headers")
-
-    def __init__(self, headers: dict[bytes, bytes], body: bytes) -> None:
-        self.headers = headers
-        self.body = body
-
-    def header(self, name: bytes) -> str | None:
-        value = self.headers.get(name)
-        return value.decode("latin-1") if value is not None else None
-
-
-M = TypeVar("M", bound=BaseModel)
-# A handler answers a model, or JSON it serialized itself (a large answer built without models).
-RawHandler = Callable[[RawRequest], Awaitable[tuple[int, BaseModel | bytes]]]
-JSON_HEADER = (b"content-type", b"application/json")
-
-
-def json_body(model: type[M], request: RawRequest) -> M:
-    """Parse and validate a JSON body in one pass (pydantic's own JSON parser); errors come back
-    in the same shape as FastAPI's request validation errors."""
-    content_type = request.header(b"content-type")
-    if content_type is not None:
-        kind = content_type.split(";", 1)[0].strip().lower()
-        if not (kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))):
-            raise ProblemError(
-                422,
-                "invalid_request",
-                "the request does not match the schema",
-                [FieldProblem(field="body", problem="send JSON with 'Content-Type: application/json'")],
-            )
-    try:
-        return model.model_validate_json(request.body)
-    except ValidationError as exc:
-        errors = [FieldProblem(field=field_name(tuple(e["loc"])), problem=e["msg"]) for e in exc.errors()]
-        raise ProblemError(422, "invalid_request", "the request does not match the schema", errors) from exc
-
-
-class RawRoute:
-    """One (method, path) served straight from ASGI: body limit (413), the handler, the uniform
-    error body, and the same request metrics MetricsMiddleware records. Starlette's middleware
-    stack, routing and FastAPI's dependency solver cost ~200 us a request on a 2 GHz core, more
-    than the work itself; the route stays declared in FastAPI too, for the OpenAPI document and as
-    the reference the raw route is tested against."""
-
-    def __init__(self, service: str, method: str, path: str, max_body: int, handle: RawHandler) -> None:
-        self.method, self.path, self.max_body, self.handle = method, path, max_body, handle
-        self.seconds = metrics.HTTP_SECONDS.labels(service, path)
-        self.requests = {
-            status: metrics.HTTP_REQUESTS.labels(service, method, path, status) for status in ("2xx", "4xx", "5xx")
-        }
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
-        headers: dict[bytes, bytes] = dict(scope["headers"])
-        extra: Mapping[str, str] = {}
-        answer: BaseModel | bytes
-        try:
-            body = await self._body(headers, receive)
-            status, answer = await self.handle(RawRequest(headers, body))
-        except ProblemError as exc:
-            status, answer, extra = exc.status, exc.problem, exc.headers
-        except Exception:
-            log.exception("%s %s failed", self.method, self.path)
-            status, answer = 500, Problem(code="internal_error", message="internal error")
-        payload = answer if isinstance(answer, bytes) else answer.__pydantic_serializer__.to_json(answer)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    JSON_HEADER,
-                    (b"content-length", str(len(payload)).encode()),
-                    *((k.lower().encode(), v.encode()) for k, v in extra.items()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
-        self.requests["5xx" if status >= 500 else f"{status // 100}xx"].inc()
-        self.seconds.observe(time.perf_counter() - started)
-
-    async def _body(self, headers: Mapping[bytes, bytes], receive: Receive) -> bytes:
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            raise too_large(self.max_body)
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                raise too_large(self.max_body)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def too_large(limit: int) -> ProblemError:
-    return ProblemError(413, "body_too_large", f"the request body is larger than {limit} bytes")
-
-
-class ServiceApp(FastAPI):
-    """FastAPI, plus raw routes answered before Starlette's stack sees the request."""
-
-    def __init__(self, service: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.service = service
-        self.raw_routes: dict[tuple[str, str], RawRoute] = {}
-
-    def raw_route(self, method: str, path: str, max_body: int, handle: RawHandler) -> None:
-        self.raw_routes[(method, path)] = RawRoute(self.service, method, path, max_body, handle)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.raw_routes:
-            route = self.raw_routes.get((scope["method"], scope["path"]))
-            if route is not None:
-                await route(scope, receive, send)
-                return
-        await super().__call__(scope, receive, send)
-
-
-def create_base_app(service: str, title: str, lifespan: Any, version: str = "1") -> ServiceApp:
+def create_base_app(service: str, title: str, lifespan: Any, version: str = "1") -> FastAPI:
     @asynccontextmanager
     async def frozen_after_start(app: FastAPI) -> AsyncIterator[Any]:
         async with lifespan(app) as state:
@@ -348,7 +231,7 @@ def create_base_app(service: str, title: str, lifespan: Any, version: str = "1")
             gc.freeze()
             yield state
 
-    app = ServiceApp(service, title=title, version=version, lifespan=frozen_after_start)
+    app = FastAPI(title=title, version=version, lifespan=frozen_after_start)
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, service=service)
     return app

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -18,7 +21,8 @@ TOPIC_ALREADY_EXISTS = 36
 
 def make_producer(settings: InfraSettings, *, client_id: str, linger_ms: int = 5) -> AIOKafkaProducer:
     # Idempotent and transactional producers are refused by the local broker (InitProducerId);
-    # correctness never depends on them: consumers write idempotently instead (BRIEF.md).
+    # correctness never depends on them: consumers write idempotently instead, which is also the
+    # safer design on Apache Kafka, whose transaction protocol Jepsen found to lose or duplicate writes.
     return AIOKafkaProducer(
         bootstrap_servers=settings.require_bootstrap(),
         client_id=client_id,
@@ -84,5 +88,32 @@ async def group_committed(bootstrap: str, group: str, topic: str) -> int:
         partitions = consumer.partitions_for_topic(topic) or set()
         offsets = [await consumer.committed(TopicPartition(topic, p)) for p in sorted(partitions)]
         return sum(offset or 0 for offset in offsets)
+    finally:
+        await consumer.stop()
+
+
+class TopicMissing(LookupError):
+    pass
+
+
+@asynccontextmanager
+async def reading_from_start(bootstrap: str, topic: str, wait_s: float = 0.0) -> AsyncIterator[AIOKafkaConsumer]:
+    """A consumer in no group, assigned every partition of `topic` at its first offset: how a
+    rebuild, a test or a benchmark reads a whole topic. TopicMissing if the topic has no
+    partitions within `wait_s` (metadata of a topic just created can take a moment)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        deadline = time.monotonic() + wait_s
+        while not partitions and time.monotonic() < deadline:
+            await consumer.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise TopicMissing(f"topic {topic} does not exist")
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        yield consumer
     finally:
         await consumer.stop()

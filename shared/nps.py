@@ -133,9 +133,14 @@ class Comparison:
     z: float
     p_value_drop: float  # one-sided: P(Z <= z) under "no change"
 
+    def significant_drop(self, significance: float) -> bool:
+        """The current period is lower, and a drop this large is unlikely (p < significance) by chance."""
+        return self.difference < 0 and self.p_value_drop < significance
+
 
 def compare(baseline: Counts, current: Counts) -> Comparison:
-    """z = (NPS'2 - NPS'1) / sqrt(V'1 + V'2) with the adjusted values (BRIEF.md)."""
+    """z = (NPS'2 - NPS'1) / sqrt(V'1 + V'2) with the adjusted values: a two-sample z test on the
+    adjusted-Wald estimates (Rocks 2016), which holds its error rate at small n where plain Wald does not."""
     b = adjusted(baseline)
     c = adjusted(current)
     z = (c.nps - b.nps) / math.sqrt(b.variance + c.variance)

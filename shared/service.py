@@ -9,11 +9,11 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from fastapi import FastAPI, Request
-from sqlalchemy.ext.asyncio import AsyncEngine
+from fastapi import Depends, FastAPI, Request
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.consumer import BatchHandler, ConsumerLoop, Tick
 from shared.db import database_reachable, make_engine
@@ -52,20 +52,28 @@ class Resources:
         }
 
 
-async def resources(request: Request) -> Resources:
-    res: Resources = request.app.state.resources
-    return res
+@dataclass
+class RunningLoop:
+    """A consumer loop at work, and what it runs on."""
+
+    resources: Resources
+    consumer: AIOKafkaConsumer
+    task: asyncio.Task[None]
 
 
-def make_loop(
-    settings: ServiceSettings,
-    spec: ConsumerSpec[E],
-    *,
-    engine: AsyncEngine,
-    producer: AIOKafkaProducer,
-    consumer: AIOKafkaConsumer,
-) -> ConsumerLoop[E]:
-    return ConsumerLoop(
+@asynccontextmanager
+async def running_loop(
+    settings: ServiceSettings, spec: ConsumerSpec[Any], client_id: str
+) -> AsyncIterator[RunningLoop]:
+    """Engine, producer, consumer and the consumer loop of one service, the loop running as a task.
+    On exit the loop is asked to stop (it finishes and commits its batch), then all is closed. What
+    a service's lifespan runs, and what the integration tests run the real wiring with."""
+    engine = make_engine(settings.require_database_url())
+    producer = make_producer(settings, client_id=client_id)
+    consumer = make_consumer(settings, spec.topic, group_id=spec.group_id, client_id=client_id)
+    await producer.start()
+    await consumer.start()
+    loop: ConsumerLoop[Any] = ConsumerLoop(
         service=spec.service,
         consumer=consumer,
         producer=producer,
@@ -80,31 +88,37 @@ def make_loop(
         tick=spec.tick,
         tick_s=spec.tick_s,
     )
+    task = asyncio.create_task(loop.run(), name=f"{spec.service}-consumer")
+    log.info("%s consuming %s as group %s", spec.service, spec.topic, spec.group_id)
+    try:
+        yield RunningLoop(Resources(engine, producer, loop), consumer, task)
+    finally:
+        loop.stop()
+        try:
+            await task
+        except Exception:
+            log.exception("%s consumer loop ended with an error", spec.service)
+        await consumer.stop()
+        await producer.stop()
+        await engine.dispose()
 
 
 def consuming_lifespan(settings: ServiceSettings, spec: ConsumerSpec[Any]) -> Callable[[FastAPI], Any]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.require_database_url())
-        producer = make_producer(settings, client_id=f"nps-{spec.service}")
-        consumer = make_consumer(settings, spec.topic, group_id=spec.group_id, client_id=f"nps-{spec.service}")
-        await producer.start()
-        await consumer.start()
-        loop = make_loop(settings, spec, engine=engine, producer=producer, consumer=consumer)
-        app.state.resources = Resources(engine=engine, producer=producer, loop=loop)
-        task = asyncio.create_task(loop.run(), name=f"{spec.service}-consumer")
-        task.add_done_callback(lambda t: report_worker_failure(app, t))
-        log.info("%s consuming %s as group %s", spec.service, spec.topic, spec.group_id)
-        try:
+        async with running_loop(settings, spec, client_id=f"nps-{spec.service}") as running:
+            app.state.resources = running.resources
+            running.task.add_done_callback(lambda t: report_worker_failure(app, t))
             yield
-        finally:
-            loop.stop()
-            try:
-                await task
-            except Exception:
-                log.exception("%s consumer loop ended with an error", spec.service)
-            await consumer.stop()
-            await producer.stop()
-            await engine.dispose()
 
     return lifespan
+
+
+async def read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
+    """A connection for a query API's reads, returned to the pool when the answer is sent."""
+    res: Resources = request.app.state.resources
+    async with res.engine.connect() as conn:
+        yield conn
+
+
+ReadConnection = Annotated[AsyncConnection, Depends(read_connection)]

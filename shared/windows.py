@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Literal
+
+from shared.nps import Counts
 
 MAX_WINDOW_DAYS = 3660  # ten years: longer windows are a typo, not a question
 _WINDOW = re.compile(r"^([1-9][0-9]{0,3})d$")
@@ -54,3 +57,52 @@ def preceding(current: DayRange, days: int) -> DayRange:
     """The `days`-long range that ends the day before `current` starts (the baseline)."""
     last = current.first - timedelta(days=1)
     return DayRange(first=last - timedelta(days=days - 1), last=last)
+
+
+# --- calendar series: days, ISO weeks (Monday first), months ---
+
+Interval = Literal["day", "week", "month"]
+# A series without a start shows twelve intervals: 12 days, 12 weeks or about 12 months.
+_DEFAULT_SPAN = {"day": 11, "week": 77, "month": 335}
+
+
+def bucket_start(day: date, interval: Interval) -> date:
+    if interval == "week":
+        return day - timedelta(days=day.weekday())  # ISO weeks start on Monday
+    if interval == "month":
+        return day.replace(day=1)
+    return day
+
+
+def default_start(last: date, interval: Interval) -> date:
+    """Where a series ending on `last` starts when the client names no start: 12 intervals back."""
+    return bucket_start(last - timedelta(days=_DEFAULT_SPAN[interval]), interval)
+
+
+def buckets(days: DayRange, interval: Interval) -> list[DayRange]:
+    """Calendar buckets covering `days`, the first and last clipped to it."""
+    out = []
+    start = days.first
+    while start <= days.last:
+        if interval == "day":
+            end = start
+        elif interval == "week":
+            end = bucket_start(start, "week") + timedelta(days=6)
+        else:
+            following = (start.replace(day=1) + timedelta(days=32)).replace(day=1)
+            end = following - timedelta(days=1)
+        end = min(end, days.last)
+        out.append(DayRange(start, end))
+        start = end + timedelta(days=1)
+    return out
+
+
+def series(per_day: dict[date, Counts], days: DayRange, interval: Interval) -> list[tuple[DayRange, Counts]]:
+    """Sum daily counts into the calendar buckets of `days` (every bucket, empty ones too)."""
+    ranges = buckets(days, interval)
+    totals = {bucket.first: Counts() for bucket in ranges}
+    for day, counts in per_day.items():
+        if day in days:
+            start = max(bucket_start(day, interval), days.first)
+            totals[start] = totals[start] + counts
+    return [(bucket, totals[bucket.first]) for bucket in ranges]

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,14 +15,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.infra import create_topics, wait_ready
+from shared import service
 from shared.consumer import ConsumerLoop
-from shared.db import make_engine
 from shared.events import ResponseSubmitted
-from shared.kafka import ensure_topics, make_consumer, make_producer
-from shared.service import ConsumerSpec, make_loop
+from shared.kafka import TopicMissing, reading_from_start
+from shared.service import ConsumerSpec
 from shared.settings import ServiceSettings
 
 # Short group timings: a consumer joins in ~1 s and a replacement rejoins in ~4 s.
@@ -82,10 +82,6 @@ def submitted_event(
     )
 
 
-async def create_topics(settings: ServiceSettings) -> None:
-    await ensure_topics(settings.require_bootstrap(), settings.topics.all(), settings.topic_partitions)
-
-
 async def topic_holding(settings: ServiceSettings, values: Sequence[bytes], key: bytes = b"k") -> str:
     """Create the namespace's topics and put `values` on its responses topic; returns that topic."""
     await create_topics(settings)
@@ -116,33 +112,23 @@ async def read_topic(
 
     Reads until `expect` records arrived (then `settle` more seconds, to catch extras), or until
     `timeout` when `expect` is None."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
-    await consumer.start()
+    deadline = time.monotonic() + timeout
+    records: list[ConsumerRecord] = []
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        deadline = time.monotonic() + timeout
-        while not partitions and time.monotonic() < deadline:
-            await consumer.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            return []
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        records: list[ConsumerRecord] = []
-        settle_until: float | None = None
-        while time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=100)
-            for msgs in batch.values():
-                records.extend(msgs)
-            if expect is not None and len(records) >= expect:
-                if settle_until is None:
-                    settle_until = time.monotonic() + settle
-                elif time.monotonic() >= settle_until:
-                    break
-        return records
-    finally:
-        await consumer.stop()
+        async with reading_from_start(bootstrap, topic, wait_s=timeout) as consumer:
+            settle_until: float | None = None
+            while time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=100)
+                for msgs in batch.values():
+                    records.extend(msgs)
+                if expect is not None and len(records) >= expect:
+                    if settle_until is None:
+                        settle_until = time.monotonic() + settle
+                    elif time.monotonic() >= settle_until:
+                        break
+    except TopicMissing:
+        return []
+    return records
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0, every: float = 0.1) -> None:
@@ -156,7 +142,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0
 
 
 @dataclass
-class RunningLoop:
+class LoopUnderTest:
     loop: ConsumerLoop[Any]
     task: asyncio.Task[None]
     engine: AsyncEngine
@@ -178,25 +164,10 @@ class RunningLoop:
 
 
 @asynccontextmanager
-async def running_loop(settings: ServiceSettings, spec: ConsumerSpec[Any]) -> AsyncIterator[RunningLoop]:
+async def running_loop(settings: ServiceSettings, spec: ConsumerSpec[Any]) -> AsyncIterator[LoopUnderTest]:
     """One real consumer loop (the services' own wiring) against the real broker and database."""
-    engine = make_engine(settings.require_database_url())
-    producer = make_producer(settings, client_id=f"test-{spec.service}")
-    consumer = make_consumer(settings, spec.topic, group_id=spec.group_id, client_id=f"test-{spec.service}")
-    await producer.start()
-    await consumer.start()
-    loop = make_loop(settings, spec, engine=engine, producer=producer, consumer=consumer)
-    task = asyncio.create_task(loop.run())
-    try:
-        yield RunningLoop(loop, task, engine, consumer)
-    finally:
-        loop.stop()
-        try:
-            await asyncio.wait_for(task, 30)
-        finally:
-            await consumer.stop()
-            await producer.stop()
-            await engine.dispose()
+    async with service.running_loop(settings, spec, client_id=f"test-{spec.service}") as running:
+        yield LoopUnderTest(running.resources.loop, running.task, running.resources.engine, running.consumer)
 
 
 @dataclass
@@ -237,18 +208,10 @@ def start_service(name: str, env: dict[str, str], log: Path, port: int, timeout:
             [sys.executable, "-m", "services", name], env=env, stdout=out, stderr=subprocess.STDOUT
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=1) as reply:
-                if reply.status == 200:
-                    return ServiceProcess(process, url, env, log)
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"{name} did not become ready:\n{log.read_text()[-4000:]}")
-        time.sleep(0.2)
+    if wait_ready({name: url}, timeout, give_up=lambda: process.poll() is not None):
+        process.kill()
+        raise RuntimeError(f"{name} did not become ready:\n{log.read_text()[-4000:]}")
+    return ServiceProcess(process, url, env, log)
 
 
 def fuzz_openapi(base_url: str, headers: dict[str, str] | None = None, max_examples: int = 50) -> int:

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from services.embedded import free_port
+from services.infra import is_ready
 from tests.helpers import FAST_GROUP_ENV
 
 SERVICES = ("ingest", "scoring", "followup", "alerts")
@@ -52,14 +52,6 @@ class Loop:
         return found
 
 
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=1) as reply:
-            return bool(reply.status == 200)
-    except OSError:
-        return False
-
-
 def start_loop(var_dir: Path, cwd: Path, broker_port: int | None = None) -> Loop:
     """`nps up` with its data in `var_dir`, on free ports; returns once every service is ready."""
     ports = {name: free_port() for name in SERVICES}
@@ -84,7 +76,7 @@ def start_loop(var_dir: Path, cwd: Path, broker_port: int | None = None) -> Loop
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     deadline = time.monotonic() + 120
     # Ready when every service answers /readyz and the launcher has printed its banner (as a user sees it).
-    while not (all(_ready(u) for u in urls.values()) and "Ctrl-C stops everything" in output.read_text()):
+    while not (all(is_ready(u) for u in urls.values()) and "Ctrl-C stops everything" in output.read_text()):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             process.wait()

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from alerts_service.consumer import spec
+from alerts_service.bootstrap import spec
 from alerts_service.settings import AlertSettings
 from shared.db import make_engine
 from shared.events import ScoreChanged, ScoreDropDetected, ScoreDropResolved, WindowCounts, alert_events

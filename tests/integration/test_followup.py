@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
-from followup_service.consumer import spec
+from followup_service.bootstrap import spec
 from followup_service.domain import ticket_id
 from followup_service.settings import FollowUpSettings
 from shared.db import make_engine

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,28 +12,9 @@ import pytest
 
 from shared.events import RespondentErased, ResponseRevised, ResponseSubmitted, response_events
 from tests.helpers import eventually, nps, read_topic
-from tests.integration.conftest import LiveIngest, live_ingest
+from tests.integration.conftest import LiveIngest
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module", params=["raw routes", "framework routes"])
-def ingest(
-    request: pytest.FixtureRequest, pg_admin_url: str, bootstrap: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LiveIngest]:
-    """Every test here runs twice: against the raw routes that serve the hot POSTs by default, and
-    against the FastAPI routes they stand in for (NPS_INGEST_RAW_ROUTES=false), so the two answer
-    the same contract."""
-    raw = "true" if request.param == "raw routes" else "false"
-    live = live_ingest(
-        pg_admin_url,
-        bootstrap,
-        tmp_path_factory.mktemp("ingest"),
-        NPS_INGEST_RATE_LIMIT_PER_S="0",
-        NPS_INGEST_RAW_ROUTES=raw,
-    )
-    yield live
-    assert live.process.stop() == 0, live.process.log.read_text()[-3000:]
 
 
 def rid() -> str:

@@ -55,7 +55,7 @@ def assert_unavailable(reply: httpx.Response, elapsed: float, code: str) -> None
     assert reply.status_code == 503, reply.text
     assert reply.json()["code"] == code
     assert int(reply.headers["retry-after"]) >= 1
-    # BRIEF.md: "503 with Retry-After within 1 s" (publish timeout 0.9 s, plus scheduling slack)
+    # A client must learn of the outage within a second: publish timeout 0.9 s, plus scheduling slack
     assert elapsed < 1.5, elapsed
 
 

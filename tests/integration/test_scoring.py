@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from scoring_service import handlers
-from scoring_service.consumer import spec
+from scoring_service.bootstrap import spec
 from scoring_service.settings import ScoringSettings
 from shared.db import make_engine
 from shared.events import ResponseSubmitted, score_events

@@ -14,8 +14,7 @@ from typing import Any, cast
 import httpx
 import pytest
 
-from scoring_service.api import create_app
-from scoring_service.consumer import spec
+from scoring_service.bootstrap import create_app, spec
 from scoring_service.settings import ScoringSettings
 from shared.consumer import Message
 from shared.db import make_engine

@@ -22,8 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scoring_service import repository
-from scoring_service.api import create_app
-from scoring_service.consumer import spec
+from scoring_service.bootstrap import create_app, spec
 from scoring_service.settings import ScoringSettings
 from services.embedded import free_port
 from shared.consumer import Message, RetryBatch

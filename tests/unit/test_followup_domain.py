@@ -3,6 +3,7 @@ from datetime import UTC, datetime
 import pytest
 
 from followup_service.domain import followup_id, plan, route, ticket_id
+from shared.events import ResponseSubmitted
 
 
 @pytest.mark.parametrize(
@@ -25,16 +26,10 @@ def test_only_detractors_get_a_ticket() -> None:
     now = datetime(2026, 11, 24, tzinfo=UTC)
 
     def planned(score: int) -> str | None:
-        return plan(
-            response_id=f"r{score}",
-            respondent_id="u",
-            score=score,
-            channel=None,
-            survey_id=None,
-            comment=None,
-            answered_at=now,
-            now=now,
-        ).ticket_id
+        response = ResponseSubmitted(
+            response_id=f"r{score}", respondent_id="u", score=score, answered_at=now, submitted_at=now
+        )
+        return plan(response, now).ticket_id
 
     assert planned(6) == ticket_id("r6")
     assert planned(7) is None

@@ -19,10 +19,10 @@ from scoring_service.domain import (
     segments_of,
     split_segment,
 )
-from scoring_service.handlers import Interval, buckets, series, version_of
+from scoring_service.handlers import version_of
 from shared.events import RespondentErased, ResponseEvent
 from shared.nps import Counts
-from shared.windows import DayRange
+from shared.windows import DayRange, Interval, buckets, series
 from tests import scoring_model
 
 AT = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)

@@ -1,13 +1,19 @@
+"""Wires follow-up: the consumer loop's handler, and the lookup API."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
+from fastapi import FastAPI
+
+from followup_service.api import router
 from followup_service.handlers import RouteResponses
 from followup_service.repository import SCHEMA
 from followup_service.settings import FollowUpSettings
 from shared.events import decoder, response_events
-from shared.service import ConsumerSpec
+from shared.http import create_base_app, health_router
+from shared.service import ConsumerSpec, consuming_lifespan
 
 
 def spec(settings: FollowUpSettings) -> ConsumerSpec[Any]:
@@ -19,3 +25,12 @@ def spec(settings: FollowUpSettings) -> ConsumerSpec[Any]:
         decode=decoder(response_events),
         handler=RouteResponses(topics=settings.topics, clock=lambda: datetime.now(UTC)),
     )
+
+
+def create_app(settings: FollowUpSettings | None = None) -> FastAPI:
+    settings = settings or FollowUpSettings()
+    app = create_base_app("followup", "NPS follow-up", consuming_lifespan(settings, spec(settings)))
+    app.state.settings = settings
+    app.include_router(health_router(lambda: app.state.resources.checks()))
+    app.include_router(router)
+    return app

@@ -1,0 +1,69 @@
+"""Wires ingest: the database and broker adapters, the use cases, the key gate, the routes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+from fastapi import Depends, FastAPI
+
+from ingest_service.api import RAW_ROUTES, router
+from ingest_service.deps import Gate, bearer
+from ingest_service.domain import Limits, RateLimiter
+from ingest_service.handlers import Ingest
+from ingest_service.publisher import KafkaPublisher
+from ingest_service.raw import serve_raw
+from ingest_service.repository import KeyCache, KeyStore, ResponseStore
+from ingest_service.settings import IngestSettings
+from shared.db import database_reachable, make_engine
+from shared.http import BodyLimitMiddleware, create_base_app, health_router, report_worker_failure
+from shared.kafka import broker_reachable, make_producer
+
+
+def create_app(settings: IngestSettings | None = None) -> FastAPI:
+    settings = settings or IngestSettings()
+    limits = Limits(
+        max_future_skew=timedelta(seconds=settings.max_future_skew_s), max_age=timedelta(days=settings.max_age_days)
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.require_database_url())
+        producer = make_producer(settings, client_id="nps-ingest", linger_ms=settings.producer_linger_ms)
+        await producer.start()
+        keys = KeyCache(KeyStore(engine), settings.key_refresh_s)
+        await keys.load()
+        store = ResponseStore(engine)
+        workers = [asyncio.create_task(store.run(), name="recorder"), asyncio.create_task(keys.run(), name="keys")]
+        for task in workers:
+            task.add_done_callback(lambda t: report_worker_failure(app, t))
+        app.state.engine, app.state.producer = engine, producer
+        app.state.gate = Gate(keys, RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst))
+        app.state.ingest = Ingest(
+            KafkaPublisher(producer, settings.publish_timeout_s), store, settings.topics.responses, limits
+        )
+        try:
+            yield
+        finally:
+            for task in workers:
+                task.cancel()
+            await producer.stop()  # flushes what is in flight
+            await engine.dispose()
+
+    app = create_base_app("ingest", "NPS ingest", lifespan)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.include_router(
+        health_router(
+            lambda: {
+                "broker": lambda: broker_reachable(app.state.producer),
+                "database": lambda: database_reachable(app.state.engine),
+            }
+        )
+    )
+    app.include_router(router)
+    limits_by_path = {route.path: settings.max_body_bytes for route in RAW_ROUTES}
+    limits_by_path["/v1/responses/batch"] = settings.max_batch_body_bytes
+    serve_raw(app, "ingest", RAW_ROUTES, limits_by_path, dependencies=[Depends(bearer)])
+    return app

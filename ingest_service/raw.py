@@ -1,0 +1,176 @@
+"""Raw ASGI routes: ingest's three POSTs, answered before Starlette's middleware stack, routing
+and FastAPI's dependency solver see the request. Those cost ~200 us a request on a 2 GHz core,
+more than the work itself (make bench: a bare FastAPI endpoint validating one body answers
+2,620 req/s on one core, a raw route ~16,000; docs/benchmarks.md).
+
+Each route is declared once, as a RawRoute: it is served only here, and FastAPI documents it
+from the same pydantic models (`document`), so /docs and /openapi.json describe it exactly.
+The body limit, the request metrics and the error body are shared/http.py's, as for every route."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Body, FastAPI, params
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import State
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from shared.http import ProblemError, invalid_request, read_body, record_request
+from shared.validation import FieldProblem, field_problems
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+JSON_HEADER = (b"content-type", b"application/json")
+
+
+class RawRequest:
+    """What a raw route's handler sees: the headers (lower-cased names) and the whole body."""
+
+    __slots__ = ("body", "headers")
+
+    def __init__(self, headers: dict[bytes, bytes], body: bytes) -> None:
+        self.headers = headers
+        self.body = body
+
+    def header(self, name: bytes) -> str | None:
+        value = self.headers.get(name)
+        return value.decode("latin-1") if value is not None else None
+
+    def json(self, model: type[M]) -> M:
+        """Parse and validate the JSON body in one pass (pydantic's own parser); errors come back
+        in the shape of FastAPI's request validation errors."""
+        content_type = self.header(b"content-type")
+        if content_type is not None:
+            kind = content_type.split(";", 1)[0].strip().lower()
+            if not (kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))):
+                problem = FieldProblem(field="body", problem="send JSON with 'Content-Type: application/json'")
+                raise invalid_request([problem])
+        try:
+            return model.model_validate_json(self.body)
+        except ValidationError as exc:
+            raise invalid_request(field_problems(exc.errors())) from exc
+
+
+# A handler answers a model, or JSON it serialized itself (a large answer built without models).
+RawHandler = Callable[[State, RawRequest], Awaitable[BaseModel | bytes]]
+
+
+@dataclass(frozen=True)
+class RawRoute:
+    """One POST served raw: what it does (`handle`), and what its document says."""
+
+    path: str
+    name: str  # the operation's name in the OpenAPI document
+    handle: RawHandler
+    body: type[BaseModel]
+    response: type[BaseModel]
+    status: int
+    summary: str
+    description: str | None = None
+    examples: Mapping[str, Any] = field(default_factory=dict)
+    responses: Mapping[int | str, Any] = field(default_factory=dict)
+    tags: Sequence[str] = ()
+    method: str = "POST"
+
+    def documented(self, dependencies: Sequence[params.Depends]) -> APIRoute:
+        """A FastAPI route that is never mounted, only described: a body of `self.body`, an answer
+        of `self.response`, behind `dependencies` (the API-key scheme)."""
+
+        async def endpoint(**_: Any) -> None:  # never called: the request is answered by RawRoutes
+            raise NotImplementedError
+
+        body = inspect.Parameter(
+            "body",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=Annotated[self.body, Body(openapi_examples=dict(self.examples) or None)],
+        )
+        endpoint.__signature__ = inspect.Signature([body], return_annotation=self.response)  # type: ignore[attr-defined]
+        return APIRoute(
+            self.path,
+            endpoint,
+            methods=[self.method],
+            name=self.name,
+            status_code=self.status,
+            response_model=self.response,
+            summary=self.summary,
+            description=self.description or "",
+            responses=dict(self.responses),
+            tags=list(self.tags),
+            dependencies=list(dependencies),
+        )
+
+
+class RawRoutes:
+    """ASGI middleware, outermost: answers its routes itself and passes everything else on."""
+
+    def __init__(self, app: ASGIApp, service: str, routes: Sequence[RawRoute], limits: Mapping[str, int]) -> None:
+        self.app = app
+        self.service = service
+        self.routes = {(route.method, route.path): (route, limits[route.path]) for route in routes}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = self.routes.get((scope["method"], scope["path"])) if scope["type"] == "http" else None
+        if found is None:
+            await self.app(scope, receive, send)
+            return
+        route, limit = found
+        started = time.perf_counter()
+        headers: dict[bytes, bytes] = dict(scope["headers"])
+        extra: Mapping[str, str] = {}
+        try:
+            body = await read_body(headers, receive, limit)
+            answer = await route.handle(scope["app"].state, RawRequest(headers, body))
+            status = route.status
+            payload = answer if isinstance(answer, bytes) else answer.__pydantic_serializer__.to_json(answer)
+        except ProblemError as exc:
+            status, payload, extra = exc.status, exc.body(), exc.headers
+        except Exception:
+            log.exception("%s %s failed", route.method, route.path)
+            status, payload = 500, ProblemError(500, "internal_error", "internal error").body()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    JSON_HEADER,
+                    (b"content-length", str(len(payload)).encode()),
+                    *((k.lower().encode(), v.encode()) for k, v in extra.items()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+        record_request(self.service, route.method, route.path, status, time.perf_counter() - started)
+
+
+def serve_raw(
+    app: FastAPI,
+    service: str,
+    routes: Sequence[RawRoute],
+    limits: Mapping[str, int],
+    dependencies: Sequence[params.Depends] = (),
+) -> None:
+    """Serve `routes` raw in front of `app`, and add them to its OpenAPI document."""
+    app.add_middleware(RawRoutes, service=service, routes=routes, limits=limits)
+    documented = [route.documented(dependencies) for route in routes]
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                openapi_version=app.openapi_version,
+                description=app.description,
+                routes=[*app.routes, *documented],
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

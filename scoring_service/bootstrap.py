@@ -1,0 +1,56 @@
+"""Wires scoring: the consumer loop's handler and periodic step, and the query API."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI
+
+from scoring_service.api import router
+from scoring_service.handlers import CountResponses, PublishChanges
+from scoring_service.repository import SCHEMA
+from scoring_service.settings import ScoringSettings
+from shared.events import decoder, response_events
+from shared.http import create_base_app, health_router
+from shared.service import ConsumerSpec, consuming_lifespan
+
+
+def clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def count_responses(settings: ScoringSettings) -> CountResponses:
+    """The batch handler of the responses topic (the service's, and `nps scoring rebuild --replay`'s)."""
+    return CountResponses(
+        dimensions=settings.segment_dimensions, max_values=settings.max_values_per_dimension, clock=clock
+    )
+
+
+def spec(settings: ScoringSettings) -> ConsumerSpec[Any]:
+    return ConsumerSpec(
+        service="scoring",
+        schema=SCHEMA,
+        topic=settings.topics.responses,
+        group_id=settings.group_id,
+        decode=decoder(response_events),
+        handler=count_responses(settings),
+        tick=PublishChanges(
+            scores_topic=settings.topics.scores,
+            current_days=settings.current_days,
+            baseline_days=settings.baseline_days,
+            interval_s=settings.score_event_interval_s,
+            clock=clock,
+        ),
+        # Checked often, so a change is published soon after its interval has passed.
+        tick_s=min(settings.score_event_interval_s / 4, 0.25),
+    )
+
+
+def create_app(settings: ScoringSettings | None = None) -> FastAPI:
+    settings = settings or ScoringSettings()
+    app = create_base_app("scoring", "NPS scoring", consuming_lifespan(settings, spec(settings)))
+    app.state.settings = settings
+    app.include_router(health_router(lambda: app.state.resources.checks()))
+    app.include_router(router)
+    return app
