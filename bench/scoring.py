@@ -12,21 +12,29 @@ POST's 202 to its score being visible in GET /v1/nps.
 from __future__ import annotations
 
 import asyncio
-import json
+import os
 import random
+import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
+from bench.common import machine, pinned, start_service, verdict, write_section
+from bench.latency import PRODUCTS, LatencyProbe, end_to_end
+from bench.profile import Profiler
+from services.embedded import free_port
+from services.infra import Private, create_api_key, pin, private_infrastructure
+from shared.db import make_engine, upgrade
 from shared.events import ResponseRevised, ResponseSubmitted
+from shared.kafka import group_committed, reading_from_start
 
-PRODUCTS = [f"product-{i}" for i in range(20)]
 REGIONS = ["eu", "us", "apac", "latam", "mea"]
 PLANS = ["free", "pro", "enterprise"]
 CHANNELS = ["web", "email", "sms", "mobile"]
@@ -86,12 +94,7 @@ async def fill(bootstrap: str, topic: str, events: list[tuple[bytes, bytes]]) ->
 
 async def raw_read(bootstrap: str, topic: str, expected: int) -> float:
     """Seconds to read `expected` records from the start of the topic (first record to last)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
+    async with reading_from_start(bootstrap, topic) as consumer:
         seen = 0
         started: float | None = None
         while seen < expected:
@@ -100,120 +103,179 @@ async def raw_read(bootstrap: str, topic: str, expected: int) -> float:
                 started = time.perf_counter()
             seen += sum(len(batch) for batch in records.values())
         return time.perf_counter() - (started or time.perf_counter())
-    finally:
-        await consumer.stop()
-
-
-@dataclass
-class LatencyProbe:
-    sent: int
-    p50_ms: float
-    p99_ms: float
-    max_ms: float
-    errors: int
-
-
-async def end_to_end(ingest: str, scoring: str, key: str, rate: int, seconds: int, every: int = 50) -> LatencyProbe:
-    """POST `rate` responses/s for `seconds` over keep-alive connections; every `every`-th one is
-    a probe with its own segment, polled on GET /v1/nps until it is counted."""
-    host, port = ingest.removeprefix("http://").split(":")
-    s_host, s_port = scoring.removeprefix("http://").split(":")
-    latencies: list[float] = []
-    errors = 0
-    watching: set[asyncio.Task[None]] = set()  # strong references: an unreferenced task can be collected
-    queue: asyncio.Queue[tuple[bytes, str | None]] = asyncio.Queue()
-
-    async def poster() -> None:
-        nonlocal errors
-        reader, writer = await asyncio.open_connection(host, int(port))
-        while True:
-            body, probe = await queue.get()
-            writer.write(
-                b"POST /v1/responses HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-                + f"Authorization: Bearer {key}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-                + body
-            )
-            await writer.drain()
-            status, length = await read_head(reader)
-            await reader.readexactly(length)
-            acked = time.perf_counter()
-            if status != 202:
-                errors += 1
-            elif probe is not None:
-                task = asyncio.get_running_loop().create_task(watch(probe, acked))
-                watching.add(task)
-                task.add_done_callback(watching.discard)
-            queue.task_done()
-
-    async def watch(probe: str, acked: float) -> None:
-        reader, writer = await asyncio.open_connection(s_host, int(s_port))
-        try:
-            while time.perf_counter() - acked < 10:
-                path = f"/v1/nps?window=1d&segment=probe:{probe}"
-                writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
-                await writer.drain()
-                _, length = await read_head(reader)
-                if json.loads(await reader.readexactly(length))["n"] == 1:
-                    latencies.append(time.perf_counter() - acked)
-                    return
-                await asyncio.sleep(0.01)
-        finally:
-            writer.close()
-
-    workers = [asyncio.create_task(poster()) for _ in range(16)]
-    sent = 0
-    started = time.perf_counter()
-    while (elapsed := time.perf_counter() - started) < seconds:
-        due = int(elapsed * rate)
-        while sent < due:
-            probe = uuid.uuid4().hex[:12] if sent % every == 0 else None
-            attributes = {"product": random.choice(PRODUCTS), **({"probe": probe} if probe else {})}
-            body = json.dumps(
-                {"respondent_id": f"p{sent}", "score": sent % 11, "channel": "web", "attributes": attributes}
-            ).encode()
-            queue.put_nowait((body, probe))
-            sent += 1
-        await asyncio.sleep(0.002)
-    await queue.join()
-    for w in workers:
-        w.cancel()
-    if watching:
-        await asyncio.wait(set(watching), timeout=15)  # each gives up after 10 s
-    latencies.sort()
-    probes = (sent + every - 1) // every
-    missing = probes - len(latencies)
-
-    def pct(q: float) -> float:
-        return 1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else float("nan")
-
-    return LatencyProbe(
-        sent, pct(0.5), pct(0.99), 1000 * latencies[-1] if latencies else float("nan"), errors + missing
-    )
-
-
-async def read_head(reader: asyncio.StreamReader) -> tuple[int, int]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    length = next((int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:")), 0)
-    return status, length
-
-
-def pinned(command: list[str], cpu: str = "0") -> list[str]:
-    import shutil
-
-    return ["taskset", "-c", cpu, *command] if shutil.which("taskset") else command
 
 
 def run_raw(bootstrap: str, topic: str, expected: int) -> float:
     out = subprocess.run(
-        pinned([sys.executable, "-m", "bench.scoring", "raw", bootstrap, topic, str(expected)]),
+        pinned([sys.executable, "-m", "bench.scoring", "raw", bootstrap, topic, str(expected)], "0"),
         capture_output=True,
         text=True,
         check=True,
         cwd=Path(__file__).resolve().parents[1],
     ).stdout
     return float(out.strip().splitlines()[-1])
+
+
+@dataclass
+class ScoringResult:
+    events: int
+    raw_s: float
+    service_events: int
+    service_s: float
+    replay_rate: float
+    same_state: bool
+    latency: LatencyProbe | None
+
+    @property
+    def raw_rate(self) -> float:
+        return self.events / self.raw_s
+
+    @property
+    def service_rate(self) -> float:
+        return self.service_events / self.service_s
+
+
+async def daily_state(url: str) -> object:
+    from scoring_service.repository import all_daily
+
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return await all_daily(conn)
+    finally:
+        await engine.dispose()
+
+
+def bench_scoring(n: int, e2e_seconds: int, profile_dir: Path | None = None) -> ScoringResult:
+    work = Path(tempfile.mkdtemp(prefix="nps-bench-scoring-"))
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        with private_infrastructure(work, namespace="bench") as infra:
+            pin(infra.pids, 1)
+            bootstrap, topics, url = infra.bootstrap, infra.topics, infra.database_url
+            print(f"scoring benchmark: producing a backlog of {n:,} events", flush=True)
+            asyncio.run(fill(bootstrap, topics.responses, backlog(n)))
+
+            raw_s = run_raw(bootstrap, topics.responses, n)
+            print(f"  raw consume  {n / raw_s:>9,.0f} events/s", flush=True)
+
+            group = "bench-scoring"
+            env = {
+                "DATABASE_URL": url,
+                "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                "NPS_TOPIC_NAMESPACE": "bench",
+                "NPS_SCORING_GROUP_ID": group,
+                "NPS_SCORING_PORT": str(free_port()),
+                "NPS_SCORING_MAX_VALUES_PER_DIMENSION": "100000",
+                "NPS_LOG_LEVEL": "WARNING",
+            }
+            log = work / "scoring.log"
+            scoring = start_service("scoring", env, log, cpu="0")
+            children.append(scoring)
+            profiler = Profiler(scoring.pid, profile_dir) if profile_dir is not None else None
+            spy = profiler.start("scoring", 30) if profiler is not None else None
+            first: tuple[float, int] | None = None
+            deadline = time.monotonic() + 600
+            while True:
+                committed = asyncio.run(group_committed(bootstrap, group, topics.responses))
+                now = time.monotonic()
+                if first is None and committed > 0:
+                    first = (now, committed)
+                if committed >= n or now > deadline:
+                    break
+                time.sleep(0.25)
+            if first is None or committed < n:
+                raise RuntimeError(f"scoring did not catch up: {committed} of {n}\n{log.read_text()[-3000:]}")
+            service_events, service_s = n - first[1], now - first[0]
+            if spy is not None and profiler is not None:
+                spy.wait(60)
+                print(profiler.summary("scoring", 30), flush=True)
+            print(f"  scoring      {service_events / service_s:>9,.0f} events/s (consumed and committed)", flush=True)
+
+            replay_rate, same = replay(infra, env)
+            print(f"  replay       {replay_rate:>9,.0f} events/s (rebuild from the log)", flush=True)
+            print(f"  live state equals the replayed state: {same}", flush=True)
+
+            latency = None
+            if e2e_seconds:
+                key = asyncio.run(create_api_key(url, "bench"))
+                ingest_env = {**env, "NPS_INGEST_PORT": str(free_port()), "NPS_INGEST_RATE_LIMIT_PER_S": "0"}
+                children.append(start_service("ingest", ingest_env, work / "ingest.log"))
+                latency = asyncio.run(
+                    end_to_end(
+                        f"http://127.0.0.1:{ingest_env['NPS_INGEST_PORT']}",
+                        f"http://127.0.0.1:{env['NPS_SCORING_PORT']}",
+                        key,
+                        1000,
+                        e2e_seconds,
+                    )
+                )
+                print(
+                    f"  end to end   p50 {latency.p50_ms:.0f} ms  p99 {latency.p99_ms:.0f} ms  "
+                    f"max {latency.max_ms:.0f} ms ({latency.sent:,} POSTs at 1,000/s; errors or unseen probes: "
+                    f"{latency.errors})",
+                    flush=True,
+                )
+            for child in children:
+                child.terminate()
+                child.wait(30)
+            return ScoringResult(n, raw_s, service_events, service_s, replay_rate, same, latency)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def replay(infra: Private, env: dict[str, str]) -> tuple[float, bool]:
+    """`nps scoring rebuild --replay` into a second database on the same server: its rate, and
+    whether it arrived at the live service's state."""
+    replay_url = infra.another_database("replay")
+    upgrade(replay_url)
+    done = subprocess.run(
+        pinned([sys.executable, "-m", "services", "scoring", "rebuild", "--replay"], "0"),
+        env={**os.environ, **env, "DATABASE_URL": replay_url},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rate = re.search(r"\(([\d,]+) events/s\)", done.stdout)
+    same = asyncio.run(daily_state(infra.database_url)) == asyncio.run(daily_state(replay_url))
+    return (float(rate.group(1).replace(",", "")) if rate else 0.0), same
+
+
+def write_scoring_report(result: ScoringResult) -> Path:
+    ratio = result.service_rate / result.raw_rate
+    latency = result.latency
+    lines = [
+        "## Scoring",
+        "",
+        f"- **Date:** {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"- **Machine:** {machine()}",
+        f"- **Setup:** a backlog of {result.events:,} events on a 6-partition responses topic (~94% submissions, "
+        "3% retried duplicates, 3% revisions; 90 days; ~6 segments each). Each reader pinned to core 0; "
+        "PostgreSQL and the broker on core 1. End to end: ingest and scoring unpinned, load from the bench.",
+        "",
+        "| run | events/s | ratio to raw consume | target | met |",
+        "|---|---|---|---|---|",
+        f"| raw consume (aiokafka, no decoding, no database) | {result.raw_rate:,.0f} | 1.00 | ceiling | |",
+        f"| `nps scoring`: consumed, applied, committed | {result.service_rate:,.0f} | {ratio:.2f} | ≥ 20,000/s | "
+        f"{verdict(result.service_rate >= 20_000)} |",
+        f"| `nps scoring rebuild --replay` (from the log) | {result.replay_rate:,.0f} | "
+        f"{result.replay_rate / result.raw_rate:.2f} | ≥ 20,000/s | {verdict(result.replay_rate >= 20_000)} |",
+        "",
+        f"The replayed database's daily counts equal the live service's: **{'yes' if result.same_state else 'NO'}**.",
+        "",
+    ]
+    if latency is not None:
+        lines += [
+            "| end to end, POST 202 → visible in `GET /v1/nps` | p50 | p99 | max | probes unseen or errors | target | met |",
+            "|---|---|---|---|---|---|---|",
+            f"| {latency.sent:,} POSTs at 1,000/s, one probe in 50 | {latency.p50_ms:.0f} ms | {latency.p99_ms:.0f} ms | "
+            f"{latency.max_ms:.0f} ms | {latency.errors} | p99 < 1 s | {verdict(latency.p99_ms < 1000 and not latency.errors)} |",
+            "",
+        ]
+    return write_section("scoring", lines)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,75 @@
+"""What every benchmark shares: starting a service process (pinned to a core, waited for), and
+docs/benchmarks.md (one generated section per benchmark, the machine and the date on each)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from services.infra import wait_ready
+
+ROOT = Path(__file__).resolve().parents[1]
+
+HEADER = [
+    "# Benchmarks",
+    "",
+    "Written by `make bench` (`python -m bench`); numbers from the last run on the machine below.",
+    "Targets are the product's performance bars, on one worker core. Timed assertions never appear in the tests.",
+    "",
+]
+
+
+def verdict(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    memory_kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))  # type: ignore[union-attr]
+    return (
+        f"{model}, {os.cpu_count()} cores, {memory_kb / 1024 / 1024:.0f} GiB, {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}"
+    )
+
+
+def write_section(name: str, lines: list[str]) -> Path:
+    """Replace one generated section of docs/benchmarks.md (the others, and the notes, stay)."""
+    path = ROOT / "docs" / "benchmarks.md"
+    text = path.read_text() if path.exists() else "\n".join(HEADER) + "\n<!-- notes -->\n"
+    begin, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    block = f"{begin}\n" + "\n".join(lines) + f"\n{end}"
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
+    else:
+        text = text.replace("<!-- notes -->", block + "\n<!-- notes -->", 1)
+    path.write_text(text)
+    return path
+
+
+def pinned(command: list[str], cpu: str | None) -> list[str]:
+    return ["taskset", "-c", cpu, *command] if cpu is not None and shutil.which("taskset") else command
+
+
+def start_service(name: str, env: Mapping[str, str], log: Path, cpu: str | None = None) -> subprocess.Popen[bytes]:
+    """`nps <name>` with `env` (its port included), on core `cpu` if given; returns once ready."""
+    port = env[f"NPS_{name.upper()}_PORT"]
+    process = subprocess.Popen(
+        pinned([sys.executable, "-m", "services", name], cpu),
+        env={**os.environ, **env},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    if wait_ready({name: f"http://127.0.0.1:{port}"}, 60, give_up=lambda: process.poll() is not None):
+        process.kill()
+        raise RuntimeError(f"{name} did not become ready:\n{log.read_text()[-3000:]}")
+    return process

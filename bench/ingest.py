@@ -1,0 +1,289 @@
+"""The ingest benchmark: one `nps ingest` process (one uvicorn worker) pinned to core 0, against a
+private embedded PostgreSQL and tansu broker on core 1; load from wrk (C, epoll) on core 1. Three
+runs, after a warm-up:
+  validate  POST /v1/responses/validate: parsing, validation, auth, no database, no broker
+  single    POST /v1/responses: the same plus the idempotency record and the broker's ack
+  batch     POST /v1/responses/batch with 1,000 responses per request
+Every request carries a unique response_id. After the runs, the topic must hold every response
+ingest acknowledged (a 202 is a promise)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.common import machine, start_service, verdict, write_section
+from bench.profile import Profiler
+from services.embedded import free_port
+from services.infra import create_api_key, pin, private_infrastructure
+from shared.kafka import reading_from_start
+
+SINGLE_LUA = r"""
+local n = 0
+local tid = 0
+local threads = 0
+function setup(thread) thread:set("tid", threads); threads = threads + 1 end
+request = function()
+  n = n + 1
+  local body = string.format(
+    '{"response_id":"%s-%d-%d","respondent_id":"u%d","score":%d,"channel":"web",' ..
+    '"comment":"the checkout is slow","attributes":{"product":"atlas","region":"eu"}}',
+    run, tid, n, n % 5000, n % 11)
+  return wrk.format("POST", path, {["Content-Type"]="application/json", ["Authorization"]=auth}, body)
+end
+"""
+
+BATCH_LUA = r"""
+local n = 0
+local tid = 0
+local threads = 0
+function setup(thread) thread:set("tid", threads); threads = threads + 1 end
+request = function()
+  local items = {}
+  for i = 1, size do
+    n = n + 1
+    items[i] = string.format(
+      '{"response_id":"%s-%d-%d","respondent_id":"u%d","score":%d,"channel":"email",' ..
+      '"answered_at":"2026-06-01T10:00:00Z","attributes":{"product":"atlas"}}',
+      run, tid, n, n % 50000, n % 11)
+  end
+  local body = '{"responses":[' .. table.concat(items, ",") .. ']}'
+  return wrk.format("POST", path, {["Content-Type"]="application/json", ["Authorization"]=auth}, body)
+end
+"""
+
+
+@dataclass
+class WrkResult:
+    name: str
+    connections: int
+    seconds: int
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int  # non-2xx answers and socket errors
+    per_request: int = 1
+
+    @property
+    def items_per_s(self) -> float:
+        return self.requests_per_s * self.per_request
+
+
+def to_ms(value: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def run_wrk(
+    name: str,
+    url: str,
+    script: str,
+    variables: dict[str, str],
+    connections: int,
+    seconds: int,
+    threads: int,
+    per_request: int = 1,
+    cpu: str | None = None,
+    profile: Profiler | None = None,
+) -> WrkResult:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        prelude = "".join(f'{k} = "{v}"\n' if not v.isdigit() else f"{k} = {v}\n" for k, v in variables.items())
+        f.write(prelude + script)
+        path = f.name
+    command = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "--timeout",
+        "10s",
+        "-s",
+        path,
+        url,
+    ]
+    if cpu is not None and shutil.which("taskset"):
+        command = ["taskset", "-c", cpu, *command]
+    spy = profile.start(name, seconds) if profile is not None else None
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    if spy is not None:
+        spy.wait(30)
+    os.unlink(path)
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, flags=re.M))
+    if "50" not in latency:
+        raise RuntimeError(f"wrk measured nothing for {name}:\n{out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = int(non_2xx.group(1)) if non_2xx else 0
+    if sockets:
+        errors += sum(int(x) for x in sockets.groups())
+    result = WrkResult(name, connections, seconds, rps, to_ms(latency["50"]), to_ms(latency["99"]), errors, per_request)
+    print(
+        f"  {name:<9} {result.requests_per_s:>9.0f} req/s  {result.items_per_s:>9.0f} responses/s  "
+        f"p50 {result.p50_ms:6.1f} ms  p99 {result.p99_ms:6.1f} ms  errors {errors}",
+        flush=True,
+    )
+    return result
+
+
+def ensure_wrk() -> None:
+    if shutil.which("wrk"):
+        return
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    print("installing wrk (Debian package)", flush=True)
+    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True)
+    subprocess.run(
+        [*sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends", "wrk"],
+        check=True,
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        stdout=subprocess.DEVNULL,
+    )
+
+
+async def on_broker(bootstrap: str, topic: str) -> tuple[int, int, int, int]:
+    """(end offsets summed, records read, distinct response_ids, records sharing an offset with
+    another record of the same partition) of the topic."""
+    async with reading_from_start(bootstrap, topic) as consumer:
+        ends = await consumer.end_offsets(list(consumer.assignment()))
+        records, ids, offsets = 0, set(), set()
+        while [p for p, end in ends.items() if await consumer.position(p) < end]:
+            batches = await consumer.getmany(timeout_ms=2000, max_records=10000)
+            if not batches:
+                break
+            for messages in batches.values():
+                for message in messages:
+                    records += 1
+                    offsets.add((message.partition, message.offset))
+                    found = ID.search(message.value)
+                    if found:
+                        ids.add(found.group(1))
+        return sum(ends.values()), records, len(ids), records - len(offsets)
+
+
+ID = re.compile(rb'"response_id":"([^"]+)"')
+
+
+def accepted_count(metrics_url: str) -> int:
+    text = urllib.request.urlopen(metrics_url).read().decode()
+    match = re.search(r'^nps_ingest_responses_total\{outcome="accepted"\} ([\d.e+]+)$', text, flags=re.M)
+    return int(float(match.group(1))) if match else 0
+
+
+def bench_ingest(seconds: int, profile_dir: Path | None) -> tuple[list[WrkResult], dict[str, int]]:
+    work = Path(tempfile.mkdtemp(prefix="nps-bench-"))
+    try:
+        with private_infrastructure(work, namespace="bench") as infra:
+            pin(infra.pids, 1)
+            key = asyncio.run(create_api_key(infra.database_url, "bench"))
+            port = free_port()
+            env = {
+                "DATABASE_URL": infra.database_url,
+                "KAFKA_BOOTSTRAP_SERVERS": infra.bootstrap,
+                "NPS_TOPIC_NAMESPACE": "bench",
+                "NPS_INGEST_PORT": str(port),
+                "NPS_INGEST_RATE_LIMIT_PER_S": "0",
+                "NPS_LOG_LEVEL": "WARNING",
+            }
+            # One worker, on one core; wrk, PostgreSQL and the broker share the other.
+            ingest = start_service("ingest", env, work / "ingest.log", cpu="0")
+            try:
+                base = f"http://127.0.0.1:{port}"
+                profile = Profiler(ingest.pid, profile_dir) if profile_dir is not None else None
+                run = f"b{int(time.time())}"
+                common = {"auth": f"Bearer {key}", "run": run}
+                print(f"ingest benchmark ({seconds} s per run, 64 connections):", flush=True)
+                # (name, path, script, connections, responses per request); the warm-up is not reported.
+                runs = [
+                    ("warm-up", "/v1/responses", SINGLE_LUA, 64, 1),
+                    ("validate", "/v1/responses/validate", SINGLE_LUA, 64, 1),
+                    ("single", "/v1/responses", SINGLE_LUA, 64, 1),
+                    ("batch", "/v1/responses/batch", BATCH_LUA, 8, 1000),
+                ]
+                results = []
+                for name, path, script, connections, per_request in runs:
+                    warm_up = name == "warm-up"
+                    variables = {**common, "path": path, "run": f"{run}-{name}"}
+                    if per_request > 1:
+                        variables["size"] = str(per_request)
+                    result = run_wrk(
+                        name,
+                        f"{base}{path}",
+                        script,
+                        variables,
+                        connections,
+                        3 if warm_up else seconds,
+                        1,
+                        per_request=per_request,
+                        cpu="1",
+                        profile=None if warm_up else profile,
+                    )
+                    if not warm_up:
+                        results.append(result)
+                acknowledged = accepted_count(f"{base}/metrics")
+                offsets, records, distinct, shared = asyncio.run(on_broker(infra.bootstrap, infra.topics.responses))
+                print(
+                    f"  acknowledged {acknowledged} responses; the topic holds {distinct} distinct ids in {records} "
+                    f"records (end offsets: {offsets}; records sharing an offset: {shared})",
+                    flush=True,
+                )
+                if distinct < acknowledged:
+                    kept = Path(tempfile.mkdtemp(prefix="nps-bench-failed-"))
+                    for log in ("ingest.log", "broker.log"):
+                        if (work / log).exists():
+                            shutil.copy(work / log, kept / log)
+                    raise SystemExit(f"FAIL: the topic holds fewer responses than ingest acknowledged; logs in {kept}")
+                if profile is not None:
+                    for result in results:
+                        summary = profile.summary(result.name, result.seconds)
+                        print(f"\nprofile of {result.name} (self time, share of samples):\n{summary}")
+                return results, {"acknowledged": acknowledged, "on_broker": distinct}
+            finally:
+                ingest.terminate()
+                ingest.wait(30)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def write_report(results: list[WrkResult], counts: dict[str, int], seconds: int) -> Path:
+    by = {r.name: r for r in results}
+    validate, single, batch = by["validate"], by["single"], by["batch"]
+    ratio = single.requests_per_s / validate.requests_per_s
+    lines = [
+        "## Ingest",
+        "",
+        f"- **Date:** {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"- **Machine:** {machine()}",
+        "- **Setup:** one `nps ingest` process (one uvicorn worker) pinned to core 0; wrk, PostgreSQL 18 (embedded)",
+        "  and the tansu broker (memory storage) share core 1. Each run lasts "
+        f"{seconds} s after a 3 s warm-up; every request has a new `response_id`.",
+        "",
+        "| run | connections | requests/s | responses/s | p50 | p99 | errors | target | met |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| validate only (`/v1/responses/validate`) | {validate.connections} | {validate.requests_per_s:,.0f} | "
+        f"{validate.items_per_s:,.0f} | {validate.p50_ms:.1f} ms | {validate.p99_ms:.1f} ms | {validate.errors} | "
+        "baseline | |",
+        f"| single POST, broker-acknowledged | {single.connections} | {single.requests_per_s:,.0f} | "
+        f"{single.items_per_s:,.0f} | {single.p50_ms:.1f} ms | {single.p99_ms:.1f} ms | {single.errors} | "
+        f"≥ 3,500/s, p99 < 50 ms | {verdict(single.requests_per_s >= 3500 and single.p99_ms < 50)} |",
+        f"| batch import, 1,000 per request | {batch.connections} | {batch.requests_per_s:,.1f} | "
+        f"{batch.items_per_s:,.0f} | {batch.p50_ms:.0f} ms | {batch.p99_ms:.0f} ms | {batch.errors} | "
+        f"≥ 50,000 responses/s | {verdict(batch.items_per_s >= 50_000)} |",
+        "",
+        f"Publishing costs the single POST {1 - ratio:.0%} of the validate-only throughput "
+        f"(single / validate = {ratio:.2f}).",
+        f"After the runs ingest had acknowledged {counts['acknowledged']:,} responses; read back, the topic held "
+        f"{counts['on_broker']:,} distinct response ids (every 202 is on the broker; the surplus were in "
+        "flight when wrk stopped).",
+        "",
+    ]
+    return write_section("ingest", lines)
