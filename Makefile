@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 .DEFAULT_GOAL := help
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install run bench test test-unit test-integration test-e2e test-rules promtool lint format typecheck clean
+.PHONY: help install run docs bench test test-unit test-integration test-e2e test-rules promtool lint format typecheck clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ test-integration: $(STAMP) ## real broker and PostgreSQL
 
 test-e2e: $(STAMP) ## the four services as processes, over HTTP and Kafka
 	$(BIN)/pytest tests/e2e
+
+docs: $(STAMP) ## regenerate docs/configuration.md from the settings classes
+	$(BIN)/python -m services.configdoc
 
 bench: $(STAMP) ## benchmarks on private infrastructure; writes docs/benchmarks.md (BENCH_ARGS="--seconds 15 --profile DIR")
 	$(BIN)/python -m bench $(BENCH_ARGS)

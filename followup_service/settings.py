@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -8,5 +9,5 @@ from shared.settings import ServiceSettings
 class FollowUpSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="NPS_FOLLOWUP_", env_file=".env", extra="ignore")
 
-    port: int = 8002
-    group_id: str = "nps-followup"
+    port: int = Field(default=8002, description="follow-up's HTTP port")
+    group_id: str = Field(default="nps-followup", description="follow-up's consumer group")

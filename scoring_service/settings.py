@@ -13,23 +13,32 @@ from shared.windows import parse_window
 class ScoringSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="NPS_SCORING_", env_file=".env", extra="ignore")
 
-    port: int = 8001
-    group_id: str = "nps-scoring"
-    # The windows carried by every ScoreChanged event (what alerts compare).
-    current_days: int = Field(default=7, ge=1)
-    baseline_days: int = Field(default=28, ge=1)
-    # What responses are counted by: single dimensions ('*' = every attribute key) and
-    # combinations ('product+region'; a multiplication sign works too), each a comma-separated list.
-    dimensions: str = "channel,survey_id,*"
-    combinations: str = ""
-    # Past this many values of one dimension (or combination), new values count under 'other'.
-    max_values_per_dimension: int = Field(default=1_000, ge=1)
-    # At most one ScoreChanged per segment per this many seconds.
-    score_event_interval_s: float = Field(default=1.0, gt=0)
-    # GET /v1/nps/compare calls a drop significant below this one-sided p-value.
-    significance: float = Field(default=0.05, gt=0, lt=1)
-    # The rolling windows GET /v1/nps/windows answers together (any Nd works in GET /v1/nps).
-    windows: str = "7d,30d,90d"
+    port: int = Field(default=8001, description="scoring's HTTP port")
+    group_id: str = Field(default="nps-scoring", description="scoring's consumer group")
+    current_days: int = Field(default=7, ge=1, description="the current window carried by every `ScoreChanged`")
+    baseline_days: int = Field(
+        default=28, ge=1, description="the baseline window (the days before the current one) in every `ScoreChanged`"
+    )
+    dimensions: str = Field(
+        default="channel,survey_id,*",
+        description="the single dimensions responses are counted by, comma-separated (`*`: every attribute key)",
+    )
+    combinations: str = Field(
+        default="", description="combined dimensions, comma-separated, e.g. `product+region,plan+region`"
+    )
+    max_values_per_dimension: int = Field(
+        default=1_000, ge=1, description="past this many values of one dimension, new values count under `other`"
+    )
+    score_event_interval_s: float = Field(
+        default=1.0, gt=0, description="at most one `ScoreChanged` per segment per this many seconds"
+    )
+    significance: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="the one-sided p-value below which `/v1/nps/compare` calls a drop significant",
+    )
+    windows: str = Field(default="7d,30d,90d", description="the rolling windows `/v1/nps/windows` answers together")
 
     @model_validator(mode="after")
     def _dimensions_parse(self) -> ScoringSettings:

@@ -49,12 +49,37 @@ class InfraSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
 
-    database_url: SecretStr | None = Field(default=None, validation_alias="DATABASE_URL")
-    kafka_bootstrap_servers: str | None = Field(default=None, validation_alias="KAFKA_BOOTSTRAP_SERVERS")
-    topic_namespace: str = Field(default="nps", validation_alias="NPS_TOPIC_NAMESPACE")
-    topic_partitions: int = Field(default=6, ge=1, validation_alias="NPS_TOPIC_PARTITIONS")
-    topic_replication: int = Field(default=1, ge=1, validation_alias="NPS_TOPIC_REPLICATION")
-    log_level: str = Field(default="INFO", validation_alias="NPS_LOG_LEVEL")
+    database_url: SecretStr | None = Field(
+        default=None,
+        validation_alias="DATABASE_URL",
+        description="`postgresql://user:pass@host:5432/db`. If set, `nps up` uses it instead of starting the "
+        "embedded PostgreSQL.",
+    )
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias="KAFKA_BOOTSTRAP_SERVERS",
+        description="`host:9092,host2:9092`. If set, `nps up` uses it instead of starting the embedded broker.",
+    )
+    topic_namespace: str = Field(
+        default="nps", validation_alias="NPS_TOPIC_NAMESPACE", description="topic prefix (`nps.responses.v1`, ...)"
+    )
+    topic_partitions: int = Field(
+        default=6,
+        ge=1,
+        validation_alias="NPS_TOPIC_PARTITIONS",
+        description="partitions of the topics `nps topics` creates",
+    )
+    topic_replication: int = Field(
+        default=1,
+        ge=1,
+        validation_alias="NPS_TOPIC_REPLICATION",
+        description="replication factor of the topics `nps topics` creates (3 on a real cluster)",
+    )
+    log_level: str = Field(
+        default="INFO",
+        validation_alias="NPS_LOG_LEVEL",
+        description="`DEBUG` is the only level that may show personal data",
+    )
 
     @property
     def topics(self) -> Topics:
@@ -72,23 +97,45 @@ class InfraSettings(BaseSettings):
 
 
 class ServiceSettings(InfraSettings):
-    host: str = "127.0.0.1"
-    port: int = 8000
+    host: str = Field(default="127.0.0.1", description="the address the service's HTTP API binds")
+    port: int = Field(default=8000, description="the service's HTTP port")
 
     # Consumer group timings. Apache Kafka's floor for the session timeout is 6 s
     # (group.min.session.timeout.ms); the local broker accepts less, and the tests use less
     # so a restarted consumer rejoins in about 4 s instead of about 18 s.
-    consumer_session_timeout_ms: int = Field(default=10_000, validation_alias="NPS_CONSUMER_SESSION_TIMEOUT_MS")
-    consumer_heartbeat_ms: int = Field(default=3_000, validation_alias="NPS_CONSUMER_HEARTBEAT_MS")
-    consumer_rebalance_timeout_ms: int = Field(default=10_000, validation_alias="NPS_CONSUMER_REBALANCE_TIMEOUT_MS")
+    consumer_session_timeout_ms: int = Field(
+        default=10_000,
+        validation_alias="NPS_CONSUMER_SESSION_TIMEOUT_MS",
+        description="consumer-group session timeout (Apache Kafka's minimum is 6000)",
+    )
+    consumer_heartbeat_ms: int = Field(
+        default=3_000, validation_alias="NPS_CONSUMER_HEARTBEAT_MS", description="consumer-group heartbeat interval"
+    )
+    consumer_rebalance_timeout_ms: int = Field(
+        default=10_000,
+        validation_alias="NPS_CONSUMER_REBALANCE_TIMEOUT_MS",
+        description="how long a rebalance waits for members to rejoin",
+    )
     # One transaction per batch: 10,000 events is ~0.5 s of scoring work, short enough that a
     # SIGTERM drains quickly, long enough to amortise the round trips (make bench: 5,000 gave
     # ~19,500 events/s, 10,000 ~23,000).
-    consumer_max_batch: int = Field(default=10_000, ge=1, validation_alias="NPS_CONSUMER_MAX_BATCH")
-    consumer_poll_ms: int = Field(default=200, ge=1, validation_alias="NPS_CONSUMER_POLL_MS")
+    consumer_max_batch: int = Field(
+        default=10_000,
+        ge=1,
+        validation_alias="NPS_CONSUMER_MAX_BATCH",
+        description="messages per batch, one database transaction each",
+    )
+    consumer_poll_ms: int = Field(
+        default=200, ge=1, validation_alias="NPS_CONSUMER_POLL_MS", description="longest wait for a batch"
+    )
     # A bug that makes every message undecodable must stop the loop, not divert the whole
     # topic into the dead-letter queue: past this many in a row, the loop fails loudly.
-    deadletter_max_consecutive: int = Field(default=1_000, ge=1, validation_alias="NPS_DEADLETTER_MAX_CONSECUTIVE")
+    deadletter_max_consecutive: int = Field(
+        default=1_000,
+        ge=1,
+        validation_alias="NPS_DEADLETTER_MAX_CONSECUTIVE",
+        description="past this many undecodable messages in a row, a consumer stops instead of dead-lettering the topic",
+    )
 
 
 def async_url(url: str) -> str:
