@@ -14,15 +14,15 @@ from ingest_service.deps import Gate, bearer
 from ingest_service.domain import Limits, RateLimiter
 from ingest_service.handlers import Ingest
 from ingest_service.publisher import KafkaPublisher
-from ingest_service.raw import serve_raw
+from ingest_service.raw import RawFirst, serve_raw
 from ingest_service.repository import KeyCache, KeyStore, ResponseStore
 from ingest_service.settings import IngestSettings
 from shared.db import database_reachable, make_engine
-from shared.http import BodyLimitMiddleware, create_base_app, health_router, report_worker_failure
+from shared.http import BodyLimitMiddleware, base_app, health_router, report_worker_failure
 from shared.kafka import broker_reachable, make_producer
 
 
-def create_app(settings: IngestSettings | None = None) -> FastAPI:
+def create_app(settings: IngestSettings | None = None) -> RawFirst:
     settings = settings or IngestSettings()
     limits = Limits(
         max_future_skew=timedelta(seconds=settings.max_future_skew_s), max_age=timedelta(days=settings.max_age_days)
@@ -52,7 +52,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             await producer.stop()  # flushes what is in flight
             await engine.dispose()
 
-    app = create_base_app("ingest", "NPS ingest", lifespan)
+    app = base_app(RawFirst, "ingest", "NPS ingest", lifespan)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.include_router(
         health_router(

@@ -21,7 +21,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import State
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from shared.http import ProblemError, invalid_request, read_body, record_request
 from shared.validation import FieldProblem, field_problems
@@ -110,25 +110,21 @@ class RawRoute:
 
 
 class RawRoutes:
-    """ASGI middleware, outermost: answers its routes itself and passes everything else on."""
+    """Answers its routes: body (with its limit), handler, the uniform error body, request metrics."""
 
-    def __init__(self, app: ASGIApp, service: str, routes: Sequence[RawRoute], limits: Mapping[str, int]) -> None:
-        self.app = app
+    def __init__(self, service: str, routes: Sequence[RawRoute], limits: Mapping[str, int]) -> None:
         self.service = service
         self.routes = {(route.method, route.path): (route, limits[route.path]) for route in routes}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        found = self.routes.get((scope["method"], scope["path"])) if scope["type"] == "http" else None
-        if found is None:
-            await self.app(scope, receive, send)
-            return
-        route, limit = found
+    async def answer(
+        self, route: RawRoute, limit: int, state: State, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         started = time.perf_counter()
         headers: dict[bytes, bytes] = dict(scope["headers"])
         extra: Mapping[str, str] = {}
         try:
             body = await read_body(headers, receive, limit)
-            answer = await route.handle(scope["app"].state, RawRequest(headers, body))
+            answer = await route.handle(state, RawRequest(headers, body))
             status = route.status
             payload = answer if isinstance(answer, bytes) else answer.__pydantic_serializer__.to_json(answer)
         except ProblemError as exc:
@@ -151,15 +147,31 @@ class RawRoutes:
         record_request(self.service, route.method, route.path, status, time.perf_counter() - started)
 
 
+class RawFirst(FastAPI):
+    """FastAPI, with the raw routes answered before Starlette sees the request: its outer layers
+    (dispatch, ServerErrorMiddleware) alone cost ~6 us a request (18.6 vs 12.7 us for a validated
+    POST, measured in-process), a tenth of what the whole request costs."""
+
+    raw: RawRoutes | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.raw is not None and scope["type"] == "http":
+            found = self.raw.routes.get((scope["method"], scope["path"]))
+            if found is not None:
+                await self.raw.answer(*found, self.state, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def serve_raw(
-    app: FastAPI,
+    app: RawFirst,
     service: str,
     routes: Sequence[RawRoute],
     limits: Mapping[str, int],
     dependencies: Sequence[params.Depends] = (),
 ) -> None:
     """Serve `routes` raw in front of `app`, and add them to its OpenAPI document."""
-    app.add_middleware(RawRoutes, service=service, routes=routes, limits=limits)
+    app.raw = RawRoutes(service, routes, limits)
     documented = [route.documented(dependencies) for route in routes]
 
     def openapi() -> dict[str, Any]:

@@ -81,10 +81,10 @@ class ResponseStore:
                 _RECORD,
                 {
                     "ids": [s.response_id for s in items],
-                    "respondents": [s.command.respondent_id for s in items],
+                    "respondents": [s.respondent_id for s in items],
                     "fingerprints": [s.fingerprint for s in items],
-                    "channels": [s.command.channel for s in items],
-                    "surveys": [s.command.survey_id for s in items],
+                    "channels": [s.channel for s in items],
+                    "surveys": [s.survey_id for s in items],
                     "answered": [s.answered_at for s in items],
                 },
             )

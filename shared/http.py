@@ -10,7 +10,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request
@@ -221,7 +221,16 @@ def health_router(checks: Callable[[], Mapping[str, ReadinessCheck]]) -> APIRout
     return router
 
 
+A = TypeVar("A", bound=FastAPI)
+
+
 def create_base_app(service: str, title: str, lifespan: Any, version: str = "1") -> FastAPI:
+    return base_app(FastAPI, service, title, lifespan, version)
+
+
+def base_app(app_class: type[A], service: str, title: str, lifespan: Any, version: str = "1") -> A:
+    """A service's app: the lifespan (then a frozen heap), the error bodies, the request metrics."""
+
     @asynccontextmanager
     async def frozen_after_start(app: FastAPI) -> AsyncIterator[Any]:
         async with lifespan(app) as state:
@@ -231,7 +240,7 @@ def create_base_app(service: str, title: str, lifespan: Any, version: str = "1")
             gc.freeze()
             yield state
 
-    app = FastAPI(title=title, version=version, lifespan=frozen_after_start)
+    app = app_class(title=title, version=version, lifespan=frozen_after_start)
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, service=service)
     return app

@@ -76,3 +76,14 @@ def test_dead_letter_reasons_carry_no_input_values() -> None:
     reason = describe_invalid(info.value)
     assert "score" in reason
     assert "555-0199" not in reason and "jane@example.com" not in reason and "11" not in reason
+
+
+def test_the_fast_encoder_takes_every_field_of_the_contract_in_its_order() -> None:
+    import inspect
+
+    from shared.events import encode_submitted
+
+    constants = {"schema_version", "type"}
+    assert list(inspect.signature(encode_submitted).parameters) == [
+        name for name in ResponseSubmitted.model_fields if name not in constants
+    ]
