@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from alerts_service import repository
+from shared.auth import KEY_PROBLEMS, requires
 from shared.service import ReadConnection
 
 
@@ -28,7 +29,7 @@ class AlertList(BaseModel):
     alerts: list[AlertAnswer]
 
 
-router = APIRouter(tags=["alerts"])
+router = APIRouter(tags=["alerts"], dependencies=[requires("alerts:read")], responses=KEY_PROBLEMS)
 
 
 @router.get("/v1/alerts", response_model=AlertList)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path
 from pydantic import BaseModel
 
 from followup_service import repository
+from shared.auth import KEY_PROBLEMS, requires
 from shared.events import FollowUpKind
 from shared.http import ProblemError
 from shared.service import ReadConnection
@@ -25,7 +26,7 @@ class FollowUpAnswer(BaseModel):
     ticket_status: str | None
 
 
-router = APIRouter(tags=["follow-ups"])
+router = APIRouter(tags=["follow-ups"], dependencies=[requires("followups:read")], responses=KEY_PROBLEMS)
 
 
 @router.get(

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import State
 
 from ingest_service import metrics
-from ingest_service.deps import Handler, Source
+from ingest_service.deps import Eraser, Handler, Writer
 from ingest_service.domain import EXAMPLE, MAX_BATCH_ITEMS, PLAIN, InvalidResponse, ReviseResponse, SubmitResponse
 from ingest_service.handlers import CONFLICT_PROBLEM, Conflict, Ingest, NotFound, StoreUnavailable
 from ingest_service.publisher import PublishFailed
@@ -68,6 +68,7 @@ class BatchOut(BaseModel):
 def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     described = {
         401: "missing or unknown API key",
+        403: "the API key lacks the scope this call needs",
         404: "no such response",
         409: "the response_id was already used with a different body",
         413: "the body is too large",
@@ -100,7 +101,7 @@ def unavailable(exc: Exception) -> ProblemError:
 
 
 async def post_response(state: State, request: RawRequest) -> Accepted:
-    source = state.gate(request.header(b"authorization"))
+    source = state.gate(request.header(b"authorization"), "responses:write")
     handler: Ingest = state.ingest
     body = request.json(SubmitResponse)
     try:
@@ -119,7 +120,7 @@ async def post_response(state: State, request: RawRequest) -> Accepted:
 
 
 async def validate_response(state: State, request: RawRequest) -> Validated:
-    state.gate(request.header(b"authorization"))
+    state.gate(request.header(b"authorization"), "responses:write")
     handler: Ingest = state.ingest
     try:
         handler.validate(request.json(SubmitResponse), datetime.now(UTC))
@@ -130,7 +131,7 @@ async def validate_response(state: State, request: RawRequest) -> Validated:
 
 async def post_batch(state: State, request: RawRequest) -> bytes:
     """The answer is serialized from plain data: 1,000 result models cost more than the rest of it."""
-    source = state.gate(request.header(b"authorization"))
+    source = state.gate(request.header(b"authorization"), "responses:write")
     handler: Ingest = state.ingest
     body = request.json(BatchIn)
     try:
@@ -168,7 +169,7 @@ RAW_ROUTES = (
         202,
         "Submit one survey response",
         examples=ONE,
-        responses=problems(401, 409, 413, 422, 429, 503),
+        responses=problems(401, 403, 409, 413, 422, 429, 503),
         tags=["responses"],
     ),
     RawRoute(
@@ -180,7 +181,7 @@ RAW_ROUTES = (
         200,
         "Check a response without submitting it (a dry run)",
         examples=ONE,
-        responses=problems(401, 413, 422, 429),
+        responses=problems(401, 403, 413, 422, 429),
         tags=["responses"],
     ),
     RawRoute(
@@ -196,7 +197,7 @@ RAW_ROUTES = (
         examples={
             "two": {"value": {"responses": [EXAMPLE, {**EXAMPLE, "response_id": "5d0c6a3e-web-43", "score": 10}]}}
         },
-        responses=problems(401, 413, 422, 429, 503),
+        responses=problems(401, 403, 413, 422, 429, 503),
         tags=["responses"],
     ),
 )
@@ -213,9 +214,9 @@ PathId = Annotated[str, Path(min_length=1, max_length=128, pattern=PLAIN)]
     response_model=Revised,
     tags=["responses"],
     summary="Revise a response: its score, comment and attributes are replaced",
-    responses=problems(401, 404, 413, 422, 429, 503),
+    responses=problems(401, 403, 404, 413, 422, 429, 503),
 )
-async def put_response(response_id: PathId, body: ReviseResponse, handler: Handler, source: Source) -> Revised:
+async def put_response(response_id: PathId, body: ReviseResponse, handler: Handler, source: Writer) -> Revised:
     try:
         event = await handler.revise(response_id, body, datetime.now(UTC), source)
     except InvalidResponse as exc:
@@ -233,9 +234,9 @@ async def put_response(response_id: PathId, body: ReviseResponse, handler: Handl
     response_model=ErasureAccepted,
     tags=["respondents"],
     summary="Erase a respondent's personal data everywhere",
-    responses=problems(401, 422, 429, 503),
+    responses=problems(401, 403, 422, 429, 503),
 )
-async def erase_respondent(respondent_id: PathId, handler: Handler, source: Source) -> ErasureAccepted:
+async def erase_respondent(respondent_id: PathId, handler: Handler, source: Eraser) -> ErasureAccepted:
     try:
         event = await handler.erase(respondent_id, datetime.now(UTC), source)
     except (PublishFailed, StoreUnavailable) as exc:

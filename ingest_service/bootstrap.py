@@ -10,16 +10,17 @@ from datetime import timedelta
 from fastapi import Depends, FastAPI
 
 from ingest_service.api import RAW_ROUTES, router
-from ingest_service.deps import Gate, bearer
-from ingest_service.domain import Limits, RateLimiter
+from ingest_service.domain import Limits
 from ingest_service.handlers import Ingest
 from ingest_service.publisher import KafkaPublisher
 from ingest_service.raw import RawFirst, serve_raw
-from ingest_service.repository import KeyCache, KeyStore, ResponseStore
+from ingest_service.repository import ResponseStore
 from ingest_service.settings import IngestSettings
+from shared.auth import bearer, start_gate
 from shared.db import database_reachable, make_engine
 from shared.http import BodyLimitMiddleware, base_app, health_router, report_worker_failure
 from shared.kafka import broker_reachable, make_producer
+from shared.ratelimit import RateLimiter
 
 
 def create_app(settings: IngestSettings | None = None) -> RawFirst:
@@ -33,14 +34,13 @@ def create_app(settings: IngestSettings | None = None) -> RawFirst:
         engine = make_engine(settings.require_database_url())
         producer = make_producer(settings, client_id="nps-ingest", linger_ms=settings.producer_linger_ms)
         await producer.start()
-        keys = KeyCache(KeyStore(engine), settings.key_refresh_s)
-        await keys.load()
+        limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+        app.state.gate, keys = await start_gate(engine, settings.key_refresh_s, limiter)
         store = ResponseStore(engine)
         workers = [asyncio.create_task(store.run(), name="recorder"), asyncio.create_task(keys.run(), name="keys")]
         for task in workers:
             task.add_done_callback(lambda t: report_worker_failure(app, t))
         app.state.engine, app.state.producer = engine, producer
-        app.state.gate = Gate(keys, RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst))
         app.state.ingest = Ingest(
             KafkaPublisher(producer, settings.publish_timeout_s), store, settings.topics.responses, limits
         )

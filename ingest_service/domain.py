@@ -4,11 +4,9 @@ and the rate limit. Pure: the clock comes in as `now`."""
 from __future__ import annotations
 
 import hashlib
-import math
-import secrets
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -216,54 +214,3 @@ def submission(command: SubmitResponse, now: datetime, source: str) -> Submissio
     return Submission(
         response_id, command.respondent_id, command.channel, command.survey_id, answered_at, fingerprint(command), event
     )
-
-
-# --- API keys: only a hash is stored; the key itself is shown once, at creation ---
-
-KEY_PREFIX = "nps_"
-
-
-def new_api_key() -> str:
-    return KEY_PREFIX + secrets.token_urlsafe(32)
-
-
-def hash_api_key(key: str) -> str:
-    # The keys are 256 random bits, so a fast hash is enough (no password-style stretching).
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-# --- rate limit: one token bucket per API key ---
-
-
-@dataclass
-class TokenBucket:
-    rate: float  # tokens per second
-    burst: float
-    tokens: float
-    updated: float  # monotonic seconds
-
-    def take(self, now: float, cost: float = 1.0) -> float:
-        """Take `cost` tokens; returns 0 when allowed, else the seconds until it would be."""
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        if self.tokens >= cost:
-            self.tokens -= cost
-            return 0.0
-        return (cost - self.tokens) / self.rate
-
-
-@dataclass
-class RateLimiter:
-    rate: float
-    burst: float
-    buckets: dict[str, TokenBucket] = field(default_factory=dict)
-
-    def retry_after(self, key: str, now: float) -> int:
-        """0 when the request may go ahead, else the whole seconds to wait (for Retry-After)."""
-        if self.rate <= 0:
-            return 0
-        bucket = self.buckets.get(key)
-        if bucket is None:
-            bucket = self.buckets[key] = TokenBucket(self.rate, self.burst, self.burst, now)
-        wait = bucket.take(now)
-        return 0 if wait == 0 else max(1, math.ceil(wait))

@@ -25,8 +25,3 @@ class IngestSettings(ServiceSettings):
     )
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="larger bodies get 413 (single POST, PUT)")
     max_batch_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, description="larger batch bodies get 413")
-    rate_limit_per_s: float = Field(
-        default=2_000, ge=0, description="per API key: sustained requests per second (a token bucket); 0 turns it off"
-    )
-    rate_limit_burst: float = Field(default=4_000, ge=1, description="per API key: the burst a client may use at once")
-    key_refresh_s: float = Field(default=5.0, gt=0, description="how soon a new or revoked API key takes effect")

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from scoring_service import handlers
 from scoring_service.deps import AsOf, Dimension, ReadConnection, Segment, Settings, Span, WindowQ, window_days
 from scoring_service.domain import BreakdownSort
+from shared.auth import KEY_PROBLEMS, requires
 from shared.nps import Counts, ci95
 from shared.windows import DayRange
 
@@ -108,7 +109,7 @@ def nps_answer(window: str, result: handlers.Score) -> NpsAnswer:
     return NpsAnswer(segment=result.segment, window=window, **days_of(result.days), **figures(result.counts))
 
 
-router = APIRouter(tags=["scores"])
+router = APIRouter(tags=["scores"], dependencies=[requires("scores:read")], responses=KEY_PROBLEMS)
 
 
 @router.get("/v1/nps", response_model=NpsAnswer, summary="NPS of a segment over a rolling window")

@@ -26,6 +26,7 @@ from pydantic import Field, SecretStr
 
 from services.infra import create_api_key, create_topics, wait_ready
 from shared import logs
+from shared.auth import SCOPES
 from shared.db import upgrade
 from shared.http import serve
 from shared.settings import InfraSettings, ServiceSettings, async_url
@@ -87,18 +88,26 @@ def run_service(name: str) -> int:
     return serve(create_app(settings), settings.host, settings.port)
 
 
-async def keys_command(url: str, action: str, name: str | None) -> int:
-    from ingest_service.repository import KeyExists, KeyStore
+async def keys_command(url: str, action: str, name: str | None, scopes: list[str] | None = None) -> int:
+    from shared.auth import KeyExists, KeyStore, parse_scopes
     from shared.db import make_engine
 
     if action == "create":
         assert name is not None
         try:
-            print(await create_api_key(url, name))
+            granted = parse_scopes([s for text in scopes or ["responses:write"] for s in text.split(",") if s])
+        except ValueError as exc:
+            print(f"nps keys create: {exc}", file=sys.stderr)
+            return 2
+        try:
+            print(await create_api_key(url, name, granted))
         except KeyExists:
             print(f"a key named {name!r} exists; revoke it first", file=sys.stderr)
             return 1
-        print(f"key {name!r} created; it is shown only this once (only its hash is stored)", file=sys.stderr)
+        print(
+            f"key {name!r} created with {', '.join(granted)}; it is shown only this once (only its hash is stored)",
+            file=sys.stderr,
+        )
         return 0
     engine = make_engine(url)
     try:
@@ -108,11 +117,12 @@ async def keys_command(url: str, action: str, name: str | None) -> int:
             if not await keys.revoke(name):
                 print(f"no active key named {name!r}", file=sys.stderr)
                 return 1
-            print(f"key {name!r} revoked (ingest refuses it within NPS_INGEST_KEY_REFRESH_S)", file=sys.stderr)
+            print(f"key {name!r} revoked (every service refuses it within its KEY_REFRESH_S, 5 s)", file=sys.stderr)
         else:
             for key in await keys.list():
                 state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
-                print(f"{key.name}\tcreated {key.created_at:%Y-%m-%d %H:%M}\t{state}")
+                used = f"last used {key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "never used"
+                print(f"{key.name}\t{','.join(key.scopes)}\tcreated {key.created_at:%Y-%m-%d %H:%M}\t{used}\t{state}")
     finally:
         await engine.dispose()
     return 0
@@ -157,8 +167,7 @@ def tool_bootstrap(settings: LauncherSettings) -> str:
 def ensure_dev_key(url: str, path: Path) -> str:
     """The development key `make run` prints and writes to var/dev-api-key (embedded database only):
     the one already there while it is still active, else a fresh one."""
-    from ingest_service.domain import hash_api_key
-    from ingest_service.repository import KeyStore
+    from shared.auth import KeyStore, hash_api_key
     from shared.db import make_engine
 
     known = path.read_text().strip() if path.exists() else None
@@ -167,7 +176,8 @@ def ensure_dev_key(url: str, path: Path) -> str:
         engine = make_engine(url)
         try:
             keys = KeyStore(engine)
-            if known and hash_api_key(known) in await keys.active():
+            active = await keys.active()
+            if known and hash_api_key(known) in active and active[hash_api_key(known)].allows("admin"):
                 return known
             await keys.revoke("dev")
         finally:
@@ -274,11 +284,18 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("up", help="run the whole loop")
     sub.add_parser("migrate", help="apply every service's migrations")
     sub.add_parser("topics", help="create the topics")
-    keys = sub.add_parser("keys", help="manage ingest API keys")
+    keys = sub.add_parser("keys", help="manage API keys and their scopes")
     keys_sub = keys.add_subparsers(dest="action", required=True)
-    keys_sub.add_parser("create", help="create a key and print it (once)").add_argument("name")
+    create = keys_sub.add_parser("create", help="create a key and print it (once)")
+    create.add_argument("name")
+    create.add_argument(
+        "--scope",
+        action="append",
+        metavar="SCOPE",
+        help=f"what the key may do (repeat, or comma-separate; default responses:write): {', '.join(SCOPES)}",
+    )
     keys_sub.add_parser("revoke", help="revoke a key").add_argument("name")
-    keys_sub.add_parser("list", help="list keys (names and dates, never the keys)")
+    keys_sub.add_parser("list", help="list keys: names, scopes, dates, last use (never the keys)")
     for name in SERVICES:
         service = sub.add_parser(name, help=f"run the {name} service alone")
         if name == "scoring":
@@ -307,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         except NotRunning as exc:
             print(exc, file=sys.stderr)
             return 2
-        return asyncio.run(keys_command(url, args.action, getattr(args, "name", None)))
+        return asyncio.run(keys_command(url, args.action, getattr(args, "name", None), getattr(args, "scope", None)))
     if args.command == "migrate":
         upgrade(settings.require_database_url())
     elif args.command == "topics":

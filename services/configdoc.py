@@ -62,8 +62,18 @@ SECTIONS: list[tuple[str, str, type[BaseSettings], list[str]]] = [
         "Every consuming service",
         "Scoring, follow-up and alerts run the shared consumer loop with these.",
         ServiceSettings,
-        [n for n in ServiceSettings.model_fields if n not in InfraSettings.model_fields and n not in ("host", "port")],
+        [
+            n
+            for n, f in ServiceSettings.model_fields.items()
+            if n not in InfraSettings.model_fields and f.validation_alias is not None
+        ],
     ),
+]
+# Declared once for every service, read with each service's prefix (NPS_INGEST_PORT, NPS_SCORING_PORT, ...).
+PER_SERVICE = [
+    n
+    for n, f in ServiceSettings.model_fields.items()
+    if n not in InfraSettings.model_fields and f.validation_alias is None
 ]
 SERVICES: list[tuple[str, type[BaseSettings]]] = [
     ("Ingest", IngestSettings),
@@ -78,7 +88,7 @@ def render() -> str:
     for title, text, cls, names in SECTIONS:
         lines += [f"## {title}", ""] + ([text, ""] if text else []) + table(cls, names) + [""]
     for title, cls in SERVICES:
-        names = ["host", *(n for n in cls.__annotations__ if n in cls.model_fields)]
+        names = [*PER_SERVICE, *(n for n in cls.__annotations__ if n in cls.model_fields and n not in PER_SERVICE)]
         lines += [f"## {title}", "", *table(cls, names), ""]
     return "\n".join(lines)
 

@@ -10,12 +10,11 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest_service.domain import hash_api_key, new_api_key
-from ingest_service.repository import KeyStore
+from shared.auth import KeyStore, Scope, hash_api_key, new_api_key
 from shared.db import make_engine, upgrade
 from shared.kafka import ensure_topics
 from shared.settings import InfraSettings, Topics
@@ -53,13 +52,13 @@ async def create_topics(settings: InfraSettings) -> list[str]:
     )
 
 
-async def create_api_key(database_url: str, name: str) -> str:
-    """A new API key named `name` (KeyExists if an active one has that name); only its hash is
+async def create_api_key(database_url: str, name: str, scopes: Sequence[Scope] = ("admin",)) -> str:
+    """A new API key named `name`, granting `scopes` (KeyExists if an active one has that name); only its hash is
     stored, so the key is returned this once."""
     engine = make_engine(database_url)
     try:
         key = new_api_key()
-        await KeyStore(engine).create(name, hash_api_key(key))
+        await KeyStore(engine).create(name, hash_api_key(key), scopes)
         return key
     finally:
         await engine.dispose()

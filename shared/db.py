@@ -19,8 +19,10 @@ from shared.settings import async_url
 
 log = logging.getLogger(__name__)
 
-# The migrations of every service, in dependency order (they have none between them).
+# Every schema's migrations, in order: `auth` (the API keys every service reads) first, since its
+# first migration takes over the keys ingest kept before; the services have no order between them.
 SERVICE_SCHEMAS = {
+    "auth": "shared:migrations",
     "ingest": "ingest_service:migrations",
     "scoring": "scoring_service:migrations",
     "followup": "followup_service:migrations",

@@ -1,5 +1,5 @@
-"""Wiring shared by the three consuming services: engine, producer, consumer, outbox relay and
-the consumer loop, started with the HTTP app and stopped with it (SIGTERM: uvicorn stops
+"""Wiring shared by the three consuming services: engine, producer, consumer, outbox relay, the
+consumer loop and the API-key gate, started with the HTTP app and stopped with it (SIGTERM: uvicorn stops
 serving, then the loop finishes its batch, commits and returns)."""
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from fastapi import Depends, FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from shared.auth import start_gate
 from shared.consumer import BatchHandler, ConsumerLoop, Tick
 from shared.db import database_reachable, make_engine
 from shared.http import ReadinessCheck, report_worker_failure
 from shared.kafka import broker_reachable, make_consumer, make_producer
 from shared.outbox import OutboxRelay
+from shared.ratelimit import RateLimiter
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -109,7 +111,14 @@ def consuming_lifespan(settings: ServiceSettings, spec: ConsumerSpec[Any]) -> Ca
         async with running_loop(settings, spec, client_id=f"nps-{spec.service}") as running:
             app.state.resources = running.resources
             running.task.add_done_callback(lambda t: report_worker_failure(app, t))
-            yield
+            limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+            app.state.gate, keys = await start_gate(running.resources.engine, settings.key_refresh_s, limiter)
+            refresher = asyncio.create_task(keys.run(), name="keys")
+            refresher.add_done_callback(lambda t: report_worker_failure(app, t))
+            try:
+                yield
+            finally:
+                refresher.cancel()
 
     return lifespan
 

@@ -99,6 +99,11 @@ class InfraSettings(BaseSettings):
 class ServiceSettings(InfraSettings):
     host: str = Field(default="127.0.0.1", description="the address the service's HTTP API binds")
     port: int = Field(default=8000, description="the service's HTTP port")
+    rate_limit_per_s: float = Field(
+        default=2_000, ge=0, description="per API key: sustained requests per second (a token bucket); 0 turns it off"
+    )
+    rate_limit_burst: float = Field(default=4_000, ge=1, description="per API key: the burst a client may use at once")
+    key_refresh_s: float = Field(default=5.0, gt=0, description="how soon a new or revoked API key takes effect")
 
     # Consumer group timings. Apache Kafka's floor for the session timeout is 6 s
     # (group.min.session.timeout.ms); the local broker accepts less, and the tests use less

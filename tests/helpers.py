@@ -8,21 +8,25 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.infra import create_topics, wait_ready
 from shared import service
+from shared.auth import KeyStore, hash_api_key, new_api_key, start_gate
 from shared.consumer import ConsumerLoop
 from shared.events import ResponseSubmitted
 from shared.kafka import TopicMissing, reading_from_start
+from shared.ratelimit import RateLimiter
 from shared.service import ConsumerSpec
 from shared.settings import ServiceSettings
 
@@ -168,6 +172,17 @@ async def running_loop(settings: ServiceSettings, spec: ConsumerSpec[Any]) -> As
     """One real consumer loop (the services' own wiring) against the real broker and database."""
     async with service.running_loop(settings, spec, client_id=f"test-{spec.service}") as running:
         yield LoopUnderTest(running.resources.loop, running.task, running.resources.engine, running.consumer)
+
+
+async def serve_in_process(app: FastAPI, engine: AsyncEngine) -> dict[str, str]:
+    """What a consuming service's lifespan gives its query API, for an app driven in-process
+    (httpx's ASGITransport runs no lifespan): its engine, and the key gate with one admin key.
+    Returns the Authorization header to send."""
+    app.state.resources = service.Resources(engine=engine, producer=cast(Any, None), loop=cast(Any, None))
+    key = new_api_key()
+    await KeyStore(engine).create(f"tests-{uuid.uuid4().hex[:8]}", hash_api_key(key), ["admin"])
+    app.state.gate, _ = await start_gate(engine, 60, RateLimiter(0, 1))
+    return {"Authorization": f"Bearer {key}"}
 
 
 @dataclass

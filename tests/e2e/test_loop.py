@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -28,7 +29,7 @@ async def post(client: httpx.AsyncClient, loop: Loop, body: dict[str, Any]) -> h
 
 
 async def nps(client: httpx.AsyncClient, loop: Loop, **params: str) -> dict[str, Any]:
-    reply = await client.get(f"{loop.urls['scoring']}/v1/nps", params=params)
+    reply = await client.get(f"{loop.urls['scoring']}/v1/nps", params=params, headers=loop.auth)
     assert reply.status_code == 200, reply.text
     body: dict[str, Any] = reply.json()
     return body
@@ -65,12 +66,15 @@ async def test_responses_become_scores_follow_ups_and_exactly_one_ticket_per_det
         assert (await nps(client, loop, window="30d", segment="channel:email"))["n"] >= 5
 
         async def routed() -> bool:
-            replies = [await client.get(f"{loop.urls['followup']}/v1/followups/{run}-{n}") for n in scores]
+            replies = [
+                await client.get(f"{loop.urls['followup']}/v1/followups/{run}-{n}", headers=loop.auth) for n in scores
+            ]
             return all(r.status_code == 200 for r in replies)
 
         await eventually(routed, timeout=20)
         kinds = {
-            n: (await client.get(f"{loop.urls['followup']}/v1/followups/{run}-{n}")).json()["kind"] for n in scores
+            n: (await client.get(f"{loop.urls['followup']}/v1/followups/{run}-{n}", headers=loop.auth)).json()["kind"]
+            for n in scores
         }
         assert kinds == {"p1": "referral", "p2": "referral", "pa": "education", "d1": "ticket", "d2": "ticket"}
 
@@ -107,7 +111,7 @@ async def test_bad_input_gets_422_naming_the_field(loop: Loop, body: dict[str, A
 async def test_bad_queries_get_422(loop: Loop) -> None:
     async with httpx.AsyncClient(timeout=10) as client:
         for params in ({"window": "30"}, {"window": "0d"}, {"segment": "nope"}, {"segment": "Bad:x"}):
-            reply = await client.get(f"{loop.urls['scoring']}/v1/nps", params=params)
+            reply = await client.get(f"{loop.urls['scoring']}/v1/nps", params=params, headers=loop.auth)
             assert reply.status_code == 422, params
             assert reply.json()["code"] == "invalid_query"
 
@@ -144,7 +148,7 @@ async def test_a_real_drop_raises_an_alert(loop: Loop) -> None:
             assert (await post(client, loop, body)).status_code == 202
 
         async def alerted() -> bool:
-            reply = await client.get(f"{loop.urls['alerts']}/v1/alerts", params={"state": "firing"})
+            reply = await client.get(f"{loop.urls['alerts']}/v1/alerts", params={"state": "firing"}, headers=loop.auth)
             return any(a["segment"] == f"cohort:{cohort}" for a in reply.json()["alerts"])
 
         await eventually(alerted, timeout=30)
@@ -190,13 +194,15 @@ async def test_five_concurrent_retries_count_once_and_route_once(loop: Loop) -> 
             return (await nps(client, loop, window="7d", segment=f"run:{run}"))["n"] >= 1
 
         async def routed() -> bool:
-            return (await client.get(f"{loop.urls['followup']}/v1/followups/{run}-r")).status_code == 200
+            return (
+                await client.get(f"{loop.urls['followup']}/v1/followups/{run}-r", headers=loop.auth)
+            ).status_code == 200
 
         await eventually(counted, timeout=20)
         await eventually(routed, timeout=20)
         await asyncio.sleep(1)  # let any duplicate reach the consumers before counting
         assert (await nps(client, loop, window="7d", segment=f"run:{run}"))["n"] == 1
-        followup = (await client.get(f"{loop.urls['followup']}/v1/followups/{run}-r")).json()
+        followup = (await client.get(f"{loop.urls['followup']}/v1/followups/{run}-r", headers=loop.auth)).json()
     assert followup["kind"] == "ticket"
     tickets = [ticket_events.validate_json(r.value) for r in await read_topic(loop.bootstrap, TICKETS, timeout=8)]
     assert [t.response_id for t in tickets].count(f"{run}-r") == 1
@@ -210,7 +216,7 @@ async def test_nps_keys_in_another_terminal_manages_the_running_loops_keys(loop:
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip()
     listed = nps_command("keys", "list", env=env)
-    assert f"{name}\tcreated" in listed.stdout and "active" in listed.stdout
+    assert f"{name}\tresponses:write\tcreated" in listed.stdout and "active" in listed.stdout
     body = {"respondent_id": "cli-user", "score": 9}
     async with httpx.AsyncClient(timeout=10) as client:
 
@@ -238,5 +244,57 @@ async def test_nps_scoring_rebuild_in_another_terminal_finds_the_running_loop(lo
 
 @pytest.mark.parametrize("service", ["scoring", "followup", "alerts"])
 async def test_the_query_apis_never_answer_5xx_under_fuzzing(loop: Loop, service: str) -> None:
-    operations = await asyncio.to_thread(fuzz_openapi, loop.urls[service], None, 25)
+    operations = await asyncio.to_thread(fuzz_openapi, loop.urls[service], loop.auth, 25)
     assert operations >= 3  # its /v1 query, /healthz, /readyz
+
+
+# The scope each operation needs, by service and method (every route but /healthz, /readyz, /metrics).
+NEEDS = {
+    ("ingest", "post"): "responses:write",
+    ("ingest", "put"): "responses:write",
+    ("ingest", "delete"): "respondents:erase",
+    ("scoring", "get"): "scores:read",
+    ("followup", "get"): "followups:read",
+    ("alerts", "get"): "alerts:read",
+}
+
+
+async def test_every_api_needs_a_key_with_its_scope(loop: Loop) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | {"NPS_VAR_DIR": str(loop.var_dir)}
+    keys = {}
+    for role, scopes in (("reader", "scores:read,followups:read,alerts:read"), ("writer", "responses:write")):
+        created = nps_command("keys", "create", f"{role}-{uuid.uuid4().hex[:6]}", "--scope", scopes, env=env)
+        assert created.returncode == 0, created.stderr
+        keys[role] = {"Authorization": f"Bearer {created.stdout.strip()}"}
+    granted = {"reader": {"scores:read", "followups:read", "alerts:read"}, "writer": {"responses:write"}}
+    checked = 0
+    async with httpx.AsyncClient(timeout=10) as client:
+        await eventually(  # a new key reaches every service within its key refresh (5 s)
+            lambda: _answers(client, f"{loop.urls['alerts']}/v1/alerts", keys["reader"], 200), timeout=15
+        )
+        for service in SERVICES:
+            document = (await client.get(f"{loop.urls[service]}/openapi.json")).json()
+            for path, operations in document["paths"].items():
+                if path in ("/healthz", "/readyz"):
+                    continue
+                url = loop.urls[service] + re.sub(r"\{[^}]+\}", "x", path)
+                for method in operations:
+                    scope = NEEDS[(service, method)]
+                    anonymous = await client.request(method, url, json={})
+                    assert anonymous.status_code == 401, (service, method, path, anonymous.text)
+                    assert anonymous.headers["www-authenticate"] == "Bearer"
+                    assert anonymous.json()["code"] == "missing_api_key"
+                    assert operations[method]["security"] == [{"HTTPBearer": []}], (service, method, path)
+                    for role, headers in keys.items():
+                        reply = await client.request(method, url, json={}, headers=headers)
+                        if scope in granted[role]:
+                            assert reply.status_code not in (401, 403), (service, method, path, role, reply.text)
+                        else:
+                            assert reply.status_code == 403, (service, method, path, role, reply.text)
+                            assert reply.json()["code"] == "insufficient_scope"
+                    checked += 1
+    assert checked >= 12  # 5 ingest, 5 scoring, 1 follow-up, 1 alerts
+
+
+async def _answers(client: httpx.AsyncClient, url: str, headers: dict[str, str], status: int) -> bool:
+    return (await client.get(url, headers=headers)).status_code == status

@@ -29,7 +29,9 @@ async def test_data_under_var_survives_a_restart(tmp_path: Path, repo_root_sessi
             assert reply.status_code == 202
 
             async def counted() -> bool:
-                reply = await client.get(f"{first.urls['scoring']}/v1/nps", params={"segment": f"run:{run}"})
+                reply = await client.get(
+                    f"{first.urls['scoring']}/v1/nps", params={"segment": f"run:{run}"}, headers=first.auth
+                )
                 return bool(reply.json()["n"] == 1)
 
             await eventually(counted, timeout=20)
@@ -42,9 +44,13 @@ async def test_data_under_var_survives_a_restart(tmp_path: Path, repo_root_sessi
     assert second.api_key == first.api_key  # the development key is kept with the data
     try:
         async with httpx.AsyncClient(timeout=10) as client:
-            score = (await client.get(f"{second.urls['scoring']}/v1/nps", params={"segment": f"run:{run}"})).json()
+            score = (
+                await client.get(
+                    f"{second.urls['scoring']}/v1/nps", params={"segment": f"run:{run}"}, headers=second.auth
+                )
+            ).json()
             assert (score["n"], score["detractors"]) == (1, 1)
-            followup = await client.get(f"{second.urls['followup']}/v1/followups/{run}-1")
+            followup = await client.get(f"{second.urls['followup']}/v1/followups/{run}-1", headers=second.auth)
             assert followup.status_code == 200 and followup.json()["kind"] == "ticket"
     finally:
         stop_loop(second)

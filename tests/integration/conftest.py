@@ -42,7 +42,7 @@ def live_ingest(pg_admin_url: str, bootstrap: str, workdir: Path, **settings: st
         NPS_INGEST_KEY_REFRESH_S="0.2",
         **settings,
     )
-    created = nps("keys", "create", "app-tests", env=env)
+    created = nps("keys", "create", "app-tests", "--scope", "responses:write,respondents:erase", env=env)
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip()
     process = start_service("ingest", env, workdir / "ingest.log", free_port())

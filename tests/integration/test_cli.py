@@ -44,7 +44,7 @@ async def schemas_and_versions(url: str) -> dict[str, str]:
         async with engine.connect() as conn:
             return {
                 schema: (await conn.execute(sa.text(f"SELECT version_num FROM {schema}.alembic_version"))).scalar_one()
-                for schema in ("scoring", "followup", "alerts")
+                for schema in ("auth", "ingest", "scoring", "followup", "alerts")
             }
     finally:
         await engine.dispose()
@@ -72,6 +72,8 @@ def test_nps_migrate_brings_every_schema_to_head_and_is_idempotent(pg_admin_url:
         result = nps("migrate", env=base_env(DATABASE_URL=url))
         assert result.returncode == 0, result.stderr
     assert asyncio.run(schemas_and_versions(url)) == {
+        "auth": "auth_0001",
+        "ingest": "ingest_0002",
         "scoring": "scoring_0002",
         "followup": "followup_0001",
         "alerts": "alerts_0001",

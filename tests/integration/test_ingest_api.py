@@ -280,3 +280,29 @@ async def test_openapi_documents_every_operation_with_examples_and_auth(ingest: 
             assert {"401", "422", "429"} <= set(op["responses"]), path
             if not path.endswith("/validate"):  # the dry run never waits on the broker or database
                 assert "503" in op["responses"], path
+
+
+async def test_a_key_without_the_scope_gets_403(ingest: LiveIngest) -> None:
+    reader = nps("keys", "create", f"reader-{rid()}", "--scope", "scores:read", env=ingest.env)
+    writer = nps("keys", "create", f"writer-{rid()}", "--scope", "responses:write", env=ingest.env)
+    assert reader.returncode == 0 and writer.returncode == 0, reader.stderr + writer.stderr
+    as_reader = {"Authorization": f"Bearer {reader.stdout.strip()}"}
+    as_writer = {"Authorization": f"Bearer {writer.stdout.strip()}"}
+
+    async def forbidden() -> bool:
+        reply = await post(ingest, {"respondent_id": "u", "score": 9}, headers=as_reader)
+        return reply.status_code == 403 and reply.json()["code"] == "insufficient_scope"
+
+    await eventually(forbidden, timeout=5)
+    assert (await post(ingest, {"respondent_id": "u", "score": 9}, headers=as_writer)).status_code == 202
+    async with httpx.AsyncClient(timeout=10) as client:  # erasure is a scope of its own
+        erase = await client.delete(f"{ingest.url}/v1/respondents/u", headers=as_writer)
+        assert erase.status_code == 403 and erase.json()["code"] == "insufficient_scope", erase.text
+        assert (await client.delete(f"{ingest.url}/v1/respondents/u", headers=ingest.auth)).status_code == 202
+    listed = nps("keys", "list", env=ingest.env).stdout
+    assert "\tscores:read\t" in listed and "\tresponses:write\t" in listed
+
+
+def test_keys_with_an_unknown_scope_are_refused(ingest: LiveIngest) -> None:
+    made = nps("keys", "create", f"bad-{rid()}", "--scope", "scores:write", env=ingest.env)
+    assert made.returncode == 2 and "unknown scope scores:write" in made.stderr

@@ -20,13 +20,13 @@ from shared.consumer import Message
 from shared.db import make_engine
 from shared.events import ResponseEvent, ResponseSubmitted, score_events
 from shared.nps import Counts, compare
-from shared.service import Resources
 from tests.helpers import (
     create_topics,
     eventually,
     produce,
     read_topic,
     running_loop,
+    serve_in_process,
     service_settings,
     started_producer,
     submitted_event,
@@ -64,9 +64,11 @@ async def scoring_api(
     async with engine.begin() as conn:
         await handler(conn, [Message(cast(ResponseEvent, e), "t", 0, i, 0) for i, e in enumerate(events)])
     app = create_app(settings)
-    app.state.resources = Resources(engine=engine, producer=cast(Any, None), loop=cast(Any, None))
+    headers = await serve_in_process(app, engine)
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://scoring") as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://scoring", headers=headers
+        ) as client:
             yield client
     finally:
         await engine.dispose()

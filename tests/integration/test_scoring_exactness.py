@@ -30,7 +30,7 @@ from shared.db import make_engine
 from shared.events import ResponseEvent, ResponseSubmitted
 from shared.kafka import group_committed
 from shared.nps import Counts
-from shared.service import ConsumerSpec, Resources
+from shared.service import ConsumerSpec
 from shared.windows import window
 from tests import scoring_model
 from tests.conftest import fresh_database
@@ -42,6 +42,7 @@ from tests.helpers import (
     nps_env,
     produce,
     running_loop,
+    serve_in_process,
     service_settings,
     start_service,
     started_producer,
@@ -82,8 +83,10 @@ async def served_equals_recompute(
             assert await repository.all_daily(conn) == expected  # the table itself
 
         app = create_app(app_settings)
-        app.state.resources = Resources(engine=engine, producer=cast(Any, None), loop=cast(Any, None))
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://scoring") as client:
+        headers = await serve_in_process(app, engine)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://scoring", headers=headers
+        ) as client:
 
             def total(segment: str, first: date, last: date) -> Counts:
                 return sum((c for (s, d), c in expected.items() if s == segment and first <= d <= last), Counts())

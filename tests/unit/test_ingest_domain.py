@@ -7,14 +7,10 @@ from ingest_service.domain import (
     FINGERPRINTED,
     InvalidResponse,
     Limits,
-    RateLimiter,
     ReviseResponse,
     SubmitResponse,
-    TokenBucket,
     check,
     fingerprint,
-    hash_api_key,
-    new_api_key,
     submission,
 )
 from shared.events import ResponseSubmitted, response_events
@@ -134,31 +130,6 @@ def test_a_revision_replaces_score_comment_and_attributes_only() -> None:
     for bad in ({"score": 11}, {"score": 9, "respondent_id": "u"}, {"score": 9, "channel": "web"}, {}):
         with pytest.raises(ValidationError):
             ReviseResponse.model_validate(bad)
-
-
-def test_api_keys_are_random_and_only_their_hash_is_kept() -> None:
-    a, b = new_api_key(), new_api_key()
-    assert a != b and a.startswith("nps_") and len(a) > 40
-    assert hash_api_key(a) == hash_api_key(a) != hash_api_key(b)
-    assert a not in hash_api_key(a)
-
-
-def test_token_bucket_allows_the_burst_then_the_rate() -> None:
-    bucket = TokenBucket(rate=10, burst=3, tokens=3, updated=0.0)
-    assert [bucket.take(0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert bucket.take(0.0) == pytest.approx(0.1)  # one token comes back every 0.1 s
-    assert bucket.take(0.1) == 0.0
-    assert bucket.take(10.0) == 0.0 and bucket.tokens == pytest.approx(2.0)  # refills only up to the burst
-
-
-def test_rate_limiter_is_per_key_and_says_when_to_retry() -> None:
-    limiter = RateLimiter(rate=1, burst=2)
-    assert limiter.retry_after("app-a", 0.0) == 0
-    assert limiter.retry_after("app-a", 0.0) == 0
-    assert limiter.retry_after("app-a", 0.0) == 1  # Retry-After in whole seconds, at least 1
-    assert limiter.retry_after("app-b", 0.0) == 0  # another key has its own bucket
-    assert limiter.retry_after("app-a", 1.0) == 0
-    assert RateLimiter(rate=0, burst=1).retry_after("x", 0.0) == 0  # rate 0 turns the limit off
 
 
 @pytest.mark.parametrize(

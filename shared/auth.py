@@ -1,0 +1,234 @@
+"""API keys and scopes: one check for every service's API.
+
+A key is 256 random bits shown once; only its SHA-256 is stored, in the `auth` schema every service
+reads (auth.api_keys), with the scopes it grants. Each service keeps the active keys in memory
+(`KeyCache`, reloaded every few seconds) and asks one `Gate` per request: who is calling (401
+otherwise), may they (403), and are they within their rate (429). No service trusts another's
+network position: every call carries its key."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any, Literal, get_args
+
+import sqlalchemy as sa
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.http import Problem, ProblemError
+from shared.ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "auth"
+KEY_PREFIX = "nps_"
+
+Scope = Literal[
+    "responses:write",  # submit, validate, batch-import and revise responses
+    "respondents:erase",  # erase a respondent everywhere
+    "scores:read",  # scoring's queries
+    "followups:read",  # follow-up's lookups
+    "alerts:read",  # alerts' list
+    "admin",  # every scope
+]
+SCOPES: tuple[Scope, ...] = get_args(Scope)
+
+# What every protected route may answer besides its own results (for the OpenAPI documents).
+KEY_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "missing or unknown API key"},
+    403: {"model": Problem, "description": "the API key lacks the scope this call needs"},
+    429: {"model": Problem, "description": "rate limit of this API key; retry after Retry-After seconds"},
+}
+
+bearer = HTTPBearer(auto_error=False, description="An API key made with `nps keys create NAME --scope …`.")
+
+
+def new_api_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_api_key(key: str) -> str:
+    # The keys are 256 random bits, so a fast hash is enough (no password-style stretching).
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def parse_scopes(names: Sequence[str]) -> tuple[Scope, ...]:
+    """Scopes as a client or operator wrote them; ValueError names an unknown one."""
+    unknown = sorted(set(names) - set(SCOPES))
+    if unknown:
+        raise ValueError(f"unknown scope {', '.join(unknown)}; scopes are {', '.join(SCOPES)}")
+    return tuple(s for s in SCOPES if s in names)
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    name: str
+    scopes: frozenset[str]
+
+    def allows(self, scope: Scope) -> bool:
+        return scope in self.scopes or "admin" in self.scopes
+
+
+class KeyExists(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    name: str
+    scopes: tuple[str, ...]
+    created_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class KeyStore:
+    """The SQL of auth.api_keys. Each method is its own transaction."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def create(self, name: str, key_hash: str, scopes: Sequence[Scope]) -> None:
+        async with self._engine.begin() as conn:
+            existing = (
+                await conn.execute(sa.text(f"SELECT revoked_at FROM {SCHEMA}.api_keys WHERE name = :n"), {"n": name})
+            ).first()
+            if existing is not None and existing.revoked_at is None:
+                raise KeyExists(name)
+            await conn.execute(
+                sa.text(
+                    f"INSERT INTO {SCHEMA}.api_keys (name, key_hash, scopes) VALUES (:n, :h, :s) ON CONFLICT (name) "
+                    "DO UPDATE SET key_hash = EXCLUDED.key_hash, scopes = EXCLUDED.scopes, created_at = now(), "
+                    "revoked_at = NULL, last_used_at = NULL"
+                ),
+                {"n": name, "h": key_hash, "s": list(scopes)},
+            )
+
+    async def revoke(self, name: str) -> bool:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                sa.text(f"UPDATE {SCHEMA}.api_keys SET revoked_at = now() WHERE name = :n AND revoked_at IS NULL"),
+                {"n": name},
+            )
+        return bool(result.rowcount)
+
+    async def list(self) -> list[KeyInfo]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                sa.text(
+                    f"SELECT name, scopes, created_at, revoked_at, last_used_at FROM {SCHEMA}.api_keys ORDER BY name"
+                )
+            )
+            return [KeyInfo(r.name, tuple(r.scopes), r.created_at, r.revoked_at, r.last_used_at) for r in rows]
+
+    async def active(self) -> dict[str, Key]:
+        """{key hash: key} of every key not revoked."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                sa.text(f"SELECT key_hash, name, scopes FROM {SCHEMA}.api_keys WHERE revoked_at IS NULL")
+            )
+            return {r.key_hash: Key(r.name, frozenset(r.scopes)) for r in rows}
+
+    async def mark_used(self, names: Sequence[str]) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                sa.text(f"UPDATE {SCHEMA}.api_keys SET last_used_at = now() WHERE name = ANY(CAST(:n AS text[]))"),
+                {"n": sorted(names)},
+            )
+
+
+class KeyCache:
+    """Active keys, reloaded every `refresh_s`: a new or revoked key takes effect within that time,
+    and no request waits on the database to be authenticated. Last use is written back in the
+    same rhythm (one UPDATE per refresh, not one per request)."""
+
+    def __init__(self, store: KeyStore, refresh_s: float) -> None:
+        self._store = store
+        self._refresh_s = refresh_s
+        self._keys: dict[str, Key] = {}
+        self._used: set[str] = set()
+
+    def find(self, key_hash: str) -> Key | None:
+        key = self._keys.get(key_hash)
+        if key is not None:
+            self._used.add(key.name)
+        return key
+
+    async def load(self) -> None:
+        self._keys = await self._store.active()
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh_s)
+            try:
+                used, self._used = self._used, set()
+                if used:
+                    await self._store.mark_used(sorted(used))
+                await self.load()
+            except Exception as exc:  # keep the last good set; the database may be back soon
+                log.warning("could not reload API keys (%s); keeping the %d known", type(exc).__name__, len(self._keys))
+
+
+def _unauthorized(code: str, message: str) -> ProblemError:
+    return ProblemError(401, code, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+@dataclass
+class Gate:
+    """Who is calling, from an `Authorization` header: the key's name, if the key is known, grants
+    `scope`, and is within its rate limit. Raw routes and framework routes both ask it."""
+
+    keys: KeyCache
+    limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0, 1))
+
+    def __call__(self, authorization: str | None, scope: Scope) -> str:
+        scheme, credentials = get_authorization_scheme_param(authorization)
+        if not authorization or scheme.lower() != "bearer" or not credentials:
+            raise _unauthorized("missing_api_key", "send 'Authorization: Bearer <api key>'")
+        key = self.keys.find(hash_api_key(credentials))
+        if key is None:
+            raise _unauthorized("invalid_api_key", "unknown or revoked API key")
+        if not key.allows(scope):
+            raise ProblemError(403, "insufficient_scope", f"key '{key.name}' lacks the scope '{scope}'")
+        wait = self.limiter.retry_after(key.name, time.monotonic())
+        if wait:
+            raise ProblemError(
+                429,
+                "rate_limited",
+                f"rate limit of key '{key.name}' reached; retry in {wait}s",
+                headers={"Retry-After": str(wait)},
+            )
+        return key.name
+
+
+def requires(scope: Scope) -> Any:
+    """A dependency: the calling key's name, once the Gate let it through for `scope`. A coroutine
+    on purpose: FastAPI runs a plain `def` dependency in a worker thread, and two thread hand-offs
+    per request cost more than the check."""
+
+    async def caller(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    ) -> str:
+        gate: Gate = request.app.state.gate
+        return gate(f"Bearer {credentials.credentials}" if credentials is not None else None, scope)
+
+    return Depends(caller)
+
+
+async def start_gate(engine: AsyncEngine, refresh_s: float, limiter: RateLimiter) -> tuple[Gate, KeyCache]:
+    """The Gate of one service, its keys loaded; run the cache's `run()` beside the service."""
+    keys = KeyCache(KeyStore(engine), refresh_s)
+    await keys.load()
+    return Gate(keys, limiter), keys
+
+
+__all__ = ["SCOPES", "Gate", "KeyCache", "KeyStore", "Scope", "requires"]
