@@ -13,6 +13,7 @@ from shared.auth import KEY_PROBLEMS, requires
 from shared.events import FollowUpKind
 from shared.http import ProblemError
 from shared.service import ReadConnection
+from shared.validation import PLAIN
 
 
 class FollowUpAnswer(BaseModel):
@@ -34,7 +35,9 @@ router = APIRouter(tags=["follow-ups"], dependencies=[requires("followups:read")
     response_model=FollowUpAnswer,
     responses={404: {"description": "no follow-up for that response (yet)"}},
 )
-async def get_followup(conn: ReadConnection, response_id: Annotated[str, Path(max_length=128)]) -> FollowUpAnswer:
+async def get_followup(
+    conn: ReadConnection, response_id: Annotated[str, Path(min_length=1, max_length=128, pattern=PLAIN)]
+) -> FollowUpAnswer:
     row = await repository.get_by_response(conn, response_id)
     if row is None:
         raise ProblemError(404, "not_found", "no follow-up for that response (yet)")

@@ -14,12 +14,12 @@ from starlette.datastructures import State
 
 from ingest_service import metrics
 from ingest_service.deps import Eraser, Handler, Writer
-from ingest_service.domain import EXAMPLE, MAX_BATCH_ITEMS, PLAIN, InvalidResponse, ReviseResponse, SubmitResponse
+from ingest_service.domain import EXAMPLE, MAX_BATCH_ITEMS, InvalidResponse, ReviseResponse, SubmitResponse
 from ingest_service.handlers import CONFLICT_PROBLEM, Conflict, Ingest, NotFound, StoreUnavailable
 from ingest_service.publisher import PublishFailed
 from ingest_service.raw import RawRequest, RawRoute
 from shared.http import Problem, ProblemError
-from shared.validation import FieldProblem
+from shared.validation import PLAIN, FieldProblem
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def unavailable(exc: Exception) -> ProblemError:
 
 
 async def post_response(state: State, request: RawRequest) -> Accepted:
-    source = state.gate(request.header(b"authorization"), "responses:write")
+    source = state.gate(request.header_values(b"authorization"), "responses:write")
     handler: Ingest = state.ingest
     body = request.json(SubmitResponse)
     try:
@@ -120,7 +120,7 @@ async def post_response(state: State, request: RawRequest) -> Accepted:
 
 
 async def validate_response(state: State, request: RawRequest) -> Validated:
-    state.gate(request.header(b"authorization"), "responses:write")
+    state.gate(request.header_values(b"authorization"), "responses:write")
     handler: Ingest = state.ingest
     try:
         handler.validate(request.json(SubmitResponse), datetime.now(UTC))
@@ -131,7 +131,7 @@ async def validate_response(state: State, request: RawRequest) -> Validated:
 
 async def post_batch(state: State, request: RawRequest) -> bytes:
     """The answer is serialized from plain data: 1,000 result models cost more than the rest of it."""
-    source = state.gate(request.header(b"authorization"), "responses:write")
+    source = state.gate(request.header_values(b"authorization"), "responses:write")
     handler: Ingest = state.ingest
     body = request.json(BatchIn)
     try:

@@ -53,7 +53,7 @@ def create_app(settings: IngestSettings | None = None) -> RawFirst:
             await engine.dispose()
 
     app = base_app(RawFirst, "ingest", "NPS ingest", lifespan)
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     app.include_router(
         health_router(
             lambda: {
@@ -65,5 +65,5 @@ def create_app(settings: IngestSettings | None = None) -> RawFirst:
     app.include_router(router)
     limits_by_path = {route.path: settings.max_body_bytes for route in RAW_ROUTES}
     limits_by_path["/v1/responses/batch"] = settings.max_batch_body_bytes
-    serve_raw(app, "ingest", RAW_ROUTES, limits_by_path, dependencies=[Depends(bearer)])
+    serve_raw(app, "ingest", RAW_ROUTES, limits_by_path, settings.body_timeout_s, dependencies=[Depends(bearer)])
     return app

@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from shared.events import Score, encode_submitted
-from shared.validation import FieldProblem, field_problems
+from shared.validation import PLAIN, FieldProblem, field_problems
 
 RESERVED_ATTRIBUTES = frozenset({"channel", "survey_id"})
 MAX_BATCH_ITEMS = 1000
@@ -37,10 +37,8 @@ def _rfc3339_text(value: Any) -> Any:
     return value
 
 
-# No control characters in identifiers and segment values (PostgreSQL refuses NUL, logs and
-# segment keys break on the rest); a comment may hold tabs and line breaks. Invalid Unicode (lone
-# surrogates) fails these checks too. Found by schema-driven fuzzing: a NUL in `channel` was a 500.
-PLAIN = r"^[^\x00-\x1f\x7f]*$"
+# PLAIN (shared/validation.py) for identifiers and segment values; a comment may hold tabs and line
+# breaks. Found by schema-driven fuzzing: a NUL in `channel` was a 500.
 COMMENT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
 
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import State
 from starlette.types import Receive, Scope, Send
 
-from shared.http import ProblemError, invalid_request, read_body, record_request
+from shared.http import ProblemError, internal_error, invalid_request, log_failure, read_body, record_request
 from shared.validation import FieldProblem, field_problems
 
 log = logging.getLogger(__name__)
@@ -35,11 +35,16 @@ JSON_HEADER = (b"content-type", b"application/json")
 class RawRequest:
     """What a raw route's handler sees: the headers (lower-cased names) and the whole body."""
 
-    __slots__ = ("body", "headers")
+    __slots__ = ("body", "headers", "pairs")
 
-    def __init__(self, headers: dict[bytes, bytes], body: bytes) -> None:
+    def __init__(self, pairs: list[tuple[bytes, bytes]], headers: dict[bytes, bytes], body: bytes) -> None:
+        self.pairs = pairs  # as sent, repeated names included
         self.headers = headers
         self.body = body
+
+    def header_values(self, name: bytes) -> list[str]:
+        """Every value of a header the client sent (a repeated header is more than one)."""
+        return [value.decode("latin-1") for key, value in self.pairs if key == name]
 
     def header(self, name: bytes) -> str | None:
         value = self.headers.get(name)
@@ -112,8 +117,11 @@ class RawRoute:
 class RawRoutes:
     """Answers its routes: body (with its limit), handler, the uniform error body, request metrics."""
 
-    def __init__(self, service: str, routes: Sequence[RawRoute], limits: Mapping[str, int]) -> None:
+    def __init__(
+        self, service: str, routes: Sequence[RawRoute], limits: Mapping[str, int], body_timeout_s: float
+    ) -> None:
         self.service = service
+        self.body_timeout_s = body_timeout_s
         self.routes = {(route.method, route.path): (route, limits[route.path]) for route in routes}
 
     async def answer(
@@ -123,15 +131,15 @@ class RawRoutes:
         headers: dict[bytes, bytes] = dict(scope["headers"])
         extra: Mapping[str, str] = {}
         try:
-            body = await read_body(headers, receive, limit)
-            answer = await route.handle(state, RawRequest(headers, body))
+            body = await read_body(headers, receive, limit, self.body_timeout_s)
+            answer = await route.handle(state, RawRequest(scope["headers"], headers, body))
             status = route.status
             payload = answer if isinstance(answer, bytes) else answer.__pydantic_serializer__.to_json(answer)
         except ProblemError as exc:
             status, payload, extra = exc.status, exc.body(), exc.headers
-        except Exception:
-            log.exception("%s %s failed", route.method, route.path)
-            status, payload = 500, ProblemError(500, "internal_error", "internal error").body()
+        except Exception as exc:
+            log_failure(route.method, route.path, exc)
+            status, payload = 500, internal_error().body()
         await send(
             {
                 "type": "http.response.start",
@@ -168,10 +176,11 @@ def serve_raw(
     service: str,
     routes: Sequence[RawRoute],
     limits: Mapping[str, int],
+    body_timeout_s: float,
     dependencies: Sequence[params.Depends] = (),
 ) -> None:
     """Serve `routes` raw in front of `app`, and add them to its OpenAPI document."""
-    app.raw = RawRoutes(service, routes, limits)
+    app.raw = RawRoutes(service, routes, limits, body_timeout_s)
     documented = [route.documented(dependencies) for route in routes]
 
     def openapi() -> dict[str, Any]:

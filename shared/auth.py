@@ -190,9 +190,14 @@ class Gate:
     keys: KeyCache
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0, 1))
 
-    def __call__(self, authorization: str | None, scope: Scope) -> str:
-        scheme, credentials = get_authorization_scheme_param(authorization)
-        if not authorization or scheme.lower() != "bearer" or not credentials:
+    def __call__(self, authorization: Sequence[str] | str | None, scope: Scope) -> str:
+        """`authorization`: every Authorization header the request carried. More than one is
+        refused, whichever way a proxy or framework would have picked one."""
+        values = [authorization] if isinstance(authorization, str) else list(authorization or ())
+        if len(values) > 1:
+            raise _unauthorized("duplicate_authorization", "send exactly one Authorization header")
+        scheme, credentials = get_authorization_scheme_param(values[0] if values else None)
+        if not values or scheme.lower() != "bearer" or not credentials:
             raise _unauthorized("missing_api_key", "send 'Authorization: Bearer <api key>'")
         key = self.keys.find(hash_api_key(credentials))
         if key is None:
@@ -215,11 +220,10 @@ def requires(scope: Scope) -> Any:
     on purpose: FastAPI runs a plain `def` dependency in a worker thread, and two thread hand-offs
     per request cost more than the check."""
 
-    async def caller(
-        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-    ) -> str:
+    async def caller(request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+        # `bearer` declares the scheme in the OpenAPI document; the Gate reads every header itself.
         gate: Gate = request.app.state.gate
-        return gate(f"Bearer {credentials.credentials}" if credentials is not None else None, scope)
+        return gate(request.headers.getlist("authorization"), scope)
 
     return Depends(caller)
 

@@ -8,6 +8,7 @@ import gc
 import logging
 import signal
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -106,8 +107,21 @@ def record_request(service: str, method: str, route: str, status: int, seconds: 
     duration.observe(seconds)
 
 
-class MetricsMiddleware:
-    """Records every request the framework answers (raw routes record their own)."""
+def log_failure(method: str, route: str, exc: BaseException) -> None:
+    """An unexpected error, logged without request data above debug: exception messages can carry
+    SQL parameters and bodies (personal data), so ERROR says where and what kind, DEBUG the rest."""
+    log.error("%s %s failed: %s (traceback at DEBUG)", method, route, type(exc).__name__)
+    log.debug("%s %s failed", method, route, exc_info=exc)
+
+
+def internal_error() -> ProblemError:
+    return ProblemError(500, "internal_error", "internal error; the service logged it")
+
+
+class RequestMiddleware:
+    """Every request the framework answers (raw routes do the same themselves): a path that is not
+    UTF-8 gets 422 (decoded, it would silently name another resource); an unexpected error becomes
+    the problem body, 500, logged by log_failure; and the request is counted and timed by route."""
 
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
@@ -119,38 +133,66 @@ class MetricsMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        answered = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, answered = message["status"], True
             await send(message)
 
         try:
-            await self.app(scope, receive, send_wrapper)
+            if "\ufffd" in scope["path"] and not utf8_path(scope):
+                problem = FieldProblem(field="path", problem="the path is not valid UTF-8 once percent-decoded")
+                await problem_response(invalid_request([problem]))(scope, receive, send_wrapper)
+            else:
+                await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            log_failure(scope["method"], route_template(scope), exc)
+            if not answered:
+                await problem_response(internal_error())(scope, receive, send_wrapper)
         finally:
             record_request(self.service, scope["method"], route_template(scope), status, time.perf_counter() - started)
 
 
-async def read_body(headers: Mapping[bytes, bytes], receive: Receive, limit: int) -> bytes:
-    """The whole request body, or ProblemError 413 as soon as it is known to exceed `limit`: from
-    Content-Length when declared, else while the (chunked) body streams in."""
+def utf8_path(scope: Scope) -> bool:
+    """Whether the raw path percent-decodes to valid UTF-8 (the server replaced what did not)."""
+    try:
+        urllib.parse.unquote_to_bytes(scope.get("raw_path") or b"").decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+async def read_body(headers: Mapping[bytes, bytes], receive: Receive, limit: int, timeout_s: float) -> bytes:
+    """The whole request body, or ProblemError 413 as soon as it is known to exceed `limit` (from
+    Content-Length when declared, else while a chunked body streams in), or 408 when it has not
+    all arrived within `timeout_s`: a client that stalls mid-body does not hold a request open."""
     declared = headers.get(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_large(limit)
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":  # the client went away
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise too_large(limit)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":  # the client went away
+                    break
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise too_large(limit)
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+    except TimeoutError as exc:
+        raise ProblemError(
+            408,
+            "body_timeout",
+            f"the request body did not arrive within {timeout_s:g}s",
+            headers={"Connection": "close"},
+        ) from exc
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
@@ -158,16 +200,17 @@ class BodyLimitMiddleware:
     """413 for bodies over `limit`, before anything parses them (read_body); the body read is
     replayed to the route."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, timeout_s: float) -> None:
         self.app = app
         self.limit = limit
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
         try:
-            body = await read_body(dict(scope["headers"]), receive, self.limit)
+            body = await read_body(dict(scope["headers"]), receive, self.limit, self.timeout_s)
         except ProblemError as exc:
             await problem_response(exc)(scope, receive, send)
             return
@@ -184,12 +227,19 @@ class BodyLimitMiddleware:
 
 
 def route_template(scope: Scope) -> str:
-    app = scope.get("app")
-    router = getattr(app, "router", None)
+    """The template of the route that answered (`/v1/followups/{response_id}`), never the raw path.
+    FastAPI's router leaves the route it chose in the scope, however deep the included routers
+    nest (FastAPI 0.165 wraps each included router, so scanning the app's own routes found none
+    of theirs: every /v1 and health route was counted as `unmatched`). Starlette's own routes
+    (/docs, /openapi.json) are found by matching."""
+    chosen = scope.get("route")
+    if chosen is not None and getattr(chosen, "path", None):
+        return str(chosen.path)
+    router = getattr(scope.get("app"), "router", None)
     for route in getattr(router, "routes", []):
-        match, _ = route.matches(scope)
-        if match is Match.FULL:
-            return str(getattr(route, "path", "unmatched"))
+        path = getattr(route, "path", None)
+        if path and route.matches(scope)[0] is Match.FULL:
+            return str(path)
     return "unmatched"
 
 
@@ -242,7 +292,7 @@ def base_app(app_class: type[A], service: str, title: str, lifespan: Any, versio
 
     app = app_class(title=title, version=version, lifespan=frozen_after_start)
     install_error_handlers(app)
-    app.add_middleware(MetricsMiddleware, service=service)
+    app.add_middleware(RequestMiddleware, service=service)
     return app
 
 

@@ -104,6 +104,9 @@ class ServiceSettings(InfraSettings):
     )
     rate_limit_burst: float = Field(default=4_000, ge=1, description="per API key: the burst a client may use at once")
     key_refresh_s: float = Field(default=5.0, gt=0, description="how soon a new or revoked API key takes effect")
+    body_timeout_s: float = Field(
+        default=10.0, gt=0, description="a request body not all received within this many seconds gets 408"
+    )
 
     # Consumer group timings. Apache Kafka's floor for the session timeout is 6 s
     # (group.min.session.timeout.ms); the local broker accepts less, and the tests use less

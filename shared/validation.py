@@ -8,6 +8,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+# No control characters in identifiers, path parameters and segment values (PostgreSQL refuses NUL,
+# logs and segment keys break on the rest). Invalid Unicode (lone surrogates) fails it too.
+PLAIN = r"^[^\x00-\x1f\x7f]*$"
+
 
 class FieldProblem(BaseModel):
     model_config = ConfigDict(frozen=True)

@@ -306,3 +306,17 @@ async def test_a_key_without_the_scope_gets_403(ingest: LiveIngest) -> None:
 def test_keys_with_an_unknown_scope_are_refused(ingest: LiveIngest) -> None:
     made = nps("keys", "create", f"bad-{rid()}", "--scope", "scores:write", env=ingest.env)
     assert made.returncode == 2 and "unknown scope scores:write" in made.stderr
+
+
+async def test_two_authorization_headers_are_refused_on_raw_and_framework_routes(ingest: LiveIngest) -> None:
+    key = ingest.auth["Authorization"]
+    twice = [("Authorization", key), ("Authorization", "Bearer nps_someone-else")]
+    async with httpx.AsyncClient(timeout=10) as client:
+        replies = [
+            await client.post(f"{ingest.url}/v1/responses", json={"respondent_id": "u", "score": 9}, headers=twice),
+            await client.put(f"{ingest.url}/v1/responses/{rid()}", json={"score": 9}, headers=twice),
+            await client.delete(f"{ingest.url}/v1/respondents/u", headers=list(reversed(twice))),
+        ]
+    for reply in replies:
+        assert reply.status_code == 401, reply.text
+        assert reply.json()["code"] == "duplicate_authorization"

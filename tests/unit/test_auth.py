@@ -90,3 +90,11 @@ def test_rate_limiter_is_per_key_and_says_when_to_retry() -> None:
     assert limiter.retry_after("app-b", 0.0) == 0  # another key has its own bucket
     assert limiter.retry_after("app-a", 1.0) == 0
     assert RateLimiter(rate=0, burst=1).retry_after("x", 0.0) == 0  # rate 0 turns the limit off
+
+
+def test_more_than_one_authorization_header_is_refused_whichever_comes_first() -> None:
+    gate = Gate(FakeKeys(KEYS))
+    for pair in (["Bearer nps_app", "Bearer nps_root"], ["Bearer nps_root", "Bearer nps_app"]):
+        problem = refused(gate, pair, "responses:write")  # type: ignore[arg-type]
+        assert (problem.status, problem.problem.code) == (401, "duplicate_authorization")
+    assert gate(["Bearer nps_app"], "responses:write") == "app"

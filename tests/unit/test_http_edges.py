@@ -1,0 +1,90 @@
+"""The HTTP edges every service shares (shared/http.py): bodies that stall or overflow, paths that
+are not UTF-8 or hold control characters, and errors nobody expected."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, cast
+
+import httpx
+import pytest
+from starlette.types import Message
+
+from followup_service.bootstrap import create_app
+from followup_service.settings import FollowUpSettings
+from shared.auth import Gate, Key
+from shared.http import ProblemError, read_body
+from shared.service import Resources
+from tests.unit.test_auth import FakeKeys
+
+KEY = {"Authorization": "Bearer nps_reader"}
+
+
+class NoDatabase:
+    def connect(self) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
+
+
+def follow_up_app() -> httpx.AsyncClient:
+    app = create_app(FollowUpSettings())
+    app.state.gate = Gate(FakeKeys({"nps_reader": Key("reader", frozenset({"followups:read"}))}))
+    # The routes' dependencies run even when a parameter is invalid; no query is made then.
+    app.state.resources = Resources(engine=cast(Any, NoDatabase()), producer=cast(Any, None), loop=cast(Any, None))
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("SELECT ... parameters: ('jane@example.com', '555-0199')")
+
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://followup")
+
+
+async def test_a_stalled_body_gets_408_and_a_large_one_413() -> None:
+    async def stalls() -> Message:
+        await asyncio.sleep(10)
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    with pytest.raises(ProblemError) as info:
+        await read_body({}, stalls, limit=100, timeout_s=0.05)
+    assert (info.value.status, info.value.problem.code) == (408, "body_timeout")
+
+    chunks = iter([b"x" * 60, b"x" * 60])
+
+    async def streams() -> Message:
+        return {"type": "http.request", "body": next(chunks), "more_body": True}
+
+    with pytest.raises(ProblemError) as info:
+        await read_body({}, streams, limit=100, timeout_s=1)
+    assert info.value.status == 413
+    with pytest.raises(ProblemError):
+        await read_body({b"content-length": b"101"}, streams, limit=100, timeout_s=1)
+
+    async def whole() -> Message:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    assert await read_body({}, whole, limit=100, timeout_s=1) == b"{}"
+
+
+@pytest.mark.parametrize("path", ["/v1/followups/a%00b", "/v1/followups/%ED%A0%80", "/v1/followups/a%0Ab"])
+async def test_path_parameters_that_are_not_plain_utf8_get_422(path: str) -> None:
+    async with follow_up_app() as client:
+        reply = await client.get(path, headers=KEY)
+    assert reply.status_code == 422, reply.text
+    assert reply.json()["code"] == "invalid_request"
+
+
+async def test_an_unexpected_error_is_a_problem_500_logged_without_request_data(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with follow_up_app() as client:
+        reply = await client.get("/boom")
+    assert reply.status_code == 500
+    assert reply.json()["code"] == "internal_error"
+    above_debug = [r for r in caplog.records if r.levelno > logging.DEBUG]
+    assert any("RuntimeError" in r.getMessage() for r in above_debug)
+    for record in above_debug:
+        text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else "")
+        assert "555-0199" not in text and "jane@example.com" not in text
+    assert any(r.levelno == logging.DEBUG and r.exc_info for r in caplog.records)  # the detail is at DEBUG
