@@ -15,7 +15,7 @@ from starlette.datastructures import State
 from ingest_service import metrics
 from ingest_service.deps import Eraser, Handler, Writer
 from ingest_service.domain import EXAMPLE, MAX_BATCH_ITEMS, InvalidResponse, ReviseResponse, SubmitResponse
-from ingest_service.handlers import CONFLICT_PROBLEM, Conflict, Ingest, NotFound, StoreUnavailable
+from ingest_service.handlers import CONFLICT_PROBLEM, Conflict, Ingest, NotFound, OutcomeUnknown, StoreUnavailable
 from ingest_service.publisher import PublishFailed
 from ingest_service.raw import RawRequest, RawRoute
 from shared.http import Problem, ProblemError
@@ -74,7 +74,8 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
         413: "the body is too large",
         422: "invalid input; `errors` names each field",
         429: "rate limit of this API key; retry after Retry-After seconds",
-        503: "the broker or database did not answer; nothing was promised: retry after Retry-After",
+        503: "the broker or database did not answer: retry after Retry-After; when the outcome is unknown, "
+        "`response_id` says which id to retry with",
     }
     return {code: {"model": Problem, "description": described[code]} for code in codes}
 
@@ -91,7 +92,16 @@ def conflict() -> ProblemError:
 
 def unavailable(exc: Exception) -> ProblemError:
     what = "database" if isinstance(exc, StoreUnavailable) else "broker"
-    log.warning("%s did not answer in time (%s); answering 503", what, exc)
+    log.warning("%s did not answer in time (%s); answering 503", what, type(exc).__name__)
+    if isinstance(exc, OutcomeUnknown):
+        return ProblemError(
+            503,
+            "broker_unavailable",
+            "the broker did not acknowledge in time, so the response may or may not be stored: retry with "
+            f"response_id {exc.response_id!r}, which counts it once either way",
+            headers=RETRY,
+            response_id=exc.response_id,
+        )
     return ProblemError(
         503, f"{what}_unavailable", f"the {what} did not answer in time; nothing was stored: retry", headers=RETRY
     )
@@ -112,7 +122,7 @@ async def post_response(state: State, request: RawRequest) -> Accepted:
     except Conflict as exc:
         metrics.RESPONSES.labels("conflict").inc()
         raise conflict() from exc
-    except (PublishFailed, StoreUnavailable) as exc:
+    except (OutcomeUnknown, StoreUnavailable) as exc:
         metrics.RESPONSES.labels("unavailable").inc()
         raise unavailable(exc) from exc
     metrics.RESPONSES.labels("accepted").inc()

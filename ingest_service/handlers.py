@@ -31,6 +31,15 @@ class NotFound(Exception):
     pass
 
 
+class OutcomeUnknown(Exception):
+    """The broker did not acknowledge in time: the event may still reach it (the producer keeps
+    trying) or not. A retry with `response_id` counts once whichever happened."""
+
+    def __init__(self, response_id: str) -> None:
+        super().__init__(response_id)
+        self.response_id = response_id
+
+
 class ResponseStore(Protocol):
     async def record(self, item: Submission) -> str | None: ...
     async def record_all(self, items: Sequence[Submission]) -> dict[str, str]: ...
@@ -64,7 +73,10 @@ class Ingest:
             raise Conflict(item.response_id)
         # A retry (same body) is published again: the first attempt may never have reached the
         # broker, and consumers keep one response per response_id whatever they receive.
-        await self.publisher.publish(self.topic, key=item.key, value=item.event)
+        try:
+            await self.publisher.publish(self.topic, key=item.key, value=item.event)
+        except PublishFailed as exc:
+            raise OutcomeUnknown(item.response_id) from exc
         return item
 
     async def submit_batch(self, items: Sequence[Any], now: datetime, source: str) -> list[ItemResult]:
@@ -125,4 +137,4 @@ class Ingest:
         return event
 
 
-__all__ = ["Conflict", "Ingest", "ItemResult", "NotFound", "PublishFailed", "StoreUnavailable"]
+__all__ = ["Conflict", "Ingest", "ItemResult", "NotFound", "OutcomeUnknown", "PublishFailed", "StoreUnavailable"]

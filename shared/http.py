@@ -18,7 +18,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,6 +35,10 @@ class Problem(BaseModel):
     code: str
     message: str
     errors: list[FieldProblem] = []
+    response_id: str | None = Field(
+        default=None,
+        description="Only on a 503 whose outcome is unknown: the response_id to retry with, so the retry counts once.",
+    )
 
 
 class ProblemError(Exception):
@@ -45,15 +49,16 @@ class ProblemError(Exception):
         message: str,
         errors: list[FieldProblem] | None = None,
         headers: Mapping[str, str] | None = None,
+        response_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
-        self.problem = Problem(code=code, message=message, errors=errors or [])
+        self.problem = Problem(code=code, message=message, errors=errors or [], response_id=response_id)
         self.headers = dict(headers or {})
 
     def body(self) -> bytes:
         """The one serialization of an error answer, for framework and raw routes alike."""
-        return self.problem.__pydantic_serializer__.to_json(self.problem)
+        return self.problem.__pydantic_serializer__.to_json(self.problem, exclude_none=True)
 
 
 def problem_response(exc: ProblemError) -> Response:

@@ -77,7 +77,14 @@ async def test_a_hung_broker_gets_503_fast_and_recovery_needs_no_restart(
             for _ in range(3):
                 response_id, reply, elapsed = await post_one(client, ingest)
                 assert_unavailable(reply, elapsed, "broker_unavailable")
+                assert reply.json()["response_id"] == response_id  # the outcome is unknown: retry with it
                 refused.append(response_id)
+            # Without a response_id of its own, the client learns the one ingest assigned.
+            anonymous = {"respondent_id": "u-anonymous", "score": 4, "comment": "slow"}
+            reply = await client.post(f"{ingest.url}/v1/responses", headers=ingest.auth, json=anonymous)
+            assert_unavailable(reply, 0.0, "broker_unavailable")
+            assigned = reply.json()["response_id"]
+            assert assigned and "may or may not" in reply.json()["message"]
             assert (await client.get(f"{ingest.url}/readyz")).status_code == 503
 
             os.kill(own_broker.pid, signal.SIGCONT)
@@ -91,6 +98,11 @@ async def test_a_hung_broker_gets_503_fast_and_recovery_needs_no_restart(
                 return False
 
             await eventually(recovered, timeout=20, every=0.2)
+            # The retry with the assigned id is the same response: accepted, not a conflict.
+            again = await client.post(
+                f"{ingest.url}/v1/responses", headers=ingest.auth, json={**anonymous, "response_id": assigned}
+            )
+            assert again.status_code == 202, again.text
             for _ in range(10):
                 response_id, reply, _ = await post_one(client, ingest)
                 assert reply.status_code == 202
@@ -102,6 +114,9 @@ async def test_a_hung_broker_gets_503_fast_and_recovery_needs_no_restart(
     assert all(seen[r] == 1 for r in accepted), {r: seen[r] for r in accepted if seen[r] != 1}
     # A 503 promised nothing: such a response may have reached the broker late, never twice.
     assert all(seen[r] <= 1 for r in refused)
+    # The assigned id is there once or twice (a late copy of the first attempt, and the retry): the
+    # same response_id, which every consumer counts once.
+    assert 1 <= seen[assigned] <= 2
 
 
 async def test_a_restarted_broker_is_used_again_by_itself(
