@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from followup_service import repository
 from shared.auth import KEY_PROBLEMS, requires
@@ -20,7 +20,7 @@ class FollowUpAnswer(BaseModel):
     followup_id: str
     kind: FollowUpKind
     response_id: str
-    respondent_id: str
+    respondent_id: str | None = Field(description="null once the respondent was erased")
     score: int
     created_at: datetime
     ticket_id: str | None

@@ -46,5 +46,10 @@ class FollowUp:
         return ticket_id(self.response.response_id) if self.kind == "ticket" else None
 
 
-def plan(response: ResponseSubmitted, now: datetime) -> FollowUp:
+def plan(response: ResponseSubmitted, now: datetime, erased_at: datetime | None = None) -> FollowUp | None:
+    """The follow-up of a response, or None when its respondent asked to be erased at or after it
+    was submitted (`erased_at`): an erased person is never contacted, however late or often their
+    response arrives. Ingest's clock stamps both times, so the comparison is on one clock."""
+    if erased_at is not None and erased_at >= response.submitted_at:
+        return None
     return FollowUp(followup_id(response.response_id), route(response.score), response, now)

@@ -1,4 +1,4 @@
-"""Follow-up use cases: route a batch of responses, exactly one follow-up each."""
+"""Follow-up use cases: route a batch of responses, exactly one follow-up each, and apply erasures."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from followup_service.domain import FollowUp, plan
 from shared import outbox
 from shared.consumer import Message
 from shared.events import RespondentErased, ResponseEvent, ResponseSubmitted
+from shared.privacy import respondent_key
 from shared.settings import Topics
 
 
@@ -23,18 +24,33 @@ class RouteResponses:
 
     async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[ResponseEvent]]) -> None:
         now = self.clock()
-        planned: dict[str, FollowUp] = {}
+        requested: dict[str, datetime] = {}  # the latest erasure request per respondent key
+        for message in batch:
+            if isinstance(message.event, RespondentErased):
+                key = respondent_key(message.event.respondent_id)
+                requested[key] = max(requested.get(key, message.event.requested_at), message.event.requested_at)
+        erasures = await repository.record_erasures(conn, requested)
+        # A revision does not route a response again: one follow-up per response.
         submitted = [m.event for m in batch if isinstance(m.event, ResponseSubmitted)]
-        # A revision does not route a response again (one follow-up per response); erasure of
-        # the personal data follow-up holds is tracked by the follow-up issue, counted meanwhile.
-        metrics.NOT_YET_APPLIED.inc(sum(1 for m in batch if isinstance(m.event, RespondentErased)))
+        unknown = {respondent_key(e.respondent_id) for e in submitted} - erasures.keys()
+        erasures.update(await repository.erasures_of(conn, unknown))
+
+        planned: dict[str, FollowUp] = {}
+        skipped = 0
         for event in submitted:
-            if event.response_id not in planned:
-                planned[event.response_id] = plan(event, now)
+            if event.response_id in planned:
+                continue
+            followup = plan(event, now, erasures.get(respondent_key(event.respondent_id)))
+            if followup is None:
+                skipped += 1
+            else:
+                planned[event.response_id] = followup
         new_ids = await repository.insert_new(conn, list(planned.values()))
         new = [f for f in planned.values() if f.response.response_id in new_ids]
         await repository.insert_tickets(conn, new)
+        metrics.FOLLOWUPS_ERASED.inc(await repository.forget(conn, requested))
         await outbox.enqueue(conn, repository.SCHEMA, [o for f in new for o in publisher.outgoing(self.topics, f)])
         for f in new:
             metrics.FOLLOWUPS_CREATED.labels(f.kind).inc()
-        metrics.FOLLOWUPS_DUPLICATE.inc(len(submitted) - len(new))
+        metrics.FOLLOWUPS_DUPLICATE.inc(len(submitted) - skipped - len(new))
+        metrics.FOLLOWUPS_SKIPPED_ERASED.inc(skipped)

@@ -6,6 +6,10 @@ FOLLOWUPS_CREATED = Counter("nps_followups_created_total", "Follow-ups created, 
 FOLLOWUPS_DUPLICATE = Counter(
     "nps_followups_duplicates_total", "Responses seen again whose follow-up already existed (not repeated)."
 )
-NOT_YET_APPLIED = Counter(
-    "nps_followups_erasures_not_applied_total", "Erasure events decoded but not yet applied to follow-up data."
+FOLLOWUPS_ERASED = Counter(
+    "nps_followups_erased_total", "Follow-ups whose personal data an erasure cleared (respondent id, comment)."
+)
+FOLLOWUPS_SKIPPED_ERASED = Counter(
+    "nps_followups_skipped_erased_total",
+    "Responses not routed because their respondent had asked to be erased (late or redelivered events).",
 )

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from followup_service.domain import FollowUp
+from shared.privacy import respondent_key
 
 SCHEMA = "followup"
 
 _INSERT_FOLLOWUPS = sa.text(
     f"""
     INSERT INTO {SCHEMA}.followups
-        (followup_id, response_id, respondent_id, kind, score, channel, survey_id, created_at)
+        (followup_id, response_id, respondent_id, respondent_key, submitted_at, kind, score, channel, survey_id,
+         created_at)
     SELECT * FROM unnest(
         CAST(:followup_ids AS text[]), CAST(:response_ids AS text[]), CAST(:respondent_ids AS text[]),
+        CAST(:respondent_keys AS text[]), CAST(:submitted_ats AS timestamptz[]),
         CAST(:kinds AS text[]), CAST(:scores AS smallint[]), CAST(:channels AS text[]),
         CAST(:survey_ids AS text[]), CAST(:created_ats AS timestamptz[]))
     ON CONFLICT (response_id) DO NOTHING
@@ -46,6 +50,8 @@ async def insert_new(conn: AsyncConnection, followups: Sequence[FollowUp]) -> se
             "followup_ids": [f.followup_id for f in followups],
             "response_ids": [f.response.response_id for f in followups],
             "respondent_ids": [f.response.respondent_id for f in followups],
+            "respondent_keys": [respondent_key(f.response.respondent_id) for f in followups],
+            "submitted_ats": [f.response.submitted_at for f in followups],
             "kinds": [f.kind for f in followups],
             "scores": [f.response.score for f in followups],
             "channels": [f.response.channel for f in followups],
@@ -84,3 +90,64 @@ async def get_by_response(conn: AsyncConnection, response_id: str) -> Row[tuple[
         {"rid": response_id},
     )
     return result.first()
+
+
+# --- erasure ---
+
+
+async def record_erasures(conn: AsyncConnection, requested: Mapping[str, datetime]) -> dict[str, datetime]:
+    """Store the latest request per respondent key; returns the latest stored for each (old or new)."""
+    if not requested:
+        return {}
+    keys = sorted(requested)
+    rows = await conn.execute(
+        sa.text(
+            f"""
+            INSERT INTO {SCHEMA}.erasures AS e (respondent_key, requested_at)
+            SELECT * FROM unnest(CAST(:keys AS text[]), CAST(:times AS timestamptz[]))
+            ON CONFLICT (respondent_key) DO UPDATE SET requested_at = greatest(e.requested_at, EXCLUDED.requested_at)
+            RETURNING respondent_key, requested_at
+            """
+        ),
+        {"keys": keys, "times": [requested[k] for k in keys]},
+    )
+    return {r.respondent_key: r.requested_at for r in rows}
+
+
+async def erasures_of(conn: AsyncConnection, keys: Iterable[str]) -> dict[str, datetime]:
+    rows = await conn.execute(
+        sa.text(f"SELECT respondent_key, requested_at FROM {SCHEMA}.erasures WHERE respondent_key = ANY(:keys)"),
+        {"keys": sorted(set(keys))},
+    )
+    return {r.respondent_key: r.requested_at for r in rows}
+
+
+_ERASED = f"""
+    WITH e AS (SELECT * FROM unnest(CAST(:keys AS text[]), CAST(:times AS timestamptz[])) AS e(k, at))
+    SELECT f.response_id FROM {SCHEMA}.followups f JOIN e ON f.respondent_key = e.k AND f.submitted_at <= e.at
+"""
+
+
+async def forget(conn: AsyncConnection, requested: Mapping[str, datetime]) -> int:
+    """Clear the personal data of every follow-up (and its ticket) submitted at or before its
+    respondent's erasure request: the respondent id and the comment. What was routed stays, so the
+    loop's counts and a ticket's status survive. Returns the follow-ups newly cleared."""
+    if not requested:
+        return 0
+    keys = sorted(requested)
+    params = {"keys": keys, "times": [requested[k] for k in keys]}
+    await conn.execute(
+        sa.text(
+            f"UPDATE {SCHEMA}.tickets SET respondent_id = NULL, comment = NULL "
+            f"WHERE response_id IN ({_ERASED}) AND (respondent_id IS NOT NULL OR comment IS NOT NULL)"
+        ),
+        params,
+    )
+    cleared = await conn.execute(
+        sa.text(
+            f"UPDATE {SCHEMA}.followups SET respondent_id = NULL "
+            f"WHERE response_id IN ({_ERASED}) AND respondent_id IS NOT NULL"
+        ),
+        params,
+    )
+    return int(cleared.rowcount)

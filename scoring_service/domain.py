@@ -16,7 +16,6 @@ the counts equal a recompute over that state (tests/integration/test_scoring_exa
 from __future__ import annotations
 
 import functools
-import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -35,12 +34,6 @@ _DIMENSION = re.compile(rf"^{_NAME}$")
 # A combined segment is `a:1,b:2`: split before each `name:`, so values may hold commas.
 _PART = re.compile(rf",(?={_NAME}:)")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-@functools.lru_cache(maxsize=65_536)  # a respondent's events arrive together (one partition)
-def respondent_key(respondent_id: str) -> str:
-    """Scoring never stores a respondent's id, only this key: enough to apply an erasure."""
-    return hashlib.sha256(respondent_id.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

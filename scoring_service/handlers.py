@@ -17,13 +17,13 @@ from scoring_service.domain import (
     apply,
     candidate_values,
     ordered,
-    respondent_key,
     segments_of,
 )
 from shared import outbox, windows
 from shared.consumer import Message
 from shared.events import RespondentErased, ResponseEvent, ResponseRevised, ResponseSubmitted
 from shared.nps import Comparison, Counts, compare
+from shared.privacy import respondent_key
 from shared.windows import DayRange, Interval, preceding, utc_day, window
 
 

@@ -4,7 +4,7 @@ ticket per detractor, whatever is redelivered."""
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -13,7 +13,7 @@ from followup_service.bootstrap import spec
 from followup_service.domain import ticket_id
 from followup_service.settings import FollowUpSettings
 from shared.db import make_engine
-from shared.events import ResponseSubmitted, followup_events, ticket_events
+from shared.events import RespondentErased, ResponseSubmitted, followup_events, ticket_events
 from tests.helpers import FAST_GROUP, create_topics, eventually, produce, read_topic, running_loop, started_producer
 
 pytestmark = pytest.mark.integration
@@ -82,3 +82,69 @@ async def test_one_follow_up_per_response_and_one_ticket_per_detractor(
         assert (await conn.execute(sa.text("SELECT count(*) FROM followup.tickets"))).scalar_one() == 2
         assert (await conn.execute(sa.text("SELECT count(*) FROM followup.outbox"))).scalar_one() == 0  # all sent
     await engine.dispose()
+
+
+async def test_erasure_clears_what_follow_up_holds_and_late_events_do_not_bring_it_back(
+    bootstrap: str, database_url: str, namespace: str
+) -> None:
+    settings = settings_for(bootstrap, database_url, namespace)
+    await create_topics(settings)
+    phone, who = "call me on 555-0199", "jane-7741"
+    before = NOW - timedelta(minutes=5)
+
+    def said(rid: str, score: int, at: datetime) -> ResponseSubmitted:
+        return ResponseSubmitted(
+            response_id=rid, respondent_id=who, score=score, comment=phone, answered_at=at, submitted_at=at
+        )
+
+    erased = RespondentErased(erasure_id="e1", respondent_id=who, requested_at=NOW)
+    first = [said("j1", 2, before), said("j2", 9, before)]
+    late = [said("j3", 1, before), said("j1", 2, before)]  # submitted before the erasure, arriving after it
+    after = [said("j4", 4, NOW + timedelta(minutes=1))]  # a new response after the erasure: routed
+    async with started_producer(bootstrap) as producer, running_loop(settings, spec(settings)) as run:
+        sent = 0
+        for wave in (first, [erased], late, after):  # one batch each: routed first, then erased
+            await produce(producer, settings.topics.responses, [(who.encode(), e.to_bytes()) for e in wave])
+            sent += len(wave)
+            await eventually(run.committed_at_least(sent))
+
+    engine = make_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = {
+                r.response_id: r
+                for r in await conn.execute(sa.text("SELECT response_id, respondent_id FROM followup.followups"))
+            }
+            assert set(rows) == {"j1", "j2", "j4"}  # j3 came late for an erased person: never routed
+            assert rows["j1"].respondent_id is None and rows["j2"].respondent_id is None
+            assert rows["j4"].respondent_id == who
+            tickets = {
+                r.response_id: r
+                for r in await conn.execute(sa.text("SELECT response_id, respondent_id, comment FROM followup.tickets"))
+            }
+            assert set(tickets) == {"j1", "j4"}
+            assert tickets["j1"].respondent_id is None and tickets["j1"].comment is None
+            assert tickets["j4"].comment == phone
+            # Nothing of the erased responses is left in any text column of the schema.
+            for table, column in (await conn.execute(sa.text(TEXT_COLUMNS))).all():
+                found = await conn.execute(
+                    sa.text(
+                        f"SELECT count(*) FROM followup.{table} t JOIN followup.followups f USING (response_id) "
+                        f"WHERE f.response_id IN ('j1', 'j2', 'j3') AND (t.{column} = :who OR t.{column} = :phone)"
+                    )
+                    if table != "followups"
+                    else sa.text(
+                        f"SELECT count(*) FROM followup.followups t "
+                        f"WHERE t.response_id IN ('j1', 'j2', 'j3') AND (t.{column} = :who OR t.{column} = :phone)"
+                    ),
+                    {"who": who, "phone": phone},
+                )
+                assert found.scalar_one() == 0, (table, column)
+    finally:
+        await engine.dispose()
+
+
+TEXT_COLUMNS = """
+    SELECT table_name, column_name FROM information_schema.columns
+    WHERE table_schema = 'followup' AND data_type = 'text' AND table_name IN ('followups', 'tickets')
+"""

@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from alembic import command
 
 from scoring_service import rebuild
-from scoring_service.domain import respondent_key
 from shared.db import SERVICE_SCHEMAS, alembic_config, make_engine
+from shared.privacy import respondent_key
 from tests.helpers import with_database
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -34,3 +34,13 @@ def test_only_detractors_get_a_ticket() -> None:
     assert planned(6) == ticket_id("r6")
     assert planned(7) is None
     assert planned(10) is None
+
+
+def test_an_erased_respondent_is_never_contacted_for_what_they_said_before() -> None:
+    now = datetime(2026, 11, 24, 12, tzinfo=UTC)
+    response = ResponseSubmitted(response_id="r", respondent_id="u", score=3, answered_at=now, submitted_at=now)
+    assert plan(response, now, erased_at=None) is not None
+    assert plan(response, now, erased_at=now) is None  # erased at the same moment: covered
+    assert plan(response, now, erased_at=now + timedelta(seconds=1)) is None
+    later = plan(response, now, erased_at=now - timedelta(seconds=1))  # spoke again after the erasure
+    assert later is not None and later.ticket_id == ticket_id("r")

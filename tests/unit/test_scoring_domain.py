@@ -15,13 +15,13 @@ from scoring_service.domain import (
     parse_dimension,
     parse_segment,
     recompute,
-    respondent_key,
     segments_of,
     split_segment,
 )
 from scoring_service.handlers import version_of
 from shared.events import RespondentErased, ResponseEvent
 from shared.nps import Counts
+from shared.privacy import respondent_key
 from shared.windows import DayRange, Interval, buckets, series
 from tests import scoring_model
 
