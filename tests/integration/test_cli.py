@@ -75,7 +75,7 @@ def test_nps_migrate_brings_every_schema_to_head_and_is_idempotent(pg_admin_url:
         "auth": "auth_0001",
         "ingest": "ingest_0002",
         "scoring": "scoring_0002",
-        "followup": "followup_0001",
+        "followup": "followup_0002",
         "alerts": "alerts_0001",
     }
 
