@@ -24,6 +24,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import metrics
+from shared.db import database_unavailable
 from shared.validation import FieldProblem, field_problems
 
 log = logging.getLogger(__name__)
@@ -125,8 +126,9 @@ def internal_error() -> ProblemError:
 
 class RequestMiddleware:
     """Every request the framework answers (raw routes do the same themselves): a path that is not
-    UTF-8 gets 422 (decoded, it would silently name another resource); an unexpected error becomes
-    the problem body, 500, logged by log_failure; and the request is counted and timed by route."""
+    UTF-8 gets 422 (decoded, it would silently name another resource); a database that is away
+    gets 503 with Retry-After; an unexpected error becomes the problem body, 500, logged by
+    log_failure; and the request is counted and timed by route."""
 
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
@@ -153,9 +155,21 @@ class RequestMiddleware:
             else:
                 await self.app(scope, receive, send_wrapper)
         except Exception as exc:
-            log_failure(scope["method"], route_template(scope), exc)
+            if database_unavailable(exc):  # not a bug: the database is away (it also fails /readyz)
+                log.warning(
+                    "%s %s: the database did not answer (%s); answering 503",
+                    scope["method"],
+                    route_template(scope),
+                    type(exc).__name__,
+                )
+                problem = ProblemError(
+                    503, "database_unavailable", "the database did not answer; retry", headers={"Retry-After": "1"}
+                )
+            else:
+                log_failure(scope["method"], route_template(scope), exc)
+                problem = internal_error()
             if not answered:
-                await problem_response(internal_error())(scope, receive, send_wrapper)
+                await problem_response(problem)(scope, receive, send_wrapper)
         finally:
             record_request(self.service, scope["method"], route_template(scope), status, time.perf_counter() - started)
 

@@ -14,7 +14,9 @@ from starlette.types import Message
 
 from followup_service.bootstrap import create_app
 from followup_service.settings import FollowUpSettings
+from services.embedded import free_port
 from shared.auth import Gate, Key
+from shared.db import make_engine
 from shared.http import ProblemError, read_body
 from shared.service import Resources
 from tests.unit.test_auth import FakeKeys
@@ -88,3 +90,18 @@ async def test_an_unexpected_error_is_a_problem_500_logged_without_request_data(
         text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else "")
         assert "555-0199" not in text and "jane@example.com" not in text
     assert any(r.levelno == logging.DEBUG and r.exc_info for r in caplog.records)  # the detail is at DEBUG
+
+
+async def test_a_database_that_is_away_is_a_503_with_retry_after_not_a_500() -> None:
+    app = create_app(FollowUpSettings())
+    app.state.gate = Gate(FakeKeys({"nps_reader": Key("reader", frozenset({"followups:read"}))}))
+    engine = make_engine(f"postgresql://nps@127.0.0.1:{free_port()}/nps")  # nothing listens there
+    app.state.resources = Resources(engine=engine, producer=cast(Any, None), loop=cast(Any, None))
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://followup") as client:
+            reply = await client.get("/v1/followups/r-1", headers=KEY)
+    finally:
+        await engine.dispose()
+    assert reply.status_code == 503, reply.text
+    assert reply.json()["code"] == "database_unavailable"
+    assert reply.headers["retry-after"] == "1"
