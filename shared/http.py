@@ -150,8 +150,8 @@ class RequestMiddleware:
 
         try:
             if "\ufffd" in scope["path"] and not utf8_path(scope):
-                problem = FieldProblem(field="path", problem="the path is not valid UTF-8 once percent-decoded")
-                await problem_response(invalid_request([problem]))(scope, receive, send_wrapper)
+                bad_path = FieldProblem(field="path", problem="the path is not valid UTF-8 once percent-decoded")
+                await problem_response(invalid_request([bad_path]))(scope, receive, send_wrapper)
             else:
                 await self.app(scope, receive, send_wrapper)
         except Exception as exc:
