@@ -18,6 +18,7 @@ and commit, then returns.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, MessageSizeTooLargeError
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -54,6 +55,14 @@ BatchHandler = Callable[[AsyncConnection, Sequence[Message[E]]], Awaitable[None]
 Tick = Callable[[AsyncConnection], Awaitable[None]]
 
 
+# A dead letter must fit the producer's request (aiokafka's max_request_size, 1 MiB with headers
+# and overhead). A larger message is dead-lettered truncated to its first 64 KiB, with its size and
+# SHA-256 in headers: before, a 3 MB poison message could not be dead-lettered at all, the batch was
+# retried forever and the consumer never moved again.
+DEAD_LETTER_MAX_BYTES = 900_000
+DEAD_LETTER_KEEP_BYTES = 64 * 1024
+
+
 class DeadLetterLimitExceeded(RuntimeError):
     """Too many undecodable messages in a row: more likely our bug than bad input."""
 
@@ -71,6 +80,8 @@ class RetryBatch(Exception):
 def is_transient(exc: BaseException) -> bool:
     """Failures worth retrying: the database or the broker is away, or a concurrent writer
     (RetryBatch); not a bug in our code."""
+    if isinstance(exc, MessageSizeTooLargeError):  # retrying cannot make a message smaller
+        return False
     return isinstance(exc, RetryBatch | KafkaError) or database_unavailable(exc)
 
 
@@ -102,6 +113,7 @@ class ConsumerLoop(Generic[E]):
         max_consecutive_dead: int = 1_000,
         tick: Tick | None = None,
         tick_s: float = 1.0,
+        stuck_after_s: float = 60.0,
     ) -> None:
         self.service = service
         self._consumer = consumer
@@ -120,6 +132,9 @@ class ConsumerLoop(Generic[E]):
         self._next_tick = 0.0
         self._stopping = asyncio.Event()
         self._lag: dict[TopicPartition, int] = {}
+        self._stuck_after_s = stuck_after_s
+        self._failing_since: float | None = None  # when the step being retried first failed
+        self._uncommitted: dict[TopicPartition, int] = {}  # first offset of the batch in flight
         self.batches_committed = 0
 
     def stop(self) -> None:
@@ -128,6 +143,12 @@ class ConsumerLoop(Generic[E]):
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
+
+    async def healthy(self) -> bool:
+        """False once one step has been retried for longer than `stuck_after_s` (a database or
+        broker that stays away): the service then reports not ready, so it is seen, not silent."""
+        since = self._failing_since
+        return since is None or time.monotonic() - since < self._stuck_after_s
 
     async def run(self) -> None:
         log.info("%s consumer loop started", self.service)
@@ -149,6 +170,7 @@ class ConsumerLoop(Generic[E]):
 
     async def _process(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         started = time.perf_counter()
+        self._uncommitted = {tp: batch[0].offset for tp, batch in records.items()}
         good: list[Message[E]] = []
         dead: list[tuple[ConsumerRecord, str]] = []
         for batch in records.values():
@@ -213,11 +235,14 @@ class ConsumerLoop(Generic[E]):
                 ("nps-dlq-partition", str(record.partition).encode()),
                 ("nps-dlq-offset", str(record.offset).encode()),
             ]
-            sent.append(
-                await self._producer.send(
-                    self._deadletter_topic, value=record.value or b"", key=record.key, headers=headers
-                )
-            )
+            value, key = record.value or b"", (record.key or b"")[:DEAD_LETTER_KEEP_BYTES]
+            if len(value) + len(key) > DEAD_LETTER_MAX_BYTES:
+                headers += [
+                    ("nps-dlq-truncated-from", str(len(value)).encode()),
+                    ("nps-dlq-sha256", hashlib.sha256(value).hexdigest().encode()),
+                ]
+                value = value[:DEAD_LETTER_KEEP_BYTES]
+            sent.append(await self._producer.send(self._deadletter_topic, value=value, key=key, headers=headers))
         await asyncio.gather(*sent)
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
@@ -232,16 +257,36 @@ class ConsumerLoop(Generic[E]):
         delay = 0.2
         while True:
             try:
-                return await action()
+                result = await action()
+                self._failing_since = None
+                return result
             except Exception as exc:
                 if not is_transient(exc):
                     raise
                 metrics.CONSUMER_RETRIES.labels(self.service).inc()
                 log.warning("%s: %s; retrying in %.1fs, nothing committed", self.service, describe_invalid(exc), delay)
+                if self._failing_since is None:
+                    self._failing_since = time.monotonic()
+                await self._lag_while_stuck()
             if self._stopping.is_set():
                 raise _Stopped
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+    async def _lag_while_stuck(self) -> None:
+        """While a batch is retried nothing is fetched, so the lag is read from the broker's end
+        offsets: it keeps growing in the metric as responses keep arriving."""
+        if not self._uncommitted:
+            return
+        try:
+            ends = await asyncio.wait_for(self._consumer.end_offsets(list(self._uncommitted)), 2.0)
+        except (TimeoutError, KafkaError, OSError):
+            return  # the broker may be what is away; the last figures stay
+        for tp, first in self._uncommitted.items():
+            # The last fetch's high watermark too: tansu's ListOffsets can lag what it serves.
+            end = max(ends.get(tp) or 0, self._consumer.highwater(tp) or 0)
+            self._lag[tp] = max(0, end - first)
+        self._publish_lag()
 
     def _record_idle_lag(self) -> None:
         # An empty poll means every assigned partition is caught up.

@@ -277,7 +277,7 @@ def health_router(checks: Callable[[], Mapping[str, ReadinessCheck]]) -> APIRout
     async def readyz() -> JSONResponse:
         named = dict(checks())
         results = await asyncio.gather(*(check() for check in named.values()))
-        status = {name: ("ok" if ok else "unreachable") for name, ok in zip(named, results, strict=True)}
+        status = {name: ("ok" if ok else "failing") for name, ok in zip(named, results, strict=True)}
         ready = all(results)
         return JSONResponse(
             {"status": "ready" if ready else "not_ready", "checks": status}, status_code=200 if ready else 503

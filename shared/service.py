@@ -51,6 +51,7 @@ class Resources:
         return {
             "database": lambda: database_reachable(self.engine),
             "broker": lambda: broker_reachable(self.producer),
+            "consumer": self.loop.healthy,
         }
 
 
@@ -89,6 +90,7 @@ async def running_loop(
         max_consecutive_dead=settings.deadletter_max_consecutive,
         tick=spec.tick,
         tick_s=spec.tick_s,
+        stuck_after_s=settings.consumer_stuck_after_s,
     )
     task = asyncio.create_task(loop.run(), name=f"{spec.service}-consumer")
     log.info("%s consuming %s as group %s", spec.service, spec.topic, spec.group_id)

@@ -133,6 +133,12 @@ class ServiceSettings(InfraSettings):
         validation_alias="NPS_CONSUMER_MAX_BATCH",
         description="messages per batch, one database transaction each",
     )
+    consumer_stuck_after_s: float = Field(
+        default=60.0,
+        gt=0,
+        validation_alias="NPS_CONSUMER_STUCK_AFTER_S",
+        description="a consumer retrying one step (database or broker away) for longer reports not ready",
+    )
     consumer_poll_ms: int = Field(
         default=200, ge=1, validation_alias="NPS_CONSUMER_POLL_MS", description="longest wait for a batch"
     )

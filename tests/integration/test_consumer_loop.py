@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from aiokafka import AIOKafkaProducer
+from prometheus_client import REGISTRY
 from pydantic import BaseModel, TypeAdapter
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -175,3 +179,57 @@ async def test_stop_finishes_the_batch_in_flight_and_commits_it(bootstrap: str, 
 
 async def _handler_called(handler: Recorder) -> bool:
     return handler.calls > 0
+
+
+async def test_a_message_too_large_to_dead_letter_whole_goes_truncated_and_the_partition_flows(
+    bootstrap: str, ready: str, namespace: str
+) -> None:
+    settings = service_settings(bootstrap, ready, namespace)
+    await create_topics(settings)
+    topic = settings.topics.responses
+    poison = b"\x00not json" + b"x" * (3 * 1024 * 1024)
+    big = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=8 * 1024 * 1024)
+    await big.start()
+    try:
+        await produce(big, topic, [(b"k", Ping(n=1).model_dump_json().encode()), (b"k", poison)])
+        await produce(big, topic, [(b"k", Ping(n=2).model_dump_json().encode())])
+    finally:
+        await big.stop()
+    async with running_loop(settings, spec_for(topic, Recorder())) as run:
+        await eventually(run.committed_at_least(3), timeout=20)
+    assert await seen(ready) == [1, 2]
+    [dead] = await read_topic(bootstrap, settings.topics.deadletter, expect=1)
+    headers = dict(dead.headers)
+    assert dead.value == poison[: 64 * 1024]
+    assert int(headers["nps-dlq-truncated-from"]) == len(poison)
+    assert headers["nps-dlq-sha256"] == hashlib.sha256(poison).hexdigest().encode()
+    assert headers["nps-dlq-reason"]
+
+
+async def test_a_consumer_stuck_on_one_batch_reports_not_ready_and_its_lag_grows(
+    bootstrap: str, ready: str, namespace: str
+) -> None:
+    settings = service_settings(bootstrap, ready, namespace, consumer_stuck_after_s=1.0)
+    topic = await topic_holding(settings, [Ping(n=i).model_dump_json().encode() for i in range(5)])
+    handler = Recorder(fail_first=10_000, failure=OperationalError)  # the database stays away
+    async with running_loop(settings, spec_for(topic, handler)) as run:
+        assert await run.loop.healthy()
+        await eventually(lambda: _not_healthy(run.loop), timeout=15)
+        first = _lag(run.loop.service, topic)
+        assert first >= 5, first
+        async with started_producer(bootstrap) as producer:
+            await produce(producer, topic, [(b"k", Ping(n=i).model_dump_json().encode()) for i in range(5, 25)])
+        await eventually(lambda: _lag_at_least(run.loop.service, topic, first + 20), timeout=20)
+        assert await run.total_committed() == 0
+
+
+async def _not_healthy(loop: Any) -> bool:
+    return not await loop.healthy()
+
+
+def _lag(service: str, topic: str) -> float:
+    return REGISTRY.get_sample_value("nps_consumer_lag", {"service": service, "topic": topic}) or 0.0
+
+
+async def _lag_at_least(service: str, topic: str, n: float) -> bool:
+    return _lag(service, topic) >= n
