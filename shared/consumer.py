@@ -85,6 +85,16 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, RetryBatch | KafkaError) or database_unavailable(exc)
 
 
+def describe_failure(exc: BaseException) -> str:
+    """What failed, for a log line above debug: the kind of error, never its message (a database's
+    message can quote the values it refused: ids, comments)."""
+    cause = getattr(exc, "orig", None)
+    if cause is None:
+        return type(exc).__name__
+    state = getattr(cause, "sqlstate", None)
+    return f"{type(exc).__name__} ({type(cause).__name__}{f', SQLSTATE {state}' if state else ''})"
+
+
 def describe_invalid(exc: Exception) -> str:
     """A dead-letter reason without the input values: they may hold personal data."""
     if isinstance(exc, ValidationError):
@@ -264,7 +274,8 @@ class ConsumerLoop(Generic[E]):
                 if not is_transient(exc):
                     raise
                 metrics.CONSUMER_RETRIES.labels(self.service).inc()
-                log.warning("%s: %s; retrying in %.1fs, nothing committed", self.service, describe_invalid(exc), delay)
+                log.warning("%s: %s; retrying in %.1fs, nothing committed", self.service, describe_failure(exc), delay)
+                log.debug("%s: the failure in full", self.service, exc_info=exc)
                 if self._failing_since is None:
                     self._failing_since = time.monotonic()
                 await self._lag_while_stuck()

@@ -31,7 +31,9 @@ SERVICE_SCHEMAS = {
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
-    return create_async_engine(async_url(url), pool_size=pool_size, pool_pre_ping=True)
+    # hide_parameters: a database error's message never carries the statement's values (respondent
+    # ids, comments); those messages reach logs at WARNING and above.
+    return create_async_engine(async_url(url), pool_size=pool_size, pool_pre_ping=True, hide_parameters=True)
 
 
 def database_unavailable(exc: BaseException) -> bool:

@@ -87,3 +87,21 @@ def test_the_fast_encoder_takes_every_field_of_the_contract_in_its_order() -> No
     assert list(inspect.signature(encode_submitted).parameters) == [
         name for name in ResponseSubmitted.model_fields if name not in constants
     ]
+
+
+def test_retry_logs_name_the_failure_without_the_values_the_database_quoted() -> None:
+    import sqlalchemy as sa
+
+    from shared.consumer import describe_failure
+
+    class UniqueViolation(Exception):
+        sqlstate = "23505"
+
+    exc = sa.exc.IntegrityError(
+        "INSERT INTO t (email) VALUES (:e)",
+        {"e": "jane@example.com"},
+        UniqueViolation("duplicate key value; Key (email)=(jane@example.com) already exists"),
+    )
+    described = describe_failure(exc)
+    assert described == "IntegrityError (UniqueViolation, SQLSTATE 23505)"
+    assert describe_failure(TimeoutError("after 0.9 s")) == "TimeoutError"
