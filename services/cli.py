@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -209,6 +210,14 @@ def up() -> int:
 
     settings = LauncherSettings()
     logs.configure(settings.log_level, "launcher")
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    running = claim_var_dir(settings.var_dir)
+    if running is not None:
+        print(
+            f"nps up: another `nps up` (pid {running}) is running with {settings.var_dir}; stop it first",
+            file=sys.stderr,
+        )
+        return 2
     supervisor = Supervisor([])
     supervisor.handle_signals()  # first: a Ctrl-C during startup must still shut down in order
 
@@ -273,7 +282,40 @@ def up() -> int:
         if pg is not None:
             pg.stop()
             (settings.var_dir / DATABASE_URL_FILE).unlink(missing_ok=True)
+        (settings.var_dir / PID_FILE).unlink(missing_ok=True)
     return 0
+
+
+PID_FILE = "launcher.pid"
+
+
+def claim_var_dir(var_dir: Path) -> int | None:
+    """Make this process the launcher of `var_dir`: the pid of a live one that already is, else None
+    (this one is, now). What a launcher that died left behind (SIGKILL: no clean-up ran) is cleared:
+    its address files; its services and broker died with it (PR_SET_PDEATHSIG), and its embedded
+    PostgreSQL, still running, is taken over as it is."""
+    pid_file = var_dir / PID_FILE
+    if pid_file.exists():
+        text = pid_file.read_text().strip()
+        previous = int(text) if text.isdigit() else None
+        if previous is not None and previous != os.getpid() and process_alive(previous):
+            return previous
+        log.warning("a previous `nps up` (pid %s) ended without stopping; clearing what it left", text or "?")
+        for stale in (DATABASE_URL_FILE, BOOTSTRAP_FILE):
+            (var_dir / stale).unlink(missing_ok=True)
+    pid_file.write_text(f"{os.getpid()}\n")
+    return None
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    cmdline = Path(f"/proc/{pid}/cmdline")  # a reused pid is not a launcher
+    return not cmdline.exists() or b"up" in cmdline.read_bytes().split(b"\0")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import subprocess
 import time
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+
+from services.supervisor import die_with
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +122,7 @@ class EmbeddedBroker:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a terminal's Ctrl-C reaches the launcher, which stops it in order
+                preexec_fn=die_with(os.getpid()),  # and it dies with the launcher, however that dies
             )
         deadline = time.monotonic() + timeout
         while not port_open("127.0.0.1", self.port):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -85,3 +86,61 @@ def test_ctrl_c_during_startup_stops_everything_in_order(tmp_path: Path, repo_ro
     assert "The NPS feedback loop is running" not in output
     for port in [*ports.values(), broker_port]:
         assert not port_open("127.0.0.1", port), f"something still listens on {port}:\n{output}"
+
+
+def direct_children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+async def test_a_launcher_killed_with_sigkill_leaves_nothing_holding_ports_and_the_next_one_starts(
+    tmp_path: Path, repo_root_session: Path
+) -> None:
+    var = tmp_path / "var"
+    first = start_loop(var, repo_root_session)
+    children = direct_children(first.process.pid)  # the four services and the broker
+    ports = [int(url.rsplit(":", 1)[1]) for url in first.urls.values()] + [int(first.bootstrap.rsplit(":", 1)[1])]
+    assert len(children) == 5, children
+    first.process.kill()  # no clean-up runs in the launcher
+    first.process.wait()
+
+    async def all_gone() -> bool:
+        return not any(alive(pid) for pid in children) and not any(port_open("127.0.0.1", p) for p in ports)
+
+    await eventually(all_gone, timeout=45, every=0.5)
+
+    second = start_loop(var, repo_root_session)  # the same var/: the dead launcher's pid file is there
+    try:
+        assert "ended without stopping" in second.output.read_text()
+        async with httpx.AsyncClient(timeout=10) as client:
+            body = {"respondent_id": "after-kill", "score": 9}
+            reply = await client.post(f"{second.urls['ingest']}/v1/responses", json=body, headers=second.auth)
+            assert reply.status_code == 202, reply.text
+        refused = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "services", "up"],
+            cwd=repo_root_session,
+            env={**os.environ, "NPS_VAR_DIR": str(var)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert refused.returncode == 2 and "is running" in refused.stderr, refused.stderr
+    finally:
+        stop_loop(second)
