@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -309,3 +310,70 @@ async def _known_everywhere(client: httpx.AsyncClient, loop: Loop, keys: Iterabl
             if (await client.request(method, url, json={}, headers=headers)).status_code == 401:
                 return False
     return True
+
+
+PERSONAL_SCHEMAS = ("auth", "ingest", "scoring", "followup", "alerts")
+
+
+async def test_personal_data_stays_out_of_logs_and_metrics_and_erasure_reaches_every_store(loop: Loop) -> None:
+    run = uuid.uuid4().hex[:10]
+    person, email, comment = f"person-{run}", f"jane.{run}@example.com", f"call me on 555-0199 ({run})"
+    body = {
+        "response_id": f"{run}-pd",
+        "respondent_id": person,
+        "score": 2,
+        "comment": comment,
+        "email": email,
+        "attributes": {"run": run},
+    }
+    async with httpx.AsyncClient(timeout=10) as client:
+        assert (await post(client, loop, body)).status_code == 202
+
+        async def routed_and_counted() -> bool:
+            followup = await client.get(f"{loop.urls['followup']}/v1/followups/{run}-pd", headers=loop.auth)
+            return followup.status_code == 200 and (await nps(client, loop, segment=f"run:{run}"))["n"] == 1
+
+        await eventually(routed_and_counted, timeout=20)
+        for service in SERVICES:  # never a label, never a value
+            exposed = (await client.get(f"{loop.urls[service]}/metrics")).text
+            assert email not in exposed and comment not in exposed and person not in exposed, service
+        logged = loop.output.read_text()  # every service logs here (make run's terminal), at INFO
+        assert email not in logged and comment not in logged
+
+        erased = await client.delete(f"{loop.urls['ingest']}/v1/respondents/{person}", headers=loop.auth)
+        assert erased.status_code == 202, erased.text
+
+        async def forgotten() -> bool:
+            followup = await client.get(f"{loop.urls['followup']}/v1/followups/{run}-pd", headers=loop.auth)
+            counted = (await nps(client, loop, segment=f"run:{run}"))["n"]
+            return followup.json()["respondent_id"] is None and counted == 0
+
+        await eventually(forgotten, timeout=20)
+
+    url = (loop.var_dir / "database-url").read_text().strip()
+    conn = await asyncpg.connect(url)
+    try:
+        tables = await conn.fetch(
+            "SELECT table_schema, table_name FROM information_schema.tables "
+            "WHERE table_schema = ANY($1::text[]) AND table_type = 'BASE TABLE'",
+            list(PERSONAL_SCHEMAS),
+        )
+        assert len(tables) >= 10
+        for row in tables:
+            table = f'"{row["table_schema"]}"."{row["table_name"]}"'
+            binary = await conn.fetch(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = $1 AND table_name = $2 AND data_type = 'bytea'",
+                row["table_schema"],
+                row["table_name"],
+            )
+            as_text = " || ".join(f"coalesce(encode(t.\"{c['column_name']}\", 'escape'), '')" for c in binary)
+            for secret in (person, email, comment):
+                found = await conn.fetchval(
+                    f"SELECT count(*) FROM {table} t WHERE strpos(t::text, $1) > 0"
+                    + (f" OR strpos({as_text}, $1) > 0" if binary else ""),
+                    secret,
+                )
+                assert found == 0, f"{secret!r} is still in {table}"
+    finally:
+        await conn.close()
