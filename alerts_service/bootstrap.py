@@ -34,6 +34,6 @@ def create_app(settings: AlertSettings | None = None) -> FastAPI:
     settings = settings or AlertSettings()
     app = create_base_app("alerts", "NPS alerts", consuming_lifespan(settings, spec(settings)))
     app.state.settings = settings
-    app.include_router(health_router(lambda: app.state.resources.checks()))
+    app.include_router(health_router(lambda: app.state.resources.checks(), settings.metrics_secret))
     app.include_router(router)
     return app

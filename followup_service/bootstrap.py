@@ -31,6 +31,6 @@ def create_app(settings: FollowUpSettings | None = None) -> FastAPI:
     settings = settings or FollowUpSettings()
     app = create_base_app("followup", "NPS follow-up", consuming_lifespan(settings, spec(settings)))
     app.state.settings = settings
-    app.include_router(health_router(lambda: app.state.resources.checks()))
+    app.include_router(health_router(lambda: app.state.resources.checks(), settings.metrics_secret))
     app.include_router(router)
     return app

@@ -59,7 +59,8 @@ def create_app(settings: IngestSettings | None = None) -> RawFirst:
             lambda: {
                 "broker": lambda: broker_reachable(app.state.producer),
                 "database": lambda: database_reachable(app.state.engine),
-            }
+            },
+            settings.metrics_secret,
         )
     )
     app.include_router(router)

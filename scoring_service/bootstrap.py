@@ -51,6 +51,6 @@ def create_app(settings: ScoringSettings | None = None) -> FastAPI:
     settings = settings or ScoringSettings()
     app = create_base_app("scoring", "NPS scoring", consuming_lifespan(settings, spec(settings)))
     app.state.settings = settings
-    app.include_router(health_router(lambda: app.state.resources.checks()))
+    app.include_router(health_router(lambda: app.state.resources.checks(), settings.metrics_secret))
     app.include_router(router)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import hmac
 import logging
 import signal
 import time
@@ -265,8 +266,10 @@ def route_template(scope: Scope) -> str:
 ReadinessCheck = Callable[[], Awaitable[bool]]
 
 
-def health_router(checks: Callable[[], Mapping[str, ReadinessCheck]]) -> APIRouter:
-    """/healthz: the process answers. /readyz: every dependency answers (503 otherwise)."""
+def health_router(checks: Callable[[], Mapping[str, ReadinessCheck]], metrics_token: str | None = None) -> APIRouter:
+    """/healthz: the process answers. /readyz: every dependency answers (503 otherwise). /metrics:
+    Prometheus text, behind `Authorization: Bearer <metrics_token>` when one is configured (for a
+    service port that is public; Prometheus sends it with `authorization: credentials`)."""
     router = APIRouter(tags=["operations"])
 
     @router.get("/healthz")
@@ -283,8 +286,19 @@ def health_router(checks: Callable[[], Mapping[str, ReadinessCheck]]) -> APIRout
             {"status": "ready" if ready else "not_ready", "checks": status}, status_code=200 if ready else 503
         )
 
+    expected = f"Bearer {metrics_token}".encode() if metrics_token else None
+
     @router.get("/metrics", include_in_schema=False)
-    async def prometheus_metrics() -> Response:
+    async def prometheus_metrics(request: Request) -> Response:
+        if expected is not None:
+            given = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                raise ProblemError(
+                    401,
+                    "invalid_metrics_token",
+                    "send 'Authorization: Bearer <NPS_METRICS_TOKEN>'",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router

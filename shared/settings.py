@@ -75,6 +75,11 @@ class InfraSettings(BaseSettings):
         validation_alias="NPS_TOPIC_REPLICATION",
         description="replication factor of the topics `nps topics` creates (3 on a real cluster)",
     )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        validation_alias="NPS_METRICS_TOKEN",
+        description="if set, /metrics answers only `Authorization: Bearer <token>` (for service ports that are public)",
+    )
     log_level: str = Field(
         default="INFO",
         validation_alias="NPS_LOG_LEVEL",
@@ -84,6 +89,10 @@ class InfraSettings(BaseSettings):
     @property
     def topics(self) -> Topics:
         return Topics(self.topic_namespace)
+
+    @property
+    def metrics_secret(self) -> str | None:
+        return self.metrics_token.get_secret_value() if self.metrics_token else None
 
     def require_database_url(self) -> str:
         if self.database_url is None:

@@ -105,3 +105,20 @@ async def test_a_database_that_is_away_is_a_503_with_retry_after_not_a_500() -> 
     assert reply.status_code == 503, reply.text
     assert reply.json()["code"] == "database_unavailable"
     assert reply.headers["retry-after"] == "1"
+
+
+async def test_metrics_can_be_behind_a_token() -> None:
+    app = create_app(FollowUpSettings(metrics_token="s3cret-scrape"))  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://followup") as client:
+        anonymous = await client.get("/metrics")
+        wrong = await client.get("/metrics", headers={"Authorization": "Bearer nope"})
+        right = await client.get("/metrics", headers={"Authorization": "Bearer s3cret-scrape"})
+        health = await client.get("/healthz")
+    assert anonymous.status_code == 401 and wrong.status_code == 401
+    assert anonymous.json()["code"] == "invalid_metrics_token"
+    assert right.status_code == 200 and "nps_http_requests_total" in right.text
+    assert health.status_code == 200  # /healthz and /readyz stay open to probes
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(FollowUpSettings())), base_url="http://followup"
+    ) as client:
+        assert (await client.get("/metrics")).status_code == 200  # no token configured: open
