@@ -4,21 +4,24 @@ raw routes (ingest_service/raw.py: the hot path); revising and erasing go throug
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import pydantic_core
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 from starlette.datastructures import State
 
 from ingest_service import metrics
-from ingest_service.deps import Eraser, Handler, Writer
+from ingest_service.deps import Admin, Eraser, Handler, Writer
 from ingest_service.domain import EXAMPLE, MAX_BATCH_ITEMS, InvalidResponse, ReviseResponse, SubmitResponse
 from ingest_service.handlers import CONFLICT_PROBLEM, Conflict, Ingest, NotFound, OutcomeUnknown, StoreUnavailable
 from ingest_service.publisher import PublishFailed
 from ingest_service.raw import RawRequest, RawRoute
+from shared import audit
 from shared.http import Problem, ProblemError
+from shared.service import ReadConnection
 from shared.validation import PLAIN, FieldProblem
 
 log = logging.getLogger(__name__)
@@ -253,3 +256,36 @@ async def erase_respondent(respondent_id: PathId, handler: Handler, source: Eras
         raise unavailable(exc) from exc
     log.info("erasure %s requested by key %s", event.erasure_id, source)
     return ErasureAccepted(erasure_id=event.erasure_id, respondent_id=respondent_id)
+
+
+# --- the audit log (admin) ---
+
+
+class AuditAnswer(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    subject: str
+    detail: dict[str, Any]
+
+
+class AuditLog(BaseModel):
+    entries: list[AuditAnswer]
+
+
+@router.get(
+    "/v1/audit",
+    response_model=AuditLog,
+    tags=["audit"],
+    summary="The audit log, newest first: keys created and revoked, erasures requested",
+    responses=problems(401, 403, 422, 429),
+)
+async def get_audit(
+    _: Admin,
+    conn: ReadConnection,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    action: Annotated[str | None, Query(min_length=1, max_length=64, pattern=PLAIN)] = None,
+) -> AuditLog:
+    found = await audit.entries(conn, limit, action)
+    return AuditLog(entries=[AuditAnswer(**asdict(entry)) for entry in found])

@@ -20,3 +20,4 @@ async def ingest(request: Request) -> Ingest:
 Handler = Annotated[Ingest, Depends(ingest)]
 Writer = Annotated[str, requires("responses:write")]  # the key's name: the events' `source`
 Eraser = Annotated[str, requires("respondents:erase")]
+Admin = Annotated[str, requires("admin")]

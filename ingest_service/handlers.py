@@ -44,7 +44,7 @@ class ResponseStore(Protocol):
     async def record(self, item: Submission) -> str | None: ...
     async def record_all(self, items: Sequence[Submission]) -> dict[str, str]: ...
     async def next_revision(self, response_id: str) -> Revision | None: ...
-    async def forget_respondent(self, respondent_id: str) -> int: ...
+    async def forget_respondent(self, respondent_id: str, erasure_id: str, actor: str) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +133,7 @@ class Ingest:
         # Published first: if forgetting our own rows then fails, the client retries the whole
         # erasure (publishing it again is harmless: erasing twice erases the same data).
         await self.publisher.publish(self.topic, key=respondent_id.encode(), value=event.to_bytes())
-        await self.store.forget_respondent(respondent_id)
+        await self.store.forget_respondent(respondent_id, event.erasure_id, source)
         return event
 
 

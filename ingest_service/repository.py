@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ingest_service.domain import Submission
+from shared import audit
 from shared.db import database_unavailable
 
 log = logging.getLogger(__name__)
@@ -145,9 +146,12 @@ class ResponseStore:
             return None
         return Revision(row.version, row.respondent_id, row.channel, row.survey_id, row.answered_at)
 
-    async def forget_respondent(self, respondent_id: str) -> int:
+    async def forget_respondent(self, respondent_id: str, erasure_id: str, actor: str) -> int:
+        """Delete the respondent's rows, and record the erasure (by its id, never the person's) in
+        the audit log in the same transaction."""
         async with transaction(self._engine) as conn:
             result = await conn.execute(
                 sa.text(f"DELETE FROM {SCHEMA}.responses WHERE respondent_id = :r"), {"r": respondent_id}
             )
+            await audit.record(conn, actor, "respondent.erasure_requested", erasure_id, {"responses": result.rowcount})
         return int(result.rowcount)

@@ -4,6 +4,9 @@ nps up          embedded PostgreSQL + broker (unless DATABASE_URL / KAFKA_BOOTST
                 are set), topics, migrations, then the four services, restarted if they die
 nps migrate     alembic upgrade head for every service's schema
 nps topics      create the versioned topics that do not exist yet
+nps keys create NAME --scope ... | list | revoke NAME
+                API keys and their scopes, for every service's API
+nps audit       the audit log: keys made and revoked, erasures requested
 nps ingest | scoring | followup | alerts
                 run one service in this process (one service per container)
 nps scoring rebuild [--check | --replay]
@@ -15,71 +18,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
-import logging
-import os
 import sys
-from collections.abc import Callable
-from pathlib import Path
 
-from fastapi import FastAPI
-from pydantic import Field, SecretStr
-
-from services.infra import create_api_key, create_topics, wait_ready
+from services.infra import create_topics
+from services.launcher import SERVICES, LauncherSettings, service_entry, up
+from services.tools import NotRunning, audit_command, keys_command, rebuild_scoring, tool_database_url
 from shared import logs
 from shared.auth import SCOPES
 from shared.db import upgrade
 from shared.http import serve
-from shared.settings import InfraSettings, ServiceSettings, async_url
-
-log = logging.getLogger("nps")
-
-
-class LauncherSettings(InfraSettings):
-    var_dir: Path = Field(
-        default=Path("var"),
-        validation_alias="NPS_VAR_DIR",
-        description="where `nps up` keeps the embedded PostgreSQL's data, the broker's log and the dev key",
-    )
-    broker_port: int = Field(
-        default=9092, validation_alias="NPS_BROKER_PORT", description="port of the embedded broker (127.0.0.1)"
-    )
-
-
-ServiceEntry = tuple[Callable[[], ServiceSettings], Callable[[ServiceSettings], FastAPI]]
-
-# module path of each service: its settings class and its app factory, imported only when used,
-# so `nps scoring` does not import the other three services.
-SERVICE_MODULES = {
-    "ingest": ("ingest_service", "IngestSettings"),
-    "scoring": ("scoring_service", "ScoringSettings"),
-    "followup": ("followup_service", "FollowUpSettings"),
-    "alerts": ("alerts_service", "AlertSettings"),
-}
-
-
-def service_entry(name: str) -> ServiceEntry:
-    package, settings_class = SERVICE_MODULES[name]
-    settings_module = importlib.import_module(f"{package}.settings")
-    bootstrap = importlib.import_module(f"{package}.bootstrap")
-    return getattr(settings_module, settings_class), bootstrap.create_app
-
-
-SERVICES = tuple(SERVICE_MODULES)
-
-
-def rebuild_scoring(*, replay_log: bool, check_only: bool) -> int:
-    from scoring_service import rebuild
-    from scoring_service.settings import ScoringSettings
-
-    launcher = LauncherSettings()
-    logs.configure(launcher.log_level, "scoring-rebuild")
-    url = SecretStr(tool_database_url(launcher))
-    if replay_log:
-        settings = ScoringSettings(database_url=url, kafka_bootstrap_servers=tool_bootstrap(launcher))
-    else:
-        settings = ScoringSettings(database_url=url)
-    return asyncio.run(rebuild.run(settings, replay_log=replay_log, check_only=check_only))
 
 
 def run_service(name: str) -> int:
@@ -87,235 +34,6 @@ def run_service(name: str) -> int:
     settings = settings_cls()
     logs.configure(settings.log_level, name)
     return serve(create_app(settings), settings.host, settings.port)
-
-
-async def keys_command(url: str, action: str, name: str | None, scopes: list[str] | None = None) -> int:
-    from shared.auth import KeyExists, KeyStore, parse_scopes
-    from shared.db import make_engine
-
-    if action == "create":
-        assert name is not None
-        try:
-            granted = parse_scopes([s for text in scopes or ["responses:write"] for s in text.split(",") if s])
-        except ValueError as exc:
-            print(f"nps keys create: {exc}", file=sys.stderr)
-            return 2
-        try:
-            print(await create_api_key(url, name, granted))
-        except KeyExists:
-            print(f"a key named {name!r} exists; revoke it first", file=sys.stderr)
-            return 1
-        print(
-            f"key {name!r} created with {', '.join(granted)}; it is shown only this once (only its hash is stored)",
-            file=sys.stderr,
-        )
-        return 0
-    engine = make_engine(url)
-    try:
-        keys = KeyStore(engine)
-        if action == "revoke":
-            assert name is not None
-            if not await keys.revoke(name):
-                print(f"no active key named {name!r}", file=sys.stderr)
-                return 1
-            print(f"key {name!r} revoked (every service refuses it within its KEY_REFRESH_S, 5 s)", file=sys.stderr)
-        else:
-            for key in await keys.list():
-                state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
-                used = f"last used {key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "never used"
-                print(f"{key.name}\t{','.join(key.scopes)}\tcreated {key.created_at:%Y-%m-%d %H:%M}\t{used}\t{state}")
-    finally:
-        await engine.dispose()
-    return 0
-
-
-# Written by `nps up` while it runs the embedded parts, for `nps keys` and `nps scoring rebuild`
-# in another terminal; removed when it stops.
-DATABASE_URL_FILE = "database-url"
-BOOTSTRAP_FILE = "kafka-bootstrap"
-
-
-class NotRunning(Exception):
-    pass
-
-
-def tool_database_url(settings: LauncherSettings) -> str:
-    """DATABASE_URL, else the embedded database of the `nps up` running with this var/ folder."""
-    if settings.database_url is not None:
-        return settings.require_database_url()
-    url_file = settings.var_dir / DATABASE_URL_FILE
-    if not url_file.exists():
-        raise NotRunning(
-            f"DATABASE_URL is not set and no `nps up` is running here ({url_file} is missing): "
-            "export DATABASE_URL, or start the loop with `make run` first"
-        )
-    return async_url(url_file.read_text().strip())
-
-
-def tool_bootstrap(settings: LauncherSettings) -> str:
-    """KAFKA_BOOTSTRAP_SERVERS, else the embedded broker of the `nps up` running here."""
-    if settings.kafka_bootstrap_servers:
-        return settings.kafka_bootstrap_servers
-    bootstrap_file = settings.var_dir / BOOTSTRAP_FILE
-    if not bootstrap_file.exists():
-        raise NotRunning(
-            f"KAFKA_BOOTSTRAP_SERVERS is not set and no `nps up` is running here ({bootstrap_file} is missing): "
-            "export KAFKA_BOOTSTRAP_SERVERS, or start the loop with `make run` first"
-        )
-    return bootstrap_file.read_text().strip()
-
-
-def ensure_dev_key(url: str, path: Path) -> str:
-    """The development key `make run` prints and writes to var/dev-api-key (embedded database only):
-    the one already there while it is still active, else a fresh one."""
-    from shared.auth import KeyStore, hash_api_key
-    from shared.db import make_engine
-
-    known = path.read_text().strip() if path.exists() else None
-
-    async def ensure() -> str:
-        engine = make_engine(url)
-        try:
-            keys = KeyStore(engine)
-            active = await keys.active()
-            if known and hash_api_key(known) in active and active[hash_api_key(known)].allows("admin"):
-                return known
-            await keys.revoke("dev")
-        finally:
-            await engine.dispose()
-        return await create_api_key(url, "dev")
-
-    key = asyncio.run(ensure())
-    if key != known:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(key + "\n")
-        path.chmod(0o600)
-    return key
-
-
-def prepare(settings: InfraSettings) -> None:
-    created = asyncio.run(create_topics(settings))
-    if created:
-        log.info("created topics: %s", ", ".join(created))
-    upgrade(settings.require_database_url())
-
-
-class StopRequested(Exception):
-    pass
-
-
-def up() -> int:
-    from services.embedded import EmbeddedBroker, EmbeddedPostgres
-    from services.supervisor import Child, Supervisor, child_env, python_argv
-
-    settings = LauncherSettings()
-    logs.configure(settings.log_level, "launcher")
-    settings.var_dir.mkdir(parents=True, exist_ok=True)
-    running = claim_var_dir(settings.var_dir)
-    if running is not None:
-        print(
-            f"nps up: another `nps up` (pid {running}) is running with {settings.var_dir}; stop it first",
-            file=sys.stderr,
-        )
-        return 2
-    supervisor = Supervisor([])
-    supervisor.handle_signals()  # first: a Ctrl-C during startup must still shut down in order
-
-    def checkpoint() -> None:
-        if supervisor.stopping:
-            raise StopRequested
-
-    overrides: dict[str, str] = {}
-    pg: EmbeddedPostgres | None = None
-    broker: EmbeddedBroker | None = None
-    try:
-        if settings.database_url is None:
-            pg = EmbeddedPostgres(settings.var_dir / "pg")
-            overrides["DATABASE_URL"] = pg.start()
-            log.info("embedded PostgreSQL: data in %s", pg.data_dir)
-            # For `nps keys` (and friends) in another terminal while the loop runs.
-            url_file = settings.var_dir / DATABASE_URL_FILE
-            url_file.write_text(overrides["DATABASE_URL"] + "\n")
-            url_file.chmod(0o600)
-        checkpoint()
-        if not settings.kafka_bootstrap_servers:
-            broker = EmbeddedBroker(settings.broker_port, settings.var_dir / "log" / "broker.log")
-            overrides["KAFKA_BOOTSTRAP_SERVERS"] = broker.start()
-            log.info("embedded broker (tansu, memory storage) on %s", broker.bootstrap)
-            (settings.var_dir / BOOTSTRAP_FILE).write_text(broker.bootstrap + "\n")
-        checkpoint()
-        effective = settings.model_copy(
-            update={
-                "database_url": SecretStr(overrides["DATABASE_URL"]) if pg else settings.database_url,
-                "kafka_bootstrap_servers": overrides.get("KAFKA_BOOTSTRAP_SERVERS", settings.kafka_bootstrap_servers),
-            }
-        )
-        prepare(effective)
-        dev_key = ensure_dev_key(effective.require_database_url(), settings.var_dir / "dev-api-key") if pg else None
-        checkpoint()
-
-        urls = {}
-        for name in SERVICES:
-            service_settings = service_entry(name)[0]()
-            supervisor.children.append(Child(name, python_argv(name), child_env(overrides)))
-            urls[name] = f"http://{service_settings.host}:{service_settings.port}"
-        supervisor.start_all()
-        not_ready = wait_ready(urls, give_up=lambda: supervisor.stopping)
-        checkpoint()
-        print("\nThe NPS feedback loop is running:", flush=True)
-        for name, url in urls.items():
-            state = "NOT READY" if name in not_ready else "ready"
-            print(f"  {name:<9} {url}   ({state}; {url}/docs, {url}/metrics)", flush=True)
-        print(f"  broker    {effective.require_bootstrap()}", flush=True)
-        print(f"  database  {'embedded, data in ' + str(pg.data_dir) if pg else 'DATABASE_URL'}", flush=True)
-        if dev_key:
-            print(f"  API key   {dev_key}   (also in {settings.var_dir / 'dev-api-key'})", flush=True)
-        print("Ctrl-C stops everything.\n", flush=True)
-        supervisor.watch()
-    except StopRequested:
-        log.info("stop requested during startup")
-    finally:
-        supervisor.stop_all()
-        if broker is not None:
-            broker.stop()
-            (settings.var_dir / BOOTSTRAP_FILE).unlink(missing_ok=True)
-        if pg is not None:
-            pg.stop()
-            (settings.var_dir / DATABASE_URL_FILE).unlink(missing_ok=True)
-        (settings.var_dir / PID_FILE).unlink(missing_ok=True)
-    return 0
-
-
-PID_FILE = "launcher.pid"
-
-
-def claim_var_dir(var_dir: Path) -> int | None:
-    """Make this process the launcher of `var_dir`: the pid of a live one that already is, else None
-    (this one is, now). What a launcher that died left behind (SIGKILL: no clean-up ran) is cleared:
-    its address files; its services and broker died with it (PR_SET_PDEATHSIG), and its embedded
-    PostgreSQL, still running, is taken over as it is."""
-    pid_file = var_dir / PID_FILE
-    if pid_file.exists():
-        text = pid_file.read_text().strip()
-        previous = int(text) if text.isdigit() else None
-        if previous is not None and previous != os.getpid() and process_alive(previous):
-            return previous
-        log.warning("a previous `nps up` (pid %s) ended without stopping; clearing what it left", text or "?")
-        for stale in (DATABASE_URL_FILE, BOOTSTRAP_FILE):
-            (var_dir / stale).unlink(missing_ok=True)
-    pid_file.write_text(f"{os.getpid()}\n")
-    return None
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    cmdline = Path(f"/proc/{pid}/cmdline")  # a reused pid is not a launcher
-    return not cmdline.exists() or b"up" in cmdline.read_bytes().split(b"\0")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -338,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     keys_sub.add_parser("revoke", help="revoke a key").add_argument("name")
     keys_sub.add_parser("list", help="list keys: names, scopes, dates, last use (never the keys)")
+    audit_parser = sub.add_parser("audit", help="the audit log, newest first: keys made and revoked, erasures")
+    audit_parser.add_argument("--limit", type=int, default=50)
+    audit_parser.add_argument("--action", help="only this action, e.g. key.created")
     for name in SERVICES:
         service = sub.add_parser(name, help=f"run the {name} service alone")
         if name == "scoring":
@@ -360,12 +81,14 @@ def main(argv: list[str] | None = None) -> int:
         return run_service(args.command)
     settings = LauncherSettings()
     logs.configure(settings.log_level, "nps")
-    if args.command == "keys":
+    if args.command in ("keys", "audit"):
         try:
             url = tool_database_url(settings)
         except NotRunning as exc:
             print(exc, file=sys.stderr)
             return 2
+        if args.command == "audit":
+            return asyncio.run(audit_command(url, args.limit, args.action))
         return asyncio.run(keys_command(url, args.action, getattr(args, "name", None), getattr(args, "scope", None)))
     if args.command == "migrate":
         upgrade(settings.require_database_url())

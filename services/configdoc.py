@@ -14,7 +14,7 @@ from alerts_service.settings import AlertSettings
 from followup_service.settings import FollowUpSettings
 from ingest_service.settings import IngestSettings
 from scoring_service.settings import ScoringSettings
-from services.cli import LauncherSettings
+from services.launcher import LauncherSettings
 from shared.settings import InfraSettings, ServiceSettings
 
 PATH = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"

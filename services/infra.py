@@ -52,13 +52,13 @@ async def create_topics(settings: InfraSettings) -> list[str]:
     )
 
 
-async def create_api_key(database_url: str, name: str, scopes: Sequence[Scope] = ("admin",)) -> str:
+async def create_api_key(database_url: str, name: str, scopes: Sequence[Scope] = ("admin",), actor: str = "nps") -> str:
     """A new API key named `name`, granting `scopes` (KeyExists if an active one has that name); only its hash is
     stored, so the key is returned this once."""
     engine = make_engine(database_url)
     try:
         key = new_api_key()
-        await KeyStore(engine).create(name, hash_api_key(key), scopes)
+        await KeyStore(engine).create(name, hash_api_key(key), scopes, actor)
         return key
     finally:
         await engine.dispose()

@@ -24,6 +24,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared import audit
 from shared.http import Problem, ProblemError
 from shared.ratelimit import RateLimiter
 
@@ -97,7 +98,7 @@ class KeyStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def create(self, name: str, key_hash: str, scopes: Sequence[Scope]) -> None:
+    async def create(self, name: str, key_hash: str, scopes: Sequence[Scope], actor: str) -> None:
         async with self._engine.begin() as conn:
             existing = (
                 await conn.execute(sa.text(f"SELECT revoked_at FROM {SCHEMA}.api_keys WHERE name = :n"), {"n": name})
@@ -112,13 +113,16 @@ class KeyStore:
                 ),
                 {"n": name, "h": key_hash, "s": list(scopes)},
             )
+            await audit.record(conn, actor, "key.created", name, {"scopes": list(scopes)})
 
-    async def revoke(self, name: str) -> bool:
+    async def revoke(self, name: str, actor: str) -> bool:
         async with self._engine.begin() as conn:
             result = await conn.execute(
                 sa.text(f"UPDATE {SCHEMA}.api_keys SET revoked_at = now() WHERE name = :n AND revoked_at IS NULL"),
                 {"n": name},
             )
+            if result.rowcount:
+                await audit.record(conn, actor, "key.revoked", name)
         return bool(result.rowcount)
 
     async def list(self) -> list[KeyInfo]:

@@ -111,7 +111,7 @@ def consuming_lifespan(settings: ServiceSettings, spec: ConsumerSpec[Any]) -> Ca
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with running_loop(settings, spec, client_id=f"nps-{spec.service}") as running:
-            app.state.resources = running.resources
+            app.state.resources, app.state.engine = running.resources, running.resources.engine
             running.task.add_done_callback(lambda t: report_worker_failure(app, t))
             limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
             app.state.gate, keys = await start_gate(running.resources.engine, settings.key_refresh_s, limiter)
@@ -126,9 +126,10 @@ def consuming_lifespan(settings: ServiceSettings, spec: ConsumerSpec[Any]) -> Ca
 
 
 async def read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
-    """A connection for a query API's reads, returned to the pool when the answer is sent."""
-    res: Resources = request.app.state.resources
-    async with res.engine.connect() as conn:
+    """A connection for a query API's reads, returned to the pool when the answer is sent. Every
+    service's lifespan leaves its engine in `app.state.engine`."""
+    engine: AsyncEngine = request.app.state.engine
+    async with engine.connect() as conn:
         yield conn
 
 

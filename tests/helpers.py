@@ -179,8 +179,9 @@ async def serve_in_process(app: FastAPI, engine: AsyncEngine) -> dict[str, str]:
     (httpx's ASGITransport runs no lifespan): its engine, and the key gate with one admin key.
     Returns the Authorization header to send."""
     app.state.resources = service.Resources(engine=engine, producer=cast(Any, None), loop=cast(Any, None))
+    app.state.engine = engine
     key = new_api_key()
-    await KeyStore(engine).create(f"tests-{uuid.uuid4().hex[:8]}", hash_api_key(key), ["admin"])
+    await KeyStore(engine).create(f"tests-{uuid.uuid4().hex[:8]}", hash_api_key(key), ["admin"], actor="tests")
     app.state.gate, _ = await start_gate(engine, 60, RateLimiter(0, 1))
     return {"Authorization": f"Bearer {key}"}
 

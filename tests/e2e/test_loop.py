@@ -255,6 +255,7 @@ NEEDS = {
     ("ingest", "post"): "responses:write",
     ("ingest", "put"): "responses:write",
     ("ingest", "delete"): "respondents:erase",
+    ("ingest", "get"): "admin",
     ("scoring", "get"): "scores:read",
     ("followup", "get"): "followups:read",
     ("alerts", "get"): "alerts:read",
@@ -293,7 +294,7 @@ async def test_every_api_needs_a_key_with_its_scope(loop: Loop) -> None:
                             assert reply.status_code == 403, (service, method, path, role, reply.text)
                             assert reply.json()["code"] == "insufficient_scope"
                     checked += 1
-    assert checked >= 12  # 5 ingest, 5 scoring, 1 follow-up, 1 alerts
+    assert checked >= 13  # 6 ingest, 5 scoring, 1 follow-up, 1 alerts
 
 
 async def _known_everywhere(client: httpx.AsyncClient, loop: Loop, keys: Iterable[dict[str, str]]) -> bool:

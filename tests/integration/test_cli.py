@@ -72,7 +72,7 @@ def test_nps_migrate_brings_every_schema_to_head_and_is_idempotent(pg_admin_url:
         result = nps("migrate", env=base_env(DATABASE_URL=url))
         assert result.returncode == 0, result.stderr
     assert asyncio.run(schemas_and_versions(url)) == {
-        "auth": "auth_0001",
+        "auth": "auth_0002",
         "ingest": "ingest_0002",
         "scoring": "scoring_0002",
         "followup": "followup_0002",

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
+from shared.db import make_engine
 from shared.events import RespondentErased, ResponseRevised, ResponseSubmitted, response_events
 from tests.helpers import eventually, nps, read_topic
 from tests.integration.conftest import LiveIngest
@@ -320,3 +323,53 @@ async def test_two_authorization_headers_are_refused_on_raw_and_framework_routes
     for reply in replies:
         assert reply.status_code == 401, reply.text
         assert reply.json()["code"] == "duplicate_authorization"
+
+
+async def test_the_audit_log_records_keys_and_erasures_for_admins_only(ingest: LiveIngest) -> None:
+    auditor = nps("keys", "create", f"auditor-{rid()}", "--scope", "admin", env=ingest.env)
+    assert auditor.returncode == 0, auditor.stderr
+    as_admin = {"Authorization": f"Bearer {auditor.stdout.strip()}"}
+    person = f"erased-{rid()}"
+    async with httpx.AsyncClient(timeout=10) as client:
+        erased = await client.delete(f"{ingest.url}/v1/respondents/{person}", headers=ingest.auth)
+        assert erased.status_code == 202, erased.text
+
+        async def listed() -> dict[str, Any]:
+            reply = await client.get(f"{ingest.url}/v1/audit", params={"limit": 1000}, headers=as_admin)
+            return reply.json() if reply.status_code == 200 else {}
+
+        await eventually(lambda: _truthy(listed()), timeout=6)  # the admin key reaches ingest's cache
+        entries = (await listed())["entries"]
+        refused = await client.get(f"{ingest.url}/v1/audit", headers=ingest.auth)
+        only_keys = await client.get(f"{ingest.url}/v1/audit", params={"action": "key.created"}, headers=as_admin)
+    assert refused.status_code == 403 and refused.json()["code"] == "insufficient_scope"
+    erasure = next(e for e in entries if e["subject"] == erased.json()["erasure_id"])
+    assert erasure["action"] == "respondent.erasure_requested" and erasure["actor"] == "app-tests"
+    assert person not in json.dumps(entries)  # an erasure is recorded by its id, never by whom it erased
+    created = [e for e in entries if e["action"] == "key.created" and e["subject"].startswith("auditor-")]
+    assert created and created[0]["actor"].startswith("cli:") and created[0]["detail"] == {"scopes": ["admin"]}
+    assert {e["action"] for e in only_keys.json()["entries"]} == {"key.created"}
+    cli = nps("audit", "--action", "respondent.erasure_requested", env=ingest.env)
+    assert cli.returncode == 0 and erased.json()["erasure_id"] in cli.stdout
+
+
+async def _truthy(answer: Awaitable[dict[str, Any]]) -> bool:
+    return bool(await answer)
+
+
+async def test_the_audit_log_is_append_only(ingest: LiveIngest) -> None:
+    engine = make_engine(ingest.database_url)
+    try:
+        for statement in (
+            "UPDATE auth.audit_log SET actor = 'x'",
+            "DELETE FROM auth.audit_log",
+            "TRUNCATE auth.audit_log",
+        ):
+            with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+                async with engine.begin() as conn:
+                    await conn.execute(
+                        sa.text("INSERT INTO auth.audit_log (actor, action, subject) VALUES ('t', 't', 't')")
+                    )
+                    await conn.execute(sa.text(statement))
+    finally:
+        await engine.dispose()

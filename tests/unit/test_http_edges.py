@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any, cast
 
 import httpx
 import pytest
@@ -18,7 +17,6 @@ from services.embedded import free_port
 from shared.auth import Gate, Key
 from shared.db import make_engine
 from shared.http import ProblemError, read_body
-from shared.service import Resources
 from tests.unit.test_auth import FakeKeys
 
 KEY = {"Authorization": "Bearer nps_reader"}
@@ -33,7 +31,7 @@ def follow_up_app() -> httpx.AsyncClient:
     app = create_app(FollowUpSettings())
     app.state.gate = Gate(FakeKeys({"nps_reader": Key("reader", frozenset({"followups:read"}))}))
     # The routes' dependencies run even when a parameter is invalid; no query is made then.
-    app.state.resources = Resources(engine=cast(Any, NoDatabase()), producer=cast(Any, None), loop=cast(Any, None))
+    app.state.engine = NoDatabase()
 
     @app.get("/boom")
     async def boom() -> None:
@@ -96,7 +94,7 @@ async def test_a_database_that_is_away_is_a_503_with_retry_after_not_a_500() -> 
     app = create_app(FollowUpSettings())
     app.state.gate = Gate(FakeKeys({"nps_reader": Key("reader", frozenset({"followups:read"}))}))
     engine = make_engine(f"postgresql://nps@127.0.0.1:{free_port()}/nps")  # nothing listens there
-    app.state.resources = Resources(engine=engine, producer=cast(Any, None), loop=cast(Any, None))
+    app.state.engine = engine
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://followup") as client:
             reply = await client.get("/v1/followups/r-1", headers=KEY)

@@ -1,0 +1,120 @@
+"""The `nps` commands an operator runs beside a running loop: keys, the audit log, scoring's
+rebuild. With `make run` they find its database and broker from var/, with nothing exported."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import sys
+
+from pydantic import SecretStr
+
+from services.infra import create_api_key
+from services.launcher import BOOTSTRAP_FILE, DATABASE_URL_FILE, LauncherSettings
+from shared import logs
+from shared.settings import async_url
+
+
+class NotRunning(Exception):
+    pass
+
+
+def tool_database_url(settings: LauncherSettings) -> str:
+    """DATABASE_URL, else the embedded database of the `nps up` running with this var/ folder."""
+    if settings.database_url is not None:
+        return settings.require_database_url()
+    url_file = settings.var_dir / DATABASE_URL_FILE
+    if not url_file.exists():
+        raise NotRunning(
+            f"DATABASE_URL is not set and no `nps up` is running here ({url_file} is missing): "
+            "export DATABASE_URL, or start the loop with `make run` first"
+        )
+    return async_url(url_file.read_text().strip())
+
+
+def tool_bootstrap(settings: LauncherSettings) -> str:
+    """KAFKA_BOOTSTRAP_SERVERS, else the embedded broker of the `nps up` running here."""
+    if settings.kafka_bootstrap_servers:
+        return settings.kafka_bootstrap_servers
+    bootstrap_file = settings.var_dir / BOOTSTRAP_FILE
+    if not bootstrap_file.exists():
+        raise NotRunning(
+            f"KAFKA_BOOTSTRAP_SERVERS is not set and no `nps up` is running here ({bootstrap_file} is missing): "
+            "export KAFKA_BOOTSTRAP_SERVERS, or start the loop with `make run` first"
+        )
+    return bootstrap_file.read_text().strip()
+
+
+def cli_actor() -> str:
+    """Who is at the terminal, for the audit log."""
+    return f"cli:{getpass.getuser()}"
+
+
+async def audit_command(url: str, limit: int, action: str | None) -> int:
+    from shared import audit
+    from shared.db import make_engine
+
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            for entry in await audit.entries(conn, limit, action):
+                detail = f"\t{json.dumps(entry.detail)}" if entry.detail else ""
+                print(f"{entry.at:%Y-%m-%d %H:%M:%S}\t{entry.actor}\t{entry.action}\t{entry.subject}{detail}")
+    finally:
+        await engine.dispose()
+    return 0
+
+
+async def keys_command(url: str, action: str, name: str | None, scopes: list[str] | None = None) -> int:
+    from shared.auth import KeyExists, KeyStore, parse_scopes
+    from shared.db import make_engine
+
+    if action == "create":
+        assert name is not None
+        try:
+            granted = parse_scopes([s for text in scopes or ["responses:write"] for s in text.split(",") if s])
+        except ValueError as exc:
+            print(f"nps keys create: {exc}", file=sys.stderr)
+            return 2
+        try:
+            print(await create_api_key(url, name, granted, actor=cli_actor()))
+        except KeyExists:
+            print(f"a key named {name!r} exists; revoke it first", file=sys.stderr)
+            return 1
+        print(
+            f"key {name!r} created with {', '.join(granted)}; it is shown only this once (only its hash is stored)",
+            file=sys.stderr,
+        )
+        return 0
+    engine = make_engine(url)
+    try:
+        keys = KeyStore(engine)
+        if action == "revoke":
+            assert name is not None
+            if not await keys.revoke(name, actor=cli_actor()):
+                print(f"no active key named {name!r}", file=sys.stderr)
+                return 1
+            print(f"key {name!r} revoked (every service refuses it within its KEY_REFRESH_S, 5 s)", file=sys.stderr)
+        else:
+            for key in await keys.list():
+                state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+                used = f"last used {key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "never used"
+                print(f"{key.name}\t{','.join(key.scopes)}\tcreated {key.created_at:%Y-%m-%d %H:%M}\t{used}\t{state}")
+    finally:
+        await engine.dispose()
+    return 0
+
+
+def rebuild_scoring(*, replay_log: bool, check_only: bool) -> int:
+    from scoring_service import rebuild
+    from scoring_service.settings import ScoringSettings
+
+    launcher = LauncherSettings()
+    logs.configure(launcher.log_level, "scoring-rebuild")
+    url = SecretStr(tool_database_url(launcher))
+    if replay_log:
+        settings = ScoringSettings(database_url=url, kafka_bootstrap_servers=tool_bootstrap(launcher))
+    else:
+        settings = ScoringSettings(database_url=url)
+    return asyncio.run(rebuild.run(settings, replay_log=replay_log, check_only=check_only))
