@@ -47,6 +47,7 @@ def upgrade() -> None:
         f"FOR EACH STATEMENT EXECUTE FUNCTION {SCHEMA}.audit_log_is_append_only()"
     )
 
+
 def downgrade() -> None:
     op.drop_table("audit_log", schema=SCHEMA)
     op.execute(f"DROP FUNCTION {SCHEMA}.audit_log_is_append_only()")
