@@ -279,7 +279,7 @@ class AuditLog(BaseModel):
     response_model=AuditLog,
     tags=["audit"],
     summary="The audit log, newest first: keys created and revoked, erasures requested",
-    responses=problems(401, 403, 422, 429),
+    responses=problems(401, 403, 422, 429, 503),
 )
 async def get_audit(
     _: Admin,

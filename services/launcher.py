@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from pydantic import Field, SecretStr
@@ -19,6 +20,9 @@ from services.infra import create_api_key, create_topics, wait_ready
 from shared import logs
 from shared.db import upgrade
 from shared.settings import InfraSettings, ServiceSettings
+
+if TYPE_CHECKING:
+    from services.embedded import EmbeddedBroker
 
 log = logging.getLogger("nps")
 
@@ -90,6 +94,17 @@ def ensure_dev_key(url: str, path: Path) -> str:
     return key
 
 
+def restart_broker(broker: EmbeddedBroker, settings: InfraSettings) -> None:
+    """The broker again, on the same port, and its topics. Its storage is memory: what it held is
+    gone, so every acknowledged response no consumer had read yet is lost (said loudly here)."""
+    broker.start()
+    asyncio.run(create_topics(settings))
+    log.error(
+        "the embedded broker restarted EMPTY (memory storage): acknowledged responses that no consumer had "
+        "read are lost; what the consumers committed is safe in PostgreSQL"
+    )
+
+
 def prepare(settings: InfraSettings) -> None:
     created = asyncio.run(create_topics(settings))
     if created:
@@ -103,7 +118,7 @@ class StopRequested(Exception):
 
 def up() -> int:
     from services.embedded import EmbeddedBroker, EmbeddedPostgres
-    from services.supervisor import Child, Supervisor, child_env, python_argv
+    from services.supervisor import Child, Dependency, Supervisor, child_env, python_argv
 
     settings = LauncherSettings()
     logs.configure(settings.log_level, "launcher")
@@ -156,6 +171,12 @@ def up() -> int:
             service_settings = service_entry(name)[0]()
             supervisor.children.append(Child(name, python_argv(name), child_env(overrides)))
             urls[name] = f"http://{service_settings.host}:{service_settings.port}"
+        if pg is not None:
+            supervisor.dependencies.append(Dependency("the embedded PostgreSQL", pg.running, pg.restart))
+        if broker is not None:
+            supervisor.dependencies.append(
+                Dependency("the embedded broker", broker.running, lambda: restart_broker(broker, effective))
+            )
         supervisor.start_all()
         not_ready = wait_ready(urls, give_up=lambda: supervisor.stopping)
         checkpoint()

@@ -35,9 +35,23 @@ class Child:
         log.info("started %s (pid %d)", self.name, self.process.pid)
 
 
+@dataclass
+class Dependency:
+    """Something the services need that the launcher runs itself (the embedded PostgreSQL and
+    broker): watched like a child, restarted with a back-off, loudly."""
+
+    name: str
+    running: Callable[[], bool]
+    restart: Callable[[], None]
+    failures: int = 0
+    next_try: float = 0.0
+    down_since: float | None = None
+
+
 class Supervisor:
     def __init__(self, children: list[Child], max_backoff: float = 10.0) -> None:
         self.children = children
+        self.dependencies: list[Dependency] = []
         self.max_backoff = max_backoff
         self._stopping = False
 
@@ -75,7 +89,28 @@ class Supervisor:
                     child.next_start = now + delay
                 elif proc is None and now >= child.next_start:
                     child.start()
+            for dependency in self.dependencies:
+                self._tend(dependency, now)
             time.sleep(0.2)
+
+    def _tend(self, dependency: Dependency, now: float) -> None:
+        if dependency.down_since is None:
+            if dependency.running():
+                return
+            dependency.down_since, dependency.failures, dependency.next_try = now, 0, now
+            log.error("%s is down; the services answer 503 and retry meanwhile; restarting it", dependency.name)
+        if now < dependency.next_try:
+            return
+        try:
+            dependency.restart()
+        except Exception as exc:
+            dependency.failures += 1
+            delay = min(self.max_backoff, 0.5 * 2**dependency.failures)
+            dependency.next_try = now + delay
+            log.error("%s did not restart (%s); trying again in %.1fs", dependency.name, type(exc).__name__, delay)
+            return
+        log.warning("%s is back after %.1fs", dependency.name, time.monotonic() - dependency.down_since)
+        dependency.down_since = None
 
     def stop_all(self, timeout: float = 30.0) -> None:
         running = [c for c in self.children if c.process is not None and c.process.poll() is None]

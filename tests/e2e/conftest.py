@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from services.embedded import free_port
+from services.embedded import free_ports
 from services.infra import is_ready
 from tests.helpers import FAST_GROUP_ENV
 
@@ -54,8 +54,9 @@ class Loop:
 
 def start_loop(var_dir: Path, cwd: Path, broker_port: int | None = None) -> Loop:
     """`nps up` with its data in `var_dir`, on free ports; returns once every service is ready."""
-    ports = {name: free_port() for name in SERVICES}
-    broker_port = broker_port or free_port()
+    *service_ports, spare = free_ports(len(SERVICES) + 1)
+    ports = dict(zip(SERVICES, service_ports, strict=True))
+    broker_port = broker_port or spare
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")}
     env.update(FAST_GROUP_ENV)
     env.update(

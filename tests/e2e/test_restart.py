@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.embedded import free_port, port_open
+from services.embedded import free_ports, port_open
 from tests.e2e.conftest import SERVICES, start_loop, stop_loop
 from tests.helpers import eventually
 
@@ -58,8 +58,8 @@ async def test_data_under_var_survives_a_restart(tmp_path: Path, repo_root_sessi
 
 
 def test_ctrl_c_during_startup_stops_everything_in_order(tmp_path: Path, repo_root_session: Path) -> None:
-    ports = {name: free_port() for name in SERVICES}
-    broker_port = free_port()
+    *service_ports, broker_port = free_ports(len(SERVICES) + 1)
+    ports = dict(zip(SERVICES, service_ports, strict=True))
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")}
     env.update(
         {
@@ -144,3 +144,49 @@ async def test_a_launcher_killed_with_sigkill_leaves_nothing_holding_ports_and_t
         assert refused.returncode == 2 and "is running" in refused.stderr, refused.stderr
     finally:
         stop_loop(second)
+
+
+async def test_the_launcher_restarts_a_killed_postgresql_and_a_killed_broker(
+    tmp_path: Path, repo_root_session: Path
+) -> None:
+    var = tmp_path / "var"
+    loop = start_loop(var, repo_root_session)
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            for victim, said in (
+                ("postgres", "the embedded PostgreSQL is back"),
+                ("broker", "the embedded broker is back"),
+            ):
+                pid = postmaster_pid(var) if victim == "postgres" else broker_pid(loop.process.pid)
+                os.kill(pid, signal.SIGKILL)
+                await eventually(lambda said=said: _logged(loop.output, said), timeout=60, every=0.5)
+                run = uuid.uuid4().hex[:8]
+
+                async def counted(run: str = run) -> bool:
+                    body = {"response_id": run, "respondent_id": f"u-{run}", "score": 9, "attributes": {"run": run}}
+                    posted = await client.post(f"{loop.urls['ingest']}/v1/responses", json=body, headers=loop.auth)
+                    if posted.status_code != 202:
+                        return False
+                    score = await client.get(
+                        f"{loop.urls['scoring']}/v1/nps", params={"segment": f"run:{run}"}, headers=loop.auth
+                    )
+                    return score.status_code == 200 and score.json()["n"] == 1
+
+                await eventually(counted, timeout=60, every=1.0)  # the loop works again, by itself
+        log = await asyncio.to_thread(loop.output.read_text)
+        assert "is down" in log and "restarted EMPTY" in log
+    finally:
+        stop_loop(loop)
+
+
+async def _logged(output: Path, text: str) -> bool:
+    return text in await asyncio.to_thread(output.read_text)
+
+
+def postmaster_pid(var: Path) -> int:
+    return int((var / "pg" / "postmaster.pid").read_text().split()[0])
+
+
+def broker_pid(launcher: int) -> int:
+    [pid] = [p for p in direct_children(launcher) if b"tansu" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    return pid
