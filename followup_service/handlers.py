@@ -12,8 +12,8 @@ from followup_service import metrics, publisher, repository
 from followup_service.domain import FollowUp, plan
 from shared import outbox
 from shared.consumer import Message
-from shared.events import RespondentErased, ResponseEvent, ResponseSubmitted
-from shared.privacy import respondent_key
+from shared.events import ResponseEvent, ResponseSubmitted
+from shared.privacy import latest_requests, respondent_key
 from shared.settings import Topics
 
 
@@ -24,16 +24,12 @@ class RouteResponses:
 
     async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[ResponseEvent]]) -> None:
         now = self.clock()
-        requested: dict[str, datetime] = {}  # the latest erasure request per respondent key
-        for message in batch:
-            if isinstance(message.event, RespondentErased):
-                key = respondent_key(message.event.respondent_id)
-                requested[key] = max(requested.get(key, message.event.requested_at), message.event.requested_at)
-        erasures = await repository.record_erasures(conn, requested)
+        requested = latest_requests(m.event for m in batch)
+        erasures = await repository.ERASURES.record(conn, requested)
         # A revision does not route a response again: one follow-up per response.
         submitted = [m.event for m in batch if isinstance(m.event, ResponseSubmitted)]
         unknown = {respondent_key(e.respondent_id) for e in submitted} - erasures.keys()
-        erasures.update(await repository.erasures_of(conn, unknown))
+        erasures.update(await repository.ERASURES.of(conn, unknown))
 
         planned: dict[str, FollowUp] = {}
         skipped = 0

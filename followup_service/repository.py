@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from followup_service.domain import FollowUp
-from shared.privacy import respondent_key
+from shared.privacy import Erasures, respondent_key
 
 SCHEMA = "followup"
 
@@ -95,31 +95,7 @@ async def get_by_response(conn: AsyncConnection, response_id: str) -> Row[tuple[
 # --- erasure ---
 
 
-async def record_erasures(conn: AsyncConnection, requested: Mapping[str, datetime]) -> dict[str, datetime]:
-    """Store the latest request per respondent key; returns the latest stored for each (old or new)."""
-    if not requested:
-        return {}
-    keys = sorted(requested)
-    rows = await conn.execute(
-        sa.text(
-            f"""
-            INSERT INTO {SCHEMA}.erasures AS e (respondent_key, requested_at)
-            SELECT * FROM unnest(CAST(:keys AS text[]), CAST(:times AS timestamptz[]))
-            ON CONFLICT (respondent_key) DO UPDATE SET requested_at = greatest(e.requested_at, EXCLUDED.requested_at)
-            RETURNING respondent_key, requested_at
-            """
-        ),
-        {"keys": keys, "times": [requested[k] for k in keys]},
-    )
-    return {r.respondent_key: r.requested_at for r in rows}
-
-
-async def erasures_of(conn: AsyncConnection, keys: Iterable[str]) -> dict[str, datetime]:
-    rows = await conn.execute(
-        sa.text(f"SELECT respondent_key, requested_at FROM {SCHEMA}.erasures WHERE respondent_key = ANY(:keys)"),
-        {"keys": sorted(set(keys))},
-    )
-    return {r.respondent_key: r.requested_at for r in rows}
+ERASURES = Erasures(SCHEMA)  # followup.erasures: requests remembered for late events
 
 
 _ERASED = f"""

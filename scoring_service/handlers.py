@@ -23,7 +23,7 @@ from shared import outbox, windows
 from shared.consumer import Message
 from shared.events import RespondentErased, ResponseEvent, ResponseRevised, ResponseSubmitted
 from shared.nps import Comparison, Counts, compare
-from shared.privacy import respondent_key
+from shared.privacy import latest_requests, respondent_key
 from shared.windows import DayRange, Interval, preceding, utc_day, window
 
 
@@ -56,19 +56,15 @@ class CountResponses:
     async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[ResponseEvent]]) -> None:
         today = utc_day(self.clock())
         versions: list[Version] = []
-        requested: dict[str, datetime] = {}
         for message in batch:
-            event = message.event
-            if isinstance(event, RespondentErased):
-                key = respondent_key(event.respondent_id)
-                requested[key] = max(requested.get(key, event.requested_at), event.requested_at)
-            else:
-                versions.append(version_of(event))
+            if not isinstance(message.event, RespondentErased):
+                versions.append(version_of(message.event))
+        requested = latest_requests(m.event for m in batch)
 
-        erasures = await repository.record_erasures(conn, requested)
+        erasures = await repository.ERASURES.record(conn, requested)
         existing = await repository.lock_responses(conn, (v.response_id for v in versions), requested)
         others = {v.respondent_key for v in versions} | {r.respondent_key for r in existing.values()}
-        erasures.update(await repository.erasures_of(conn, others - erasures.keys()))
+        erasures.update(await repository.ERASURES.of(conn, others - erasures.keys()))
         known, per_dimension = await repository.known_segments(conn, candidate_values(versions, self.dimensions))
         plan = SegmentPlan(known, per_dimension, self.max_values)
         outcome = apply(existing, versions, erasures, lambda v: segments_of(v, self.dimensions, plan))

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from scoring_service.domain import SEPARATOR, Stored, split_segment
 from shared.consumer import RetryBatch
 from shared.nps import Counts
+from shared.privacy import Erasures
 from shared.windows import DayRange
 
 SCHEMA = "scoring"
@@ -157,31 +158,7 @@ def _response_params(rows: Sequence[Stored]) -> dict[str, list[Any]]:
     }
 
 
-async def record_erasures(conn: AsyncConnection, requested: Mapping[str, datetime]) -> dict[str, datetime]:
-    """Store the latest request per respondent key; returns the latest stored for each (old or new)."""
-    if not requested:
-        return {}
-    keys = sorted(requested)
-    rows = await conn.execute(
-        sa.text(
-            f"""
-            INSERT INTO {SCHEMA}.erasures AS e (respondent_key, requested_at)
-            SELECT * FROM unnest(CAST(:keys AS text[]), CAST(:times AS timestamptz[]))
-            ON CONFLICT (respondent_key) DO UPDATE SET requested_at = greatest(e.requested_at, EXCLUDED.requested_at)
-            RETURNING respondent_key, requested_at
-            """
-        ),
-        {"keys": keys, "times": [requested[k] for k in keys]},
-    )
-    return {r.respondent_key: r.requested_at for r in rows}
-
-
-async def erasures_of(conn: AsyncConnection, keys: Iterable[str]) -> dict[str, datetime]:
-    rows = await conn.execute(
-        sa.text(f"SELECT respondent_key, requested_at FROM {SCHEMA}.erasures WHERE respondent_key = ANY(:keys)"),
-        {"keys": sorted(set(keys))},
-    )
-    return {r.respondent_key: r.requested_at for r in rows}
+ERASURES = Erasures(SCHEMA)  # scoring.erasures: requests remembered for late events
 
 
 async def known_segments(
