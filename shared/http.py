@@ -10,6 +10,7 @@ import logging
 import signal
 import time
 import urllib.parse
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -184,6 +185,58 @@ def utf8_path(scope: Scope) -> bool:
     return True
 
 
+class BodyDeadlines:
+    """One watchdog per event loop for every request body being read: a read still unfinished at
+    its deadline is cancelled (and answered 408). A timer per request (asyncio.timeout) cost the hot
+    POSTs ~4 us each (make bench: validate-only fell from ~15,000 to ~11,000 req/s); an entry in a
+    dict costs a tenth. The deadline is kept to within the watchdog's half-second tick."""
+
+    TICK_S = 0.5
+    _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, BodyDeadlines] = weakref.WeakKeyDictionary()
+
+    def __init__(self) -> None:
+        self.reading: dict[asyncio.Task[Any], float] = {}
+        self.expired: set[asyncio.Task[Any]] = set()
+        self._watchdog: asyncio.Task[None] | None = None
+
+    @classmethod
+    def of_this_loop(cls) -> BodyDeadlines:
+        loop = asyncio.get_running_loop()
+        found = cls._per_loop.get(loop)
+        if found is None:
+            found = cls._per_loop[loop] = cls()
+        return found
+
+    def enter(self, timeout_s: float) -> asyncio.Task[Any]:
+        task = asyncio.current_task()
+        assert task is not None
+        self.reading[task] = time.monotonic() + timeout_s
+        if self._watchdog is None:
+            self._watchdog = asyncio.get_running_loop().create_task(self._watch(), name="body-deadlines")
+        return task
+
+    def leave(self, task: asyncio.Task[Any]) -> None:
+        self.reading.pop(task, None)
+
+    def timed_out(self, task: asyncio.Task[Any]) -> bool:
+        """Whether this task's cancellation is the watchdog's (then it is undone: the caller answers)."""
+        if task not in self.expired:
+            return False
+        self.expired.discard(task)
+        task.uncancel()
+        return True
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.TICK_S)
+            now = time.monotonic()
+            for task, deadline in list(self.reading.items()):
+                if deadline <= now:
+                    del self.reading[task]
+                    self.expired.add(task)
+                    task.cancel()
+
+
 async def read_body(headers: Mapping[bytes, bytes], receive: Receive, limit: int, timeout_s: float) -> bytes:
     """The whole request body, or ProblemError 413 as soon as it is known to exceed `limit` (from
     Content-Length when declared, else while a chunked body streams in), or 408 when it has not
@@ -193,26 +246,31 @@ async def read_body(headers: Mapping[bytes, bytes], receive: Receive, limit: int
         raise too_large(limit)
     chunks: list[bytes] = []
     size = 0
+    deadlines = BodyDeadlines.of_this_loop()
+    task = deadlines.enter(timeout_s)
     try:
-        async with asyncio.timeout(timeout_s):
-            while True:
-                message = await receive()
-                if message["type"] != "http.request":  # the client went away
-                    break
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    raise too_large(limit)
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
-    except TimeoutError as exc:
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise too_large(limit)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+    except asyncio.CancelledError:
+        if not deadlines.timed_out(task):
+            raise
         raise ProblemError(
             408,
             "body_timeout",
             f"the request body did not arrive within {timeout_s:g}s",
             headers={"Connection": "close"},
-        ) from exc
+        ) from None
+    finally:
+        deadlines.leave(task)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
