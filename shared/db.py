@@ -40,7 +40,15 @@ def database_unavailable(exc: BaseException) -> bool:
     """The database is away (down, restarting, unreachable, a connection cut): worth retrying,
     not a bug in our code."""
     if isinstance(exc, DBAPIError):
-        return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+        # SQLSTATE class 08: connection exceptions; class 57: the server is shutting down or starting
+        # up (57P03 "not yet accepting connections", right after a restart), which asyncpg's
+        # adapter raises as a plain DBAPIError.
+        state = getattr(exc.orig, "sqlstate", None) or ""
+        return (
+            exc.connection_invalidated
+            or isinstance(exc, OperationalError | InterfaceError)
+            or state.startswith(("08", "57"))
+        )
     return isinstance(exc, OSError | TimeoutError | ConnectionError)
 
 

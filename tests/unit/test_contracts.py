@@ -105,3 +105,18 @@ def test_retry_logs_name_the_failure_without_the_values_the_database_quoted() ->
     described = describe_failure(exc)
     assert described == "IntegrityError (UniqueViolation, SQLSTATE 23505)"
     assert describe_failure(TimeoutError("after 0.9 s")) == "TimeoutError"
+
+
+def test_a_database_starting_up_or_shutting_down_is_transient_not_a_bug() -> None:
+    import sqlalchemy as sa
+
+    from shared.consumer import is_transient
+
+    class AdapterError(Exception):
+        def __init__(self, sqlstate: str) -> None:
+            super().__init__("the database system is not yet accepting connections")
+            self.sqlstate = sqlstate
+
+    for state in ("57P03", "57P01", "08006"):
+        assert is_transient(sa.exc.DBAPIError("SELECT 1", {}, AdapterError(state)))
+    assert not is_transient(sa.exc.DBAPIError("SELECT 1", {}, AdapterError("23505")))  # a unique violation is a bug
