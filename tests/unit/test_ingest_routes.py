@@ -33,3 +33,34 @@ def test_every_raw_route_is_in_the_openapi_document() -> None:
         "$ref": "#/components/schemas/BatchOut"
     }
     assert {"SubmitResponse", "BatchIn", "BatchOut", "BatchItem", "Problem"} <= set(document["components"]["schemas"])
+
+
+async def test_deeply_nested_json_is_refused_by_the_parser_not_a_stack_overflow() -> None:
+    from datetime import timedelta
+
+    import httpx
+
+    from ingest_service.domain import Limits
+    from ingest_service.handlers import Ingest
+    from shared.auth import Gate, Key
+    from tests.unit.test_auth import FakeKeys
+
+    app = create_app(IngestSettings())
+    app.state.gate = Gate(FakeKeys({"nps_k": Key("k", frozenset({"responses:write"}))}))
+    app.state.ingest = Ingest(
+        publisher=None,  # type: ignore[arg-type]  # validation never publishes
+        store=None,  # type: ignore[arg-type]
+        topic="t",
+        limits=Limits(timedelta(seconds=300), timedelta(days=1095)),
+    )
+    nested = "[" * 30_000 + "]" * 30_000  # 60 KB: under the body limit, far past any sane depth
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingest") as client:
+        for path, body in (
+            ("/v1/responses/validate", '{"respondent_id":"u","score":5,"attributes":' + nested + "}"),
+            ("/v1/responses/batch", '{"responses":[' + nested + "]}"),
+        ):
+            reply = await client.post(
+                path, content=body, headers={"Authorization": "Bearer nps_k", "Content-Type": "application/json"}
+            )
+            assert reply.status_code == 422, (path, reply.text)
+            assert "recursion limit" in reply.json()["errors"][0]["problem"]
