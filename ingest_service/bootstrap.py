@@ -16,11 +16,10 @@ from ingest_service.publisher import KafkaPublisher
 from ingest_service.raw import RawFirst, serve_raw
 from ingest_service.repository import ResponseStore
 from ingest_service.settings import IngestSettings
-from shared.auth import bearer, start_gate
+from shared.auth import bearer, gate_for
 from shared.db import database_reachable, make_engine
 from shared.http import BodyLimitMiddleware, base_app, health_router, report_worker_failure
 from shared.kafka import broker_reachable, make_producer
-from shared.ratelimit import RateLimiter
 
 
 def create_app(settings: IngestSettings | None = None) -> RawFirst:
@@ -34,21 +33,18 @@ def create_app(settings: IngestSettings | None = None) -> RawFirst:
         engine = make_engine(settings.require_database_url())
         producer = make_producer(settings, client_id="nps-ingest", linger_ms=settings.producer_linger_ms)
         await producer.start()
-        limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
-        app.state.gate, keys = await start_gate(engine, settings.key_refresh_s, limiter)
         store = ResponseStore(engine)
-        workers = [asyncio.create_task(store.run(), name="recorder"), asyncio.create_task(keys.run(), name="keys")]
-        for task in workers:
-            task.add_done_callback(lambda t: report_worker_failure(app, t))
+        recorder = asyncio.create_task(store.run(), name="recorder")
+        recorder.add_done_callback(lambda t: report_worker_failure(app, t))
         app.state.engine, app.state.producer = engine, producer
         app.state.ingest = Ingest(
             KafkaPublisher(producer, settings.publish_timeout_s), store, settings.topics.responses, limits
         )
         try:
-            yield
+            async with gate_for(app, engine, settings):
+                yield
         finally:
-            for task in workers:
-                task.cancel()
+            recorder.cancel()
             await producer.stop()  # flushes what is in flight
             await engine.dispose()
 

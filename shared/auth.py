@@ -13,20 +13,22 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 
 import sqlalchemy as sa
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import audit
-from shared.http import Problem, ProblemError
+from shared.http import Problem, ProblemError, report_worker_failure
 from shared.ratelimit import RateLimiter
+from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +239,20 @@ async def start_gate(engine: AsyncEngine, refresh_s: float, limiter: RateLimiter
     keys = KeyCache(KeyStore(engine), refresh_s)
     await keys.load()
     return Gate(keys, limiter), keys
+
+
+@asynccontextmanager
+async def gate_for(app: FastAPI, engine: AsyncEngine, settings: ServiceSettings) -> AsyncIterator[Gate]:
+    """What every service's lifespan enters: its Gate in `app.state.gate`, the keys reloaded
+    beside it for as long as the app runs (a reloader that dies takes the process down)."""
+    limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+    app.state.gate, keys = await start_gate(engine, settings.key_refresh_s, limiter)
+    reloader = asyncio.create_task(keys.run(), name="keys")
+    reloader.add_done_callback(lambda task: report_worker_failure(app, task))
+    try:
+        yield app.state.gate
+    finally:
+        reloader.cancel()
 
 
 __all__ = ["SCOPES", "Gate", "KeyCache", "KeyStore", "Scope", "requires"]

@@ -15,13 +15,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from fastapi import Depends, FastAPI, Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared.auth import start_gate
+from shared.auth import gate_for
 from shared.consumer import BatchHandler, ConsumerLoop, Tick
 from shared.db import database_reachable, make_engine
 from shared.http import ReadinessCheck, report_worker_failure
 from shared.kafka import broker_reachable, make_consumer, make_producer
 from shared.outbox import OutboxRelay
-from shared.ratelimit import RateLimiter
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -113,14 +112,8 @@ def consuming_lifespan(settings: ServiceSettings, spec: ConsumerSpec[Any]) -> Ca
         async with running_loop(settings, spec, client_id=f"nps-{spec.service}") as running:
             app.state.resources, app.state.engine = running.resources, running.resources.engine
             running.task.add_done_callback(lambda t: report_worker_failure(app, t))
-            limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
-            app.state.gate, keys = await start_gate(running.resources.engine, settings.key_refresh_s, limiter)
-            refresher = asyncio.create_task(keys.run(), name="keys")
-            refresher.add_done_callback(lambda t: report_worker_failure(app, t))
-            try:
+            async with gate_for(app, running.resources.engine, settings):
                 yield
-            finally:
-                refresher.cancel()
 
     return lifespan
 
