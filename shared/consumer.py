@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared import metrics
-from shared.db import database_unavailable
+from shared.db import database_unavailable, describe_failure
 from shared.outbox import OutboxRelay
 
 log = logging.getLogger(__name__)
@@ -83,16 +83,6 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, MessageSizeTooLargeError):  # retrying cannot make a message smaller
         return False
     return isinstance(exc, RetryBatch | KafkaError) or database_unavailable(exc)
-
-
-def describe_failure(exc: BaseException) -> str:
-    """What failed, for a log line above debug: the kind of error, never its message (a database's
-    message can quote the values it refused: ids, comments)."""
-    cause = getattr(exc, "orig", None)
-    if cause is None:
-        return type(exc).__name__
-    state = getattr(cause, "sqlstate", None)
-    return f"{type(exc).__name__} ({type(cause).__name__}{f', SQLSTATE {state}' if state else ''})"
 
 
 def describe_invalid(exc: Exception) -> str:

@@ -52,6 +52,16 @@ def database_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, OSError | TimeoutError | ConnectionError)
 
 
+def describe_failure(exc: BaseException) -> str:
+    """What failed, for a log line above debug: the kind of error, never its message (a database's
+    message can quote the values it refused: ids, comments)."""
+    cause = getattr(exc, "orig", None)
+    if cause is None:
+        return type(exc).__name__
+    state = getattr(cause, "sqlstate", None)
+    return f"{type(exc).__name__} ({type(cause).__name__}{f', SQLSTATE {state}' if state else ''})"
+
+
 async def database_reachable(engine: AsyncEngine, timeout: float = 1.0) -> bool:
     async def probe() -> None:
         async with engine.connect() as conn:

@@ -26,7 +26,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import metrics
-from shared.db import database_unavailable
+from shared.db import database_unavailable, describe_failure
 from shared.validation import FieldProblem, field_problems
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def record_request(service: str, method: str, route: str, status: int, seconds: 
 def log_failure(method: str, route: str, exc: BaseException) -> None:
     """An unexpected error, logged without request data above debug: exception messages can carry
     SQL parameters and bodies (personal data), so ERROR says where and what kind, DEBUG the rest."""
-    log.error("%s %s failed: %s (traceback at DEBUG)", method, route, type(exc).__name__)
+    log.error("%s %s failed: %s (traceback at DEBUG)", method, route, describe_failure(exc))
     log.debug("%s %s failed", method, route, exc_info=exc)
 
 
@@ -162,7 +162,7 @@ class RequestMiddleware:
                     "%s %s: the database did not answer (%s); answering 503",
                     scope["method"],
                     route_template(scope),
-                    type(exc).__name__,
+                    describe_failure(exc),
                 )
                 problem = ProblemError(
                     503, "database_unavailable", "the database did not answer; retry", headers={"Retry-After": "1"}

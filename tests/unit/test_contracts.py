@@ -92,7 +92,7 @@ def test_the_fast_encoder_takes_every_field_of_the_contract_in_its_order() -> No
 def test_retry_logs_name_the_failure_without_the_values_the_database_quoted() -> None:
     import sqlalchemy as sa
 
-    from shared.consumer import describe_failure
+    from shared.db import describe_failure
 
     class UniqueViolation(Exception):
         sqlstate = "23505"
