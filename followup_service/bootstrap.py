@@ -23,7 +23,9 @@ def spec(settings: FollowUpSettings) -> ConsumerSpec[Any]:
         topic=settings.topics.responses,
         group_id=settings.group_id,
         decode=decoder(response_events),
-        handler=RouteResponses(topics=settings.topics, clock=lambda: datetime.now(UTC)),
+        handler=RouteResponses(
+            topics=settings.topics, pseudonyms=settings.pseudonyms(), clock=lambda: datetime.now(UTC)
+        ),
     )
 
 

@@ -13,22 +13,23 @@ from followup_service.domain import FollowUp, plan
 from shared import outbox
 from shared.consumer import Message
 from shared.events import ResponseEvent, ResponseSubmitted
-from shared.privacy import latest_requests, respondent_key
+from shared.privacy import Pseudonyms
 from shared.settings import Topics
 
 
 @dataclass(frozen=True, slots=True)
 class RouteResponses:
     topics: Topics
+    pseudonyms: Pseudonyms
     clock: Callable[[], datetime]
 
     async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[ResponseEvent]]) -> None:
         now = self.clock()
-        requested = latest_requests(m.event for m in batch)
+        requested = self.pseudonyms.latest_requests(m.event for m in batch)
         erasures = await repository.ERASURES.record(conn, requested)
         # A revision does not route a response again: one follow-up per response.
         submitted = [m.event for m in batch if isinstance(m.event, ResponseSubmitted)]
-        unknown = {respondent_key(e.respondent_id) for e in submitted} - erasures.keys()
+        unknown = {self.pseudonyms.key(e.respondent_id) for e in submitted} - erasures.keys()
         erasures.update(await repository.ERASURES.of(conn, unknown))
 
         planned: dict[str, FollowUp] = {}
@@ -36,12 +37,12 @@ class RouteResponses:
         for event in submitted:
             if event.response_id in planned:
                 continue
-            followup = plan(event, now, erasures.get(respondent_key(event.respondent_id)))
+            followup = plan(event, now, erasures.get(self.pseudonyms.key(event.respondent_id)))
             if followup is None:
                 skipped += 1
             else:
                 planned[event.response_id] = followup
-        new_ids = await repository.insert_new(conn, list(planned.values()))
+        new_ids = await repository.insert_new(conn, list(planned.values()), self.pseudonyms.key)
         new = [f for f in planned.values() if f.response.response_id in new_ids]
         await repository.insert_tickets(conn, new)
         metrics.FOLLOWUPS_ERASED.inc(await repository.forget(conn, requested))

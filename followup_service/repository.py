@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from followup_service.domain import FollowUp
-from shared.privacy import Erasures, respondent_key
+from shared.privacy import Erasures
 
 SCHEMA = "followup"
 
@@ -40,7 +40,9 @@ _INSERT_TICKETS = sa.text(
 )
 
 
-async def insert_new(conn: AsyncConnection, followups: Sequence[FollowUp]) -> set[str]:
+async def insert_new(
+    conn: AsyncConnection, followups: Sequence[FollowUp], respondent_key: Callable[[str], str]
+) -> set[str]:
     """Store follow-ups for responses that have none yet; returns those response_ids."""
     if not followups:
         return set()

@@ -23,7 +23,10 @@ def clock() -> datetime:
 def count_responses(settings: ScoringSettings) -> CountResponses:
     """The batch handler of the responses topic (the service's, and `nps scoring rebuild --replay`'s)."""
     return CountResponses(
-        dimensions=settings.segment_dimensions, max_values=settings.max_values_per_dimension, clock=clock
+        dimensions=settings.segment_dimensions,
+        max_values=settings.max_values_per_dimension,
+        pseudonyms=settings.pseudonyms(),
+        clock=clock,
     )
 
 

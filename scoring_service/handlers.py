@@ -23,18 +23,18 @@ from shared import outbox, windows
 from shared.consumer import Message
 from shared.events import RespondentErased, ResponseEvent, ResponseRevised, ResponseSubmitted
 from shared.nps import Comparison, Counts, compare
-from shared.privacy import latest_requests, respondent_key
+from shared.privacy import Pseudonyms
 from shared.windows import DayRange, Interval, preceding, utc_day, window
 
 
-def version_of(event: ResponseSubmitted | ResponseRevised) -> Version:
+def version_of(event: ResponseSubmitted | ResponseRevised, pseudonyms: Pseudonyms) -> Version:
     if isinstance(event, ResponseRevised):
         number, at = event.version, event.revised_at
     else:
         number, at = 1, event.submitted_at
     return Version(
         response_id=event.response_id,
-        respondent_key=respondent_key(event.respondent_id),
+        respondent_key=pseudonyms.key(event.respondent_id),
         version=number,
         score=event.score,
         day=utc_day(event.answered_at),
@@ -51,6 +51,7 @@ class CountResponses:
 
     dimensions: Dimensions
     max_values: int
+    pseudonyms: Pseudonyms
     clock: Callable[[], datetime]
 
     async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[ResponseEvent]]) -> None:
@@ -58,8 +59,8 @@ class CountResponses:
         versions: list[Version] = []
         for message in batch:
             if not isinstance(message.event, RespondentErased):
-                versions.append(version_of(message.event))
-        requested = latest_requests(m.event for m in batch)
+                versions.append(version_of(message.event, self.pseudonyms))
+        requested = self.pseudonyms.latest_requests(m.event for m in batch)
 
         erasures = await repository.ERASURES.record(conn, requested)
         existing = await repository.lock_responses(conn, (v.response_id for v in versions), requested)

@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(audit_command(url, args.limit, args.action))
         return asyncio.run(keys_command(url, args.action, getattr(args, "name", None), getattr(args, "scope", None)))
     if args.command == "migrate":
-        upgrade(settings.require_database_url())
+        secret = settings.pseudonym_secret.get_secret_value() if settings.pseudonym_secret else None
+        upgrade(settings.require_database_url(), pseudonym_secret=secret)
     elif args.command == "topics":
         created = asyncio.run(create_topics(settings))
         print("created: " + (", ".join(created) or "nothing (all exist)"))

@@ -8,6 +8,7 @@ import asyncio
 import importlib
 import logging
 import os
+import secrets
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -64,6 +65,19 @@ SERVICES = tuple(SERVICE_MODULES)
 # in another terminal; removed when it stops.
 DATABASE_URL_FILE = "database-url"
 BOOTSTRAP_FILE = "kafka-bootstrap"
+# Kept across runs, like the embedded database it belongs to: the keys in it were made with it.
+PSEUDONYM_SECRET_FILE = "pseudonym-secret"
+
+
+def ensure_pseudonym_secret(path: Path) -> str:
+    """The embedded database's pseudonym secret (var/pseudonym-secret): the one there, else a new one."""
+    if path.exists():
+        return path.read_text().strip()
+    secret = secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(secret + "\n")
+    return secret
 
 
 def ensure_dev_key(url: str, path: Path) -> str:
@@ -109,7 +123,8 @@ def prepare(settings: InfraSettings) -> None:
     created = asyncio.run(create_topics(settings))
     if created:
         log.info("created topics: %s", ", ".join(created))
-    upgrade(settings.require_database_url())
+    secret = settings.pseudonym_secret.get_secret_value() if settings.pseudonym_secret else None
+    upgrade(settings.require_database_url(), pseudonym_secret=secret)
 
 
 class StopRequested(Exception):
@@ -122,6 +137,10 @@ def up() -> int:
 
     settings = LauncherSettings()
     logs.configure(settings.log_level, "launcher")
+    if settings.pseudonym_secret is None and settings.database_url is not None:
+        # A database of its own needs the secret its keys were made with: never a new one here.
+        print("nps up: NPS_PSEUDONYM_SECRET is not set (it is required with DATABASE_URL)", file=sys.stderr)
+        return 2
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     running = claim_var_dir(settings.var_dir)
     if running is not None:
@@ -138,6 +157,8 @@ def up() -> int:
             raise StopRequested
 
     overrides: dict[str, str] = {}
+    if settings.pseudonym_secret is None:
+        overrides["NPS_PSEUDONYM_SECRET"] = ensure_pseudonym_secret(settings.var_dir / PSEUDONYM_SECRET_FILE)
     pg: EmbeddedPostgres | None = None
     broker: EmbeddedBroker | None = None
     try:
@@ -160,6 +181,9 @@ def up() -> int:
             update={
                 "database_url": SecretStr(overrides["DATABASE_URL"]) if pg else settings.database_url,
                 "kafka_bootstrap_servers": overrides.get("KAFKA_BOOTSTRAP_SERVERS", settings.kafka_bootstrap_servers),
+                "pseudonym_secret": SecretStr(overrides["NPS_PSEUDONYM_SECRET"])
+                if "NPS_PSEUDONYM_SECRET" in overrides
+                else settings.pseudonym_secret,
             }
         )
         prepare(effective)

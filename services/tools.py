@@ -11,7 +11,7 @@ import sys
 from pydantic import SecretStr
 
 from services.infra import create_api_key
-from services.launcher import BOOTSTRAP_FILE, DATABASE_URL_FILE, LauncherSettings
+from services.launcher import BOOTSTRAP_FILE, DATABASE_URL_FILE, PSEUDONYM_SECRET_FILE, LauncherSettings
 from shared import logs
 from shared.settings import async_url
 
@@ -44,6 +44,16 @@ def tool_bootstrap(settings: LauncherSettings) -> str:
             "export KAFKA_BOOTSTRAP_SERVERS, or start the loop with `make run` first"
         )
     return bootstrap_file.read_text().strip()
+
+
+def tool_pseudonym_secret(settings: LauncherSettings) -> SecretStr:
+    """NPS_PSEUDONYM_SECRET, else the one `nps up` keeps for the embedded database."""
+    if settings.pseudonym_secret is not None:
+        return settings.pseudonym_secret
+    secret_file = settings.var_dir / PSEUDONYM_SECRET_FILE
+    if not secret_file.exists():
+        raise NotRunning(f"NPS_PSEUDONYM_SECRET is not set and {secret_file} is missing: export it")
+    return SecretStr(secret_file.read_text().strip())
 
 
 def cli_actor() -> str:
@@ -113,8 +123,11 @@ def rebuild_scoring(*, replay_log: bool, check_only: bool) -> int:
     launcher = LauncherSettings()
     logs.configure(launcher.log_level, "scoring-rebuild")
     url = SecretStr(tool_database_url(launcher))
+    secret = tool_pseudonym_secret(launcher)
     if replay_log:
-        settings = ScoringSettings(database_url=url, kafka_bootstrap_servers=tool_bootstrap(launcher))
+        settings = ScoringSettings(
+            database_url=url, kafka_bootstrap_servers=tool_bootstrap(launcher), pseudonym_secret=secret
+        )
     else:
-        settings = ScoringSettings(database_url=url)
+        settings = ScoringSettings(database_url=url, pseudonym_secret=secret)
     return asyncio.run(rebuild.run(settings, replay_log=replay_log, check_only=check_only))

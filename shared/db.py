@@ -15,6 +15,7 @@ from sqlalchemy import Connection, MetaData, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from shared.privacy import Pseudonyms
 from shared.settings import async_url
 
 log = logging.getLogger(__name__)
@@ -74,19 +75,21 @@ async def database_reachable(engine: AsyncEngine, timeout: float = 1.0) -> bool:
     return True
 
 
-def alembic_config(script_location: str, url: str) -> Config:
+def alembic_config(script_location: str, url: str, pseudonym_secret: str | None = None) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", script_location)
     cfg.attributes["url"] = async_url(url)
+    # For migrations that convert stored respondent keys (shared.privacy.rekey_columns).
+    cfg.attributes["pseudonyms"] = Pseudonyms(pseudonym_secret) if pseudonym_secret else None
     return cfg
 
 
-def upgrade(url: str, services: list[str] | None = None) -> None:
+def upgrade(url: str, services: list[str] | None = None, pseudonym_secret: str | None = None) -> None:
     """`alembic upgrade head` for each service's schema. Synchronous: call it from a thread
-    when an event loop is running."""
+    when an event loop is running. The secret is needed only where stored keys must be converted."""
     for name in services or list(SERVICE_SCHEMAS):
         log.info("migrating %s", name)
-        command.upgrade(alembic_config(SERVICE_SCHEMAS[name], url), "head")
+        command.upgrade(alembic_config(SERVICE_SCHEMAS[name], url, pseudonym_secret), "head")
 
 
 def run_migrations_env(schema: str, metadata: MetaData | None = None) -> None:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.privacy import Pseudonyms
+
 
 @dataclass(frozen=True, slots=True)
 class Topics:
@@ -80,6 +82,13 @@ class InfraSettings(BaseSettings):
         validation_alias="NPS_METRICS_TOKEN",
         description="if set, /metrics answers only `Authorization: Bearer <token>` (for service ports that are public)",
     )
+    pseudonym_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias="NPS_PSEUDONYM_SECRET",
+        description="the secret (32+ characters) of the keyed hash that turns respondent ids into the keys services "
+        "keep for erasure; the same for every service, never changed. `nps up` with the embedded database makes "
+        "one in var/pseudonym-secret",
+    )
     log_level: str = Field(
         default="INFO",
         validation_alias="NPS_LOG_LEVEL",
@@ -93,6 +102,15 @@ class InfraSettings(BaseSettings):
     @property
     def metrics_secret(self) -> str | None:
         return self.metrics_token.get_secret_value() if self.metrics_token else None
+
+    def pseudonyms(self) -> Pseudonyms:
+        if self.pseudonym_secret is None:
+            raise RuntimeError(
+                "NPS_PSEUDONYM_SECRET is not set: every service that keeps respondent keys needs the same secret "
+                "(`nps up` makes one for the embedded database; in production generate one, e.g. "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`, and keep it with DATABASE_URL)"
+            )
+        return Pseudonyms(self.pseudonym_secret.get_secret_value())
 
     def require_database_url(self) -> str:
         if self.database_url is None:

@@ -31,6 +31,8 @@ from shared.service import ConsumerSpec
 from shared.settings import ServiceSettings
 
 # Short group timings: a consumer joins in ~1 s and a replacement rejoins in ~4 s.
+# The pseudonym secret every test service runs with (NPS_PSEUDONYM_SECRET).
+TEST_PSEUDONYM_SECRET = "test-pseudonym-secret-0123456789abcdef"
 FAST_GROUP = {
     "consumer_session_timeout_ms": 2_000,
     "consumer_heartbeat_ms": 300,
@@ -67,6 +69,7 @@ def service_settings(
         database_url=database_url,
         topic_namespace=namespace,
         topic_partitions=3,
+        pseudonym_secret=TEST_PSEUDONYM_SECRET,
         **{**FAST_GROUP, **extra},
     )
 
@@ -207,6 +210,7 @@ class ServiceProcess:
 def nps_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")}
     env.update(FAST_GROUP_ENV)
+    env["NPS_PSEUDONYM_SECRET"] = TEST_PSEUDONYM_SECRET
     env.update(overrides)
     return env
 

@@ -14,7 +14,16 @@ from followup_service.domain import ticket_id
 from followup_service.settings import FollowUpSettings
 from shared.db import make_engine
 from shared.events import RespondentErased, ResponseSubmitted, followup_events, ticket_events
-from tests.helpers import FAST_GROUP, create_topics, eventually, produce, read_topic, running_loop, started_producer
+from tests.helpers import (
+    FAST_GROUP,
+    TEST_PSEUDONYM_SECRET,
+    create_topics,
+    eventually,
+    produce,
+    read_topic,
+    running_loop,
+    started_producer,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -28,6 +37,7 @@ def settings_for(bootstrap: str, database_url: str, namespace: str, group: str =
         topic_namespace=namespace,
         topic_partitions=3,
         group_id=group,
+        pseudonym_secret=TEST_PSEUDONYM_SECRET,  # type: ignore[arg-type]
         **FAST_GROUP,
     )
 

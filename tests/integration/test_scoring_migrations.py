@@ -1,5 +1,5 @@
-"""Scoring's 0002 migration on data written by 0001: nothing counted is lost, the personal data goes,
-and the aggregates still equal a recompute from the migrated responses."""
+"""Scoring's migrations on data written by older code: nothing counted is lost, the personal data
+goes, respondent keys become keyed hashes, and the aggregates still equal a recompute."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from alembic import command
 
 from scoring_service import rebuild
-from shared.db import SERVICE_SCHEMAS, alembic_config, make_engine
-from shared.privacy import respondent_key
-from tests.helpers import with_database
+from shared.db import SERVICE_SCHEMAS, alembic_config, make_engine, upgrade
+from shared.privacy import Pseudonyms
+from tests.helpers import TEST_PSEUDONYM_SECRET, with_database
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,7 @@ async def blank_database(pg_admin_url: str) -> str:
 
 async def test_0002_keeps_every_count_and_drops_the_raw_ids(pg_admin_url: str) -> None:
     url = await blank_database(pg_admin_url)
-    config = alembic_config(SERVICE_SCHEMAS["scoring"], url)
+    config = alembic_config(SERVICE_SCHEMAS["scoring"], url, TEST_PSEUDONYM_SECRET)
     await asyncio.to_thread(command.upgrade, config, "scoring_0001")
     engine = make_engine(url)
     rows = [
@@ -78,7 +78,7 @@ async def test_0002_keeps_every_count_and_drops_the_raw_ids(pg_admin_url: str) -
             (r.dimension, r.value) for r in await conn.execute(sa.text("SELECT dimension, value FROM scoring.segments"))
         }
     assert "respondent_id" not in columns and "attributes" not in columns
-    assert migrated["r1"].respondent_key == respondent_key("alice")
+    assert migrated["r1"].respondent_key == Pseudonyms(TEST_PSEUDONYM_SECRET).key("alice")
     assert list(migrated["r3"].segments) == ["all", "channel:email", "product:zephyr", "region:eu"]
     assert (migrated["r2"].version, migrated["r2"].erased) == (1, False)
     assert ("product", "zephyr") in catalog and ("survey_id", "q4") in catalog
@@ -89,4 +89,51 @@ async def test_0002_keeps_every_count_and_drops_the_raw_ids(pg_admin_url: str) -
     await asyncio.to_thread(command.downgrade, config, "scoring_0001")
     await asyncio.to_thread(command.upgrade, config, "head")
     assert (await rebuild.check(engine)).differences == 0
+    await engine.dispose()
+
+
+async def test_0003_turns_stored_keys_into_keyed_ones_in_scoring_and_followup(pg_admin_url: str) -> None:
+    url = await blank_database(pg_admin_url)
+    at_0002 = {"scoring": "scoring_0002", "followup": "followup_0002"}
+    for service, revision in at_0002.items():
+        await asyncio.to_thread(command.upgrade, alembic_config(SERVICE_SCHEMAS[service], url), revision)
+    unkeyed = "encode(sha256(convert_to(:who, 'UTF8')), 'hex')"
+    engine = make_engine(url)
+    async with engine.begin() as conn:
+        for rid, who in [("r1", "alice@example.com"), ("r2", "bob@example.com")]:
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO scoring.responses (response_id, respondent_key, version, first_at, score, day, "
+                    f"segments) VALUES (:r, {unkeyed}, 1, now(), 9, :d, ARRAY['all'])"
+                ),
+                {"r": rid, "who": who, "d": DAY},
+            )
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO followup.followups (followup_id, response_id, respondent_id, respondent_key, "
+                    f"submitted_at, kind, score, created_at) VALUES (:r, :r, :who, {unkeyed}, now(), 'referral', 9, "
+                    "now())"
+                ),
+                {"r": rid, "who": who},
+            )
+        for schema in at_0002:
+            await conn.execute(
+                sa.text(f"INSERT INTO {schema}.erasures VALUES ({unkeyed}, now())"), {"who": "carol@example.com"}
+            )
+
+    # Without the secret, stored keys cannot be converted: the migration stops and says why.
+    with pytest.raises(RuntimeError, match="NPS_PSEUDONYM_SECRET"):
+        await asyncio.to_thread(command.upgrade, alembic_config(SERVICE_SCHEMAS["scoring"], url), "head")
+
+    await asyncio.to_thread(upgrade, url, ["scoring", "followup"], TEST_PSEUDONYM_SECRET)
+    pseudonyms = Pseudonyms(TEST_PSEUDONYM_SECRET)
+    async with engine.connect() as conn:
+        for schema, table in [("scoring", "responses"), ("followup", "followups")]:
+            keys = {
+                r.response_id: r.respondent_key
+                for r in await conn.execute(sa.text(f"SELECT response_id, respondent_key FROM {schema}.{table}"))
+            }
+            assert keys == {"r1": pseudonyms.key("alice@example.com"), "r2": pseudonyms.key("bob@example.com")}
+            erased = [r[0] for r in await conn.execute(sa.text(f"SELECT respondent_key FROM {schema}.erasures"))]
+            assert erased == [pseudonyms.key("carol@example.com")]
     await engine.dispose()

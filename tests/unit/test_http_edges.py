@@ -9,6 +9,7 @@ import logging
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from starlette.types import Message
 
 from followup_service.bootstrap import create_app
@@ -17,7 +18,10 @@ from services.embedded import free_port
 from shared.auth import Gate, Key
 from shared.db import make_engine
 from shared.http import ProblemError, read_body
+from tests.helpers import TEST_PSEUDONYM_SECRET
 from tests.unit.test_auth import FakeKeys
+
+SECRET = SecretStr(TEST_PSEUDONYM_SECRET)
 
 KEY = {"Authorization": "Bearer nps_reader"}
 
@@ -28,7 +32,7 @@ class NoDatabase:
 
 
 def follow_up_app() -> httpx.AsyncClient:
-    app = create_app(FollowUpSettings())
+    app = create_app(FollowUpSettings(pseudonym_secret=SECRET))
     app.state.gate = Gate(FakeKeys({"nps_reader": Key("reader", frozenset({"followups:read"}))}))
     # The routes' dependencies run even when a parameter is invalid; no query is made then.
     app.state.engine = NoDatabase()
@@ -91,7 +95,7 @@ async def test_an_unexpected_error_is_a_problem_500_logged_without_request_data(
 
 
 async def test_a_database_that_is_away_is_a_503_with_retry_after_not_a_500() -> None:
-    app = create_app(FollowUpSettings())
+    app = create_app(FollowUpSettings(pseudonym_secret=SECRET))
     app.state.gate = Gate(FakeKeys({"nps_reader": Key("reader", frozenset({"followups:read"}))}))
     engine = make_engine(f"postgresql://nps@127.0.0.1:{free_port()}/nps")  # nothing listens there
     app.state.engine = engine
@@ -106,7 +110,7 @@ async def test_a_database_that_is_away_is_a_503_with_retry_after_not_a_500() -> 
 
 
 async def test_metrics_can_be_behind_a_token() -> None:
-    app = create_app(FollowUpSettings(metrics_token="s3cret-scrape"))  # type: ignore[arg-type]
+    app = create_app(FollowUpSettings(metrics_token=SecretStr("s3cret-scrape"), pseudonym_secret=SECRET))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://followup") as client:
         anonymous = await client.get("/metrics")
         wrong = await client.get("/metrics", headers={"Authorization": "Bearer nope"})
@@ -117,6 +121,7 @@ async def test_metrics_can_be_behind_a_token() -> None:
     assert right.status_code == 200 and "nps_http_requests_total" in right.text
     assert health.status_code == 200  # /healthz and /readyz stay open to probes
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=create_app(FollowUpSettings())), base_url="http://followup"
+        transport=httpx.ASGITransport(app=create_app(FollowUpSettings(pseudonym_secret=SECRET))),
+        base_url="http://followup",
     ) as client:
         assert (await client.get("/metrics")).status_code == 200  # no token configured: open

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import httpx
 from prometheus_client import REGISTRY
+from pydantic import SecretStr
 
 from followup_service.bootstrap import create_app
 from followup_service.settings import FollowUpSettings
 from shared.auth import Gate
+from tests.helpers import TEST_PSEUDONYM_SECRET
 from tests.unit.test_auth import FakeKeys
+
+SECRET = SecretStr(TEST_PSEUDONYM_SECRET)
 
 
 def requests(route: str, status: str) -> float:
@@ -19,7 +23,7 @@ def requests(route: str, status: str) -> float:
 
 
 async def test_routes_are_counted_by_their_template_never_as_unmatched_or_by_raw_path() -> None:
-    app = create_app(FollowUpSettings())
+    app = create_app(FollowUpSettings(pseudonym_secret=SECRET))
     app.state.gate = Gate(FakeKeys({}))  # no keys: the lookup answers 401 without a database
     before = {r: requests(r, s) for r, s in (("/healthz", "2xx"), ("/v1/followups/{response_id}", "4xx"))}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://followup") as client:

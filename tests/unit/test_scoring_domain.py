@@ -1,3 +1,4 @@
+import hashlib
 import itertools
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
@@ -21,9 +22,13 @@ from scoring_service.domain import (
 from scoring_service.handlers import version_of
 from shared.events import RespondentErased, ResponseEvent
 from shared.nps import Counts
-from shared.privacy import respondent_key
+from shared.privacy import Pseudonyms
 from shared.windows import DayRange, Interval, buckets, series
 from tests import scoring_model
+from tests.helpers import TEST_PSEUDONYM_SECRET
+
+PSEUDONYMS = Pseudonyms(TEST_PSEUDONYM_SECRET)
+respondent_key = PSEUDONYMS.key
 
 AT = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 DEFAULT = Dimensions()
@@ -130,8 +135,16 @@ def test_split_segment_inverts_the_keys() -> None:
     assert split_segment("product:atlas,region:eu") == ("product,region", "product:atlas,region:eu")
 
 
-def test_respondent_key_is_not_the_id() -> None:
-    assert respondent_key("user-1842") != "user-1842" and len(respondent_key("user-1842")) == 64
+def test_respondent_key_is_a_keyed_hash_of_the_id() -> None:
+    key = respondent_key("user-1842")
+    assert key != "user-1842" and len(key) == 64
+    # Not the plain SHA-256 anyone can recompute, and another secret gives another key ...
+    assert key != hashlib.sha256(b"user-1842").hexdigest()
+    assert key != Pseudonyms("another-secret-of-at-least-32-characters").key("user-1842")
+    # ... but a stored plain SHA-256 converts to it without the id (the migrations' rekey).
+    assert PSEUDONYMS.rekey(hashlib.sha256(b"user-1842").hexdigest()) == key
+    with pytest.raises(ValueError, match="at least 32"):
+        Pseudonyms("short")
 
 
 def test_a_newer_version_moves_the_counts() -> None:
@@ -184,7 +197,7 @@ def settle(deliveries: Sequence[ResponseEvent], cuts: list[int], dims: Dimension
     bounds = sorted({0, len(deliveries), *(c % (len(deliveries) + 1) for c in cuts)})
     for start, end in itertools.pairwise(bounds):
         batch = deliveries[start:end]
-        versions = [version_of(e) for e in batch if not isinstance(e, RespondentErased)]
+        versions = [version_of(e, PSEUDONYMS) for e in batch if not isinstance(e, RespondentErased)]
         for e in batch:
             if isinstance(e, RespondentErased):
                 key = respondent_key(e.respondent_id)
