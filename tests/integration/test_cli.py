@@ -15,10 +15,11 @@ import asyncpg
 import pytest
 import sqlalchemy as sa
 from aiokafka.admin import AIOKafkaAdminClient
+from alembic.script import ScriptDirectory
 
 from services.embedded import free_port
-from shared.db import make_engine
-from tests.helpers import FAST_GROUP_ENV, nps, with_database
+from shared.db import SERVICE_SCHEMAS, alembic_config, make_engine
+from tests.helpers import FAST_GROUP_ENV, TEST_PSEUDONYM_SECRET, nps, with_database
 
 pytestmark = pytest.mark.integration
 
@@ -71,13 +72,12 @@ def test_nps_migrate_brings_every_schema_to_head_and_is_idempotent(pg_admin_url:
     for _ in range(2):
         result = nps("migrate", env=base_env(DATABASE_URL=url))
         assert result.returncode == 0, result.stderr
-    assert asyncio.run(schemas_and_versions(url)) == {
-        "auth": "auth_0002",
-        "ingest": "ingest_0002",
-        "scoring": "scoring_0002",
-        "followup": "followup_0002",
-        "alerts": "alerts_0001",
+    heads = {
+        name: ScriptDirectory.from_config(alembic_config(location, url)).get_current_head()
+        for name, location in SERVICE_SCHEMAS.items()
     }
+    assert set(heads) == {"auth", "ingest", "scoring", "followup", "alerts"} and all(heads.values())
+    assert asyncio.run(schemas_and_versions(url)) == heads
 
 
 def test_nps_without_infrastructure_says_what_is_missing() -> None:
@@ -89,8 +89,14 @@ def test_nps_without_infrastructure_says_what_is_missing() -> None:
 def test_nps_up_uses_the_given_database_and_broker_instead_of_embedded_ones(
     bootstrap: str, database_url: str, namespace: str, tmp_path: Path
 ) -> None:
+    # A database of its own needs the secret its keys are made with: nps up will not invent one.
+    refused = nps("up", env=base_env(DATABASE_URL=database_url, NPS_VAR_DIR=str(tmp_path / "var")), timeout=30)
+    assert refused.returncode == 2 and "NPS_PSEUDONYM_SECRET" in refused.stderr
+    assert not (tmp_path / "var" / "pseudonym-secret").exists()
+
     ports = {name: free_port() for name in ("ingest", "scoring", "followup", "alerts")}
     env = base_env(
+        NPS_PSEUDONYM_SECRET=TEST_PSEUDONYM_SECRET,
         DATABASE_URL=database_url,
         KAFKA_BOOTSTRAP_SERVERS=bootstrap,
         NPS_TOPIC_NAMESPACE=namespace,
