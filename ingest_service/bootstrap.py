@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from fastapi import Depends, FastAPI
 
@@ -14,6 +14,7 @@ from ingest_service.domain import Limits
 from ingest_service.handlers import Ingest
 from ingest_service.publisher import KafkaPublisher
 from ingest_service.raw import RawFirst, serve_raw
+from ingest_service.replay import Watermark
 from ingest_service.repository import ResponseStore
 from ingest_service.settings import IngestSettings
 from shared.auth import bearer, gate_for
@@ -36,6 +37,17 @@ def create_app(settings: IngestSettings | None = None) -> RawFirst:
         store = ResponseStore(engine)
         recorder = asyncio.create_task(store.run(), name="recorder")
         recorder.add_done_callback(lambda t: report_worker_failure(app, t))
+        follower = Watermark(
+            engine,
+            settings.require_bootstrap(),
+            settings.topics.responses,
+            settings.replay_groups,
+            margin=settings.replay_margin,
+            retention=timedelta(hours=settings.replay_retention_hours),
+            clock=lambda: datetime.now(UTC),
+        )
+        watermark = asyncio.create_task(follower.run(settings.replay_check_s), name="replay-watermark")
+        watermark.add_done_callback(lambda t: report_worker_failure(app, t))
         app.state.engine, app.state.producer = engine, producer
         app.state.ingest = Ingest(
             KafkaPublisher(producer, settings.publish_timeout_s), store, settings.topics.responses, limits
@@ -45,6 +57,8 @@ def create_app(settings: IngestSettings | None = None) -> RawFirst:
                 yield
         finally:
             recorder.cancel()
+            watermark.cancel()
+            await asyncio.gather(watermark, return_exceptions=True)
             await producer.stop()  # flushes what is in flight
             await engine.dispose()
 

@@ -44,7 +44,8 @@ class ResponseStore(Protocol):
     async def record(self, item: Submission) -> str | None: ...
     async def record_all(self, items: Sequence[Submission]) -> dict[str, str]: ...
     async def next_revision(self, response_id: str) -> Revision | None: ...
-    async def forget_respondent(self, respondent_id: str, erasure_id: str, actor: str) -> int: ...
+    async def log_revision(self, respondent_id: str, event: bytes) -> None: ...
+    async def forget_respondent(self, respondent_id: str, erasure_id: str, actor: str, event: bytes) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +124,9 @@ class Ingest:
             revised_at=now,
             source=source,
         )
-        await self.publisher.publish(self.topic, key=event.respondent_id.encode(), value=event.to_bytes())
+        payload = event.to_bytes()
+        await self.store.log_revision(event.respondent_id, payload)
+        await self.publisher.publish(self.topic, key=event.respondent_id.encode(), value=payload)
         return event
 
     async def erase(self, respondent_id: str, now: datetime, source: str) -> RespondentErased:
@@ -132,8 +135,9 @@ class Ingest:
         )
         # Published first: if forgetting our own rows then fails, the client retries the whole
         # erasure (publishing it again is harmless: erasing twice erases the same data).
-        await self.publisher.publish(self.topic, key=respondent_id.encode(), value=event.to_bytes())
-        await self.store.forget_respondent(respondent_id, event.erasure_id, source)
+        payload = event.to_bytes()
+        await self.publisher.publish(self.topic, key=respondent_id.encode(), value=payload)
+        await self.store.forget_respondent(respondent_id, event.erasure_id, source, payload)
         return event
 
 

@@ -56,16 +56,24 @@ _RECORD = sa.text(
             CAST(:ids AS text[]), CAST(:respondents AS text[]), CAST(:fingerprints AS text[]),
             CAST(:channels AS text[]), CAST(:surveys AS text[]), CAST(:answered AS timestamptz[]))
         ON CONFLICT (response_id) DO NOTHING
-        RETURNING response_id
+        RETURNING response_id, respondent_id
+    ), logged AS (
+        INSERT INTO {SCHEMA}.events (kind, respondent_id, event)
+        SELECT 'response', new.respondent_id, e.event
+        FROM new JOIN unnest(CAST(:ids AS text[]), CAST(:events AS bytea[])) AS e(id, event) ON e.id = new.response_id
     )
     SELECT response_id, fingerprint FROM {SCHEMA}.responses WHERE response_id = ANY(CAST(:ids AS text[]))
     """
 )
 
 
+_LOG = sa.text(f"INSERT INTO {SCHEMA}.events (kind, respondent_id, event) VALUES (:kind, :r, :event)")
+
+
 class ResponseStore:
     """The one row ingest keeps per response_id: the fingerprint of its first body (a retry is
-    recognised, a reused id with another body refused) and what a revision needs to know."""
+    recognised, a reused id with another body refused) and what a revision needs to know. And the
+    event log: each accepted event, in the same transaction, for `ingest_service.replay`."""
 
     def __init__(self, engine: AsyncEngine, max_batch: int = 2_000) -> None:
         self._engine = engine
@@ -86,6 +94,7 @@ class ResponseStore:
                     "channels": [s.channel for s in items],
                     "surveys": [s.survey_id for s in items],
                     "answered": [s.answered_at for s in items],
+                    "events": [s.event for s in items],
                 },
             )
             return {row.response_id: row.fingerprint for row in rows}
@@ -146,12 +155,19 @@ class ResponseStore:
             return None
         return Revision(row.version, row.respondent_id, row.channel, row.survey_id, row.answered_at)
 
-    async def forget_respondent(self, respondent_id: str, erasure_id: str, actor: str) -> int:
-        """Delete the respondent's rows, and record the erasure (by its id, never the person's) in
-        the audit log in the same transaction."""
+    async def log_revision(self, respondent_id: str, event: bytes) -> None:
+        async with transaction(self._engine) as conn:
+            await conn.execute(_LOG, {"kind": "response", "r": respondent_id, "event": event})
+
+    async def forget_respondent(self, respondent_id: str, erasure_id: str, actor: str, event: bytes) -> int:
+        """Delete the respondent's rows and logged events, log the erasure event itself (kept only
+        until every consumer has read it: `replay.Watermark.purge`), and record the erasure (by its
+        id, never the person's) in the audit log, in one transaction."""
         async with transaction(self._engine) as conn:
             result = await conn.execute(
                 sa.text(f"DELETE FROM {SCHEMA}.responses WHERE respondent_id = :r"), {"r": respondent_id}
             )
+            await conn.execute(sa.text(f"DELETE FROM {SCHEMA}.events WHERE respondent_id = :r"), {"r": respondent_id})
+            await conn.execute(_LOG, {"kind": "erasure", "r": respondent_id, "event": event})
             await audit.record(conn, actor, "respondent.erasure_requested", erasure_id, {"responses": result.rowcount})
         return int(result.rowcount)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -25,3 +27,21 @@ class IngestSettings(ServiceSettings):
     )
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="larger bodies get 413 (single POST, PUT)")
     max_batch_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, description="larger batch bodies get 413")
+    # The event log behind `nps ingest replay` (ingest_service/replay.py).
+    replay_retention_hours: float = Field(
+        default=168, gt=0, description="how long accepted events are kept for `nps ingest replay` (personal data)"
+    )
+    replay_groups: list[str] = Field(
+        default=["nps-scoring", "nps-followup"],
+        description="the consumer groups of the responses topic the replay watermark follows (JSON list)",
+    )
+    replay_check_s: float = Field(default=5.0, gt=0, description="how often the replay watermark is advanced")
+    replay_margin_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="a replay from the watermark starts this much earlier (clock skew, publishes in flight)",
+    )
+
+    @property
+    def replay_margin(self) -> timedelta:
+        return timedelta(seconds=self.replay_margin_s)

@@ -9,6 +9,10 @@ nps keys create NAME --scope ... | list | revoke NAME
 nps audit       the audit log: keys made and revoked, erasures requested
 nps ingest | scoring | followup | alerts
                 run one service in this process (one service per container)
+nps ingest replay [--since TIMESTAMP]
+                publish again the accepted events ingest keeps (NPS_INGEST_REPLAY_RETENTION_HOURS)
+                since TIMESTAMP, or since its replay watermark: a topic deleted by mistake,
+                a retention too short (consumers are idempotent: replaying more is safe)
 nps scoring rebuild [--check | --replay]
                 recompute scoring's aggregates from its stored responses; --check only
                 compares; --replay reads the responses topic from the start into an empty schema
@@ -19,10 +23,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from datetime import datetime
 
 from services.infra import create_topics
 from services.launcher import SERVICES, LauncherSettings, service_entry, up
-from services.tools import NotRunning, audit_command, keys_command, rebuild_scoring, tool_database_url
+from services.tools import NotRunning, audit_command, keys_command, rebuild_scoring, replay_ingest, tool_database_url
 from shared import logs
 from shared.auth import SCOPES
 from shared.db import upgrade
@@ -34,6 +39,16 @@ def run_service(name: str) -> int:
     settings = settings_cls()
     logs.configure(settings.log_level, name)
     return serve(create_app(settings), settings.host, settings.port)
+
+
+def aware_time(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"give a time zone (e.g. {text}Z): {text!r} could be any of 24 times")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     audit_parser.add_argument("--action", help="only this action, e.g. key.created")
     for name in SERVICES:
         service = sub.add_parser(name, help=f"run the {name} service alone")
+        if name == "ingest":
+            actions = service.add_subparsers(dest="action")
+            replay = actions.add_parser("replay", help="publish the logged events again (see `nps --help`)")
+            replay.add_argument(
+                "--since",
+                type=aware_time,
+                help="ISO 8601 with a zone (2026-11-26T09:00:00Z); default: the replay watermark less its margin",
+            )
         if name == "scoring":
             actions = service.add_subparsers(dest="action")
             rebuild = actions.add_parser("rebuild", help="recompute the aggregates (see `nps --help`)")
@@ -74,6 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "scoring" and getattr(args, "action", None) == "rebuild":
         try:
             return rebuild_scoring(replay_log=args.replay, check_only=args.check)
+        except NotRunning as exc:
+            print(exc, file=sys.stderr)
+            return 2
+    if args.command == "ingest" and getattr(args, "action", None) == "replay":
+        try:
+            return replay_ingest(args.since)
         except NotRunning as exc:
             print(exc, file=sys.stderr)
             return 2

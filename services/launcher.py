@@ -11,6 +11,7 @@ import os
 import secrets
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,7 @@ from shared.db import upgrade
 from shared.settings import InfraSettings, ServiceSettings
 
 if TYPE_CHECKING:
+    from ingest_service.settings import IngestSettings
     from services.embedded import EmbeddedBroker
 
 log = logging.getLogger("nps")
@@ -108,15 +110,56 @@ def ensure_dev_key(url: str, path: Path) -> str:
     return key
 
 
+def ingest_settings(settings: InfraSettings) -> IngestSettings:
+    from ingest_service.settings import IngestSettings
+
+    return IngestSettings(
+        database_url=settings.database_url,
+        kafka_bootstrap_servers=settings.kafka_bootstrap_servers,
+        topic_namespace=settings.topic_namespace,
+    )
+
+
+def replay_since(settings: InfraSettings) -> datetime | None:
+    """Where a replay into a new embedded broker starts: ingest's replay watermark less its margin."""
+    from ingest_service.replay import replay_start
+    from shared.db import make_engine
+
+    ingest = ingest_settings(settings)
+
+    async def read() -> datetime | None:
+        engine = make_engine(ingest.require_database_url())
+        try:
+            return await replay_start(engine, ingest.replay_margin)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())
+
+
+def replay_into_new_broker(settings: InfraSettings, since: datetime | None) -> int:
+    """The embedded broker keeps topics in memory: a new one has none of the events the consumers
+    had not read yet. Ingest's event log has them; publish again what was accepted since `since`."""
+    from ingest_service.replay import run_replay
+
+    count = asyncio.run(run_replay(ingest_settings(settings), since))
+    log.info(
+        "replayed %d accepted events (since %s) into the new broker from ingest's event log",
+        count,
+        since.isoformat() if since else "the oldest kept",
+    )
+    return count
+
+
 def restart_broker(broker: EmbeddedBroker, settings: InfraSettings) -> None:
     """The broker again, on the same port, and its topics. Its storage is memory: what it held is
-    gone, so every acknowledged response no consumer had read yet is lost (said loudly here)."""
+    gone; what the consumers may not have read yet is published again from ingest's event log (the
+    watermark is read first, so nothing the new broker sees can move it past what was lost)."""
+    since = replay_since(settings)
     broker.start()
     asyncio.run(create_topics(settings))
-    log.error(
-        "the embedded broker restarted EMPTY (memory storage): acknowledged responses that no consumer had "
-        "read are lost; what the consumers committed is safe in PostgreSQL"
-    )
+    log.error("the embedded broker restarted EMPTY (memory storage); replaying what the consumers may not have read")
+    replay_into_new_broker(settings, since)
 
 
 def prepare(settings: InfraSettings) -> None:
@@ -187,6 +230,8 @@ def up() -> int:
             }
         )
         prepare(effective)
+        if broker is not None:  # new, so empty: what the consumers had not read went with the last one
+            replay_into_new_broker(effective, replay_since(effective))
         dev_key = ensure_dev_key(effective.require_database_url(), settings.var_dir / "dev-api-key") if pg else None
         checkpoint()
 

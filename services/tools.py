@@ -7,6 +7,7 @@ import asyncio
 import getpass
 import json
 import sys
+from datetime import datetime
 
 from pydantic import SecretStr
 
@@ -113,6 +114,20 @@ async def keys_command(url: str, action: str, name: str | None, scopes: list[str
                 print(f"{key.name}\t{','.join(key.scopes)}\tcreated {key.created_at:%Y-%m-%d %H:%M}\t{used}\t{state}")
     finally:
         await engine.dispose()
+    return 0
+
+
+def replay_ingest(since: datetime | None) -> int:
+    from ingest_service.replay import run_replay
+    from ingest_service.settings import IngestSettings
+
+    launcher = LauncherSettings()
+    logs.configure(launcher.log_level, "ingest-replay")
+    settings = IngestSettings(
+        database_url=SecretStr(tool_database_url(launcher)), kafka_bootstrap_servers=tool_bootstrap(launcher)
+    )
+    count = asyncio.run(run_replay(settings, since if since is not None else "watermark"))
+    print(f"replayed {count:,} events to {settings.topics.responses}")
     return 0
 
 

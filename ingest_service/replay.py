@@ -1,0 +1,218 @@
+"""What a broker lost, published again.
+
+Ingest logs every accepted event in its own database (`ingest.events`, same transaction as the
+record of the response) for `replay_retention_hours`. The `Watermark` task follows the consumer
+groups of the responses topic: it samples the topic's end offsets every `replay_check_s`, and once
+every group has committed past a sample, every event accepted before that sample's time has been
+read by all of them; that time is the replay watermark. `replay()` publishes the logged events
+accepted since a time (by default the watermark less `replay_margin_s`) in the order they were
+accepted. Consumers are idempotent, so publishing more than was lost is safe.
+
+`nps up` replays when its in-memory broker starts empty (at start, and when it restarts a broker
+that died); `nps ingest replay --since` does it by hand on a real cluster (a topic deleted by
+mistake, a retention that was too short)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+import sqlalchemy as sa
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ingest_service import metrics
+from ingest_service.repository import SCHEMA
+from ingest_service.settings import IngestSettings
+from shared.db import describe_failure, make_engine
+from shared.kafka import make_producer
+
+log = logging.getLogger(__name__)
+
+REPLAY_CHUNK = 5_000
+MAX_SAMPLES = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    at: datetime
+    ends: dict[int, int]  # partition -> end offset
+
+
+def reached(samples: Sequence[Sample], committed: Sequence[dict[int, int]]) -> int | None:
+    """The index of the newest sample every group has committed past (a group's missing partition
+    counts as offset 0), or None. Pure: the rule the watermark advances by."""
+    newest = None
+    for i, sample in enumerate(samples):
+        if all(group.get(p, 0) >= end for group in committed for p, end in sample.ends.items()):
+            newest = i
+    return newest
+
+
+def went_back(before: dict[int, int], after: dict[int, int]) -> list[int]:
+    """Partitions whose end offset is lower than before: the topic lost events (or was recreated)."""
+    return sorted(p for p, end in before.items() if after.get(p, 0) < end)
+
+
+async def watermark(engine: AsyncEngine) -> datetime | None:
+    async with engine.connect() as conn:
+        at: datetime | None = await conn.scalar(sa.text(f"SELECT at FROM {SCHEMA}.replay_watermark"))
+        return at
+
+
+class Watermark:
+    """Advances the replay watermark and purges the event log: events past the retention, and
+    erasure events (which name the person) once every consumer has read them."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        bootstrap: str,
+        topic: str,
+        groups: Sequence[str],
+        *,
+        margin: timedelta,
+        retention: timedelta,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._engine = engine
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._groups = list(groups)
+        self._margin = margin
+        self._retention = retention
+        self._clock = clock
+        self._samples: list[Sample] = []
+        self._last_ends: dict[int, int] = {}
+
+    async def run(self, interval_s: float) -> None:
+        ends = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False)
+        # A consumer that names a group but never subscribes reads its committed offsets without joining it.
+        groups = [
+            AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=g, enable_auto_commit=False)
+            for g in self._groups
+        ]
+        for consumer in (ends, *groups):
+            await consumer.start()
+        try:
+            while True:
+                try:
+                    await self.step(ends, groups)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # broker or database away: try again at the next tick
+                    log.warning("replay watermark not advanced: %s", describe_failure(exc))
+                await asyncio.sleep(interval_s)
+        finally:
+            for consumer in (ends, *groups):
+                await consumer.stop()
+
+    async def step(self, ends_reader: AIOKafkaConsumer, groups: Sequence[AIOKafkaConsumer]) -> None:
+        now = self._clock()
+        partitions = ends_reader.partitions_for_topic(self._topic)
+        if not partitions:
+            await ends_reader.force_metadata_update()
+            return
+        tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
+        ends = {tp.partition: offset for tp, offset in (await ends_reader.end_offsets(tps)).items()}
+        lost = went_back(self._last_ends, ends)
+        if lost:
+            # Samples of the old topic can never be reached now; a replay is what brings the events back.
+            since = await watermark(self._engine)
+            log.error(
+                "the topic %s went back on partitions %s (the broker lost events, or the topic was recreated): "
+                "unless `nps up` replayed them, run `nps ingest replay --since %s`",
+                self._topic,
+                lost,
+                (since - self._margin).isoformat() if since else "'<the time the loss began>'",
+            )
+            self._samples.clear()
+        self._last_ends = ends
+        self._samples.append(Sample(now, ends))
+        del self._samples[:-MAX_SAMPLES]
+        committed = []
+        for group in groups:
+            offsets = {}
+            for tp in tps:
+                offsets[tp.partition] = await group.committed(tp) or 0
+            committed.append(offsets)
+        index = reached(self._samples, committed)
+        if index is not None:
+            at = self._samples[index].at
+            del self._samples[: index + 1]
+            await self._advance(at)
+
+    async def _advance(self, at: datetime) -> None:
+        async with self._engine.begin() as conn:
+            stored = await conn.scalar(
+                sa.text(
+                    f"""
+                    INSERT INTO {SCHEMA}.replay_watermark (id, at) VALUES (true, :at)
+                    ON CONFLICT (id) DO UPDATE SET at = greatest({SCHEMA}.replay_watermark.at, EXCLUDED.at)
+                    RETURNING at
+                    """
+                ),
+                {"at": at},
+            )
+            purged = await conn.execute(
+                sa.text(
+                    f"DELETE FROM {SCHEMA}.events WHERE accepted_at < :expired "
+                    "OR (kind = 'erasure' AND accepted_at < :read)"
+                ),
+                {"expired": self._clock() - self._retention, "read": stored - self._margin},
+            )
+        metrics.REPLAY_WATERMARK.set(stored.timestamp())
+        if purged.rowcount:
+            log.debug("event log: %d events purged", purged.rowcount)
+
+
+async def replay(engine: AsyncEngine, producer: AIOKafkaProducer, topic: str, since: datetime | None) -> int:
+    """Publish the logged events accepted at or after `since` (all of them if None), in the order
+    they were accepted, each acknowledged by the broker; returns how many."""
+    after, total = 0, 0
+    while True:
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.text(
+                        f"SELECT seq, respondent_id, event FROM {SCHEMA}.events "
+                        "WHERE seq > :after AND (CAST(:since AS timestamptz) IS NULL OR accepted_at >= :since) "
+                        "ORDER BY seq LIMIT :n"
+                    ),
+                    {"after": after, "since": since, "n": REPLAY_CHUNK},
+                )
+            ).all()
+        if not rows:
+            return total
+        sent = [await producer.send(topic, value=bytes(r.event), key=r.respondent_id.encode()) for r in rows]
+        await asyncio.gather(*sent)  # raises if the broker refused one: the replay stops, loudly
+        after, total = rows[-1].seq, total + len(rows)
+
+
+async def replay_start(engine: AsyncEngine, margin: timedelta) -> datetime | None:
+    """Where a replay of what the consumers may not have read starts: the watermark less the
+    margin; None (everything kept) when there is no watermark yet."""
+    mark = await watermark(engine)
+    return mark - margin if mark is not None else None
+
+
+async def run_replay(settings: IngestSettings, since: datetime | Literal["watermark"] | None) -> int:
+    """`replay()` with its own database engine and producer: for `nps up` and `nps ingest replay`."""
+    engine = make_engine(settings.require_database_url())
+    try:
+        if since == "watermark":
+            since = await replay_start(engine, settings.replay_margin)
+        producer = make_producer(settings, client_id="nps-replay")
+        await producer.start()
+        try:
+            count = await replay(engine, producer, settings.topics.responses, since)
+        finally:
+            await producer.stop()
+    finally:
+        await engine.dispose()
+    log.info("replayed %d events accepted since %s", count, since.isoformat() if since else "the oldest kept")
+    return count

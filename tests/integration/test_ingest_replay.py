@@ -1,0 +1,138 @@
+"""Ingest's event log: every accepted event kept, erasure reaching it, the replay watermark following
+the consumer groups, and `nps ingest replay` publishing again what a broker lost."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from aiokafka import AIOKafkaConsumer
+
+from services.infra import ensure_topics
+from shared.db import make_engine
+from shared.events import RespondentErased, ResponseRevised, ResponseSubmitted, response_events
+from shared.settings import Topics
+from tests.helpers import eventually, nps, read_topic
+from tests.integration.conftest import LiveIngest, live_ingest
+
+pytestmark = pytest.mark.integration
+
+GROUPS = ("replay-g1", "replay-g2")
+
+
+@pytest.fixture
+def logged(pg_admin_url: str, bootstrap: str, tmp_path: Path) -> Iterator[LiveIngest]:
+    live = live_ingest(
+        pg_admin_url,
+        bootstrap,
+        tmp_path,
+        NPS_INGEST_RATE_LIMIT_PER_S="0",
+        NPS_INGEST_REPLAY_GROUPS='["replay-g1", "replay-g2"]',
+        NPS_INGEST_REPLAY_CHECK_S="0.2",
+        NPS_INGEST_REPLAY_MARGIN_S="0",
+    )
+    yield live
+    assert live.process.stop() == 0, live.process.log.read_text()[-3000:]
+
+
+async def consume_all(bootstrap: str, topic: str, group: str, expect: int) -> None:
+    """A consumer group that reads `expect` messages and commits, as scoring and follow-up do."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        seen = 0
+        while seen < expect:
+            batch = await consumer.getmany(timeout_ms=500)
+            seen += sum(len(records) for records in batch.values())
+            await consumer.commit()
+    finally:
+        await consumer.stop()
+
+
+async def logged_events(database_url: str) -> list[tuple[str, str]]:
+    engine = make_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(sa.text("SELECT kind, respondent_id FROM ingest.events ORDER BY seq"))
+            return [(r.kind, r.respondent_id) for r in rows]
+    finally:
+        await engine.dispose()
+
+
+async def test_accepted_events_are_logged_erasure_reaches_the_log_and_replay_brings_them_back(
+    logged: LiveIngest, bootstrap: str
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    people = [f"{run}-p{i}" for i in range(4)]
+    async with httpx.AsyncClient(base_url=logged.url, headers=logged.auth, timeout=10) as client:
+        for i, person in enumerate(people):
+            reply = await client.post(
+                "/v1/responses", json={"response_id": f"{run}-r{i}", "respondent_id": person, "score": 2 * i}
+            )
+            assert reply.status_code == 202, reply.text
+        retried = await client.post(
+            "/v1/responses", json={"response_id": f"{run}-r0", "respondent_id": people[0], "score": 0}
+        )
+        assert retried.status_code == 202, retried.text  # a retry: published again, not logged twice
+        batch = [{"response_id": f"{run}-b{i}", "respondent_id": people[3], "score": 9} for i in range(3)]
+        assert (await client.post("/v1/responses/batch", json={"responses": batch})).status_code == 200
+        assert (await client.put(f"/v1/responses/{run}-r1", json={"score": 10})).status_code == 202
+        assert (await client.delete(f"/v1/respondents/{people[2]}")).status_code == 202
+
+    # The erased person's response is gone from the log; the erasure itself is kept until consumers read it.
+    events = await logged_events(logged.database_url)
+    assert events == [
+        ("response", people[0]),
+        ("response", people[1]),
+        ("response", people[3]),
+        *[("response", people[3])] * 3,
+        ("response", people[1]),  # the revision
+        ("erasure", people[2]),
+    ]
+
+    # A broker that lost everything: replay into a new topic (another namespace) and read it back.
+    lost = Topics(f"t{uuid.uuid4().hex[:10]}")
+    await ensure_topics(bootstrap, lost.all(), 3)
+    env = {**logged.env, "NPS_TOPIC_NAMESPACE": lost.namespace}
+    replayed = nps("ingest", "replay", env=env)
+    assert replayed.returncode == 0, replayed.stderr
+    assert "replayed 8 events" in replayed.stdout
+    records = await read_topic(bootstrap, lost.responses, expect=8)
+    decoded = [response_events.validate_json(r.value) for r in records]
+    assert all(r.key == e.respondent_id.encode() for r, e in zip(records, decoded, strict=True))
+    assert sorted(e.response_id for e in decoded if isinstance(e, ResponseSubmitted)) == sorted(
+        [f"{run}-r0", f"{run}-r1", f"{run}-r3", *[f"{run}-b{i}" for i in range(3)]]
+    )
+    assert [(e.response_id, e.version) for e in decoded if isinstance(e, ResponseRevised)] == [(f"{run}-r1", 2)]
+    assert [e.respondent_id for e in decoded if isinstance(e, RespondentErased)] == [people[2]]
+
+    # Once both groups have read the topic the watermark passes the erasure, which leaves the log.
+    await asyncio.gather(*(consume_all(bootstrap, logged.topics.responses, g, expect=9) for g in GROUPS))
+
+    async def erasure_purged() -> bool:
+        return ("erasure", people[2]) not in await logged_events(logged.database_url)
+
+    await eventually(erasure_purged, timeout=15)
+    engine = make_engine(logged.database_url)
+    async with engine.connect() as conn:
+        mark = await conn.scalar(sa.text("SELECT at FROM ingest.replay_watermark"))
+    await engine.dispose()
+    assert mark is not None and mark > datetime.now(UTC) - timedelta(minutes=1)
+
+    # From the watermark (the default), nothing is left to replay; --since replays what was accepted since.
+    again = Topics(f"t{uuid.uuid4().hex[:10]}")
+    await ensure_topics(bootstrap, again.all(), 3)
+    env = {**logged.env, "NPS_TOPIC_NAMESPACE": again.namespace}
+    assert "replayed 0 events" in nps("ingest", "replay", env=env).stdout
+    since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    assert "replayed 7 events" in nps("ingest", "replay", "--since", since, env=env).stdout
+    naive = nps("ingest", "replay", "--since", "2026-11-26T09:00:00", env=env)
+    assert naive.returncode == 2 and "time zone" in naive.stderr
