@@ -15,6 +15,7 @@ mistake, a retention that was too short)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -58,10 +59,17 @@ def went_back(before: dict[int, int], after: dict[int, int]) -> list[int]:
     return sorted(p for p, end in before.items() if after.get(p, 0) < end)
 
 
-async def watermark(engine: AsyncEngine) -> datetime | None:
+async def stored(engine: AsyncEngine) -> tuple[datetime | None, dict[int, int]]:
+    """The watermark, and the end offsets the topic had when it last advanced (empty after a replay)."""
     async with engine.connect() as conn:
-        at: datetime | None = await conn.scalar(sa.text(f"SELECT at FROM {SCHEMA}.replay_watermark"))
-        return at
+        row = (await conn.execute(sa.text(f"SELECT at, ends FROM {SCHEMA}.replay_watermark"))).first()
+    if row is None:
+        return None, {}
+    return row.at, {int(p): int(end) for p, end in (row.ends or {}).items()}
+
+
+async def watermark(engine: AsyncEngine) -> datetime | None:
+    return (await stored(engine))[0]
 
 
 class Watermark:
@@ -87,7 +95,7 @@ class Watermark:
         self._retention = retention
         self._clock = clock
         self._samples: list[Sample] = []
-        self._last_ends: dict[int, int] = {}
+        self._frozen = False
 
     async def run(self, interval_s: float) -> None:
         ends = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False)
@@ -119,19 +127,23 @@ class Watermark:
             return
         tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
         ends = {tp.partition: offset for tp, offset in (await ends_reader.end_offsets(tps)).items()}
-        lost = went_back(self._last_ends, ends)
+        since, floor = await stored(self._engine)
+        lost = went_back(floor, ends)
         if lost:
-            # Samples of the old topic can never be reached now; a replay is what brings the events back.
-            since = await watermark(self._engine)
-            log.error(
-                "the topic %s went back on partitions %s (the broker lost events, or the topic was recreated): "
-                "unless `nps up` replayed them, run `nps ingest replay --since %s`",
-                self._topic,
-                lost,
-                (since - self._margin).isoformat() if since else "'<the time the loss began>'",
-            )
+            # The broker lost events (or the topic was recreated). Until a replay brings them back
+            # (and clears the floor) the watermark stays, so no erasure event is purged unread.
             self._samples.clear()
-        self._last_ends = ends
+            if not self._frozen:
+                log.error(
+                    "the topic %s went back on partitions %s (the broker lost events, or the topic was recreated): "
+                    "unless `nps up` replays them, run `nps ingest replay --since %s`",
+                    self._topic,
+                    lost,
+                    (since - self._margin).isoformat() if since else "'<the time the loss began>'",
+                )
+            self._frozen = True
+            return
+        self._frozen = False
         self._samples.append(Sample(now, ends))
         del self._samples[:-MAX_SAMPLES]
         committed = []
@@ -142,21 +154,22 @@ class Watermark:
             committed.append(offsets)
         index = reached(self._samples, committed)
         if index is not None:
-            at = self._samples[index].at
+            sample = self._samples[index]
             del self._samples[: index + 1]
-            await self._advance(at)
+            await self._advance(sample)
 
-    async def _advance(self, at: datetime) -> None:
+    async def _advance(self, sample: Sample) -> None:
         async with self._engine.begin() as conn:
             stored = await conn.scalar(
                 sa.text(
                     f"""
-                    INSERT INTO {SCHEMA}.replay_watermark (id, at) VALUES (true, :at)
-                    ON CONFLICT (id) DO UPDATE SET at = greatest({SCHEMA}.replay_watermark.at, EXCLUDED.at)
+                    INSERT INTO {SCHEMA}.replay_watermark (id, at, ends) VALUES (true, :at, CAST(:ends AS jsonb))
+                    ON CONFLICT (id) DO UPDATE SET
+                        at = greatest({SCHEMA}.replay_watermark.at, EXCLUDED.at), ends = EXCLUDED.ends
                     RETURNING at
                     """
                 ),
-                {"at": at},
+                {"at": sample.at, "ends": json.dumps(sample.ends)},
             )
             purged = await conn.execute(
                 sa.text(
@@ -187,6 +200,9 @@ async def replay(engine: AsyncEngine, producer: AIOKafkaProducer, topic: str, si
                 )
             ).all()
         if not rows:
+            # The topic now holds what it lost: the watermark may advance again from its offsets as they are.
+            async with engine.begin() as conn:
+                await conn.execute(sa.text(f"UPDATE {SCHEMA}.replay_watermark SET ends = NULL"))
             return total
         sent = [await producer.send(topic, value=bytes(r.event), key=r.respondent_id.encode()) for r in rows]
         await asyncio.gather(*sent)  # raises if the broker refused one: the replay stops, loudly

@@ -156,7 +156,8 @@ def restart_broker(broker: EmbeddedBroker, settings: InfraSettings) -> None:
     gone; what the consumers may not have read yet is published again from ingest's event log (the
     watermark is read first, so nothing the new broker sees can move it past what was lost)."""
     since = replay_since(settings)
-    broker.start()
+    if not broker.running():  # a retry after a failed replay finds it started
+        broker.start()
     asyncio.run(create_topics(settings))
     log.error("the embedded broker restarted EMPTY (memory storage); replaying what the consumers may not have read")
     replay_into_new_broker(settings, since)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -136,3 +136,48 @@ async def test_accepted_events_are_logged_erasure_reaches_the_log_and_replay_bri
     assert "replayed 7 events" in nps("ingest", "replay", "--since", since, env=env).stdout
     naive = nps("ingest", "replay", "--since", "2026-11-26T09:00:00", env=env)
     assert naive.returncode == 2 and "time zone" in naive.stderr
+
+
+async def test_the_watermark_stays_while_the_topic_is_below_what_it_held_until_a_replay(
+    logged: LiveIngest, bootstrap: str
+) -> None:
+    async def mark() -> datetime | None:
+        engine = make_engine(logged.database_url)
+        try:
+            async with engine.connect() as conn:
+                return await conn.scalar(sa.text("SELECT at FROM ingest.replay_watermark"))  # type: ignore[no-any-return]
+        finally:
+            await engine.dispose()
+
+    async def post_and_read(n: int, total: int) -> None:
+        async with httpx.AsyncClient(base_url=logged.url, headers=logged.auth, timeout=10) as client:
+            for _ in range(n):
+                body = {"respondent_id": uuid.uuid4().hex, "score": 7}
+                assert (await client.post("/v1/responses", json=body)).status_code == 202
+        await asyncio.gather(*(consume_all(bootstrap, logged.topics.responses, g, expect=total) for g in GROUPS))
+
+    await post_and_read(2, 2)
+    await eventually(lambda: _is_set(mark), timeout=15)
+    # As if the broker lost the topic: it is now below the offsets the watermark last advanced at.
+    engine = make_engine(logged.database_url)
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("""UPDATE ingest.replay_watermark SET ends = '{"0": 1000000}'"""))
+    await engine.dispose()
+    frozen = await mark()
+    await post_and_read(1, 1)  # the groups read on; the watermark must not follow
+    await asyncio.sleep(2)  # ten checks
+    assert await mark() == frozen
+    assert "went back on partitions [0]" in logged.process.log.read_text()
+
+    replayed = nps("ingest", "replay", "--since", datetime.now(UTC).isoformat(), env=logged.env)
+    assert replayed.returncode == 0, replayed.stderr
+
+    async def advanced() -> bool:
+        now = await mark()
+        return now is not None and frozen is not None and now > frozen
+
+    await eventually(advanced, timeout=15)
+
+
+async def _is_set(read: Callable[[], Awaitable[datetime | None]]) -> bool:
+    return await read() is not None

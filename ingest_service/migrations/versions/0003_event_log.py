@@ -35,6 +35,9 @@ def upgrade() -> None:
         "replay_watermark",
         sa.Column("id", sa.Boolean, sa.CheckConstraint("id"), primary_key=True, server_default=sa.true()),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        # the topic's end offsets when it advanced: a topic found below them lost events, and the
+        # watermark stays where it is until a replay clears them (NULL)
+        sa.Column("ends", sa.dialects.postgresql.JSONB),
         schema=SCHEMA,
     )
 
