@@ -65,6 +65,8 @@ def start_loop(var_dir: Path, cwd: Path, broker_port: int | None = None) -> Loop
             "NPS_BROKER_PORT": str(broker_port),
             "NPS_ALERTS_MIN_RESPONSES": "10",
             "NPS_ALERTS_DROP_POINTS": "10",
+            "NPS_INGEST_REPLAY_CHECK_S": "0.5",
+            "NPS_INGEST_REPLAY_MARGIN_S": "1",
             **{f"NPS_{name.upper()}_PORT": str(port) for name, port in ports.items()},
         }
     )

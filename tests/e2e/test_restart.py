@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
 from services.embedded import free_ports, port_open
-from tests.e2e.conftest import SERVICES, start_loop, stop_loop
+from tests.e2e.conftest import SERVICES, Loop, start_loop, stop_loop
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.e2e
@@ -193,3 +196,120 @@ def postmaster_pid(var: Path) -> int:
 def broker_pid(launcher: int) -> int:
     [pid] = [p for p in direct_children(launcher) if b"tansu" in Path(f"/proc/{p}/cmdline").read_bytes()]
     return pid
+
+
+async def _post_many(loop: Loop, run: str, n: int) -> dict[str, int]:
+    """n unique responses through the batch API (100 a request); every one must be accepted.
+    Returns how many of each score class were acknowledged."""
+    scores = [i % 11 for i in range(n)]
+    async with httpx.AsyncClient(timeout=30) as client:
+        for start in range(0, n, 100):
+            batch = [
+                {
+                    "response_id": f"{run}-{i}",
+                    "respondent_id": f"{run}-person-{i % 700}",
+                    "score": scores[i],
+                    "attributes": {"run": run},
+                }
+                for i in range(start, min(n, start + 100))
+            ]
+            reply = await client.post(
+                f"{loop.urls['ingest']}/v1/responses/batch", json={"responses": batch}, headers=loop.auth
+            )
+            assert reply.status_code == 200, reply.text
+            assert all(r["status"] == "accepted" for r in reply.json()["results"]), reply.text
+    return {
+        "n": n,
+        "promoters": sum(s >= 9 for s in scores),
+        "detractors": sum(s <= 6 for s in scores),
+    }
+
+
+def _hold_consumers(loop: Loop) -> list[int]:
+    """SIGSTOP scoring and follow-up: consumers as far behind as they can be."""
+    held = [pid for name, pid in loop.children().items() if name in ("scoring", "followup")]
+    assert len(held) == 2
+    for pid in held:
+        os.kill(pid, signal.SIGSTOP)
+    return held
+
+
+async def _stop_now(loop: Loop, held: list[int], fault: Callable[[], None] | None = None) -> None:
+    """`fault` (if any), then Ctrl-C the launcher at once; the held consumers get their SIGTERM."""
+    try:
+        if fault is not None:
+            fault()
+    finally:
+        loop.process.send_signal(signal.SIGINT)
+        for pid in held:
+            os.kill(pid, signal.SIGCONT)
+    await asyncio.to_thread(loop.process.wait, 90)
+
+
+async def _counted_exactly(loop: Loop, run: str, posted: dict[str, int]) -> None:
+    url = (loop.var_dir / "database-url").read_text().strip()
+
+    async def exact() -> bool:
+        async with httpx.AsyncClient(timeout=10) as client:
+            score = await client.get(
+                f"{loop.urls['scoring']}/v1/nps", params={"segment": f"run:{run}"}, headers=loop.auth
+            )
+        if score.status_code != 200 or score.json()["n"] != posted["n"]:
+            return False
+        conn = await asyncpg.connect(url)
+        try:
+            followups = await conn.fetchval(
+                "SELECT count(*) FROM followup.followups WHERE response_id LIKE $1", f"{run}-%"
+            )
+            tickets = await conn.fetchval("SELECT count(*) FROM followup.tickets WHERE response_id LIKE $1", f"{run}-%")
+        finally:
+            await conn.close()
+        return bool(followups == posted["n"] and tickets == posted["detractors"])
+
+    await eventually(exact, timeout=90, every=1.0)
+    async with httpx.AsyncClient(timeout=10) as client:
+        body = (
+            await client.get(f"{loop.urls['scoring']}/v1/nps", params={"segment": f"run:{run}"}, headers=loop.auth)
+        ).json()
+    assert (body["n"], body["promoters"], body["detractors"]) == (
+        posted["n"],
+        posted["promoters"],
+        posted["detractors"],
+    )
+
+
+async def test_nothing_acknowledged_is_lost_when_the_loop_stops_with_its_consumers_behind(
+    tmp_path: Path, repo_root_session: Path
+) -> None:
+    """The embedded broker keeps topics in memory: stopping `make run` while consumers are behind
+    used to lose every acknowledged response they had not read. Ingest's event log replays them."""
+    var = tmp_path / "var"
+    first = start_loop(var, repo_root_session)
+    run = uuid.uuid4().hex[:8]
+    try:
+        held = _hold_consumers(first)
+        posted = await _post_many(first, run, 5_000)
+        await _stop_now(first, held)
+    finally:
+        if first.process.poll() is None:
+            stop_loop(first)
+    second = start_loop(var, repo_root_session)
+    try:
+        replays = re.findall(r"replayed (\d+) accepted events", second.output.read_text())  # the log is appended to
+        assert len(replays) == 2 and int(replays[-1]) > 0, replays
+        await _counted_exactly(second, run, posted)
+
+        # The same when PostgreSQL's postmaster was killed too before the stop.
+        again = uuid.uuid4().hex[:8]
+        held = _hold_consumers(second)
+        more = await _post_many(second, again, 1_000)
+        await _stop_now(second, held, fault=lambda: os.kill(postmaster_pid(var), signal.SIGKILL))
+    finally:
+        if second.process.poll() is None:
+            stop_loop(second)
+    third = start_loop(var, repo_root_session)
+    try:
+        await _counted_exactly(third, again, more)
+        await _counted_exactly(third, run, posted)
+    finally:
+        stop_loop(third)
