@@ -21,6 +21,7 @@ from shared.db import make_engine
 from shared.events import ResponseEvent, ResponseSubmitted, score_events
 from shared.nps import Counts, compare
 from tests.helpers import (
+    TEST_PSEUDONYM_SECRET,
     create_topics,
     eventually,
     produce,
@@ -49,6 +50,7 @@ def settings_for(database_url: str, **extra: Any) -> ScoringSettings:
         database_url=database_url,  # type: ignore[arg-type]
         kafka_bootstrap_servers="127.0.0.1:1",
         combinations="product+region",
+        pseudonym_secret=TEST_PSEUDONYM_SECRET,
         **extra,
     )
 

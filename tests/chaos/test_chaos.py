@@ -1,0 +1,25 @@
+"""The short version of `make chaos`, in `make test`: the loop under load while scoring is killed
+and poison messages arrive; every acknowledged response counted exactly once, routed once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.chaos.scenario import Scenario
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_under_load_a_killed_consumer_and_poison_lose_and_double_nothing(tmp_path: Path) -> None:
+    scenario = Scenario(tmp_path / "var", rate=150)
+    try:
+        outcomes = await scenario.execute(full=False, warm_s=1.5, after_s=2, recover_s=60)
+        assert scenario.driver.violations == []
+        assert [o.fault for o in outcomes] == ["SIGKILL scoring", "poison messages"]
+        assert all(o.recovered_s is not None and o.acknowledged > 100 for o in outcomes), outcomes
+        assert scenario.driver.answers["202"] >= sum(o.acknowledged for o in outcomes)
+        assert scenario.recompute_matches()
+    finally:
+        scenario.close()
