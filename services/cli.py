@@ -38,7 +38,7 @@ def run_service(name: str) -> int:
     settings_cls, create_app = service_entry(name)
     settings = settings_cls()
     logs.configure(settings.log_level, name)
-    return serve(create_app(settings), settings.host, settings.port)
+    return serve(create_app(settings), settings.host, settings.port, settings.head_timeout_s)
 
 
 def aware_time(text: str) -> datetime:

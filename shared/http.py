@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from shared import metrics
 from shared.db import database_unavailable, describe_failure
@@ -399,12 +400,56 @@ def report_worker_failure(app: FastAPI, task: asyncio.Task[Any]) -> None:
         server.should_exit = True
 
 
-def serve(app: FastAPI, host: str, port: int) -> int:
+def head_deadline_protocol(timeout_s: float) -> type[HttpToolsProtocol]:
+    """uvicorn's HTTP protocol with a deadline on the request head: a connection whose request line
+    and headers have not all arrived within `timeout_s` of its first byte (or of being opened) is
+    closed. uvicorn bounds the wait between requests (keep-alive) and our BodyDeadlines the body,
+    but nothing bounds the head, so a slowloris client (a header byte now and then) holds a
+    connection for ever; a few thousand of them would take every file descriptor."""
+
+    class HeadDeadline(HttpToolsProtocol):
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def _arm(self) -> None:
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(timeout_s, self._head_timed_out)
+
+        def _disarm(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_timed_out(self) -> None:
+            self._head_timer = None
+            metrics.HTTP_HEADS_TIMED_OUT.inc()
+            self.transport.close()
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeadDeadline
+
+
+def serve(app: FastAPI, host: str, port: int, head_timeout_s: float = 10.0) -> int:
     """Run one service in this process; returns the exit code."""
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
+        http=head_deadline_protocol(head_timeout_s),
         log_config=None,
         access_log=False,
         lifespan="on",

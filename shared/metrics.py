@@ -39,6 +39,10 @@ CONSUMER_RETRIES = Counter(
     ["service"],
 )
 OUTBOX_PUBLISHED = Counter("nps_outbox_published_total", "Events published from the transactional outbox.", ["service"])
+HTTP_HEADS_TIMED_OUT = Counter(
+    "nps_http_heads_timed_out_total",
+    "Connections closed because the request line and headers did not arrive in time (slow clients).",
+)
 HTTP_REQUESTS = Counter(
     "nps_http_requests_total",
     "HTTP requests answered, by route template and status class.",

@@ -131,6 +131,12 @@ class ServiceSettings(InfraSettings):
     )
     rate_limit_burst: float = Field(default=4_000, ge=1, description="per API key: the burst a client may use at once")
     key_refresh_s: float = Field(default=5.0, gt=0, description="how soon a new or revoked API key takes effect")
+    head_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="a connection whose request line and headers are not all in within this many "
+        "seconds is closed (slow clients)",
+    )
     body_timeout_s: float = Field(
         default=10.0, gt=0, description="a request body not all received within this many seconds gets 408"
     )
