@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 .DEFAULT_GOAL := help
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install run docs bench test test-unit test-integration test-e2e test-rules promtool lint format typecheck clean
+.PHONY: help install run docs bench chaos test test-unit test-integration test-e2e test-rules promtool lint format typecheck clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ docs: $(STAMP) ## regenerate docs/configuration.md from the settings classes
 
 bench: $(STAMP) ## benchmarks on private infrastructure; writes docs/benchmarks.md (BENCH_ARGS="--seconds 15 --profile DIR")
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+chaos: $(STAMP) ## the loop under load through every fault (minutes); writes docs/reliability.md (CHAOS_ARGS="--rate 500")
+	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
 
 clean: ## remove the virtualenv and local data (var/)
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -41,7 +41,7 @@ class Driver:
     urls: dict[str, str]
     auth: dict[str, str]
     rate: float
-    workers: int = 16
+    workers: int = 64  # each waits for its answer: enough of them that latency does not cap the rate
     phase: str = "warmup"
     acked: dict[str, dict[str, int]] = field(default_factory=dict)  # phase -> response_id -> score
     pending: Counter[str] = field(default_factory=Counter)  # phase -> responses not yet acknowledged
@@ -224,18 +224,20 @@ class Scenario:
 
     # -- the run --------------------------------------------------------------------------------
 
-    async def execute(self, full: bool, warm_s: float, after_s: float, recover_s: float) -> list[Outcome]:
+    async def execute(self, full: bool, warm_s: float, recover_s: float) -> list[Outcome]:
+        """Each fault closes a phase: the responses acknowledged since the previous fault. The time to
+        recover is from the fault until every one of them is counted and routed exactly once (the
+        load goes on meanwhile, into the next phase, checked after the next fault or at the end)."""
+        self.driver.phase = f"{self.run}-0"
         load = asyncio.create_task(self.driver.run())
         try:
             for i, (name, fault) in enumerate(self.faults(full)):
                 phase = f"{self.run}-{i}"
-                self.driver.phase = phase
                 await asyncio.sleep(warm_s)
+                self.driver.phase = f"{self.run}-{i + 1}"
                 started = time.monotonic()
                 detail = await fault()
                 self.driver.urls.update(self.loop.urls)
-                await asyncio.sleep(after_s)
-                self.driver.phase = f"{self.run}-{i}-tail"  # the load goes on; this phase is closed
                 recovered = None
                 while time.monotonic() - started < recover_s:
                     if await self.exact(phase):
@@ -251,7 +253,7 @@ class Scenario:
         finally:
             self.driver.stop()
             await load
-        for phase in [p for p in self.driver.acked if p.endswith("-tail")]:
+        for phase in [f"{self.run}-{len(self.outcomes)}"]:  # the load after the last fault
             deadline = time.monotonic() + recover_s
             while not await self.exact(phase) and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.5)
