@@ -9,6 +9,7 @@ import importlib
 import logging
 import os
 import secrets
+import socket
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -239,7 +240,10 @@ def up() -> int:
         urls = {}
         for name in SERVICES:
             service_settings = service_entry(name)[0]()
-            supervisor.children.append(Child(name, python_argv(name), child_env(overrides)))
+            # One replica of each service: a stable static member id lets a restarted one rejoin at once.
+            member_key = f"NPS_{name.upper()}_CONSUMER_INSTANCE_ID"
+            member = {member_key: os.environ.get(member_key, f"{name}-{socket.gethostname()}")}
+            supervisor.children.append(Child(name, python_argv(name), child_env({**member, **overrides})))
             urls[name] = f"http://{service_settings.host}:{service_settings.port}"
         if pg is not None:
             supervisor.dependencies.append(Dependency("the embedded PostgreSQL", pg.running, pg.restart))

@@ -38,6 +38,7 @@ def make_consumer(settings: ServiceSettings, *topics: str, group_id: str, client
         *topics,
         bootstrap_servers=settings.require_bootstrap(),
         group_id=group_id,
+        group_instance_id=settings.consumer_instance_id or None,  # "" turns it off
         client_id=client_id,
         enable_auto_commit=False,  # offsets are committed by the loop, after the database commit
         auto_offset_reset="earliest",

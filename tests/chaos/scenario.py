@@ -117,6 +117,7 @@ class Scenario:
         self.outcomes: list[Outcome] = []
         self.poison_keys: list[bytes] = []
         self.mismatch = ""
+        self.achieved_rate = 0.0
 
     # -- faults ---------------------------------------------------------------------------------
 
@@ -230,6 +231,7 @@ class Scenario:
         load goes on meanwhile, into the next phase, checked after the next fault or at the end)."""
         self.driver.phase = f"{self.run}-0"
         load = asyncio.create_task(self.driver.run())
+        began = time.monotonic()
         try:
             for i, (name, fault) in enumerate(self.faults(full)):
                 phase = f"{self.run}-{i}"
@@ -253,6 +255,7 @@ class Scenario:
         finally:
             self.driver.stop()
             await load
+            self.achieved_rate = self.driver.answers["202"] / (time.monotonic() - began)
         for phase in [f"{self.run}-{len(self.outcomes)}"]:  # the load after the last fault
             deadline = time.monotonic() + recover_s
             while not await self.exact(phase) and time.monotonic() < deadline:  # noqa: ASYNC110
