@@ -27,7 +27,9 @@ def report(outcomes: list[Outcome], scenario: Scenario, rate: float, recompute: 
         "since the previous fault must be counted exactly once by scoring (n, promoters, detractors), routed",
         "once by follow-up, with one ticket per detractor, and *exact after* is the time from the fault to that",
         "being true, while the load goes on (it includes the fault itself: 10 s for the stopped broker); the",
-        "load after the last fault is checked at the end. `make test` runs a short version",
+        "load after the last fault is checked at the end. The loop runs with the settings `make run` has",
+        "(a 10 s consumer session, static group membership: a killed consumer's partitions wait for its",
+        "replacement, see operations.md). `make test` runs a short version, with the tests' 2 s sessions",
         "(`tests/chaos/test_chaos.py`: SIGKILL scoring, poison messages, at 150/s).",
         "",
         f"Machine: {machine()}. Date: {datetime.now(UTC):%Y-%m-%d}.",
@@ -61,7 +63,7 @@ def report(outcomes: list[Outcome], scenario: Scenario, rate: float, recompute: 
 
 async def main(rate: float, write: bool) -> int:
     work = Path(tempfile.mkdtemp(prefix="nps-chaos-"))
-    scenario = Scenario(work / "var", rate)
+    scenario = Scenario(work / "var", rate, fast_group=False)  # the consumer-group timings `make run` has
     try:
         print(f"chaos: {rate:.0f} responses/s, loop data in {work}", flush=True)
         outcomes = await scenario.execute(full=True, warm_s=8, recover_s=120)

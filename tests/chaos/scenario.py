@@ -107,11 +107,12 @@ class Outcome:
 
 
 class Scenario:
-    def __init__(self, var: Path, rate: float) -> None:
+    def __init__(self, var: Path, rate: float, fast_group: bool = True) -> None:
         self.var = var
         self.rate = rate
+        self.fast_group = fast_group
         self.run = uuid.uuid4().hex[:6]
-        self.loop: Loop = start_loop(var, REPO)
+        self.loop: Loop = start_loop(var, REPO, fast_group=fast_group)
         self.ports = {name: int(url.rsplit(":", 1)[1]) for name, url in self.loop.urls.items()}
         self.driver = Driver(dict(self.loop.urls), self.loop.auth, rate)
         self.outcomes: list[Outcome] = []
@@ -150,7 +151,7 @@ class Scenario:
         if outlived:
             self.driver.violations.append(f"children outlived the launcher: {outlived}")
         started = time.monotonic()
-        self.loop = await asyncio.to_thread(start_loop, self.var, REPO, None, self.ports)
+        self.loop = await asyncio.to_thread(start_loop, self.var, REPO, None, self.ports, self.fast_group)
         return f"children gone, next launcher up in {time.monotonic() - started:.1f} s"
 
     async def poison(self) -> str:

@@ -52,13 +52,21 @@ class Loop:
         return found
 
 
-def start_loop(var_dir: Path, cwd: Path, broker_port: int | None = None, ports: dict[str, int] | None = None) -> Loop:
-    """`nps up` with its data in `var_dir`, on free ports (or these); returns once every service is ready."""
+def start_loop(
+    var_dir: Path,
+    cwd: Path,
+    broker_port: int | None = None,
+    ports: dict[str, int] | None = None,
+    fast_group: bool = True,
+) -> Loop:
+    """`nps up` with its data in `var_dir`, on free ports (or these); returns once every service is
+    ready. With `fast_group`, the tests' short consumer-group timings; else the product's defaults."""
     *service_ports, spare = free_ports(len(SERVICES) + 1)
     ports = ports or dict(zip(SERVICES, service_ports, strict=True))
     broker_port = broker_port or spare
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")}
-    env.update(FAST_GROUP_ENV)
+    if fast_group:
+        env.update(FAST_GROUP_ENV)
     env.update(
         {
             "NPS_VAR_DIR": str(var_dir),

@@ -7,9 +7,11 @@ import hashlib
 import os
 import re
 import signal
+import socket
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -395,3 +397,12 @@ async def _found_in_the_database(url: str, secrets: Iterable[str]) -> list[str]:
     finally:
         await conn.close()
     return found_in
+
+
+def test_each_consumer_runs_as_a_static_group_member_with_a_stable_id(loop: Loop) -> None:
+    """So that a consumer the launcher restarts takes its partitions back without a full rebalance."""
+    for name, pid in loop.children().items():
+        environ = dict(
+            entry.split("=", 1) for entry in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in entry
+        )
+        assert environ[f"NPS_{name.upper()}_CONSUMER_INSTANCE_ID"] == f"{name}-{socket.gethostname()}"

@@ -34,3 +34,25 @@ def test_transient_failures_are_retried(exc: BaseException) -> None:
 )
 def test_bugs_are_not_retried(exc: BaseException) -> None:
     assert not is_transient(exc)
+
+
+async def test_an_instance_id_makes_the_consumer_a_static_member_and_an_empty_one_does_not() -> None:
+    from shared.kafka import make_consumer
+    from shared.settings import ServiceSettings
+
+    static = make_consumer(
+        ServiceSettings(kafka_bootstrap_servers="127.0.0.1:1", consumer_instance_id="scoring-host-1"),
+        "t",
+        group_id="g",
+        client_id="c",
+    )
+    dynamic = make_consumer(
+        ServiceSettings(kafka_bootstrap_servers="127.0.0.1:1", consumer_instance_id=""),
+        "t",
+        group_id="g",
+        client_id="c",
+    )
+    assert static._group_instance_id == "scoring-host-1"
+    assert dynamic._group_instance_id is None
+    for consumer in (static, dynamic):
+        await consumer.stop()
