@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from followup_service.api import router
+from followup_service.api import router, tickets_router
 from followup_service.handlers import RouteResponses
 from followup_service.repository import SCHEMA
 from followup_service.settings import FollowUpSettings
@@ -26,7 +27,15 @@ def spec(settings: FollowUpSettings) -> ConsumerSpec[Any]:
         handler=RouteResponses(
             topics=settings.topics, pseudonyms=settings.pseudonyms(), clock=lambda: datetime.now(UTC)
         ),
+        # The API writes TicketUpdated to the outbox too: the loop's tick publishes it even while
+        # no response arrives.
+        tick=publish_outbox,
+        tick_s=settings.outbox_interval_s,
     )
+
+
+async def publish_outbox(conn: AsyncConnection) -> None:
+    """Nothing to do in the transaction: the loop flushes the outbox after every tick."""
 
 
 def create_app(settings: FollowUpSettings | None = None) -> FastAPI:
@@ -35,4 +44,5 @@ def create_app(settings: FollowUpSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.include_router(health_router(lambda: app.state.resources.checks(), settings.metrics_secret))
     app.include_router(router)
+    app.include_router(tickets_router)
     return app

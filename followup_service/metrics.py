@@ -13,3 +13,6 @@ FOLLOWUPS_SKIPPED_ERASED = Counter(
     "nps_followups_skipped_erased_total",
     "Responses not routed because their respondent had asked to be erased (late or redelivered events).",
 )
+TICKET_CHANGES = Counter(
+    "nps_ticket_changes_total", "Ticket changes made through the API, by the status the ticket is in after.", ["status"]
+)

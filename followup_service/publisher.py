@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from followup_service.domain import FollowUp
-from shared.events import FollowUpCreated, TicketOpened
+from shared.events import FollowUpCreated, TicketOpened, TicketUpdated
 from shared.outbox import Outgoing
 from shared.settings import Topics
 
@@ -35,3 +37,28 @@ def outgoing(topics: Topics, followup: FollowUp) -> list[Outgoing]:
         )
         events.append(Outgoing.event(topics.tickets, response.respondent_id, opened))
     return events
+
+
+def ticket_updated(topics: Topics, ticket: Any, change: dict[str, str | None], actor: str) -> Outgoing:
+    """A ticket's full state after a change, keyed by its id (its versions order its updates)."""
+    event = TicketUpdated(
+        ticket_id=ticket.ticket_id,
+        version=ticket.version,
+        response_id=ticket.response_id,
+        respondent_id=ticket.respondent_id,
+        score=ticket.score,
+        comment=ticket.comment,
+        status=ticket.status,
+        priority=ticket.priority,
+        assignee=ticket.assignee,
+        resolution=ticket.resolution,
+        survey_id=ticket.survey_id,
+        channel=ticket.channel,
+        created_at=ticket.created_at,
+        updated_at=ticket.updated_at,
+        first_contact_at=ticket.first_contact_at,
+        resolved_at=ticket.resolved_at,
+        change=change,
+        actor=actor,
+    )
+    return Outgoing.event(topics.tickets, ticket.ticket_id, event)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from followup_service.domain import FollowUp
+from followup_service.domain import FollowUp, TicketState
 from shared.privacy import Erasures
 
 SCHEMA = "followup"
@@ -31,10 +32,12 @@ _INSERT_FOLLOWUPS = sa.text(
 
 _INSERT_TICKETS = sa.text(
     f"""
-    INSERT INTO {SCHEMA}.tickets (ticket_id, response_id, respondent_id, score, comment, status, created_at)
-    SELECT t.*, 'open', c FROM unnest(
+    INSERT INTO {SCHEMA}.tickets
+        (ticket_id, response_id, respondent_id, score, comment, channel, survey_id, status, created_at, updated_at)
+    SELECT t.*, 'open', c, c FROM unnest(
         CAST(:ticket_ids AS text[]), CAST(:response_ids AS text[]), CAST(:respondent_ids AS text[]),
-        CAST(:scores AS smallint[]), CAST(:comments AS text[])) AS t, CAST(:created_at AS timestamptz) AS c
+        CAST(:scores AS smallint[]), CAST(:comments AS text[]), CAST(:channels AS text[]),
+        CAST(:surveys AS text[])) AS t, CAST(:created_at AS timestamptz) AS c
     ON CONFLICT (response_id) DO NOTHING
     """
 )
@@ -76,6 +79,8 @@ async def insert_tickets(conn: AsyncConnection, followups: Sequence[FollowUp]) -
             "respondent_ids": [f.response.respondent_id for f in tickets],
             "scores": [f.response.score for f in tickets],
             "comments": [f.response.comment for f in tickets],
+            "channels": [f.response.channel for f in tickets],
+            "surveys": [f.response.survey_id for f in tickets],
             "created_at": tickets[0].created_at,
         },
     )
@@ -114,6 +119,13 @@ async def forget(conn: AsyncConnection, requested: Mapping[str, datetime]) -> in
         return 0
     keys = sorted(requested)
     params = {"keys": keys, "times": [requested[k] for k in keys]}
+    await conn.execute(  # notes support wrote about the person go with them
+        sa.text(
+            f"UPDATE {SCHEMA}.ticket_history SET note = NULL WHERE note IS NOT NULL AND ticket_id IN "
+            f"(SELECT ticket_id FROM {SCHEMA}.tickets WHERE response_id IN ({_ERASED}))"
+        ),
+        params,
+    )
     await conn.execute(
         sa.text(
             f"UPDATE {SCHEMA}.tickets SET respondent_id = NULL, comment = NULL "
@@ -129,3 +141,111 @@ async def forget(conn: AsyncConnection, requested: Mapping[str, datetime]) -> in
         params,
     )
     return int(cleared.rowcount)
+
+
+# --- tickets: the lifecycle API ---
+
+TICKET_COLUMNS = (
+    "ticket_id, version, response_id, respondent_id, score, comment, status, priority, assignee, resolution, "
+    "channel, survey_id, created_at, updated_at, first_contact_at, resolved_at"
+)
+
+
+async def get_ticket(conn: AsyncConnection, ticket_id: str, *, lock: bool = False) -> Row[tuple[object, ...]] | None:
+    lock_clause = " FOR UPDATE" if lock else ""
+    result = await conn.execute(
+        sa.text(f"SELECT {TICKET_COLUMNS} FROM {SCHEMA}.tickets WHERE ticket_id = :id{lock_clause}"), {"id": ticket_id}
+    )
+    return result.first()
+
+
+async def ticket_history(conn: AsyncConnection, ticket_id: str) -> list[Row[tuple[object, ...]]]:
+    result = await conn.execute(
+        sa.text(
+            f"SELECT version, at, actor, status_from, status_to, assignee, resolution, note "
+            f"FROM {SCHEMA}.ticket_history WHERE ticket_id = :id ORDER BY version"
+        ),
+        {"id": ticket_id},
+    )
+    return list(result)
+
+
+async def save_ticket(conn: AsyncConnection, ticket_id: str, state: TicketState, now: datetime) -> None:
+    await conn.execute(
+        sa.text(
+            f"""UPDATE {SCHEMA}.tickets SET status = :status, assignee = :assignee, resolution = :resolution,
+                    version = :version, first_contact_at = :first_contact, resolved_at = :resolved, updated_at = :now
+                WHERE ticket_id = :id"""
+        ),
+        {
+            "id": ticket_id,
+            "status": state.status,
+            "assignee": state.assignee,
+            "resolution": state.resolution,
+            "version": state.version,
+            "first_contact": state.first_contact_at,
+            "resolved": state.resolved_at,
+            "now": now,
+        },
+    )
+
+
+async def add_history(
+    conn: AsyncConnection, ticket_id: str, before: str, after: TicketState, actor: str, note: str | None, now: datetime
+) -> None:
+    await conn.execute(
+        sa.text(
+            f"""INSERT INTO {SCHEMA}.ticket_history
+                    (ticket_id, version, at, actor, status_from, status_to, assignee, resolution, note)
+                VALUES (:id, :version, :at, :actor, :before, :after, :assignee, :resolution, :note)"""
+        ),
+        {
+            "id": ticket_id,
+            "version": after.version,
+            "at": now,
+            "actor": actor,
+            "before": before,
+            "after": after.status,
+            "assignee": after.assignee,
+            "resolution": after.resolution,
+            "note": note,
+        },
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TicketFilter:
+    status: str | None = None
+    priority: str | None = None
+    channel: str | None = None
+    survey_id: str | None = None
+    created_before: datetime | None = None  # "older than"
+    after: tuple[datetime, str] | None = None  # the cursor: the last (created_at, ticket_id) seen
+
+
+async def list_tickets(conn: AsyncConnection, where: TicketFilter, limit: int) -> list[Row[tuple[object, ...]]]:
+    """Newest first; `limit` of them after the cursor."""
+    result = await conn.execute(
+        sa.text(
+            f"""SELECT {TICKET_COLUMNS} FROM {SCHEMA}.tickets
+                WHERE (CAST(:status AS text) IS NULL OR status = :status)
+                  AND (CAST(:priority AS text) IS NULL OR priority = :priority)
+                  AND (CAST(:channel AS text) IS NULL OR channel = :channel)
+                  AND (CAST(:survey AS text) IS NULL OR survey_id = :survey)
+                  AND (CAST(:before AS timestamptz) IS NULL OR created_at < :before)
+                  AND (CAST(:after_at AS timestamptz) IS NULL OR (created_at, ticket_id) < (:after_at, :after_id))
+                ORDER BY created_at DESC, ticket_id DESC
+                LIMIT :limit"""
+        ),
+        {
+            "status": where.status,
+            "priority": where.priority,
+            "channel": where.channel,
+            "survey": where.survey_id,
+            "before": where.created_before,
+            "after_at": where.after[0] if where.after else None,
+            "after_id": where.after[1] if where.after else None,
+            "limit": limit,
+        },
+    )
+    return list(result)

@@ -39,7 +39,8 @@ Scope = Literal[
     "responses:write",  # submit, validate, batch-import and revise responses
     "respondents:erase",  # erase a respondent everywhere
     "scores:read",  # scoring's queries
-    "followups:read",  # follow-up's lookups
+    "followups:read",  # follow-up's lookups, tickets included
+    "tickets:write",  # change a ticket's status, assignee, note, resolution
     "alerts:read",  # alerts' list
     "admin",  # every scope
 ]

@@ -185,9 +185,36 @@ class TicketOpened(Event):
     created_at: AwareDatetime
 
 
+class TicketUpdated(Event):
+    """A ticket's full state after a change (status, assignee, note, resolution), with its
+    `version`: a support tool keeps the highest version it has seen, so redelivered or reordered
+    updates change nothing. `change` says what this update did; `respondent_id` and `comment` are
+    null once the respondent was erased."""
+
+    type: Literal["TicketUpdated"] = "TicketUpdated"
+    ticket_id: str
+    version: int
+    response_id: str
+    respondent_id: str | None = None
+    score: Score
+    comment: str | None = None
+    status: Literal["open", "in_progress", "contacted", "resolved", "closed"]
+    priority: Literal["low", "normal", "high", "urgent"]
+    assignee: str | None = None
+    resolution: str | None = None
+    survey_id: str | None = None
+    channel: str | None = None
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    first_contact_at: AwareDatetime | None = None
+    resolved_at: AwareDatetime | None = None
+    change: dict[str, str | None] = Field(default_factory=dict)
+    actor: str
+
+
 FollowUpEvent = Annotated[FollowUpCreated, Field(discriminator="type")]
 followup_events: TypeAdapter[FollowUpEvent] = TypeAdapter(FollowUpEvent)
-TicketEvent = Annotated[TicketOpened, Field(discriminator="type")]
+TicketEvent = Annotated[TicketOpened | TicketUpdated, Field(discriminator="type")]
 ticket_events: TypeAdapter[TicketEvent] = TypeAdapter(TicketEvent)
 
 

@@ -261,6 +261,7 @@ NEEDS = {
     ("ingest", "get"): "admin",
     ("scoring", "get"): "scores:read",
     ("followup", "get"): "followups:read",
+    ("followup", "patch"): "tickets:write",
     ("alerts", "get"): "alerts:read",
 }
 
@@ -297,7 +298,7 @@ async def test_every_api_needs_a_key_with_its_scope(loop: Loop) -> None:
                             assert reply.status_code == 403, (service, method, path, role, reply.text)
                             assert reply.json()["code"] == "insufficient_scope"
                     checked += 1
-    assert checked >= 13  # 6 ingest, 5 scoring, 1 follow-up, 1 alerts
+    assert checked >= 16  # 6 ingest, 5 scoring, 4 follow-up, 1 alerts
 
 
 async def _known_everywhere(client: httpx.AsyncClient, loop: Loop, keys: Iterable[dict[str, str]]) -> bool:
@@ -406,3 +407,40 @@ def test_each_consumer_runs_as_a_static_group_member_with_a_stable_id(loop: Loop
             entry.split("=", 1) for entry in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in entry
         )
         assert environ[f"NPS_{name.upper()}_CONSUMER_INSTANCE_ID"] == f"{name}-{socket.gethostname()}"
+
+
+async def test_a_detractor_s_ticket_is_worked_to_resolved_and_support_tools_see_every_step(loop: Loop) -> None:
+    run = uuid.uuid4().hex[:10]
+    body = {"response_id": f"{run}-t", "respondent_id": f"person-{run}", "score": 1, "comment": "it keeps crashing"}
+    async with httpx.AsyncClient(timeout=10, headers=loop.auth) as client:
+        assert (await post(client, loop, body)).status_code == 202
+        ticket: dict[str, Any] = {}
+
+        async def opened() -> bool:
+            routed = await client.get(f"{loop.urls['followup']}/v1/followups/{run}-t")
+            if routed.status_code != 200:
+                return False
+            ticket.update(routed.json())
+            return True
+
+        await eventually(opened, timeout=20)
+        path = f"{loop.urls['followup']}/v1/tickets/{ticket['ticket_id']}"
+        version = (await client.get(path)).headers["etag"]
+        for status, extra in (("contacted", {"note": "called back"}), ("resolved", {"resolution": "fixed in 4.2"})):
+            changed = await client.patch(path, json={"status": status, **extra}, headers={"If-Match": version})
+            assert changed.status_code == 200, changed.text
+            version = changed.headers["etag"]
+        assert version == '"3"'
+
+    async def published() -> bool:
+        records = await read_topic(loop.bootstrap, "nps.tickets.v1", expect=None, timeout=3)
+        mine = [ticket_events.validate_json(r.value) for r in records]
+        # TicketOpened is version 1; updates are keyed by ticket, so read in version order.
+        steps = sorted(
+            (getattr(e, "version", 1), e.type, getattr(e, "status", None))
+            for e in mine
+            if e.ticket_id == ticket["ticket_id"]
+        )
+        return steps == [(1, "TicketOpened", None), (2, "TicketUpdated", "contacted"), (3, "TicketUpdated", "resolved")]
+
+    await eventually(published, timeout=20, every=1.0)

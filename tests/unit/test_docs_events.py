@@ -14,6 +14,7 @@ ADAPTERS = {
     "ScoreChanged": score_events,
     "FollowUpCreated": followup_events,
     "TicketOpened": ticket_events,
+    "TicketUpdated": ticket_events,
     "ScoreDropDetected": alert_events,
     "ScoreDropResolved": alert_events,
 }

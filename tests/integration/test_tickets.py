@@ -1,0 +1,177 @@
+"""The ticket lifecycle through follow-up's real API, loop, broker and database: list, read,
+change with If-Match, the transition table, TicketUpdated on the tickets topic, the history, the
+audit log, and erasure reaching support's notes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from followup_service.bootstrap import create_app, spec
+from followup_service.domain import ticket_id
+from shared.auth import KeyStore, hash_api_key, new_api_key
+from shared.events import RespondentErased, TicketUpdated, ticket_events
+from tests.helpers import (
+    create_topics,
+    eventually,
+    produce,
+    read_topic,
+    running_loop,
+    serve_in_process,
+    started_producer,
+)
+from tests.integration.test_followup import event, settings_for
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_ticket_goes_through_its_lifecycle_and_every_change_is_published(
+    bootstrap: str, database_url: str, namespace: str
+) -> None:
+    settings = settings_for(bootstrap, database_url, namespace)
+    await create_topics(settings)
+    run = uuid.uuid4().hex[:6]
+    responses = [event(f"{run}-{i}", score) for i, score in enumerate([2, 5, 0, 9])]
+    tickets = [ticket_id(r.response_id) for r in responses if r.score <= 6]
+    first = tickets[0]
+    app = create_app(settings)
+    async with started_producer(bootstrap) as producer, running_loop(settings, spec(settings)) as loop:
+        admin = await serve_in_process(app, loop.engine)
+        reader_key = new_api_key()
+        await KeyStore(loop.engine).create(f"reader-{run}", hash_api_key(reader_key), ["followups:read"], actor="tests")
+        await app.state.gate.keys.load()
+        reader = {"Authorization": f"Bearer {reader_key}"}
+        await produce(
+            producer, settings.topics.responses, [(r.respondent_id.encode(), r.to_bytes()) for r in responses]
+        )
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://followup", headers=admin) as client:
+
+            async def listed() -> bool:
+                page = await client.get("/v1/tickets", params={"status": "open"})
+                return page.status_code == 200 and len(page.json()["tickets"]) == 3
+
+            await eventually(listed)
+
+            # Newest first, a page at a time; the cursor walks them all once.
+            seen, cursor = [], None
+            while True:
+                params: dict[str, str | int] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+                page = (await client.get("/v1/tickets", params=params)).json()
+                seen += [t["ticket_id"] for t in page["tickets"]]
+                cursor = page["next_cursor"]
+                if cursor is None:
+                    break
+            assert sorted(seen) == sorted(tickets)
+            assert (await client.get("/v1/tickets", params={"older_than": "1h"})).json()["tickets"] == []
+            assert (await client.get("/v1/tickets", params={"channel": "email"})).json()["tickets"] == []
+
+            got = await client.get(f"/v1/tickets/{first}")
+            assert got.status_code == 200 and got.headers["etag"] == '"1"'
+            assert got.json()["status"] == "open" and got.json()["history"] == []
+
+            path = f"/v1/tickets/{first}"
+            assert (await client.patch(path, json={"status": "contacted"})).status_code == 428
+            forbidden = await client.patch(path, json={"status": "contacted"}, headers={**reader, "If-Match": '"1"'})
+            assert forbidden.status_code == 403 and forbidden.json()["code"] == "insufficient_scope"
+
+            contacted = await client.patch(
+                path,
+                json={"status": "contacted", "assignee": "ana", "note": "called, will refund"},
+                headers={"If-Match": '"1"'},
+            )
+            assert contacted.status_code == 200, contacted.text
+            assert contacted.headers["etag"] == '"2"' and contacted.json()["first_contact_at"] is not None
+
+            stale = await client.patch(path, json={"status": "resolved"}, headers={"If-Match": '"1"'})
+            assert stale.status_code == 412 and stale.json()["code"] == "version_mismatch"
+            assert stale.headers["etag"] == '"2"'
+            illegal = await client.patch(path, json={"status": "closed"}, headers={"If-Match": '"2"'})
+            assert illegal.status_code == 409 and illegal.json()["code"] == "illegal_transition"
+            assert "contacted to closed" in illegal.json()["message"]
+
+            resolved = await client.patch(
+                path, json={"status": "resolved", "resolution": "refund"}, headers={"If-Match": '"2"'}
+            )
+            assert resolved.status_code == 200 and resolved.json()["resolved_at"] is not None
+            closed = await client.patch(path, json={"status": "closed"}, headers={"If-Match": "*"})
+            reopened = await client.patch(path, json={"status": "open"}, headers={"If-Match": '"4"'})
+            assert closed.json()["version"] == 4 and reopened.json()["version"] == 5
+            assert reopened.json()["resolution"] is None and reopened.json()["resolved_at"] is None
+
+            history = (await client.get(path)).json()["history"]
+            assert [(h["version"], h["status_from"], h["status_to"]) for h in history] == [
+                (2, "open", "contacted"),
+                (3, "contacted", "resolved"),
+                (4, "resolved", "closed"),
+                (5, "closed", "open"),
+            ]
+            assert history[0]["note"] == "called, will refund" and history[0]["actor"].startswith("tests-")
+
+            # Bad input: every parameter is validated, one problem shape.
+            for bad in (
+                client.get("/v1/tickets/tk_nothex"),
+                client.get("/v1/tickets", params={"status": "lost"}),
+                client.get("/v1/tickets", params={"limit": 0}),
+                client.get("/v1/tickets", params={"older_than": "soon"}),
+                client.get("/v1/tickets", params={"cursor": "bm90LWEtY3Vyc29y"}),
+                client.patch(path, json={}, headers={"If-Match": "*"}),
+                client.patch(path, json={"status": "done"}, headers={"If-Match": "*"}),
+                client.patch(path, json={"priority": "high"}, headers={"If-Match": "*"}),
+                client.patch(path, json={"note": "x"}, headers={"If-Match": "three"}),
+            ):
+                reply = await bad
+                assert reply.status_code == 422, reply.text
+                assert reply.json()["code"] == "invalid_request" and reply.json()["errors"], reply.text
+            missing = await client.patch(f"/v1/tickets/tk_{'0' * 32}", json={"note": "x"}, headers={"If-Match": "*"})
+            assert missing.status_code == 404 and missing.json()["code"] == "not_found"
+
+        # Every change is on the tickets topic with the ticket's full state, in version order.
+        records = await read_topic(bootstrap, settings.topics.tickets, expect=7)
+        updates = [e for e in (ticket_events.validate_json(r.value) for r in records) if isinstance(e, TicketUpdated)]
+        assert [(u.version, u.status) for u in updates] == [
+            (2, "contacted"),
+            (3, "resolved"),
+            (4, "closed"),
+            (5, "open"),
+        ]
+        assert updates[0].assignee == "ana" and updates[0].change == {
+            "status": "contacted",
+            "assignee": "ana",
+            "note": "added",
+        }
+        assert updates[0].respondent_id == responses[0].respondent_id and updates[0].comment == responses[0].comment
+        assert all(r.key == first.encode() for r in records if b"TicketUpdated" in r.value)
+
+        async with loop.engine.connect() as conn:
+            audited = (
+                await conn.execute(
+                    sa.text("SELECT count(*) FROM auth.audit_log WHERE action = 'ticket.updated' AND subject = :t"),
+                    {"t": first},
+                )
+            ).scalar()
+        assert audited == 4
+
+        # Erasure takes support's notes about the person with it.
+        erased = RespondentErased(
+            erasure_id=uuid.uuid4().hex, respondent_id=responses[0].respondent_id, requested_at=datetime.now(UTC)
+        )
+        await produce(producer, settings.topics.responses, [(erased.respondent_id.encode(), erased.to_bytes())])
+
+        async def notes_gone() -> bool:
+            async with loop.engine.connect() as conn:
+                notes = (
+                    await conn.execute(
+                        sa.text(
+                            "SELECT count(*) FROM followup.ticket_history WHERE ticket_id = :t AND note IS NOT NULL"
+                        ),
+                        {"t": first},
+                    )
+                ).scalar()
+            return notes == 0
+
+        await eventually(notes_gone)
