@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, get_args
 
-from shared.events import FollowUpKind, ResponseSubmitted
+from shared.events import FollowUpKind, ResponseRevised, ResponseSubmitted
 from shared.nps import Category, classify
 
 # Ids derive from the response_id, so a redelivered response maps to the same follow-up and
@@ -25,35 +26,148 @@ def route(score: int) -> FollowUpKind:
     return ROUTES[classify(score)]
 
 
-def followup_id(response_id: str) -> str:
-    return f"fu_{uuid.uuid5(_NAMESPACE, 'followup:' + response_id).hex}"
+def followup_id(response_id: str, version: int = 1) -> str:
+    """A response's follow-up; a revision that re-routes it gets another (its own version's)."""
+    name = f"followup:{response_id}" if version == 1 else f"followup:{response_id}:v{version}"
+    return f"fu_{uuid.uuid5(_NAMESPACE, name).hex}"
 
 
 def ticket_id(response_id: str) -> str:
     return f"tk_{uuid.uuid5(_NAMESPACE, 'ticket:' + response_id).hex}"
 
 
+def revision_ticket_id(event: ResponseRevised) -> str:
+    """The ticket a revision into detractor opens: stable per response and version."""
+    return f"tk_{uuid.uuid5(_NAMESPACE, f'ticket:{event.response_id}:v{event.version}').hex}"
+
+
 @dataclass(frozen=True, slots=True)
 class FollowUp:
-    """What one response is routed to; everything else about it is the response itself."""
+    """What one response is routed to (on its latest version): everything else is the response."""
 
     followup_id: str
     kind: FollowUpKind
-    response: ResponseSubmitted
+    response: ResponseSubmitted | ResponseRevised
     created_at: datetime
+    ticket_id: str | None = None
+    version: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """What follow-up already knows of a response it routed."""
+
+    response_id: str
+    respondent_key: str
+    kind: FollowUpKind
+    version: int
+    ticket_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewTicket:
+    ticket_id: str
+    response: ResponseSubmitted | ResponseRevised
+    respondent_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class TicketOp:
+    """A change the loop makes to a ticket: another detractor response of the same person joins
+    their active ticket (`attach`), a revision in the same category updates its score and comment
+    (`revise`), a revision out of detractor resolves it (`resolve`, resolution `score_revised`)."""
+
+    ticket_id: str
+    op: Literal["attach", "revise", "resolve"]
+    response: ResponseSubmitted | ResponseRevised
+
+
+@dataclass
+class BatchPlan:
+    new: list[FollowUp] = field(default_factory=list)  # responses routed for the first time
+    rerouted: list[FollowUp] = field(default_factory=list)  # revisions that changed the category
+    revised: dict[str, int] = field(default_factory=dict)  # same category: response_id -> new version
+    # Tickets opened and changed, in the order they must happen: a revision can resolve a person's
+    # ticket and the next response open their new one, which the one-active-ticket rule allows
+    # only in that order.
+    ticket_steps: list[NewTicket | TicketOp] = field(default_factory=list)
+    skipped_erased: int = 0
+    duplicates: int = 0
 
     @property
-    def ticket_id(self) -> str | None:
-        return ticket_id(self.response.response_id) if self.kind == "ticket" else None
+    def tickets(self) -> list[NewTicket]:
+        return [s for s in self.ticket_steps if isinstance(s, NewTicket)]
+
+    @property
+    def ticket_ops(self) -> list[TicketOp]:
+        return [s for s in self.ticket_steps if isinstance(s, TicketOp)]
 
 
-def plan(response: ResponseSubmitted, now: datetime, erased_at: datetime | None = None) -> FollowUp | None:
-    """The follow-up of a response, or None when its respondent asked to be erased at or after it
-    was submitted (`erased_at`): an erased person is never contacted, however late or often their
-    response arrives. Ingest's clock stamps both times, so the comparison is on one clock."""
-    if erased_at is not None and erased_at >= response.submitted_at:
-        return None
-    return FollowUp(followup_id(response.response_id), route(response.score), response, now)
+def plan_batch(
+    events: Sequence[ResponseSubmitted | ResponseRevised],
+    routed: Mapping[str, Routed],
+    active: Mapping[str, str],
+    erasures: Mapping[str, datetime],
+    key: Callable[[str], str],
+    now: datetime,
+) -> BatchPlan:
+    """Route a batch, in order, on top of what is known: `routed` (by response_id), `active` (the
+    active ticket of each respondent key) and the erasures (by respondent key). Pure; the rules:
+
+    - a response is routed once; a redelivered one, or a revision no newer than what was routed,
+      changes nothing;
+    - an erased person (erasure at or after the event) is never routed;
+    - a respondent has at most one active ticket: a detractor response while one is open joins it;
+    - a revision in the same category updates the ticket (if any); out of detractor it resolves the
+      response's active ticket and routes the new category; into detractor it gets a ticket."""
+    plan = BatchPlan()
+    routed = dict(routed)
+    active = dict(active)
+
+    def ticket_for(event: ResponseSubmitted | ResponseRevised, rkey: str) -> str:
+        if rkey in active:
+            plan.ticket_steps.append(TicketOp(active[rkey], "attach", event))
+            return active[rkey]
+        tid = ticket_id(event.response_id) if isinstance(event, ResponseSubmitted) else revision_ticket_id(event)
+        plan.ticket_steps.append(NewTicket(tid, event, rkey))
+        active[rkey] = tid
+        return tid
+
+    for event in events:
+        rkey = key(event.respondent_id)
+        at = event.submitted_at if isinstance(event, ResponseSubmitted) else event.revised_at
+        erased_at = erasures.get(rkey)
+        if erased_at is not None and erased_at >= at:
+            plan.skipped_erased += 1
+            continue
+        kind = route(event.score)
+        rid = event.response_id
+        known = routed.get(rid)
+        if isinstance(event, ResponseSubmitted):
+            if known is not None:
+                plan.duplicates += 1
+                continue
+            tid = ticket_for(event, rkey) if kind == "ticket" else None
+            plan.new.append(FollowUp(followup_id(rid), kind, event, now, tid, 1))
+            routed[rid] = Routed(rid, rkey, kind, 1, tid)
+            continue
+        if known is None or event.version <= known.version:
+            plan.duplicates += 1  # a stale or repeated revision (or one of a response never routed)
+            continue
+        if kind == known.kind:
+            if known.ticket_id is not None:
+                plan.ticket_steps.append(TicketOp(known.ticket_id, "revise", event))
+            plan.revised[rid] = event.version
+            routed[rid] = Routed(rid, rkey, kind, event.version, known.ticket_id)
+            continue
+        if known.ticket_id is not None and active.get(rkey) == known.ticket_id:
+            plan.ticket_steps.append(TicketOp(known.ticket_id, "resolve", event))
+            del active[rkey]
+        plan.revised.pop(rid, None)  # an earlier revision of this batch is superseded
+        tid = ticket_for(event, rkey) if kind == "ticket" else None
+        plan.rerouted.append(FollowUp(followup_id(rid, event.version), kind, event, now, tid, event.version))
+        routed[rid] = Routed(rid, rkey, kind, event.version, tid)
+    return plan
 
 
 # --- the ticket lifecycle ---

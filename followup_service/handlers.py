@@ -1,4 +1,5 @@
-"""Follow-up use cases: route a batch of responses, exactly one follow-up each, and apply erasures."""
+"""Follow-up use cases: route a batch of responses (one follow-up per response, one active ticket
+per person, revisions re-routed), apply erasures, and change tickets for support."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from followup_service import metrics, publisher, repository
-from followup_service.domain import FollowUp, TicketChange, TicketState, change_ticket, plan
+from followup_service.domain import NewTicket, TicketChange, TicketOp, TicketState, change_ticket, plan_batch
 from shared import audit, outbox
-from shared.consumer import Message
-from shared.events import ResponseEvent, ResponseSubmitted
+from shared.consumer import Message, RetryBatch
+from shared.events import RespondentErased, ResponseEvent, ResponseRevised, ResponseSubmitted
+from shared.outbox import Outgoing
 from shared.privacy import Pseudonyms
 from shared.settings import Topics
+
+SYSTEM_ACTOR = "follow-up"  # who the history and TicketUpdated name for changes the loop makes
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,32 +30,78 @@ class RouteResponses:
 
     async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[ResponseEvent]]) -> None:
         now = self.clock()
+        key = self.pseudonyms.key
         requested = self.pseudonyms.latest_requests(m.event for m in batch)
         erasures = await repository.ERASURES.record(conn, requested)
-        # A revision does not route a response again: one follow-up per response.
-        submitted = [m.event for m in batch if isinstance(m.event, ResponseSubmitted)]
-        unknown = {self.pseudonyms.key(e.respondent_id) for e in submitted} - erasures.keys()
-        erasures.update(await repository.ERASURES.of(conn, unknown))
+        events = [m.event for m in batch if isinstance(m.event, ResponseSubmitted | ResponseRevised)]
+        keys = {key(e.respondent_id) for e in events}
+        erasures.update(await repository.ERASURES.of(conn, keys - erasures.keys()))
+        routed = await repository.routed_of(conn, (e.response_id for e in events))
+        active = await repository.active_tickets(conn, keys)
+        plan = plan_batch(events, routed, active, erasures, key, now)
 
-        planned: dict[str, FollowUp] = {}
-        skipped = 0
-        for event in submitted:
-            if event.response_id in planned:
+        inserted = await repository.insert_new(conn, plan.new, key)
+        if len(inserted) != len(plan.new):
+            # Another consumer routed some of them meanwhile (a rebalance): start again on top of it.
+            raise RetryBatch("follow-ups written concurrently")
+        if await repository.reroute(conn, plan.rerouted) != len(plan.rerouted):
+            raise RetryBatch("follow-ups re-routed concurrently")
+        scores = {e.response_id: e.score for e in events if e.response_id in plan.revised}
+        await repository.set_versions(conn, plan.revised, scores)
+        opened_by = {t.ticket_id: t.response for t in plan.tickets}  # the response that opened each new ticket
+        outgoing = [
+            o
+            for f in plan.new + plan.rerouted
+            for o in publisher.outgoing(self.topics, f, opened_by.get(f.ticket_id or "") is f.response)
+        ]
+        pending: list[NewTicket] = []  # consecutive new tickets go in one INSERT
+        for step in [*plan.ticket_steps, None]:
+            if isinstance(step, NewTicket):
+                pending.append(step)
                 continue
-            followup = plan(event, now, erasures.get(self.pseudonyms.key(event.respondent_id)))
-            if followup is None:
-                skipped += 1
-            else:
-                planned[event.response_id] = followup
-        new_ids = await repository.insert_new(conn, list(planned.values()), self.pseudonyms.key)
-        new = [f for f in planned.values() if f.response.response_id in new_ids]
-        await repository.insert_tickets(conn, new)
-        metrics.FOLLOWUPS_ERASED.inc(await repository.forget(conn, requested))
-        await outbox.enqueue(conn, repository.SCHEMA, [o for f in new for o in publisher.outgoing(self.topics, f)])
-        for f in new:
+            try:
+                await repository.insert_tickets(conn, pending, now)
+            except repository.ActiveTicketTaken as exc:
+                raise RetryBatch("an active ticket was opened concurrently") from exc
+            pending = []
+            if step is not None:
+                outgoing.append(await apply_ticket_op(conn, self.topics, step, now))
+        await outbox.enqueue(conn, repository.SCHEMA, outgoing)
+
+        erased_ids = [m.event.respondent_id for m in batch if isinstance(m.event, RespondentErased)]
+        forgotten = await repository.forget(conn, requested, erased_ids, now)
+        closed = []
+        for ticket in forgotten.closed:
+            await repository.add_history(conn, ticket.ticket_id, None, state_of(ticket), "erasure", None, now)
+            closed.append(
+                publisher.ticket_updated(self.topics, ticket, {"status": "closed", "resolution": "erased"}, "erasure")
+            )
+        await outbox.enqueue(conn, repository.SCHEMA, closed)
+
+        for f in plan.new + plan.rerouted:
             metrics.FOLLOWUPS_CREATED.labels(f.kind).inc()
-        metrics.FOLLOWUPS_DUPLICATE.inc(len(submitted) - skipped - len(new))
-        metrics.FOLLOWUPS_SKIPPED_ERASED.inc(skipped)
+        for op in plan.ticket_ops:
+            metrics.TICKETS_CHANGED_BY_RESPONSES.labels(op.op).inc()
+        metrics.FOLLOWUPS_ERASED.inc(forgotten.followups)
+        metrics.FOLLOWUPS_DUPLICATE.inc(plan.duplicates)
+        metrics.FOLLOWUPS_SKIPPED_ERASED.inc(plan.skipped_erased)
+
+
+async def apply_ticket_op(conn: AsyncConnection, topics: Topics, op: TicketOp, now: datetime) -> Outgoing:
+    """A change the loop makes to a ticket (another response joined it, a revision updated or
+    resolved it), with its history entry; returns the TicketUpdated to publish."""
+    row = await repository.get_ticket(conn, op.ticket_id, lock=True)
+    assert row is not None, op  # the plan only names tickets that exist or were just inserted
+    resolve = TicketChange(status="resolved", resolution="score_revised")
+    after = change_ticket(state_of(row), resolve if op.op == "resolve" else TicketChange(), now)
+    await repository.save_ticket(conn, op.ticket_id, after, now)
+    await repository.set_ticket_response(conn, op.ticket_id, op.response.score, op.response.comment)
+    await repository.add_history(conn, op.ticket_id, row.status, after, SYSTEM_ACTOR, None, now)
+    what: dict[str, str | None] = {"response_id": op.response.response_id, "score": str(op.response.score)}
+    if op.op == "resolve":
+        what |= {"status": "resolved", "resolution": "score_revised"}
+    updated = await repository.get_ticket(conn, op.ticket_id)
+    return publisher.ticket_updated(topics, updated, what, SYSTEM_ACTOR)
 
 
 # --- tickets ---

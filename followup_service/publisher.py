@@ -10,7 +10,9 @@ from shared.outbox import Outgoing
 from shared.settings import Topics
 
 
-def outgoing(topics: Topics, followup: FollowUp) -> list[Outgoing]:
+def outgoing(topics: Topics, followup: FollowUp, opens_ticket: bool) -> list[Outgoing]:
+    """FollowUpCreated, and TicketOpened when the follow-up opened its ticket (one that joined the
+    person's active ticket publishes TicketUpdated instead)."""
     response = followup.response
     created = FollowUpCreated(
         followup_id=followup.followup_id,
@@ -23,7 +25,7 @@ def outgoing(topics: Topics, followup: FollowUp) -> list[Outgoing]:
         created_at=followup.created_at,
     )
     events = [Outgoing.event(topics.followups, response.respondent_id, created)]
-    if followup.ticket_id is not None:
+    if followup.ticket_id is not None and opens_ticket:
         opened = TicketOpened(
             ticket_id=followup.ticket_id,
             response_id=response.response_id,

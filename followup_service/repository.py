@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from followup_service.domain import FollowUp, TicketState
+from followup_service.domain import FollowUp, NewTicket, Routed, TicketState
+from shared.events import ResponseSubmitted
 from shared.privacy import Erasures
 
 SCHEMA = "followup"
@@ -19,12 +21,13 @@ _INSERT_FOLLOWUPS = sa.text(
     f"""
     INSERT INTO {SCHEMA}.followups
         (followup_id, response_id, respondent_id, respondent_key, submitted_at, kind, score, channel, survey_id,
-         created_at)
+         created_at, ticket_id, version)
     SELECT * FROM unnest(
         CAST(:followup_ids AS text[]), CAST(:response_ids AS text[]), CAST(:respondent_ids AS text[]),
         CAST(:respondent_keys AS text[]), CAST(:submitted_ats AS timestamptz[]),
         CAST(:kinds AS text[]), CAST(:scores AS smallint[]), CAST(:channels AS text[]),
-        CAST(:survey_ids AS text[]), CAST(:created_ats AS timestamptz[]))
+        CAST(:survey_ids AS text[]), CAST(:created_ats AS timestamptz[]), CAST(:ticket_ids AS text[]),
+        CAST(:versions AS integer[]))
     ON CONFLICT (response_id) DO NOTHING
     RETURNING response_id
     """
@@ -33,14 +36,45 @@ _INSERT_FOLLOWUPS = sa.text(
 _INSERT_TICKETS = sa.text(
     f"""
     INSERT INTO {SCHEMA}.tickets
-        (ticket_id, response_id, respondent_id, score, comment, channel, survey_id, status, created_at, updated_at)
+        (ticket_id, response_id, respondent_id, respondent_key, score, comment, channel, survey_id, status,
+         created_at, updated_at)
     SELECT t.*, 'open', c, c FROM unnest(
         CAST(:ticket_ids AS text[]), CAST(:response_ids AS text[]), CAST(:respondent_ids AS text[]),
-        CAST(:scores AS smallint[]), CAST(:comments AS text[]), CAST(:channels AS text[]),
+        CAST(:keys AS text[]), CAST(:scores AS smallint[]), CAST(:comments AS text[]), CAST(:channels AS text[]),
         CAST(:surveys AS text[])) AS t, CAST(:created_at AS timestamptz) AS c
-    ON CONFLICT (response_id) DO NOTHING
+    ON CONFLICT (ticket_id) DO NOTHING
     """
 )
+
+ACTIVE_STATUSES = ["open", "in_progress", "contacted"]
+TICKET_COLUMNS = (
+    "ticket_id, version, response_id, respondent_id, score, comment, status, priority, assignee, resolution, "
+    "channel, survey_id, created_at, updated_at, first_contact_at, resolved_at"
+)
+
+
+async def routed_of(conn: AsyncConnection, response_ids: Iterable[str]) -> dict[str, Routed]:
+    """What is known of these responses, their rows locked for the batch's transaction."""
+    rows = await conn.execute(
+        sa.text(
+            f"SELECT response_id, respondent_key, kind, version, ticket_id FROM {SCHEMA}.followups "
+            "WHERE response_id = ANY(CAST(:ids AS text[])) ORDER BY response_id FOR UPDATE"
+        ),
+        {"ids": sorted(set(response_ids))},
+    )
+    return {r.response_id: Routed(r.response_id, r.respondent_key, r.kind, r.version, r.ticket_id) for r in rows}
+
+
+async def active_tickets(conn: AsyncConnection, keys: Iterable[str]) -> dict[str, str]:
+    """The active ticket of each of these respondent keys that has one, locked."""
+    rows = await conn.execute(
+        sa.text(
+            f"SELECT respondent_key, ticket_id FROM {SCHEMA}.tickets WHERE respondent_key = ANY(CAST(:keys AS text[])) "
+            "AND status = ANY(CAST(:active AS text[])) ORDER BY ticket_id FOR UPDATE"
+        ),
+        {"keys": sorted(set(keys)), "active": ACTIVE_STATUSES},
+    )
+    return {r.respondent_key: r.ticket_id for r in rows}
 
 
 async def insert_new(
@@ -56,34 +90,91 @@ async def insert_new(
             "response_ids": [f.response.response_id for f in followups],
             "respondent_ids": [f.response.respondent_id for f in followups],
             "respondent_keys": [respondent_key(f.response.respondent_id) for f in followups],
-            "submitted_ats": [f.response.submitted_at for f in followups],
+            "submitted_ats": [submitted_at(f) for f in followups],
             "kinds": [f.kind for f in followups],
             "scores": [f.response.score for f in followups],
             "channels": [f.response.channel for f in followups],
             "survey_ids": [f.response.survey_id for f in followups],
             "created_ats": [f.created_at for f in followups],
+            "ticket_ids": [f.ticket_id for f in followups],
+            "versions": [f.version for f in followups],
         },
     )
     return {row.response_id for row in result}
 
 
-async def insert_tickets(conn: AsyncConnection, followups: Sequence[FollowUp]) -> None:
-    tickets = [f for f in followups if f.ticket_id is not None]
+def submitted_at(followup: FollowUp) -> datetime:
+    response = followup.response
+    return response.submitted_at if isinstance(response, ResponseSubmitted) else response.revised_at
+
+
+async def reroute(conn: AsyncConnection, followups: Sequence[FollowUp]) -> int:
+    """A revision changed these responses' category: their follow-up is now the new one."""
+    changed = 0
+    for f in followups:
+        result = await conn.execute(
+            sa.text(
+                f"""UPDATE {SCHEMA}.followups SET followup_id = :fid, kind = :kind, score = :score, ticket_id = :tid,
+                        version = :version, created_at = :now
+                    WHERE response_id = :rid AND version < :version"""
+            ),
+            {
+                "fid": f.followup_id,
+                "kind": f.kind,
+                "score": f.response.score,
+                "tid": f.ticket_id,
+                "version": f.version,
+                "now": f.created_at,
+                "rid": f.response.response_id,
+            },
+        )
+        changed += result.rowcount
+    return changed
+
+
+async def set_versions(conn: AsyncConnection, versions: Mapping[str, int], scores: Mapping[str, int]) -> None:
+    """Revisions within a category: the follow-up is unchanged, its version and score move on."""
+    if not versions:
+        return
+    ids = sorted(versions)
+    await conn.execute(
+        sa.text(
+            f"""UPDATE {SCHEMA}.followups f SET version = v.version, score = v.score
+                FROM unnest(CAST(:ids AS text[]), CAST(:versions AS integer[]), CAST(:scores AS smallint[]))
+                    AS v(response_id, version, score)
+                WHERE f.response_id = v.response_id AND f.version < v.version"""
+        ),
+        {"ids": ids, "versions": [versions[i] for i in ids], "scores": [scores[i] for i in ids]},
+    )
+
+
+class ActiveTicketTaken(Exception):
+    """Another transaction opened an active ticket for one of these respondents meanwhile."""
+
+
+async def insert_tickets(conn: AsyncConnection, tickets: Sequence[NewTicket], now: datetime) -> None:
     if not tickets:
         return
-    await conn.execute(
-        _INSERT_TICKETS,
-        {
-            "ticket_ids": [f.ticket_id for f in tickets],
-            "response_ids": [f.response.response_id for f in tickets],
-            "respondent_ids": [f.response.respondent_id for f in tickets],
-            "scores": [f.response.score for f in tickets],
-            "comments": [f.response.comment for f in tickets],
-            "channels": [f.response.channel for f in tickets],
-            "surveys": [f.response.survey_id for f in tickets],
-            "created_at": tickets[0].created_at,
-        },
-    )
+    try:
+        async with conn.begin_nested():
+            await conn.execute(
+                _INSERT_TICKETS,
+                {
+                    "ticket_ids": [t.ticket_id for t in tickets],
+                    "response_ids": [t.response.response_id for t in tickets],
+                    "respondent_ids": [t.response.respondent_id for t in tickets],
+                    "keys": [t.respondent_key for t in tickets],
+                    "scores": [t.response.score for t in tickets],
+                    "comments": [t.response.comment for t in tickets],
+                    "channels": [t.response.channel for t in tickets],
+                    "surveys": [t.response.survey_id for t in tickets],
+                    "created_at": now,
+                },
+            )
+    except IntegrityError as exc:
+        if "tickets_one_active_per_respondent" in str(exc.orig):
+            raise ActiveTicketTaken from exc
+        raise
 
 
 async def get_by_response(conn: AsyncConnection, response_id: str) -> Row[tuple[object, ...]] | None:
@@ -91,7 +182,7 @@ async def get_by_response(conn: AsyncConnection, response_id: str) -> Row[tuple[
         sa.text(
             f"""SELECT f.followup_id, f.kind, f.response_id, f.respondent_id, f.score, f.created_at,
                        t.ticket_id, t.status AS ticket_status
-                FROM {SCHEMA}.followups f LEFT JOIN {SCHEMA}.tickets t USING (response_id)
+                FROM {SCHEMA}.followups f LEFT JOIN {SCHEMA}.tickets t ON t.ticket_id = f.ticket_id
                 WHERE f.response_id = :rid"""
         ),
         {"rid": response_id},
@@ -109,29 +200,56 @@ _ERASED = f"""
     WITH e AS (SELECT * FROM unnest(CAST(:keys AS text[]), CAST(:times AS timestamptz[])) AS e(k, at))
     SELECT f.response_id FROM {SCHEMA}.followups f JOIN e ON f.respondent_key = e.k AND f.submitted_at <= e.at
 """
+# The tickets of those responses (a ticket can hold several responses of its person).
+_ERASED_TICKETS = f"SELECT ticket_id FROM {SCHEMA}.followups WHERE ticket_id IS NOT NULL AND response_id IN ({_ERASED})"
 
 
-async def forget(conn: AsyncConnection, requested: Mapping[str, datetime]) -> int:
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    followups: int  # follow-ups newly cleared
+    closed: list[Row[tuple[object, ...]]]  # active tickets closed (resolution `erased`), as they now are
+
+
+async def forget(
+    conn: AsyncConnection, requested: Mapping[str, datetime], respondent_ids: Sequence[str], now: datetime
+) -> Forgotten:
     """Clear the personal data of every follow-up (and its ticket) submitted at or before its
-    respondent's erasure request: the respondent id and the comment. What was routed stays, so the
-    loop's counts and a ticket's status survive. Returns the follow-ups newly cleared."""
+    respondent's erasure request: the respondent id, the comment, support's notes; close the
+    person's active tickets (resolution `erased`); drop unsent outbox rows about them (events keyed
+    by their id or their tickets'). What was routed stays, so counts and ticket states survive."""
     if not requested:
-        return 0
+        return Forgotten(0, [])
     keys = sorted(requested)
     params = {"keys": keys, "times": [requested[k] for k in keys]}
+    tickets = [r[0] for r in await conn.execute(sa.text(_ERASED_TICKETS), params)]
+    await conn.execute(
+        sa.text(f"DELETE FROM {SCHEMA}.outbox WHERE key = ANY(CAST(:keys AS bytea[]))"),
+        {"keys": [i.encode() for i in respondent_ids] + [t.encode() for t in tickets]},
+    )
     await conn.execute(  # notes support wrote about the person go with them
         sa.text(
-            f"UPDATE {SCHEMA}.ticket_history SET note = NULL WHERE note IS NOT NULL AND ticket_id IN "
-            f"(SELECT ticket_id FROM {SCHEMA}.tickets WHERE response_id IN ({_ERASED}))"
+            f"UPDATE {SCHEMA}.ticket_history SET note = NULL "
+            "WHERE note IS NOT NULL AND ticket_id = ANY(CAST(:tickets AS text[]))"
         ),
-        params,
+        {"tickets": tickets},
     )
     await conn.execute(
         sa.text(
             f"UPDATE {SCHEMA}.tickets SET respondent_id = NULL, comment = NULL "
-            f"WHERE response_id IN ({_ERASED}) AND (respondent_id IS NOT NULL OR comment IS NOT NULL)"
+            "WHERE ticket_id = ANY(CAST(:tickets AS text[])) AND (respondent_id IS NOT NULL OR comment IS NOT NULL)"
         ),
-        params,
+        {"tickets": tickets},
+    )
+    closed = list(
+        await conn.execute(
+            sa.text(
+                f"""UPDATE {SCHEMA}.tickets SET status = 'closed', resolution = 'erased', version = version + 1,
+                        updated_at = :now, resolved_at = coalesce(resolved_at, :now)
+                    WHERE ticket_id = ANY(CAST(:tickets AS text[])) AND status = ANY(CAST(:active AS text[]))
+                    RETURNING {TICKET_COLUMNS}"""
+            ),
+            {"tickets": tickets, "active": ACTIVE_STATUSES, "now": now},
+        )
     )
     cleared = await conn.execute(
         sa.text(
@@ -140,15 +258,10 @@ async def forget(conn: AsyncConnection, requested: Mapping[str, datetime]) -> in
         ),
         params,
     )
-    return int(cleared.rowcount)
+    return Forgotten(int(cleared.rowcount), closed)
 
 
 # --- tickets: the lifecycle API ---
-
-TICKET_COLUMNS = (
-    "ticket_id, version, response_id, respondent_id, score, comment, status, priority, assignee, resolution, "
-    "channel, survey_id, created_at, updated_at, first_contact_at, resolved_at"
-)
 
 
 async def get_ticket(conn: AsyncConnection, ticket_id: str, *, lock: bool = False) -> Row[tuple[object, ...]] | None:
@@ -190,8 +303,24 @@ async def save_ticket(conn: AsyncConnection, ticket_id: str, state: TicketState,
     )
 
 
+async def set_ticket_response(conn: AsyncConnection, ticket_id: str, score: int, comment: str | None) -> None:
+    """The ticket's latest response: its score, and its comment when it has one."""
+    await conn.execute(
+        sa.text(
+            f"UPDATE {SCHEMA}.tickets SET score = :score, comment = coalesce(:comment, comment) WHERE ticket_id = :id"
+        ),
+        {"id": ticket_id, "score": score, "comment": comment},
+    )
+
+
 async def add_history(
-    conn: AsyncConnection, ticket_id: str, before: str, after: TicketState, actor: str, note: str | None, now: datetime
+    conn: AsyncConnection,
+    ticket_id: str,
+    before: str | None,
+    after: TicketState,
+    actor: str,
+    note: str | None,
+    now: datetime,
 ) -> None:
     await conn.execute(
         sa.text(

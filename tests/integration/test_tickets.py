@@ -5,16 +5,24 @@ audit log, and erasure reaching support's notes."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
 
 from followup_service.bootstrap import create_app, spec
-from followup_service.domain import ticket_id
+from followup_service.domain import revision_ticket_id, ticket_id
 from shared.auth import KeyStore, hash_api_key, new_api_key
-from shared.events import RespondentErased, TicketUpdated, ticket_events
+from shared.events import (
+    RespondentErased,
+    ResponseRevised,
+    ResponseSubmitted,
+    TicketOpened,
+    TicketUpdated,
+    ticket_events,
+)
 from tests.helpers import (
     create_topics,
     eventually,
@@ -175,3 +183,115 @@ async def test_a_ticket_goes_through_its_lifecycle_and_every_change_is_published
             return notes == 0
 
         await eventually(notes_gone)
+
+
+async def test_one_active_ticket_per_person_revisions_re_route_and_erasure_closes_tickets(
+    bootstrap: str, database_url: str, namespace: str
+) -> None:
+    settings = settings_for(bootstrap, database_url, namespace)
+    await create_topics(settings)
+    run = uuid.uuid4().hex[:6]
+    now = datetime.now(UTC)
+
+    def submitted(rid: str, who: str, score: int, comment: str | None = None) -> ResponseSubmitted:
+        return ResponseSubmitted(
+            response_id=f"{run}-{rid}",
+            respondent_id=f"{run}-{who}",
+            score=score,
+            comment=comment,
+            answered_at=now,
+            submitted_at=now,
+        )
+
+    def revised(rid: str, who: str, score: int, version: int) -> ResponseRevised:
+        return ResponseRevised(
+            response_id=f"{run}-{rid}",
+            respondent_id=f"{run}-{who}",
+            version=version,
+            score=score,
+            answered_at=now,
+            revised_at=now + timedelta(seconds=version),
+        )
+
+    first = [
+        submitted("a1", "ann", 2, "slow"),
+        submitted("a2", "ann", 4, "still slow"),  # joins ann's open ticket
+        submitted("b1", "bob", 1),
+        submitted("c1", "cyd", 10),
+        revised("b1", "bob", 9, 2),  # bob changed his mind: his ticket resolves, he is a promoter now
+        revised("c1", "cyd", 3, 2),  # cyd too, the other way: a ticket
+        revised("a1", "ann", 5, 2),  # within detractor: ann's ticket gets the new score
+        submitted("a1", "ann", 2, "slow"),  # a redelivery changes nothing
+    ]
+    async with started_producer(bootstrap) as producer, running_loop(settings, spec(settings)) as loop:
+        await produce(producer, settings.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in first])
+
+        async def tickets() -> dict[str, Any]:
+            async with loop.engine.connect() as conn:
+                rows = await conn.execute(
+                    sa.text(
+                        "SELECT t.ticket_id, t.response_id, t.status, t.resolution, t.score, t.version, t.comment "
+                        "FROM followup.tickets t WHERE t.response_id LIKE :run"
+                    ),
+                    {"run": f"{run}-%"},
+                )
+                return {r.response_id.removeprefix(f"{run}-"): r for r in rows}
+
+        async def settled() -> bool:
+            found = await tickets()
+            return set(found) == {"a1", "b1", "c1"} and found["a1"].version == 3
+
+        await eventually(settled)
+        found = await tickets()
+        assert (found["a1"].status, found["a1"].score, found["a1"].comment) == ("open", 5, "still slow")
+        assert (found["b1"].status, found["b1"].resolution) == ("resolved", "score_revised")
+        assert found["c1"].status == "open" and found["c1"].ticket_id == revision_ticket_id(revised("c1", "cyd", 3, 2))
+        async with loop.engine.connect() as conn:
+            kinds = {
+                r.response_id.removeprefix(f"{run}-"): (r.kind, r.version, r.ticket_id)
+                for r in await conn.execute(
+                    sa.text(
+                        "SELECT response_id, kind, version, ticket_id FROM followup.followups WHERE response_id LIKE :r"
+                    ),
+                    {"r": f"{run}-%"},
+                )
+            }
+        assert kinds == {
+            "a1": ("ticket", 2, ticket_id(f"{run}-a1")),
+            "a2": ("ticket", 1, ticket_id(f"{run}-a1")),
+            "b1": ("referral", 2, None),
+            "c1": ("ticket", 2, found["c1"].ticket_id),
+        }
+
+        # Erasure closes ann's active ticket, clears her data, and says so on the topic, redacted.
+        erased = RespondentErased(
+            erasure_id=uuid.uuid4().hex, respondent_id=f"{run}-ann", requested_at=datetime.now(UTC)
+        )
+        await produce(producer, settings.topics.responses, [(erased.respondent_id.encode(), erased.to_bytes())])
+
+        async def closed() -> bool:
+            return (await tickets())["a1"].resolution == "erased"
+
+        await eventually(closed)
+        assert (await tickets())["a1"].status == "closed" and (await tickets())["a1"].comment is None
+
+    records = await read_topic(bootstrap, settings.topics.tickets, expect=None, timeout=3)
+    events = [ticket_events.validate_json(r.value) for r in records]
+    opened = sorted(e.response_id.removeprefix(f"{run}-") for e in events if isinstance(e, TicketOpened))
+    assert opened == ["a1", "b1", "c1"]  # a2 joined a1's ticket: no second TicketOpened
+    ann = sorted(
+        (e for e in events if isinstance(e, TicketUpdated) and e.ticket_id == ticket_id(f"{run}-a1")),
+        key=lambda e: e.version,
+    )
+    assert [(e.version, e.change.get("response_id"), e.actor) for e in ann[:2]] == [
+        (2, f"{run}-a2", "follow-up"),
+        (3, f"{run}-a1", "follow-up"),
+    ]
+    last = ann[-1]
+    assert (last.status, last.resolution, last.respondent_id, last.comment, last.actor) == (
+        "closed",
+        "erased",
+        None,
+        None,
+        "erasure",
+    )

@@ -1,5 +1,7 @@
 """followup: tickets get a lifecycle (status machine, version for optimistic concurrency,
-priority, assignee, resolution, first contact and resolution times) and a history of changes
+priority, assignee, resolution, first contact and resolution times) and a history of changes;
+a respondent has at most one active ticket (older active duplicates are closed as `merged`), and
+a follow-up knows its ticket and the response version it was routed on
 
 Revision ID: followup_0004
 Revises: followup_0003
@@ -29,12 +31,29 @@ def upgrade() -> None:
         sa.Column("resolved_at", sa.DateTime(timezone=True)),
         sa.Column("channel", sa.Text),
         sa.Column("survey_id", sa.Text),
+        sa.Column("respondent_key", sa.Text),
     ):
         op.add_column("tickets", column, schema=SCHEMA)
+    op.add_column("followups", sa.Column("ticket_id", sa.Text), schema=SCHEMA)
+    op.add_column("followups", sa.Column("version", sa.Integer, nullable=False, server_default="1"), schema=SCHEMA)
+    op.execute(
+        f"UPDATE {SCHEMA}.followups f SET ticket_id = t.ticket_id FROM {SCHEMA}.tickets t "
+        "WHERE t.response_id = f.response_id"
+    )
     op.execute(
         f"""
-        UPDATE {SCHEMA}.tickets t SET updated_at = t.created_at, channel = f.channel, survey_id = f.survey_id
+        UPDATE {SCHEMA}.tickets t SET updated_at = t.created_at, channel = f.channel, survey_id = f.survey_id,
+            respondent_key = f.respondent_key
         FROM {SCHEMA}.followups f WHERE f.response_id = t.response_id
+        """
+    )
+    # One active ticket per respondent from now on: of several open ones, the newest stays.
+    op.execute(
+        f"""
+        UPDATE {SCHEMA}.tickets t SET status = 'closed', resolution = 'merged', version = t.version + 1
+        WHERE t.status = 'open' AND EXISTS (
+            SELECT 1 FROM {SCHEMA}.tickets n WHERE n.respondent_key = t.respondent_key AND n.status = 'open'
+              AND (n.created_at, n.ticket_id) > (t.created_at, t.ticket_id))
         """
     )
     op.execute(f"UPDATE {SCHEMA}.tickets SET updated_at = created_at WHERE updated_at IS NULL")
@@ -48,6 +67,17 @@ def upgrade() -> None:
         "tickets_created", "tickets", [sa.text("created_at DESC"), sa.text("ticket_id DESC")], schema=SCHEMA
     )
     op.create_index("tickets_status", "tickets", ["status"], schema=SCHEMA)
+    # A revision into detractor opens another ticket for the same response: no longer one per response.
+    op.drop_constraint("tickets_response_id_key", "tickets", schema=SCHEMA)
+    op.create_index("tickets_response", "tickets", ["response_id"], schema=SCHEMA)
+    op.create_index(
+        "tickets_one_active_per_respondent",
+        "tickets",
+        ["respondent_key"],
+        unique=True,
+        schema=SCHEMA,
+        postgresql_where=sa.text("status IN ('open', 'in_progress', 'contacted')"),
+    )
     op.create_table(
         "ticket_history",
         sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
@@ -67,11 +97,17 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("ticket_history", schema=SCHEMA)
+    op.drop_index("tickets_one_active_per_respondent", "tickets", schema=SCHEMA)
+    op.drop_index("tickets_response", "tickets", schema=SCHEMA)
+    op.create_unique_constraint("tickets_response_id_key", "tickets", ["response_id"], schema=SCHEMA)
     op.drop_index("tickets_status", "tickets", schema=SCHEMA)
     op.drop_index("tickets_created", "tickets", schema=SCHEMA)
     op.drop_constraint("tickets_priority", "tickets", schema=SCHEMA)
     op.drop_constraint("tickets_status", "tickets", schema=SCHEMA)
+    op.drop_column("followups", "version", schema=SCHEMA)
+    op.drop_column("followups", "ticket_id", schema=SCHEMA)
     for column in (
+        "respondent_key",
         "survey_id",
         "channel",
         "resolved_at",
