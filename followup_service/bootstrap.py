@@ -6,10 +6,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from followup_service.api import router, tickets_router
-from followup_service.handlers import RouteResponses
+from followup_service.handlers import RouteResponses, WatchSlas
 from followup_service.repository import SCHEMA
 from followup_service.settings import FollowUpSettings
 from shared.events import decoder, response_events
@@ -29,13 +28,9 @@ def spec(settings: FollowUpSettings) -> ConsumerSpec[Any]:
         ),
         # The API writes TicketUpdated to the outbox too: the loop's tick publishes it even while
         # no response arrives.
-        tick=publish_outbox,
+        tick=WatchSlas(settings.topics, settings.sla, clock=lambda: datetime.now(UTC)),
         tick_s=settings.outbox_interval_s,
     )
-
-
-async def publish_outbox(conn: AsyncConnection) -> None:
-    """Nothing to do in the transaction: the loop flushes the outbox after every tick."""
 
 
 def create_app(settings: FollowUpSettings | None = None) -> FastAPI:

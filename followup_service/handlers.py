@@ -3,7 +3,7 @@ per person, revisions re-routed), apply erasures, and change tickets for support
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,7 +11,17 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from followup_service import metrics, publisher, repository
-from followup_service.domain import NewTicket, TicketChange, TicketOp, TicketState, change_ticket, plan_batch
+from followup_service.domain import (
+    PRIORITIES,
+    NewTicket,
+    Priority,
+    TicketChange,
+    TicketOp,
+    TicketState,
+    change_ticket,
+    plan_batch,
+)
+from followup_service.settings import Sla
 from shared import audit, outbox
 from shared.consumer import Message, RetryBatch
 from shared.events import RespondentErased, ResponseEvent, ResponseRevised, ResponseSubmitted
@@ -151,7 +161,38 @@ async def update_ticket(
     if change.note is not None:
         what["note"] = "added"  # the note itself stays in follow-up's history
     await audit.record(conn, actor, "ticket.updated", ticket_id, {"version": after.version, **what})
+    if row.first_contact_at is None and after.first_contact_at is not None:
+        metrics.TICKET_FIRST_CONTACT_SECONDS.labels(row.priority).observe((now - row.created_at).total_seconds())
+    if row.resolved_at is None and after.resolved_at is not None:
+        metrics.TICKET_RESOLUTION_SECONDS.labels(row.priority).observe((now - row.created_at).total_seconds())
     updated = await repository.get_ticket(conn, ticket_id)
     await outbox.enqueue(conn, repository.SCHEMA, [publisher.ticket_updated(topics, updated, what, actor)])
     metrics.TICKET_CHANGES.labels(after.status).inc()
     return updated
+
+
+@dataclass(frozen=True, slots=True)
+class WatchSlas:
+    """The loop's tick: publish TicketSlaBreached for each ticket that just missed a deadline of its
+    priority's SLA (once per ticket and deadline), and refresh the gauge of active tickets by age.
+    The loop flushes the outbox after every tick, which also publishes the API's TicketUpdated."""
+
+    topics: Topics
+    sla: Mapping[Priority, Sla]
+    clock: Callable[[], datetime]
+
+    async def __call__(self, conn: AsyncConnection) -> None:
+        now = self.clock()
+        outgoing = []
+        for deadline in ("first_contact", "resolution"):
+            seconds = {
+                p: (s.first_contact_s if deadline == "first_contact" else s.resolution_s) for p, s in self.sla.items()
+            }
+            for row in await repository.mark_breaches(conn, deadline, seconds, now):
+                outgoing.append(publisher.sla_breached(self.topics, row, deadline, now))
+                metrics.TICKET_SLA_BREACHES.labels(row.priority, deadline).inc()
+        await outbox.enqueue(conn, repository.SCHEMA, outgoing)
+        counts = await repository.active_by_age(conn, now)
+        for priority in PRIORITIES:
+            for bucket, _ in repository.AGE_BUCKETS:
+                metrics.TICKETS_ACTIVE.labels(priority, bucket).set(counts.get((priority, bucket), 0))

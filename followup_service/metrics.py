@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge, Histogram
 
 FOLLOWUPS_CREATED = Counter("nps_followups_created_total", "Follow-ups created, by kind.", ["kind"])
 FOLLOWUPS_DUPLICATE = Counter(
@@ -21,4 +21,27 @@ TICKETS_CHANGED_BY_RESPONSES = Counter(
 )
 TICKET_CHANGES = Counter(
     "nps_ticket_changes_total", "Ticket changes made through the API, by the status the ticket is in after.", ["status"]
+)
+TICKET_SLA_BREACHES = Counter(
+    "nps_ticket_sla_breaches_total",
+    "Tickets that missed an SLA deadline, by priority and deadline.",
+    ["priority", "deadline"],
+)
+TICKETS_ACTIVE = Gauge(
+    "nps_tickets_active",
+    "Active tickets (open, in_progress, contacted) by priority and age: 1h (under an hour), 4h, 1d, 3d, older.",
+    ["priority", "age"],
+)
+# Support's own work only: resolutions by a revision or an erasure are not counted.
+TICKET_FIRST_CONTACT_SECONDS = Histogram(
+    "nps_ticket_first_contact_seconds",
+    "Time from a ticket's opening to its first contact, by priority.",
+    ["priority"],
+    buckets=(300, 900, 1_800, 3_600, 4 * 3_600, 12 * 3_600, 86_400, 2 * 86_400, 5 * 86_400, 14 * 86_400),
+)
+TICKET_RESOLUTION_SECONDS = Histogram(
+    "nps_ticket_resolution_seconds",
+    "Time from a ticket's opening to its resolution, by priority.",
+    ["priority"],
+    buckets=(3_600, 4 * 3_600, 12 * 3_600, 86_400, 2 * 86_400, 5 * 86_400, 14 * 86_400, 30 * 86_400),
 )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from followup_service.domain import FollowUp
-from shared.events import FollowUpCreated, TicketOpened, TicketUpdated
+from shared.events import FollowUpCreated, TicketOpened, TicketSlaBreached, TicketUpdated
 from shared.outbox import Outgoing
 from shared.settings import Topics
 
@@ -62,5 +63,19 @@ def ticket_updated(topics: Topics, ticket: Any, change: dict[str, str | None], a
         resolved_at=ticket.resolved_at,
         change=change,
         actor=actor,
+    )
+    return Outgoing.event(topics.tickets, ticket.ticket_id, event)
+
+
+def sla_breached(topics: Topics, ticket: Any, deadline: str, now: datetime) -> Outgoing:
+    event = TicketSlaBreached(
+        ticket_id=ticket.ticket_id,
+        deadline=deadline,
+        priority=ticket.priority,
+        status=ticket.status,
+        assignee=ticket.assignee,
+        created_at=ticket.created_at,
+        due_at=ticket.due_at,
+        detected_at=now,
     )
     return Outgoing.event(topics.tickets, ticket.ticket_id, event)

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from followup_service.domain import FollowUp, NewTicket, Routed, TicketState
+from followup_service.domain import FollowUp, NewTicket, Priority, Routed, TicketState
 from shared.events import ResponseSubmitted
 from shared.privacy import Erasures
 
@@ -378,3 +378,55 @@ async def list_tickets(conn: AsyncConnection, where: TicketFilter, limit: int) -
         },
     )
     return list(result)
+
+
+# --- SLAs ---
+
+_SLA_DEADLINES = {
+    # deadline: (the time that meets it, the mark that it was missed)
+    "first_contact": ("first_contact_at", "first_contact_breached_at"),
+    "resolution": ("resolved_at", "resolution_breached_at"),
+}
+
+
+async def mark_breaches(
+    conn: AsyncConnection, deadline: str, seconds: Mapping[Priority, float], now: datetime
+) -> list[Row[tuple[object, ...]]]:
+    """Active tickets past their priority's `deadline` that had not met it, marked (once) and
+    returned with their `due_at`."""
+    met, missed = _SLA_DEADLINES[deadline]
+    priorities = sorted(seconds)
+    result = await conn.execute(
+        sa.text(
+            f"""WITH s AS (SELECT * FROM unnest(CAST(:priorities AS text[]), CAST(:seconds AS float8[])) AS s(p, secs))
+                UPDATE {SCHEMA}.tickets t SET {missed} = :now
+                FROM s
+                WHERE t.priority = s.p AND t.{met} IS NULL AND t.{missed} IS NULL
+                  AND t.status = ANY(CAST(:active AS text[]))
+                  AND t.created_at + make_interval(secs => s.secs) < CAST(:now AS timestamptz)
+                RETURNING t.ticket_id, t.priority, t.status, t.assignee, t.created_at,
+                          t.created_at + make_interval(secs => s.secs) AS due_at"""
+        ),
+        {"priorities": priorities, "seconds": [seconds[p] for p in priorities], "active": ACTIVE_STATUSES, "now": now},
+    )
+    return list(result)
+
+
+AGE_BUCKETS = (("1h", 3_600), ("4h", 4 * 3_600), ("1d", 86_400), ("3d", 3 * 86_400), ("older", None))
+
+
+async def active_by_age(conn: AsyncConnection, now: datetime) -> dict[tuple[str, str], int]:
+    """Active tickets by (priority, age bucket): `1h` for under an hour old, ..., `older` past 3 days."""
+    cases = " ".join(
+        f"WHEN created_at > CAST(:now AS timestamptz) - make_interval(secs => {secs}) THEN '{name}'"
+        for name, secs in AGE_BUCKETS
+        if secs
+    )
+    rows = await conn.execute(
+        sa.text(
+            f"""SELECT priority, CASE {cases} ELSE 'older' END AS bucket, count(*) AS n
+                FROM {SCHEMA}.tickets WHERE status = ANY(CAST(:active AS text[])) GROUP BY 1, 2"""
+        ),
+        {"active": ACTIVE_STATUSES, "now": now},
+    )
+    return {(r.priority, r.bucket): int(r.n) for r in rows}

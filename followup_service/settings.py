@@ -1,9 +1,25 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import SettingsConfigDict
 
+from followup_service.domain import Priority
 from shared.settings import ServiceSettings
+
+
+class Sla(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    first_contact_s: float = Field(gt=0)
+    resolution_s: float = Field(gt=0)
+
+
+DEFAULT_SLA: dict[Priority, Sla] = {
+    "urgent": Sla(first_contact_s=3_600, resolution_s=86_400),
+    "high": Sla(first_contact_s=4 * 3_600, resolution_s=2 * 86_400),
+    "normal": Sla(first_contact_s=24 * 3_600, resolution_s=5 * 86_400),
+    "low": Sla(first_contact_s=72 * 3_600, resolution_s=14 * 86_400),
+}
 
 
 class FollowUpSettings(ServiceSettings):
@@ -11,6 +27,12 @@ class FollowUpSettings(ServiceSettings):
 
     port: int = Field(default=8002, description="follow-up's HTTP port")
     group_id: str = Field(default="nps-followup", description="follow-up's consumer group")
+    sla: dict[Priority, Sla] = Field(
+        default_factory=lambda: dict(DEFAULT_SLA),
+        description="per ticket priority, the seconds to first contact and to resolution (JSON, e.g. "
+        '`{"urgent": {"first_contact_s": 3600, "resolution_s": 86400}, ...}`); a missed deadline publishes '
+        "`TicketSlaBreached` once. Defaults: urgent 1 h / 1 d, high 4 h / 2 d, normal 24 h / 5 d, low 72 h / 14 d",
+    )
     outbox_interval_s: float = Field(
         default=1.0, gt=0, description="how soon a ticket change made through the API is published (`TicketUpdated`)"
     )

@@ -46,7 +46,8 @@ def table(cls: type[BaseSettings], names: list[str]) -> list[str]:
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for name in names:
         info = cls.model_fields[name]
-        rows.append(f"| `{variable(cls, name, info)}` | {shown(info.default)} | {info.description or ''} |")
+        default = "see meaning" if info.default_factory is not None else shown(info.default)
+        rows.append(f"| `{variable(cls, name, info)}` | {default} | {info.description or ''} |")
     return rows
 
 

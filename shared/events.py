@@ -212,9 +212,24 @@ class TicketUpdated(Event):
     actor: str
 
 
+class TicketSlaBreached(Event):
+    """A ticket missed a deadline of its priority's SLA: no first contact, or no resolution, by
+    `due_at`. Published once per ticket and deadline; keyed by `ticket_id`."""
+
+    type: Literal["TicketSlaBreached"] = "TicketSlaBreached"
+    ticket_id: str
+    deadline: Literal["first_contact", "resolution"]
+    priority: Literal["low", "normal", "high", "urgent"]
+    status: Literal["open", "in_progress", "contacted", "resolved", "closed"]
+    assignee: str | None = None
+    created_at: AwareDatetime
+    due_at: AwareDatetime
+    detected_at: AwareDatetime
+
+
 FollowUpEvent = Annotated[FollowUpCreated, Field(discriminator="type")]
 followup_events: TypeAdapter[FollowUpEvent] = TypeAdapter(FollowUpEvent)
-TicketEvent = Annotated[TicketOpened | TicketUpdated, Field(discriminator="type")]
+TicketEvent = Annotated[TicketOpened | TicketUpdated | TicketSlaBreached, Field(discriminator="type")]
 ticket_events: TypeAdapter[TicketEvent] = TypeAdapter(TicketEvent)
 
 

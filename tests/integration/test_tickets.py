@@ -4,6 +4,7 @@ audit log, and erasure reaching support's notes."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,12 +15,14 @@ import sqlalchemy as sa
 
 from followup_service.bootstrap import create_app, spec
 from followup_service.domain import revision_ticket_id, ticket_id
+from followup_service.settings import DEFAULT_SLA, Sla
 from shared.auth import KeyStore, hash_api_key, new_api_key
 from shared.events import (
     RespondentErased,
     ResponseRevised,
     ResponseSubmitted,
     TicketOpened,
+    TicketSlaBreached,
     TicketUpdated,
     ticket_events,
 )
@@ -295,3 +298,58 @@ async def test_one_active_ticket_per_person_revisions_re_route_and_erasure_close
         None,
         "erasure",
     )
+
+
+async def test_a_missed_sla_deadline_is_published_once_per_ticket_and_deadline(
+    bootstrap: str, database_url: str, namespace: str
+) -> None:
+    settings = settings_for(bootstrap, database_url, namespace).model_copy(
+        update={
+            "sla": {**DEFAULT_SLA, "normal": Sla(first_contact_s=1, resolution_s=3)},
+            "outbox_interval_s": 0.2,
+        }
+    )
+    await create_topics(settings)
+    run = uuid.uuid4().hex[:6]
+    late, quick = event(f"{run}-late", 2), event(f"{run}-quick", 3)
+    app = create_app(settings)
+    async with started_producer(bootstrap) as producer, running_loop(settings, spec(settings)) as loop:
+        admin = await serve_in_process(app, loop.engine)
+        await produce(
+            producer, settings.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in (late, quick)]
+        )
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://f", headers=admin
+        ) as client:
+
+            async def routed() -> bool:
+                return len((await client.get("/v1/tickets")).json()["tickets"]) == 2
+
+            await eventually(routed)
+            # The quick one is contacted in time: it never misses its first-contact deadline.
+            contacted = await client.patch(
+                f"/v1/tickets/{ticket_id(quick.response_id)}", json={"status": "contacted"}, headers={"If-Match": "*"}
+            )
+            assert contacted.status_code == 200
+
+            async def breaches() -> list[tuple[str, str]]:
+                records = await read_topic(bootstrap, settings.topics.tickets, expect=None, timeout=1)
+                found = [ticket_events.validate_json(r.value) for r in records]
+                return sorted((e.ticket_id, e.deadline) for e in found if isinstance(e, TicketSlaBreached))
+
+            async def both_missed() -> bool:
+                return len(await breaches()) == 3
+
+            await eventually(both_missed, timeout=20, every=0.5)
+            await asyncio.sleep(1)  # five more ticks: nothing is published twice
+            assert await breaches() == sorted(
+                [
+                    (ticket_id(late.response_id), "first_contact"),
+                    (ticket_id(late.response_id), "resolution"),
+                    (ticket_id(quick.response_id), "resolution"),
+                ]
+            )
+            exposed = (await client.get("/metrics")).text
+        assert 'nps_ticket_sla_breaches_total{deadline="first_contact",priority="normal"}' in exposed
+        assert 'nps_tickets_active{age="1h",priority="normal"} 2.0' in exposed
+        assert 'nps_ticket_first_contact_seconds_count{priority="normal"}' in exposed

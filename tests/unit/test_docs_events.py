@@ -15,6 +15,7 @@ ADAPTERS = {
     "FollowUpCreated": followup_events,
     "TicketOpened": ticket_events,
     "TicketUpdated": ticket_events,
+    "TicketSlaBreached": ticket_events,
     "ScoreDropDetected": alert_events,
     "ScoreDropResolved": alert_events,
 }

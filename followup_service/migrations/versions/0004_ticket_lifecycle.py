@@ -32,6 +32,9 @@ def upgrade() -> None:
         sa.Column("channel", sa.Text),
         sa.Column("survey_id", sa.Text),
         sa.Column("respondent_key", sa.Text),
+        # when each SLA deadline was found missed (TicketSlaBreached is published once per deadline)
+        sa.Column("first_contact_breached_at", sa.DateTime(timezone=True)),
+        sa.Column("resolution_breached_at", sa.DateTime(timezone=True)),
     ):
         op.add_column("tickets", column, schema=SCHEMA)
     op.add_column("followups", sa.Column("ticket_id", sa.Text), schema=SCHEMA)
@@ -107,6 +110,8 @@ def downgrade() -> None:
     op.drop_column("followups", "version", schema=SCHEMA)
     op.drop_column("followups", "ticket_id", schema=SCHEMA)
     for column in (
+        "resolution_breached_at",
+        "first_contact_breached_at",
         "respondent_key",
         "survey_id",
         "channel",
