@@ -68,7 +68,7 @@ class Driver:
             score = n % 11
             body = {
                 "response_id": f"{phase}-{n}",
-                "respondent_id": f"{phase}-person-{n % 500}",
+                "respondent_id": f"{phase}-person-{n}",  # one person each: one ticket per detractor
                 "score": score,
                 "attributes": {"phase": phase},
             }

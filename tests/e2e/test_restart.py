@@ -207,7 +207,7 @@ async def _post_many(loop: Loop, run: str, n: int) -> dict[str, int]:
             batch = [
                 {
                     "response_id": f"{run}-{i}",
-                    "respondent_id": f"{run}-person-{i % 700}",
+                    "respondent_id": f"{run}-person-{i}",  # one person each: one ticket per detractor
                     "score": scores[i],
                     "attributes": {"run": run},
                 }
