@@ -10,10 +10,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from followup_service import handlers, repository
 from followup_service.domain import IllegalTransition, Priority, TicketChange, TicketStatus
+from followup_service.policy import Facts, Policy
 from shared.auth import KEY_PROBLEMS, requires
 from shared.events import FollowUpKind
 from shared.http import Problem, ProblemError
@@ -244,3 +245,63 @@ async def patch_ticket(
         raise ProblemError(409, "illegal_transition", str(exc)) from None
     response.headers.update(etag(ticket.version))
     return Ticket.model_validate(ticket._mapping)
+
+
+# --- the policy ---
+
+
+class SampleResponse(BaseModel):
+    """A response to try the policy on, and the person's history."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    score: StrictInt = Field(ge=0, le=10)
+    channel: str | None = Field(default=None, max_length=64)
+    survey_id: str | None = Field(default=None, max_length=128)
+    attributes: dict[str, Annotated[str, Field(max_length=256)]] = Field(default_factory=dict, max_length=32)
+    comment: str | None = Field(default=None, max_length=5000)
+    previous_score: StrictInt | None = Field(
+        default=None, ge=0, le=10, description="the person's previous score; null: this is their first answer"
+    )
+
+
+class Skipped(BaseModel):
+    rule: str
+    because: list[str]
+
+
+class PolicyAnswer(BaseModel):
+    rule: str | None = Field(description="the rule that matched; null when none did (action `none`)")
+    action: str
+    priority: Priority | None = Field(description="for tickets")
+    template: str | None
+    policy_version: str
+    skipped: list[Skipped] = Field(description="the rules before it, and why each did not match")
+
+
+policy_router = APIRouter(tags=["policy"], responses=KEY_PROBLEMS)
+
+
+@policy_router.post("/v1/policy/explain", response_model=PolicyAnswer, dependencies=[requires("followups:read")])
+async def explain_policy(request: Request, sample: SampleResponse) -> PolicyAnswer:
+    """Which rule of the running policy a response would match, and what would happen; nothing is done."""
+    return answer_for(request.app.state.policy, sample)
+
+
+def answer_for(policy: Policy, sample: SampleResponse) -> PolicyAnswer:
+    explained = policy.explain(facts_of_sample(sample))
+    decision = explained.decision
+    return PolicyAnswer(
+        rule=decision.rule,
+        action=decision.action,
+        priority=decision.priority if decision.action == "ticket" else None,
+        template=decision.template,
+        policy_version=decision.policy_version,
+        skipped=[Skipped(rule=name, because=reasons) for name, reasons in explained.skipped],
+    )
+
+
+def facts_of_sample(sample: SampleResponse) -> Facts:
+    return Facts.of(
+        sample.score, sample.channel, sample.survey_id, sample.attributes, sample.comment, sample.previous_score
+    )

@@ -7,7 +7,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from followup_service.api import router, tickets_router
+from followup_service import policy
+from followup_service.api import policy_router, router, tickets_router
 from followup_service.handlers import RouteResponses, WatchSlas
 from followup_service.repository import SCHEMA
 from followup_service.settings import FollowUpSettings
@@ -16,7 +17,12 @@ from shared.http import create_base_app, health_router
 from shared.service import ConsumerSpec, consuming_lifespan
 
 
-def spec(settings: FollowUpSettings) -> ConsumerSpec[Any]:
+def load_policy(settings: FollowUpSettings) -> policy.Policy:
+    """The configured policy, or the default; PolicyError (naming file, rule, field) refuses the start."""
+    return policy.load(settings.policy or policy.DEFAULT_POLICY)
+
+
+def spec(settings: FollowUpSettings, routing: policy.Policy | None = None) -> ConsumerSpec[Any]:
     return ConsumerSpec(
         service="followup",
         schema=SCHEMA,
@@ -24,7 +30,10 @@ def spec(settings: FollowUpSettings) -> ConsumerSpec[Any]:
         group_id=settings.group_id,
         decode=decoder(response_events),
         handler=RouteResponses(
-            topics=settings.topics, pseudonyms=settings.pseudonyms(), clock=lambda: datetime.now(UTC)
+            topics=settings.topics,
+            pseudonyms=settings.pseudonyms(),
+            clock=lambda: datetime.now(UTC),
+            policy=routing or load_policy(settings),
         ),
         # The API writes TicketUpdated to the outbox too: the loop's tick publishes it even while
         # no response arrives.
@@ -35,9 +44,12 @@ def spec(settings: FollowUpSettings) -> ConsumerSpec[Any]:
 
 def create_app(settings: FollowUpSettings | None = None) -> FastAPI:
     settings = settings or FollowUpSettings()
-    app = create_base_app("followup", "NPS follow-up", consuming_lifespan(settings, spec(settings)))
+    routing = load_policy(settings)
+    app = create_base_app("followup", "NPS follow-up", consuming_lifespan(settings, spec(settings, routing)))
     app.state.settings = settings
+    app.state.policy = routing
     app.include_router(health_router(lambda: app.state.resources.checks(), settings.metrics_secret))
     app.include_router(router)
     app.include_router(tickets_router)
+    app.include_router(policy_router)
     return app

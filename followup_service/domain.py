@@ -15,6 +15,11 @@ from shared.nps import Category, classify
 # ticket, and a consumer seeing a ticket event twice can tell it is the same ticket.
 _NAMESPACE = uuid.UUID("6f1c1f8e-5b1a-4c53-9d3e-2b8f0c4a7e11")
 
+TicketStatus = Literal["open", "in_progress", "contacted", "resolved", "closed"]
+TICKET_STATUSES: tuple[TicketStatus, ...] = get_args(TicketStatus)
+Priority = Literal["low", "normal", "high", "urgent"]
+PRIORITIES: tuple[Priority, ...] = get_args(Priority)
+
 ROUTES: dict[Category, FollowUpKind] = {
     Category.PROMOTER: "referral",
     Category.PASSIVE: "education",
@@ -42,6 +47,25 @@ def revision_ticket_id(event: ResponseRevised) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Routing:
+    """What the policy decided for a response: the action (the follow-up's kind), the ticket
+    priority, and which rule of which policy version decided it (None: no rule matched)."""
+
+    action: str
+    priority: Priority = "normal"
+    rule: str | None = None
+    policy_version: str | None = None
+
+
+Decide = Callable[[ResponseSubmitted | ResponseRevised, "int | None"], Routing]
+
+
+def by_category(event: ResponseSubmitted | ResponseRevised, previous_score: int | None) -> Routing:
+    """The default policy's decisions, without a policy file (for tests of the routing rules)."""
+    return Routing(route(event.score))
+
+
+@dataclass(frozen=True, slots=True)
 class FollowUp:
     """What one response is routed to (on its latest version): everything else is the response."""
 
@@ -51,6 +75,8 @@ class FollowUp:
     created_at: datetime
     ticket_id: str | None = None
     version: int = 1
+    rule: str | None = None
+    policy_version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +88,7 @@ class Routed:
     kind: FollowUpKind
     version: int
     ticket_id: str | None
+    score: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +96,7 @@ class NewTicket:
     ticket_id: str
     response: ResponseSubmitted | ResponseRevised
     respondent_key: str
+    priority: Priority = "normal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +138,8 @@ def plan_batch(
     erasures: Mapping[str, datetime],
     key: Callable[[str], str],
     now: datetime,
+    decide: Decide = by_category,
+    previous: Mapping[str, int] | None = None,
 ) -> BatchPlan:
     """Route a batch, in order, on top of what is known: `routed` (by response_id), `active` (the
     active ticket of each respondent key) and the erasures (by respondent key). Pure; the rules:
@@ -119,19 +149,28 @@ def plan_batch(
     - an erased person (erasure at or after the event) is never routed;
     - a respondent has at most one active ticket: a detractor response while one is open joins it;
     - a revision in the same category updates the ticket (if any); out of detractor it resolves the
-      response's active ticket and routes the new category; into detractor it gets a ticket."""
+      response's active ticket and is routed again; into detractor it gets routed again too.
+
+    What a response is routed to is `decide`'s (the policy's), given the person's previous score
+    (`previous`, by respondent key; None: their first answer); an action `ticket` opens a ticket."""
     plan = BatchPlan()
     routed = dict(routed)
     active = dict(active)
+    previous = dict(previous or {})
 
-    def ticket_for(event: ResponseSubmitted | ResponseRevised, rkey: str) -> str:
+    def ticket_for(event: ResponseSubmitted | ResponseRevised, rkey: str, priority: Priority) -> str:
         if rkey in active:
             plan.ticket_steps.append(TicketOp(active[rkey], "attach", event))
             return active[rkey]
         tid = ticket_id(event.response_id) if isinstance(event, ResponseSubmitted) else revision_ticket_id(event)
-        plan.ticket_steps.append(NewTicket(tid, event, rkey))
+        plan.ticket_steps.append(NewTicket(tid, event, rkey, priority))
         active[rkey] = tid
         return tid
+
+    def follow_up(event: ResponseSubmitted | ResponseRevised, rkey: str, fid: str, version: int) -> FollowUp:
+        routing = decide(event, previous.get(rkey))
+        tid = ticket_for(event, rkey, routing.priority) if routing.action == "ticket" else None
+        return FollowUp(fid, routing.action, event, now, tid, version, routing.rule, routing.policy_version)
 
     for event in events:
         rkey = key(event.respondent_id)
@@ -140,42 +179,38 @@ def plan_batch(
         if erased_at is not None and erased_at >= at:
             plan.skipped_erased += 1
             continue
-        kind = route(event.score)
         rid = event.response_id
         known = routed.get(rid)
         if isinstance(event, ResponseSubmitted):
             if known is not None:
                 plan.duplicates += 1
                 continue
-            tid = ticket_for(event, rkey) if kind == "ticket" else None
-            plan.new.append(FollowUp(followup_id(rid), kind, event, now, tid, 1))
-            routed[rid] = Routed(rid, rkey, kind, 1, tid)
+            f = follow_up(event, rkey, followup_id(rid), 1)
+            plan.new.append(f)
+            routed[rid] = Routed(rid, rkey, f.kind, 1, f.ticket_id, event.score)
+            previous[rkey] = event.score
             continue
         if known is None or event.version <= known.version:
             plan.duplicates += 1  # a stale or repeated revision (or one of a response never routed)
             continue
-        if kind == known.kind:
+        if classify(event.score) == classify(known.score):
             if known.ticket_id is not None:
                 plan.ticket_steps.append(TicketOp(known.ticket_id, "revise", event))
             plan.revised[rid] = event.version
-            routed[rid] = Routed(rid, rkey, kind, event.version, known.ticket_id)
+            routed[rid] = Routed(rid, rkey, known.kind, event.version, known.ticket_id, event.score)
             continue
         if known.ticket_id is not None and active.get(rkey) == known.ticket_id:
             plan.ticket_steps.append(TicketOp(known.ticket_id, "resolve", event))
             del active[rkey]
         plan.revised.pop(rid, None)  # an earlier revision of this batch is superseded
-        tid = ticket_for(event, rkey) if kind == "ticket" else None
-        plan.rerouted.append(FollowUp(followup_id(rid, event.version), kind, event, now, tid, event.version))
-        routed[rid] = Routed(rid, rkey, kind, event.version, tid)
+        f = follow_up(event, rkey, followup_id(rid, event.version), event.version)
+        plan.rerouted.append(f)
+        routed[rid] = Routed(rid, rkey, f.kind, event.version, f.ticket_id, event.score)
     return plan
 
 
 # --- the ticket lifecycle ---
 
-TicketStatus = Literal["open", "in_progress", "contacted", "resolved", "closed"]
-TICKET_STATUSES: tuple[TicketStatus, ...] = get_args(TicketStatus)
-Priority = Literal["low", "normal", "high", "urgent"]
-PRIORITIES: tuple[Priority, ...] = get_args(Priority)
 
 # Where a ticket may go from each status. Reopening (resolved or closed -> open) is allowed; a
 # closed ticket is otherwise final. Staying in the same status is not a transition.

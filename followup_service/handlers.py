@@ -15,12 +15,14 @@ from followup_service.domain import (
     PRIORITIES,
     NewTicket,
     Priority,
+    Routing,
     TicketChange,
     TicketOp,
     TicketState,
     change_ticket,
     plan_batch,
 )
+from followup_service.policy import Facts, Policy
 from followup_service.settings import Sla
 from shared import audit, outbox
 from shared.consumer import Message, RetryBatch
@@ -37,6 +39,11 @@ class RouteResponses:
     topics: Topics
     pseudonyms: Pseudonyms
     clock: Callable[[], datetime]
+    policy: Policy
+
+    def decide(self, event: ResponseSubmitted | ResponseRevised, previous_score: int | None) -> Routing:
+        decision = self.policy.decide(facts_of(event, previous_score))
+        return Routing(decision.action, decision.priority, decision.rule, decision.policy_version)
 
     async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[ResponseEvent]]) -> None:
         now = self.clock()
@@ -48,7 +55,8 @@ class RouteResponses:
         erasures.update(await repository.ERASURES.of(conn, keys - erasures.keys()))
         routed = await repository.routed_of(conn, (e.response_id for e in events))
         active = await repository.active_tickets(conn, keys)
-        plan = plan_batch(events, routed, active, erasures, key, now)
+        previous = await repository.previous_scores(conn, keys, (e.response_id for e in events))
+        plan = plan_batch(events, routed, active, erasures, key, now, self.decide, previous)
 
         inserted = await repository.insert_new(conn, plan.new, key)
         if len(inserted) != len(plan.new):
@@ -196,3 +204,8 @@ class WatchSlas:
         for priority in PRIORITIES:
             for bucket, _ in repository.AGE_BUCKETS:
                 metrics.TICKETS_ACTIVE.labels(priority, bucket).set(counts.get((priority, bucket), 0))
+
+
+def facts_of(event: ResponseSubmitted | ResponseRevised, previous_score: int | None) -> Facts:
+    """What the policy's rules look at, from a response and the person's previous score."""
+    return Facts.of(event.score, event.channel, event.survey_id, event.attributes, event.comment, previous_score)

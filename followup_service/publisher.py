@@ -14,6 +14,8 @@ from shared.settings import Topics
 def outgoing(topics: Topics, followup: FollowUp, opens_ticket: bool) -> list[Outgoing]:
     """FollowUpCreated, and TicketOpened when the follow-up opened its ticket (one that joined the
     person's active ticket publishes TicketUpdated instead)."""
+    if followup.kind == "none":  # recorded, nothing to do for anyone downstream
+        return []
     response = followup.response
     created = FollowUpCreated(
         followup_id=followup.followup_id,
@@ -24,6 +26,8 @@ def outgoing(topics: Topics, followup: FollowUp, opens_ticket: bool) -> list[Out
         channel=response.channel,
         survey_id=response.survey_id,
         created_at=followup.created_at,
+        rule=followup.rule,
+        policy_version=followup.policy_version,
     )
     events = [Outgoing.event(topics.followups, response.respondent_id, created)]
     if followup.ticket_id is not None and opens_ticket:

@@ -21,13 +21,13 @@ _INSERT_FOLLOWUPS = sa.text(
     f"""
     INSERT INTO {SCHEMA}.followups
         (followup_id, response_id, respondent_id, respondent_key, submitted_at, kind, score, channel, survey_id,
-         created_at, ticket_id, version)
+         created_at, ticket_id, version, rule, policy_version)
     SELECT * FROM unnest(
         CAST(:followup_ids AS text[]), CAST(:response_ids AS text[]), CAST(:respondent_ids AS text[]),
         CAST(:respondent_keys AS text[]), CAST(:submitted_ats AS timestamptz[]),
         CAST(:kinds AS text[]), CAST(:scores AS smallint[]), CAST(:channels AS text[]),
         CAST(:survey_ids AS text[]), CAST(:created_ats AS timestamptz[]), CAST(:ticket_ids AS text[]),
-        CAST(:versions AS integer[]))
+        CAST(:versions AS integer[]), CAST(:rules AS text[]), CAST(:policy_versions AS text[]))
     ON CONFLICT (response_id) DO NOTHING
     RETURNING response_id
     """
@@ -36,12 +36,12 @@ _INSERT_FOLLOWUPS = sa.text(
 _INSERT_TICKETS = sa.text(
     f"""
     INSERT INTO {SCHEMA}.tickets
-        (ticket_id, response_id, respondent_id, respondent_key, score, comment, channel, survey_id, status,
-         created_at, updated_at)
+        (ticket_id, response_id, respondent_id, respondent_key, score, comment, channel, survey_id, priority,
+         status, created_at, updated_at)
     SELECT t.*, 'open', c, c FROM unnest(
         CAST(:ticket_ids AS text[]), CAST(:response_ids AS text[]), CAST(:respondent_ids AS text[]),
         CAST(:keys AS text[]), CAST(:scores AS smallint[]), CAST(:comments AS text[]), CAST(:channels AS text[]),
-        CAST(:surveys AS text[])) AS t, CAST(:created_at AS timestamptz) AS c
+        CAST(:surveys AS text[]), CAST(:priorities AS text[])) AS t, CAST(:created_at AS timestamptz) AS c
     ON CONFLICT (ticket_id) DO NOTHING
     """
 )
@@ -57,12 +57,27 @@ async def routed_of(conn: AsyncConnection, response_ids: Iterable[str]) -> dict[
     """What is known of these responses, their rows locked for the batch's transaction."""
     rows = await conn.execute(
         sa.text(
-            f"SELECT response_id, respondent_key, kind, version, ticket_id FROM {SCHEMA}.followups "
+            f"SELECT response_id, respondent_key, kind, version, ticket_id, score FROM {SCHEMA}.followups "
             "WHERE response_id = ANY(CAST(:ids AS text[])) ORDER BY response_id FOR UPDATE"
         ),
         {"ids": sorted(set(response_ids))},
     )
-    return {r.response_id: Routed(r.response_id, r.respondent_key, r.kind, r.version, r.ticket_id) for r in rows}
+    return {
+        r.response_id: Routed(r.response_id, r.respondent_key, r.kind, r.version, r.ticket_id, r.score) for r in rows
+    }
+
+
+async def previous_scores(conn: AsyncConnection, keys: Iterable[str], excluding: Iterable[str]) -> dict[str, int]:
+    """Each person's latest score among their other responses (the policy's history facts)."""
+    rows = await conn.execute(
+        sa.text(
+            f"""SELECT DISTINCT ON (respondent_key) respondent_key, score FROM {SCHEMA}.followups
+                WHERE respondent_key = ANY(CAST(:keys AS text[])) AND NOT response_id = ANY(CAST(:ids AS text[]))
+                ORDER BY respondent_key, submitted_at DESC"""
+        ),
+        {"keys": sorted(set(keys)), "ids": sorted(set(excluding))},
+    )
+    return {r.respondent_key: int(r.score) for r in rows}
 
 
 async def active_tickets(conn: AsyncConnection, keys: Iterable[str]) -> dict[str, str]:
@@ -98,6 +113,8 @@ async def insert_new(
             "created_ats": [f.created_at for f in followups],
             "ticket_ids": [f.ticket_id for f in followups],
             "versions": [f.version for f in followups],
+            "rules": [f.rule for f in followups],
+            "policy_versions": [f.policy_version for f in followups],
         },
     )
     return {row.response_id for row in result}
@@ -115,7 +132,7 @@ async def reroute(conn: AsyncConnection, followups: Sequence[FollowUp]) -> int:
         result = await conn.execute(
             sa.text(
                 f"""UPDATE {SCHEMA}.followups SET followup_id = :fid, kind = :kind, score = :score, ticket_id = :tid,
-                        version = :version, created_at = :now
+                        version = :version, created_at = :now, rule = :rule, policy_version = :policy_version
                     WHERE response_id = :rid AND version < :version"""
             ),
             {
@@ -126,6 +143,8 @@ async def reroute(conn: AsyncConnection, followups: Sequence[FollowUp]) -> int:
                 "version": f.version,
                 "now": f.created_at,
                 "rid": f.response.response_id,
+                "rule": f.rule,
+                "policy_version": f.policy_version,
             },
         )
         changed += result.rowcount
@@ -168,6 +187,7 @@ async def insert_tickets(conn: AsyncConnection, tickets: Sequence[NewTicket], no
                     "comments": [t.response.comment for t in tickets],
                     "channels": [t.response.channel for t in tickets],
                     "surveys": [t.response.survey_id for t in tickets],
+                    "priorities": [t.priority for t in tickets],
                     "created_at": now,
                 },
             )

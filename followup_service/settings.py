@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import SettingsConfigDict
 
@@ -32,6 +34,11 @@ class FollowUpSettings(ServiceSettings):
         description="per ticket priority, the seconds to first contact and to resolution (JSON, e.g. "
         '`{"urgent": {"first_contact_s": 3600, "resolution_s": 86400}, ...}`); a missed deadline publishes '
         "`TicketSlaBreached` once. Defaults: urgent 1 h / 1 d, high 4 h / 2 d, normal 24 h / 5 d, low 72 h / 14 d",
+    )
+    policy: Path | None = Field(
+        default=None,
+        description="the follow-up policy file (YAML; docs/followup.md); unset: the default policy (promoters to "
+        "referral, passives to education, detractors to a ticket). A bad file stops the service from starting",
     )
     outbox_interval_s: float = Field(
         default=1.0, gt=0, description="how soon a ticket change made through the API is published (`TicketUpdated`)"

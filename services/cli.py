@@ -13,6 +13,8 @@ nps ingest replay [--since TIMESTAMP]
                 publish again the accepted events ingest keeps (NPS_INGEST_REPLAY_RETENTION_HOURS)
                 since TIMESTAMP, or since its replay watermark: a topic deleted by mistake,
                 a retention too short (consumers are idempotent: replaying more is safe)
+nps followup policy check FILE | explain [--file FILE] --response JSON
+                check a follow-up policy file; say which rule a sample response matches
 nps scoring rebuild [--check | --replay]
                 recompute scoring's aggregates from its stored responses; --check only
                 compares; --replay reads the responses topic from the start into an empty schema
@@ -27,7 +29,16 @@ from datetime import datetime
 
 from services.infra import create_topics
 from services.launcher import SERVICES, LauncherSettings, service_entry, up
-from services.tools import NotRunning, audit_command, keys_command, rebuild_scoring, replay_ingest, tool_database_url
+from services.tools import (
+    NotRunning,
+    audit_command,
+    keys_command,
+    policy_check,
+    policy_explain,
+    rebuild_scoring,
+    replay_ingest,
+    tool_database_url,
+)
 from shared import logs
 from shared.auth import SCOPES
 from shared.db import upgrade
@@ -35,10 +46,18 @@ from shared.http import serve
 
 
 def run_service(name: str) -> int:
+    from followup_service.policy import PolicyError
+
     settings_cls, create_app = service_entry(name)
     settings = settings_cls()
     logs.configure(settings.log_level, name)
-    return serve(create_app(settings), settings.host, settings.port, settings.head_timeout_s)
+    try:
+        app = create_app(settings)
+    except PolicyError as exc:  # a bad follow-up policy: say what is wrong, do not start
+        for problem in exc.problems:
+            print(f"nps {name}: policy: {problem}", file=sys.stderr)
+        return 2
+    return serve(app, settings.host, settings.port, settings.head_timeout_s)
 
 
 def aware_time(text: str) -> datetime:
@@ -84,6 +103,23 @@ def main(argv: list[str] | None = None) -> int:
                 type=aware_time,
                 help="ISO 8601 with a zone (2026-11-26T09:00:00Z); default: the replay watermark less its margin",
             )
+        if name == "followup":
+            actions = service.add_subparsers(dest="action")
+            policy = actions.add_parser("policy", help="check a policy file, explain a decision (see `nps --help`)")
+            policy_actions = policy.add_subparsers(dest="policy_action", required=True)
+            policy_actions.add_parser("check", help="check a policy file: exit 1 listing every problem").add_argument(
+                "file"
+            )
+            explain = policy_actions.add_parser("explain", help="which rule a sample response matches, and why")
+            explain.add_argument(
+                "--file", help="the policy file (default: NPS_FOLLOWUP_POLICY, else the default policy)"
+            )
+            explain.add_argument(
+                "--response",
+                required=True,
+                help='the sample as JSON: {"score": 3, "channel": "web", "attributes": {"plan": "pro"}, '
+                '"comment": "...", "previous_score": 9}',
+            )
         if name == "scoring":
             actions = service.add_subparsers(dest="action")
             rebuild = actions.add_parser("rebuild", help="recompute the aggregates (see `nps --help`)")
@@ -94,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "up":
         return up()
+    if args.command == "followup" and getattr(args, "action", None) == "policy":
+        if args.policy_action == "check":
+            return policy_check(args.file)
+        return policy_explain(args.file, args.response)
     if args.command == "scoring" and getattr(args, "action", None) == "rebuild":
         try:
             return rebuild_scoring(replay_log=args.replay, check_only=args.check)

@@ -8,6 +8,7 @@ import getpass
 import json
 import sys
 from datetime import datetime
+from pathlib import Path
 
 from pydantic import SecretStr
 
@@ -146,3 +147,36 @@ def rebuild_scoring(*, replay_log: bool, check_only: bool) -> int:
     else:
         settings = ScoringSettings(database_url=url, pseudonym_secret=secret)
     return asyncio.run(rebuild.run(settings, replay_log=replay_log, check_only=check_only))
+
+
+def policy_check(file: str) -> int:
+    from followup_service import policy
+
+    try:
+        checked = policy.load(Path(file))
+    except policy.PolicyError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    print(f"{file}: version {checked.version}, {len(checked.rules)} rules, no problems")
+    return 0
+
+
+def policy_explain(file: str | None, sample: str) -> int:
+    from pydantic import ValidationError
+
+    from followup_service import policy
+    from followup_service.api import SampleResponse, answer_for
+    from followup_service.settings import FollowUpSettings
+
+    try:
+        loaded = policy.load(Path(file) if file else FollowUpSettings().policy or policy.DEFAULT_POLICY)
+        answer = answer_for(loaded, SampleResponse.model_validate_json(sample))
+    except policy.PolicyError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except ValidationError as exc:
+        print(f"--response: {exc.errors(include_url=False, include_input=False)}", file=sys.stderr)
+        return 2
+    print(answer.model_dump_json(indent=2))
+    return 0

@@ -154,10 +154,15 @@ score_events: TypeAdapter[ScoreEvent] = TypeAdapter(ScoreEvent)
 
 # --- nps.followups.v1 and nps.tickets.v1: keyed by respondent_id ---
 
-FollowUpKind = Literal["referral", "education", "ticket"]
+# The policy's action: `referral`, `education`, `ticket`, `thank_you`, or a custom name (`csm_call`)
+# a CRM acts on. (`none` is recorded by follow-up but never published.)
+FollowUpKind = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
 
 
 class FollowUpCreated(Event):
+    """A follow-up to make: `kind` is the action the policy's rule `rule` (of policy `policy_version`)
+    chose for this response."""
+
     type: Literal["FollowUpCreated"] = "FollowUpCreated"
     followup_id: str
     kind: FollowUpKind
@@ -167,6 +172,8 @@ class FollowUpCreated(Event):
     channel: str | None = None
     survey_id: str | None = None
     created_at: AwareDatetime
+    rule: str | None = None
+    policy_version: str | None = None
 
 
 class TicketOpened(Event):

@@ -89,20 +89,20 @@ def test_an_erased_respondent_is_never_contacted_for_what_they_said_before() -> 
 
 
 def test_revisions_re_route_across_categories_and_update_within_one() -> None:
-    detractor = {"r": Routed("r", key("u"), "ticket", 1, ticket_id("r"))}
+    detractor = {"r": Routed("r", key("u"), "ticket", 1, ticket_id("r"), 2)}
     active = {key("u"): ticket_id("r")}
     up = plan(revised("r", 10, 2), routed=detractor, active=active)
     assert [(o.op, o.ticket_id) for o in up.ticket_ops] == [("resolve", ticket_id("r"))]
     assert [(f.kind, f.version, f.followup_id) for f in up.rerouted] == [("referral", 2, followup_id("r", 2))]
     same = plan(revised("r", 3, 2), routed=detractor, active=active)
     assert [(o.op, o.ticket_id) for o in same.ticket_ops] == [("revise", ticket_id("r"))] and same.revised == {"r": 2}
-    promoter = {"p": Routed("p", key("u"), "referral", 1, None)}
+    promoter = {"p": Routed("p", key("u"), "referral", 1, None, 10)}
     down = plan(revised("p", 1, 2), routed=promoter)
     assert [t.ticket_id for t in down.tickets] == [revision_ticket_id(revised("p", 1, 2))]
     assert down.rerouted[0].kind == "ticket"
     joins = plan(revised("p", 1, 2), routed=promoter, active=active)
     assert joins.tickets == [] and joins.ticket_ops[0].op == "attach"
-    again = {"r": Routed("r", key("u"), "ticket", 3, ticket_id("r"))}
+    again = {"r": Routed("r", key("u"), "ticket", 3, ticket_id("r"), 2)}
     stale = plan(revised("r", 10, 2), routed=again, active=active)
     assert (stale.duplicates, stale.rerouted, stale.ticket_ops) == (1, [], [])
 
@@ -154,11 +154,12 @@ def test_any_history_in_any_batches_with_redelivery_keeps_the_rules(
             new_count[f.response.response_id] = new_count.get(f.response.response_id, 0) + 1
         for f in p.new + p.rerouted:
             routed[f.response.response_id] = Routed(
-                f.response.response_id, key(f.response.respondent_id), f.kind, f.version, f.ticket_id
+                f.response.response_id, key(f.response.respondent_id), f.kind, f.version, f.ticket_id, f.response.score
             )
         for rid, version in p.revised.items():
             old = routed[rid]
-            routed[rid] = Routed(rid, old.respondent_key, old.kind, version, old.ticket_id)
+            score = next(e.score for e in batch if e.response_id == rid and getattr(e, "version", 1) == version)
+            routed[rid] = Routed(rid, old.respondent_key, old.kind, version, old.ticket_id, score)
     latest = {e.response_id: e for e in events}
     assert new_count == {rid: 1 for rid in latest}
     assert {rid: r.kind for rid, r in routed.items()} == {rid: route(e.score) for rid, e in latest.items()}

@@ -1,0 +1,311 @@
+"""The follow-up policy: ordered rules, the first that matches a response decides what follow-up it
+gets. Pure: loading and checking a policy file, matching a response, explaining a match.
+
+A rule matches on the response (category or score range, channel, survey, any attribute, whether it
+has a comment) and on the respondent's history (first answer; the category of their previous one),
+and picks an action (`referral`, `education`, `ticket`, `thank_you`, `none`, or a custom name a CRM
+acts on), a priority (tickets) and a template. The policy's `version` is recorded on every follow-up.
+docs/followup.md has the format with a full example."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from followup_service.domain import Priority
+from shared.nps import Category, classify
+
+CategoryName = Literal["promoter", "passive", "detractor"]
+BUILTIN_ACTIONS = ("referral", "education", "ticket", "thank_you", "none")
+ACTION_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
+DEFAULT_POLICY = Path(__file__).with_name("default_policy.yaml")
+SCORES_OF: dict[CategoryName, frozenset[int]] = {
+    "detractor": frozenset(range(7)),
+    "passive": frozenset({7, 8}),
+    "promoter": frozenset({9, 10}),
+}
+
+OneOrMore = Annotated[list[str], Field(min_length=1)]
+
+
+def _listed(value: Any) -> Any:
+    """`channel: web` and `channel: [web, email]` both mean a list."""
+    return [value] if isinstance(value, str) else value
+
+
+class ScoreRange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    min: int = Field(default=0, ge=0, le=10)
+    max: int = Field(default=10, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def ordered(self) -> ScoreRange:
+        if self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
+class History(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    first_answer: bool | None = Field(default=None, description="true: the person's first answer; false: not")
+    previous_category: list[CategoryName] | None = None
+
+    _one_or_many = field_validator("previous_category", mode="before")(_listed)
+
+    @model_validator(mode="after")
+    def consistent(self) -> History:
+        if self.first_answer and self.previous_category:
+            raise ValueError("a first answer has no previous category")
+        return self
+
+
+class When(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    category: list[CategoryName] | None = None
+    score: ScoreRange | None = None
+    channel: OneOrMore | None = None
+    survey_id: OneOrMore | None = None
+    attributes: dict[str, OneOrMore] = Field(default_factory=dict)
+    comment: Literal["present", "absent"] | None = None
+    history: History | None = None
+
+    _one_or_many = field_validator("category", "channel", "survey_id", mode="before")(_listed)
+
+    @field_validator("attributes", mode="before")
+    @classmethod
+    def _attribute_lists(cls, value: Any) -> Any:
+        return {k: _listed(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+    def scores(self) -> frozenset[int]:
+        """The scores this condition lets through (category and score range together)."""
+        allowed = frozenset(range(11))
+        if self.category is not None:
+            allowed = frozenset().union(*(SCORES_OF[c] for c in self.category))
+        if self.score is not None:
+            allowed &= frozenset(range(self.score.min, self.score.max + 1))
+        return allowed
+
+    def unconditional(self) -> bool:
+        return self.scores() == frozenset(range(11)) and not (
+            self.channel or self.survey_id or self.attributes or self.comment or self.history
+        )
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    when: When = Field(default_factory=When)
+    action: str = Field(pattern=ACTION_PATTERN)
+    priority: Priority | None = None
+    template: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+    @model_validator(mode="after")
+    def priority_for_tickets(self) -> Rule:
+        if self.priority is not None and self.action != "ticket":
+            raise ValueError(f"priority is for tickets; action {self.action!r} has none")
+        return self
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str = Field(min_length=1, max_length=64)
+    rules: list[Rule] = Field(min_length=1)
+
+    def decide(self, facts: Facts) -> Decision:
+        """The first rule that matches; with none, action `none` (rule null)."""
+        for index, rule in enumerate(self.rules):
+            if not why_not(rule.when, facts):
+                return Decision(rule.action, rule.priority or "normal", rule.name, index, rule.template, self.version)
+        return Decision("none", "normal", None, None, None, self.version)
+
+    def explain(self, facts: Facts) -> Explanation:
+        skipped = []
+        for rule in self.rules:
+            reasons = why_not(rule.when, facts)
+            if not reasons:
+                break
+            skipped.append((rule.name, reasons))
+        return Explanation(self.decide(facts), skipped)
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What a rule can look at: the response, and the respondent's history."""
+
+    score: int
+    channel: str | None = None
+    survey_id: str | None = None
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    has_comment: bool = False
+    first_answer: bool = True
+    previous_category: CategoryName | None = None
+
+    @property
+    def category(self) -> CategoryName:
+        return CATEGORY_NAMES[classify(self.score)]
+
+    @classmethod
+    def of(
+        cls,
+        score: int,
+        channel: str | None,
+        survey_id: str | None,
+        attributes: Mapping[str, str],
+        comment: str | None,
+        previous_score: int | None,
+    ) -> Facts:
+        """From a response and the person's previous score (None: this is their first answer)."""
+        return cls(
+            score=score,
+            channel=channel,
+            survey_id=survey_id,
+            attributes=attributes,
+            has_comment=bool(comment and comment.strip()),
+            first_answer=previous_score is None,
+            previous_category=CATEGORY_NAMES[classify(previous_score)] if previous_score is not None else None,
+        )
+
+
+CATEGORY_NAMES: dict[Category, CategoryName] = {
+    Category.PROMOTER: "promoter",
+    Category.PASSIVE: "passive",
+    Category.DETRACTOR: "detractor",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: str
+    priority: Priority
+    rule: str | None  # None: no rule matched
+    index: int | None
+    template: str | None
+    policy_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    decision: Decision
+    skipped: list[tuple[str, list[str]]]  # the rules before it, each with why it did not match
+
+
+def why_not(when: When, facts: Facts) -> list[str]:
+    """Why `when` does not match `facts` (empty: it matches)."""
+    reasons = []
+    if facts.score not in when.scores():
+        reasons.append(f"score {facts.score} ({facts.category}) is not in the rule's scores")
+    if when.channel is not None and facts.channel not in when.channel:
+        reasons.append(f"channel {facts.channel!r} is not one of {when.channel}")
+    if when.survey_id is not None and facts.survey_id not in when.survey_id:
+        reasons.append(f"survey_id {facts.survey_id!r} is not one of {when.survey_id}")
+    for name, values in when.attributes.items():
+        if facts.attributes.get(name) not in values:
+            reasons.append(f"attribute {name} {facts.attributes.get(name)!r} is not one of {values}")
+    if when.comment is not None and (when.comment == "present") != facts.has_comment:
+        reasons.append(f"the comment is {'present' if facts.has_comment else 'absent'}")
+    if when.history is not None:
+        if when.history.first_answer is not None and when.history.first_answer != facts.first_answer:
+            reasons.append("it is " + ("the person's first answer" if facts.first_answer else "not their first answer"))
+        previous = when.history.previous_category
+        if previous is not None and facts.previous_category not in previous:
+            reasons.append(f"the previous category {facts.previous_category!r} is not one of {previous}")
+    return reasons
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyProblem:
+    file: str
+    rule: str | None  # the rule's name (or its position when it has none)
+    field: str
+    problem: str
+
+    def __str__(self) -> str:
+        where = f"rule {self.rule}, " if self.rule else ""
+        return f"{self.file}: {where}{self.field}: {self.problem}"
+
+
+class PolicyError(Exception):
+    def __init__(self, problems: list[PolicyProblem]) -> None:
+        super().__init__("; ".join(str(p) for p in problems))
+        self.problems = problems
+
+
+def load(path: Path, known_templates: Iterable[str] | None = None) -> Policy:
+    """Read and check a policy file; PolicyError lists every problem, each naming the file, the
+    rule and the field."""
+    name = str(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise PolicyError([PolicyProblem(name, None, "file", f"cannot be read: {exc.strerror}")]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "YAML"
+        raise PolicyError(
+            [PolicyProblem(name, None, where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]
+        ) from None
+    try:
+        policy = Policy.model_validate(raw)
+    except ValidationError as exc:
+        raise PolicyError([_problem(name, raw, e) for e in exc.errors(include_url=False)]) from None
+    problems = check(policy, name, known_templates)
+    if problems:
+        raise PolicyError(problems)
+    return policy
+
+
+def _problem(file: str, raw: Any, error: Any) -> PolicyProblem:
+    loc = list(error["loc"])
+    rule = None
+    if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
+        index = loc[1]
+        rules = raw.get("rules") if isinstance(raw, dict) else None
+        named = rules[index].get("name") if isinstance(rules, list) and isinstance(rules[index], dict) else None
+        rule = str(named) if named else f"#{index + 1}"
+        loc = loc[2:]
+    # pydantic names a model-level problem by its validator ("consistent", "ordered"): keep the fields.
+    fields = ".".join(str(p) for p in loc if not (isinstance(p, str) and p.startswith("function-")))
+    message = re.sub(r"^Value error, ", "", str(error["msg"]))
+    if error["type"] == "extra_forbidden":
+        message = "unknown field"
+    return PolicyProblem(file, rule, fields or "policy", message)
+
+
+def check(policy: Policy, file: str, known_templates: Iterable[str] | None = None) -> list[PolicyProblem]:
+    """What the models cannot see alone: duplicate names, rules that can never match, templates."""
+    problems = []
+    seen: set[str] = set()
+    catch_all: str | None = None
+    templates = set(known_templates) if known_templates is not None else None
+    for rule in policy.rules:
+        if rule.name in seen:
+            problems.append(PolicyProblem(file, rule.name, "name", "another rule has this name"))
+        seen.add(rule.name)
+        if catch_all is not None:
+            problems.append(
+                PolicyProblem(
+                    file, rule.name, "when", f"can never match: rule {catch_all} before it matches everything"
+                )
+            )
+        elif not rule.when.scores():
+            problems.append(
+                PolicyProblem(
+                    file, rule.name, "when", "can never match: no score is in both its category and score range"
+                )
+            )
+        if rule.when.unconditional() and catch_all is None:
+            catch_all = rule.name
+        if templates is not None and rule.template is not None and rule.template not in templates:
+            problems.append(PolicyProblem(file, rule.name, "template", f"unknown template {rule.template!r}"))
+    return problems

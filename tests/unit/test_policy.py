@@ -1,0 +1,146 @@
+"""The follow-up policy (followup_service/policy.py): checked with errors that name the file, the
+rule and the field; the first matching rule wins; the default policy does what the README says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from followup_service.domain import route
+from followup_service.policy import DEFAULT_POLICY, Facts, PolicyError, load
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    return path
+
+
+FULL = """
+version: acme-7
+rules:
+  - name: enterprise-detractor-with-comment
+    when: {category: detractor, attributes: {plan: enterprise}, comment: present}
+    action: ticket
+    priority: urgent
+  - name: relapsed-promoter
+    when: {score: {max: 6}, history: {previous_category: promoter}}
+    action: csm_call
+  - name: other-detractors
+    when: {category: detractor}
+    action: ticket
+  - name: first-time-passives-on-web
+    when: {category: passive, channel: web, history: {first_answer: true}}
+    action: education
+  - name: passives
+    when: {category: passive}
+    action: thank_you
+  - name: promoters
+    when: {score: {min: 9}}
+    action: referral
+"""
+
+
+@given(st.integers(0, 10))
+def test_the_default_policy_routes_every_score_as_documented(score: int) -> None:
+    decision = load(DEFAULT_POLICY).decide(Facts(score=score))
+    assert decision.action == route(score) and decision.rule is not None
+
+
+def test_the_first_matching_rule_decides(tmp_path: Path) -> None:
+    policy = load(write(tmp_path, FULL))
+    enterprise = Facts(score=3, attributes={"plan": "enterprise"}, has_comment=True)
+    assert (policy.decide(enterprise).rule, policy.decide(enterprise).priority) == (
+        "enterprise-detractor-with-comment",
+        "urgent",
+    )
+    assert policy.decide(Facts(score=3, attributes={"plan": "enterprise"})).rule == "other-detractors"
+    relapsed = policy.decide(Facts(score=2, first_answer=False, previous_category="promoter"))
+    assert (relapsed.action, relapsed.rule, relapsed.policy_version) == ("csm_call", "relapsed-promoter", "acme-7")
+    assert policy.decide(Facts(score=7, channel="web")).action == "education"
+    assert policy.decide(Facts(score=7, channel="web", first_answer=False)).action == "thank_you"
+    assert policy.decide(Facts(score=10)).action == "referral"
+
+
+def test_no_matching_rule_means_no_follow_up(tmp_path: Path) -> None:
+    policy = load(
+        write(tmp_path, "version: v\nrules:\n  - {name: promoters, when: {category: promoter}, action: referral}\n")
+    )
+    decision = policy.decide(Facts(score=3))
+    assert (decision.action, decision.rule) == ("none", None)
+
+
+def test_explain_says_why_each_earlier_rule_did_not_match(tmp_path: Path) -> None:
+    explained = load(write(tmp_path, FULL)).explain(Facts(score=7, channel="email"))
+    assert explained.decision.rule == "passives"
+    reasons = dict(explained.skipped)
+    assert list(reasons) == [
+        "enterprise-detractor-with-comment",
+        "relapsed-promoter",
+        "other-detractors",
+        "first-time-passives-on-web",
+    ]
+    assert reasons["first-time-passives-on-web"] == ["channel 'email' is not one of ['web']"]
+
+
+@pytest.mark.parametrize(
+    ("text", "rule", "field", "problem"),
+    [
+        ("version: v\nrules:\n  - {name: a, whenn: {}, action: ticket}\n", "a", "whenn", "unknown field"),
+        ("version: v\nrules:\n  - {name: a, when: {plann: x}, action: ticket}\n", "a", "when.plann", "unknown field"),
+        (
+            "version: v\nrules:\n  - {name: a, when: {score: {min: 9, max: 3}}, action: x}\n",
+            "a",
+            "when.score",
+            "above max",
+        ),
+        ("version: v\nrules:\n  - {name: a, action: referral, priority: high}\n", "a", "", "priority is for tickets"),
+        (
+            "version: v\nrules:\n  - {name: a, when: {category: promoter, score: {max: 6}}, action: x}\n",
+            "a",
+            "when",
+            "never match",
+        ),
+        (
+            "version: v\nrules:\n  - {name: a, action: x}\n  - {name: b, when: {category: promoter}, action: y}\n",
+            "b",
+            "when",
+            "rule a",
+        ),
+        (
+            "version: v\nrules:\n  - {name: a, when: {category: passive}, action: x}\n  - {name: a, action: y}\n",
+            "a",
+            "name",
+            "another rule",
+        ),
+        ("version: v\nrules:\n  - {name: a, action: Not-An-Action}\n", "a", "action", "pattern"),
+        ("version: v\nrules:\n  - {action: x}\n", "#1", "name", "required"),
+        ("version: v\nrules: []\n", None, "rules", "at least 1"),
+        (
+            "version: v\nrules:\n  - {name: a, when: {history: {first_answer: true, previous_category: promoter}}, action: x}\n",
+            "a",
+            "when.history",
+            "no previous category",
+        ),
+        ("version: v\nrules: [\n", None, "line", "not valid YAML"),
+    ],
+)
+def test_a_bad_policy_is_refused_naming_the_file_rule_and_field(
+    tmp_path: Path, text: str, rule: str | None, field: str, problem: str
+) -> None:
+    with pytest.raises(PolicyError) as refused:
+        load(write(tmp_path, text))
+    found = refused.value.problems
+    assert any(p.rule == rule and p.field.startswith(field) and problem in p.problem for p in found), found
+    assert all(p.file.endswith("policy.yaml") for p in found)
+
+
+def test_a_missing_file_and_an_unknown_template_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match="cannot be read"):
+        load(tmp_path / "nowhere.yaml")
+    path = write(tmp_path, "version: v\nrules:\n  - {name: a, action: referral, template: ask_friends}\n")
+    with pytest.raises(PolicyError, match="rule a, template: unknown template 'ask_friends'"):
+        load(path, known_templates=["referral_ask"])
