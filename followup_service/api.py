@@ -285,7 +285,7 @@ policy_router = APIRouter(tags=["policy"], responses=KEY_PROBLEMS)
 @policy_router.post("/v1/policy/explain", response_model=PolicyAnswer, dependencies=[requires("followups:read")])
 async def explain_policy(request: Request, sample: SampleResponse) -> PolicyAnswer:
     """Which rule of the running policy a response would match, and what would happen; nothing is done."""
-    return answer_for(request.app.state.policy, sample)
+    return answer_for(request.app.state.policy.current, sample)
 
 
 def answer_for(policy: Policy, sample: SampleResponse) -> PolicyAnswer:

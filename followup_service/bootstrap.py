@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI
 
-from followup_service import policy
+from followup_service import metrics, policy
 from followup_service.api import policy_router, router, tickets_router
 from followup_service.handlers import RouteResponses, WatchSlas
 from followup_service.repository import SCHEMA
@@ -16,13 +21,42 @@ from shared.events import decoder, response_events
 from shared.http import create_base_app, health_router
 from shared.service import ConsumerSpec, consuming_lifespan
 
+log = logging.getLogger(__name__)
 
-def load_policy(settings: FollowUpSettings) -> policy.Policy:
+
+def load_policy(settings: FollowUpSettings) -> policy.PolicyHolder:
     """The configured policy, or the default; PolicyError (naming file, rule, field) refuses the start."""
-    return policy.load(settings.policy or policy.DEFAULT_POLICY)
+    return policy.PolicyHolder(settings.policy or policy.DEFAULT_POLICY)
 
 
-def spec(settings: FollowUpSettings, routing: policy.Policy | None = None) -> ConsumerSpec[Any]:
+def reload_policy(holder: policy.PolicyHolder) -> None:
+    """On SIGHUP: the policy file again, if it checks out; else the running policy stays, loudly."""
+    running = holder.current.version
+    try:
+        loaded = holder.reload()
+    except policy.PolicyError as exc:
+        metrics.POLICY_RELOADS.labels("refused").inc()
+        log.error("policy not reloaded, version %s keeps running: %s", running, exc)
+        return
+    metrics.POLICY_RELOADS.labels("reloaded").inc()
+    log.info("policy reloaded from %s: version %s, %d rules", holder.path, loaded.version, len(loaded.rules))
+
+
+def reloading_on_sighup(holder: policy.PolicyHolder, inner: Callable[[FastAPI], Any]) -> Callable[[FastAPI], Any]:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, reload_policy, holder)
+        try:
+            async with inner(app):
+                yield
+        finally:
+            loop.remove_signal_handler(signal.SIGHUP)
+
+    return lifespan
+
+
+def spec(settings: FollowUpSettings, routing: policy.PolicyHolder | None = None) -> ConsumerSpec[Any]:
     return ConsumerSpec(
         service="followup",
         schema=SCHEMA,
@@ -45,7 +79,8 @@ def spec(settings: FollowUpSettings, routing: policy.Policy | None = None) -> Co
 def create_app(settings: FollowUpSettings | None = None) -> FastAPI:
     settings = settings or FollowUpSettings()
     routing = load_policy(settings)
-    app = create_base_app("followup", "NPS follow-up", consuming_lifespan(settings, spec(settings, routing)))
+    lifespan = reloading_on_sighup(routing, consuming_lifespan(settings, spec(settings, routing)))
+    app = create_base_app("followup", "NPS follow-up", lifespan)
     app.state.settings = settings
     app.state.policy = routing
     app.include_router(health_router(lambda: app.state.resources.checks(), settings.metrics_secret))

@@ -22,7 +22,7 @@ from followup_service.domain import (
     change_ticket,
     plan_batch,
 )
-from followup_service.policy import Facts, Policy
+from followup_service.policy import Facts, PolicyHolder
 from followup_service.settings import Sla
 from shared import audit, outbox
 from shared.consumer import Message, RetryBatch
@@ -39,10 +39,10 @@ class RouteResponses:
     topics: Topics
     pseudonyms: Pseudonyms
     clock: Callable[[], datetime]
-    policy: Policy
+    policy: PolicyHolder
 
     def decide(self, event: ResponseSubmitted | ResponseRevised, previous_score: int | None) -> Routing:
-        decision = self.policy.decide(facts_of(event, previous_score))
+        decision = self.policy.current.decide(facts_of(event, previous_score))
         return Routing(decision.action, decision.priority, decision.rule, decision.policy_version)
 
     async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[ResponseEvent]]) -> None:

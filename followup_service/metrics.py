@@ -45,3 +45,8 @@ TICKET_RESOLUTION_SECONDS = Histogram(
     ["priority"],
     buckets=(3_600, 4 * 3_600, 12 * 3_600, 86_400, 2 * 86_400, 5 * 86_400, 14 * 86_400, 30 * 86_400),
 )
+POLICY_RELOADS = Counter(
+    "nps_followup_policy_reloads_total",
+    "Policy reloads asked for (SIGHUP): reloaded, or refused (the file did not check out; the running policy stays).",
+    ["outcome"],
+)

@@ -309,3 +309,17 @@ def check(policy: Policy, file: str, known_templates: Iterable[str] | None = Non
         if templates is not None and rule.template is not None and rule.template not in templates:
             problems.append(PolicyProblem(file, rule.name, "template", f"unknown template {rule.template!r}"))
     return problems
+
+
+class PolicyHolder:
+    """The policy the service runs, replaced by `reload()` only when the file checks out: a bad
+    edit never takes the running policy away."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.current = load(path)
+
+    def reload(self) -> Policy:
+        """Read the file again; PolicyError (and the current policy kept) if it does not check out."""
+        self.current = load(self.path)
+        return self.current

@@ -13,8 +13,9 @@ nps ingest replay [--since TIMESTAMP]
                 publish again the accepted events ingest keeps (NPS_INGEST_REPLAY_RETENTION_HOURS)
                 since TIMESTAMP, or since its replay watermark: a topic deleted by mistake,
                 a retention too short (consumers are idempotent: replaying more is safe)
-nps followup policy check FILE | explain [--file FILE] --response JSON
-                check a follow-up policy file; say which rule a sample response matches
+nps followup policy check FILE | explain [--file FILE] --response JSON | reload
+                check a follow-up policy file; say which rule a sample response matches;
+                make the running loop's follow-up read its policy file again
 nps scoring rebuild [--check | --replay]
                 recompute scoring's aggregates from its stored responses; --check only
                 compares; --replay reads the responses topic from the start into an empty schema
@@ -35,6 +36,7 @@ from services.tools import (
     keys_command,
     policy_check,
     policy_explain,
+    policy_reload,
     rebuild_scoring,
     replay_ingest,
     tool_database_url,
@@ -110,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             policy_actions.add_parser("check", help="check a policy file: exit 1 listing every problem").add_argument(
                 "file"
             )
+            policy_actions.add_parser("reload", help="the running `nps up`'s follow-up reads its policy file again")
             explain = policy_actions.add_parser("explain", help="which rule a sample response matches, and why")
             explain.add_argument(
                 "--file", help="the policy file (default: NPS_FOLLOWUP_POLICY, else the default policy)"
@@ -133,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "followup" and getattr(args, "action", None) == "policy":
         if args.policy_action == "check":
             return policy_check(args.file)
+        if args.policy_action == "reload":
+            return policy_reload()
         return policy_explain(args.file, args.response)
     if args.command == "scoring" and getattr(args, "action", None) == "rebuild":
         try:

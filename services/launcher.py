@@ -9,6 +9,7 @@ import importlib
 import logging
 import os
 import secrets
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -195,7 +196,8 @@ def up() -> int:
         )
         return 2
     supervisor = Supervisor([])
-    supervisor.handle_signals()  # first: a Ctrl-C during startup must still shut down in order
+    # First: a Ctrl-C during startup must still shut down in order. SIGHUP reloads follow-up's policy.
+    supervisor.handle_signals(forward={signal.SIGHUP: "followup"})
 
     def checkpoint() -> None:
         if supervisor.stopping:

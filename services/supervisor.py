@@ -62,11 +62,26 @@ class Supervisor:
     def stopping(self) -> bool:
         return self._stopping
 
-    def handle_signals(self) -> None:
+    def handle_signals(self, forward: Mapping[signal.Signals, str] | None = None) -> None:
         """SIGINT (Ctrl-C) and SIGTERM only set a flag: startup steps and the watch loop check it, so
-        a stop at any moment, even mid-startup, ends in an orderly shutdown, never an orphaned child."""
+        a stop at any moment, even mid-startup, ends in an orderly shutdown, never an orphaned child.
+        Signals in `forward` are passed on to the child of that name (SIGHUP: reload its policy)."""
         signal.signal(signal.SIGINT, self.request_stop)
         signal.signal(signal.SIGTERM, self.request_stop)
+        for sig, name in (forward or {}).items():
+            signal.signal(sig, self._forwarder(name))
+
+    def _forwarder(self, name: str) -> Callable[[int, object], None]:
+        def handler(number: int, _frame: object) -> None:
+            self.forward(signal.Signals(number), name)
+
+        return handler
+
+    def forward(self, sig: signal.Signals, name: str) -> None:
+        for child in self.children:
+            if child.name == name and child.process is not None and child.process.poll() is None:
+                child.process.send_signal(sig)
+                log.info("passed %s on to %s (pid %d)", sig.name, name, child.process.pid)
 
     def start_all(self) -> None:
         for child in self.children:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import os
+import signal
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -179,4 +181,23 @@ def policy_explain(file: str | None, sample: str) -> int:
         print(f"--response: {exc.errors(include_url=False, include_input=False)}", file=sys.stderr)
         return 2
     print(answer.model_dump_json(indent=2))
+    return 0
+
+
+def policy_reload() -> int:
+    """SIGHUP to the `nps up` running with this var/ folder, which passes it on to follow-up."""
+    from services.launcher import PID_FILE, process_alive
+
+    settings = LauncherSettings()
+    pid_file = settings.var_dir / PID_FILE
+    text = pid_file.read_text().strip() if pid_file.exists() else ""
+    if not text.isdigit() or not process_alive(int(text)):
+        print(
+            f"no `nps up` is running with {settings.var_dir}; where follow-up runs alone, send it SIGHUP "
+            "(kill -HUP <pid of nps followup>)",
+            file=sys.stderr,
+        )
+        return 2
+    os.kill(int(text), signal.SIGHUP)
+    print(f"asked the running loop (pid {text}) to reload follow-up's policy; follow-up's log says whether it took")
     return 0

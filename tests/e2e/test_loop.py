@@ -445,3 +445,16 @@ async def test_a_detractor_s_ticket_is_worked_to_resolved_and_support_tools_see_
         return steps == [(1, "TicketOpened", None), (2, "TicketUpdated", "contacted"), (3, "TicketUpdated", "resolved")]
 
     await eventually(published, timeout=20, every=1.0)
+
+
+async def test_nps_followup_policy_reload_reaches_the_running_loop_s_follow_up(loop: Loop, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | {"NPS_VAR_DIR": str(loop.var_dir)}
+    asked = nps_command("followup", "policy", "reload", env=env)
+    assert asked.returncode == 0, asked.stderr
+
+    async def reloaded() -> bool:
+        return "policy reloaded from" in await asyncio.to_thread(loop.output.read_text)
+
+    await eventually(reloaded, timeout=10)
+    nowhere = nps_command("followup", "policy", "reload", env=env | {"NPS_VAR_DIR": str(tmp_path)})
+    assert nowhere.returncode == 2 and "kill -HUP" in nowhere.stderr

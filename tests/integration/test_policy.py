@@ -4,6 +4,7 @@ and a bad policy refusing the start."""
 
 from __future__ import annotations
 
+import signal
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 
 from followup_service.bootstrap import create_app, spec
 from followup_service.domain import ticket_id
+from services.embedded import free_port
 from shared.events import FollowUpCreated, ResponseSubmitted, followup_events
 from tests.helpers import (
     create_topics,
@@ -24,6 +26,7 @@ from tests.helpers import (
     read_topic,
     running_loop,
     serve_in_process,
+    start_service,
     started_producer,
 )
 from tests.integration.test_followup import settings_for
@@ -147,3 +150,49 @@ def test_a_bad_policy_keeps_the_service_from_starting_and_says_why(tmp_path: Pat
     assert f"{bad}: rule never, when: can never match: rule everyone before it matches everything" in refused.stderr
     checked = nps("followup", "policy", "check", str(bad), env=nps_env())
     assert checked.returncode == 1 and "rule never" in checked.stderr
+
+
+async def test_sighup_reloads_a_good_policy_and_keeps_the_running_one_when_the_file_is_bad(
+    tmp_path: Path, database_url: str, bootstrap: str, namespace: str
+) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY)
+    env = nps_env(
+        DATABASE_URL=database_url,
+        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+        NPS_TOPIC_NAMESPACE=namespace,
+        NPS_FOLLOWUP_POLICY=str(path),
+    )
+    await create_topics(settings_for(bootstrap, database_url, namespace))
+    created = nps("keys", "create", "policy-tests", "--scope", "followups:read", env=env)
+    assert created.returncode == 0, created.stderr
+    service = start_service("followup", env, tmp_path / "followup.log", free_port())
+    headers = {"Authorization": f"Bearer {created.stdout.strip()}"}
+    try:
+        async with httpx.AsyncClient(base_url=service.url, headers=headers, timeout=10) as client:
+
+            async def version() -> str:
+                return str((await client.post("/v1/policy/explain", json={"score": 5})).json()["policy_version"])
+
+            assert await version() == "acme-7"
+            path.write_text(POLICY.replace("acme-7", "acme-8"))
+            service.process.send_signal(signal.SIGHUP)
+
+            async def now_8() -> bool:
+                return await version() == "acme-8"
+
+            await eventually(now_8, timeout=10)
+            path.write_text(POLICY.replace("acme-7", "acme-9").replace("action: csm_call", "action: Bad-Action"))
+            service.process.send_signal(signal.SIGHUP)
+
+            async def refused() -> bool:
+                return "policy not reloaded, version acme-8 keeps running" in service.log.read_text()
+
+            await eventually(refused, timeout=10)
+            assert await version() == "acme-8"
+            assert "rule relapsed-promoter, action" in service.log.read_text()
+            exposed = (await client.get("/metrics")).text
+            assert 'nps_followup_policy_reloads_total{outcome="refused"} 1.0' in exposed
+            assert 'nps_followup_policy_reloads_total{outcome="reloaded"} 1.0' in exposed
+    finally:
+        assert service.stop() == 0
