@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, get_args
 
+from followup_service.messages import Rendered
 from shared.events import FollowUpKind, ResponseRevised, ResponseSubmitted
 from shared.nps import Category, classify
 
@@ -55,6 +56,7 @@ class Routing:
     priority: Priority = "normal"
     rule: str | None = None
     policy_version: str | None = None
+    template: str | None = None
 
 
 Decide = Callable[[ResponseSubmitted | ResponseRevised, "int | None"], Routing]
@@ -77,6 +79,10 @@ class FollowUp:
     version: int = 1
     rule: str | None = None
     policy_version: str | None = None
+    template: str | None = None  # the message to render for it (the handler renders it)
+    message: Rendered | None = None
+    status: Literal["created", "failed"] = "created"  # failed: its message could not be rendered
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +176,9 @@ def plan_batch(
     def follow_up(event: ResponseSubmitted | ResponseRevised, rkey: str, fid: str, version: int) -> FollowUp:
         routing = decide(event, previous.get(rkey))
         tid = ticket_for(event, rkey, routing.priority) if routing.action == "ticket" else None
-        return FollowUp(fid, routing.action, event, now, tid, version, routing.rule, routing.policy_version)
+        return FollowUp(
+            fid, routing.action, event, now, tid, version, routing.rule, routing.policy_version, routing.template
+        )
 
     for event in events:
         rkey = key(event.respondent_id)

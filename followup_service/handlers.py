@@ -3,8 +3,9 @@ per person, revisions re-routed), apply erasures, and change tickets for support
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from followup_service import metrics, publisher, repository
 from followup_service.domain import (
     PRIORITIES,
+    FollowUp,
     NewTicket,
     Priority,
     Routing,
@@ -22,14 +24,18 @@ from followup_service.domain import (
     change_ticket,
     plan_batch,
 )
-from followup_service.policy import Facts, PolicyHolder
+from followup_service.messages import RenderFailed
+from followup_service.policy import CATEGORY_NAMES, Facts, PolicyHolder
 from followup_service.settings import Sla
 from shared import audit, outbox
 from shared.consumer import Message, RetryBatch
 from shared.events import RespondentErased, ResponseEvent, ResponseRevised, ResponseSubmitted
+from shared.nps import classify
 from shared.outbox import Outgoing
 from shared.privacy import Pseudonyms
 from shared.settings import Topics
+
+log = logging.getLogger(__name__)
 
 SYSTEM_ACTOR = "follow-up"  # who the history and TicketUpdated name for changes the loop makes
 
@@ -43,7 +49,20 @@ class RouteResponses:
 
     def decide(self, event: ResponseSubmitted | ResponseRevised, previous_score: int | None) -> Routing:
         decision = self.policy.current.decide(facts_of(event, previous_score))
-        return Routing(decision.action, decision.priority, decision.rule, decision.policy_version)
+        return Routing(decision.action, decision.priority, decision.rule, decision.policy_version, decision.template)
+
+    def with_message(self, followup: FollowUp) -> FollowUp:
+        """The follow-up with its message rendered, or marked failed with the reason (counted):
+        a template that fails never loses the follow-up."""
+        if followup.template is None:
+            return followup
+        try:
+            rendered = self.policy.current.render(followup.template, variables_of(followup.response))
+        except (RenderFailed, KeyError) as exc:
+            metrics.MESSAGES_FAILED.inc()
+            log.warning("follow-up %s: message not rendered: %s", followup.followup_id, exc)
+            return replace(followup, status="failed", reason=str(exc)[:500])
+        return replace(followup, message=rendered)
 
     async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[ResponseEvent]]) -> None:
         now = self.clock()
@@ -57,6 +76,8 @@ class RouteResponses:
         active = await repository.active_tickets(conn, keys)
         previous = await repository.previous_scores(conn, keys, (e.response_id for e in events))
         plan = plan_batch(events, routed, active, erasures, key, now, self.decide, previous)
+        plan.new = [self.with_message(f) for f in plan.new]
+        plan.rerouted = [self.with_message(f) for f in plan.rerouted]
 
         inserted = await repository.insert_new(conn, plan.new, key)
         if len(inserted) != len(plan.new):
@@ -209,3 +230,16 @@ class WatchSlas:
 def facts_of(event: ResponseSubmitted | ResponseRevised, previous_score: int | None) -> Facts:
     """What the policy's rules look at, from a response and the person's previous score."""
     return Facts.of(event.score, event.channel, event.survey_id, event.attributes, event.comment, previous_score)
+
+
+def variables_of(event: ResponseSubmitted | ResponseRevised) -> dict[str, object]:
+    """What a message template may use (followup_service/messages.VARIABLES)."""
+    return {
+        "score": event.score,
+        "category": CATEGORY_NAMES[classify(event.score)],
+        "comment": event.comment,
+        "channel": event.channel,
+        "survey_id": event.survey_id,
+        "attributes": dict(event.attributes),
+        "response_id": event.response_id,
+    }

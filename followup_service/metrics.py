@@ -50,3 +50,7 @@ POLICY_RELOADS = Counter(
     "Policy reloads asked for (SIGHUP): reloaded, or refused (the file did not check out; the running policy stays).",
     ["outcome"],
 )
+MESSAGES_FAILED = Counter(
+    "nps_followup_messages_failed_total",
+    "Follow-ups whose message template failed to render on the response (recorded as failed, with the reason).",
+)

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from followup_service import messages
 from followup_service.domain import Priority
 from shared.nps import Category, classify
 
@@ -116,11 +117,39 @@ class Rule(BaseModel):
         return self
 
 
+class Message(BaseModel):
+    """One template in one locale: a subject, a text body and (optionally) an HTML body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subject: str = Field(min_length=1, max_length=2_000)
+    text: str = Field(min_length=1, max_length=50_000)
+    html: str | None = Field(default=None, max_length=100_000)
+
+
+Locale = Annotated[str, Field(pattern=r"^[a-z]{2}(-[A-Z]{2})?$")]
+TemplateName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+
+
 class Policy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: str = Field(min_length=1, max_length=64)
+    default_locale: Locale = "en"
     rules: list[Rule] = Field(min_length=1)
+    templates: dict[TemplateName, dict[Locale, Message]] = Field(default_factory=dict)
+    _compiled: dict[str, dict[str, messages.Compiled]] = PrivateAttr(default_factory=dict)
+
+    def compile(self) -> None:
+        """Compile every template (after `check` found them sound)."""
+        self._compiled = {
+            name: {locale: messages.compile_message(m.model_dump()) for locale, m in versions.items()}
+            for name, versions in self.templates.items()
+        }
+
+    def render(self, template: str, variables: Mapping[str, Any]) -> messages.Rendered:
+        """RenderFailed if the template fails on these values."""
+        return messages.render(template, self._compiled[template], self.default_locale, variables)
 
     def decide(self, facts: Facts) -> Decision:
         """The first rule that matches; with none, action `none` (rule null)."""
@@ -262,6 +291,7 @@ def load(path: Path, known_templates: Iterable[str] | None = None) -> Policy:
     problems = check(policy, name, known_templates)
     if problems:
         raise PolicyError(problems)
+    policy.compile()
     return policy
 
 
@@ -287,7 +317,19 @@ def check(policy: Policy, file: str, known_templates: Iterable[str] | None = Non
     problems = []
     seen: set[str] = set()
     catch_all: str | None = None
-    templates = set(known_templates) if known_templates is not None else None
+    templates = set(known_templates) if known_templates is not None else set(policy.templates)
+    for template, versions in policy.templates.items():
+        if policy.default_locale not in versions:
+            problems.append(
+                PolicyProblem(
+                    file, None, f"templates.{template}", f"no {policy.default_locale!r} version (the default locale)"
+                )
+            )
+        for locale, message in versions.items():
+            for part in messages.FIELDS:
+                source = getattr(message, part)
+                for problem in messages.problems_of(source, part) if source is not None else []:
+                    problems.append(PolicyProblem(file, None, f"templates.{template}.{locale}.{part}", problem))
     for rule in policy.rules:
         if rule.name in seen:
             problems.append(PolicyProblem(file, rule.name, "name", "another rule has this name"))
@@ -306,7 +348,7 @@ def check(policy: Policy, file: str, known_templates: Iterable[str] | None = Non
             )
         if rule.when.unconditional() and catch_all is None:
             catch_all = rule.name
-        if templates is not None and rule.template is not None and rule.template not in templates:
+        if rule.template is not None and rule.template not in templates:
             problems.append(PolicyProblem(file, rule.name, "template", f"unknown template {rule.template!r}"))
     return problems
 

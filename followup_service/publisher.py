@@ -14,8 +14,9 @@ from shared.settings import Topics
 def outgoing(topics: Topics, followup: FollowUp, opens_ticket: bool) -> list[Outgoing]:
     """FollowUpCreated, and TicketOpened when the follow-up opened its ticket (one that joined the
     person's active ticket publishes TicketUpdated instead)."""
-    if followup.kind == "none":  # recorded, nothing to do for anyone downstream
+    if followup.kind == "none" or followup.status == "failed":  # recorded; nothing for anyone to send
         return []
+    message = followup.message
     response = followup.response
     created = FollowUpCreated(
         followup_id=followup.followup_id,
@@ -28,6 +29,11 @@ def outgoing(topics: Topics, followup: FollowUp, opens_ticket: bool) -> list[Out
         created_at=followup.created_at,
         rule=followup.rule,
         policy_version=followup.policy_version,
+        template=message.template if message else None,
+        locale=message.locale if message else None,
+        subject=message.subject if message else None,
+        body_text=message.body_text if message else None,
+        body_html=message.body_html if message else None,
     )
     events = [Outgoing.event(topics.followups, response.respondent_id, created)]
     if followup.ticket_id is not None and opens_ticket:

@@ -21,13 +21,16 @@ _INSERT_FOLLOWUPS = sa.text(
     f"""
     INSERT INTO {SCHEMA}.followups
         (followup_id, response_id, respondent_id, respondent_key, submitted_at, kind, score, channel, survey_id,
-         created_at, ticket_id, version, rule, policy_version)
+         created_at, ticket_id, version, rule, policy_version, status, reason, template, locale, subject, body_text,
+         body_html)
     SELECT * FROM unnest(
         CAST(:followup_ids AS text[]), CAST(:response_ids AS text[]), CAST(:respondent_ids AS text[]),
         CAST(:respondent_keys AS text[]), CAST(:submitted_ats AS timestamptz[]),
         CAST(:kinds AS text[]), CAST(:scores AS smallint[]), CAST(:channels AS text[]),
         CAST(:survey_ids AS text[]), CAST(:created_ats AS timestamptz[]), CAST(:ticket_ids AS text[]),
-        CAST(:versions AS integer[]), CAST(:rules AS text[]), CAST(:policy_versions AS text[]))
+        CAST(:versions AS integer[]), CAST(:rules AS text[]), CAST(:policy_versions AS text[]),
+        CAST(:statuses AS text[]), CAST(:reasons AS text[]), CAST(:templates AS text[]), CAST(:locales AS text[]),
+        CAST(:subjects AS text[]), CAST(:texts AS text[]), CAST(:htmls AS text[]))
     ON CONFLICT (response_id) DO NOTHING
     RETURNING response_id
     """
@@ -115,9 +118,22 @@ async def insert_new(
             "versions": [f.version for f in followups],
             "rules": [f.rule for f in followups],
             "policy_versions": [f.policy_version for f in followups],
+            **message_columns(followups),
         },
     )
     return {row.response_id for row in result}
+
+
+def message_columns(followups: Sequence[FollowUp]) -> dict[str, list[str | None]]:
+    return {
+        "statuses": [f.status for f in followups],
+        "reasons": [f.reason for f in followups],
+        "templates": [f.template for f in followups],
+        "locales": [f.message.locale if f.message else None for f in followups],
+        "subjects": [f.message.subject if f.message else None for f in followups],
+        "texts": [f.message.body_text if f.message else None for f in followups],
+        "htmls": [f.message.body_html if f.message else None for f in followups],
+    }
 
 
 def submitted_at(followup: FollowUp) -> datetime:
@@ -132,7 +148,9 @@ async def reroute(conn: AsyncConnection, followups: Sequence[FollowUp]) -> int:
         result = await conn.execute(
             sa.text(
                 f"""UPDATE {SCHEMA}.followups SET followup_id = :fid, kind = :kind, score = :score, ticket_id = :tid,
-                        version = :version, created_at = :now, rule = :rule, policy_version = :policy_version
+                        version = :version, created_at = :now, rule = :rule, policy_version = :policy_version,
+                        status = :status, reason = :reason, template = :template, locale = :locale,
+                        subject = :subject, body_text = :text, body_html = :html
                     WHERE response_id = :rid AND version < :version"""
             ),
             {
@@ -145,6 +163,13 @@ async def reroute(conn: AsyncConnection, followups: Sequence[FollowUp]) -> int:
                 "rid": f.response.response_id,
                 "rule": f.rule,
                 "policy_version": f.policy_version,
+                "status": f.status,
+                "reason": f.reason,
+                "template": f.template,
+                "locale": f.message.locale if f.message else None,
+                "subject": f.message.subject if f.message else None,
+                "text": f.message.body_text if f.message else None,
+                "html": f.message.body_html if f.message else None,
             },
         )
         changed += result.rowcount
@@ -273,7 +298,7 @@ async def forget(
     )
     cleared = await conn.execute(
         sa.text(
-            f"UPDATE {SCHEMA}.followups SET respondent_id = NULL "
+            f"UPDATE {SCHEMA}.followups SET respondent_id = NULL, subject = NULL, body_text = NULL, body_html = NULL "
             f"WHERE response_id IN ({_ERASED}) AND respondent_id IS NOT NULL"
         ),
         params,

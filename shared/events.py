@@ -174,6 +174,12 @@ class FollowUpCreated(Event):
     created_at: AwareDatetime
     rule: str | None = None
     policy_version: str | None = None
+    # The message to send, rendered from the policy's template (null when the rule has none).
+    template: str | None = None
+    locale: str | None = None
+    subject: str | None = None
+    body_text: str | None = None
+    body_html: str | None = None
 
 
 class TicketOpened(Event):

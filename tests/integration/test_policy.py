@@ -49,9 +49,16 @@ rules:
   - name: passives
     when: {category: passive}
     action: thank_you
+    template: thanks
   - name: promoters
     when: {category: promoter}
     action: referral
+    template: ask
+templates:
+  thanks:
+    en: {subject: "Thanks", text: "Your plan: {{ attributes.plan | upper }}"}
+  ask:
+    en: {subject: "Thank you for the {{ score }}!", text: "Tell a friend?", html: "<p>Tell a friend, {{ comment }}?</p>"}
 """
 
 
@@ -108,7 +115,7 @@ async def test_a_policy_file_decides_every_follow_up_and_is_recorded_on_it(
         await eventually(lambda: routed(4))
         assert await rows() == {
             "x1": ("referral", "promoters", "acme-7"),
-            "z1": ("thank_you", "passives", "acme-7"),
+            "z1": ("thank_you", "passives", "acme-7"),  # its template failed: recorded, not published
             "y1": ("ticket", "enterprise-detractor-with-comment", "acme-7"),
             "x2": ("csm_call", "relapsed-promoter", "acme-7"),
         }
@@ -116,6 +123,16 @@ async def test_a_policy_file_decides_every_follow_up_and_is_recorded_on_it(
             found = await conn.execute(sa.text("SELECT ticket_id, priority FROM followup.tickets"))
             tickets = {r.ticket_id: r.priority for r in found}
         assert tickets == {ticket_id(f"{run}-y1"): "urgent"}  # the relapse went to the CSM, not to support
+        async with loop.engine.connect() as conn:
+            found = await conn.execute(
+                sa.text(
+                    "SELECT response_id, status, reason, subject FROM followup.followups WHERE response_id LIKE :r"
+                ),
+                {"r": f"{run}-%"},
+            )
+            messages = {r.response_id.removeprefix(f"{run}-"): (r.status, r.reason, r.subject) for r in found}
+        assert messages["x1"] == ("created", None, "Thank you for the 10!")
+        assert messages["z1"][0] == "failed" and "template thanks (en)" in messages["z1"][1]
 
         admin = await serve_in_process(app, loop.engine)
         async with httpx.AsyncClient(
@@ -130,14 +147,20 @@ async def test_a_policy_file_decides_every_follow_up_and_is_recorded_on_it(
                 refused = await client.post("/v1/policy/explain", json=bad)
                 assert refused.status_code == 422 and refused.json()["code"] == "invalid_request", refused.text
 
-    records = await read_topic(bootstrap, settings.topics.followups, expect=4)
+    records = await read_topic(bootstrap, settings.topics.followups, expect=3)
     created = [followup_events.validate_json(r.value) for r in records]
     assert {(e.kind, e.rule, e.policy_version) for e in created if isinstance(e, FollowUpCreated)} == {
         ("referral", "promoters", "acme-7"),
-        ("thank_you", "passives", "acme-7"),
         ("ticket", "enterprise-detractor-with-comment", "acme-7"),
         ("csm_call", "relapsed-promoter", "acme-7"),
     }
+    referral = next(e for e in created if isinstance(e, FollowUpCreated) and e.kind == "referral")
+    assert (referral.template, referral.locale, referral.subject, referral.body_text) == (
+        "ask",
+        "en",
+        "Thank you for the 10!",
+        "Tell a friend?",
+    )
 
 
 def test_a_bad_policy_keeps_the_service_from_starting_and_says_why(tmp_path: Path, database_url: str) -> None:

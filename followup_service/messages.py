@@ -1,0 +1,102 @@
+"""The messages follow-ups carry: Jinja2 templates from the policy file, per template and locale,
+rendered once when a follow-up is created, so a CRM or mail tool only has to send them.
+
+Templates run in Jinja2's sandbox (no attribute of Python objects beyond plain data, no imports) with
+strict undefined variables; the HTML body is autoescaped, so a comment like `<script>` arrives as
+text. A template can use only the variables in VARIABLES; the policy check refuses any other."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import StrictUndefined, Template, TemplateError, meta
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+VARIABLES = {
+    "score": "the response's score (0-10)",
+    "category": "promoter, passive or detractor",
+    "comment": "the respondent's comment, or none",
+    "channel": "the response's channel, or none",
+    "survey_id": "the survey, or none",
+    "attributes": "the response's attributes (attributes.plan, ...)",
+    "response_id": "the response's id",
+    "locale": "the locale the message is written in",
+}
+FIELDS = ("subject", "text", "html")
+
+_TEXT = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+_HTML = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=True, keep_trailing_newline=True)
+
+
+def environment(field: str) -> ImmutableSandboxedEnvironment:
+    return _HTML if field == "html" else _TEXT
+
+
+def problems_of(source: str, field: str) -> list[str]:
+    """What is wrong with one template text: a syntax error, or a variable it may not use."""
+    env = environment(field)
+    try:
+        parsed = env.parse(source)
+    except TemplateError as exc:
+        return [f"not a valid template: {exc}"]
+    unknown = sorted(meta.find_undeclared_variables(parsed) - VARIABLES.keys())
+    return [f"unknown variable {name!r} (a template can use: {', '.join(VARIABLES)})" for name in unknown]
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    template: str
+    locale: str
+    subject: str
+    body_text: str
+    body_html: str | None
+
+
+class RenderFailed(Exception):
+    """A template that checked out but failed on this response (e.g. a filter on a missing value)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    subject: Template
+    text: Template
+    html: Template | None
+
+
+def compile_message(message: Mapping[str, str | None]) -> Compiled:
+    html = message.get("html")
+    return Compiled(
+        _TEXT.from_string(message["subject"] or ""),
+        _TEXT.from_string(message["text"] or ""),
+        _HTML.from_string(html) if html is not None else None,
+    )
+
+
+def pick_locale(wanted: str | None, available: Mapping[str, Any], default: str) -> str:
+    """The wanted locale if the template has it, else its language (`de` for `de-AT`), else the default."""
+    if wanted:
+        if wanted in available:
+            return wanted
+        language = wanted.split("-", 1)[0]
+        if language in available:
+            return language
+    return default
+
+
+def render(name: str, versions: Mapping[str, Compiled], default_locale: str, variables: Mapping[str, Any]) -> Rendered:
+    attributes = variables.get("attributes") or {}
+    locale = pick_locale(attributes.get("locale"), versions, default_locale)
+    compiled = versions[locale]
+    context = {**variables, "locale": locale}
+    try:
+        return Rendered(
+            template=name,
+            locale=locale,
+            subject=compiled.subject.render(context).strip(),
+            body_text=compiled.text.render(context),
+            body_html=compiled.html.render(context) if compiled.html is not None else None,
+        )
+    except TemplateError as exc:
+        raise RenderFailed(f"template {name} ({locale}): {exc}") from exc
