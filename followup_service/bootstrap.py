@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from followup_service import metrics, policy
-from followup_service.api import policy_router, router, tickets_router
+from followup_service.api import contact_router, policy_router, router, tickets_router
 from followup_service.handlers import RouteResponses, WatchSlas
 from followup_service.repository import SCHEMA
 from followup_service.settings import FollowUpSettings
@@ -68,6 +68,7 @@ def spec(settings: FollowUpSettings, routing: policy.PolicyHolder | None = None)
             pseudonyms=settings.pseudonyms(),
             clock=lambda: datetime.now(UTC),
             policy=routing or load_policy(settings),
+            contact=settings.contact_rules(),
         ),
         # The API writes TicketUpdated to the outbox too: the loop's tick publishes it even while
         # no response arrives.
@@ -83,8 +84,10 @@ def create_app(settings: FollowUpSettings | None = None) -> FastAPI:
     app = create_base_app("followup", "NPS follow-up", lifespan)
     app.state.settings = settings
     app.state.policy = routing
+    app.state.pseudonyms = settings.pseudonyms()
     app.include_router(health_router(lambda: app.state.resources.checks(), settings.metrics_secret))
     app.include_router(router)
     app.include_router(tickets_router)
     app.include_router(policy_router)
+    app.include_router(contact_router)
     return app

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Literal, get_args
 
 from followup_service.messages import Rendered
@@ -67,6 +67,63 @@ def by_category(event: ResponseSubmitted | ResponseRevised, previous_score: int 
     return Routing(route(event.score))
 
 
+@dataclass
+class ContactHistory:
+    """What the contact rules look at for one person: an opt-out, and the messages sent to them
+    (kind, when), oldest first."""
+
+    opted_out: bool = False
+    sent: list[tuple[str, datetime]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    reason: str | None = None  # opted_out, throttled
+    eligible_at: datetime | None = None  # when a message of that kind would be allowed (never: None)
+
+
+@dataclass(frozen=True, slots=True)
+class ContactRules:
+    """Survey fatigue and consent: at most one message of a kind per `min_days_between` (per kind,
+    `default_min_days` otherwise), at most `max_per_window` messages in any `window_days`, none after
+    an opt-out. Tickets are not messages: a detractor always reaches support."""
+
+    default_min_days: float = 30
+    min_days_between: Mapping[str, float] = field(default_factory=dict)
+    max_per_window: int = 3
+    window_days: float = 90
+
+    def gap(self, kind: str) -> timedelta:
+        return timedelta(days=self.min_days_between.get(kind, self.default_min_days))
+
+    @property
+    def window(self) -> timedelta:
+        return timedelta(days=self.window_days)
+
+    @property
+    def lookback(self) -> timedelta:
+        """How far back the history must reach for every rule."""
+        return max([self.window, timedelta(days=self.default_min_days)] + [self.gap(k) for k in self.min_days_between])
+
+    def verdict(self, history: ContactHistory, kind: str, now: datetime, any_kind: bool = False) -> Verdict:
+        """May a message of `kind` go to this person now? With `any_kind`: a message of any kind
+        (the gap is the default one, counted from their latest message whatever its kind)."""
+        if history.opted_out:
+            return Verdict(False, "opted_out")
+        waits = []
+        gap = timedelta(days=self.default_min_days) if any_kind else self.gap(kind)
+        same = [at for k, at in history.sent if (any_kind or k == kind) and at > now - gap]
+        if same:
+            waits.append(max(same) + gap)
+        recent = sorted(at for _, at in history.sent if at > now - self.window)
+        if len(recent) >= self.max_per_window:
+            waits.append(recent[len(recent) - self.max_per_window] + self.window)
+        if waits:
+            return Verdict(False, "throttled", max(waits))
+        return Verdict(True)
+
+
 @dataclass(frozen=True, slots=True)
 class FollowUp:
     """What one response is routed to (on its latest version): everything else is the response."""
@@ -81,8 +138,10 @@ class FollowUp:
     policy_version: str | None = None
     template: str | None = None  # the message to render for it (the handler renders it)
     message: Rendered | None = None
-    status: Literal["created", "failed"] = "created"  # failed: its message could not be rendered
+    # failed: its message could not be rendered; suppressed: the contact rules (or the policy) held it back
+    status: Literal["created", "failed", "suppressed"] = "created"
     reason: str | None = None
+    eligible_at: datetime | None = None  # suppressed by the contact rules: when it would have been allowed
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +205,8 @@ def plan_batch(
     now: datetime,
     decide: Decide = by_category,
     previous: Mapping[str, int] | None = None,
+    contacts: Mapping[str, ContactHistory] | None = None,
+    rules: ContactRules | None = None,
 ) -> BatchPlan:
     """Route a batch, in order, on top of what is known: `routed` (by response_id), `active` (the
     active ticket of each respondent key) and the erasures (by respondent key). Pure; the rules:
@@ -163,6 +224,8 @@ def plan_batch(
     routed = dict(routed)
     active = dict(active)
     previous = dict(previous or {})
+    rules = rules or ContactRules()
+    histories = {k: ContactHistory(h.opted_out, list(h.sent)) for k, h in (contacts or {}).items()}
 
     def ticket_for(event: ResponseSubmitted | ResponseRevised, rkey: str, priority: Priority) -> str:
         if rkey in active:
@@ -175,10 +238,19 @@ def plan_batch(
 
     def follow_up(event: ResponseSubmitted | ResponseRevised, rkey: str, fid: str, version: int) -> FollowUp:
         routing = decide(event, previous.get(rkey))
-        tid = ticket_for(event, rkey, routing.priority) if routing.action == "ticket" else None
-        return FollowUp(
-            fid, routing.action, event, now, tid, version, routing.rule, routing.policy_version, routing.template
-        )
+        history = histories.setdefault(rkey, ContactHistory())
+        base = FollowUp(fid, routing.action, event, now, None, version, routing.rule, routing.policy_version)
+        if routing.action == "none":
+            return replace(base, status="suppressed", reason="policy_none")
+        if routing.action == "ticket":
+            # A detractor always reaches support; only the message to an opted-out person is dropped.
+            tid = ticket_for(event, rkey, routing.priority)
+            return replace(base, ticket_id=tid, template=None if history.opted_out else routing.template)
+        verdict = rules.verdict(history, routing.action, now)
+        if not verdict.allowed:
+            return replace(base, status="suppressed", reason=verdict.reason, eligible_at=verdict.eligible_at)
+        history.sent.append((routing.action, now))
+        return replace(base, template=routing.template)
 
     for event in events:
         rkey = key(event.respondent_id)

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from followup_service import metrics, publisher, repository
 from followup_service.domain import (
     PRIORITIES,
+    ContactRules,
     FollowUp,
     NewTicket,
     Priority,
@@ -46,6 +47,7 @@ class RouteResponses:
     pseudonyms: Pseudonyms
     clock: Callable[[], datetime]
     policy: PolicyHolder
+    contact: ContactRules
 
     def decide(self, event: ResponseSubmitted | ResponseRevised, previous_score: int | None) -> Routing:
         decision = self.policy.current.decide(facts_of(event, previous_score))
@@ -75,7 +77,9 @@ class RouteResponses:
         routed = await repository.routed_of(conn, (e.response_id for e in events))
         active = await repository.active_tickets(conn, keys)
         previous = await repository.previous_scores(conn, keys, (e.response_id for e in events))
-        plan = plan_batch(events, routed, active, erasures, key, now, self.decide, previous)
+        await repository.lock_people(conn, keys)
+        contacts = await repository.contact_histories(conn, keys, now - self.contact.lookback)
+        plan = plan_batch(events, routed, active, erasures, key, now, self.decide, previous, contacts, self.contact)
         plan.new = [self.with_message(f) for f in plan.new]
         plan.rerouted = [self.with_message(f) for f in plan.rerouted]
 

@@ -14,7 +14,7 @@ from shared.settings import Topics
 def outgoing(topics: Topics, followup: FollowUp, opens_ticket: bool) -> list[Outgoing]:
     """FollowUpCreated, and TicketOpened when the follow-up opened its ticket (one that joined the
     person's active ticket publishes TicketUpdated instead)."""
-    if followup.kind == "none" or followup.status == "failed":  # recorded; nothing for anyone to send
+    if followup.status != "created":  # failed or suppressed: recorded; nothing for anyone to send
         return []
     message = followup.message
     response = followup.response

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from followup_service.domain import FollowUp, NewTicket, Priority, Routed, TicketState
+from followup_service.domain import ContactHistory, FollowUp, NewTicket, Priority, Routed, TicketState
 from shared.events import ResponseSubmitted
 from shared.privacy import Erasures
 
@@ -22,7 +22,7 @@ _INSERT_FOLLOWUPS = sa.text(
     INSERT INTO {SCHEMA}.followups
         (followup_id, response_id, respondent_id, respondent_key, submitted_at, kind, score, channel, survey_id,
          created_at, ticket_id, version, rule, policy_version, status, reason, template, locale, subject, body_text,
-         body_html)
+         body_html, eligible_at)
     SELECT * FROM unnest(
         CAST(:followup_ids AS text[]), CAST(:response_ids AS text[]), CAST(:respondent_ids AS text[]),
         CAST(:respondent_keys AS text[]), CAST(:submitted_ats AS timestamptz[]),
@@ -30,7 +30,8 @@ _INSERT_FOLLOWUPS = sa.text(
         CAST(:survey_ids AS text[]), CAST(:created_ats AS timestamptz[]), CAST(:ticket_ids AS text[]),
         CAST(:versions AS integer[]), CAST(:rules AS text[]), CAST(:policy_versions AS text[]),
         CAST(:statuses AS text[]), CAST(:reasons AS text[]), CAST(:templates AS text[]), CAST(:locales AS text[]),
-        CAST(:subjects AS text[]), CAST(:texts AS text[]), CAST(:htmls AS text[]))
+        CAST(:subjects AS text[]), CAST(:texts AS text[]), CAST(:htmls AS text[]),
+        CAST(:eligible AS timestamptz[]))
     ON CONFLICT (response_id) DO NOTHING
     RETURNING response_id
     """
@@ -119,6 +120,7 @@ async def insert_new(
             "rules": [f.rule for f in followups],
             "policy_versions": [f.policy_version for f in followups],
             **message_columns(followups),
+            "eligible": [f.eligible_at for f in followups],
         },
     )
     return {row.response_id for row in result}
@@ -150,7 +152,7 @@ async def reroute(conn: AsyncConnection, followups: Sequence[FollowUp]) -> int:
                 f"""UPDATE {SCHEMA}.followups SET followup_id = :fid, kind = :kind, score = :score, ticket_id = :tid,
                         version = :version, created_at = :now, rule = :rule, policy_version = :policy_version,
                         status = :status, reason = :reason, template = :template, locale = :locale,
-                        subject = :subject, body_text = :text, body_html = :html
+                        subject = :subject, body_text = :text, body_html = :html, eligible_at = :eligible
                     WHERE response_id = :rid AND version < :version"""
             ),
             {
@@ -170,6 +172,7 @@ async def reroute(conn: AsyncConnection, followups: Sequence[FollowUp]) -> int:
                 "subject": f.message.subject if f.message else None,
                 "text": f.message.body_text if f.message else None,
                 "html": f.message.body_html if f.message else None,
+                "eligible": f.eligible_at,
             },
         )
         changed += result.rowcount
@@ -475,3 +478,72 @@ async def active_by_age(conn: AsyncConnection, now: datetime) -> dict[tuple[str,
         {"active": ACTIVE_STATUSES, "now": now},
     )
     return {(r.priority, r.bucket): int(r.n) for r in rows}
+
+
+# --- contact rules ---
+
+
+async def lock_people(conn: AsyncConnection, keys: Iterable[str]) -> None:
+    """Serialise transactions about the same people (two consumers on one partition during a
+    rebalance): the contact rules read a person's messages, then add to them."""
+    await conn.execute(
+        sa.text("SELECT pg_advisory_xact_lock(hashtext(k)) FROM unnest(CAST(:keys AS text[])) AS k ORDER BY k"),
+        {"keys": sorted(set(keys))},
+    )
+
+
+async def contact_histories(conn: AsyncConnection, keys: Iterable[str], since: datetime) -> dict[str, ContactHistory]:
+    """Each person's opt-out and the messages sent to them since `since` (tickets are not messages)."""
+    wanted = sorted(set(keys))
+    histories = {k: ContactHistory() for k in wanted}
+    opted = await conn.execute(
+        sa.text(f"SELECT respondent_key FROM {SCHEMA}.opt_outs WHERE respondent_key = ANY(CAST(:keys AS text[]))"),
+        {"keys": wanted},
+    )
+    for row in opted:
+        histories[row.respondent_key].opted_out = True
+    sent = await conn.execute(
+        sa.text(
+            f"""SELECT respondent_key, kind, created_at FROM {SCHEMA}.followups
+                WHERE respondent_key = ANY(CAST(:keys AS text[])) AND status = 'created'
+                  AND kind NOT IN ('ticket', 'none') AND created_at > :since
+                ORDER BY created_at"""
+        ),
+        {"keys": wanted, "since": since},
+    )
+    for row in sent:
+        histories[row.respondent_key].sent.append((row.kind, row.created_at))
+    return histories
+
+
+async def set_opt_out(conn: AsyncConnection, key: str, at: datetime | None) -> bool:
+    """Opt a person out (`at`) or back in (None); True if that changed anything."""
+    if at is None:
+        result = await conn.execute(sa.text(f"DELETE FROM {SCHEMA}.opt_outs WHERE respondent_key = :k"), {"k": key})
+    else:
+        result = await conn.execute(
+            sa.text(f"INSERT INTO {SCHEMA}.opt_outs VALUES (:k, :at) ON CONFLICT (respondent_key) DO NOTHING"),
+            {"k": key, "at": at},
+        )
+    return bool(result.rowcount)
+
+
+@dataclass(frozen=True, slots=True)
+class ContactState:
+    opted_out_at: datetime | None
+    last_answer_at: datetime | None
+    erased_at: datetime | None
+
+
+async def contact_state(conn: AsyncConnection, key: str) -> ContactState:
+    row = (
+        await conn.execute(
+            sa.text(
+                f"""SELECT (SELECT opted_out_at FROM {SCHEMA}.opt_outs WHERE respondent_key = :k) AS opted_out_at,
+                           (SELECT max(submitted_at) FROM {SCHEMA}.followups WHERE respondent_key = :k) AS last_answer_at,
+                           (SELECT requested_at FROM {SCHEMA}.erasures WHERE respondent_key = :k) AS erased_at"""
+            ),
+            {"k": key},
+        )
+    ).one()
+    return ContactState(row.opted_out_at, row.last_answer_at, row.erased_at)

@@ -5,7 +5,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import SettingsConfigDict
 
-from followup_service.domain import Priority
+from followup_service.domain import ContactRules, Priority
 from shared.settings import ServiceSettings
 
 
@@ -40,6 +40,30 @@ class FollowUpSettings(ServiceSettings):
         description="the follow-up policy file (YAML; docs/followup.md); unset: the default policy (promoters to "
         "referral, passives to education, detractors to a ticket). A bad file stops the service from starting",
     )
+    # Contact rules: survey fatigue and consent (docs/followup.md, "Contact rules").
+    contact_min_days: float = Field(
+        default=30, ge=0, description="at most one follow-up message of a kind to a person per this many days"
+    )
+    contact_min_days_by_kind: dict[str, float] = Field(
+        default_factory=dict,
+        description='the same, per action kind (JSON, e.g. `{"referral": 90}`); kinds not named use the one above',
+    )
+    contact_max_per_window: int = Field(
+        default=3, ge=1, description="at most this many follow-up messages to a person in any window"
+    )
+    contact_window_days: float = Field(default=90, gt=0, description="the window of the limit above, in days")
+    survey_min_days: float = Field(
+        default=90, ge=0, description="`GET /v1/respondents/{id}/contact` says not to survey a person again sooner"
+    )
+
+    def contact_rules(self) -> ContactRules:
+        return ContactRules(
+            default_min_days=self.contact_min_days,
+            min_days_between=dict(self.contact_min_days_by_kind),
+            max_per_window=self.contact_max_per_window,
+            window_days=self.contact_window_days,
+        )
+
     outbox_interval_s: float = Field(
         default=1.0, gt=0, description="how soon a ticket change made through the API is published (`TicketUpdated`)"
     )

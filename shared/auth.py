@@ -41,6 +41,8 @@ Scope = Literal[
     "scores:read",  # scoring's queries
     "followups:read",  # follow-up's lookups, tickets included
     "tickets:write",  # change a ticket's status, assignee, note, resolution
+    "contact:read",  # may a person be surveyed or contacted now (product apps ask before the prompt)
+    "contact:write",  # opt a person out of follow-up messages, or back in
     "alerts:read",  # alerts' list
     "admin",  # every scope
 ]
