@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
 
 from followup_service import handlers, repository
 from followup_service.domain import ContactRules, IllegalTransition, Priority, TicketChange, TicketStatus
@@ -391,4 +391,102 @@ async def contact(request: Request, conn: ReadConnection, respondent_id: Respond
         may_contact=not barred and verdict.allowed,
         contact_eligible_at=None if barred else verdict.eligible_at,
         reasons=reasons,
+    )
+
+
+# --- referrals ---
+
+ReferralCode = Annotated[
+    str, Path(pattern=r"^r[a-z2-7]{16}$", description="a referral code, as FollowUpCreated gave it")
+]
+
+
+class ConversionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    conversion_id: str = Field(
+        min_length=1, max_length=128, pattern=PLAIN, description="your id for the sign-up: a retry records it once"
+    )
+    converted_at: AwareDatetime | None = Field(default=None, description="when they signed up; default now")
+
+
+class Conversion(BaseModel):
+    conversion_id: str
+    code: str
+    recorded: bool = Field(description="false when this conversion_id was already recorded")
+
+
+class ReferralStatsAnswer(BaseModel):
+    window: str
+    segment: str
+    codes_issued: int
+    conversions: int
+    converting_codes: int
+    conversion_rate: float | None = Field(description="converting codes / codes issued; null with none issued")
+
+
+referrals_router = APIRouter(tags=["referrals"], responses=KEY_PROBLEMS)
+
+
+@referrals_router.post(
+    "/v1/referrals/{code}/conversions",
+    response_model=Conversion,
+    status_code=201,
+    responses={
+        200: {"model": Conversion, "description": "already recorded (a retry)"},
+        404: {"model": Problem, "description": "`unknown_referral_code`"},
+        409: {
+            "model": Problem,
+            "description": "`conversion_conflict`: that conversion_id was recorded for another code",
+        },
+    },
+)
+async def record_conversion(
+    request: Request,
+    code: ReferralCode,
+    body: ConversionIn,
+    response: Response,
+    _: Annotated[str, requires("referrals:write")],
+) -> Conversion:
+    """A sign-up that came through a referral code (idempotent on `conversion_id`)."""
+    now = datetime.now(UTC)
+    if body.converted_at is not None and body.converted_at > now + timedelta(minutes=5):
+        raise _invalid("converted_at", "is in the future")
+    async with request.app.state.engine.begin() as conn:
+        if not await repository.code_exists(conn, code):
+            raise ProblemError(404, "unknown_referral_code", "no follow-up gave out that referral code")
+        new, recorded_for = await repository.record_conversion(conn, body.conversion_id, code, body.converted_at or now)
+    if recorded_for != code:
+        raise ProblemError(409, "conversion_conflict", "that conversion_id was recorded for another referral code")
+    if not new:
+        response.status_code = 200
+    return Conversion(conversion_id=body.conversion_id, code=code, recorded=new)
+
+
+@referrals_router.get(
+    "/v1/referrals/stats", response_model=ReferralStatsAnswer, dependencies=[requires("followups:read")]
+)
+async def referral_stats(
+    conn: ReadConnection,
+    window: Annotated[str, Query(pattern=r"^[1-9][0-9]{0,3}d$", description="codes issued in the last N days")] = "30d",
+    segment: Annotated[
+        str,
+        Query(
+            pattern=r"^(all|(channel|survey_id):[A-Za-z0-9._:-]{1,128})$", description="all, channel:X or survey_id:X"
+        ),
+    ] = "all",
+) -> ReferralStatsAnswer:
+    """Referral codes issued in the window, the sign-ups they brought, and the conversion rate."""
+    since = datetime.now(UTC) - timedelta(days=int(window[:-1]))
+    dimension, _, value = segment.partition(":")
+    stats = await repository.referral_stats(
+        conn, since, value if dimension == "channel" else None, value if dimension == "survey_id" else None
+    )
+    return ReferralStatsAnswer(
+        window=window,
+        segment=segment,
+        codes_issued=stats.codes_issued,
+        conversions=stats.conversions,
+        converting_codes=stats.converting_codes,
+        conversion_rate=round(stats.converting_codes / stats.codes_issued, 4) if stats.codes_issued else None,
     )

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from followup_service import metrics, policy
-from followup_service.api import contact_router, policy_router, router, tickets_router
+from followup_service.api import contact_router, policy_router, referrals_router, router, tickets_router
 from followup_service.handlers import RouteResponses, WatchSlas
 from followup_service.repository import SCHEMA
 from followup_service.settings import FollowUpSettings
@@ -90,4 +90,5 @@ def create_app(settings: FollowUpSettings | None = None) -> FastAPI:
     app.include_router(tickets_router)
     app.include_router(policy_router)
     app.include_router(contact_router)
+    app.include_router(referrals_router)
     return app

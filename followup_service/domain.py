@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -40,6 +41,11 @@ def followup_id(response_id: str, version: int = 1) -> str:
 
 def ticket_id(response_id: str) -> str:
     return f"tk_{uuid.uuid5(_NAMESPACE, 'ticket:' + response_id).hex}"
+
+
+def referral_code(token: bytes) -> str:
+    """A referral code from an unguessable token: 16 URL-safe characters (80 bits), `r` first."""
+    return "r" + base64.b32encode(token[:10]).decode().lower()
 
 
 def revision_ticket_id(event: ResponseRevised) -> str:
@@ -142,6 +148,7 @@ class FollowUp:
     status: Literal["created", "failed", "suppressed"] = "created"
     reason: str | None = None
     eligible_at: datetime | None = None  # suppressed by the contact rules: when it would have been allowed
+    referral_code: str | None = None  # a referral follow-up's code, for the sign-ups it brings
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from followup_service.domain import (
     TicketState,
     change_ticket,
     plan_batch,
+    referral_code,
 )
 from followup_service.messages import RenderFailed
 from followup_service.policy import CATEGORY_NAMES, Facts, PolicyHolder
@@ -56,10 +57,14 @@ class RouteResponses:
     def with_message(self, followup: FollowUp) -> FollowUp:
         """The follow-up with its message rendered, or marked failed with the reason (counted):
         a template that fails never loses the follow-up."""
+        if followup.kind == "referral" and followup.status == "created":
+            token = self.pseudonyms.token("referral", followup.followup_id)
+            followup = replace(followup, referral_code=referral_code(token))
         if followup.template is None:
             return followup
         try:
-            rendered = self.policy.current.render(followup.template, variables_of(followup.response))
+            variables = variables_of(followup.response) | {"referral_code": followup.referral_code}
+            rendered = self.policy.current.render(followup.template, variables)
         except (RenderFailed, KeyError) as exc:
             metrics.MESSAGES_FAILED.inc()
             log.warning("follow-up %s: message not rendered: %s", followup.followup_id, exc)

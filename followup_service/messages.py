@@ -23,6 +23,7 @@ VARIABLES = {
     "attributes": "the response's attributes (attributes.plan, ...)",
     "response_id": "the response's id",
     "locale": "the locale the message is written in",
+    "referral_code": "a referral follow-up's code (none for other kinds)",
 }
 FIELDS = ("subject", "text", "html")
 

@@ -34,6 +34,7 @@ def outgoing(topics: Topics, followup: FollowUp, opens_ticket: bool) -> list[Out
         subject=message.subject if message else None,
         body_text=message.body_text if message else None,
         body_html=message.body_html if message else None,
+        referral_code=followup.referral_code,
     )
     events = [Outgoing.event(topics.followups, response.respondent_id, created)]
     if followup.ticket_id is not None and opens_ticket:

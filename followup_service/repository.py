@@ -22,7 +22,7 @@ _INSERT_FOLLOWUPS = sa.text(
     INSERT INTO {SCHEMA}.followups
         (followup_id, response_id, respondent_id, respondent_key, submitted_at, kind, score, channel, survey_id,
          created_at, ticket_id, version, rule, policy_version, status, reason, template, locale, subject, body_text,
-         body_html, eligible_at)
+         body_html, eligible_at, referral_code)
     SELECT * FROM unnest(
         CAST(:followup_ids AS text[]), CAST(:response_ids AS text[]), CAST(:respondent_ids AS text[]),
         CAST(:respondent_keys AS text[]), CAST(:submitted_ats AS timestamptz[]),
@@ -31,7 +31,7 @@ _INSERT_FOLLOWUPS = sa.text(
         CAST(:versions AS integer[]), CAST(:rules AS text[]), CAST(:policy_versions AS text[]),
         CAST(:statuses AS text[]), CAST(:reasons AS text[]), CAST(:templates AS text[]), CAST(:locales AS text[]),
         CAST(:subjects AS text[]), CAST(:texts AS text[]), CAST(:htmls AS text[]),
-        CAST(:eligible AS timestamptz[]))
+        CAST(:eligible AS timestamptz[]), CAST(:codes AS text[]))
     ON CONFLICT (response_id) DO NOTHING
     RETURNING response_id
     """
@@ -121,6 +121,7 @@ async def insert_new(
             "policy_versions": [f.policy_version for f in followups],
             **message_columns(followups),
             "eligible": [f.eligible_at for f in followups],
+            "codes": [f.referral_code for f in followups],
         },
     )
     return {row.response_id for row in result}
@@ -152,7 +153,8 @@ async def reroute(conn: AsyncConnection, followups: Sequence[FollowUp]) -> int:
                 f"""UPDATE {SCHEMA}.followups SET followup_id = :fid, kind = :kind, score = :score, ticket_id = :tid,
                         version = :version, created_at = :now, rule = :rule, policy_version = :policy_version,
                         status = :status, reason = :reason, template = :template, locale = :locale,
-                        subject = :subject, body_text = :text, body_html = :html, eligible_at = :eligible
+                        subject = :subject, body_text = :text, body_html = :html, eligible_at = :eligible,
+                        referral_code = coalesce(referral_code, :code)  -- the first code stays valid
                     WHERE response_id = :rid AND version < :version"""
             ),
             {
@@ -173,6 +175,7 @@ async def reroute(conn: AsyncConnection, followups: Sequence[FollowUp]) -> int:
                 "text": f.message.body_text if f.message else None,
                 "html": f.message.body_html if f.message else None,
                 "eligible": f.eligible_at,
+                "code": f.referral_code,
             },
         )
         changed += result.rowcount
@@ -547,3 +550,62 @@ async def contact_state(conn: AsyncConnection, key: str) -> ContactState:
         )
     ).one()
     return ContactState(row.opted_out_at, row.last_answer_at, row.erased_at)
+
+
+# --- referrals ---
+
+
+async def code_exists(conn: AsyncConnection, code: str) -> bool:
+    found = await conn.scalar(sa.text(f"SELECT 1 FROM {SCHEMA}.followups WHERE referral_code = :c"), {"c": code})
+    return found is not None
+
+
+async def record_conversion(
+    conn: AsyncConnection, conversion_id: str, code: str, converted_at: datetime
+) -> tuple[bool, str]:
+    """(newly recorded?, the code the conversion id is recorded with)."""
+    row = (
+        await conn.execute(
+            sa.text(
+                f"""WITH new AS (
+                        INSERT INTO {SCHEMA}.referral_conversions (conversion_id, code, converted_at)
+                        VALUES (:id, :code, :at) ON CONFLICT (conversion_id) DO NOTHING RETURNING code)
+                    SELECT true AS new, code FROM new
+                    UNION ALL
+                    SELECT false, code FROM {SCHEMA}.referral_conversions WHERE conversion_id = :id
+                    LIMIT 1"""
+            ),
+            {"id": conversion_id, "code": code, "at": converted_at},
+        )
+    ).one()
+    return bool(row.new), str(row.code)
+
+
+@dataclass(frozen=True, slots=True)
+class ReferralStats:
+    codes_issued: int
+    conversions: int
+    converting_codes: int
+
+
+async def referral_stats(
+    conn: AsyncConnection, since: datetime, channel: str | None, survey_id: str | None
+) -> ReferralStats:
+    """Codes issued since `since` (of those segments), their conversions, and how many converted."""
+    row = (
+        await conn.execute(
+            sa.text(
+                f"""WITH codes AS (
+                        SELECT referral_code FROM {SCHEMA}.followups
+                        WHERE referral_code IS NOT NULL AND created_at >= :since
+                          AND (CAST(:channel AS text) IS NULL OR channel = :channel)
+                          AND (CAST(:survey AS text) IS NULL OR survey_id = :survey))
+                    SELECT (SELECT count(*) FROM codes) AS issued,
+                           count(c.conversion_id) AS conversions,
+                           count(DISTINCT c.code) AS converting
+                    FROM {SCHEMA}.referral_conversions c JOIN codes ON codes.referral_code = c.code"""
+            ),
+            {"since": since, "channel": channel, "survey": survey_id},
+        )
+    ).one()
+    return ReferralStats(int(row.issued), int(row.conversions), int(row.converting))

@@ -43,6 +43,7 @@ Scope = Literal[
     "tickets:write",  # change a ticket's status, assignee, note, resolution
     "contact:read",  # may a person be surveyed or contacted now (product apps ask before the prompt)
     "contact:write",  # opt a person out of follow-up messages, or back in
+    "referrals:write",  # record a sign-up that came through a referral code
     "alerts:read",  # alerts' list
     "admin",  # every scope
 ]

@@ -180,6 +180,9 @@ class FollowUpCreated(Event):
     subject: str | None = None
     body_text: str | None = None
     body_html: str | None = None
+    # A referral follow-up's code: put it in the invitation link; sign-ups report it back
+    # (POST /v1/referrals/{code}/conversions).
+    referral_code: str | None = None
 
 
 class TicketOpened(Event):

@@ -36,6 +36,13 @@ class Pseudonyms:
     def _key(self, respondent_id: str) -> str:
         return self.rekey(hashlib.sha256(respondent_id.encode()).hexdigest())
 
+    def token(self, purpose: str, value: str) -> bytes:
+        """An unguessable, stable value derived from `value` for `purpose` (e.g. a referral code):
+        HMAC under the same secret, kept apart from respondent keys by the purpose label."""
+        mac = self._mac.copy()
+        mac.update(f"{purpose}\0{value}".encode())
+        return mac.digest()
+
     def rekey(self, unkeyed: str) -> str:
         """The key for a stored unkeyed one (the plain SHA-256 hex of an id)."""
         mac = self._mac.copy()

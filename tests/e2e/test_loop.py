@@ -270,6 +270,8 @@ NEEDS = {
 def needs(service: str, method: str, path: str) -> str:
     if service == "followup" and path.startswith("/v1/respondents/"):  # the contact rules
         return "contact:read" if method == "get" else "contact:write"
+    if service == "followup" and path.startswith("/v1/referrals/") and method == "post":
+        return "referrals:write"
     return NEEDS[(service, method)]
 
 
@@ -305,7 +307,7 @@ async def test_every_api_needs_a_key_with_its_scope(loop: Loop) -> None:
                             assert reply.status_code == 403, (service, method, path, role, reply.text)
                             assert reply.json()["code"] == "insufficient_scope"
                     checked += 1
-    assert checked >= 20  # 6 ingest, 5 scoring, 8 follow-up, 1 alerts
+    assert checked >= 22  # 6 ingest, 5 scoring, 10 follow-up, 1 alerts
 
 
 async def _known_everywhere(client: httpx.AsyncClient, loop: Loop, keys: Iterable[dict[str, str]]) -> bool:

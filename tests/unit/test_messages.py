@@ -94,5 +94,5 @@ def test_the_default_policy_has_a_message_for_every_follow_up(tmp_path: Path) ->
     default = load(DEFAULT_POLICY)
     for rule in default.rules:
         assert rule.template is not None
-        rendered = default.render(rule.template, variables(score=9, comment=None))
+        rendered = default.render(rule.template, variables(score=9, comment=None, referral_code="rabcdefghijklmnop"))
         assert rendered.subject and rendered.body_text and rendered.body_html
