@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
 
-from followup_service import handlers, repository
+from followup_service import handlers, outcomes, repository
 from followup_service.domain import ContactRules, IllegalTransition, Priority, TicketChange, TicketStatus
 from followup_service.policy import Facts, Policy
 from shared import audit
@@ -489,4 +489,90 @@ async def referral_stats(
         conversions=stats.conversions,
         converting_codes=stats.converting_codes,
         conversion_rate=round(stats.converting_codes / stats.codes_issued, 4) if stats.codes_issued else None,
+    )
+
+
+# --- outcomes ---
+
+
+class ShareAnswer(BaseModel):
+    n: int = Field(description="how many could move (e.g. the detractors before)")
+    moved: int
+    share: float | None
+    ci95: list[float] | None = Field(description="Wilson 95% interval of the share")
+
+
+class ChangeAnswer(BaseModel):
+    n: int
+    points: float | None = Field(description="mean NPS change of these people, in points (-200..200)")
+    ci95: list[float] | None
+
+
+class GroupAnswer(BaseModel):
+    followup: str = Field(description="what the previous answer got: its kind, or `none` (suppressed, failed, no rule)")
+    resurveyed: int
+    detractors_moved_up: ShareAnswer = Field(description="detractor before, passive or promoter now")
+    passives_to_promoters: ShareAnswer
+    nps_change: ChangeAnswer
+
+
+class OutcomesAnswer(BaseModel):
+    window: str
+    segment: str
+    groups: list[GroupAnswer]
+    followed_up: ChangeAnswer
+    not_followed_up: ChangeAnswer
+    difference: ChangeAnswer = Field(description="followed up minus not followed up: what following up is worth")
+
+
+def _share(s: outcomes.Share) -> ShareAnswer:
+    interval = [s.low, s.high] if s.low is not None and s.high is not None else None
+    return ShareAnswer(n=s.n, moved=s.moved, share=s.share, ci95=interval)
+
+
+def _change(c: outcomes.Change) -> ChangeAnswer:
+    interval = [c.low, c.high] if c.low is not None and c.high is not None else None
+    return ChangeAnswer(n=c.n, points=c.points, ci95=interval)
+
+
+outcomes_router = APIRouter(tags=["outcomes"], responses=KEY_PROBLEMS)
+
+
+@outcomes_router.get("/v1/outcomes", response_model=OutcomesAnswer, dependencies=[requires("followups:read")])
+async def get_outcomes(
+    conn: ReadConnection,
+    window: Annotated[
+        str, Query(pattern=r"^[1-9][0-9]{0,3}d$", description="answers again in the last N days")
+    ] = "180d",
+    segment: Annotated[
+        str,
+        Query(
+            pattern=r"^(all|(channel|survey_id):[A-Za-z0-9._:-]{1,128})$", description="all, channel:X or survey_id:X"
+        ),
+    ] = "all",
+) -> OutcomesAnswer:
+    """People who answered again in the window, by the follow-up their previous answer got: how many
+    moved up, and the NPS change of those followed up against those who were not."""
+    since = datetime.now(UTC) - timedelta(days=int(window[:-1]))
+    dimension, _, value = segment.partition(":")
+    cells = await repository.outcome_cells(
+        conn, since, value if dimension == "channel" else None, value if dimension == "survey_id" else None
+    )
+    result = outcomes.report(cells)
+    return OutcomesAnswer(
+        window=window,
+        segment=segment,
+        groups=[
+            GroupAnswer(
+                followup=g.group,
+                resurveyed=g.resurveyed,
+                detractors_moved_up=_share(g.detractors_up),
+                passives_to_promoters=_share(g.passives_up),
+                nps_change=_change(g.nps_change),
+            )
+            for g in result.groups
+        ],
+        followed_up=_change(result.followed_up),
+        not_followed_up=_change(result.not_followed_up),
+        difference=_change(result.difference),
     )

@@ -13,7 +13,14 @@ from typing import Any
 from fastapi import FastAPI
 
 from followup_service import metrics, policy
-from followup_service.api import contact_router, policy_router, referrals_router, router, tickets_router
+from followup_service.api import (
+    contact_router,
+    outcomes_router,
+    policy_router,
+    referrals_router,
+    router,
+    tickets_router,
+)
 from followup_service.handlers import RouteResponses, WatchSlas
 from followup_service.repository import SCHEMA
 from followup_service.settings import FollowUpSettings
@@ -91,4 +98,5 @@ def create_app(settings: FollowUpSettings | None = None) -> FastAPI:
     app.include_router(policy_router)
     app.include_router(contact_router)
     app.include_router(referrals_router)
+    app.include_router(outcomes_router)
     return app

@@ -27,6 +27,7 @@ from followup_service.domain import (
     referral_code,
 )
 from followup_service.messages import RenderFailed
+from followup_service.outcomes import Transition, category_of
 from followup_service.policy import CATEGORY_NAMES, Facts, PolicyHolder
 from followup_service.settings import Sla
 from shared import audit, outbox
@@ -81,7 +82,8 @@ class RouteResponses:
         erasures.update(await repository.ERASURES.of(conn, keys - erasures.keys()))
         routed = await repository.routed_of(conn, (e.response_id for e in events))
         active = await repository.active_tickets(conn, keys)
-        previous = await repository.previous_scores(conn, keys, (e.response_id for e in events))
+        answers = await repository.previous_answers(conn, keys, (e.response_id for e in events))
+        previous = {k: a.score for k, a in answers.items()}
         await repository.lock_people(conn, keys)
         contacts = await repository.contact_histories(conn, keys, now - self.contact.lookback)
         plan = plan_batch(events, routed, active, erasures, key, now, self.decide, previous, contacts, self.contact)
@@ -115,6 +117,7 @@ class RouteResponses:
             if step is not None:
                 outgoing.append(await apply_ticket_op(conn, self.topics, step, now))
         await outbox.enqueue(conn, repository.SCHEMA, outgoing)
+        await repository.insert_transitions(conn, transitions_of(plan.new, answers, key))
 
         erased_ids = [m.event.respondent_id for m in batch if isinstance(m.event, RespondentErased)]
         forgotten = await repository.forget(conn, requested, erased_ids, now)
@@ -252,3 +255,41 @@ def variables_of(event: ResponseSubmitted | ResponseRevised) -> dict[str, object
         "attributes": dict(event.attributes),
         "response_id": event.response_id,
     }
+
+
+def transitions_of(
+    new: Sequence[FollowUp], answers: Mapping[str, repository.PreviousAnswer], key: Callable[[str], str]
+) -> list[Transition]:
+    """For each newly routed answer of a person who answered before: the move, and what the
+    previous answer got. Several answers of one person in a batch chain in order."""
+    last = dict(answers)
+    moves = []
+    for f in new:
+        response = f.response
+        assert isinstance(response, ResponseSubmitted)  # new follow-ups are submissions
+        rkey = key(response.respondent_id)
+        before = last.get(rkey)
+        if before is not None:
+            resolved = before.ticket_resolved_at
+            moves.append(
+                Transition(
+                    response_id=response.response_id,
+                    respondent_key=rkey,
+                    previous_response_id=before.response_id,
+                    previous_category=category_of(before.score),
+                    new_category=category_of(response.score),
+                    days_between=(response.submitted_at - before.submitted_at).total_seconds() / 86_400,
+                    followup_kind=before.kind,
+                    followup_status=before.status,
+                    ticket_resolved_before=(resolved is not None and resolved <= response.submitted_at)
+                    if before.had_ticket
+                    else None,
+                    answered_at=response.submitted_at,
+                    channel=response.channel,
+                    survey_id=response.survey_id,
+                )
+            )
+        last[rkey] = repository.PreviousAnswer(
+            response.response_id, response.score, response.submitted_at, f.kind, f.status, None, f.ticket_id is not None
+        )
+    return moves

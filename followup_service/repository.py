@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from followup_service.domain import ContactHistory, FollowUp, NewTicket, Priority, Routed, TicketState
+from followup_service.outcomes import NOT_FOLLOWED_UP, Cell, Transition
 from shared.events import ResponseSubmitted
 from shared.privacy import Erasures
 
@@ -71,17 +72,71 @@ async def routed_of(conn: AsyncConnection, response_ids: Iterable[str]) -> dict[
     }
 
 
-async def previous_scores(conn: AsyncConnection, keys: Iterable[str], excluding: Iterable[str]) -> dict[str, int]:
-    """Each person's latest score among their other responses (the policy's history facts)."""
+@dataclass(frozen=True, slots=True)
+class PreviousAnswer:
+    """A person's latest answer before this batch's, and what it got."""
+
+    response_id: str
+    score: int
+    submitted_at: datetime
+    kind: str
+    status: str
+    ticket_resolved_at: datetime | None
+    had_ticket: bool
+
+
+async def previous_answers(
+    conn: AsyncConnection, keys: Iterable[str], excluding: Iterable[str]
+) -> dict[str, PreviousAnswer]:
+    """Each person's latest answer among their other responses (the policy's history, the outcomes)."""
     rows = await conn.execute(
         sa.text(
-            f"""SELECT DISTINCT ON (respondent_key) respondent_key, score FROM {SCHEMA}.followups
-                WHERE respondent_key = ANY(CAST(:keys AS text[])) AND NOT response_id = ANY(CAST(:ids AS text[]))
-                ORDER BY respondent_key, submitted_at DESC"""
+            f"""SELECT DISTINCT ON (f.respondent_key) f.respondent_key, f.response_id, f.score, f.submitted_at,
+                       f.kind, f.status, f.ticket_id, t.resolved_at
+                FROM {SCHEMA}.followups f LEFT JOIN {SCHEMA}.tickets t ON t.ticket_id = f.ticket_id
+                WHERE f.respondent_key = ANY(CAST(:keys AS text[])) AND NOT f.response_id = ANY(CAST(:ids AS text[]))
+                ORDER BY f.respondent_key, f.submitted_at DESC"""
         ),
         {"keys": sorted(set(keys)), "ids": sorted(set(excluding))},
     )
-    return {r.respondent_key: int(r.score) for r in rows}
+    return {
+        r.respondent_key: PreviousAnswer(
+            r.response_id, int(r.score), r.submitted_at, r.kind, r.status, r.resolved_at, r.ticket_id is not None
+        )
+        for r in rows
+    }
+
+
+async def insert_transitions(conn: AsyncConnection, transitions: Sequence[Transition]) -> None:
+    if not transitions:
+        return
+    columns = [f.name for f in fields(Transition)]
+    await conn.execute(
+        sa.text(
+            f"""INSERT INTO {SCHEMA}.transitions ({", ".join(columns)})
+                VALUES ({", ".join(":" + c for c in columns)}) ON CONFLICT (response_id) DO NOTHING"""
+        ),
+        [asdict(t) for t in transitions],
+    )
+
+
+async def outcome_cells(
+    conn: AsyncConnection, since: datetime, channel: str | None, survey_id: str | None
+) -> list[Cell]:
+    rows = await conn.execute(
+        sa.text(
+            f"""SELECT CASE WHEN followup_status = 'created' AND followup_kind <> 'none' THEN followup_kind
+                            ELSE '{NOT_FOLLOWED_UP}' END AS grp,
+                       previous_category, new_category, count(*) AS n
+                FROM {SCHEMA}.transitions
+                WHERE answered_at >= :since
+                  AND (CAST(:channel AS text) IS NULL OR channel = :channel)
+                  AND (CAST(:survey AS text) IS NULL OR survey_id = :survey)
+                GROUP BY 1, 2, 3"""
+        ),
+        {"since": since, "channel": channel, "survey": survey_id},
+    )
+    return [Cell(r.grp, r.previous_category, r.new_category, int(r.n)) for r in rows]
 
 
 async def active_tickets(conn: AsyncConnection, keys: Iterable[str]) -> dict[str, str]:
@@ -301,6 +356,14 @@ async def forget(
             ),
             {"tickets": tickets, "active": ACTIVE_STATUSES, "now": now},
         )
+    )
+    await conn.execute(  # their answers leave the outcome counts, as they leave scoring's
+        sa.text(
+            f"""DELETE FROM {SCHEMA}.transitions t
+                USING unnest(CAST(:keys AS text[]), CAST(:times AS timestamptz[])) AS e(k, at)
+                WHERE t.respondent_key = e.k AND t.answered_at <= e.at"""
+        ),
+        params,
     )
     cleared = await conn.execute(
         sa.text(

@@ -307,7 +307,7 @@ async def test_every_api_needs_a_key_with_its_scope(loop: Loop) -> None:
                             assert reply.status_code == 403, (service, method, path, role, reply.text)
                             assert reply.json()["code"] == "insufficient_scope"
                     checked += 1
-    assert checked >= 22  # 6 ingest, 5 scoring, 10 follow-up, 1 alerts
+    assert checked >= 23  # 6 ingest, 5 scoring, 11 follow-up, 1 alerts
 
 
 async def _known_everywhere(client: httpx.AsyncClient, loop: Loop, keys: Iterable[dict[str, str]]) -> bool:
