@@ -1,7 +1,8 @@
 """`make bench`: measure the loop on this machine and write docs/benchmarks.md.
 
 ingest   bench/ingest.py: single POSTs, validate-only, batch import (wrk against `nps ingest`)
-scoring  bench/scoring.py: a backlog consumed raw, by `nps scoring` and by a replay; end to end"""
+scoring  bench/scoring.py: a backlog consumed raw, by `nps scoring` and by a replay; end to end
+followup bench/followup.py: the same kind of backlog routed by `nps followup`"""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench.followup import bench_followup, write_followup_report
 from bench.ingest import bench_ingest, ensure_wrk, write_report
 from bench.scoring import bench_scoring, write_scoring_report
 
@@ -19,7 +21,9 @@ def main() -> int:
     parser.add_argument(
         "--profile", type=Path, metavar="DIR", help="sample the measured service with py-spy; stacks go to DIR"
     )
-    parser.add_argument("--only", choices=["ingest", "scoring"], help="run one benchmark (its section is rewritten)")
+    parser.add_argument(
+        "--only", choices=["ingest", "scoring", "followup"], help="run one benchmark (its section is rewritten)"
+    )
     parser.add_argument("--events", type=int, default=200_000, help="scoring backlog size")
     parser.add_argument("--e2e-seconds", type=int, default=20, help="end-to-end latency run length (0: skip)")
     args = parser.parse_args()
@@ -29,6 +33,8 @@ def main() -> int:
         print(f"wrote {write_report(results, counts, args.seconds)}")
     if args.only in (None, "scoring"):
         print(f"wrote {write_scoring_report(bench_scoring(args.events, args.e2e_seconds, args.profile))}")
+    if args.only in (None, "followup"):
+        print(f"wrote {write_followup_report(bench_followup(args.events, args.profile))}")
     return 0
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 from services.infra import wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
+# The pseudonym secret of the services the benchmarks start (NPS_PSEUDONYM_SECRET).
+BENCH_SECRET = "bench-pseudonym-secret-0123456789abcdef"
 
 HEADER = [
     "# Benchmarks",

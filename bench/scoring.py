@@ -26,7 +26,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
-from bench.common import machine, pinned, start_service, verdict, write_section
+from bench.common import BENCH_SECRET, machine, pinned, start_service, verdict, write_section
 from bench.latency import PRODUCTS, LatencyProbe, end_to_end
 from bench.profile import Profiler
 from services.embedded import free_port
@@ -167,6 +167,7 @@ def bench_scoring(n: int, e2e_seconds: int, profile_dir: Path | None = None) -> 
                 "NPS_SCORING_GROUP_ID": group,
                 "NPS_SCORING_PORT": str(free_port()),
                 "NPS_SCORING_MAX_VALUES_PER_DIMENSION": "100000",
+                "NPS_PSEUDONYM_SECRET": BENCH_SECRET,
                 "NPS_LOG_LEVEL": "WARNING",
             }
             log = work / "scoring.log"

@@ -104,18 +104,10 @@ class RouteResponses:
             for f in plan.new + plan.rerouted
             for o in publisher.outgoing(self.topics, f, opened_by.get(f.ticket_id or "") is f.response)
         ]
-        pending: list[NewTicket] = []  # consecutive new tickets go in one INSERT
-        for step in [*plan.ticket_steps, None]:
-            if isinstance(step, NewTicket):
-                pending.append(step)
-                continue
-            try:
-                await repository.insert_tickets(conn, pending, now)
-            except repository.ActiveTicketTaken as exc:
-                raise RetryBatch("an active ticket was opened concurrently") from exc
-            pending = []
-            if step is not None:
-                outgoing.append(await apply_ticket_op(conn, self.topics, step, now))
+        try:
+            outgoing += await apply_ticket_steps(conn, self.topics, plan.ticket_steps, now)
+        except repository.ActiveTicketTaken as exc:
+            raise RetryBatch("an active ticket was opened concurrently") from exc
         await outbox.enqueue(conn, repository.SCHEMA, outgoing)
         await repository.insert_transitions(conn, transitions_of(plan.new, answers, key))
 
@@ -138,21 +130,49 @@ class RouteResponses:
         metrics.FOLLOWUPS_SKIPPED_ERASED.inc(plan.skipped_erased)
 
 
-async def apply_ticket_op(conn: AsyncConnection, topics: Topics, op: TicketOp, now: datetime) -> Outgoing:
-    """A change the loop makes to a ticket (another response joined it, a revision updated or
-    resolved it), with its history entry; returns the TicketUpdated to publish."""
-    row = await repository.get_ticket(conn, op.ticket_id, lock=True)
-    assert row is not None, op  # the plan only names tickets that exist or were just inserted
-    resolve = TicketChange(status="resolved", resolution="score_revised")
-    after = change_ticket(state_of(row), resolve if op.op == "resolve" else TicketChange(), now)
-    await repository.save_ticket(conn, op.ticket_id, after, now)
-    await repository.set_ticket_response(conn, op.ticket_id, op.response.score, op.response.comment)
-    await repository.add_history(conn, op.ticket_id, row.status, after, SYSTEM_ACTOR, None, now)
-    what: dict[str, str | None] = {"response_id": op.response.response_id, "score": str(op.response.score)}
-    if op.op == "resolve":
-        what |= {"status": "resolved", "resolution": "score_revised"}
-    updated = await repository.get_ticket(conn, op.ticket_id)
-    return publisher.ticket_updated(topics, updated, what, SYSTEM_ACTOR)
+async def apply_ticket_steps(
+    conn: AsyncConnection, topics: Topics, steps: Sequence[NewTicket | TicketOp], now: datetime
+) -> list[Outgoing]:
+    """Open and change the batch's tickets in memory, in the plan's order (another response joins a
+    ticket, a revision updates or resolves it), then write each ticket once, its history in one
+    statement; returns a TicketUpdated per change."""
+    opened = {s.ticket_id for s in steps if isinstance(s, NewTicket)}
+    rows = await repository.tickets_for_update(conn, {s.ticket_id for s in steps if isinstance(s, TicketOp)} - opened)
+    new: dict[str, repository.TicketRow] = {}
+    changed: set[str] = set()
+    history: list[dict[str, object]] = []
+    events = []
+    for step in steps:
+        if isinstance(step, NewTicket):
+            r = step.response
+            new[step.ticket_id] = repository.TicketRow(
+                step.ticket_id, 1, r.response_id, r.respondent_id, step.respondent_key, r.score, r.comment, "open",
+                step.priority, None, None, r.channel, r.survey_id, now, now, None, None,
+            )  # fmt: skip
+            continue
+        row = new.get(step.ticket_id) or rows[step.ticket_id]
+        resolve = TicketChange(status="resolved", resolution="score_revised")
+        after = change_ticket(state_of(row), resolve if step.op == "resolve" else TicketChange(), now)
+        before = row.status
+        row.status, row.resolution, row.version = after.status, after.resolution, after.version
+        row.first_contact_at, row.resolved_at, row.updated_at = after.first_contact_at, after.resolved_at, now
+        row.score, row.comment = step.response.score, step.response.comment or row.comment
+        if row.ticket_id not in new:
+            changed.add(row.ticket_id)
+        history.append(
+            {
+                "ticket_id": row.ticket_id, "version": row.version, "at": now, "actor": SYSTEM_ACTOR,
+                "status_from": before, "status_to": row.status, "assignee": row.assignee,
+                "resolution": row.resolution, "note": None,
+            }
+        )  # fmt: skip
+        what: dict[str, str | None] = {"response_id": step.response.response_id, "score": str(step.response.score)}
+        if step.op == "resolve":
+            what |= {"status": "resolved", "resolution": "score_revised"}
+        events.append(publisher.ticket_updated(topics, row, what, SYSTEM_ACTOR))  # a snapshot, taken now
+    await repository.write_tickets(conn, [rows[t] for t in sorted(changed)], list(new.values()))
+    await repository.insert_history(conn, history)
+    return events
 
 
 # --- tickets ---

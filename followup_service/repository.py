@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -11,7 +11,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from followup_service.domain import ContactHistory, FollowUp, NewTicket, Priority, Routed, TicketState
+from followup_service.domain import ContactHistory, FollowUp, Priority, Routed, TicketState
 from followup_service.outcomes import NOT_FOLLOWED_UP, Cell, Transition
 from shared.events import ResponseSubmitted
 from shared.privacy import Erasures
@@ -35,19 +35,6 @@ _INSERT_FOLLOWUPS = sa.text(
         CAST(:eligible AS timestamptz[]), CAST(:codes AS text[]))
     ON CONFLICT (response_id) DO NOTHING
     RETURNING response_id
-    """
-)
-
-_INSERT_TICKETS = sa.text(
-    f"""
-    INSERT INTO {SCHEMA}.tickets
-        (ticket_id, response_id, respondent_id, respondent_key, score, comment, channel, survey_id, priority,
-         status, created_at, updated_at)
-    SELECT t.*, 'open', c, c FROM unnest(
-        CAST(:ticket_ids AS text[]), CAST(:response_ids AS text[]), CAST(:respondent_ids AS text[]),
-        CAST(:keys AS text[]), CAST(:scores AS smallint[]), CAST(:comments AS text[]), CAST(:channels AS text[]),
-        CAST(:surveys AS text[]), CAST(:priorities AS text[])) AS t, CAST(:created_at AS timestamptz) AS c
-    ON CONFLICT (ticket_id) DO NOTHING
     """
 )
 
@@ -110,13 +97,15 @@ async def previous_answers(
 async def insert_transitions(conn: AsyncConnection, transitions: Sequence[Transition]) -> None:
     if not transitions:
         return
+    types = {"days_between": "float8", "ticket_resolved_before": "boolean", "answered_at": "timestamptz"}
     columns = [f.name for f in fields(Transition)]
     await conn.execute(
         sa.text(
             f"""INSERT INTO {SCHEMA}.transitions ({", ".join(columns)})
-                VALUES ({", ".join(":" + c for c in columns)}) ON CONFLICT (response_id) DO NOTHING"""
+                SELECT * FROM unnest({", ".join(f"CAST(:{c} AS {types.get(c, 'text')}[])" for c in columns)})
+                ON CONFLICT (response_id) DO NOTHING"""
         ),
-        [asdict(t) for t in transitions],
+        {c: [getattr(t, c) for t in transitions] for c in columns},
     )
 
 
@@ -257,30 +246,112 @@ class ActiveTicketTaken(Exception):
     """Another transaction opened an active ticket for one of these respondents meanwhile."""
 
 
-async def insert_tickets(conn: AsyncConnection, tickets: Sequence[NewTicket], now: datetime) -> None:
-    if not tickets:
+@dataclass
+class TicketRow:
+    """A ticket as the batch handler changes it in memory before writing it once."""
+
+    ticket_id: str
+    version: int
+    response_id: str
+    respondent_id: str | None
+    respondent_key: str
+    score: int
+    comment: str | None
+    status: str
+    priority: str
+    assignee: str | None
+    resolution: str | None
+    channel: str | None
+    survey_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    first_contact_at: datetime | None
+    resolved_at: datetime | None
+
+
+_TICKET_ROW = [f.name for f in fields(TicketRow)]
+_TICKET_TYPES = {
+    "version": "integer",
+    "score": "smallint",
+    "created_at": "timestamptz",
+    "updated_at": "timestamptz",
+    "first_contact_at": "timestamptz",
+    "resolved_at": "timestamptz",
+}
+
+
+def _unnest(rows: Sequence[TicketRow]) -> tuple[str, dict[str, list[object]]]:
+    casts = ", ".join(f"CAST(:{c} AS {_TICKET_TYPES.get(c, 'text')}[])" for c in _TICKET_ROW)
+    return f"unnest({casts})", {c: [getattr(r, c) for r in rows] for c in _TICKET_ROW}
+
+
+async def tickets_for_update(conn: AsyncConnection, ticket_ids: Iterable[str]) -> dict[str, TicketRow]:
+    ids = sorted(set(ticket_ids))
+    if not ids:
+        return {}
+    rows = await conn.execute(
+        sa.text(
+            f"SELECT {', '.join(_TICKET_ROW)} FROM {SCHEMA}.tickets WHERE ticket_id = ANY(CAST(:ids AS text[])) "
+            "ORDER BY ticket_id FOR UPDATE"
+        ),
+        {"ids": ids},
+    )
+    return {r.ticket_id: TicketRow(**r._mapping) for r in rows}
+
+
+async def write_tickets(conn: AsyncConnection, changed: Sequence[TicketRow], new: Sequence[TicketRow]) -> None:
+    """The batch's tickets, as they end: changed ones first (a resolved ticket frees its person's
+    slot), then the new ones, in one statement each."""
+    if changed:
+        source, params = _unnest(changed)
+        columns = [c for c in _TICKET_ROW if c != "ticket_id"]
+        await conn.execute(
+            sa.text(
+                f"UPDATE {SCHEMA}.tickets t SET {', '.join(f'{c} = v.{c}' for c in columns)} "
+                f"FROM {source} AS v({', '.join(_TICKET_ROW)}) WHERE t.ticket_id = v.ticket_id"
+            ),
+            params,
+        )
+    if new:
+        source, params = _unnest(new)
+        try:
+            async with conn.begin_nested():
+                await conn.execute(
+                    sa.text(
+                        f"INSERT INTO {SCHEMA}.tickets ({', '.join(_TICKET_ROW)}) SELECT * FROM {source} "
+                        "ON CONFLICT (ticket_id) DO NOTHING"
+                    ),
+                    params,
+                )
+        except IntegrityError as exc:
+            if "tickets_one_active_per_respondent" in str(exc.orig):
+                raise ActiveTicketTaken from exc
+            raise
+
+
+async def insert_history(conn: AsyncConnection, entries: Sequence[Mapping[str, object]]) -> None:
+    if not entries:
         return
-    try:
-        async with conn.begin_nested():
-            await conn.execute(
-                _INSERT_TICKETS,
-                {
-                    "ticket_ids": [t.ticket_id for t in tickets],
-                    "response_ids": [t.response.response_id for t in tickets],
-                    "respondent_ids": [t.response.respondent_id for t in tickets],
-                    "keys": [t.respondent_key for t in tickets],
-                    "scores": [t.response.score for t in tickets],
-                    "comments": [t.response.comment for t in tickets],
-                    "channels": [t.response.channel for t in tickets],
-                    "surveys": [t.response.survey_id for t in tickets],
-                    "priorities": [t.priority for t in tickets],
-                    "created_at": now,
-                },
-            )
-    except IntegrityError as exc:
-        if "tickets_one_active_per_respondent" in str(exc.orig):
-            raise ActiveTicketTaken from exc
-        raise
+    await conn.execute(
+        sa.text(
+            f"""INSERT INTO {SCHEMA}.ticket_history
+                    (ticket_id, version, at, actor, status_from, status_to, assignee, resolution, note)
+                SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:versions AS integer[]), CAST(:ats AS timestamptz[]),
+                    CAST(:actors AS text[]), CAST(:froms AS text[]), CAST(:tos AS text[]), CAST(:assignees AS text[]),
+                    CAST(:resolutions AS text[]), CAST(:notes AS text[]))"""
+        ),
+        {
+            "ids": [e["ticket_id"] for e in entries],
+            "versions": [e["version"] for e in entries],
+            "ats": [e["at"] for e in entries],
+            "actors": [e["actor"] for e in entries],
+            "froms": [e["status_from"] for e in entries],
+            "tos": [e["status_to"] for e in entries],
+            "assignees": [e["assignee"] for e in entries],
+            "resolutions": [e["resolution"] for e in entries],
+            "notes": [e["note"] for e in entries],
+        },
+    )
 
 
 async def get_by_response(conn: AsyncConnection, response_id: str) -> Row[tuple[object, ...]] | None:
@@ -414,16 +485,6 @@ async def save_ticket(conn: AsyncConnection, ticket_id: str, state: TicketState,
             "resolved": state.resolved_at,
             "now": now,
         },
-    )
-
-
-async def set_ticket_response(conn: AsyncConnection, ticket_id: str, score: int, comment: str | None) -> None:
-    """The ticket's latest response: its score, and its comment when it has one."""
-    await conn.execute(
-        sa.text(
-            f"UPDATE {SCHEMA}.tickets SET score = :score, comment = coalesce(:comment, comment) WHERE ticket_id = :id"
-        ),
-        {"id": ticket_id, "score": score, "comment": comment},
     )
 
 
