@@ -18,7 +18,7 @@ import asyncpg
 import httpx
 import pytest
 
-from shared.events import ScoreDropDetected, alert_events, ticket_events
+from shared.events import FollowUpCreated, ScoreDropDetected, alert_events, followup_events, ticket_events
 from tests.e2e.conftest import SERVICES, Loop
 from tests.helpers import eventually, fuzz_openapi, read_topic
 from tests.helpers import nps as nps_command
@@ -466,3 +466,48 @@ async def test_nps_followup_policy_reload_reaches_the_running_loop_s_follow_up(l
     await eventually(reloaded, timeout=10)
     nowhere = nps_command("followup", "policy", "reload", env=env | {"NPS_VAR_DIR": str(tmp_path)})
     assert nowhere.returncode == 2 and "kill -HUP" in nowhere.stderr
+
+
+async def test_the_default_policy_routes_a_mixed_set_exactly_as_documented(loop: Loop) -> None:
+    """docs/followup.md: promoters to referral (with a code), passives to education, detractors to a
+    ticket; each follow-up carries its message; everyone here is a new person, so nothing is held back."""
+    run = uuid.uuid4().hex[:8]
+    expected = {score: "ticket" if score <= 6 else "education" if score <= 8 else "referral" for score in range(11)}
+    async with httpx.AsyncClient(timeout=10, headers=loop.auth) as client:
+        for score in range(11):
+            body = {"response_id": f"{run}-{score}", "respondent_id": f"{run}-p{score}", "score": score,
+                    "comment": f"comment {score}", "channel": "web"}  # fmt: skip
+            assert (await post(client, loop, body)).status_code == 202
+        routed: dict[int, dict[str, Any]] = {}
+
+        async def all_routed() -> bool:
+            for score in set(range(11)) - routed.keys():
+                reply = await client.get(f"{loop.urls['followup']}/v1/followups/{run}-{score}")
+                if reply.status_code == 200:
+                    routed[score] = reply.json()
+            return len(routed) == 11
+
+        await eventually(all_routed, timeout=30)
+    assert {score: f["kind"] for score, f in routed.items()} == expected
+    assert all((f["ticket_id"] is not None) == (score <= 6) for score, f in routed.items())
+
+    async def published() -> list[FollowUpCreated]:
+        records = await read_topic(loop.bootstrap, "nps.followups.v1", expect=None, timeout=3)
+        events = [followup_events.validate_json(r.value) for r in records]
+        return [e for e in events if isinstance(e, FollowUpCreated) and e.response_id.startswith(f"{run}-")]
+
+    async def eleven() -> bool:
+        return len(await published()) == 11
+
+    await eventually(eleven, timeout=20, every=1.0)
+    for event in await published():
+        score = int(event.response_id.rsplit("-", 1)[1])
+        assert (event.kind, event.rule, event.policy_version) == (
+            expected[score],
+            {"ticket": "detractors", "education": "passives", "referral": "promoters"}[expected[score]],
+            "default-1",
+        )
+        assert event.subject and event.body_text and event.body_html and event.locale == "en"
+        assert (event.referral_code is not None) == (expected[score] == "referral")
+        if expected[score] == "ticket":
+            assert f"comment {score}" in event.body_text

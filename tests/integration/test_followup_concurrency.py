@@ -1,0 +1,92 @@
+"""Two follow-up consumers writing the same responses at the same moment (what a rebalance can do
+for a while): still one follow-up per response, one active ticket per person, the contact rules
+kept, and no follow-up published twice."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+
+from followup_service.bootstrap import spec
+from shared.events import FollowUpCreated, ResponseSubmitted, followup_events
+from shared.kafka import group_committed
+from tests.helpers import create_topics, eventually, produce, read_topic, running_loop, started_producer
+from tests.integration.test_followup import settings_for
+
+pytestmark = pytest.mark.integration
+
+
+async def test_two_consumers_on_the_same_responses_route_each_once(
+    bootstrap: str, database_url: str, namespace: str
+) -> None:
+    first = settings_for(bootstrap, database_url, namespace, group="followup-a")
+    second = settings_for(bootstrap, database_url, namespace, group="followup-b")  # reads everything too
+    await create_topics(first)
+    run = uuid.uuid4().hex[:6]
+    rng = random.Random(7)
+    now = datetime.now(UTC)
+    events = [
+        ResponseSubmitted(
+            response_id=f"{run}-{i}",
+            respondent_id=f"{run}-p{rng.randrange(150)}",  # people answer several times
+            score=rng.randrange(11),
+            answered_at=now,
+            submitted_at=now,
+        )
+        for i in range(1_500)
+    ]
+    async with started_producer(bootstrap) as producer:
+        await produce(producer, first.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in events])
+    async with running_loop(first, spec(first)) as a, running_loop(second, spec(second)) as b:
+
+        async def both_done() -> bool:  # each group has read (and committed) every event
+            counts = [await group_committed(bootstrap, g, first.topics.responses) for g in ("followup-a", "followup-b")]
+            return min(counts) >= len(events)
+
+        await eventually(both_done, timeout=90, every=0.5)
+        assert a.loop.batches_committed and b.loop.batches_committed  # both wrote
+        async with a.engine.connect() as conn:
+            active = (
+                await conn.execute(
+                    sa.text(
+                        "SELECT respondent_key, count(*) AS n FROM followup.tickets "
+                        "WHERE status IN ('open', 'in_progress', 'contacted') AND response_id LIKE :r GROUP BY 1"
+                    ),
+                    {"r": f"{run}-%"},
+                )
+            ).all()
+            messages = (
+                await conn.execute(
+                    sa.text(
+                        "SELECT respondent_key, kind, count(*) AS n FROM followup.followups WHERE response_id LIKE :r "
+                        "AND status = 'created' AND kind NOT IN ('ticket', 'none') GROUP BY 1, 2"
+                    ),
+                    {"r": f"{run}-%"},
+                )
+            ).all()
+        assert await _routed(a.engine, run) == len(events)
+        assert all(row.n == 1 for row in active), "a person with two active tickets"
+        assert all(row.n == 1 for row in messages), "a person messaged twice inside the contact rules"
+    records = await read_topic(bootstrap, first.topics.followups, expect=None, timeout=3)
+    published = Counter(
+        e.followup_id
+        for e in map(followup_events.validate_json, (r.value for r in records))
+        if isinstance(e, FollowUpCreated)
+    )
+    assert published and max(published.values()) == 1
+
+
+async def _routed(engine, run: str) -> int:  # type: ignore[no-untyped-def]
+    async with engine.connect() as conn:
+        return int(
+            (
+                await conn.execute(
+                    sa.text("SELECT count(*) FROM followup.followups WHERE response_id LIKE :r"), {"r": f"{run}-%"}
+                )
+            ).scalar()
+        )
