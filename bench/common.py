@@ -3,16 +3,19 @@ docs/benchmarks.md (one generated section per benchmark, the machine and the dat
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from services.infra import wait_ready
+from shared.kafka import group_committed
 
 ROOT = Path(__file__).resolve().parents[1]
 # The pseudonym secret of the services the benchmarks start (NPS_PSEUDONYM_SECRET).
@@ -75,3 +78,21 @@ def start_service(name: str, env: Mapping[str, str], log: Path, cpu: str | None 
         process.kill()
         raise RuntimeError(f"{name} did not become ready:\n{log.read_text()[-3000:]}")
     return process
+
+
+def catch_up(name: str, bootstrap: str, group: str, topic: str, n: int, log: Path, limit_s: float) -> tuple[int, float]:
+    """Wait for `group` to commit `n` messages of `topic`; returns (messages, seconds) from its first
+    commit to its last, so the service's start-up is not counted."""
+    first: tuple[float, int] | None = None
+    deadline = time.monotonic() + limit_s
+    while True:
+        committed = asyncio.run(group_committed(bootstrap, group, topic))
+        now = time.monotonic()
+        if first is None and committed > 0:
+            first = (now, committed)
+        if committed >= n or now > deadline:
+            break
+        time.sleep(0.25)
+    if first is None or committed < n:
+        raise RuntimeError(f"{name} did not catch up: {committed} of {n}\n{log.read_text()[-3000:]}")
+    return n - first[1], now - first[0]

@@ -9,17 +9,15 @@ import asyncio
 import shutil
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.common import BENCH_SECRET, machine, start_service, verdict, write_section
+from bench.common import BENCH_SECRET, catch_up, machine, start_service, verdict, write_section
 from bench.profile import Profiler
 from bench.scoring import backlog, fill, run_raw
 from services.embedded import free_port
 from services.infra import pin, private_infrastructure
-from shared.kafka import group_committed
 
 TARGET = 10_000
 
@@ -66,22 +64,11 @@ def bench_followup(n: int, profile_dir: Path | None = None) -> FollowUpResult:
             children.append(followup)
             profiler = Profiler(followup.pid, profile_dir) if profile_dir is not None else None
             spy = profiler.start("followup", 30) if profiler is not None else None
-            first: tuple[float, int] | None = None
-            deadline = time.monotonic() + 900
-            while True:
-                committed = asyncio.run(group_committed(bootstrap, group, topics.responses))
-                now = time.monotonic()
-                if first is None and committed > 0:
-                    first = (now, committed)
-                if committed >= n or now > deadline:
-                    break
-                time.sleep(0.25)
-            if first is None or committed < n:
-                raise RuntimeError(f"follow-up did not catch up: {committed} of {n}\n{log.read_text()[-3000:]}")
+            events, seconds = catch_up("follow-up", bootstrap, group, topics.responses, n, log, 900)
             if spy is not None and profiler is not None:
                 spy.wait(60)
                 print(profiler.summary("followup", 30), flush=True)
-            result = FollowUpResult(n, raw_s, n - first[1], now - first[0])
+            result = FollowUpResult(n, raw_s, events, seconds)
             print(f"  follow-up    {result.service_rate:>9,.0f} events/s (routed and committed)", flush=True)
             followup.terminate()
             followup.wait(30)

@@ -26,14 +26,14 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
-from bench.common import BENCH_SECRET, machine, pinned, start_service, verdict, write_section
+from bench.common import BENCH_SECRET, catch_up, machine, pinned, start_service, verdict, write_section
 from bench.latency import PRODUCTS, LatencyProbe, end_to_end
 from bench.profile import Profiler
 from services.embedded import free_port
 from services.infra import Private, create_api_key, pin, private_infrastructure
 from shared.db import make_engine, upgrade
 from shared.events import ResponseRevised, ResponseSubmitted
-from shared.kafka import group_committed, reading_from_start
+from shared.kafka import reading_from_start
 
 REGIONS = ["eu", "us", "apac", "latam", "mea"]
 PLANS = ["free", "pro", "enterprise"]
@@ -175,19 +175,7 @@ def bench_scoring(n: int, e2e_seconds: int, profile_dir: Path | None = None) -> 
             children.append(scoring)
             profiler = Profiler(scoring.pid, profile_dir) if profile_dir is not None else None
             spy = profiler.start("scoring", 30) if profiler is not None else None
-            first: tuple[float, int] | None = None
-            deadline = time.monotonic() + 600
-            while True:
-                committed = asyncio.run(group_committed(bootstrap, group, topics.responses))
-                now = time.monotonic()
-                if first is None and committed > 0:
-                    first = (now, committed)
-                if committed >= n or now > deadline:
-                    break
-                time.sleep(0.25)
-            if first is None or committed < n:
-                raise RuntimeError(f"scoring did not catch up: {committed} of {n}\n{log.read_text()[-3000:]}")
-            service_events, service_s = n - first[1], now - first[0]
+            service_events, service_s = catch_up("scoring", bootstrap, group, topics.responses, n, log, 600)
             if spy is not None and profiler is not None:
                 spy.wait(60)
                 print(profiler.summary("scoring", 30), flush=True)
