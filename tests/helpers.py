@@ -189,6 +189,15 @@ async def serve_in_process(app: FastAPI, engine: AsyncEngine) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+async def add_key(app: FastAPI, engine: AsyncEngine, scopes: list[str]) -> dict[str, str]:
+    """Another key for an app driven in-process (after serve_in_process), known to its gate at once;
+    returns the Authorization header to send."""
+    key = new_api_key()
+    await KeyStore(engine).create(f"tests-{uuid.uuid4().hex[:8]}", hash_api_key(key), scopes, actor="tests")
+    await app.state.gate.keys.load()
+    return {"Authorization": f"Bearer {key}"}
+
+
 @dataclass
 class ServiceProcess:
     """One service run as `nps <service>`, the way a deployment runs it."""

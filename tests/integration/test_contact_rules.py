@@ -12,9 +12,8 @@ import pytest
 import sqlalchemy as sa
 
 from followup_service.bootstrap import create_app, spec
-from shared.auth import KeyStore, hash_api_key, new_api_key
 from shared.events import ResponseSubmitted
-from tests.helpers import create_topics, eventually, produce, running_loop, serve_in_process, started_producer
+from tests.helpers import add_key, create_topics, eventually, produce, running_loop, serve_in_process, started_producer
 from tests.integration.test_followup import settings_for
 
 pytestmark = pytest.mark.integration
@@ -40,9 +39,7 @@ async def test_fatigue_and_opt_out_hold_back_messages_and_the_contact_api_says_w
         running_loop(settings, spec(settings, app.state.policy)) as loop,
     ):
         admin = await serve_in_process(app, loop.engine)
-        reader_key = new_api_key()
-        await KeyStore(loop.engine).create(f"r-{run}", hash_api_key(reader_key), ["followups:read"], actor="tests")
-        await app.state.gate.keys.load()
+        reader = await add_key(app, loop.engine, ["followups:read"])
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://f", headers=admin
         ) as client:
@@ -100,7 +97,6 @@ async def test_fatigue_and_opt_out_hold_back_messages_and_the_contact_api_says_w
             assert (await client.delete(f"/v1/respondents/{bob}/opt-out")).json()["opted_out"] is False
             assert "opted_out" not in (await client.get(f"/v1/respondents/{bob}/contact")).json()["reasons"]
 
-            reader = {"Authorization": f"Bearer {reader_key}"}
             for method, path in (("GET", f"/v1/respondents/{ann}/contact"), ("POST", f"/v1/respondents/{ann}/opt-out")):
                 refused = await client.request(method, path, headers=reader)
                 assert refused.status_code == 403 and refused.json()["code"] == "insufficient_scope"

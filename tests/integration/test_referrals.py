@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from followup_service.bootstrap import create_app, spec
-from shared.auth import KeyStore, hash_api_key, new_api_key
 from shared.events import FollowUpCreated, ResponseSubmitted, followup_events
 from tests.helpers import (
+    add_key,
     create_topics,
     produce,
     read_topic,
@@ -53,9 +53,7 @@ async def test_referral_codes_are_issued_converted_once_and_counted(
         running_loop(settings, spec(settings, app.state.policy)) as loop,
     ):
         admin = await serve_in_process(app, loop.engine)
-        reader_key = new_api_key()
-        await KeyStore(loop.engine).create(f"r-{run}", hash_api_key(reader_key), ["followups:read"], actor="tests")
-        await app.state.gate.keys.load()
+        reader = await add_key(app, loop.engine, ["followups:read"])
         await produce(producer, settings.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in sent])
         records = await read_topic(bootstrap, settings.topics.followups, expect=3)
         created = {
@@ -90,7 +88,6 @@ async def test_referral_codes_are_issued_converted_once_and_counted(
             ):
                 refused = await client.post(bad_path, json=body)
                 assert refused.status_code == 422 and refused.json()["code"] == "invalid_request", refused.text
-            reader = {"Authorization": f"Bearer {reader_key}"}
             assert (await client.post(path, json={"conversion_id": "y"}, headers=reader)).status_code == 403
 
             stats = (await client.get("/v1/referrals/stats", params={"window": "7d"})).json()

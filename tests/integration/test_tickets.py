@@ -16,7 +16,6 @@ import sqlalchemy as sa
 from followup_service.bootstrap import create_app, spec
 from followup_service.domain import revision_ticket_id, ticket_id
 from followup_service.settings import DEFAULT_SLA, Sla
-from shared.auth import KeyStore, hash_api_key, new_api_key
 from shared.events import (
     RespondentErased,
     ResponseRevised,
@@ -27,6 +26,7 @@ from shared.events import (
     ticket_events,
 )
 from tests.helpers import (
+    add_key,
     create_topics,
     eventually,
     produce,
@@ -52,10 +52,7 @@ async def test_a_ticket_goes_through_its_lifecycle_and_every_change_is_published
     app = create_app(settings)
     async with started_producer(bootstrap) as producer, running_loop(settings, spec(settings)) as loop:
         admin = await serve_in_process(app, loop.engine)
-        reader_key = new_api_key()
-        await KeyStore(loop.engine).create(f"reader-{run}", hash_api_key(reader_key), ["followups:read"], actor="tests")
-        await app.state.gate.keys.load()
-        reader = {"Authorization": f"Bearer {reader_key}"}
+        reader = await add_key(app, loop.engine, ["followups:read"])
         await produce(
             producer, settings.topics.responses, [(r.respondent_id.encode(), r.to_bytes()) for r in responses]
         )
