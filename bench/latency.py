@@ -59,10 +59,12 @@ async def end_to_end(ingest: str, scoring: str, key: str, rate: int, seconds: in
         try:
             while time.perf_counter() - acked < 10:
                 path = f"/v1/nps?window=1d&segment=probe:{probe}"
-                writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+                # Every query API needs a key since issue 10: without it the probe read 401s.
+                writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {key}\r\n\r\n".encode())
                 await writer.drain()
-                _, length = await read_head(reader)
-                if json.loads(await reader.readexactly(length))["n"] == 1:
+                status, length = await read_head(reader)
+                answer = json.loads(await reader.readexactly(length))
+                if status == 200 and answer["n"] == 1:
                     latencies.append(time.perf_counter() - acked)
                     return
                 await asyncio.sleep(0.01)

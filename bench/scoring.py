@@ -167,6 +167,7 @@ def bench_scoring(n: int, e2e_seconds: int, profile_dir: Path | None = None) -> 
                 "NPS_SCORING_GROUP_ID": group,
                 "NPS_SCORING_PORT": str(free_port()),
                 "NPS_SCORING_MAX_VALUES_PER_DIMENSION": "100000",
+                "NPS_SCORING_RATE_LIMIT_PER_S": "0",  # the latency probes poll hard with one key
                 "NPS_PSEUDONYM_SECRET": BENCH_SECRET,
                 "NPS_LOG_LEVEL": "WARNING",
             }
