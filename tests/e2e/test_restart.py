@@ -145,8 +145,11 @@ async def test_a_launcher_killed_with_sigkill_leaves_nothing_holding_ports_and_t
             timeout=60,
         )
         assert refused.returncode == 2 and "is running" in refused.stderr, refused.stderr
+        postmaster = postmaster_pid(var)
     finally:
         stop_loop(second)
+    # The PostgreSQL it took over stops with it too (the dead launcher's handle must not keep it alive).
+    assert not pid_alive(postmaster), "the embedded PostgreSQL outlived the launcher that stopped"
 
 
 async def test_the_launcher_restarts_a_killed_postgresql_and_a_killed_broker(
@@ -313,3 +316,12 @@ async def test_nothing_acknowledged_is_lost_when_the_loop_stops_with_its_consume
         await _counted_exactly(third, run, posted)
     finally:
         stop_loop(third)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
