@@ -245,7 +245,7 @@ async def patch_ticket(
     except IllegalTransition as exc:
         raise ProblemError(409, "illegal_transition", str(exc)) from None
     response.headers.update(etag(ticket.version))
-    return Ticket.model_validate(ticket._mapping)
+    return Ticket.model_validate(ticket, from_attributes=True)
 
 
 # --- the policy ---
@@ -394,7 +394,21 @@ async def contact(request: Request, conn: ReadConnection, respondent_id: Respond
     )
 
 
-# --- referrals ---
+# --- referrals and outcomes: a window of days and a segment ---
+
+WindowDays = Annotated[str, Query(pattern=r"^[1-9][0-9]{0,3}d$", description="the last N days, e.g. 30d")]
+SegmentFilter = Annotated[
+    str,
+    Query(pattern=r"^(all|(channel|survey_id):[A-Za-z0-9._:-]{1,128})$", description="all, channel:X or survey_id:X"),
+]
+
+
+def time_and_segment(window: str, segment: str) -> tuple[datetime, str | None, str | None]:
+    """(since, channel, survey_id) for a validated window and segment."""
+    dimension, _, value = segment.partition(":")
+    since = datetime.now(UTC) - timedelta(days=int(window[:-1]))
+    return since, value if dimension == "channel" else None, value if dimension == "survey_id" else None
+
 
 ReferralCode = Annotated[
     str, Path(pattern=r"^r[a-z2-7]{16}$", description="a referral code, as FollowUpCreated gave it")
@@ -468,20 +482,11 @@ async def record_conversion(
 )
 async def referral_stats(
     conn: ReadConnection,
-    window: Annotated[str, Query(pattern=r"^[1-9][0-9]{0,3}d$", description="codes issued in the last N days")] = "30d",
-    segment: Annotated[
-        str,
-        Query(
-            pattern=r"^(all|(channel|survey_id):[A-Za-z0-9._:-]{1,128})$", description="all, channel:X or survey_id:X"
-        ),
-    ] = "all",
+    window: WindowDays = "30d",
+    segment: SegmentFilter = "all",
 ) -> ReferralStatsAnswer:
     """Referral codes issued in the window, the sign-ups they brought, and the conversion rate."""
-    since = datetime.now(UTC) - timedelta(days=int(window[:-1]))
-    dimension, _, value = segment.partition(":")
-    stats = await repository.referral_stats(
-        conn, since, value if dimension == "channel" else None, value if dimension == "survey_id" else None
-    )
+    stats = await repository.referral_stats(conn, *time_and_segment(window, segment))
     return ReferralStatsAnswer(
         window=window,
         segment=segment,
@@ -541,23 +546,12 @@ outcomes_router = APIRouter(tags=["outcomes"], responses=KEY_PROBLEMS)
 @outcomes_router.get("/v1/outcomes", response_model=OutcomesAnswer, dependencies=[requires("followups:read")])
 async def get_outcomes(
     conn: ReadConnection,
-    window: Annotated[
-        str, Query(pattern=r"^[1-9][0-9]{0,3}d$", description="answers again in the last N days")
-    ] = "180d",
-    segment: Annotated[
-        str,
-        Query(
-            pattern=r"^(all|(channel|survey_id):[A-Za-z0-9._:-]{1,128})$", description="all, channel:X or survey_id:X"
-        ),
-    ] = "all",
+    window: WindowDays = "180d",
+    segment: SegmentFilter = "all",
 ) -> OutcomesAnswer:
     """People who answered again in the window, by the follow-up their previous answer got: how many
     moved up, and the NPS change of those followed up against those who were not."""
-    since = datetime.now(UTC) - timedelta(days=int(window[:-1]))
-    dimension, _, value = segment.partition(":")
-    cells = await repository.outcome_cells(
-        conn, since, value if dimension == "channel" else None, value if dimension == "survey_id" else None
-    )
+    cells = await repository.outcome_cells(conn, *time_and_segment(window, segment))
     result = outcomes.report(cells)
     return OutcomesAnswer(
         window=window,

@@ -113,12 +113,9 @@ class RouteResponses:
 
         erased_ids = [m.event.respondent_id for m in batch if isinstance(m.event, RespondentErased)]
         forgotten = await repository.forget(conn, requested, erased_ids, now)
-        closed = []
-        for ticket in forgotten.closed:
-            await repository.add_history(conn, ticket.ticket_id, None, state_of(ticket), "erasure", None, now)
-            closed.append(
-                publisher.ticket_updated(self.topics, ticket, {"status": "closed", "resolution": "erased"}, "erasure")
-            )
+        await repository.insert_history(conn, [history_entry(t, None, "erasure", None, now) for t in forgotten.closed])
+        closing = {"status": "closed", "resolution": "erased"}
+        closed = [publisher.ticket_updated(self.topics, t, dict(closing), "erasure") for t in forgotten.closed]
         await outbox.enqueue(conn, repository.SCHEMA, closed)
 
         for f in plan.new + plan.rerouted:
@@ -154,18 +151,11 @@ async def apply_ticket_steps(
         resolve = TicketChange(status="resolved", resolution="score_revised")
         after = change_ticket(state_of(row), resolve if step.op == "resolve" else TicketChange(), now)
         before = row.status
-        row.status, row.resolution, row.version = after.status, after.resolution, after.version
-        row.first_contact_at, row.resolved_at, row.updated_at = after.first_contact_at, after.resolved_at, now
+        apply_state(row, after, now)
         row.score, row.comment = step.response.score, step.response.comment or row.comment
         if row.ticket_id not in new:
             changed.add(row.ticket_id)
-        history.append(
-            {
-                "ticket_id": row.ticket_id, "version": row.version, "at": now, "actor": SYSTEM_ACTOR,
-                "status_from": before, "status_to": row.status, "assignee": row.assignee,
-                "resolution": row.resolution, "note": None,
-            }
-        )  # fmt: skip
+        history.append(history_entry(row, before, SYSTEM_ACTOR, None, now))
         what: dict[str, str | None] = {"response_id": step.response.response_id, "score": str(step.response.score)}
         if step.op == "resolve":
             what |= {"status": "resolved", "resolution": "score_revised"}
@@ -188,6 +178,24 @@ class StaleVersion(Exception):
         self.current = current
 
 
+def apply_state(row: repository.TicketRow, after: TicketState, now: datetime) -> None:
+    row.status, row.assignee, row.resolution, row.version = (
+        after.status,
+        after.assignee,
+        after.resolution,
+        after.version,
+    )
+    row.first_contact_at, row.resolved_at, row.updated_at = after.first_contact_at, after.resolved_at, now
+
+
+def history_entry(row: Any, before: str | None, actor: str, note: str | None, now: datetime) -> dict[str, object]:
+    """The ticket_history row of the change that brought `row` to where it is."""
+    return {
+        "ticket_id": row.ticket_id, "version": row.version, "at": now, "actor": actor, "status_from": before,
+        "status_to": row.status, "assignee": row.assignee, "resolution": row.resolution, "note": note,
+    }  # fmt: skip
+
+
 def state_of(row: Any) -> TicketState:
     return TicketState(row.status, row.assignee, row.resolution, row.version, row.first_contact_at, row.resolved_at)
 
@@ -200,36 +208,37 @@ async def update_ticket(
     expected_version: int | None,
     actor: str,
     now: datetime,
-) -> Any:
+) -> repository.TicketRow:
     """Apply a support tool's change to a ticket, in the caller's transaction: the row is locked,
     the version checked (None: any), the transition checked; the history, the audit log and a
     TicketUpdated in the outbox are written with it. Returns the ticket as it now is."""
-    row = await repository.get_ticket(conn, ticket_id, lock=True)
+    row = (await repository.tickets_for_update(conn, [ticket_id])).get(ticket_id)
     if row is None:
         raise TicketNotFound(ticket_id)
     if expected_version is not None and row.version != expected_version:
         raise StaleVersion(row.version)
     after = change_ticket(state_of(row), change, now)  # IllegalTransition
-    await repository.save_ticket(conn, ticket_id, after, now)
-    await repository.add_history(conn, ticket_id, row.status, after, actor, change.note, now)
+    before = replace(row)
+    apply_state(row, after, now)
+    await repository.write_tickets(conn, [row], [])
+    await repository.insert_history(conn, [history_entry(row, before.status, actor, change.note, now)])
     what: dict[str, str | None] = {}
-    if after.status != row.status:
-        what["status"] = after.status
-    if after.assignee != row.assignee:
-        what["assignee"] = after.assignee
-    if after.resolution != row.resolution:
-        what["resolution"] = after.resolution
+    if row.status != before.status:
+        what["status"] = row.status
+    if row.assignee != before.assignee:
+        what["assignee"] = row.assignee
+    if row.resolution != before.resolution:
+        what["resolution"] = row.resolution
     if change.note is not None:
         what["note"] = "added"  # the note itself stays in follow-up's history
     await audit.record(conn, actor, "ticket.updated", ticket_id, {"version": after.version, **what})
-    if row.first_contact_at is None and after.first_contact_at is not None:
+    if before.first_contact_at is None and row.first_contact_at is not None:
         metrics.TICKET_FIRST_CONTACT_SECONDS.labels(row.priority).observe((now - row.created_at).total_seconds())
-    if row.resolved_at is None and after.resolved_at is not None:
+    if before.resolved_at is None and row.resolved_at is not None:
         metrics.TICKET_RESOLUTION_SECONDS.labels(row.priority).observe((now - row.created_at).total_seconds())
-    updated = await repository.get_ticket(conn, ticket_id)
-    await outbox.enqueue(conn, repository.SCHEMA, [publisher.ticket_updated(topics, updated, what, actor)])
-    metrics.TICKET_CHANGES.labels(after.status).inc()
-    return updated
+    await outbox.enqueue(conn, repository.SCHEMA, [publisher.ticket_updated(topics, row, what, actor)])
+    metrics.TICKET_CHANGES.labels(row.status).inc()
+    return row
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,39 +98,35 @@ def wilson(moved: int, n: int, z: float = Z95) -> Share:
     return Share(n, moved, round(p, 4), round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4))
 
 
+def _moments(cells: Iterable[Cell]) -> tuple[int, float, float]:
+    """n, the mean of (after - before), and the variance of that mean."""
+    values = [(VALUE[c.after] - VALUE[c.before], c.n) for c in cells]
+    n = sum(k for _, k in values)
+    if n == 0:
+        return 0, 0.0, 0.0
+    mean = sum(d * k for d, k in values) / n
+    variance = sum(k * (d - mean) ** 2 for d, k in values) / (n - 1) if n > 1 else 0.0
+    return n, mean, variance / n
+
+
 def paired(cells: Iterable[Cell], z: float = Z95) -> Change:
     """Mean of (after - before) in points over the people in `cells`, with a 95% interval."""
-    n = 0
-    total = 0.0
-    squares = 0.0
-    for cell in cells:
-        d = VALUE[cell.after] - VALUE[cell.before]
-        n += cell.n
-        total += d * cell.n
-        squares += d * d * cell.n
+    n, mean, variance = _moments(cells)
     if n == 0:
         return Change(0, None, None, None)
-    mean = total / n
-    variance = (squares - n * mean * mean) / (n - 1) if n > 1 else 0.0
-    half = z * math.sqrt(max(variance, 0.0) / n)
+    half = z * math.sqrt(variance)
     return Change(n, round(100 * mean, 2), round(100 * (mean - half), 2), round(100 * (mean + half), 2))
 
 
-def difference(a: Change, b: Change, a_cells: list[Cell], b_cells: list[Cell], z: float = Z95) -> Change:
-    if a.points is None or b.points is None:
-        return Change(a.n + b.n, None, None, None)
-    spread = math.sqrt(_variance_of_mean(a_cells) + _variance_of_mean(b_cells))
-    points = a.points - b.points
-    return Change(a.n + b.n, round(points, 2), round(points - 100 * z * spread, 2), round(points + 100 * z * spread, 2))
-
-
-def _variance_of_mean(cells: list[Cell]) -> float:
-    n = sum(c.n for c in cells)
-    if n < 2:
-        return 0.0
-    values = [(VALUE[c.after] - VALUE[c.before], c.n) for c in cells]
-    mean = sum(d * k for d, k in values) / n
-    return sum(k * (d - mean) ** 2 for d, k in values) / (n - 1) / n
+def difference(a: list[Cell], b: list[Cell], z: float = Z95) -> Change:
+    """Mean change of `a` minus that of `b`, in points, as independent samples."""
+    n_a, mean_a, var_a = _moments(a)
+    n_b, mean_b, var_b = _moments(b)
+    if n_a == 0 or n_b == 0:
+        return Change(n_a + n_b, None, None, None)
+    points = round(100 * mean_a, 2) - round(100 * mean_b, 2)
+    half = 100 * z * math.sqrt(var_a + var_b)
+    return Change(n_a + n_b, round(points, 2), round(points - half, 2), round(points + half, 2))
 
 
 def report(cells: Iterable[Cell]) -> Report:
@@ -154,5 +150,4 @@ def report(cells: Iterable[Cell]) -> Report:
         )
     followed = [c for c in cells if c.group != NOT_FOLLOWED_UP]
     not_followed = [c for c in cells if c.group == NOT_FOLLOWED_UP]
-    a, b = paired(followed), paired(not_followed)
-    return Report(outcomes, a, b, difference(a, b, followed, not_followed))
+    return Report(outcomes, paired(followed), paired(not_followed), difference(followed, not_followed))

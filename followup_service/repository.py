@@ -11,7 +11,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from followup_service.domain import ContactHistory, FollowUp, Priority, Routed, TicketState
+from followup_service.domain import ContactHistory, FollowUp, Priority, Routed
 from followup_service.outcomes import NOT_FOLLOWED_UP, Cell, Transition
 from shared.events import ResponseSubmitted
 from shared.privacy import Erasures
@@ -39,10 +39,6 @@ _INSERT_FOLLOWUPS = sa.text(
 )
 
 ACTIVE_STATUSES = ["open", "in_progress", "contacted"]
-TICKET_COLUMNS = (
-    "ticket_id, version, response_id, respondent_id, score, comment, status, priority, assignee, resolution, "
-    "channel, survey_id, created_at, updated_at, first_contact_at, resolved_at"
-)
 
 
 async def routed_of(conn: AsyncConnection, response_ids: Iterable[str]) -> dict[str, Routed]:
@@ -270,6 +266,7 @@ class TicketRow:
 
 
 _TICKET_ROW = [f.name for f in fields(TicketRow)]
+TICKET_COLUMNS = ", ".join(_TICKET_ROW)  # what every read of a ticket selects
 _TICKET_TYPES = {
     "version": "integer",
     "score": "smallint",
@@ -449,10 +446,9 @@ async def forget(
 # --- tickets: the lifecycle API ---
 
 
-async def get_ticket(conn: AsyncConnection, ticket_id: str, *, lock: bool = False) -> Row[tuple[object, ...]] | None:
-    lock_clause = " FOR UPDATE" if lock else ""
+async def get_ticket(conn: AsyncConnection, ticket_id: str) -> Row[tuple[object, ...]] | None:
     result = await conn.execute(
-        sa.text(f"SELECT {TICKET_COLUMNS} FROM {SCHEMA}.tickets WHERE ticket_id = :id{lock_clause}"), {"id": ticket_id}
+        sa.text(f"SELECT {TICKET_COLUMNS} FROM {SCHEMA}.tickets WHERE ticket_id = :id"), {"id": ticket_id}
     )
     return result.first()
 
@@ -466,55 +462,6 @@ async def ticket_history(conn: AsyncConnection, ticket_id: str) -> list[Row[tupl
         {"id": ticket_id},
     )
     return list(result)
-
-
-async def save_ticket(conn: AsyncConnection, ticket_id: str, state: TicketState, now: datetime) -> None:
-    await conn.execute(
-        sa.text(
-            f"""UPDATE {SCHEMA}.tickets SET status = :status, assignee = :assignee, resolution = :resolution,
-                    version = :version, first_contact_at = :first_contact, resolved_at = :resolved, updated_at = :now
-                WHERE ticket_id = :id"""
-        ),
-        {
-            "id": ticket_id,
-            "status": state.status,
-            "assignee": state.assignee,
-            "resolution": state.resolution,
-            "version": state.version,
-            "first_contact": state.first_contact_at,
-            "resolved": state.resolved_at,
-            "now": now,
-        },
-    )
-
-
-async def add_history(
-    conn: AsyncConnection,
-    ticket_id: str,
-    before: str | None,
-    after: TicketState,
-    actor: str,
-    note: str | None,
-    now: datetime,
-) -> None:
-    await conn.execute(
-        sa.text(
-            f"""INSERT INTO {SCHEMA}.ticket_history
-                    (ticket_id, version, at, actor, status_from, status_to, assignee, resolution, note)
-                VALUES (:id, :version, :at, :actor, :before, :after, :assignee, :resolution, :note)"""
-        ),
-        {
-            "id": ticket_id,
-            "version": after.version,
-            "at": now,
-            "actor": actor,
-            "before": before,
-            "after": after.status,
-            "assignee": after.assignee,
-            "resolution": after.resolution,
-            "note": note,
-        },
-    )
 
 
 @dataclass(frozen=True, slots=True)
