@@ -58,19 +58,19 @@ class RouteResponses:
     def with_message(self, followup: FollowUp) -> FollowUp:
         """The follow-up with its message rendered, or marked failed with the reason (counted):
         a template that fails never loses the follow-up."""
+        code = followup.referral_code
         if followup.kind == "referral" and followup.status == "created":
-            token = self.pseudonyms.token("referral", followup.followup_id)
-            followup = replace(followup, referral_code=referral_code(token))
+            code = referral_code(self.pseudonyms.token("referral", followup.followup_id))
         if followup.template is None:
-            return followup
+            return followup if code == followup.referral_code else replace(followup, referral_code=code)
         try:
-            variables = variables_of(followup.response) | {"referral_code": followup.referral_code}
+            variables = variables_of(followup.response) | {"referral_code": code}
             rendered = self.policy.current.render(followup.template, variables)
         except (RenderFailed, KeyError) as exc:
             metrics.MESSAGES_FAILED.inc()
             log.warning("follow-up %s: message not rendered: %s", followup.followup_id, exc)
-            return replace(followup, status="failed", reason=str(exc)[:500])
-        return replace(followup, message=rendered)
+            return replace(followup, referral_code=code, status="failed", reason=str(exc)[:500])
+        return replace(followup, referral_code=code, message=rendered)
 
     async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[ResponseEvent]]) -> None:
         now = self.clock()
@@ -94,7 +94,7 @@ class RouteResponses:
         if len(inserted) != len(plan.new):
             # Another consumer routed some of them meanwhile (a rebalance): start again on top of it.
             raise RetryBatch("follow-ups written concurrently")
-        if await repository.reroute(conn, plan.rerouted) != len(plan.rerouted):
+        if not await repository.reroute(conn, plan.rerouted):
             raise RetryBatch("follow-ups re-routed concurrently")
         scores = {e.response_id: e.score for e in events if e.response_id in plan.revised}
         await repository.set_versions(conn, plan.revised, scores)

@@ -59,19 +59,58 @@ class RenderFailed(Exception):
     """A template that checked out but failed on this response (e.g. a filter on a missing value)."""
 
 
+# Rendered parts kept per template part, by the values of the variables it reads: most messages
+# read only the score or the category, so most follow-ups cost a lookup, not a render.
+CACHE_SIZE = 4_096
+
+
+class Part:
+    """One compiled part of a message (subject, text or HTML), with the variables it reads and the
+    texts it rendered for their values."""
+
+    __slots__ = ("_cache", "_globals", "reads", "template")
+
+    def __init__(self, env: ImmutableSandboxedEnvironment, source: str) -> None:
+        parsed = env.parse(source)
+        self.template: Template = env.from_string(parsed)
+        self.reads = tuple(sorted(meta.find_undeclared_variables(parsed)))
+        self._globals = dict(self.template.globals)  # Jinja merges a ChainMap per render otherwise
+        self._cache: dict[tuple[object, ...], str] = {}
+
+    def render(self, variables: Mapping[str, Any]) -> str:
+        """The part for these variables; RenderFailed when the template fails on them, whatever the
+        error (a template's runtime error must never stop the batch)."""
+        key = tuple(_hashable(variables.get(name)) for name in self.reads)
+        text = self._cache.get(key)
+        if text is None:
+            context = self.template.new_context(self._globals | dict(variables), shared=True)
+            try:
+                text = self.template.environment.concat(self.template.root_render_func(context))
+            except Exception as exc:
+                raise RenderFailed(f"{type(exc).__name__}: {exc}") from exc
+            if len(self._cache) >= CACHE_SIZE:
+                self._cache.clear()
+            self._cache[key] = text
+        return text
+
+
+def _hashable(value: object) -> object:
+    return tuple(sorted(value.items())) if isinstance(value, dict) else value
+
+
 @dataclass(frozen=True, slots=True)
 class Compiled:
-    subject: Template
-    text: Template
-    html: Template | None
+    subject: Part
+    text: Part
+    html: Part | None
 
 
 def compile_message(message: Mapping[str, str | None]) -> Compiled:
     html = message.get("html")
     return Compiled(
-        _TEXT.from_string(message["subject"] or ""),
-        _TEXT.from_string(message["text"] or ""),
-        _HTML.from_string(html) if html is not None else None,
+        Part(_TEXT, message["subject"] or ""),
+        Part(_TEXT, message["text"] or ""),
+        Part(_HTML, html) if html is not None else None,
     )
 
 
@@ -99,5 +138,5 @@ def render(name: str, versions: Mapping[str, Compiled], default_locale: str, var
             body_text=compiled.text.render(context),
             body_html=compiled.html.render(context) if compiled.html is not None else None,
         )
-    except TemplateError as exc:
+    except RenderFailed as exc:
         raise RenderFailed(f"template {name} ({locale}): {exc}") from exc

@@ -139,6 +139,8 @@ class Policy(BaseModel):
     rules: list[Rule] = Field(min_length=1)
     templates: dict[TemplateName, dict[Locale, Message]] = Field(default_factory=dict)
     _compiled: dict[str, dict[str, messages.Compiled]] = PrivateAttr(default_factory=dict)
+    # Each rule's condition, made quick to test, and what it decides; (None, no rule) last.
+    _decisions: list[tuple[Matcher | None, Decision]] = PrivateAttr(default_factory=list)
 
     def compile(self) -> None:
         """Compile every template (after `check` found them sound)."""
@@ -153,10 +155,17 @@ class Policy(BaseModel):
 
     def decide(self, facts: Facts) -> Decision:
         """The first rule that matches; with none, action `none` (rule null)."""
-        for index, rule in enumerate(self.rules):
-            if not why_not(rule.when, facts):
-                return Decision(rule.action, rule.priority or "normal", rule.name, index, rule.template, self.version)
-        return Decision("none", "normal", None, None, None, self.version)
+        decisions = self._decisions
+        if not decisions:
+            decisions = self._decisions = [
+                (Matcher.of(rule.when), Decision(rule.action, rule.priority or "normal", rule.name, index,
+                                                 rule.template, self.version))
+                for index, rule in enumerate(self.rules)
+            ] + [(None, Decision("none", "normal", None, None, None, self.version))]  # fmt: skip
+        for matcher, decision in decisions:
+            if matcher is None or matcher.matches(facts):
+                return decision
+        raise AssertionError("the last entry always decides")
 
     def explain(self, facts: Facts) -> Explanation:
         skipped = []
@@ -227,6 +236,44 @@ class Decision:
 class Explanation:
     decision: Decision
     skipped: list[tuple[str, list[str]]]  # the rules before it, each with why it did not match
+
+
+@dataclass(frozen=True, slots=True)
+class Matcher:
+    """A rule's condition as `decide` tests it once per response: `why_not` without the reasons,
+    its sets built once. They must agree (a property test checks it)."""
+
+    scores: frozenset[int]
+    channel: frozenset[str] | None
+    survey_id: frozenset[str] | None
+    attributes: tuple[tuple[str, frozenset[str]], ...]
+    comment: bool | None
+    first_answer: bool | None
+    previous_category: frozenset[str] | None
+
+    @classmethod
+    def of(cls, when: When) -> Matcher:
+        history = when.history or History()
+        return cls(
+            scores=when.scores(),
+            channel=frozenset(when.channel) if when.channel is not None else None,
+            survey_id=frozenset(when.survey_id) if when.survey_id is not None else None,
+            attributes=tuple((k, frozenset(v)) for k, v in when.attributes.items()),
+            comment=None if when.comment is None else when.comment == "present",
+            first_answer=history.first_answer,
+            previous_category=frozenset(history.previous_category) if history.previous_category is not None else None,
+        )
+
+    def matches(self, facts: Facts) -> bool:
+        return (
+            facts.score in self.scores
+            and (self.channel is None or facts.channel in self.channel)
+            and (self.survey_id is None or facts.survey_id in self.survey_id)
+            and (not self.attributes or all(facts.attributes.get(n) in values for n, values in self.attributes))
+            and (self.comment is None or self.comment == facts.has_comment)
+            and (self.first_answer is None or self.first_answer == facts.first_answer)
+            and (self.previous_category is None or facts.previous_category in self.previous_category)
+        )
 
 
 def why_not(when: When, facts: Facts) -> list[str]:

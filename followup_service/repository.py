@@ -22,8 +22,8 @@ _INSERT_FOLLOWUPS = sa.text(
     f"""
     INSERT INTO {SCHEMA}.followups
         (followup_id, response_id, respondent_id, respondent_key, submitted_at, kind, score, channel, survey_id,
-         created_at, ticket_id, version, rule, policy_version, status, reason, template, locale, subject, body_text,
-         body_html, eligible_at, referral_code)
+         created_at, ticket_id, version, rule, policy_version, status, reason, template, locale, eligible_at,
+         referral_code)
     SELECT * FROM unnest(
         CAST(:followup_ids AS text[]), CAST(:response_ids AS text[]), CAST(:respondent_ids AS text[]),
         CAST(:respondent_keys AS text[]), CAST(:submitted_ats AS timestamptz[]),
@@ -31,7 +31,6 @@ _INSERT_FOLLOWUPS = sa.text(
         CAST(:survey_ids AS text[]), CAST(:created_ats AS timestamptz[]), CAST(:ticket_ids AS text[]),
         CAST(:versions AS integer[]), CAST(:rules AS text[]), CAST(:policy_versions AS text[]),
         CAST(:statuses AS text[]), CAST(:reasons AS text[]), CAST(:templates AS text[]), CAST(:locales AS text[]),
-        CAST(:subjects AS text[]), CAST(:texts AS text[]), CAST(:htmls AS text[]),
         CAST(:eligible AS timestamptz[]), CAST(:codes AS text[]))
     ON CONFLICT (response_id) DO NOTHING
     RETURNING response_id
@@ -173,9 +172,6 @@ def message_columns(followups: Sequence[FollowUp]) -> dict[str, list[str | None]
         "reasons": [f.reason for f in followups],
         "templates": [f.template for f in followups],
         "locales": [f.message.locale if f.message else None for f in followups],
-        "subjects": [f.message.subject if f.message else None for f in followups],
-        "texts": [f.message.body_text if f.message else None for f in followups],
-        "htmls": [f.message.body_html if f.message else None for f in followups],
     }
 
 
@@ -184,42 +180,43 @@ def submitted_at(followup: FollowUp) -> datetime:
     return response.submitted_at if isinstance(response, ResponseSubmitted) else response.revised_at
 
 
-async def reroute(conn: AsyncConnection, followups: Sequence[FollowUp]) -> int:
-    """A revision changed these responses' category: their follow-up is now the new one."""
-    changed = 0
-    for f in followups:
-        result = await conn.execute(
-            sa.text(
-                f"""UPDATE {SCHEMA}.followups SET followup_id = :fid, kind = :kind, score = :score, ticket_id = :tid,
-                        version = :version, created_at = :now, rule = :rule, policy_version = :policy_version,
-                        status = :status, reason = :reason, template = :template, locale = :locale,
-                        subject = :subject, body_text = :text, body_html = :html, eligible_at = :eligible,
-                        referral_code = coalesce(referral_code, :code)  -- the first code stays valid
-                    WHERE response_id = :rid AND version < :version"""
-            ),
-            {
-                "fid": f.followup_id,
-                "kind": f.kind,
-                "score": f.response.score,
-                "tid": f.ticket_id,
-                "version": f.version,
-                "now": f.created_at,
-                "rid": f.response.response_id,
-                "rule": f.rule,
-                "policy_version": f.policy_version,
-                "status": f.status,
-                "reason": f.reason,
-                "template": f.template,
-                "locale": f.message.locale if f.message else None,
-                "subject": f.message.subject if f.message else None,
-                "text": f.message.body_text if f.message else None,
-                "html": f.message.body_html if f.message else None,
-                "eligible": f.eligible_at,
-                "code": f.referral_code,
-            },
-        )
-        changed += result.rowcount
-    return changed
+async def reroute(conn: AsyncConnection, followups: Sequence[FollowUp]) -> bool:
+    """A revision changed these responses' category: their follow-up is now the new one (the latest
+    version's, when a batch re-routes a response twice). False if another consumer got there first."""
+    latest = list({f.response.response_id: f for f in sorted(followups, key=lambda f: f.version)}.values())
+    if not latest:
+        return True
+    columns = {
+        "rid": ("text", [f.response.response_id for f in latest]),
+        "fid": ("text", [f.followup_id for f in latest]),
+        "kind": ("text", [f.kind for f in latest]),
+        "score": ("smallint", [f.response.score for f in latest]),
+        "tid": ("text", [f.ticket_id for f in latest]),
+        "version": ("integer", [f.version for f in latest]),
+        "now": ("timestamptz", [f.created_at for f in latest]),
+        "rule": ("text", [f.rule for f in latest]),
+        "policy_version": ("text", [f.policy_version for f in latest]),
+        "status": ("text", [f.status for f in latest]),
+        "reason": ("text", [f.reason for f in latest]),
+        "template": ("text", [f.template for f in latest]),
+        "locale": ("text", [f.message.locale if f.message else None for f in latest]),
+        "eligible": ("timestamptz", [f.eligible_at for f in latest]),
+        "code": ("text", [f.referral_code for f in latest]),
+    }
+    casts = ", ".join(f"CAST(:{name} AS {kind}[])" for name, (kind, _) in columns.items())
+    result = await conn.execute(
+        sa.text(
+            f"""UPDATE {SCHEMA}.followups f SET followup_id = v.fid, kind = v.kind, score = v.score,
+                    ticket_id = v.tid, version = v.version, created_at = v.now, rule = v.rule,
+                    policy_version = v.policy_version, status = v.status, reason = v.reason,
+                    template = v.template, locale = v.locale, eligible_at = v.eligible,
+                    referral_code = coalesce(f.referral_code, v.code)  -- the first code stays valid
+                FROM unnest({casts}) AS v({", ".join(columns)})
+                WHERE f.response_id = v.rid AND f.version < v.version"""
+        ),
+        {name: values for name, (_, values) in columns.items()},
+    )
+    return int(result.rowcount) == len(latest)
 
 
 async def set_versions(conn: AsyncConnection, versions: Mapping[str, int], scores: Mapping[str, int]) -> None:
@@ -435,7 +432,7 @@ async def forget(
     )
     cleared = await conn.execute(
         sa.text(
-            f"UPDATE {SCHEMA}.followups SET respondent_id = NULL, subject = NULL, body_text = NULL, body_html = NULL "
+            f"UPDATE {SCHEMA}.followups SET respondent_id = NULL "
             f"WHERE response_id IN ({_ERASED}) AND respondent_id IS NOT NULL"
         ),
         params,

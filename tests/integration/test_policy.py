@@ -126,12 +126,12 @@ async def test_a_policy_file_decides_every_follow_up_and_is_recorded_on_it(
         async with loop.engine.connect() as conn:
             found = await conn.execute(
                 sa.text(
-                    "SELECT response_id, status, reason, subject FROM followup.followups WHERE response_id LIKE :r"
+                    "SELECT response_id, status, reason, template FROM followup.followups WHERE response_id LIKE :r"
                 ),
                 {"r": f"{run}-%"},
             )
-            messages = {r.response_id.removeprefix(f"{run}-"): (r.status, r.reason, r.subject) for r in found}
-        assert messages["x1"] == ("created", None, "Thank you for the 10!")
+            messages = {r.response_id.removeprefix(f"{run}-"): (r.status, r.reason, r.template) for r in found}
+        assert messages["x1"] == ("created", None, "ask")  # the message itself is in FollowUpCreated only
         assert messages["z1"][0] == "failed" and "template thanks (en)" in messages["z1"][1]
 
         admin = await serve_in_process(app, loop.engine)

@@ -1,6 +1,7 @@
 """Routing rules (followup_service/domain.py): one follow-up per response, one active ticket per
 person, revisions re-routed, erased people never contacted; whatever the batches and redeliveries."""
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -8,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from followup_service.domain import (
+    _NAMESPACE,
     BatchPlan,
     NewTicket,
     Routed,
@@ -15,6 +17,7 @@ from followup_service.domain import (
     plan_batch,
     revision_ticket_id,
     route,
+    stable_hex,
     ticket_id,
 )
 from shared.events import ResponseRevised, ResponseSubmitted
@@ -164,3 +167,9 @@ def test_any_history_in_any_batches_with_redelivery_keeps_the_rules(
     assert new_count == {rid: 1 for rid in latest}
     assert {rid: r.kind for rid, r in routed.items()} == {rid: route(e.score) for rid, e in latest.items()}
     assert {rid: r.version for rid, r in routed.items()} == versions
+
+
+@given(st.text(max_size=80))
+def test_ids_are_the_uuid5_they_always_were(name: str) -> None:
+    # Stored follow-up and ticket ids were uuid5 hex: the quick path must give the same ids.
+    assert stable_hex(name) == uuid.uuid5(_NAMESPACE, name).hex

@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from followup_service.messages import RenderFailed
+from followup_service.messages import _HTML, _TEXT, Part, RenderFailed
 from followup_service.policy import DEFAULT_POLICY, PolicyError, load
 
 POLICY = """
@@ -96,3 +98,40 @@ def test_the_default_policy_has_a_message_for_every_follow_up(tmp_path: Path) ->
         assert rule.template is not None
         rendered = default.render(rule.template, variables(score=9, comment=None, referral_code="rabcdefghijklmnop"))
         assert rendered.subject and rendered.body_text and rendered.body_html
+
+
+def test_any_runtime_error_of_a_template_is_a_render_failure(tmp_path: Path) -> None:
+    adding = POLICY.replace('"Thanks"', "\"{{ score + 'x' }}\"")  # a TypeError, not a Jinja error
+    with pytest.raises(RenderFailed, match="TypeError"):
+        policy(tmp_path, adding).render("thanks", variables(attributes={"plan": "x"}))
+
+
+TEMPLATE = (
+    "{{ score }} {{ category }} {% if comment %}{{ comment }}{% endif %} {{ attributes.get('plan', '-') }}"
+    " {{ referral_code or '' }}"
+)
+
+
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {
+                "score": st.integers(0, 10),
+                "category": st.sampled_from(["promoter", "passive", "detractor"]),
+                "comment": st.none() | st.text(max_size=5),
+                "channel": st.sampled_from(["web", "email"]),
+                "attributes": st.dictionaries(st.sampled_from(["plan", "region"]), st.sampled_from(["a", "<b>"])),
+                "referral_code": st.none() | st.sampled_from(["r1", "r2"]),
+            }
+        ),
+        max_size=30,
+    )
+)
+def test_a_cached_part_renders_what_jinja_renders(contexts: list[dict[str, object]]) -> None:
+    # Parts cache by the values of the variables they read (not channel, here): a cached text must be
+    # exactly what Jinja renders for every context, in any order.
+    for env in (_TEXT, _HTML):
+        part = Part(env, TEMPLATE)
+        assert part.reads == ("attributes", "category", "comment", "referral_code", "score")
+        for context in contexts:
+            assert part.render(context) == env.from_string(TEMPLATE).render(context)

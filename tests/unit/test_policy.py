@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from followup_service.domain import route
-from followup_service.policy import DEFAULT_POLICY, Facts, PolicyError, load
+from followup_service.policy import DEFAULT_POLICY, Facts, Matcher, PolicyError, When, load, why_not
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -144,3 +144,34 @@ def test_a_missing_file_and_an_unknown_template_are_refused(tmp_path: Path) -> N
     path = write(tmp_path, "version: v\nrules:\n  - {name: a, action: referral, template: ask_friends}\n")
     with pytest.raises(PolicyError, match="rule a, template: unknown template 'ask_friends'"):
         load(path, known_templates=["referral_ask"])
+
+
+CATEGORIES = st.sampled_from(["promoter", "passive", "detractor"])
+WHENS = st.builds(
+    dict,
+    category=st.none() | st.lists(CATEGORIES, min_size=1, max_size=2),
+    score=st.none() | st.integers(0, 10).flatmap(lambda lo: st.builds(dict, min=st.just(lo), max=st.integers(lo, 10))),
+    channel=st.none() | st.lists(st.sampled_from(["web", "email", "sms"]), min_size=1, max_size=2),
+    survey_id=st.none() | st.lists(st.sampled_from(["s1", "s2"]), min_size=1),
+    attributes=st.dictionaries(st.sampled_from(["plan", "region"]), st.lists(st.sampled_from(["a", "b"]), min_size=1)),
+    comment=st.none() | st.sampled_from(["present", "absent"]),
+    history=st.none()
+    | st.builds(dict, first_answer=st.none() | st.just(False), previous_category=st.none() | st.lists(CATEGORIES))
+    | st.builds(dict, first_answer=st.just(True)),
+).map(lambda d: When.model_validate({k: v for k, v in d.items() if v is not None}))
+FACTS = st.builds(
+    Facts,
+    score=st.integers(0, 10),
+    channel=st.none() | st.sampled_from(["web", "email", "sms"]),
+    survey_id=st.none() | st.sampled_from(["s1", "s2"]),
+    attributes=st.dictionaries(st.sampled_from(["plan", "region"]), st.sampled_from(["a", "b", "c"])),
+    has_comment=st.booleans(),
+    first_answer=st.booleans(),
+    previous_category=st.none() | CATEGORIES,
+)
+
+
+@given(WHENS, FACTS)
+def test_the_quick_matcher_agrees_with_the_explanation(when: When, facts: Facts) -> None:
+    # decide() tests a rule with Matcher, explain() with why_not: they must never disagree.
+    assert Matcher.of(when).matches(facts) == (not why_not(when, facts))

@@ -1,0 +1,46 @@
+"""followup: a follow-up's rendered message lives only in its FollowUpCreated event (the outbox row,
+then the topic), no longer also in followup.followups: half the bytes written per follow-up, and
+one copy less of text that can quote a comment. The template and locale stay on the row.
+
+Two indexes get cheaper to keep up too: the respondent-key index goes (the contact-rules index,
+respondent key then created_at, answers every lookup by key), and the referral-code index keeps
+only the rows that have a code.
+
+Revision ID: followup_0010
+Revises: followup_0009
+Create Date: 2026-11-26
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "followup_0010"
+down_revision = "followup_0009"
+branch_labels = None
+depends_on = None
+
+SCHEMA = "followup"
+COLUMNS = ("subject", "body_text", "body_html")
+
+
+def upgrade() -> None:
+    for column in COLUMNS:
+        op.drop_column("followups", column, schema=SCHEMA)
+    op.drop_index("followups_respondent_key", "followups", schema=SCHEMA)
+    op.drop_index("followups_referral_code", "followups", schema=SCHEMA)
+    op.create_index(
+        "followups_referral_code",
+        "followups",
+        ["referral_code"],
+        unique=True,
+        schema=SCHEMA,
+        postgresql_where=sa.text("referral_code IS NOT NULL"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_index("followups_referral_code", "followups", schema=SCHEMA)
+    op.create_index("followups_referral_code", "followups", ["referral_code"], unique=True, schema=SCHEMA)
+    op.create_index("followups_respondent_key", "followups", ["respondent_key"], schema=SCHEMA)
+    for column in COLUMNS:
+        op.add_column("followups", sa.Column(column, sa.Text, nullable=True), schema=SCHEMA)
