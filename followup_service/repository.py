@@ -13,29 +13,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from followup_service.domain import ContactHistory, FollowUp, Priority, Routed
 from followup_service.outcomes import NOT_FOLLOWED_UP, Cell, Transition
+from shared.db import copy_rows
 from shared.events import ResponseSubmitted
 from shared.privacy import Erasures
 
 SCHEMA = "followup"
 
-_INSERT_FOLLOWUPS = sa.text(
-    f"""
-    INSERT INTO {SCHEMA}.followups
-        (followup_id, response_id, respondent_id, respondent_key, submitted_at, kind, score, channel, survey_id,
-         created_at, ticket_id, version, rule, policy_version, status, reason, template, locale, eligible_at,
-         referral_code)
-    SELECT * FROM unnest(
-        CAST(:followup_ids AS text[]), CAST(:response_ids AS text[]), CAST(:respondent_ids AS text[]),
-        CAST(:respondent_keys AS text[]), CAST(:submitted_ats AS timestamptz[]),
-        CAST(:kinds AS text[]), CAST(:scores AS smallint[]), CAST(:channels AS text[]),
-        CAST(:survey_ids AS text[]), CAST(:created_ats AS timestamptz[]), CAST(:ticket_ids AS text[]),
-        CAST(:versions AS integer[]), CAST(:rules AS text[]), CAST(:policy_versions AS text[]),
-        CAST(:statuses AS text[]), CAST(:reasons AS text[]), CAST(:templates AS text[]), CAST(:locales AS text[]),
-        CAST(:eligible AS timestamptz[]), CAST(:codes AS text[]))
-    ON CONFLICT (response_id) DO NOTHING
-    RETURNING response_id
-    """
-)
+_FOLLOWUP_COLUMNS = (
+    "followup_id", "response_id", "respondent_id", "respondent_key", "submitted_at", "kind", "score", "channel",
+    "survey_id", "created_at", "ticket_id", "version", "rule", "policy_version", "status", "reason", "template",
+    "locale", "eligible_at", "referral_code",
+)  # fmt: skip
 
 ACTIVE_STATUSES = ["open", "in_progress", "contacted"]
 
@@ -90,18 +78,10 @@ async def previous_answers(
 
 
 async def insert_transitions(conn: AsyncConnection, transitions: Sequence[Transition]) -> None:
-    if not transitions:
-        return
-    types = {"days_between": "float8", "ticket_resolved_before": "boolean", "answered_at": "timestamptz"}
-    columns = [f.name for f in fields(Transition)]
-    await conn.execute(
-        sa.text(
-            f"""INSERT INTO {SCHEMA}.transitions ({", ".join(columns)})
-                SELECT * FROM unnest({", ".join(f"CAST(:{c} AS {types.get(c, 'text')}[])" for c in columns)})
-                ON CONFLICT (response_id) DO NOTHING"""
-        ),
-        {c: [getattr(t, c) for t in transitions] for c in columns},
-    )
+    if transitions:
+        columns = [f.name for f in fields(Transition)]
+        rows = [tuple(getattr(t, c) for c in columns) for t in transitions]
+        await copy_rows(conn, f"{SCHEMA}.transitions", columns, rows, "ON CONFLICT (response_id) DO NOTHING")
 
 
 async def outcome_cells(
@@ -141,38 +121,23 @@ async def insert_new(
     """Store follow-ups for responses that have none yet; returns those response_ids."""
     if not followups:
         return set()
-    result = await conn.execute(
-        _INSERT_FOLLOWUPS,
-        {
-            "followup_ids": [f.followup_id for f in followups],
-            "response_ids": [f.response.response_id for f in followups],
-            "respondent_ids": [f.response.respondent_id for f in followups],
-            "respondent_keys": [respondent_key(f.response.respondent_id) for f in followups],
-            "submitted_ats": [submitted_at(f) for f in followups],
-            "kinds": [f.kind for f in followups],
-            "scores": [f.response.score for f in followups],
-            "channels": [f.response.channel for f in followups],
-            "survey_ids": [f.response.survey_id for f in followups],
-            "created_ats": [f.created_at for f in followups],
-            "ticket_ids": [f.ticket_id for f in followups],
-            "versions": [f.version for f in followups],
-            "rules": [f.rule for f in followups],
-            "policy_versions": [f.policy_version for f in followups],
-            **message_columns(followups),
-            "eligible": [f.eligible_at for f in followups],
-            "codes": [f.referral_code for f in followups],
-        },
+    rows = [
+        (
+            f.followup_id, f.response.response_id, f.response.respondent_id, respondent_key(f.response.respondent_id),
+            submitted_at(f), f.kind, f.response.score, f.response.channel, f.response.survey_id, f.created_at,
+            f.ticket_id, f.version, f.rule, f.policy_version, f.status, f.reason, f.template,
+            f.message.locale if f.message else None, f.eligible_at, f.referral_code,
+        )
+        for f in followups
+    ]  # fmt: skip
+    inserted = await copy_rows(
+        conn,
+        f"{SCHEMA}.followups",
+        _FOLLOWUP_COLUMNS,
+        rows,
+        "ON CONFLICT (response_id) DO NOTHING RETURNING response_id",
     )
-    return {row.response_id for row in result}
-
-
-def message_columns(followups: Sequence[FollowUp]) -> dict[str, list[str | None]]:
-    return {
-        "statuses": [f.status for f in followups],
-        "reasons": [f.reason for f in followups],
-        "templates": [f.template for f in followups],
-        "locales": [f.message.locale if f.message else None for f in followups],
-    }
+    return {row["response_id"] for row in inserted}
 
 
 def submitted_at(followup: FollowUp) -> datetime:
@@ -307,45 +272,23 @@ async def write_tickets(conn: AsyncConnection, changed: Sequence[TicketRow], new
             params,
         )
     if new:
-        source, params = _unnest(new)
+        rows = [tuple(getattr(r, c) for c in _TICKET_ROW) for r in new]
         try:
             async with conn.begin_nested():
-                await conn.execute(
-                    sa.text(
-                        f"INSERT INTO {SCHEMA}.tickets ({', '.join(_TICKET_ROW)}) SELECT * FROM {source} "
-                        "ON CONFLICT (ticket_id) DO NOTHING"
-                    ),
-                    params,
-                )
+                await copy_rows(conn, f"{SCHEMA}.tickets", _TICKET_ROW, rows, "ON CONFLICT (ticket_id) DO NOTHING")
         except IntegrityError as exc:
             if "tickets_one_active_per_respondent" in str(exc.orig):
                 raise ActiveTicketTaken from exc
             raise
 
 
+_HISTORY_COLUMNS = ("ticket_id", "version", "at", "actor", "status_from", "status_to", "assignee", "resolution", "note")
+
+
 async def insert_history(conn: AsyncConnection, entries: Sequence[Mapping[str, object]]) -> None:
-    if not entries:
-        return
-    await conn.execute(
-        sa.text(
-            f"""INSERT INTO {SCHEMA}.ticket_history
-                    (ticket_id, version, at, actor, status_from, status_to, assignee, resolution, note)
-                SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:versions AS integer[]), CAST(:ats AS timestamptz[]),
-                    CAST(:actors AS text[]), CAST(:froms AS text[]), CAST(:tos AS text[]), CAST(:assignees AS text[]),
-                    CAST(:resolutions AS text[]), CAST(:notes AS text[]))"""
-        ),
-        {
-            "ids": [e["ticket_id"] for e in entries],
-            "versions": [e["version"] for e in entries],
-            "ats": [e["at"] for e in entries],
-            "actors": [e["actor"] for e in entries],
-            "froms": [e["status_from"] for e in entries],
-            "tos": [e["status_to"] for e in entries],
-            "assignees": [e["assignee"] for e in entries],
-            "resolutions": [e["resolution"] for e in entries],
-            "notes": [e["note"] for e in entries],
-        },
-    )
+    if entries:
+        rows = [tuple(e[c] for c in _HISTORY_COLUMNS) for e in entries]
+        await copy_rows(conn, f"{SCHEMA}.ticket_history", _HISTORY_COLUMNS, rows)
 
 
 async def get_by_response(conn: AsyncConnection, response_id: str) -> Row[tuple[object, ...]] | None:

@@ -6,14 +6,17 @@ that schema), so services can be migrated, deployed and dropped independently.""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
+import asyncpg
 from alembic import command, context
 from alembic.config import Config
 from sqlalchemy import Connection, MetaData, text
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from shared.privacy import Pseudonyms
 from shared.settings import async_url
@@ -61,6 +64,48 @@ def describe_failure(exc: BaseException) -> str:
         return type(exc).__name__
     state = getattr(cause, "sqlstate", None)
     return f"{type(exc).__name__} ({type(cause).__name__}{f', SQLSTATE {state}' if state else ''})"
+
+
+async def copy_rows(
+    conn: AsyncConnection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], then: str = ""
+) -> list[Any]:
+    """INSERT many rows into `table` (schema-qualified) in the caller's transaction, through a binary
+    COPY into a session-local staging table shaped like those columns, moved in one statement in
+    the rows' order; `then` is that INSERT's tail (`ON CONFLICT ... DO NOTHING RETURNING ...`),
+    whose rows are returned. Three times quicker than `unnest` of parameter arrays for a batch of
+    10,000 wide rows (asyncpg checks every array element's type; COPY encodes rows as they are).
+    Errors are SQLAlchemy's, as from `conn.execute`."""
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert isinstance(driver, asyncpg.Connection)
+    if not driver.is_in_transaction():
+        await conn.execute(text("SELECT 1"))  # SQLAlchemy begins the transaction on first use
+    cols = ", ".join(columns)
+    staging = "copy_" + hashlib.sha1(f"{table}({cols})".encode()).hexdigest()[:16]
+    statement = (
+        f"WITH moved AS (DELETE FROM {staging} RETURNING *) "
+        f"INSERT INTO {table} ({cols}) SELECT {cols} FROM moved ORDER BY copy_seq {then}"
+    )
+    try:
+        await driver.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS "
+            f"SELECT {cols}, 0::bigint AS copy_seq FROM {table} WITH NO DATA"
+        )
+        await driver.copy_records_to_table(
+            staging, records=[(*row, seq) for seq, row in enumerate(rows)], columns=[*columns, "copy_seq"]
+        )
+        return list(await driver.fetch(statement))
+    except asyncpg.PostgresError as exc:
+        state = exc.sqlstate or ""
+        kind = (
+            IntegrityError
+            if state.startswith("23")
+            else OperationalError
+            if state.startswith(("08", "57"))
+            else DBAPIError
+        )
+        raise kind(statement, None, exc, hide_parameters=True) from exc
+    except asyncpg.InterfaceError as exc:
+        raise InterfaceError(statement, None, exc, hide_parameters=True) from exc
 
 
 async def database_reachable(engine: AsyncEngine, timeout: float = 1.0) -> bool:

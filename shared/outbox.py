@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from shared.db import copy_rows
 from shared.events import Event
 
 log = logging.getLogger(__name__)
@@ -48,19 +49,9 @@ def create_outbox(op: Any, schema: str) -> None:
 
 
 async def enqueue(conn: AsyncConnection, schema: str, items: Sequence[Outgoing]) -> None:
-    if not items:
-        return
-    await conn.execute(
-        sa.text(
-            f"INSERT INTO {schema}.outbox (topic, key, value) "
-            "SELECT * FROM unnest(CAST(:topics AS text[]), CAST(:keys AS bytea[]), CAST(:vals AS bytea[]))"
-        ),
-        {
-            "topics": [i.topic for i in items],
-            "keys": [i.key for i in items],
-            "vals": [i.value for i in items],
-        },
-    )
+    """Outbox rows in the caller's transaction, published in this order (their ids follow it)."""
+    if items:
+        await copy_rows(conn, f"{schema}.outbox", ("topic", "key", "value"), [(i.topic, i.key, i.value) for i in items])
 
 
 class OutboxRelay:

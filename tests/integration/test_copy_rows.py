@@ -1,0 +1,61 @@
+"""shared/db.copy_rows, the bulk insert every hot path uses: in the caller's transaction (even as
+its first statement), in the rows' order, with the INSERT's conflict and RETURNING clauses, and
+with SQLAlchemy's errors."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from shared.db import copy_rows, make_engine
+from shared.outbox import Outgoing, enqueue
+
+pytestmark = pytest.mark.integration
+
+
+async def test_rows_land_in_order_inside_the_transaction_and_leave_with_a_rollback(database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        items = [Outgoing(f"topic-{i % 3}", f"k{i}".encode(), f"v{i}".encode()) for i in range(2_000)]
+        async with engine.begin() as conn:
+            await enqueue(conn, "followup", items)  # the transaction's first statement
+            await enqueue(conn, "followup", items[:5])  # the staging table again, same transaction
+        async with engine.connect() as conn:
+            rows = (await conn.execute(sa.text("SELECT topic, key, value FROM followup.outbox ORDER BY id"))).all()
+        assert [(r.topic, bytes(r.key), bytes(r.value)) for r in rows] == [
+            (i.topic, i.key, i.value) for i in items + items[:5]
+        ]
+
+        with pytest.raises(RuntimeError):
+            async with engine.begin() as conn:
+                await enqueue(conn, "followup", items[:10])
+                raise RuntimeError("the handler failed after writing")
+        async with engine.connect() as conn:
+            assert await conn.scalar(sa.text("SELECT count(*) FROM followup.outbox")) == len(items) + 5
+    finally:
+        await engine.dispose()
+
+
+async def test_conflicts_returning_and_errors_are_the_insert_s(database_url: str) -> None:
+    engine = make_engine(database_url)
+    columns = ("conversion_id", "code", "converted_at")
+    try:
+        async with engine.begin() as conn:
+            now = await conn.scalar(sa.text("SELECT now()"))
+            first = await copy_rows(
+                conn, "followup.referral_conversions", columns, [("c1", "r1", now), ("c2", "r1", now)],
+                "ON CONFLICT (conversion_id) DO NOTHING RETURNING conversion_id",
+            )  # fmt: skip
+            again = await copy_rows(
+                conn, "followup.referral_conversions", columns, [("c2", "r1", now), ("c3", "r2", now)],
+                "ON CONFLICT (conversion_id) DO NOTHING RETURNING conversion_id",
+            )  # fmt: skip
+        assert [r["conversion_id"] for r in first] == ["c1", "c2"]
+        assert [r["conversion_id"] for r in again] == ["c3"]
+        with pytest.raises(IntegrityError) as refused:
+            async with engine.begin() as conn:
+                await copy_rows(conn, "followup.referral_conversions", columns, [("c1", "r1", now)])
+        assert refused.value.orig is not None and getattr(refused.value.orig, "sqlstate", None) == "23505"
+    finally:
+        await engine.dispose()
