@@ -30,6 +30,16 @@ class FollowUpAnswer(BaseModel):
     respondent_id: str | None = Field(description="null once the respondent was erased")
     score: int
     created_at: datetime
+    status: Literal["created", "failed", "suppressed"] = Field(
+        description="created: its message is out (FollowUpCreated); failed: its template failed on this response; "
+        "suppressed: held back (see reason)"
+    )
+    reason: str | None = Field(
+        description="why it failed, or why it was suppressed: throttled, opted_out, erased, policy_none"
+    )
+    eligible_at: datetime | None = Field(description="throttled: when a message of this kind would be allowed")
+    rule: str | None = Field(description="the policy rule that decided (null: none matched, or erased)")
+    policy_version: str | None
     ticket_id: str | None
     ticket_status: str | None
 
@@ -84,6 +94,12 @@ class Ticket(BaseModel):
     updated_at: datetime
     first_contact_at: datetime | None
     resolved_at: datetime | None
+    first_contact_sla_s: float | None = Field(
+        default=None,
+        description="the time to first contact set by the ticket's policy rule, in seconds; null: "
+        "its priority's (NPS_FOLLOWUP_SLA)",
+    )
+    resolution_sla_s: float | None = Field(default=None, description="the same for the time to resolution")
 
 
 class TicketWithHistory(Ticket):
@@ -277,6 +293,10 @@ class PolicyAnswer(BaseModel):
     priority: Priority | None = Field(description="for tickets")
     template: str | None
     policy_version: str
+    first_contact_sla_s: float | None = Field(
+        default=None, description="a ticket's time to first contact set by the rule, in seconds (null: its priority's)"
+    )
+    resolution_sla_s: float | None = Field(default=None, description="the same for the time to resolution")
     skipped: list[Skipped] = Field(description="the rules before it, and why each did not match")
 
 
@@ -298,6 +318,8 @@ def answer_for(policy: Policy, sample: SampleResponse) -> PolicyAnswer:
         priority=decision.priority if decision.action == "ticket" else None,
         template=decision.template,
         policy_version=decision.policy_version,
+        first_contact_sla_s=decision.first_contact_s,
+        resolution_sla_s=decision.resolution_s,
         skipped=[Skipped(rule=name, because=reasons) for name, reasons in explained.skipped],
     )
 

@@ -74,6 +74,8 @@ class Routing:
     rule: str | None = None
     policy_version: str | None = None
     template: str | None = None
+    first_contact_s: float | None = None  # a ticket rule's own SLA (None: its priority's)
+    resolution_s: float | None = None
 
 
 Decide = Callable[[ResponseSubmitted | ResponseRevised, "int | None"], Routing]
@@ -180,6 +182,8 @@ class NewTicket:
     response: ResponseSubmitted | ResponseRevised
     respondent_key: str
     priority: Priority = "normal"
+    first_contact_s: float | None = None  # its rule's own SLA (None: the priority's)
+    resolution_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +235,8 @@ def plan_batch(
 
     - a response is routed once; a redelivered one, or a revision no newer than what was routed,
       changes nothing;
-    - an erased person (erasure at or after the event) is never routed;
+    - an erased person (erasure at or after the event) is never routed: a new response of theirs is
+      recorded as suppressed with reason `erased`, a revision changes nothing;
     - a respondent has at most one active ticket: a detractor response while one is open joins it;
     - a revision in the same category updates the ticket (if any); out of detractor it resolves the
       response's active ticket and is routed again; into detractor it gets routed again too.
@@ -245,12 +250,14 @@ def plan_batch(
     rules = rules or ContactRules()
     histories = {k: ContactHistory(h.opted_out, list(h.sent)) for k, h in (contacts or {}).items()}
 
-    def ticket_for(event: ResponseSubmitted | ResponseRevised, rkey: str, priority: Priority) -> str:
+    def ticket_for(event: ResponseSubmitted | ResponseRevised, rkey: str, routing: Routing) -> str:
         if rkey in active:
             plan.ticket_steps.append(TicketOp(active[rkey], "attach", event))
             return active[rkey]
         tid = ticket_id(event.response_id) if isinstance(event, ResponseSubmitted) else revision_ticket_id(event)
-        plan.ticket_steps.append(NewTicket(tid, event, rkey, priority))
+        plan.ticket_steps.append(
+            NewTicket(tid, event, rkey, routing.priority, routing.first_contact_s, routing.resolution_s)
+        )
         active[rkey] = tid
         return tid
 
@@ -264,7 +271,7 @@ def plan_batch(
             )
         if action == "ticket":
             # A detractor always reaches support; only the message to an opted-out person is dropped.
-            tid = ticket_for(event, rkey, routing.priority)
+            tid = ticket_for(event, rkey, routing)
             template = None if history.opted_out else routing.template
             return FollowUp(fid, action, event, now, tid, version, rule, policy, template)
         verdict = rules.verdict(history, action, now)
@@ -280,10 +287,16 @@ def plan_batch(
         rkey = key(event.respondent_id)
         at = event.submitted_at if isinstance(event, ResponseSubmitted) else event.revised_at
         erased_at = erasures.get(rkey)
+        rid = event.response_id
         if erased_at is not None and erased_at >= at:
             plan.skipped_erased += 1
+            if isinstance(event, ResponseSubmitted) and rid not in routed:
+                # Recorded, so the answer about this response says why nothing happened; without
+                # the person's id (the handler stores none for reason `erased`).
+                f = FollowUp(followup_id(rid), "none", event, now, status="suppressed", reason="erased")
+                plan.new.append(f)
+                routed[rid] = Routed(rid, rkey, f.kind, 1, None, event.score)
             continue
-        rid = event.response_id
         known = routed.get(rid)
         if isinstance(event, ResponseSubmitted):
             if known is not None:

@@ -53,7 +53,10 @@ class RouteResponses:
 
     def decide(self, event: ResponseSubmitted | ResponseRevised, previous_score: int | None) -> Routing:
         decision = self.policy.current.decide(facts_of(event, previous_score))
-        return Routing(decision.action, decision.priority, decision.rule, decision.policy_version, decision.template)
+        return Routing(
+            decision.action, decision.priority, decision.rule, decision.policy_version, decision.template,
+            decision.first_contact_s, decision.resolution_s,
+        )  # fmt: skip
 
     def with_message(self, followup: FollowUp) -> FollowUp:
         """The follow-up with its message rendered, or marked failed with the reason (counted):
@@ -144,7 +147,8 @@ async def apply_ticket_steps(
             r = step.response
             new[step.ticket_id] = repository.TicketRow(
                 step.ticket_id, 1, r.response_id, r.respondent_id, step.respondent_key, r.score, r.comment, "open",
-                step.priority, None, None, r.channel, r.survey_id, now, now, None, None,
+                step.priority, None, None, r.channel, r.survey_id, now, now, None, None, step.first_contact_s,
+                step.resolution_s,
             )  # fmt: skip
             continue
         row = new.get(step.ticket_id) or rows[step.ticket_id]
@@ -294,6 +298,8 @@ def transitions_of(
     last = dict(answers)
     moves = []
     for f in new:
+        if f.reason == "erased":
+            continue  # an erased person's answers leave the outcomes
         response = f.response
         assert isinstance(response, ResponseSubmitted)  # new follow-ups are submissions
         rkey = key(response.respondent_id)

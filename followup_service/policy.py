@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from followup_service import messages
 from followup_service.domain import Priority
@@ -101,6 +110,38 @@ class When(BaseModel):
         )
 
 
+_DURATION = re.compile(r"^(\d{1,6}(?:\.\d{1,3})?)([smhdw])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 7 * 86_400}
+
+
+def _seconds(value: Any) -> Any:
+    """`4h`, `30m`, `2d`, `1w`, `45s`, or a number of seconds."""
+    if isinstance(value, str):
+        match = _DURATION.match(value.strip())
+        if match is None:
+            raise ValueError("a duration: seconds, or a number with s, m, h, d or w (30m, 4h, 2d)")
+        return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_seconds), Field(gt=0, le=366 * 86_400)]
+
+
+class RuleSla(BaseModel):
+    """A ticket rule's own deadlines, instead of its priority's (NPS_FOLLOWUP_SLA)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    first_contact: Duration | None = None
+    resolution: Duration | None = None
+
+    @model_validator(mode="after")
+    def something(self) -> RuleSla:
+        if self.first_contact is None and self.resolution is None:
+            raise ValueError("name first_contact, resolution or both")
+        return self
+
+
 class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -108,12 +149,14 @@ class Rule(BaseModel):
     when: When = Field(default_factory=When)
     action: str = Field(pattern=ACTION_PATTERN)
     priority: Priority | None = None
+    sla: RuleSla | None = None
     template: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
     @model_validator(mode="after")
     def priority_for_tickets(self) -> Rule:
-        if self.priority is not None and self.action != "ticket":
-            raise ValueError(f"priority is for tickets; action {self.action!r} has none")
+        for name in ("priority", "sla"):
+            if getattr(self, name) is not None and self.action != "ticket":
+                raise ValueError(f"{name} is for tickets; action {self.action!r} has none")
         return self
 
 
@@ -159,7 +202,9 @@ class Policy(BaseModel):
         if not decisions:
             decisions = self._decisions = [
                 (Matcher.of(rule.when), Decision(rule.action, rule.priority or "normal", rule.name, index,
-                                                 rule.template, self.version))
+                                                 rule.template, self.version,
+                                                 rule.sla.first_contact if rule.sla else None,
+                                                 rule.sla.resolution if rule.sla else None))
                 for index, rule in enumerate(self.rules)
             ] + [(None, Decision("none", "normal", None, None, None, self.version))]  # fmt: skip
         for matcher, decision in decisions:
@@ -230,6 +275,9 @@ class Decision:
     index: int | None
     template: str | None
     policy_version: str
+    # A ticket rule's own SLA, in seconds (None: the priority's, NPS_FOLLOWUP_SLA)
+    first_contact_s: float | None = None
+    resolution_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

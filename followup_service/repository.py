@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -123,7 +124,8 @@ async def insert_new(
         return set()
     rows = [
         (
-            f.followup_id, f.response.response_id, f.response.respondent_id, respondent_key(f.response.respondent_id),
+            f.followup_id, f.response.response_id, None if f.reason == "erased" else f.response.respondent_id,
+            respondent_key(f.response.respondent_id),
             submitted_at(f), f.kind, f.response.score, f.response.channel, f.response.survey_id, f.created_at,
             f.ticket_id, f.version, f.rule, f.policy_version, f.status, f.reason, f.template,
             f.message.locale if f.message else None, f.eligible_at, f.referral_code,
@@ -225,6 +227,8 @@ class TicketRow:
     updated_at: datetime
     first_contact_at: datetime | None
     resolved_at: datetime | None
+    first_contact_sla_s: float | None = None  # its rule's own SLA (None: its priority's)
+    resolution_sla_s: float | None = None
 
 
 _TICKET_ROW = [f.name for f in fields(TicketRow)]
@@ -236,6 +240,8 @@ _TICKET_TYPES = {
     "updated_at": "timestamptz",
     "first_contact_at": "timestamptz",
     "resolved_at": "timestamptz",
+    "first_contact_sla_s": "float8",
+    "resolution_sla_s": "float8",
 }
 
 
@@ -294,8 +300,8 @@ async def insert_history(conn: AsyncConnection, entries: Sequence[Mapping[str, o
 async def get_by_response(conn: AsyncConnection, response_id: str) -> Row[tuple[object, ...]] | None:
     result = await conn.execute(
         sa.text(
-            f"""SELECT f.followup_id, f.kind, f.response_id, f.respondent_id, f.score, f.created_at,
-                       t.ticket_id, t.status AS ticket_status
+            f"""SELECT f.followup_id, f.kind, f.response_id, f.respondent_id, f.score, f.created_at, f.status,
+                       f.reason, f.eligible_at, f.rule, f.policy_version, t.ticket_id, t.status AS ticket_status
                 FROM {SCHEMA}.followups f LEFT JOIN {SCHEMA}.tickets t ON t.ticket_id = f.ticket_id
                 WHERE f.response_id = :rid"""
         ),
@@ -445,31 +451,28 @@ async def list_tickets(conn: AsyncConnection, where: TicketFilter, limit: int) -
 # --- SLAs ---
 
 _SLA_DEADLINES = {
-    # deadline: (the time that meets it, the mark that it was missed)
-    "first_contact": ("first_contact_at", "first_contact_breached_at"),
-    "resolution": ("resolved_at", "resolution_breached_at"),
+    # deadline: (the time that meets it, the mark that it was missed, the ticket's own SLA)
+    "first_contact": ("first_contact_at", "first_contact_breached_at", "first_contact_sla_s"),
+    "resolution": ("resolved_at", "resolution_breached_at", "resolution_sla_s"),
 }
 
 
 async def mark_breaches(
     conn: AsyncConnection, deadline: str, seconds: Mapping[Priority, float], now: datetime
 ) -> list[Row[tuple[object, ...]]]:
-    """Active tickets past their priority's `deadline` that had not met it, marked (once) and
-    returned with their `due_at`."""
-    met, missed = _SLA_DEADLINES[deadline]
-    priorities = sorted(seconds)
+    """Active tickets past their `deadline` (their rule's own SLA, else their priority's in
+    `seconds`; a priority not there has none) that had not met it, marked (once) and returned with
+    their `due_at`."""
+    met, missed, own = _SLA_DEADLINES[deadline]
+    due = f"t.created_at + make_interval(secs => coalesce(t.{own}, CAST(CAST(:seconds AS jsonb) ->> t.priority AS float8)))"
     result = await conn.execute(
         sa.text(
-            f"""WITH s AS (SELECT * FROM unnest(CAST(:priorities AS text[]), CAST(:seconds AS float8[])) AS s(p, secs))
-                UPDATE {SCHEMA}.tickets t SET {missed} = :now
-                FROM s
-                WHERE t.priority = s.p AND t.{met} IS NULL AND t.{missed} IS NULL
-                  AND t.status = ANY(CAST(:active AS text[]))
-                  AND t.created_at + make_interval(secs => s.secs) < CAST(:now AS timestamptz)
-                RETURNING t.ticket_id, t.priority, t.status, t.assignee, t.created_at,
-                          t.created_at + make_interval(secs => s.secs) AS due_at"""
+            f"""UPDATE {SCHEMA}.tickets t SET {missed} = :now
+                WHERE t.{met} IS NULL AND t.{missed} IS NULL AND t.status = ANY(CAST(:active AS text[]))
+                  AND {due} < CAST(:now AS timestamptz)
+                RETURNING t.ticket_id, t.priority, t.status, t.assignee, t.created_at, {due} AS due_at"""
         ),
-        {"priorities": priorities, "seconds": [seconds[p] for p in priorities], "active": ACTIVE_STATUSES, "now": now},
+        {"seconds": json.dumps(dict(seconds)), "active": ACTIVE_STATUSES, "now": now},
     )
     return list(result)
 

@@ -4,6 +4,7 @@ broker included, four service processes, on free ports and a scratch var/ direct
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from followup_service.policy import DEFAULT_POLICY
 from services.embedded import free_ports
 from services.infra import is_ready
 from tests.helpers import FAST_GROUP_ENV
@@ -58,6 +60,7 @@ def start_loop(
     broker_port: int | None = None,
     ports: dict[str, int] | None = None,
     fast_group: bool = True,
+    extra_env: dict[str, str] | None = None,
 ) -> Loop:
     """`nps up` with its data in `var_dir`, on free ports (or these); returns once every service is
     ready. With `fast_group`, the tests' short consumer-group timings; else the product's defaults."""
@@ -76,6 +79,7 @@ def start_loop(
             "NPS_INGEST_REPLAY_CHECK_S": "0.5",
             "NPS_INGEST_REPLAY_MARGIN_S": "1",
             **{f"NPS_{name.upper()}_PORT": str(port) for name, port in ports.items()},
+            **(extra_env or {}),
         }
     )
     var_dir.mkdir(parents=True, exist_ok=True)
@@ -112,7 +116,11 @@ def stop_loop(loop: Loop) -> None:
 
 @pytest.fixture(scope="session")
 def loop(tmp_path_factory: pytest.TempPathFactory, repo_root_session: Path) -> Iterator[Loop]:
-    running = start_loop(tmp_path_factory.mktemp("var"), repo_root_session)
+    var_dir = tmp_path_factory.mktemp("var")
+    # Follow-up runs a copy of the default policy, so a test can reload another and back.
+    policy = var_dir / "followup-policy.yaml"
+    shutil.copyfile(DEFAULT_POLICY, policy)
+    running = start_loop(var_dir, repo_root_session, extra_env={"NPS_FOLLOWUP_POLICY": str(policy)})
     yield running
     stop_loop(running)
 

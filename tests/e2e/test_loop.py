@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import os
 import re
+import shutil
 import signal
 import socket
 import uuid
@@ -18,7 +19,16 @@ import asyncpg
 import httpx
 import pytest
 
-from shared.events import FollowUpCreated, ScoreDropDetected, alert_events, followup_events, ticket_events
+from followup_service.policy import DEFAULT_POLICY
+from shared.events import (
+    FollowUpCreated,
+    ScoreDropDetected,
+    TicketOpened,
+    TicketSlaBreached,
+    alert_events,
+    followup_events,
+    ticket_events,
+)
 from tests.e2e.conftest import SERVICES, Loop
 from tests.helpers import eventually, fuzz_openapi, read_topic
 from tests.helpers import nps as nps_command
@@ -511,3 +521,56 @@ async def test_the_default_policy_routes_a_mixed_set_exactly_as_documented(loop:
         assert (event.referral_code is not None) == (expected[score] == "referral")
         if expected[score] == "ticket":
             assert f"comment {score}" in event.body_text
+
+
+async def test_a_rule_with_a_short_sla_pages_support_through_the_tickets_topic(loop: Loop) -> None:
+    """A policy reloaded into the running loop gives enterprise detractors a 2 s / 4 s SLA: their
+    ticket misses both deadlines and TicketSlaBreached reaches the tickets topic, once each."""
+    policy = loop.var_dir / "followup-policy.yaml"
+    default = DEFAULT_POLICY.read_text()
+    probe = (
+        "  - name: sla-probe\n"
+        "    when: {category: detractor, attributes: {plan: sla-probe}}\n"
+        "    action: ticket\n"
+        "    priority: urgent\n"
+        "    sla: {first_contact: 2s, resolution: 4s}\n"
+        "    template: detractor_reply\n"
+    )
+    assert "version: default-1\n" in default and "rules:\n" in default
+    policy.write_text(
+        default.replace("version: default-1\n", "version: e2e-sla-1\n").replace("rules:\n", f"rules:\n{probe}", 1)
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | {"NPS_VAR_DIR": str(loop.var_dir)}
+
+    async def running(version: str) -> bool:
+        output = await asyncio.to_thread(loop.output.read_text)
+        reloads = [line for line in output.splitlines() if "policy reloaded from" in line]
+        return bool(reloads) and f"version {version}," in reloads[-1]
+
+    try:
+        assert nps_command("followup", "policy", "reload", env=env).returncode == 0
+        await eventually(lambda: running("e2e-sla-1"), timeout=10)
+        run = uuid.uuid4().hex[:8]
+        body = {"response_id": f"{run}-sla", "respondent_id": f"{run}-vip", "score": 2, "channel": "web",
+                "attributes": {"plan": "sla-probe"}}  # fmt: skip
+        async with httpx.AsyncClient(timeout=10, headers=loop.auth) as client:
+            assert (await post(client, loop, body)).status_code == 202
+
+        async def breaches() -> list[tuple[str, str]]:
+            records = await read_topic(loop.bootstrap, "nps.tickets.v1", expect=None, timeout=2)
+            events = [ticket_events.validate_json(r.value) for r in records]
+            opened = {e.ticket_id for e in events if isinstance(e, TicketOpened) and e.response_id == f"{run}-sla"}
+            return sorted(
+                (e.deadline, e.priority) for e in events if isinstance(e, TicketSlaBreached) and e.ticket_id in opened
+            )
+
+        async def both() -> bool:
+            return len(await breaches()) >= 2
+
+        await eventually(both, timeout=30, every=1.0)
+        await asyncio.sleep(2)  # two more ticks: each deadline is published once
+        assert await breaches() == [("first_contact", "urgent"), ("resolution", "urgent")]
+    finally:
+        shutil.copyfile(DEFAULT_POLICY, policy)
+        assert nps_command("followup", "policy", "reload", env=env).returncode == 0
+        await eventually(lambda: running("default-1"), timeout=10)

@@ -123,9 +123,18 @@ async def test_erasure_clears_what_follow_up_holds_and_late_events_do_not_bring_
         async with engine.connect() as conn:
             rows = {
                 r.response_id: r
-                for r in await conn.execute(sa.text("SELECT response_id, respondent_id FROM followup.followups"))
+                for r in await conn.execute(
+                    sa.text("SELECT response_id, respondent_id, status, reason, ticket_id FROM followup.followups")
+                )
             }
-            assert set(rows) == {"j1", "j2", "j4"}  # j3 came late for an erased person: never routed
+            assert set(rows) == {"j1", "j2", "j3", "j4"}
+            # j3 came late for an erased person: never routed, recorded without them
+            assert (rows["j3"].respondent_id, rows["j3"].status, rows["j3"].reason, rows["j3"].ticket_id) == (
+                None,
+                "suppressed",
+                "erased",
+                None,
+            )
             assert rows["j1"].respondent_id is None and rows["j2"].respondent_id is None
             assert rows["j4"].respondent_id == who
             tickets = {

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -350,3 +351,64 @@ async def test_a_missed_sla_deadline_is_published_once_per_ticket_and_deadline(
         assert 'nps_ticket_sla_breaches_total{deadline="first_contact",priority="normal"}' in exposed
         assert 'nps_tickets_active{age="1h",priority="normal"} 2.0' in exposed
         assert 'nps_ticket_first_contact_seconds_count{priority="normal"}' in exposed
+
+
+async def test_a_rule_s_own_sla_holds_for_the_tickets_it_opens(
+    bootstrap: str, database_url: str, namespace: str, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "version: sla-1\nrules:\n"
+        "  - {name: enterprise, when: {category: detractor, attributes: {plan: enterprise}}, action: ticket,"
+        " priority: high, sla: {first_contact: 1s, resolution: 2s}}\n"
+        "  - {name: detractors, when: {category: detractor}, action: ticket, priority: high}\n"
+        "  - {name: others, action: none}\n"
+    )
+    settings = settings_for(bootstrap, database_url, namespace).model_copy(
+        update={"policy": policy, "outbox_interval_s": 0.2}  # high: the default SLA, 4 h to first contact
+    )
+    await create_topics(settings)
+    run = uuid.uuid4().hex[:6]
+    vip = event(f"{run}-vip", 1).model_copy(update={"attributes": {"plan": "enterprise"}})
+    other = event(f"{run}-other", 1)
+    app = create_app(settings)
+    async with (
+        started_producer(bootstrap) as producer,
+        running_loop(settings, spec(settings, app.state.policy)) as loop,
+    ):
+        admin = await serve_in_process(app, loop.engine)
+        await produce(
+            producer, settings.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in (vip, other)]
+        )
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://f", headers=admin
+        ) as client:
+
+            async def routed() -> bool:
+                return len((await client.get("/v1/tickets")).json()["tickets"]) == 2
+
+            await eventually(routed)
+            shown = (await client.get(f"/v1/tickets/{ticket_id(vip.response_id)}")).json()
+            assert (shown["priority"], shown["first_contact_sla_s"], shown["resolution_sla_s"]) == ("high", 1.0, 2.0)
+            plain = (await client.get(f"/v1/tickets/{ticket_id(other.response_id)}")).json()
+            assert (plain["first_contact_sla_s"], plain["resolution_sla_s"]) == (None, None)
+            explained = (
+                await client.post("/v1/policy/explain", json={"score": 1, "attributes": {"plan": "enterprise"}})
+            ).json()
+            assert (explained["first_contact_sla_s"], explained["resolution_sla_s"]) == (1.0, 2.0)
+
+        async def breaches() -> list[tuple[str, str]]:
+            records = await read_topic(bootstrap, settings.topics.tickets, expect=None, timeout=1)
+            found = [ticket_events.validate_json(r.value) for r in records]
+            return sorted((e.ticket_id, e.deadline) for e in found if isinstance(e, TicketSlaBreached))
+
+        async def both_missed() -> bool:
+            return len(await breaches()) == 2
+
+        await eventually(both_missed, timeout=20, every=0.5)
+        await asyncio.sleep(1)
+        # Only the enterprise ticket: the other has its priority's 4 hours.
+        assert await breaches() == [
+            (ticket_id(vip.response_id), "first_contact"),
+            (ticket_id(vip.response_id), "resolution"),
+        ]

@@ -85,7 +85,13 @@ def test_a_second_detractor_response_joins_the_person_s_active_ticket() -> None:
 
 def test_an_erased_respondent_is_never_contacted_for_what_they_said_before() -> None:
     at = {key("u"): NOW}
-    assert plan(submitted("r", 3), erasures=at).new == []  # erased at the same moment: covered
+    covered = plan(submitted("r", 3), erasures=at)  # erased at the same moment: covered
+    assert [(f.kind, f.status, f.reason, f.ticket_id, f.template) for f in covered.new] == [
+        ("none", "suppressed", "erased", None, None)  # recorded, so the API can say why nothing happened
+    ]
+    assert covered.tickets == [] and covered.skipped_erased == 1
+    again = plan(submitted("r", 3), erasures=at, routed={"r": Routed("r", key("u"), "none", 1, None, 3)})
+    assert again.new == []  # recorded once
     assert plan(submitted("r", 3), erasures={key("u"): NOW + timedelta(seconds=1)}).skipped_erased == 1
     later = plan(submitted("r", 3), erasures={key("u"): NOW - timedelta(seconds=1)})  # spoke again after it
     assert later.new[0].ticket_id == ticket_id("r")

@@ -98,6 +98,26 @@ def test_explain_says_why_each_earlier_rule_did_not_match(tmp_path: Path) -> Non
             "above max",
         ),
         ("version: v\nrules:\n  - {name: a, action: referral, priority: high}\n", "a", "", "priority is for tickets"),
+        ("version: v\nrules:\n  - {name: a, action: referral, sla: {resolution: 2d}}\n", "a", "", "sla is for tickets"),
+        (
+            "version: v\nrules:\n  - {name: a, action: ticket, sla: {first_contact: soon}}\n",
+            "a",
+            "sla.first_contact",
+            "a duration",
+        ),
+        (
+            "version: v\nrules:\n  - {name: a, action: ticket, sla: {first_contact: 0s}}\n",
+            "a",
+            "sla.first_contact",
+            "greater than 0",
+        ),
+        ("version: v\nrules:\n  - {name: a, action: ticket, sla: {}}\n", "a", "sla", "first_contact, resolution"),
+        (
+            "version: v\nrules:\n  - {name: a, action: ticket, sla: {respond: 1h}}\n",
+            "a",
+            "sla.respond",
+            "unknown field",
+        ),
         (
             "version: v\nrules:\n  - {name: a, when: {category: promoter, score: {max: 6}}, action: x}\n",
             "a",
@@ -175,3 +195,27 @@ FACTS = st.builds(
 def test_the_quick_matcher_agrees_with_the_explanation(when: When, facts: Facts) -> None:
     # decide() tests a rule with Matcher, explain() with why_not: they must never disagree.
     assert Matcher.of(when).matches(facts) == (not why_not(when, facts))
+
+
+def test_a_ticket_rule_can_set_its_own_sla(tmp_path: Path) -> None:
+    policy = load(
+        write(
+            tmp_path,
+            "version: v\nrules:\n"
+            "  - {name: vip, when: {attributes: {plan: enterprise}}, action: ticket, priority: urgent,"
+            " sla: {first_contact: 2h, resolution: 1.5d}}\n"
+            "  - {name: quick, when: {category: detractor}, action: ticket, sla: {first_contact: 90}}\n"
+            "  - {name: others, action: thank_you}\n",
+        )
+    )
+    vip = policy.decide(Facts(score=2, attributes={"plan": "enterprise"}))
+    assert (vip.first_contact_s, vip.resolution_s) == (7_200, 129_600)
+    quick = policy.decide(Facts(score=2))
+    assert (quick.rule, quick.first_contact_s, quick.resolution_s) == ("quick", 90, None)  # resolution: the priority's
+    assert (
+        policy.decide(Facts(score=9)).first_contact_s,
+        load(DEFAULT_POLICY).decide(Facts(score=1)).resolution_s,
+    ) == (
+        None,
+        None,
+    )
