@@ -5,10 +5,12 @@ For each batch polled from Kafka the loop:
    the dead-letter topic with its reason (in headers, the original bytes untouched) and the
    partition keeps flowing;
 2. opens one database transaction, hands the decoded batch to the handler, commits;
-3. publishes what the handler queued in the transactional outbox;
-4. commits the Kafka offsets, as the very last step.
+3. commits the Kafka offsets, as the very last step;
+4. meanwhile, a relay task publishes what the handlers queued in the transactional outbox, in
+   order, while the loop goes on with the next batch (the rows are committed: a crash leaves
+   them for the next start, which publishes them first).
 
-A crash anywhere before step 4 redelivers the batch, so handlers must be idempotent (unique
+A crash anywhere before step 3 redelivers the batch, so handlers must be idempotent (unique
 keys, ON CONFLICT); that is the whole of our delivery guarantee: at-least-once plus idempotent
 writes, never Kafka transactions. Database or broker failures are retried with backoff and
 nothing is committed meanwhile. `stop()` (wired to SIGTERM) lets the batch in flight finish
@@ -18,6 +20,7 @@ and commit, then returns.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -136,6 +139,7 @@ class ConsumerLoop(Generic[E]):
         self._failing_since: float | None = None  # when the step being retried first failed
         self._uncommitted: dict[TopicPartition, int] = {}  # first offset of the batch in flight
         self.batches_committed = 0
+        self._relay_wanted = asyncio.Event()  # committed outbox rows wait for the relay task
 
     def stop(self) -> None:
         self._stopping.set()
@@ -152,10 +156,14 @@ class ConsumerLoop(Generic[E]):
 
     async def run(self) -> None:
         log.info("%s consumer loop started", self.service)
+        relay: asyncio.Task[None] | None = None
         try:
             if self._outbox is not None:
                 await self._retrying(self._outbox.flush)  # leftovers of a previous crash
+                relay = asyncio.create_task(self._relay(), name=f"{self.service}-outbox-relay")
             while not self._stopping.is_set():
+                if relay is not None and relay.done():
+                    relay.result()  # the relay met what retrying cannot mend: the loop stops with it
                 records = await self._consumer.getmany(timeout_ms=self._poll_ms, max_records=self._max_batch)
                 if records:
                     await self._process(records)
@@ -166,7 +174,34 @@ class ConsumerLoop(Generic[E]):
                     self._next_tick = time.monotonic() + self._tick_s
         except _Stopped:
             log.info("%s consumer loop stopped while retrying; the batch will be redelivered", self.service)
+        finally:
+            if relay is not None:
+                await self._stop_relay(relay)
         log.info("%s consumer loop stopped", self.service)
+
+    async def _relay(self) -> None:
+        """Publishes committed outbox rows while the loop goes on with the next batch: the relay's
+        sends and the next batch's database work overlap. Offsets need not wait for it (the rows
+        are committed; a crash leaves them for the next start)."""
+        assert self._outbox is not None
+        while True:
+            await self._relay_wanted.wait()
+            self._relay_wanted.clear()
+            sent = await self._retrying(self._outbox.flush)
+            metrics.OUTBOX_PUBLISHED.labels(self.service).inc(sent)
+
+    async def _stop_relay(self, relay: asyncio.Task[None]) -> None:
+        """A last flush of what the loop committed, unless the broker is away (then the rows wait
+        in the outbox for the next start)."""
+        relay.cancel()
+        with contextlib.suppress(asyncio.CancelledError, _Stopped):
+            await relay
+        assert self._outbox is not None
+        try:
+            sent = await asyncio.wait_for(self._outbox.flush(), 10)
+            metrics.OUTBOX_PUBLISHED.labels(self.service).inc(sent)
+        except Exception as exc:  # the outbox keeps them: published at the next start
+            log.warning("%s: outbox left for the next start: %s", self.service, describe_failure(exc))
 
     async def _process(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         started = time.perf_counter()
@@ -195,9 +230,7 @@ class ConsumerLoop(Generic[E]):
             await self._retrying(lambda: self._send_dead(dead))
         if good:
             await self._retrying(lambda: self._transact(good))
-            if self._outbox is not None:
-                sent = await self._retrying(self._outbox.flush)
-                metrics.OUTBOX_PUBLISHED.labels(self.service).inc(sent)
+            self._relay_wanted.set()
         await self._commit({tp: batch[-1].offset + 1 for tp, batch in records.items()})
 
         for tp, batch in records.items():
@@ -217,8 +250,7 @@ class ConsumerLoop(Generic[E]):
         assert self._tick is not None
         async with self._engine.begin() as conn:
             await self._tick(conn)
-        if self._outbox is not None:
-            metrics.OUTBOX_PUBLISHED.labels(self.service).inc(await self._outbox.flush())
+        self._relay_wanted.set()
 
     async def _transact(self, batch: Sequence[Message[E]]) -> None:
         async with self._engine.begin() as conn:  # the one commit point

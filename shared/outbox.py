@@ -16,6 +16,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
+from aiokafka.producer.message_accumulator import BatchBuilder
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db import copy_rows
@@ -66,6 +68,7 @@ class OutboxRelay:
         self._schema = schema
         self._batch = batch
         self._lock = asyncio.Lock()
+        self._hashes: dict[bytes, int] = {}  # murmur2 of keys seen: a person's, a ticket's recur
 
     async def flush(self) -> int:
         published = 0
@@ -83,8 +86,7 @@ class OutboxRelay:
                     ).all()
                     if not rows:
                         return published
-                    sent = [await self._producer.send(r.topic, value=r.value, key=r.key) for r in rows]
-                    await asyncio.gather(*sent)
+                    await self._publish([(r.topic, r.key, r.value) for r in rows])
                     await conn.execute(
                         sa.text(f"DELETE FROM {self._schema}.outbox WHERE id = ANY(:ids)"),
                         {"ids": [r.id for r in rows]},
@@ -92,3 +94,40 @@ class OutboxRelay:
                 published += len(rows)
                 if len(rows) < self._batch:
                     return published
+
+    async def _publish(self, rows: Sequence[tuple[str, bytes | None, bytes]]) -> None:
+        """Send rows in their order per partition, as record batches the relay fills itself: one
+        future per batch rather than one per message, and each key's partition computed once (the
+        producer's own murmur2 is pure Python). Partitions are the Java client's (murmur2 of the
+        key), the same as `producer.send` picks."""
+        partitions: dict[str, list[int]] = {}
+        batches: dict[tuple[str, int], BatchBuilder] = {}
+        sent: list[asyncio.Future[Any]] = []
+        for topic, key, value in rows:
+            if topic not in partitions:
+                partitions[topic] = sorted(await self._producer.partitions_for(topic))
+            if key is None:
+                sent.append(await self._producer.send(topic, value=value))  # no key, no order to keep
+                continue
+            partition = self._partition_of(key, partitions[topic])
+            batch = batches.get((topic, partition))
+            if batch is not None and batch.append(timestamp=None, key=key, value=value) is not None:
+                continue
+            if batch is not None:  # full: it goes, a new one follows it
+                sent.append(await self._producer.send_batch(batch, topic, partition=partition))
+            batch = batches[(topic, partition)] = self._producer.create_batch()
+            if batch.append(timestamp=None, key=key, value=value) is None:  # larger than a batch holds
+                del batches[(topic, partition)]
+                sent.append(await self._producer.send(topic, value=value, key=key, partition=partition))
+        for (topic, partition), batch in batches.items():
+            batch.close()
+            sent.append(await self._producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*sent)
+
+    def _partition_of(self, key: bytes, partitions: list[int]) -> int:
+        hashed = self._hashes.get(key)
+        if hashed is None:
+            if len(self._hashes) >= 100_000:
+                self._hashes.clear()
+            hashed = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return partitions[hashed % len(partitions)]

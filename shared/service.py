@@ -5,6 +5,7 @@ serving, then the loop finishes its batch, commits and returns)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -106,9 +107,24 @@ async def running_loop(
         await engine.dispose()
 
 
+# A batch makes ~10 objects per event (decoded events, plans, rows), nearly all freed by reference
+# counting; at Python's default threshold (700) the cycle collector runs a few thousand times per
+# batch and walks the batch's objects each time. Follow-up's batch handler: ~10% less CPU at this
+# threshold (3 batches of 10,000, min of 4 runs). Cyclic garbage is still collected.
+GC_THRESHOLD = (50_000, 50, 1_000)
+
+
+def tune_gc() -> None:
+    """For a consumer process, once started: what was loaded so far (modules, settings, compiled
+    templates) is never garbage, so the collector stops walking it, and it runs less often."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+
+
 def consuming_lifespan(settings: ServiceSettings, spec: ConsumerSpec[Any]) -> Callable[[FastAPI], Any]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tune_gc()
         async with running_loop(settings, spec, client_id=f"nps-{spec.service}") as running:
             app.state.resources, app.state.engine = running.resources, running.resources.engine
             running.task.add_done_callback(lambda t: report_worker_failure(app, t))

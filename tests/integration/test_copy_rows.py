@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
+from aiokafka.partitioner import murmur2
 from sqlalchemy.exc import IntegrityError
 
 from shared.db import copy_rows, make_engine
-from shared.outbox import Outgoing, enqueue
+from shared.outbox import OutboxRelay, Outgoing, enqueue
+from tests.helpers import create_topics, read_topic, service_settings, started_producer
 
 pytestmark = pytest.mark.integration
 
@@ -59,3 +61,32 @@ async def test_conflicts_returning_and_errors_are_the_insert_s(database_url: str
         assert refused.value.orig is not None and getattr(refused.value.orig, "sqlstate", None) == "23505"
     finally:
         await engine.dispose()
+
+
+async def test_the_relay_keeps_each_key_s_order_on_the_partition_the_producer_would_pick(
+    bootstrap: str, database_url: str, namespace: str
+) -> None:
+    settings = service_settings(bootstrap, database_url, namespace)
+    await create_topics(settings)
+    topic = settings.topics.tickets
+    # 3,000 rows, 40 keys, values large enough to fill many record batches per partition.
+    items = [Outgoing(topic, f"key-{i % 40}".encode(), f"{i:06d}".encode() + b"x" * 600) for i in range(3_000)]
+    engine = make_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await enqueue(conn, "followup", items)
+        async with started_producer(bootstrap) as producer:
+            assert await OutboxRelay(engine, producer, "followup").flush() == len(items)
+            expected = sorted(await producer.partitions_for(topic))
+        records = await read_topic(bootstrap, topic, expect=len(items))
+    finally:
+        await engine.dispose()
+    assert len(records) == len(items)
+    by_key: dict[bytes, list[tuple[int, bytes]]] = {}
+    for record in records:
+        assert record.key is not None
+        by_key.setdefault(record.key, []).append((record.partition, record.value[:6]))
+    for key, seen in by_key.items():
+        # Java's partitioner (what producer.send uses): murmur2 of the key, positive, modulo the count.
+        assert {p for p, _ in seen} == {expected[(murmur2(key) & 0x7FFFFFFF) % len(expected)]}
+        assert [v for _, v in seen] == sorted(v for _, v in seen)  # in the order they were enqueued
