@@ -4,6 +4,7 @@ per person, revisions re-routed), apply erasures, and change tickets for support
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -65,15 +66,15 @@ class RouteResponses:
         if followup.kind == "referral" and followup.status == "created":
             code = referral_code(self.pseudonyms.token("referral", followup.followup_id))
         if followup.template is None:
-            return followup if code == followup.referral_code else replace(followup, referral_code=code)
+            return followup if code == followup.referral_code else followup.with_message(None, code)
         try:
-            variables = variables_of(followup.response) | {"referral_code": code}
+            variables = variables_of(followup.response, code)
             rendered = self.policy.current.render(followup.template, variables)
         except (RenderFailed, KeyError) as exc:
             metrics.MESSAGES_FAILED.inc()
             log.warning("follow-up %s: message not rendered: %s", followup.followup_id, exc)
             return replace(followup, referral_code=code, status="failed", reason=str(exc)[:500])
-        return replace(followup, referral_code=code, message=rendered)
+        return followup.with_message(rendered, code)
 
     async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[ResponseEvent]]) -> None:
         now = self.clock()
@@ -121,10 +122,10 @@ class RouteResponses:
         closed = [publisher.ticket_updated(self.topics, t, dict(closing), "erasure") for t in forgotten.closed]
         await outbox.enqueue(conn, repository.SCHEMA, closed)
 
-        for f in plan.new + plan.rerouted:
-            metrics.FOLLOWUPS_CREATED.labels(f.kind).inc()
-        for op in plan.ticket_ops:
-            metrics.TICKETS_CHANGED_BY_RESPONSES.labels(op.op).inc()
+        for kind, n in Counter(f.kind for f in plan.new + plan.rerouted).items():
+            metrics.FOLLOWUPS_CREATED.labels(kind).inc(n)
+        for op, n in Counter(op.op for op in plan.ticket_ops).items():
+            metrics.TICKETS_CHANGED_BY_RESPONSES.labels(op).inc(n)
         metrics.FOLLOWUPS_ERASED.inc(forgotten.followups)
         metrics.FOLLOWUPS_DUPLICATE.inc(plan.duplicates)
         metrics.FOLLOWUPS_SKIPPED_ERASED.inc(plan.skipped_erased)
@@ -277,9 +278,11 @@ def facts_of(event: ResponseSubmitted | ResponseRevised, previous_score: int | N
     return Facts.of(event.score, event.channel, event.survey_id, event.attributes, event.comment, previous_score)
 
 
-def variables_of(event: ResponseSubmitted | ResponseRevised) -> dict[str, object]:
-    """What a message template may use (followup_service/messages.VARIABLES)."""
+def variables_of(event: ResponseSubmitted | ResponseRevised, referral_code: str | None = None) -> dict[str, object]:
+    """What a message template may use (followup_service/messages.VARIABLES; the locale is added
+    by the renderer)."""
     return {
+        "referral_code": referral_code,
         "score": event.score,
         "category": CATEGORY_NAMES[classify(event.score)],
         "comment": event.comment,

@@ -68,22 +68,28 @@ class Part:
     """One compiled part of a message (subject, text or HTML), with the variables it reads and the
     texts it rendered for their values."""
 
-    __slots__ = ("_cache", "_globals", "reads", "template")
+    __slots__ = ("_cache", "_globals", "_plain", "reads", "template")
 
     def __init__(self, env: ImmutableSandboxedEnvironment, source: str) -> None:
         parsed = env.parse(source)
         self.template: Template = env.from_string(parsed)
         self.reads = tuple(sorted(meta.find_undeclared_variables(parsed)))
         self._globals = dict(self.template.globals)  # Jinja merges a ChainMap per render otherwise
+        self._plain = "attributes" not in self.reads  # every value it reads is hashable as it is
         self._cache: dict[tuple[object, ...], str] = {}
 
     def render(self, variables: Mapping[str, Any]) -> str:
         """The part for these variables; RenderFailed when the template fails on them, whatever the
         error (a template's runtime error must never stop the batch)."""
-        key = tuple(_hashable(variables.get(name)) for name in self.reads)
+        if self._plain:
+            key = tuple(map(variables.get, self.reads))
+        else:
+            key = tuple(_hashable(variables.get(name)) for name in self.reads)
         text = self._cache.get(key)
         if text is None:
-            context = self.template.new_context(self._globals | dict(variables), shared=True)
+            env = self.template.environment
+            context = env.context_class(env, self._globals | dict(variables), self.template.name,
+                                        self.template.blocks, globals=self._globals)  # fmt: skip
             try:
                 text = self.template.environment.concat(self.template.root_render_func(context))
             except Exception as exc:

@@ -24,7 +24,8 @@ class Event(BaseModel):
     schema_version: Literal[1] = 1
 
     def to_bytes(self) -> bytes:
-        return self.model_dump_json().encode()
+        """The event's JSON, as `model_dump_json()` writes it, straight to bytes (no str between)."""
+        return self.__pydantic_serializer__.to_json(self)
 
 
 Score = Annotated[StrictInt, Field(ge=0, le=10)]

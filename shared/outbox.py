@@ -4,12 +4,18 @@ handler's own transaction, and published only after that transaction committed.
 A crash between the commit and the publish loses nothing (the rows are still there); a crash
 between the publish and the delete publishes a row twice, which is why every outgoing event
 carries a stable id (`ticket_id`, `followup_id`, ...) for its consumers to deduplicate on.
+
+A batch's events (PACK_AT of them or more) go in one row per topic, `frames` of them packed and
+compressed in `value` (`key` null): a batch handler's 15,000 events are two rows, not 15,000 rows
+with their index entries and WAL, inserted, read back and deleted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import struct
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,17 +56,105 @@ def create_outbox(op: Any, schema: str) -> None:
     )
 
 
+def pack_outbox(op: Any, schema: str) -> None:
+    """For migrations: the `frames` column of packed rows; their value is compressed already."""
+    op.add_column("outbox", sa.Column("frames", sa.Integer, nullable=True), schema=schema)
+    op.execute(f"ALTER TABLE {schema}.outbox ALTER COLUMN value SET STORAGE EXTERNAL")
+
+
+def unpack_outbox(op: Any, schema: str) -> None:
+    """Downgrade: packed rows not yet published become one row per event again (an older relay
+    cannot read them)."""
+    conn = op.get_bind()
+    packed = conn.execute(sa.text(f"SELECT id, topic, value FROM {schema}.outbox WHERE frames IS NOT NULL ORDER BY id"))
+    for row in packed.all():
+        for item in unpack(row.topic, row.value):
+            conn.execute(
+                sa.text(f"INSERT INTO {schema}.outbox (topic, key, value) VALUES (:t, :k, :v)"),
+                {"t": item.topic, "k": item.key, "v": item.value},
+            )
+        conn.execute(sa.text(f"DELETE FROM {schema}.outbox WHERE id = :id"), {"id": row.id})
+    op.drop_column("outbox", "frames", schema=schema)
+    op.execute(f"ALTER TABLE {schema}.outbox ALTER COLUMN value SET STORAGE EXTENDED")
+
+
+PACK_AT = 16  # fewer events than this stay one row each (an API's single change)
+_FRAME = struct.Struct(">iI")  # key length (-1: no key), value length
+
+
+def pack(items: Sequence[Outgoing]) -> bytes:
+    parts = []
+    for item in items:
+        parts.append(_FRAME.pack(-1 if item.key is None else len(item.key), len(item.value)))
+        if item.key is not None:
+            parts.append(item.key)
+        parts.append(item.value)
+    return zlib.compress(b"".join(parts), 1)
+
+
+def unpack(topic: str, blob: bytes) -> list[Outgoing]:
+    data, at, items = zlib.decompress(blob), 0, []
+    while at < len(data):
+        key_length, value_length = _FRAME.unpack_from(data, at)
+        at += _FRAME.size
+        key = None
+        if key_length >= 0:
+            key, at = data[at : at + key_length], at + key_length
+        items.append(Outgoing(topic, key, data[at : at + value_length]))
+        at += value_length
+    return items
+
+
 async def enqueue(conn: AsyncConnection, schema: str, items: Sequence[Outgoing]) -> None:
-    """Outbox rows in the caller's transaction, published in this order (their ids follow it)."""
-    if items:
-        await copy_rows(conn, f"{schema}.outbox", ("topic", "key", "value"), [(i.topic, i.key, i.value) for i in items])
+    """Outbox rows in the caller's transaction, published in this order (their ids follow it):
+    per topic, in the order given."""
+    if not items:
+        return
+    rows: list[tuple[str, bytes | None, bytes, int | None]]
+    if len(items) < PACK_AT:
+        rows = [(i.topic, i.key, i.value, None) for i in items]
+    else:
+        by_topic: dict[str, list[Outgoing]] = {}
+        for item in items:
+            by_topic.setdefault(item.topic, []).append(item)
+        rows = [(topic, None, pack(group), len(group)) for topic, group in by_topic.items()]
+    await copy_rows(conn, f"{schema}.outbox", ("topic", "key", "value", "frames"), rows)
+
+
+async def drop_keys(conn: AsyncConnection, schema: str, keys: Sequence[bytes]) -> int:
+    """Erasure: unpublished events with these keys leave the outbox, packed ones too. Returns how many."""
+    wanted = set(keys)
+    if not wanted:
+        return 0
+    dropped = await conn.execute(
+        sa.text(f"DELETE FROM {schema}.outbox WHERE key = ANY(CAST(:keys AS bytea[]))"), {"keys": sorted(wanted)}
+    )
+    count = int(dropped.rowcount)
+    packed = await conn.execute(
+        sa.text(f"SELECT id, topic, value FROM {schema}.outbox WHERE frames IS NOT NULL ORDER BY id FOR UPDATE")
+    )
+    for row in packed.all():
+        items = unpack(row.topic, row.value)
+        kept = [i for i in items if i.key not in wanted]
+        if len(kept) == len(items):
+            continue
+        count += len(items) - len(kept)
+        if kept:
+            await conn.execute(
+                sa.text(f"UPDATE {schema}.outbox SET value = :value, frames = :n WHERE id = :id"),
+                {"value": pack(kept), "n": len(kept), "id": row.id},
+            )
+        else:
+            await conn.execute(sa.text(f"DELETE FROM {schema}.outbox WHERE id = :id"), {"id": row.id})
+    return count
 
 
 class OutboxRelay:
     """Publishes committed outbox rows in id order, then deletes them.
 
-    Rows are locked with SKIP LOCKED while they are in flight, so two replicas of a service
-    never publish the same row at the same time."""
+    One relay of a schema at a time publishes (a transaction-scoped advisory lock: another
+    replica's relay finds it taken and leaves the rows to it), in id order, never skipping a row
+    locked by a transaction (an erasure filtering it) so no key's events overtake each other."""
 
     def __init__(self, engine: AsyncEngine, producer: AIOKafkaProducer, schema: str, batch: int = 2_000):
         self._engine = engine
@@ -71,29 +165,46 @@ class OutboxRelay:
         self._hashes: dict[bytes, int] = {}  # murmur2 of keys seen: a person's, a ticket's recur
 
     async def flush(self) -> int:
+        """Publish every committed row; returns how many events went out."""
         published = 0
         async with self._lock:
             while True:
                 async with self._engine.begin() as conn:
+                    mine = await conn.scalar(
+                        sa.text("SELECT pg_try_advisory_xact_lock(hashtext(:name))"), {"name": f"{self._schema}.outbox"}
+                    )
+                    if not mine:
+                        return published  # another replica's relay is at it
                     rows = (
                         await conn.execute(
                             sa.text(
-                                f"SELECT id, topic, key, value FROM {self._schema}.outbox "
-                                "ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED"
+                                f"SELECT id, topic, key, value, frames FROM {self._schema}.outbox "
+                                "ORDER BY id LIMIT :n FOR UPDATE"
                             ),
                             {"n": self._batch},
                         )
                     ).all()
                     if not rows:
                         return published
-                    await self._publish([(r.topic, r.key, r.value) for r in rows])
+                    taken: list[int] = []
+                    items: list[Outgoing] = []
+                    for row in rows:  # at most ~MAX_EVENTS_PER_SEND in memory (always one row)
+                        if taken and len(items) >= self.MAX_EVENTS_PER_SEND:
+                            break
+                        taken.append(row.id)
+                        if row.frames is None:
+                            items.append(Outgoing(row.topic, row.key, row.value))
+                        else:
+                            items.extend(unpack(row.topic, row.value))
+                    await self._publish([(i.topic, i.key, i.value) for i in items])
                     await conn.execute(
-                        sa.text(f"DELETE FROM {self._schema}.outbox WHERE id = ANY(:ids)"),
-                        {"ids": [r.id for r in rows]},
+                        sa.text(f"DELETE FROM {self._schema}.outbox WHERE id = ANY(:ids)"), {"ids": taken}
                     )
-                published += len(rows)
-                if len(rows) < self._batch:
+                published += len(items)
+                if len(taken) == len(rows) and len(rows) < self._batch:
                     return published
+
+    MAX_EVENTS_PER_SEND = 50_000
 
     async def _publish(self, rows: Sequence[tuple[str, bytes | None, bytes]]) -> None:
         """Send rows in their order per partition, as record batches the relay fills itself: one

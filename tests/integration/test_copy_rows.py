@@ -10,7 +10,7 @@ from aiokafka.partitioner import murmur2
 from sqlalchemy.exc import IntegrityError
 
 from shared.db import copy_rows, make_engine
-from shared.outbox import OutboxRelay, Outgoing, enqueue
+from shared.outbox import OutboxRelay, Outgoing, drop_keys, enqueue, unpack
 from tests.helpers import create_topics, read_topic, service_settings, started_producer
 
 pytestmark = pytest.mark.integration
@@ -24,17 +24,23 @@ async def test_rows_land_in_order_inside_the_transaction_and_leave_with_a_rollba
             await enqueue(conn, "followup", items)  # the transaction's first statement
             await enqueue(conn, "followup", items[:5])  # the staging table again, same transaction
         async with engine.connect() as conn:
-            rows = (await conn.execute(sa.text("SELECT topic, key, value FROM followup.outbox ORDER BY id"))).all()
-        assert [(r.topic, bytes(r.key), bytes(r.value)) for r in rows] == [
-            (i.topic, i.key, i.value) for i in items + items[:5]
+            rows = (
+                await conn.execute(sa.text("SELECT topic, key, value, frames FROM followup.outbox ORDER BY id"))
+            ).all()
+        stored = [
+            item
+            for r in rows
+            for item in (unpack(r.topic, r.value) if r.frames else [Outgoing(r.topic, r.key, bytes(r.value))])
         ]
+        for topic in {i.topic for i in items}:  # per topic, the order they were enqueued in
+            assert [i for i in stored if i.topic == topic] == [i for i in items + items[:5] if i.topic == topic]
 
         with pytest.raises(RuntimeError):
             async with engine.begin() as conn:
                 await enqueue(conn, "followup", items[:10])
                 raise RuntimeError("the handler failed after writing")
         async with engine.connect() as conn:
-            assert await conn.scalar(sa.text("SELECT count(*) FROM followup.outbox")) == len(items) + 5
+            assert await conn.scalar(sa.text("SELECT count(*) FROM followup.outbox")) == len(rows)
     finally:
         await engine.dispose()
 
@@ -90,3 +96,42 @@ async def test_the_relay_keeps_each_key_s_order_on_the_partition_the_producer_wo
         # Java's partitioner (what producer.send uses): murmur2 of the key, positive, modulo the count.
         assert {p for p, _ in seen} == {expected[(murmur2(key) & 0x7FFFFFFF) % len(expected)]}
         assert [v for _, v in seen] == sorted(v for _, v in seen)  # in the order they were enqueued
+
+
+async def test_packed_events_keep_their_order_and_erasure_reaches_inside_them(
+    bootstrap: str, database_url: str, namespace: str
+) -> None:
+    settings = service_settings(bootstrap, database_url, namespace)
+    await create_topics(settings)
+    tickets, followups = settings.topics.tickets, settings.topics.followups
+    items = [
+        Outgoing(tickets if i % 2 else followups, f"person-{i % 5}".encode(), f"{i:04d}".encode()) for i in range(60)
+    ]
+    single = [Outgoing(tickets, b"person-1", b"single")]
+    engine = make_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await enqueue(conn, "followup", items)  # packed: one row per topic
+            await enqueue(conn, "followup", single)  # fewer than PACK_AT: a row of its own
+        async with engine.connect() as conn:
+            rows = (await conn.execute(sa.text("SELECT topic, key, frames FROM followup.outbox ORDER BY id"))).all()
+        assert [(r.topic, r.key, r.frames) for r in rows] == [
+            (followups, None, 30),
+            (tickets, None, 30),
+            (tickets, b"person-1", None),
+        ]
+        async with engine.begin() as conn:  # person-1 is erased before anything went out
+            assert await drop_keys(conn, "followup", [b"person-1"]) == 12 + 1
+        async with started_producer(bootstrap) as producer:
+            assert await OutboxRelay(engine, producer, "followup").flush() == 60 - 12
+        async with engine.connect() as conn:
+            assert await conn.scalar(sa.text("SELECT count(*) FROM followup.outbox")) == 0
+    finally:
+        await engine.dispose()
+    for topic in (tickets, followups):
+        records = await read_topic(bootstrap, topic, expect=24)
+        sent = [(r.key, r.value) for r in records]
+        expected = [(i.key, i.value) for i in items if i.topic == topic and i.key != b"person-1"]
+        assert sorted(sent) == sorted(expected)
+        for key in {k for k, _ in expected}:  # each key's events in the order they were enqueued
+            assert [v for k, v in sent if k == key] == [v for k, v in expected if k == key]

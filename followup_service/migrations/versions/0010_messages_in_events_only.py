@@ -2,9 +2,10 @@
 then the topic), no longer also in followup.followups: half the bytes written per follow-up, and
 one copy less of text that can quote a comment. The template and locale stay on the row.
 
-Two indexes get cheaper to keep up too: the respondent-key index goes (the contact-rules index,
-respondent key then created_at, answers every lookup by key), and the referral-code index keeps
-only the rows that have a code.
+The indexes change with the lookups a batch makes: a person's answers by respondent key then
+submitted_at (their latest answer, index-only backwards; their recent messages, by key) replaces
+both the respondent-key index and the contact-rules one (key then created_at); the referral-code
+index keeps only the rows that have a code.
 
 Revision ID: followup_0010
 Revises: followup_0009
@@ -27,6 +28,8 @@ def upgrade() -> None:
     for column in COLUMNS:
         op.drop_column("followups", column, schema=SCHEMA)
     op.drop_index("followups_respondent_key", "followups", schema=SCHEMA)
+    op.drop_index("followups_contacts", "followups", schema=SCHEMA)
+    op.create_index("followups_answers", "followups", ["respondent_key", "submitted_at"], schema=SCHEMA)
     op.drop_index("followups_referral_code", "followups", schema=SCHEMA)
     op.create_index(
         "followups_referral_code",
@@ -42,5 +45,7 @@ def downgrade() -> None:
     op.drop_index("followups_referral_code", "followups", schema=SCHEMA)
     op.create_index("followups_referral_code", "followups", ["referral_code"], unique=True, schema=SCHEMA)
     op.create_index("followups_respondent_key", "followups", ["respondent_key"], schema=SCHEMA)
+    op.drop_index("followups_answers", "followups", schema=SCHEMA)
+    op.create_index("followups_contacts", "followups", ["respondent_key", "created_at"], schema=SCHEMA)
     for column in COLUMNS:
         op.add_column("followups", sa.Column(column, sa.Text, nullable=True), schema=SCHEMA)
