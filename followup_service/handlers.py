@@ -3,6 +3,7 @@ per person, revisions re-routed), apply erasures, and change tickets for support
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -94,7 +95,20 @@ class RouteResponses:
         plan.new = [self.with_message(f) for f in plan.new]
         plan.rerouted = [self.with_message(f) for f in plan.rerouted]
 
-        inserted = await repository.insert_new(conn, plan.new, key)
+        # While PostgreSQL inserts the follow-ups, the events and the outcome rows are built: the
+        # biggest statement of the batch and ~0.1 s of Python overlap (nothing else uses `conn`).
+        inserting = asyncio.ensure_future(repository.insert_new(conn, plan.new, key))
+        try:
+            opened_by = {t.ticket_id: t.response for t in plan.tickets}  # the response that opened each ticket
+            outgoing: list[Outgoing] = []
+            routed_now = plan.new + plan.rerouted
+            for start in range(0, len(routed_now), 100):
+                await asyncio.sleep(0)  # the insert's next step runs (its statements go out) between slices
+                for f in routed_now[start : start + 100]:
+                    outgoing += publisher.outgoing(self.topics, f, opened_by.get(f.ticket_id or "") is f.response)
+            moves = transitions_of(plan.new, answers, key)
+        finally:
+            inserted = await inserting
         if len(inserted) != len(plan.new):
             # Another consumer routed some of them meanwhile (a rebalance): start again on top of it.
             raise RetryBatch("follow-ups written concurrently")
@@ -102,18 +116,12 @@ class RouteResponses:
             raise RetryBatch("follow-ups re-routed concurrently")
         scores = {e.response_id: e.score for e in events if e.response_id in plan.revised}
         await repository.set_versions(conn, plan.revised, scores)
-        opened_by = {t.ticket_id: t.response for t in plan.tickets}  # the response that opened each new ticket
-        outgoing = [
-            o
-            for f in plan.new + plan.rerouted
-            for o in publisher.outgoing(self.topics, f, opened_by.get(f.ticket_id or "") is f.response)
-        ]
         try:
             outgoing += await apply_ticket_steps(conn, self.topics, plan.ticket_steps, now)
         except repository.ActiveTicketTaken as exc:
             raise RetryBatch("an active ticket was opened concurrently") from exc
         await outbox.enqueue(conn, repository.SCHEMA, outgoing)
-        await repository.insert_transitions(conn, transitions_of(plan.new, answers, key))
+        await repository.insert_transitions(conn, moves)
 
         erased_ids = [m.event.respondent_id for m in batch if isinstance(m.event, RespondentErased)]
         forgotten = await repository.forget(conn, requested, erased_ids, now)

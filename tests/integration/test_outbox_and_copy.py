@@ -4,14 +4,17 @@ with SQLAlchemy's errors."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import sqlalchemy as sa
 from aiokafka.partitioner import murmur2
+from alembic import command
 from sqlalchemy.exc import IntegrityError
 
-from shared.db import copy_rows, make_engine
+from shared.db import SERVICE_SCHEMAS, alembic_config, copy_rows, make_engine
 from shared.outbox import OutboxRelay, Outgoing, drop_keys, enqueue, unpack
-from tests.helpers import create_topics, read_topic, service_settings, started_producer
+from tests.helpers import TEST_PSEUDONYM_SECRET, create_topics, read_topic, service_settings, started_producer
 
 pytestmark = pytest.mark.integration
 
@@ -135,3 +138,19 @@ async def test_packed_events_keep_their_order_and_erasure_reaches_inside_them(
         assert sorted(sent) == sorted(expected)
         for key in {k for k, _ in expected}:  # each key's events in the order they were enqueued
             assert [v for k, v in sent if k == key] == [v for k, v in expected if k == key]
+
+
+async def test_a_downgrade_turns_packed_rows_back_into_one_row_per_event(database_url: str) -> None:
+    items = [Outgoing("nps.tickets.v1", f"k{i}".encode(), f"v{i}".encode()) for i in range(20)]
+    engine = make_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await enqueue(conn, "followup", items)
+        config = alembic_config(SERVICE_SCHEMAS["followup"], database_url, TEST_PSEUDONYM_SECRET)
+        await asyncio.to_thread(command.downgrade, config, "followup_0011")
+        async with engine.connect() as conn:
+            rows = (await conn.execute(sa.text("SELECT topic, key, value FROM followup.outbox ORDER BY id"))).all()
+        assert [Outgoing(r.topic, bytes(r.key), bytes(r.value)) for r in rows] == items
+        await asyncio.to_thread(command.upgrade, config, "head")
+    finally:
+        await engine.dispose()
