@@ -4,6 +4,7 @@ per person, revisions re-routed), apply erasures, and change tickets for support
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -30,7 +31,7 @@ from followup_service.domain import (
 )
 from followup_service.messages import RenderFailed
 from followup_service.outcomes import Transition, category_of
-from followup_service.policy import CATEGORY_NAMES, Facts, PolicyHolder
+from followup_service.policy import CATEGORY_NAMES, Decision, Facts, PolicyHolder, Router
 from followup_service.settings import Sla
 from shared import audit, outbox
 from shared.consumer import Message, RetryBatch
@@ -54,13 +55,9 @@ class RouteResponses:
     contact: ContactRules
 
     def decide(self, event: ResponseSubmitted | ResponseRevised, previous_score: int | None) -> Routing:
-        decision = self.policy.current.decide(facts_of(event, previous_score))
-        return Routing(
-            decision.action, decision.priority, decision.rule, decision.policy_version, decision.template,
-            decision.first_contact_s, decision.resolution_s,
-        )  # fmt: skip
+        return routing_of(self.policy.current.decide(facts_of(event, previous_score)))
 
-    def with_message(self, followup: FollowUp) -> FollowUp:
+    def with_message(self, followup: FollowUp, router: Router | None = None) -> FollowUp:
         """The follow-up with its message rendered, or marked failed with the reason (counted):
         a template that fails never loses the follow-up."""
         code = followup.referral_code
@@ -70,7 +67,7 @@ class RouteResponses:
             return followup if code == followup.referral_code else followup.with_message(None, code)
         try:
             variables = variables_of(followup.response, code)
-            rendered = self.policy.current.render(followup.template, variables)
+            rendered = (router or self.policy.current.router).render(followup.template, variables)
         except (RenderFailed, KeyError) as exc:
             metrics.MESSAGES_FAILED.inc()
             log.warning("follow-up %s: message not rendered: %s", followup.followup_id, exc)
@@ -91,9 +88,14 @@ class RouteResponses:
         previous = {k: a.score for k, a in answers.items()}
         await repository.lock_people(conn, keys)
         contacts = await repository.contact_histories(conn, keys, now - self.contact.lookback)
-        plan = plan_batch(events, routed, active, erasures, key, now, self.decide, previous, contacts, self.contact)
-        plan.new = [self.with_message(f) for f in plan.new]
-        plan.rerouted = [self.with_message(f) for f in plan.rerouted]
+        router = self.policy.current.router  # one policy for the whole batch, even across a reload
+
+        def decide(event: ResponseSubmitted | ResponseRevised, previous_score: int | None) -> Routing:
+            return routing_of(router.decide(facts_of(event, previous_score)))
+
+        plan = plan_batch(events, routed, active, erasures, key, now, decide, previous, contacts, self.contact)
+        plan.new = [self.with_message(f, router) for f in plan.new]
+        plan.rerouted = [self.with_message(f, router) for f in plan.rerouted]
 
         # While PostgreSQL inserts the follow-ups, the events and the outcome rows are built: the
         # biggest statement of the batch and ~0.1 s of Python overlap (nothing else uses `conn`).
@@ -279,6 +281,15 @@ class WatchSlas:
         for priority in PRIORITIES:
             for bucket, _ in repository.AGE_BUCKETS:
                 metrics.TICKETS_ACTIVE.labels(priority, bucket).set(counts.get((priority, bucket), 0))
+
+
+@functools.cache
+def routing_of(decision: Decision) -> Routing:
+    """What the policy's decision means for routing (decisions are few: one per rule and version)."""
+    return Routing(
+        decision.action, decision.priority, decision.rule, decision.policy_version, decision.template,
+        decision.first_contact_s, decision.resolution_s,
+    )  # fmt: skip
 
 
 def facts_of(event: ResponseSubmitted | ResponseRevised, previous_score: int | None) -> Facts:

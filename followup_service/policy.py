@@ -181,36 +181,39 @@ class Policy(BaseModel):
     default_locale: Locale = "en"
     rules: list[Rule] = Field(min_length=1)
     templates: dict[TemplateName, dict[Locale, Message]] = Field(default_factory=dict)
-    _compiled: dict[str, dict[str, messages.Compiled]] = PrivateAttr(default_factory=dict)
-    # Each rule's condition, made quick to test, and what it decides; (None, no rule) last.
-    _decisions: list[tuple[Matcher | None, Decision]] = PrivateAttr(default_factory=list)
+    _router: Router | None = PrivateAttr(default=None)
 
     def compile(self) -> None:
-        """Compile every template (after `check` found them sound)."""
-        self._compiled = {
+        """Compile every template and rule (after `check` found them sound)."""
+        templates = {
             name: {locale: messages.compile_message(m.model_dump()) for locale, m in versions.items()}
             for name, versions in self.templates.items()
         }
+        decisions: list[tuple[Matcher | None, Decision]] = [
+            (Matcher.of(rule.when), Decision(rule.action, rule.priority or "normal", rule.name, index,
+                                             rule.template, self.version,
+                                             rule.sla.first_contact if rule.sla else None,
+                                             rule.sla.resolution if rule.sla else None))
+            for index, rule in enumerate(self.rules)
+        ] + [(None, Decision("none", "normal", None, None, None, self.version))]  # fmt: skip
+        self._router = Router(decisions, templates, self.default_locale)
+
+    @property
+    def router(self) -> Router:
+        """The policy made quick to run (a plain object: a pydantic private attribute costs a few
+        microseconds per access, and the batch handler asks twice per response)."""
+        if self._router is None:
+            self.compile()
+        assert self._router is not None
+        return self._router
 
     def render(self, template: str, variables: Mapping[str, Any]) -> messages.Rendered:
         """RenderFailed if the template fails on these values."""
-        return messages.render(template, self._compiled[template], self.default_locale, variables)
+        return self.router.render(template, variables)
 
     def decide(self, facts: Facts) -> Decision:
         """The first rule that matches; with none, action `none` (rule null)."""
-        decisions = self._decisions
-        if not decisions:
-            decisions = self._decisions = [
-                (Matcher.of(rule.when), Decision(rule.action, rule.priority or "normal", rule.name, index,
-                                                 rule.template, self.version,
-                                                 rule.sla.first_contact if rule.sla else None,
-                                                 rule.sla.resolution if rule.sla else None))
-                for index, rule in enumerate(self.rules)
-            ] + [(None, Decision("none", "normal", None, None, None, self.version))]  # fmt: skip
-        for matcher, decision in decisions:
-            if matcher is None or matcher.matches(facts):
-                return decision
-        raise AssertionError("the last entry always decides")
+        return self.router.decide(facts)
 
     def explain(self, facts: Facts) -> Explanation:
         skipped = []
@@ -278,6 +281,30 @@ class Decision:
     # A ticket rule's own SLA, in seconds (None: the priority's, NPS_FOLLOWUP_SLA)
     first_contact_s: float | None = None
     resolution_s: float | None = None
+
+
+class Router:
+    """A checked policy as the batch handler runs it: each rule's condition made quick to test with
+    what it decides ((None, no rule) last), and the compiled templates."""
+
+    __slots__ = ("_decisions", "_default_locale", "_templates")
+
+    def __init__(
+        self,
+        decisions: list[tuple[Matcher | None, Decision]],
+        templates: dict[str, dict[str, messages.Compiled]],
+        default_locale: str,
+    ) -> None:
+        self._decisions, self._templates, self._default_locale = decisions, templates, default_locale
+
+    def decide(self, facts: Facts) -> Decision:
+        for matcher, decision in self._decisions:
+            if matcher is None or matcher.matches(facts):
+                return decision
+        raise AssertionError("the last entry always decides")
+
+    def render(self, template: str, variables: Mapping[str, Any]) -> messages.Rendered:
+        return messages.render(template, self._templates[template], self._default_locale, variables)
 
 
 @dataclass(frozen=True, slots=True)

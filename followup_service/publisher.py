@@ -5,10 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import pydantic_core
+
 from followup_service.domain import FollowUp
-from shared.events import FollowUpCreated, TicketOpened, TicketSlaBreached, TicketUpdated
+from shared.events import TicketSlaBreached
 from shared.outbox import Outgoing
 from shared.settings import Topics
+
+# The events below are written as dict literals in the models' field order, straight to JSON, as
+# ingest writes ResponseSubmitted: the models stay the contract (tests/unit/test_publisher.py decodes
+# every one with its model and re-encodes it to the same bytes), the hot path skips building one
+# per event (~4 us each; a batch of 10,000 responses publishes ~15,000).
 
 
 def outgoing(topics: Topics, followup: FollowUp, opens_ticket: bool) -> list[Outgoing]:
@@ -18,64 +25,71 @@ def outgoing(topics: Topics, followup: FollowUp, opens_ticket: bool) -> list[Out
         return []
     message = followup.message
     response = followup.response
-    created = FollowUpCreated(
-        followup_id=followup.followup_id,
-        kind=followup.kind,
-        response_id=response.response_id,
-        respondent_id=response.respondent_id,
-        score=response.score,
-        channel=response.channel,
-        survey_id=response.survey_id,
-        created_at=followup.created_at,
-        rule=followup.rule,
-        policy_version=followup.policy_version,
-        template=message.template if message else None,
-        locale=message.locale if message else None,
-        subject=message.subject if message else None,
-        body_text=message.body_text if message else None,
-        body_html=message.body_html if message else None,
-        referral_code=followup.referral_code,
-    )
-    events = [Outgoing.event(topics.followups, response.respondent_id, created)]
+    key = response.respondent_id.encode()
+    created = {
+        "schema_version": 1,
+        "type": "FollowUpCreated",
+        "followup_id": followup.followup_id,
+        "kind": followup.kind,
+        "response_id": response.response_id,
+        "respondent_id": response.respondent_id,
+        "score": response.score,
+        "channel": response.channel,
+        "survey_id": response.survey_id,
+        "created_at": followup.created_at,
+        "rule": followup.rule,
+        "policy_version": followup.policy_version,
+        "template": message.template if message else None,
+        "locale": message.locale if message else None,
+        "subject": message.subject if message else None,
+        "body_text": message.body_text if message else None,
+        "body_html": message.body_html if message else None,
+        "referral_code": followup.referral_code,
+    }
+    events = [Outgoing(topics.followups, key, pydantic_core.to_json(created))]
     if followup.ticket_id is not None and opens_ticket:
-        opened = TicketOpened(
-            ticket_id=followup.ticket_id,
-            response_id=response.response_id,
-            respondent_id=response.respondent_id,
-            score=response.score,
-            comment=response.comment,
-            survey_id=response.survey_id,
-            channel=response.channel,
-            answered_at=response.answered_at,
-            created_at=followup.created_at,
-        )
-        events.append(Outgoing.event(topics.tickets, response.respondent_id, opened))
+        opened = {
+            "schema_version": 1,
+            "type": "TicketOpened",
+            "ticket_id": followup.ticket_id,
+            "response_id": response.response_id,
+            "respondent_id": response.respondent_id,
+            "score": response.score,
+            "comment": response.comment,
+            "survey_id": response.survey_id,
+            "channel": response.channel,
+            "answered_at": response.answered_at,
+            "created_at": followup.created_at,
+        }
+        events.append(Outgoing(topics.tickets, key, pydantic_core.to_json(opened)))
     return events
 
 
 def ticket_updated(topics: Topics, ticket: Any, change: dict[str, str | None], actor: str) -> Outgoing:
     """A ticket's full state after a change, keyed by its id (its versions order its updates)."""
-    event = TicketUpdated(
-        ticket_id=ticket.ticket_id,
-        version=ticket.version,
-        response_id=ticket.response_id,
-        respondent_id=ticket.respondent_id,
-        score=ticket.score,
-        comment=ticket.comment,
-        status=ticket.status,
-        priority=ticket.priority,
-        assignee=ticket.assignee,
-        resolution=ticket.resolution,
-        survey_id=ticket.survey_id,
-        channel=ticket.channel,
-        created_at=ticket.created_at,
-        updated_at=ticket.updated_at,
-        first_contact_at=ticket.first_contact_at,
-        resolved_at=ticket.resolved_at,
-        change=change,
-        actor=actor,
-    )
-    return Outgoing.event(topics.tickets, ticket.ticket_id, event)
+    event = {
+        "schema_version": 1,
+        "type": "TicketUpdated",
+        "ticket_id": ticket.ticket_id,
+        "version": ticket.version,
+        "response_id": ticket.response_id,
+        "respondent_id": ticket.respondent_id,
+        "score": ticket.score,
+        "comment": ticket.comment,
+        "status": ticket.status,
+        "priority": ticket.priority,
+        "assignee": ticket.assignee,
+        "resolution": ticket.resolution,
+        "survey_id": ticket.survey_id,
+        "channel": ticket.channel,
+        "created_at": ticket.created_at,
+        "updated_at": ticket.updated_at,
+        "first_contact_at": ticket.first_contact_at,
+        "resolved_at": ticket.resolved_at,
+        "change": change,
+        "actor": actor,
+    }
+    return Outgoing(topics.tickets, ticket.ticket_id.encode(), pydantic_core.to_json(event))
 
 
 def sla_breached(topics: Topics, ticket: Any, deadline: str, now: datetime) -> Outgoing:
