@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from followup_service.policy import CATEGORY_NAMES, CategoryName
 from shared.nps import Z95, classify
@@ -20,9 +21,9 @@ VALUE: dict[CategoryName, int] = {"promoter": 1, "passive": 0, "detractor": -1}
 NOT_FOLLOWED_UP = "none"  # the group of answers whose follow-up was suppressed, failed, or no rule
 
 
-@dataclass(frozen=True, slots=True)
-class Transition:
-    """A person answered again: what they moved from and to, and what their previous answer got."""
+class Transition(NamedTuple):
+    """A person answered again: what they moved from and to, and what their previous answer got.
+    A named tuple: it is the row `followup.transitions` gets, as it is (its fields are the columns)."""
 
     response_id: str
     respondent_key: str

@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Row
@@ -44,9 +45,9 @@ async def routed_of(conn: AsyncConnection, response_ids: Iterable[str]) -> dict[
     }
 
 
-@dataclass(frozen=True, slots=True)
-class PreviousAnswer:
-    """A person's latest answer before this batch's, and what it got."""
+class PreviousAnswer(NamedTuple):
+    """A person's latest answer before this batch's, and what it got (a named tuple: the batch
+    handler makes one per response)."""
 
     response_id: str
     score: int
@@ -86,9 +87,9 @@ async def previous_answers(
 
 async def insert_transitions(conn: AsyncConnection, transitions: Sequence[Transition]) -> None:
     if transitions:
-        columns = [f.name for f in fields(Transition)]
-        rows = [tuple(getattr(t, c) for c in columns) for t in transitions]
-        await copy_rows(conn, f"{SCHEMA}.transitions", columns, rows, "ON CONFLICT (response_id) DO NOTHING")
+        await copy_rows(
+            conn, f"{SCHEMA}.transitions", Transition._fields, transitions, "ON CONFLICT (response_id) DO NOTHING"
+        )
 
 
 async def outcome_cells(
