@@ -41,6 +41,20 @@ from tests.integration.test_followup import event, settings_for
 pytestmark = pytest.mark.integration
 
 
+async def tickets_listed(client: httpx.AsyncClient, n: int) -> None:
+    async def listed() -> bool:
+        return len((await client.get("/v1/tickets")).json()["tickets"]) == n
+
+    await eventually(listed)
+
+
+async def sla_breaches(bootstrap: str, topic: str) -> list[tuple[str, str]]:
+    """(ticket, deadline) of every TicketSlaBreached on the tickets topic."""
+    records = await read_topic(bootstrap, topic, expect=None, timeout=1)
+    found = [ticket_events.validate_json(r.value) for r in records]
+    return sorted((e.ticket_id, e.deadline) for e in found if isinstance(e, TicketSlaBreached))
+
+
 async def test_a_ticket_goes_through_its_lifecycle_and_every_change_is_published(
     bootstrap: str, database_url: str, namespace: str
 ) -> None:
@@ -319,11 +333,7 @@ async def test_a_missed_sla_deadline_is_published_once_per_ticket_and_deadline(
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://f", headers=admin
         ) as client:
-
-            async def routed() -> bool:
-                return len((await client.get("/v1/tickets")).json()["tickets"]) == 2
-
-            await eventually(routed)
+            await tickets_listed(client, 2)
             # The quick one is contacted in time: it never misses its first-contact deadline.
             contacted = await client.patch(
                 f"/v1/tickets/{ticket_id(quick.response_id)}", json={"status": "contacted"}, headers={"If-Match": "*"}
@@ -331,9 +341,7 @@ async def test_a_missed_sla_deadline_is_published_once_per_ticket_and_deadline(
             assert contacted.status_code == 200
 
             async def breaches() -> list[tuple[str, str]]:
-                records = await read_topic(bootstrap, settings.topics.tickets, expect=None, timeout=1)
-                found = [ticket_events.validate_json(r.value) for r in records]
-                return sorted((e.ticket_id, e.deadline) for e in found if isinstance(e, TicketSlaBreached))
+                return await sla_breaches(bootstrap, settings.topics.tickets)
 
             async def both_missed() -> bool:
                 return len(await breaches()) == 3
@@ -383,11 +391,7 @@ async def test_a_rule_s_own_sla_holds_for_the_tickets_it_opens(
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://f", headers=admin
         ) as client:
-
-            async def routed() -> bool:
-                return len((await client.get("/v1/tickets")).json()["tickets"]) == 2
-
-            await eventually(routed)
+            await tickets_listed(client, 2)
             shown = (await client.get(f"/v1/tickets/{ticket_id(vip.response_id)}")).json()
             assert (shown["priority"], shown["first_contact_sla_s"], shown["resolution_sla_s"]) == ("high", 1.0, 2.0)
             plain = (await client.get(f"/v1/tickets/{ticket_id(other.response_id)}")).json()
@@ -398,9 +402,7 @@ async def test_a_rule_s_own_sla_holds_for_the_tickets_it_opens(
             assert (explained["first_contact_sla_s"], explained["resolution_sla_s"]) == (1.0, 2.0)
 
         async def breaches() -> list[tuple[str, str]]:
-            records = await read_topic(bootstrap, settings.topics.tickets, expect=None, timeout=1)
-            found = [ticket_events.validate_json(r.value) for r in records]
-            return sorted((e.ticket_id, e.deadline) for e in found if isinstance(e, TicketSlaBreached))
+            return await sla_breaches(bootstrap, settings.topics.tickets)
 
         async def both_missed() -> bool:
             return len(await breaches()) == 2
