@@ -92,17 +92,23 @@ def pack(items: Sequence[Outgoing]) -> bytes:
     return zlib.compress(b"".join(parts), 1)
 
 
-def unpack(topic: str, blob: bytes) -> list[Outgoing]:
-    data, at, items = zlib.decompress(blob), 0, []
+def unpack_frames(blob: bytes) -> list[tuple[bytes | None, bytes]]:
+    """A packed row's events, (key, value) each, in order."""
+    data, at, frames = zlib.decompress(blob), 0, []
+    header, size = _FRAME.unpack_from, _FRAME.size
     while at < len(data):
-        key_length, value_length = _FRAME.unpack_from(data, at)
-        at += _FRAME.size
+        key_length, value_length = header(data, at)
+        at += size
         key = None
         if key_length >= 0:
             key, at = data[at : at + key_length], at + key_length
-        items.append(Outgoing(topic, key, data[at : at + value_length]))
+        frames.append((key, data[at : at + value_length]))
         at += value_length
-    return items
+    return frames
+
+
+def unpack(topic: str, blob: bytes) -> list[Outgoing]:
+    return [Outgoing(topic, key, value) for key, value in unpack_frames(blob)]
 
 
 async def enqueue(conn: AsyncConnection, schema: str, items: Sequence[Outgoing]) -> None:
@@ -187,49 +193,49 @@ class OutboxRelay:
                     if not rows:
                         return published
                     taken: list[int] = []
-                    items: list[Outgoing] = []
+                    items: list[tuple[str, list[tuple[bytes | None, bytes]]]] = []  # per row: topic, events
+                    count = 0
                     for row in rows:  # at most ~MAX_EVENTS_PER_SEND in memory (always one row)
-                        if taken and len(items) >= self.MAX_EVENTS_PER_SEND:
+                        if taken and count >= self.MAX_EVENTS_PER_SEND:
                             break
                         taken.append(row.id)
-                        if row.frames is None:
-                            items.append(Outgoing(row.topic, row.key, row.value))
-                        else:
-                            items.extend(unpack(row.topic, row.value))
-                    await self._publish([(i.topic, i.key, i.value) for i in items])
+                        frames = [(row.key, row.value)] if row.frames is None else unpack_frames(row.value)
+                        items.append((row.topic, frames))
+                        count += len(frames)
+                    await self._publish(items)
                     await conn.execute(
                         sa.text(f"DELETE FROM {self._schema}.outbox WHERE id = ANY(:ids)"), {"ids": taken}
                     )
-                published += len(items)
+                published += count
                 if len(taken) == len(rows) and len(rows) < self._batch:
                     return published
 
     MAX_EVENTS_PER_SEND = 50_000
 
-    async def _publish(self, rows: Sequence[tuple[str, bytes | None, bytes]]) -> None:
-        """Send rows in their order per partition, as record batches the relay fills itself: one
-        future per batch rather than one per message, and each key's partition computed once (the
-        producer's own murmur2 is pure Python). Partitions are the Java client's (murmur2 of the
-        key), the same as `producer.send` picks."""
-        partitions: dict[str, list[int]] = {}
+    async def _publish(self, rows: Sequence[tuple[str, Sequence[tuple[bytes | None, bytes]]]]) -> None:
+        """Send rows' events (topic, then (key, value) in order) in their order per partition, as
+        record batches the relay fills itself: one future per batch rather than one per message,
+        and each key's partition computed once (the producer's own murmur2 is pure Python).
+        Partitions are the Java client's (murmur2 of the key), the same as `producer.send` picks."""
         batches: dict[tuple[str, int], BatchBuilder] = {}
         sent: list[asyncio.Future[Any]] = []
-        for topic, key, value in rows:
-            if topic not in partitions:
-                partitions[topic] = sorted(await self._producer.partitions_for(topic))
-            if key is None:
-                sent.append(await self._producer.send(topic, value=value))  # no key, no order to keep
-                continue
-            partition = self._partition_of(key, partitions[topic])
-            batch = batches.get((topic, partition))
-            if batch is not None and batch.append(timestamp=None, key=key, value=value) is not None:
-                continue
-            if batch is not None:  # full: it goes, a new one follows it
-                sent.append(await self._producer.send_batch(batch, topic, partition=partition))
-            batch = batches[(topic, partition)] = self._producer.create_batch()
-            if batch.append(timestamp=None, key=key, value=value) is None:  # larger than a batch holds
-                del batches[(topic, partition)]
-                sent.append(await self._producer.send(topic, value=value, key=key, partition=partition))
+        partition_of = self._partition_of
+        for topic, frames in rows:
+            partitions = sorted(await self._producer.partitions_for(topic))
+            for key, value in frames:
+                if key is None:
+                    sent.append(await self._producer.send(topic, value=value))  # no key, no order to keep
+                    continue
+                partition = partition_of(key, partitions)
+                batch = batches.get((topic, partition))
+                if batch is not None and batch.append(timestamp=None, key=key, value=value) is not None:
+                    continue
+                if batch is not None:  # full: it goes, a new one follows it
+                    sent.append(await self._producer.send_batch(batch, topic, partition=partition))
+                batch = batches[(topic, partition)] = self._producer.create_batch()
+                if batch.append(timestamp=None, key=key, value=value) is None:  # larger than a batch holds
+                    del batches[(topic, partition)]
+                    sent.append(await self._producer.send(topic, value=value, key=key, partition=partition))
         for (topic, partition), batch in batches.items():
             batch.close()
             sent.append(await self._producer.send_batch(batch, topic, partition=partition))
