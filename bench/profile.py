@@ -47,6 +47,8 @@ class Profiler:
         total = 0
         for line in (self.directory / f"{name}.txt").read_text().splitlines():
             stack, _, count = line.rpartition(" ")
+            if not count.isdigit():  # a stack py-spy cut short (the process ended mid-sample)
+                continue
             leaf = re.sub(r":\d+\)$", ")", stack.split(";")[-1])
             total += int(count)
             own[leaf] = own.get(leaf, 0) + int(count)
