@@ -54,10 +54,7 @@ class RouteResponses:
     policy: PolicyHolder
     contact: ContactRules
 
-    def decide(self, event: ResponseSubmitted | ResponseRevised, previous_score: int | None) -> Routing:
-        return routing_of(self.policy.current.decide(facts_of(event, previous_score)))
-
-    def with_message(self, followup: FollowUp, router: Router | None = None) -> FollowUp:
+    def with_message(self, followup: FollowUp, router: Router) -> FollowUp:
         """The follow-up with its message rendered, or marked failed with the reason (counted):
         a template that fails never loses the follow-up."""
         code = followup.referral_code
@@ -67,7 +64,7 @@ class RouteResponses:
             return followup if code == followup.referral_code else followup.with_message(None, code)
         try:
             variables = variables_of(followup.response, code)
-            rendered = (router or self.policy.current.router).render(followup.template, variables)
+            rendered = router.render(followup.template, variables)
         except (RenderFailed, KeyError) as exc:
             metrics.MESSAGES_FAILED.inc()
             log.warning("follow-up %s: message not rendered: %s", followup.followup_id, exc)
