@@ -4,7 +4,6 @@ per person, revisions re-routed), apply erasures, and change tickets for support
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -31,7 +30,7 @@ from followup_service.domain import (
 )
 from followup_service.messages import RenderFailed
 from followup_service.outcomes import Transition, category_of
-from followup_service.policy import CATEGORY_NAMES, Decision, Facts, PolicyHolder, Router
+from followup_service.policy import CATEGORY_NAMES, Facts, PolicyHolder, Router
 from followup_service.settings import Sla
 from shared import audit, outbox
 from shared.consumer import Message, RetryBatch
@@ -88,7 +87,7 @@ class RouteResponses:
         router = self.policy.current.router  # one policy for the whole batch, even across a reload
 
         def decide(event: ResponseSubmitted | ResponseRevised, previous_score: int | None) -> Routing:
-            return routing_of(router.decide(facts_of(event, previous_score)))
+            return router.route(facts_of(event, previous_score))
 
         plan = plan_batch(events, routed, active, erasures, key, now, decide, previous, contacts, self.contact)
         plan.new = [self.with_message(f, router) for f in plan.new]
@@ -278,15 +277,6 @@ class WatchSlas:
         for priority in PRIORITIES:
             for bucket, _ in repository.AGE_BUCKETS:
                 metrics.TICKETS_ACTIVE.labels(priority, bucket).set(counts.get((priority, bucket), 0))
-
-
-@functools.cache
-def routing_of(decision: Decision) -> Routing:
-    """What the policy's decision means for routing (decisions are few: one per rule and version)."""
-    return Routing(
-        decision.action, decision.priority, decision.rule, decision.policy_version, decision.template,
-        decision.first_contact_s, decision.resolution_s,
-    )  # fmt: skip
 
 
 def facts_of(event: ResponseSubmitted | ResponseRevised, previous_score: int | None) -> Facts:

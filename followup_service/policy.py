@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from followup_service import messages
-from followup_service.domain import Priority
+from followup_service.domain import Priority, Routing
 from shared.nps import Category, classify
 
 CategoryName = Literal["promoter", "passive", "detractor"]
@@ -287,7 +287,7 @@ class Router:
     """A checked policy as the batch handler runs it: each rule's condition made quick to test with
     what it decides ((None, no rule) last), and the compiled templates."""
 
-    __slots__ = ("_decisions", "_default_locale", "_templates")
+    __slots__ = ("_decisions", "_default_locale", "_routings", "_templates")
 
     def __init__(
         self,
@@ -296,12 +296,25 @@ class Router:
         default_locale: str,
     ) -> None:
         self._decisions, self._templates, self._default_locale = decisions, templates, default_locale
+        # What each decision means for routing, made once: route() runs once per response.
+        self._routings = [
+            Routing(d.action, d.priority, d.rule, d.policy_version, d.template, d.first_contact_s, d.resolution_s)
+            for _, d in decisions
+        ]
+
+    def _first(self, facts: Facts) -> int:
+        """The position of the first entry that matches (the last one always does)."""
+        for position, (matcher, _) in enumerate(self._decisions):
+            if matcher is None or matcher.matches(facts):
+                return position
+        raise AssertionError("the last entry always decides")
 
     def decide(self, facts: Facts) -> Decision:
-        for matcher, decision in self._decisions:
-            if matcher is None or matcher.matches(facts):
-                return decision
-        raise AssertionError("the last entry always decides")
+        return self._decisions[self._first(facts)][1]
+
+    def route(self, facts: Facts) -> Routing:
+        """`decide`, as the routing the batch plans with."""
+        return self._routings[self._first(facts)]
 
     def render(self, template: str, variables: Mapping[str, Any]) -> messages.Rendered:
         return messages.render(template, self._templates[template], self._default_locale, variables)
