@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from followup_service import metrics, publisher, repository
 from followup_service.domain import (
     PRIORITIES,
+    BatchPlan,
     ContactRules,
     FollowUp,
     NewTicket,
@@ -34,6 +36,7 @@ from followup_service.policy import CATEGORY_NAMES, Facts, PolicyHolder, Router
 from followup_service.settings import Sla
 from shared import audit, outbox
 from shared.consumer import Message, RetryBatch
+from shared.db import InOrder
 from shared.events import RespondentErased, ResponseEvent, ResponseRevised, ResponseSubmitted
 from shared.nps import classify
 from shared.outbox import Outgoing
@@ -70,6 +73,53 @@ class RouteResponses:
             return replace(followup, referral_code=code, status="failed", reason=str(exc)[:500])
         return followup.with_message(rendered, code)
 
+    async def write_plan(
+        self,
+        conn: AsyncConnection,
+        writes: InOrder,
+        plan: BatchPlan,
+        answers: Mapping[str, repository.PreviousAnswer],
+        router: Router,
+        events: Sequence[ResponseSubmitted | ResponseRevised],
+        now: datetime,
+    ) -> None:
+        """Carry out a batch's plan: messages rendered, follow-ups, tickets, outcome rows and events
+        written. Each statement is queued as soon as its rows are built, so PostgreSQL works
+        through one while the next is prepared (`writes` runs them in this order)."""
+        key = self.pseudonyms.key
+        opened = {s.ticket_id for s in plan.ticket_steps if isinstance(s, NewTicket)}
+        changing = {s.ticket_id for s in plan.ticket_steps if isinstance(s, TicketOp)} - opened
+        stored = writes.then(partial(repository.tickets_for_update, conn, changing))
+        new: list[FollowUp] = []
+        for start in range(0, len(plan.new), WRITE_SLICE):
+            rendered = []
+            for at in range(start, min(start + WRITE_SLICE, len(plan.new)), YIELD_EVERY):
+                rendered += [self.with_message(f, router) for f in plan.new[at : at + YIELD_EVERY]]
+                await asyncio.sleep(0)  # the statements' next step
+            writes.then(partial(repository.insert_new, conn, rendered, key))
+            new += rendered
+        plan.new = new
+        plan.rerouted = [self.with_message(f, router) for f in plan.rerouted]
+        writes.then(partial(repository.reroute, conn, plan.rerouted))
+        scores = {e.response_id: e.score for e in events if e.response_id in plan.revised}
+        writes.then(partial(repository.set_versions, conn, plan.revised, scores))
+
+        opened_by = {t.ticket_id: t.response for t in plan.tickets}  # the response that opened each ticket
+        outgoing: list[Outgoing] = []
+        routed_now = plan.new + plan.rerouted
+        for start in range(0, len(routed_now), YIELD_EVERY):
+            for f in routed_now[start : start + YIELD_EVERY]:
+                outgoing += publisher.outgoing(self.topics, f, opened_by.get(f.ticket_id or "") is f.response)
+            await asyncio.sleep(0)
+        writes.then(partial(repository.insert_transitions, conn, transitions_of(plan.new, answers, key)))
+        await asyncio.sleep(0)
+
+        changes = ticket_changes(self.topics, plan.ticket_steps, await stored, now)
+        writes.then(partial(repository.write_tickets, conn, changes.changed, changes.new))
+        writes.then(partial(repository.insert_history, conn, changes.history))
+        outgoing += changes.events
+        writes.then(partial(outbox.enqueue, conn, repository.SCHEMA, outgoing))
+
     async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[ResponseEvent]]) -> None:
         now = self.clock()
         key = self.pseudonyms.key
@@ -90,36 +140,12 @@ class RouteResponses:
             return router.route(facts_of(event, previous_score))
 
         plan = plan_batch(events, routed, active, erasures, key, now, decide, previous, contacts, self.contact)
-        plan.new = [self.with_message(f, router) for f in plan.new]
-        plan.rerouted = [self.with_message(f, router) for f in plan.rerouted]
-
-        # While PostgreSQL inserts the follow-ups, the events and the outcome rows are built: the
-        # biggest statement of the batch and ~0.1 s of Python overlap (nothing else uses `conn`).
-        inserting = asyncio.ensure_future(repository.insert_new(conn, plan.new, key))
         try:
-            opened_by = {t.ticket_id: t.response for t in plan.tickets}  # the response that opened each ticket
-            outgoing: list[Outgoing] = []
-            routed_now = plan.new + plan.rerouted
-            for start in range(0, len(routed_now), 100):
-                await asyncio.sleep(0)  # the insert's next step runs (its statements go out) between slices
-                for f in routed_now[start : start + 100]:
-                    outgoing += publisher.outgoing(self.topics, f, opened_by.get(f.ticket_id or "") is f.response)
-            moves = transitions_of(plan.new, answers, key)
-        finally:
-            inserted = await inserting
-        if len(inserted) != len(plan.new):
-            # Another consumer routed some of them meanwhile (a rebalance): start again on top of it.
-            raise RetryBatch("follow-ups written concurrently")
-        if not await repository.reroute(conn, plan.rerouted):
-            raise RetryBatch("follow-ups re-routed concurrently")
-        scores = {e.response_id: e.score for e in events if e.response_id in plan.revised}
-        await repository.set_versions(conn, plan.revised, scores)
-        try:
-            outgoing += await apply_ticket_steps(conn, self.topics, plan.ticket_steps, now)
-        except repository.ActiveTicketTaken as exc:
-            raise RetryBatch("an active ticket was opened concurrently") from exc
-        await outbox.enqueue(conn, repository.SCHEMA, outgoing)
-        await repository.insert_transitions(conn, moves)
+            async with InOrder() as writes:
+                await self.write_plan(conn, writes, plan, answers, router, events, now)
+        except repository.WrittenConcurrently as exc:
+            # Another consumer (before a rebalance) routed some of them: start again on top of it.
+            raise RetryBatch(f"{exc} written concurrently") from exc
 
         erased_ids = [m.event.respondent_id for m in batch if isinstance(m.event, RespondentErased)]
         forgotten = await repository.forget(conn, requested, erased_ids, now)
@@ -137,14 +163,26 @@ class RouteResponses:
         metrics.FOLLOWUPS_SKIPPED_ERASED.inc(plan.skipped_erased)
 
 
-async def apply_ticket_steps(
-    conn: AsyncConnection, topics: Topics, steps: Sequence[NewTicket | TicketOp], now: datetime
-) -> list[Outgoing]:
+WRITE_SLICE = 2_500  # rows built between two statements of a batch's writes
+# Python work between two turns of the event loop in a batch's writes (~3 ms): each turn lets the
+# statement under way take its next step (asyncpg waits for PostgreSQL several times per statement).
+YIELD_EVERY = 100
+
+
+@dataclass(frozen=True, slots=True)
+class TicketChanges:
+    changed: list[repository.TicketRow]  # stored tickets, as they end the batch
+    new: list[repository.TicketRow]
+    history: list[dict[str, object]]
+    events: list[Outgoing]  # a TicketUpdated per change
+
+
+def ticket_changes(
+    topics: Topics, steps: Sequence[NewTicket | TicketOp], stored: Mapping[str, repository.TicketRow], now: datetime
+) -> TicketChanges:
     """Open and change the batch's tickets in memory, in the plan's order (another response joins a
-    ticket, a revision updates or resolves it), then write each ticket once, its history in one
-    statement; returns a TicketUpdated per change."""
-    opened = {s.ticket_id for s in steps if isinstance(s, NewTicket)}
-    rows = await repository.tickets_for_update(conn, {s.ticket_id for s in steps if isinstance(s, TicketOp)} - opened)
+    ticket, a revision updates or resolves it), on top of the `stored` ones (locked): each ticket
+    is then written once, its history in one statement. Changes `stored`'s rows."""
     new: dict[str, repository.TicketRow] = {}
     changed: set[str] = set()
     history: list[dict[str, object]] = []
@@ -158,7 +196,7 @@ async def apply_ticket_steps(
                 step.resolution_s,
             )  # fmt: skip
             continue
-        row = new.get(step.ticket_id) or rows[step.ticket_id]
+        row = new.get(step.ticket_id) or stored[step.ticket_id]
         resolve = TicketChange(status="resolved", resolution="score_revised")
         after = change_ticket(state_of(row), resolve if step.op == "resolve" else TicketChange(), now)
         before = row.status
@@ -171,9 +209,7 @@ async def apply_ticket_steps(
         if step.op == "resolve":
             what |= {"status": "resolved", "resolution": "score_revised"}
         events.append(publisher.ticket_updated(topics, row, what, SYSTEM_ACTOR))  # a snapshot, taken now
-    await repository.write_tickets(conn, [rows[t] for t in sorted(changed)], list(new.values()))
-    await repository.insert_history(conn, history)
-    return events
+    return TicketChanges([stored[t] for t in sorted(changed)], list(new.values()), history, events)
 
 
 # --- tickets ---

@@ -87,9 +87,10 @@ async def previous_answers(
 
 async def insert_transitions(conn: AsyncConnection, transitions: Sequence[Transition]) -> None:
     if transitions:
-        await copy_rows(
-            conn, f"{SCHEMA}.transitions", Transition._fields, transitions, "ON CONFLICT (response_id) DO NOTHING"
-        )
+        try:
+            await copy_rows(conn, f"{SCHEMA}.transitions", Transition._fields, transitions)
+        except IntegrityError as exc:  # only a follow-up stored meanwhile brings its transition
+            raise WrittenConcurrently("transitions") from exc
 
 
 async def outcome_cells(
@@ -125,10 +126,11 @@ async def active_tickets(conn: AsyncConnection, keys: Iterable[str]) -> dict[str
 
 async def insert_new(
     conn: AsyncConnection, followups: Sequence[FollowUp], respondent_key: Callable[[str], str]
-) -> set[str]:
-    """Store follow-ups for responses that have none yet; returns those response_ids."""
+) -> None:
+    """Store follow-ups for responses that had none when the batch read them; WrittenConcurrently
+    if another transaction stored one meanwhile (nothing of the batch is then kept)."""
     if not followups:
-        return set()
+        return
     rows = [
         (
             f.followup_id, f.response.response_id, None if f.reason == "erased" else f.response.respondent_id,
@@ -139,14 +141,10 @@ async def insert_new(
         )
         for f in followups
     ]  # fmt: skip
-    inserted = await copy_rows(
-        conn,
-        f"{SCHEMA}.followups",
-        _FOLLOWUP_COLUMNS,
-        rows,
-        "ON CONFLICT (response_id) DO NOTHING RETURNING response_id",
-    )
-    return {row["response_id"] for row in inserted}
+    try:
+        await copy_rows(conn, f"{SCHEMA}.followups", _FOLLOWUP_COLUMNS, rows)
+    except IntegrityError as exc:
+        raise WrittenConcurrently("follow-ups") from exc
 
 
 def submitted_at(followup: FollowUp) -> datetime:
@@ -154,12 +152,13 @@ def submitted_at(followup: FollowUp) -> datetime:
     return response.submitted_at if isinstance(response, ResponseSubmitted) else response.revised_at
 
 
-async def reroute(conn: AsyncConnection, followups: Sequence[FollowUp]) -> bool:
+async def reroute(conn: AsyncConnection, followups: Sequence[FollowUp]) -> None:
     """A revision changed these responses' category: their follow-up is now the new one (the latest
-    version's, when a batch re-routes a response twice). False if another consumer got there first."""
+    version's, when a batch re-routes a response twice). WrittenConcurrently if another consumer
+    got there first."""
     latest = list({f.response.response_id: f for f in sorted(followups, key=lambda f: f.version)}.values())
     if not latest:
-        return True
+        return
     columns = {
         "rid": ("text", [f.response.response_id for f in latest]),
         "fid": ("text", [f.followup_id for f in latest]),
@@ -190,7 +189,8 @@ async def reroute(conn: AsyncConnection, followups: Sequence[FollowUp]) -> bool:
         ),
         {name: values for name, (_, values) in columns.items()},
     )
-    return int(result.rowcount) == len(latest)
+    if int(result.rowcount) != len(latest):
+        raise WrittenConcurrently("re-routed follow-ups")
 
 
 async def set_versions(conn: AsyncConnection, versions: Mapping[str, int], scores: Mapping[str, int]) -> None:
@@ -209,7 +209,12 @@ async def set_versions(conn: AsyncConnection, versions: Mapping[str, int], score
     )
 
 
-class ActiveTicketTaken(Exception):
+class WrittenConcurrently(Exception):
+    """Another transaction wrote one of these rows meanwhile (a consumer that had the partition
+    before a rebalance): the batch starts again on top of it."""
+
+
+class ActiveTicketTaken(WrittenConcurrently):
     """Another transaction opened an active ticket for one of these respondents meanwhile."""
 
 
@@ -287,12 +292,10 @@ async def write_tickets(conn: AsyncConnection, changed: Sequence[TicketRow], new
     if new:
         rows = [tuple(getattr(r, c) for c in _TICKET_ROW) for r in new]
         try:
-            async with conn.begin_nested():
-                await copy_rows(conn, f"{SCHEMA}.tickets", _TICKET_ROW, rows, "ON CONFLICT (ticket_id) DO NOTHING")
+            await copy_rows(conn, f"{SCHEMA}.tickets", _TICKET_ROW, rows)
         except IntegrityError as exc:
-            if "tickets_one_active_per_respondent" in str(exc.orig):
-                raise ActiveTicketTaken from exc
-            raise
+            # The one-active-ticket index, or a ticket id: only a concurrent batch can have either.
+            raise ActiveTicketTaken("tickets") from exc
 
 
 _HISTORY_COLUMNS = ("ticket_id", "version", "at", "actor", "status_from", "status_to", "assignee", "resolution", "note")

@@ -4,6 +4,7 @@ kept, and no follow-up published twice."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from collections import Counter
@@ -12,10 +13,22 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
-from followup_service.bootstrap import spec
+from followup_service.bootstrap import load_policy, spec
+from followup_service.handlers import RouteResponses
+from followup_service.settings import FollowUpSettings
+from shared.consumer import FORCE_CUSTOM_PLANS, Message, RetryBatch
+from shared.db import make_engine
 from shared.events import FollowUpCreated, ResponseSubmitted, followup_events
 from shared.kafka import group_committed
-from tests.helpers import create_topics, eventually, produce, read_topic, running_loop, started_producer
+from tests.helpers import (
+    TEST_PSEUDONYM_SECRET,
+    create_topics,
+    eventually,
+    produce,
+    read_topic,
+    running_loop,
+    started_producer,
+)
 from tests.integration.test_followup import settings_for
 
 pytestmark = pytest.mark.integration
@@ -79,6 +92,64 @@ async def test_two_consumers_on_the_same_responses_route_each_once(
         if isinstance(e, FollowUpCreated)
     )
     assert published and max(published.values()) == 1
+
+
+async def test_a_batch_another_consumer_wrote_meanwhile_is_retried_whole(database_url: str) -> None:
+    """The second of two transactions routing the same responses waits for the first's locks on
+    the people, then finds its reads stale: its writes fail as a whole (RetryBatch, nothing kept),
+    and the retry on top of the first changes nothing."""
+    settings = FollowUpSettings(
+        database_url=database_url, pseudonym_secret=TEST_PSEUDONYM_SECRET, kafka_bootstrap_servers="unused:1"
+    )
+    handler = RouteResponses(
+        topics=settings.topics,
+        pseudonyms=settings.pseudonyms(),
+        clock=lambda: datetime.now(UTC),
+        policy=load_policy(settings),
+        contact=settings.contact_rules(),
+    )
+    run = uuid.uuid4().hex[:6]
+    now = datetime.now(UTC)
+    people = [f"{run}-p{i % 7}" for i in range(40)]
+    batch = [
+        Message(ResponseSubmitted(response_id=f"{run}-{i}", respondent_id=p, score=i % 11, answered_at=now,
+                                  submitted_at=now), "responses", 0, i, 0)
+        for i, p in enumerate(people)
+    ]  # fmt: skip
+    engine = make_engine(database_url)
+    try:
+        async with engine.connect() as first, engine.connect() as second:
+            transaction = await first.begin()
+            await first.execute(FORCE_CUSTOM_PLANS)
+            await handler(first, batch)
+
+            async def route_again() -> None:
+                async with second.begin():
+                    await handler(second, batch)
+
+            late = asyncio.create_task(route_again())
+            await asyncio.sleep(0.5)
+            assert not late.done()  # waiting for the people the first transaction holds
+            await transaction.commit()
+            events_written = await _outbox_events(engine)
+            with pytest.raises(RetryBatch):
+                await late
+        async with engine.begin() as conn:
+            await handler(conn, batch)  # the retry: every response is known now
+        assert await _routed(engine, run) == len(batch)
+        async with engine.connect() as conn:
+            tickets = await conn.scalar(
+                sa.text("SELECT count(*) FROM followup.tickets WHERE response_id LIKE :r"), {"r": f"{run}-%"}
+            )
+        assert tickets == len({m.event.respondent_id for m in batch if m.event.score <= 6})  # one per person
+        assert await _outbox_events(engine) == events_written  # neither the failed batch nor the retry added any
+    finally:
+        await engine.dispose()
+
+
+async def _outbox_events(engine) -> int:  # type: ignore[no-untyped-def]
+    async with engine.connect() as conn:
+        return int(await conn.scalar(sa.text("SELECT coalesce(sum(coalesce(frames, 1)), 0) FROM followup.outbox")))
 
 
 async def _routed(engine, run: str) -> int:  # type: ignore[no-untyped-def]
