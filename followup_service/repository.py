@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from followup_service.domain import ContactHistory, FollowUp, Priority, Routed
 from followup_service.outcomes import NOT_FOLLOWED_UP, Cell, Transition
 from shared import outbox
-from shared.db import copy_rows
+from shared.db import copy_rows, fetch
 from shared.events import ResponseSubmitted
 from shared.privacy import Erasures
 
@@ -33,16 +33,13 @@ ACTIVE_STATUSES = ["open", "in_progress", "contacted"]
 
 async def routed_of(conn: AsyncConnection, response_ids: Iterable[str]) -> dict[str, Routed]:
     """What is known of these responses, their rows locked for the batch's transaction."""
-    rows = await conn.execute(
-        sa.text(
-            f"SELECT response_id, respondent_key, kind, version, ticket_id, score FROM {SCHEMA}.followups "
-            "WHERE response_id = ANY(CAST(:ids AS text[])) ORDER BY response_id FOR UPDATE"
-        ),
-        {"ids": sorted(set(response_ids))},
+    rows = await fetch(
+        conn,
+        f"SELECT response_id, respondent_key, kind, version, ticket_id, score FROM {SCHEMA}.followups "
+        "WHERE response_id = ANY($1::text[]) ORDER BY response_id FOR UPDATE",
+        sorted(set(response_ids)),
     )
-    return {
-        r.response_id: Routed(r.response_id, r.respondent_key, r.kind, r.version, r.ticket_id, r.score) for r in rows
-    }
+    return {r[0]: Routed(*r) for r in rows}
 
 
 class PreviousAnswer(NamedTuple):
@@ -62,27 +59,23 @@ async def previous_answers(
     conn: AsyncConnection, keys: Iterable[str], excluding: Iterable[str]
 ) -> dict[str, PreviousAnswer]:
     """Each person's latest answer among their other responses (the policy's history, the outcomes)."""
-    rows = await conn.execute(
-        sa.text(
-            # One backward index probe per person (followups_answers), whatever the table's size: a
-            # DISTINCT ON over their rows went to a hash join of the whole table at ~80,000 rows.
-            f"""SELECT k.key AS respondent_key, p.*
-                FROM unnest(CAST(:keys AS text[])) AS k(key)
-                CROSS JOIN LATERAL (
-                    SELECT f.response_id, f.score, f.submitted_at, f.kind, f.status, f.ticket_id, t.resolved_at
-                    FROM {SCHEMA}.followups f LEFT JOIN {SCHEMA}.tickets t ON t.ticket_id = f.ticket_id
-                    WHERE f.respondent_key = k.key AND NOT f.response_id = ANY(CAST(:ids AS text[]))
-                    ORDER BY f.submitted_at DESC LIMIT 1
-                ) p"""
-        ),
-        {"keys": sorted(set(keys)), "ids": sorted(set(excluding))},
+    rows = await fetch(
+        conn,
+        # One backward index probe per person (followups_answers), whatever the table's size: a
+        # DISTINCT ON over their rows went to a hash join of the whole table at ~80,000 rows.
+        f"""SELECT k.key, p.response_id, p.score, p.submitted_at, p.kind, p.status, p.resolved_at,
+                   p.ticket_id IS NOT NULL
+            FROM unnest($1::text[]) AS k(key)
+            CROSS JOIN LATERAL (
+                SELECT f.response_id, f.score, f.submitted_at, f.kind, f.status, f.ticket_id, t.resolved_at
+                FROM {SCHEMA}.followups f LEFT JOIN {SCHEMA}.tickets t ON t.ticket_id = f.ticket_id
+                WHERE f.respondent_key = k.key AND NOT f.response_id = ANY($2::text[])
+                ORDER BY f.submitted_at DESC LIMIT 1
+            ) p""",
+        sorted(set(keys)),
+        sorted(set(excluding)),
     )
-    return {
-        r.respondent_key: PreviousAnswer(
-            r.response_id, int(r.score), r.submitted_at, r.kind, r.status, r.resolved_at, r.ticket_id is not None
-        )
-        for r in rows
-    }
+    return {r[0]: PreviousAnswer(*r[1:]) for r in rows}
 
 
 async def insert_transitions(conn: AsyncConnection, transitions: Sequence[Transition]) -> None:
@@ -114,14 +107,14 @@ async def outcome_cells(
 
 async def active_tickets(conn: AsyncConnection, keys: Iterable[str]) -> dict[str, str]:
     """The active ticket of each of these respondent keys that has one, locked."""
-    rows = await conn.execute(
-        sa.text(
-            f"SELECT respondent_key, ticket_id FROM {SCHEMA}.tickets WHERE respondent_key = ANY(CAST(:keys AS text[])) "
-            "AND status = ANY(CAST(:active AS text[])) ORDER BY ticket_id FOR UPDATE"
-        ),
-        {"keys": sorted(set(keys)), "active": ACTIVE_STATUSES},
+    rows = await fetch(
+        conn,
+        f"SELECT respondent_key, ticket_id FROM {SCHEMA}.tickets WHERE respondent_key = ANY($1::text[]) "
+        "AND status = ANY($2::text[]) ORDER BY ticket_id FOR UPDATE",
+        sorted(set(keys)),
+        ACTIVE_STATUSES,
     )
-    return {r.respondent_key: r.ticket_id for r in rows}
+    return dict(rows)
 
 
 async def insert_new(
@@ -266,14 +259,12 @@ async def tickets_for_update(conn: AsyncConnection, ticket_ids: Iterable[str]) -
     ids = sorted(set(ticket_ids))
     if not ids:
         return {}
-    rows = await conn.execute(
-        sa.text(
-            f"SELECT {', '.join(_TICKET_ROW)} FROM {SCHEMA}.tickets WHERE ticket_id = ANY(CAST(:ids AS text[])) "
-            "ORDER BY ticket_id FOR UPDATE"
-        ),
-        {"ids": ids},
+    rows = await fetch(
+        conn,
+        f"SELECT {TICKET_COLUMNS} FROM {SCHEMA}.tickets WHERE ticket_id = ANY($1::text[]) ORDER BY ticket_id FOR UPDATE",
+        ids,
     )
-    return {r.ticket_id: TicketRow(**r._mapping) for r in rows}
+    return {r[0]: TicketRow(*r) for r in rows}
 
 
 async def write_tickets(conn: AsyncConnection, changed: Sequence[TicketRow], new: Sequence[TicketRow]) -> None:
@@ -510,9 +501,10 @@ async def active_by_age(conn: AsyncConnection, now: datetime) -> dict[tuple[str,
 async def lock_people(conn: AsyncConnection, keys: Iterable[str]) -> None:
     """Serialise transactions about the same people (two consumers on one partition during a
     rebalance): the contact rules read a person's messages, then add to them."""
-    await conn.execute(
-        sa.text("SELECT pg_advisory_xact_lock(hashtext(k)) FROM unnest(CAST(:keys AS text[])) AS k ORDER BY k"),
-        {"keys": sorted(set(keys))},
+    await fetch(
+        conn,
+        "SELECT count(pg_advisory_xact_lock(hashtext(k))) FROM (SELECT k FROM unnest($1::text[]) AS k ORDER BY k) o",
+        sorted(set(keys)),
     )
 
 
@@ -520,23 +512,22 @@ async def contact_histories(conn: AsyncConnection, keys: Iterable[str], since: d
     """Each person's opt-out and the messages sent to them since `since` (tickets are not messages)."""
     wanted = sorted(set(keys))
     histories = {k: ContactHistory() for k in wanted}
-    opted = await conn.execute(
-        sa.text(f"SELECT respondent_key FROM {SCHEMA}.opt_outs WHERE respondent_key = ANY(CAST(:keys AS text[]))"),
-        {"keys": wanted},
+    opted = await fetch(
+        conn, f"SELECT respondent_key FROM {SCHEMA}.opt_outs WHERE respondent_key = ANY($1::text[])", wanted
     )
-    for row in opted:
-        histories[row.respondent_key].opted_out = True
-    sent = await conn.execute(
-        sa.text(
-            f"""SELECT respondent_key, kind, created_at FROM {SCHEMA}.followups
-                WHERE respondent_key = ANY(CAST(:keys AS text[])) AND status = 'created'
-                  AND kind NOT IN ('ticket', 'none') AND created_at > :since
-                ORDER BY created_at"""
-        ),
-        {"keys": wanted, "since": since},
+    for (key,) in opted:
+        histories[key].opted_out = True
+    sent = await fetch(
+        conn,
+        f"""SELECT respondent_key, kind, created_at FROM {SCHEMA}.followups
+            WHERE respondent_key = ANY($1::text[]) AND status = 'created'
+              AND kind NOT IN ('ticket', 'none') AND created_at > $2
+            ORDER BY created_at""",
+        wanted,
+        since,
     )
-    for row in sent:
-        histories[row.respondent_key].sent.append((row.kind, row.created_at))
+    for key, kind, at in sent:
+        histories[key].sent.append((kind, at))
     return histories
 
 

@@ -6,9 +6,10 @@ that schema), so services can be migrated, deployed and dropped independently.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -69,42 +70,21 @@ def describe_failure(exc: BaseException) -> str:
     return f"{type(exc).__name__} ({type(cause).__name__}{f', SQLSTATE {state}' if state else ''})"
 
 
-async def copy_rows(
-    conn: AsyncConnection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], then: str = ""
-) -> list[Any]:
-    """INSERT many rows into `table` (schema-qualified) in the caller's transaction by a binary COPY,
-    in the rows' order. Without `then`, straight into the table: a row that breaks a constraint
-    fails the whole COPY (and the transaction) with an IntegrityError. With `then` (an INSERT's
-    tail, `ON CONFLICT ... DO NOTHING RETURNING ...`, whose rows are returned), through a
-    session-local staging table moved in one statement: that costs the staging table's write
-    and a second pass, about as much again. Either is three times quicker than `unnest` of
-    parameter arrays for a batch of 10,000 wide rows (asyncpg checks every array element's type;
-    COPY encodes rows as they are). Errors are SQLAlchemy's, as from `conn.execute`."""
+async def _driver(conn: AsyncConnection) -> asyncpg.Connection:
+    """The asyncpg connection under `conn`, inside the caller's transaction."""
     driver = (await conn.get_raw_connection()).driver_connection
     assert isinstance(driver, asyncpg.Connection)
     if not driver.is_in_transaction():
         await conn.execute(text("SELECT 1"))  # SQLAlchemy begins the transaction on first use
-    cols = ", ".join(columns)
-    schema, _, name = table.rpartition(".")
-    staging = "copy_" + hashlib.sha1(f"{table}({cols})".encode()).hexdigest()[:16]
-    statement = (
-        f"WITH moved AS (DELETE FROM {staging} RETURNING *) "
-        f"INSERT INTO {table} ({cols}) SELECT {cols} FROM moved ORDER BY copy_seq {then}"
-        if then
-        else f"COPY {table} ({cols}) FROM STDIN (FORMAT binary)"
-    )
+    return driver
+
+
+@contextlib.contextmanager
+def _as_sqlalchemy_errors(statement: str) -> Iterator[None]:
+    """asyncpg's errors as SQLAlchemy's (what `conn.execute` raises, and what the retry logic and
+    the API's error handlers look at), the statement's values hidden."""
     try:
-        if not then:
-            await driver.copy_records_to_table(name, schema_name=schema or None, records=rows, columns=columns)
-            return []
-        await driver.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS "
-            f"SELECT {cols}, 0::bigint AS copy_seq FROM {table} WITH NO DATA"
-        )
-        await driver.copy_records_to_table(
-            staging, records=[(*row, seq) for seq, row in enumerate(rows)], columns=[*columns, "copy_seq"]
-        )
-        return list(await driver.fetch(statement))
+        yield
     except asyncpg.PostgresError as exc:
         state = exc.sqlstate or ""
         kind = (
@@ -117,6 +97,52 @@ async def copy_rows(
         raise kind(statement, None, exc, hide_parameters=True) from exc
     except asyncpg.InterfaceError as exc:
         raise InterfaceError(statement, None, exc, hide_parameters=True) from exc
+
+
+async def fetch(conn: AsyncConnection, statement: str, *args: Any) -> list[asyncpg.Record]:
+    """A hot path's query straight through asyncpg (`$1` parameters) in the caller's transaction:
+    its rows are asyncpg records (by index, by name, or unpacked), without SQLAlchemy's Row
+    objects and result processing, which cost several times the query's own decoding on the
+    tens of thousands of rows a batch reads. Errors are SQLAlchemy's, as from `conn.execute`."""
+    driver = await _driver(conn)
+    with _as_sqlalchemy_errors(statement):
+        rows: list[asyncpg.Record] = await driver.fetch(statement, *args)
+        return rows
+
+
+async def copy_rows(
+    conn: AsyncConnection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], then: str = ""
+) -> list[Any]:
+    """INSERT many rows into `table` (schema-qualified) in the caller's transaction by a binary COPY,
+    in the rows' order. Without `then`, straight into the table: a row that breaks a constraint
+    fails the whole COPY (and the transaction) with an IntegrityError. With `then` (an INSERT's
+    tail, `ON CONFLICT ... DO NOTHING RETURNING ...`, whose rows are returned), through a
+    session-local staging table moved in one statement: that costs the staging table's write
+    and a second pass, about as much again. Either is three times quicker than `unnest` of
+    parameter arrays for a batch of 10,000 wide rows (asyncpg checks every array element's type;
+    COPY encodes rows as they are). Errors are SQLAlchemy's, as from `conn.execute`."""
+    driver = await _driver(conn)
+    cols = ", ".join(columns)
+    schema, _, name = table.rpartition(".")
+    staging = "copy_" + hashlib.sha1(f"{table}({cols})".encode()).hexdigest()[:16]
+    statement = (
+        f"WITH moved AS (DELETE FROM {staging} RETURNING *) "
+        f"INSERT INTO {table} ({cols}) SELECT {cols} FROM moved ORDER BY copy_seq {then}"
+        if then
+        else f"COPY {table} ({cols}) FROM STDIN (FORMAT binary)"
+    )
+    with _as_sqlalchemy_errors(statement):
+        if not then:
+            await driver.copy_records_to_table(name, schema_name=schema or None, records=rows, columns=columns)
+            return []
+        await driver.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS "
+            f"SELECT {cols}, 0::bigint AS copy_seq FROM {table} WITH NO DATA"
+        )
+        await driver.copy_records_to_table(
+            staging, records=[(*row, seq) for seq, row in enumerate(rows)], columns=[*columns, "copy_seq"]
+        )
+        return list(await driver.fetch(statement))
 
 
 class InOrder:
