@@ -1,9 +1,9 @@
 """The one consumer loop every consuming service runs. A service supplies only its batch handler.
 
 For each batch polled from Kafka the loop:
-1. decodes every message with the topic's TypeAdapter; a message that does not decode goes to
-   the dead-letter topic with its reason (in headers, the original bytes untouched) and the
-   partition keeps flowing;
+1. decodes every message with the topic's TypeAdapter (while the batch before is still in its
+   transaction); a message that does not decode goes to the dead-letter topic with its reason
+   (in headers, the original bytes untouched) and the partition keeps flowing;
 2. opens one database transaction, hands the decoded batch to the handler, commits;
 3. commits the Kafka offsets, as the very last step;
 4. meanwhile, a relay task publishes what the handlers queued in the transactional outbox, in
@@ -44,7 +44,8 @@ E = TypeVar("E")
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ (object.__setattr__ per field) costs ~8x, and one is made per event.
+@dataclass(slots=True)
 class Message(Generic[E]):
     event: E
     topic: str
@@ -101,6 +102,14 @@ def describe_invalid(exc: Exception) -> str:
         ]
         return "; ".join(parts)[:1000]
     return f"{type(exc).__name__}: {exc}"[:1000]
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoded(Generic[E]):
+    records: dict[TopicPartition, list[ConsumerRecord]]
+    good: list[Message[E]]
+    dead: list[tuple[ConsumerRecord, str]]
+    started: float  # when the batch was polled
 
 
 class ConsumerLoop(Generic[E]):
@@ -161,6 +170,7 @@ class ConsumerLoop(Generic[E]):
     async def run(self) -> None:
         log.info("%s consumer loop started", self.service)
         relay: asyncio.Task[None] | None = None
+        applying: asyncio.Task[None] | None = None  # the batch before, still in its transaction
         try:
             if self._outbox is not None:
                 await self._retrying(self._outbox.flush)  # leftovers of a previous crash
@@ -169,16 +179,34 @@ class ConsumerLoop(Generic[E]):
                 if relay is not None and relay.done():
                     relay.result()  # the relay met what retrying cannot mend: the loop stops with it
                 records = await self._consumer.getmany(timeout_ms=self._poll_ms, max_records=self._max_batch)
-                if records:
-                    await self._process(records)
+                # The next batch is fetched and decoded while the one before waits on PostgreSQL;
+                # batches are still applied, and their offsets committed, one after another.
+                decoded = await self._decode_batch(records) if records else None
+                if applying is not None:
+                    await applying  # its failure (or _Stopped) is the loop's
+                    applying = None
+                if self._stopping.is_set():
+                    break  # a batch decoded meanwhile is left for redelivery
+                if decoded is not None:
+                    applying = asyncio.create_task(self._apply(decoded), name=f"{self.service}-batch")
                 else:
                     self._record_idle_lag()
                 if self._tick is not None and time.monotonic() >= self._next_tick:
+                    if applying is not None:
+                        await applying
+                        applying = None
                     await self._retrying(self._run_tick)
                     self._next_tick = time.monotonic() + self._tick_s
+            if applying is not None:
+                await applying  # the batch in flight finishes and commits
+                applying = None
         except _Stopped:
             log.info("%s consumer loop stopped while retrying; the batch will be redelivered", self.service)
         finally:
+            if applying is not None:  # the loop failed meanwhile: the batch before still ends cleanly
+                await asyncio.wait([applying])
+                if not applying.cancelled():
+                    applying.exception()  # retrieved; the loop's own failure is the one raised
             if relay is not None:
                 await self._stop_relay(relay)
         log.info("%s consumer loop stopped", self.service)
@@ -207,13 +235,20 @@ class ConsumerLoop(Generic[E]):
         except Exception as exc:  # the outbox keeps them: published at the next start
             log.warning("%s: outbox left for the next start: %s", self.service, describe_failure(exc))
 
-    async def _process(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    DECODE_YIELD_EVERY = 500  # records decoded between two turns of the event loop
+
+    async def _decode_batch(self, records: dict[TopicPartition, list[ConsumerRecord]]) -> _Decoded[E]:
+        """Decode a polled batch; a message that does not decode is set aside for the dead-letter
+        topic. Yields now and then, so the batch before goes on with its statements meanwhile."""
         started = time.perf_counter()
-        self._uncommitted = {tp: batch[0].offset for tp, batch in records.items()}
         good: list[Message[E]] = []
         dead: list[tuple[ConsumerRecord, str]] = []
+        decoded = 0
         for batch in records.values():
             for record in batch:
+                decoded += 1
+                if decoded % self.DECODE_YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
                 try:
                     if record.value is None:
                         raise ValueError("message has no value")
@@ -229,7 +264,11 @@ class ConsumerLoop(Generic[E]):
                     continue
                 self._consecutive_dead = 0
                 good.append(Message(event, record.topic, record.partition, record.offset, record.timestamp))
+        return _Decoded(records, good, dead, started)
 
+    async def _apply(self, decoded: _Decoded[E]) -> None:
+        records, good, dead = decoded.records, decoded.good, decoded.dead
+        self._uncommitted = {tp: batch[0].offset for tp, batch in records.items()}
         if dead:
             await self._retrying(lambda: self._send_dead(dead))
         if good:
@@ -247,7 +286,7 @@ class ConsumerLoop(Generic[E]):
                 self._lag[tp] = max(0, highwater - (batch[-1].offset + 1))
         self._publish_lag()
         metrics.CONSUMER_BATCH_SIZE.labels(self.service).observe(len(good) + len(dead))
-        metrics.CONSUMER_BATCH_SECONDS.labels(self.service).observe(time.perf_counter() - started)
+        metrics.CONSUMER_BATCH_SECONDS.labels(self.service).observe(time.perf_counter() - decoded.started)
         self.batches_committed += 1
 
     async def _run_tick(self) -> None:
