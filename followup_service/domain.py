@@ -95,7 +95,8 @@ class ContactHistory:
     sent: list[tuple[str, datetime]] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ (object.__setattr__ per field) costs ~8x, and one is made per event.
+@dataclass(slots=True)
 class Verdict:
     allowed: bool
     reason: str | None = None  # opted_out, throttled
@@ -143,7 +144,8 @@ class ContactRules:
         return Verdict(True)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ (object.__setattr__ per field) costs ~8x, and one is made per event.
+@dataclass(slots=True)
 class FollowUp:
     """What one response is routed to (on its latest version): everything else is the response."""
 
@@ -172,7 +174,8 @@ class FollowUp:
         )  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ (object.__setattr__ per field) costs ~8x, and one is made per event.
+@dataclass(slots=True)
 class Routed:
     """What follow-up already knows of a response it routed."""
 
@@ -184,7 +187,8 @@ class Routed:
     score: int
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ (object.__setattr__ per field) costs ~8x, and one is made per event.
+@dataclass(slots=True)
 class NewTicket:
     ticket_id: str
     response: ResponseSubmitted | ResponseRevised
@@ -194,7 +198,8 @@ class NewTicket:
     resolution_s: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ (object.__setattr__ per field) costs ~8x, and one is made per event.
+@dataclass(slots=True)
 class TicketOp:
     """A change the loop makes to a ticket: another detractor response of the same person joins
     their active ticket (`attach`), a revision in the same category updates its score and comment
@@ -366,7 +371,8 @@ class IllegalTransition(Exception):
         self.current, self.wanted = current, wanted
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ (object.__setattr__ per field) costs ~8x, and one is made per event.
+@dataclass(slots=True)
 class TicketState:
     status: TicketStatus
     assignee: str | None

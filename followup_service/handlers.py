@@ -103,6 +103,13 @@ class RouteResponses:
         writes.then(partial(repository.reroute, conn, plan.rerouted))
         scores = {e.response_id: e.score for e in events if e.response_id in plan.revised}
         writes.then(partial(repository.set_versions, conn, plan.revised, scores))
+        # The statements with most for PostgreSQL to do are queued first; the events, which only
+        # end up in one outbox row per topic, are built while it works through them.
+        writes.then(partial(repository.insert_transitions, conn, transitions_of(plan.new, answers, key)))
+        await asyncio.sleep(0)
+        changes = ticket_changes(self.topics, plan.ticket_steps, await stored, now)
+        writes.then(partial(repository.write_tickets, conn, changes.changed, changes.new))
+        writes.then(partial(repository.insert_history, conn, changes.history))
 
         opened_by = {t.ticket_id: t.response for t in plan.tickets}  # the response that opened each ticket
         outgoing: list[Outgoing] = []
@@ -111,14 +118,8 @@ class RouteResponses:
             for f in routed_now[start : start + YIELD_EVERY]:
                 outgoing += publisher.outgoing(self.topics, f, opened_by.get(f.ticket_id or "") is f.response)
             await asyncio.sleep(0)
-        writes.then(partial(repository.insert_transitions, conn, transitions_of(plan.new, answers, key)))
-        await asyncio.sleep(0)
-
-        changes = ticket_changes(self.topics, plan.ticket_steps, await stored, now)
-        writes.then(partial(repository.write_tickets, conn, changes.changed, changes.new))
-        writes.then(partial(repository.insert_history, conn, changes.history))
-        outgoing += changes.events
-        writes.then(partial(outbox.enqueue, conn, repository.SCHEMA, outgoing))
+        rows = outbox.rows_of(outgoing + changes.events)
+        writes.then(partial(outbox.insert_rows, conn, repository.SCHEMA, rows))
 
     async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[ResponseEvent]]) -> None:
         now = self.clock()
@@ -166,7 +167,7 @@ class RouteResponses:
 WRITE_SLICE = 2_500  # rows built between two statements of a batch's writes
 # Python work between two turns of the event loop in a batch's writes (~3 ms): each turn lets the
 # statement under way take its next step (asyncpg waits for PostgreSQL several times per statement).
-YIELD_EVERY = 100
+YIELD_EVERY = 50
 
 
 @dataclass(frozen=True, slots=True)

@@ -225,7 +225,8 @@ class Policy(BaseModel):
         return Explanation(self.decide(facts), skipped)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ (object.__setattr__ per field) costs ~8x, and one is made per event.
+@dataclass(slots=True)
 class Facts:
     """What a rule can look at: the response, and the respondent's history."""
 
