@@ -88,7 +88,8 @@ def write_followup_report(result: FollowUpResult) -> Path:
         f"- **Machine:** {machine()}",
         f"- **Setup:** the scoring backlog ({result.events:,} events; a quarter as many people as responses, so "
         "people answer again, join their active ticket and meet the contact rules), the default policy with its "
-        "messages rendered, `nps followup` pinned to core 0; PostgreSQL and the broker on core 1.",
+        "messages rendered, `nps followup` pinned to core 0; PostgreSQL, the broker and the bench's progress polling on "
+        "core 1.",
         "",
         "| run | events/s | ratio to raw consume | target | met |",
         "|---|---|---|---|---|",

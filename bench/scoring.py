@@ -244,7 +244,8 @@ def write_scoring_report(result: ScoringResult) -> Path:
         f"- **Machine:** {machine()}",
         f"- **Setup:** a backlog of {result.events:,} events on a 6-partition responses topic (~94% submissions, "
         "3% retried duplicates, 3% revisions; 90 days; ~6 segments each). Each reader pinned to core 0; "
-        "PostgreSQL and the broker on core 1. End to end: ingest and scoring unpinned, load from the bench.",
+        "PostgreSQL, the broker and the bench's progress polling on core 1. End to end: ingest and scoring unpinned, "
+        "load from the bench.",
         "",
         "| run | events/s | ratio to raw consume | target | met |",
         "|---|---|---|---|---|",
