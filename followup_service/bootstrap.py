@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ from followup_service.api import (
 from followup_service.handlers import RouteResponses, WatchSlas
 from followup_service.repository import SCHEMA
 from followup_service.settings import FollowUpSettings
-from shared.events import decoder, response_events
+from shared.events import ResponseEvent, decoder, response_events
 from shared.http import create_base_app, health_router
 from shared.service import ConsumerSpec, consuming_lifespan
 
@@ -81,7 +82,15 @@ def spec(settings: FollowUpSettings, routing: policy.PolicyHolder | None = None)
         # no response arrives.
         tick=WatchSlas(settings.topics, settings.sla, clock=lambda: datetime.now(UTC)),
         tick_s=settings.outbox_interval_s,
+        shard=person_shard,
+        shards=settings.shards,
     )
+
+
+def person_shard(event: ResponseEvent) -> int:
+    """Which of a batch's transactions an event goes to: everything follow-up keeps about a person
+    (follow-ups, tickets, contacts, erasure) is theirs alone, so people are split between them."""
+    return zlib.crc32(event.respondent_id.encode())
 
 
 def create_app(settings: FollowUpSettings | None = None) -> FastAPI:

@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -130,6 +131,8 @@ class ConsumerLoop(Generic[E]):
         tick: Tick | None = None,
         tick_s: float = 1.0,
         stuck_after_s: float = 60.0,
+        shard: Callable[[E], int] | None = None,
+        shards: int = 1,
     ) -> None:
         self.service = service
         self._consumer = consumer
@@ -144,6 +147,8 @@ class ConsumerLoop(Generic[E]):
         self._max_consecutive_dead = max_consecutive_dead
         self._consecutive_dead = 0
         self._tick = tick
+        self._shard = shard
+        self._shards = shards if shard is not None else 1
         self._tick_s = tick_s
         self._next_tick = 0.0
         self._stopping = asyncio.Event()
@@ -272,7 +277,10 @@ class ConsumerLoop(Generic[E]):
         if dead:
             await self._retrying(lambda: self._send_dead(dead))
         if good:
-            await self._retrying(lambda: self._transact(good))
+            if self._shards > 1:
+                await self._transact_sharded(good)
+            else:
+                await self._retrying(lambda: self._transact(good))
             self._relay_wanted.set()
         await self._commit({tp: batch[-1].offset + 1 for tp, batch in records.items()})
 
@@ -294,6 +302,25 @@ class ConsumerLoop(Generic[E]):
         async with self._engine.begin() as conn:
             await self._tick(conn)
         self._relay_wanted.set()
+
+    async def _transact_sharded(self, batch: Sequence[Message[E]]) -> None:
+        """The batch as one transaction per shard (the handler's own partition of its rows, e.g.
+        by person: shards share no row), on as many connections at once: while one waits on
+        PostgreSQL, the others' Python goes on. Each shard is retried on its own; the offsets are
+        committed after all of them. A crash between two shards' commits redelivers the batch,
+        which the handler's idempotent writes absorb, as any redelivery."""
+        assert self._shard is not None
+        parts: list[list[Message[E]]] = [[] for _ in range(self._shards)]
+        for message in batch:
+            parts[self._shard(message.event) % self._shards].append(message)
+        tasks = [asyncio.ensure_future(self._retrying(partial(self._transact, part))) for part in parts if part]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:  # one failed for good (or the loop stops): the others roll back
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     async def _transact(self, batch: Sequence[Message[E]]) -> None:
         async with self._engine.begin() as conn:  # the one commit point

@@ -39,6 +39,10 @@ class ConsumerSpec(Generic[E]):
     handler: BatchHandler[E]
     tick: Tick | None = None
     tick_s: float = 1.0
+    # The handler's rows split by this (e.g. a person): a batch is applied as `shards` transactions
+    # at once, one per shard (see ConsumerLoop._transact_sharded).
+    shard: Callable[[E], int] | None = None
+    shards: int = 1
 
 
 @dataclass
@@ -91,6 +95,8 @@ async def running_loop(
         tick=spec.tick,
         tick_s=spec.tick_s,
         stuck_after_s=settings.consumer_stuck_after_s,
+        shard=spec.shard,
+        shards=spec.shards,
     )
     task = asyncio.create_task(loop.run(), name=f"{spec.service}-consumer")
     log.info("%s consuming %s as group %s", spec.service, spec.topic, spec.group_id)

@@ -172,7 +172,7 @@ class ServiceSettings(InfraSettings):
         default=10_000,
         ge=1,
         validation_alias="NPS_CONSUMER_MAX_BATCH",
-        description="messages per batch, one database transaction each",
+        description="messages per batch, one database transaction each (follow-up: one per shard, `NPS_FOLLOWUP_SHARDS`)",
     )
     consumer_stuck_after_s: float = Field(
         default=60.0,

@@ -233,3 +233,64 @@ def _lag(service: str, topic: str) -> float:
 
 async def _lag_at_least(service: str, topic: str, n: float) -> bool:
     return _lag(service, topic) >= n
+
+
+class ShardRecorder(Recorder):
+    """Records how many transactions were in the handler at once, and which parities each saw."""
+
+    def __init__(self, fail_shard: int | None = None, fail_times: int = 0, failure: type[Exception] = OperationalError):
+        super().__init__(delay=0.2)
+        self.inside = self.most_inside = 0
+        self.parities: list[set[int]] = []
+        self.fail_shard, self.fail_times, self.failure_kind = fail_shard, fail_times, failure
+
+    async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[Ping]]) -> None:
+        self.inside += 1
+        self.most_inside = max(self.most_inside, self.inside)
+        try:
+            parities = {m.event.n % 2 for m in batch}
+            self.parities.append(parities)
+            await super().__call__(conn, batch)
+            if self.fail_times and parities == {self.fail_shard}:
+                self.fail_times -= 1
+                if self.failure_kind is OperationalError:
+                    raise OperationalError("SELECT 1", {}, ConnectionResetError("database went away"))
+                raise self.failure_kind("handler bug")
+        finally:
+            self.inside -= 1
+
+
+def sharded(topic: str, handler: Recorder) -> ConsumerSpec[Ping]:
+    return ConsumerSpec(
+        service="test", schema="scoring", topic=topic, group_id="g", decode=pings.validate_json, handler=handler,
+        shard=lambda ping: ping.n, shards=2,
+    )  # fmt: skip
+
+
+async def test_a_sharded_batch_is_one_transaction_per_shard_at_once_each_retried_alone(
+    bootstrap: str, ready: str, namespace: str
+) -> None:
+    settings = service_settings(bootstrap, ready, namespace)
+    handler = ShardRecorder(fail_shard=1, fail_times=2)
+    topic = await topic_holding(settings, [Ping(n=i).model_dump_json().encode() for i in range(40)])
+    async with running_loop(settings, sharded(topic, handler)) as run:
+        await eventually(run.committed_at_least(40))
+        assert not run.task.done()
+    assert await seen(ready) == list(range(40))
+    assert all(len(p) == 1 for p in handler.parities)  # a transaction holds one shard's events only
+    assert handler.most_inside == 2  # both shards' transactions were open at once
+    assert handler.parities.count({1}) >= handler.parities.count({0}) + 2  # shard 1 alone was retried
+
+
+async def test_a_shard_that_fails_for_good_fails_the_batch_and_its_redelivery_applies_it_once(
+    bootstrap: str, ready: str, namespace: str
+) -> None:
+    settings = service_settings(bootstrap, ready, namespace)
+    topic = await topic_holding(settings, [Ping(n=i).model_dump_json().encode() for i in range(20)])
+    with pytest.raises(RuntimeError, match="handler bug"):
+        async with running_loop(settings, sharded(topic, ShardRecorder(1, 99, RuntimeError))) as run:
+            await run.task
+    assert set(await seen(ready)) <= set(range(0, 20, 2))  # at most the other shard's events are in
+    async with running_loop(settings, sharded(topic, ShardRecorder())) as run:  # the offsets were not committed
+        await eventually(run.committed_at_least(20))
+    assert await seen(ready) == list(range(20))
