@@ -79,14 +79,30 @@ async def previous_answers(
     return {r[0]: PreviousAnswer(*r[1:]) for r in rows}
 
 
+class WrittenConcurrently(Exception):
+    """Another transaction wrote one of these rows meanwhile (a consumer that had the partition
+    before a rebalance): the batch starts again on top of it."""
+
+
+UNIQUE_VIOLATION = "23505"
+
+
+async def copy_new(conn: AsyncConnection, table: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """COPY rows the batch found new into `table` (in follow-up's schema). A unique key another
+    transaction wrote meanwhile (a follow-up, the transition it brings, a ticket id, a person's
+    one active ticket) is WrittenConcurrently; any other constraint failing is a bug, raised."""
+    try:
+        await copy_rows(conn, f"{SCHEMA}.{table}", columns, rows)
+    except IntegrityError as exc:
+        if getattr(exc.orig, "sqlstate", None) != UNIQUE_VIOLATION:
+            raise
+        raise WrittenConcurrently(table) from exc
+
+
 async def insert_transitions(conn: AsyncConnection, transitions: Sequence[Transition]) -> None:
     if transitions:
-        try:
-            # Plain tuples: asyncpg encodes a tuple subclass's items through the generic path, ~2x slower.
-            rows = [tuple(t) for t in transitions]
-            await copy_rows(conn, f"{SCHEMA}.transitions", Transition._fields, rows)
-        except IntegrityError as exc:  # only a follow-up stored meanwhile brings its transition
-            raise WrittenConcurrently("transitions") from exc
+        # Plain tuples: asyncpg encodes a tuple subclass's items through the generic path, ~2x slower.
+        await copy_new(conn, "transitions", Transition._fields, [tuple(t) for t in transitions])
 
 
 async def outcome_cells(
@@ -137,10 +153,7 @@ async def insert_new(
         )
         for f in followups
     ]  # fmt: skip
-    try:
-        await copy_rows(conn, f"{SCHEMA}.followups", _FOLLOWUP_COLUMNS, rows)
-    except IntegrityError as exc:
-        raise WrittenConcurrently("follow-ups") from exc
+    await copy_new(conn, "followups", _FOLLOWUP_COLUMNS, rows)
 
 
 def submitted_at(followup: FollowUp) -> datetime:
@@ -186,7 +199,7 @@ async def reroute(conn: AsyncConnection, followups: Sequence[FollowUp]) -> None:
         {name: values for name, (_, values) in columns.items()},
     )
     if int(result.rowcount) != len(latest):
-        raise WrittenConcurrently("re-routed follow-ups")
+        raise WrittenConcurrently("followups (re-routed)")
 
 
 async def set_versions(conn: AsyncConnection, versions: Mapping[str, int], scores: Mapping[str, int]) -> None:
@@ -203,15 +216,6 @@ async def set_versions(conn: AsyncConnection, versions: Mapping[str, int], score
         ),
         {"ids": ids, "versions": [versions[i] for i in ids], "scores": [scores[i] for i in ids]},
     )
-
-
-class WrittenConcurrently(Exception):
-    """Another transaction wrote one of these rows meanwhile (a consumer that had the partition
-    before a rebalance): the batch starts again on top of it."""
-
-
-class ActiveTicketTaken(WrittenConcurrently):
-    """Another transaction opened an active ticket for one of these respondents meanwhile."""
 
 
 @dataclass
@@ -285,12 +289,7 @@ async def write_tickets(conn: AsyncConnection, changed: Sequence[TicketRow], new
             params,
         )
     if new:
-        rows = [_ticket_values(r) for r in new]
-        try:
-            await copy_rows(conn, f"{SCHEMA}.tickets", _TICKET_ROW, rows)
-        except IntegrityError as exc:
-            # The one-active-ticket index, or a ticket id: only a concurrent batch can have either.
-            raise ActiveTicketTaken("tickets") from exc
+        await copy_new(conn, "tickets", _TICKET_ROW, [_ticket_values(r) for r in new])
 
 
 _HISTORY_COLUMNS = ("ticket_id", "version", "at", "actor", "status_from", "status_to", "assignee", "resolution", "note")
