@@ -58,9 +58,14 @@ class Recorder:
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.calls <= self.fail_first:
-            if self.failure is OperationalError:
-                raise OperationalError("SELECT 1", {}, ConnectionResetError("database went away"))
-            raise self.failure("handler bug")
+            fail(self.failure)
+
+
+def fail(failure: type[Exception]) -> None:
+    """A transient database failure (OperationalError) or a handler bug (anything else)."""
+    if failure is OperationalError:
+        raise OperationalError("SELECT 1", {}, ConnectionResetError("database went away"))
+    raise failure("handler bug")
 
 
 async def seen(database_url: str) -> list[int]:
@@ -253,9 +258,7 @@ class ShardRecorder(Recorder):
             await super().__call__(conn, batch)
             if self.fail_times and parities == {self.fail_shard}:
                 self.fail_times -= 1
-                if self.failure_kind is OperationalError:
-                    raise OperationalError("SELECT 1", {}, ConnectionResetError("database went away"))
-                raise self.failure_kind("handler bug")
+                fail(self.failure_kind)
         finally:
             self.inside -= 1
 
