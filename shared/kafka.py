@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +19,30 @@ log = logging.getLogger(__name__)
 
 TOPIC_ALREADY_EXISTS = 36
 MAX_BATCH_BYTES = 512 * 1024
+_M = 0x5BD1E995  # murmur2's mixing constant
+
+
+def murmur2(data: bytes) -> int:
+    """The Java client's murmur2 of a key (what its default partitioner, and aiokafka's, hash),
+    reading the key a 32-bit word at a time: about twice as fast as aiokafka's byte-by-byte copy,
+    which is pure Python too. A property test holds the two equal."""
+    length = len(data)
+    h = (0x9747B28C ^ length) & 0xFFFFFFFF
+    words = length >> 2
+    for k in struct.unpack_from(f"<{words}I", data):
+        k = (k * _M) & 0xFFFFFFFF
+        k = ((k ^ (k >> 24)) * _M) & 0xFFFFFFFF
+        h = ((h * _M) & 0xFFFFFFFF) ^ k
+    rest = length & 3
+    if rest:
+        tail = data[words * 4 :]
+        if rest == 3:
+            h ^= tail[2] << 16
+        if rest >= 2:
+            h ^= tail[1] << 8
+        h = ((h ^ tail[0]) * _M) & 0xFFFFFFFF
+    h = ((h ^ (h >> 13)) * _M) & 0xFFFFFFFF
+    return h ^ (h >> 15)
 
 
 def make_producer(settings: InfraSettings, *, client_id: str, linger_ms: int = 5) -> AIOKafkaProducer:

@@ -23,12 +23,12 @@ from typing import Any
 import lz4.frame
 import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db import copy_rows
 from shared.events import Event
+from shared.kafka import murmur2
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ class OutboxRelay:
     async def _publish(self, rows: Sequence[tuple[str, Sequence[tuple[bytes | None, bytes]]]]) -> None:
         """Send rows' events (topic, then (key, value) in order) in their order per partition, as
         record batches the relay fills itself: one future per batch rather than one per message,
-        and each key's partition computed once (the producer's own murmur2 is pure Python).
+        and each key's partition computed once (murmur2 is pure Python, ours word by word).
         Partitions are the Java client's (murmur2 of the key), the same as `producer.send` picks."""
         batches: dict[tuple[str, int], BatchBuilder] = {}
         sent: list[asyncio.Future[Any]] = []
