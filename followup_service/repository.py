@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from followup_service.domain import ContactHistory, FollowUp, Priority, Routed
 from followup_service.outcomes import NOT_FOLLOWED_UP, Cell, Transition
 from shared import outbox
-from shared.db import copy_rows, fetch
+from shared.db import copy_rows, fetch, split_list
 from shared.events import ResponseSubmitted
 from shared.privacy import Erasures
 
@@ -37,8 +37,8 @@ async def routed_of(conn: AsyncConnection, response_ids: Iterable[str]) -> dict[
     rows = await fetch(
         conn,
         f"SELECT response_id, respondent_key, kind, version, ticket_id, score FROM {SCHEMA}.followups "
-        "WHERE response_id = ANY($1::text[]) ORDER BY response_id FOR UPDATE",
-        sorted(set(response_ids)),
+        "WHERE response_id = ANY(string_to_array($1, $2)) ORDER BY response_id FOR UPDATE",
+        *split_list(set(response_ids)),
     )
     return {r[0]: Routed(*r) for r in rows}
 
@@ -66,15 +66,15 @@ async def previous_answers(
         # DISTINCT ON over their rows went to a hash join of the whole table at ~80,000 rows.
         f"""SELECT k.key, p.response_id, p.score, p.submitted_at, p.kind, p.status, p.resolved_at,
                    p.ticket_id IS NOT NULL
-            FROM unnest($1::text[]) AS k(key)
+            FROM unnest(string_to_array($1, $2)) AS k(key)
             CROSS JOIN LATERAL (
                 SELECT f.response_id, f.score, f.submitted_at, f.kind, f.status, f.ticket_id, t.resolved_at
                 FROM {SCHEMA}.followups f LEFT JOIN {SCHEMA}.tickets t ON t.ticket_id = f.ticket_id
-                WHERE f.respondent_key = k.key AND NOT f.response_id = ANY($2::text[])
+                WHERE f.respondent_key = k.key AND NOT f.response_id = ANY(string_to_array($3, $4))
                 ORDER BY f.submitted_at DESC LIMIT 1
             ) p""",
-        sorted(set(keys)),
-        sorted(set(excluding)),
+        *split_list(set(keys)),
+        *split_list(set(excluding)),
     )
     return {r[0]: PreviousAnswer(*r[1:]) for r in rows}
 
@@ -128,9 +128,9 @@ async def active_tickets(conn: AsyncConnection, keys: Iterable[str]) -> dict[str
     """The active ticket of each of these respondent keys that has one, locked."""
     rows = await fetch(
         conn,
-        f"SELECT respondent_key, ticket_id FROM {SCHEMA}.tickets WHERE respondent_key = ANY($1::text[]) "
-        "AND status = ANY($2::text[]) ORDER BY ticket_id FOR UPDATE",
-        sorted(set(keys)),
+        f"SELECT respondent_key, ticket_id FROM {SCHEMA}.tickets WHERE respondent_key = ANY(string_to_array($1, $2)) "
+        "AND status = ANY($3::text[]) ORDER BY ticket_id FOR UPDATE",
+        *split_list(set(keys)),
         ACTIVE_STATUSES,
     )
     return dict(rows)
@@ -507,27 +507,29 @@ async def lock_people(conn: AsyncConnection, keys: Iterable[str]) -> None:
     rebalance): the contact rules read a person's messages, then add to them."""
     await fetch(
         conn,
-        "SELECT count(pg_advisory_xact_lock(hashtext(k))) FROM (SELECT k FROM unnest($1::text[]) AS k ORDER BY k) o",
-        sorted(set(keys)),
+        "SELECT count(pg_advisory_xact_lock(hashtext(k))) FROM (SELECT k FROM unnest(string_to_array($1, $2)) AS k ORDER BY k) o",
+        *split_list(set(keys)),
     )
 
 
 async def contact_histories(conn: AsyncConnection, keys: Iterable[str], since: datetime) -> dict[str, ContactHistory]:
     """Each person's opt-out and the messages sent to them since `since` (tickets are not messages)."""
-    wanted = sorted(set(keys))
-    histories = {k: ContactHistory() for k in wanted}
+    histories = {k: ContactHistory() for k in keys}
+    wanted = split_list(histories)
     opted = await fetch(
-        conn, f"SELECT respondent_key FROM {SCHEMA}.opt_outs WHERE respondent_key = ANY($1::text[])", wanted
+        conn,
+        f"SELECT respondent_key FROM {SCHEMA}.opt_outs WHERE respondent_key = ANY(string_to_array($1, $2))",
+        *wanted,
     )
     for (key,) in opted:
         histories[key].opted_out = True
     sent = await fetch(
         conn,
         f"""SELECT respondent_key, kind, created_at FROM {SCHEMA}.followups
-            WHERE respondent_key = ANY($1::text[]) AND status = 'created'
-              AND kind NOT IN ('ticket', 'none') AND created_at > $2
+            WHERE respondent_key = ANY(string_to_array($1, $2)) AND status = 'created'
+              AND kind NOT IN ('ticket', 'none') AND created_at > $3
             ORDER BY created_at""",
-        wanted,
+        *wanted,
         since,
     )
     for key, kind, at in sent:

@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from itertools import chain, count
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -108,6 +109,25 @@ async def fetch(conn: AsyncConnection, statement: str, *args: Any) -> list[async
     with _as_sqlalchemy_errors(statement):
         rows: list[asyncpg.Record] = await driver.fetch(statement, *args)
         return rows
+
+
+_SEPARATORS = ("\x1f", "\x1e", "\x1d", "\x1c")  # control characters: ids and keys have none
+
+
+def split_list(values: Iterable[str]) -> tuple[str, str]:
+    """Strings as the two parameters of `string_to_array($n, $m)`, in place of a text[] parameter.
+    asyncpg encodes a list parameter checking each element against three ABCs, 0.4-0.8 µs
+    apiece: 4-8 ms for a batch's 10,000 keys, where one joined string costs a tenth of that.
+    string_to_array is immutable, so under the custom plans the consumers force PostgreSQL folds
+    it into a constant array, as it would the list's (a hashed `= ANY`, estimates from its
+    length). The separator is one no value contains. For lookups (`= ANY`, `unnest` to lock):
+    a lone empty string comes back twice."""
+    items = list(values)
+    everything = "".join(items)
+    sep = next(s for s in chain(_SEPARATORS, map(chr, count(0xE000))) if s not in everything)
+    if items == [""]:
+        return sep, sep  # string_to_array('', sep) is empty; this is {"", ""}
+    return sep.join(items), sep
 
 
 async def copy_rows(

@@ -116,10 +116,14 @@ class Erasures:
 
     async def of(self, conn: AsyncConnection, keys: Iterable[str]) -> dict[str, datetime]:
         """The stored request of each of these keys that has one."""
+        from shared.db import split_list  # here: shared.db imports shared.settings, which imports this
+
+        joined, sep = split_list(set(keys))
         rows = await conn.execute(
             sa.text(
-                f"SELECT respondent_key, requested_at FROM {self._schema}.erasures WHERE respondent_key = ANY(:keys)"
+                f"SELECT respondent_key, requested_at FROM {self._schema}.erasures "
+                "WHERE respondent_key = ANY(string_to_array(:keys, :sep))"
             ),
-            {"keys": sorted(set(keys))},
+            {"keys": joined, "sep": sep},
         )
         return {r.respondent_key: r.requested_at for r in rows}

@@ -12,7 +12,7 @@ from aiokafka.partitioner import murmur2
 from alembic import command
 from sqlalchemy.exc import IntegrityError
 
-from shared.db import SERVICE_SCHEMAS, alembic_config, copy_rows, make_engine
+from shared.db import SERVICE_SCHEMAS, alembic_config, copy_rows, fetch, make_engine, split_list
 from shared.outbox import OutboxRelay, Outgoing, drop_keys, enqueue, unpack
 from tests.helpers import TEST_PSEUDONYM_SECRET, create_topics, read_topic, service_settings, started_producer
 
@@ -152,5 +152,26 @@ async def test_a_downgrade_turns_packed_rows_back_into_one_row_per_event(databas
             rows = (await conn.execute(sa.text("SELECT topic, key, value FROM followup.outbox ORDER BY id"))).all()
         assert [Outgoing(r.topic, bytes(r.key), bytes(r.value)) for r in rows] == items
         await asyncio.to_thread(command.upgrade, config, "head")
+    finally:
+        await engine.dispose()
+
+
+async def test_a_split_list_round_trips_any_strings(database_url: str) -> None:
+    # Separators inside values (another is chosen), the old literal's delimiters, empty, non-ASCII.
+    awkward = ['a"b', "c\\d", "\x1f", "x\x1ey\x1d", "\x1c", "{x,y}", " pad ", "NULL", "", "ünï 😀", "p,q"]
+    plain = [f"k{i}" for i in range(1_000)]
+    engine = make_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            for values in (awkward, plain, ["only"], []):
+                got = await fetch(conn, "SELECT unnest(string_to_array($1, $2))", *split_list(values))
+                assert [r[0] for r in got] == values
+                # And as SQLAlchemy's parameters, the way shared.privacy passes them.
+                joined, sep = split_list(values)
+                count = sa.text("SELECT cardinality(string_to_array(:v, :sep))")
+                assert await conn.scalar(count, {"v": joined, "sep": sep}) == len(values)
+            # A lone empty string comes back twice: the same to `= ANY`.
+            got = await fetch(conn, "SELECT unnest(string_to_array($1, $2))", *split_list([""]))
+            assert [r[0] for r in got] == ["", ""]
     finally:
         await engine.dispose()
