@@ -11,6 +11,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
 from alerts_service.settings import AlertSettings
+from delivery_service.settings import DeliverySettings
 from followup_service.settings import FollowUpSettings
 from ingest_service.settings import IngestSettings
 from scoring_service.settings import ScoringSettings
@@ -61,7 +62,7 @@ SECTIONS: list[tuple[str, str, type[BaseSettings], list[str]]] = [
     ("The launcher (`nps up`)", "", LauncherSettings, ["var_dir", "broker_port"]),
     (
         "Every consuming service",
-        "Scoring, follow-up and alerts run the shared consumer loop with these.",
+        "Scoring, follow-up, alerts and delivery run the shared consumer loop with these.",
         ServiceSettings,
         [
             n
@@ -81,6 +82,7 @@ SERVICES: list[tuple[str, type[BaseSettings]]] = [
     ("Scoring", ScoringSettings),
     ("Follow-up", FollowUpSettings),
     ("Alerts", AlertSettings),
+    ("Delivery (webhooks)", DeliverySettings),
 ]
 
 

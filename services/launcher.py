@@ -52,6 +52,7 @@ SERVICE_MODULES = {
     "scoring": ("scoring_service", "ScoringSettings"),
     "followup": ("followup_service", "FollowUpSettings"),
     "alerts": ("alerts_service", "AlertSettings"),
+    "delivery": ("delivery_service", "DeliverySettings"),
 }
 
 
@@ -224,6 +225,9 @@ def up() -> int:
             log.info("embedded broker (tansu, memory storage) on %s", broker.bootstrap)
             (settings.var_dir / BOOTSTRAP_FILE).write_text(broker.bootstrap + "\n")
         checkpoint()
+        if pg is not None and "NPS_DELIVERY_ALLOW_PRIVATE_URLS" not in os.environ:
+            # A laptop: webhooks may go to a receiver on this machine (http://localhost:...).
+            overrides["NPS_DELIVERY_ALLOW_PRIVATE_URLS"] = "true"
         effective = settings.model_copy(
             update={
                 "database_url": SecretStr(overrides["DATABASE_URL"]) if pg else settings.database_url,

@@ -45,6 +45,8 @@ Scope = Literal[
     "contact:write",  # opt a person out of follow-up messages, or back in
     "referrals:write",  # record a sign-up that came through a referral code
     "alerts:read",  # alerts' list
+    "webhooks:read",  # webhook subscriptions and their deliveries
+    "webhooks:write",  # create, change, test and delete webhook subscriptions; retry a delivery
     "admin",  # every scope
 ]
 SCOPES: tuple[Scope, ...] = get_args(Scope)

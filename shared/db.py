@@ -36,6 +36,7 @@ SERVICE_SCHEMAS = {
     "scoring": "scoring_service:migrations",
     "followup": "followup_service:migrations",
     "alerts": "alerts_service:migrations",
+    "delivery": "delivery_service:migrations",
 }
 
 

@@ -43,6 +43,8 @@ class ConsumerSpec(Generic[E]):
     # at once, one per shard (see ConsumerLoop._transact_sharded).
     shard: Callable[[E], int] | None = None
     shards: int = 1
+    # Further topics the same loop consumes (delivery reads follow-ups, tickets, alerts, erasures).
+    more_topics: tuple[str, ...] = ()
 
 
 @dataclass
@@ -77,7 +79,8 @@ async def running_loop(
     a service's lifespan runs, and what the integration tests run the real wiring with."""
     engine = make_engine(settings.require_database_url())
     producer = make_producer(settings, client_id=client_id)
-    consumer = make_consumer(settings, spec.topic, group_id=spec.group_id, client_id=client_id)
+    topics = (spec.topic, *spec.more_topics)
+    consumer = make_consumer(settings, *topics, group_id=spec.group_id, client_id=client_id)
     await producer.start()
     await consumer.start()
     loop: ConsumerLoop[Any] = ConsumerLoop(
@@ -99,7 +102,7 @@ async def running_loop(
         shards=spec.shards,
     )
     task = asyncio.create_task(loop.run(), name=f"{spec.service}-consumer")
-    log.info("%s consuming %s as group %s", spec.service, spec.topic, spec.group_id)
+    log.info("%s consuming %s as group %s", spec.service, ", ".join(topics), spec.group_id)
     try:
         yield RunningLoop(Resources(engine, producer, loop), consumer, task)
     finally:

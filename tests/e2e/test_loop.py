@@ -257,7 +257,7 @@ async def test_nps_scoring_rebuild_in_another_terminal_finds_the_running_loop(lo
     assert elsewhere.returncode == 2 and "make run" in elsewhere.stderr
 
 
-@pytest.mark.parametrize("service", ["scoring", "followup", "alerts"])
+@pytest.mark.parametrize("service", ["scoring", "followup", "alerts", "delivery"])
 async def test_the_query_apis_never_answer_5xx_under_fuzzing(loop: Loop, service: str) -> None:
     operations = await asyncio.to_thread(fuzz_openapi, loop.urls[service], loop.auth, 25)
     assert operations >= 3  # its /v1 query, /healthz, /readyz
@@ -274,6 +274,10 @@ NEEDS = {
     ("followup", "patch"): "tickets:write",
     ("followup", "post"): "followups:read",  # the policy's explain: it changes nothing
     ("alerts", "get"): "alerts:read",
+    ("delivery", "get"): "webhooks:read",
+    ("delivery", "post"): "webhooks:write",
+    ("delivery", "patch"): "webhooks:write",
+    ("delivery", "delete"): "webhooks:write",
 }
 
 
@@ -288,11 +292,12 @@ def needs(service: str, method: str, path: str) -> str:
 async def test_every_api_needs_a_key_with_its_scope(loop: Loop) -> None:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | {"NPS_VAR_DIR": str(loop.var_dir)}
     keys = {}
-    for role, scopes in (("reader", "scores:read,followups:read,alerts:read"), ("writer", "responses:write")):
+    readers = "scores:read,followups:read,alerts:read,webhooks:read"
+    for role, scopes in (("reader", readers), ("writer", "responses:write")):
         created = nps_command("keys", "create", f"{role}-{uuid.uuid4().hex[:6]}", "--scope", scopes, env=env)
         assert created.returncode == 0, created.stderr
         keys[role] = {"Authorization": f"Bearer {created.stdout.strip()}"}
-    granted = {"reader": {"scores:read", "followups:read", "alerts:read"}, "writer": {"responses:write"}}
+    granted = {"reader": set(readers.split(",")), "writer": {"responses:write"}}
     checked = 0
     async with httpx.AsyncClient(timeout=10) as client:
         await eventually(lambda: _known_everywhere(client, loop, keys.values()), timeout=20)
@@ -317,7 +322,7 @@ async def test_every_api_needs_a_key_with_its_scope(loop: Loop) -> None:
                             assert reply.status_code == 403, (service, method, path, role, reply.text)
                             assert reply.json()["code"] == "insufficient_scope"
                     checked += 1
-    assert checked >= 23  # 6 ingest, 5 scoring, 11 follow-up, 1 alerts
+    assert checked >= 31  # 6 ingest, 5 scoring, 11 follow-up, 1 alerts, 8 delivery
 
 
 async def _known_everywhere(client: httpx.AsyncClient, loop: Loop, keys: Iterable[dict[str, str]]) -> bool:
@@ -328,6 +333,7 @@ async def _known_everywhere(client: httpx.AsyncClient, loop: Loop, keys: Iterabl
         ("GET", f"{loop.urls['scoring']}/v1/nps"),
         ("GET", f"{loop.urls['followup']}/v1/followups/x"),
         ("GET", f"{loop.urls['alerts']}/v1/alerts"),
+        ("GET", f"{loop.urls['delivery']}/v1/webhooks"),
     ]
     for headers in keys:
         for method, url in probes:
@@ -336,7 +342,7 @@ async def _known_everywhere(client: httpx.AsyncClient, loop: Loop, keys: Iterabl
     return True
 
 
-PERSONAL_SCHEMAS = ("auth", "ingest", "scoring", "followup", "alerts")
+PERSONAL_SCHEMAS = ("auth", "ingest", "scoring", "followup", "alerts", "delivery")
 
 
 async def test_personal_data_stays_out_of_logs_and_metrics_and_erasure_reaches_every_store(loop: Loop) -> None:

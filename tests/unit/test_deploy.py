@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.metrics import MetricWrapperBase
 
 import alerts_service.metrics
+import delivery_service.metrics
 import followup_service.metrics
 import ingest_service.metrics
 import scoring_service.metrics
@@ -19,6 +20,7 @@ import shared.metrics
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 LOADED = (
     alerts_service.metrics,
+    delivery_service.metrics,
     followup_service.metrics,
     ingest_service.metrics,
     scoring_service.metrics,
@@ -67,6 +69,8 @@ def test_metric_labels_are_bounded() -> None:
     allowed = {"service", "topic", "outcome", "method", "route", "status", "kind", "transition"}
     # The ticket metrics: four priorities, two deadlines, five age buckets, three loop operations.
     allowed |= {"priority", "deadline", "age", "op"}
+    # Delivery's: the six outgoing event types.
+    allowed |= {"event_type"}
     metrics = our_metrics()
     assert len(metrics) >= 15
     for metric in metrics:

@@ -1,0 +1,111 @@
+"""Delivery's consumer: each event on the follow-ups, tickets and alerts topics becomes one queued
+delivery per subscription that wants it, in the batch's transaction (offsets are committed after
+it, so nothing consumed is lost and a redelivered event queues nothing twice). Erasures, read from
+the responses topic, cancel what names the person and drop their payloads."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from delivery_service import metrics, repository
+from delivery_service.domain import Outgoing, event_key, occurred_at, order_key, respondent_of, wants, webhook_id
+from shared.consumer import Message
+from shared.events import (
+    FollowUpCreated,
+    RespondentErased,
+    ScoreDropDetected,
+    ScoreDropResolved,
+    TicketOpened,
+    TicketSlaBreached,
+    TicketUpdated,
+)
+from shared.privacy import Pseudonyms
+
+_OUTGOING: TypeAdapter[Outgoing] = TypeAdapter(
+    Annotated[
+        FollowUpCreated | TicketOpened | TicketUpdated | TicketSlaBreached | ScoreDropDetected | ScoreDropResolved,
+        Field(discriminator="type"),
+    ]
+)
+# The responses topic is read for its erasures only: the others are recognised by type and skipped.
+SKIPPED_TYPES = frozenset({"ResponseSubmitted", "ResponseRevised"})
+
+
+class _Typed(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: str
+
+
+_TYPE: TypeAdapter[_Typed] = TypeAdapter(_Typed)
+
+
+class Incoming(NamedTuple):
+    """A consumed event (None: a response, not delivery's business) and its bytes as on the topic."""
+
+    event: Outgoing | RespondentErased | None
+    raw: bytes
+
+
+def decode(raw: bytes) -> Incoming:
+    kind = _TYPE.validate_json(raw).type
+    if kind in SKIPPED_TYPES:
+        return Incoming(None, raw)
+    if kind == "RespondentErased":
+        return Incoming(RespondentErased.model_validate_json(raw), raw)
+    return Incoming(_OUTGOING.validate_json(raw), raw)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDeliveries:
+    pseudonyms: Pseudonyms
+    clock: Callable[[], datetime]
+
+    async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[Incoming]]) -> None:
+        now = self.clock()
+        requested = self.pseudonyms.latest_requests(m.event.event for m in batch)
+        erased = await repository.ERASURES.record(conn, requested)
+        if requested:
+            await repository.forget(conn, requested, now)
+        outgoing = [
+            m.event for m in batch if m.event.event is not None and not isinstance(m.event.event, RespondentErased)
+        ]
+        if not outgoing:
+            return
+        receiving = await repository.receiving(conn)
+        if not receiving:
+            return
+        keys: dict[int, str] = {}
+        for i, item in enumerate(outgoing):
+            respondent = respondent_of(item.event)  # type: ignore[arg-type]
+            if respondent is not None:
+                keys[i] = self.pseudonyms.key(respondent)
+        erased.update(await repository.ERASURES.of(conn, set(keys.values()) - erased.keys()))
+        rows: list[tuple[object, ...]] = []
+        queued: Counter[str] = Counter()
+        for i, item in enumerate(outgoing):
+            event: Outgoing = item.event  # type: ignore[assignment]
+            key = keys.get(i)
+            at = occurred_at(event)
+            if key is not None and key in erased and at <= erased[key]:
+                metrics.SKIPPED_ERASED.inc()
+                continue
+            identity = event_key(item.raw)
+            for subscription in receiving:
+                if wants(subscription, event):
+                    rows.append(
+                        (
+                            webhook_id(subscription.subscription_id, identity), subscription.subscription_id,
+                            event.type, order_key(event), key, at, item.raw, "pending", now, now,
+                        )
+                    )  # fmt: skip
+                    queued[event.type] += 1
+        await repository.enqueue(conn, rows)
+        for event_type, n in queued.items():
+            metrics.QUEUED.labels(event_type).inc(n)

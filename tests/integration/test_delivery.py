@@ -1,0 +1,419 @@
+"""Delivery as deployed (`nps delivery`, real broker and PostgreSQL) to a real HTTP receiver run by
+the test: signed Standard Webhooks verified with the `standardwebhooks` package, one delivery per
+(subscription, event) whatever Kafka redelivers, retries, Retry-After, timeouts that delay no one
+else, 410 and 4xx, refused addresses, erasure."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from aiohttp import web
+from standardwebhooks.webhooks import Webhook
+
+from services.embedded import free_port
+from shared.db import make_engine
+from shared.events import FollowUpCreated, RespondentErased, TicketOpened, TicketUpdated
+from shared.kafka import ensure_topics
+from shared.settings import Topics
+from tests.conftest import fresh_database
+from tests.helpers import ServiceProcess, eventually, nps, nps_env, produce, start_service, started_producer
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 11, 26, 9, tzinfo=UTC)
+
+
+@dataclass
+class Call:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+
+@dataclass
+class Receiver:
+    """An HTTP endpoint that records what it receives and answers as told: per path, a list of
+    answers used in turn (an int status, `(status, headers)`, or "hang"), then 200."""
+
+    port: int = field(default_factory=free_port)
+    calls: list[Call] = field(default_factory=list)
+    plan: dict[str, list[Any]] = field(default_factory=dict)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def to(self, path: str) -> list[Call]:
+        return [c for c in self.calls if c.path == path]
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.calls.append(Call(request.path, dict(request.headers), body, time.monotonic()))
+        answers = self.plan.get(request.path) or []
+        answer = answers.pop(0) if answers else 200
+        if answer == "hang":
+            await asyncio.sleep(60)
+        status, headers = answer if isinstance(answer, tuple) else (answer, {})
+        return web.Response(status=status, headers=headers, text="ok")
+
+
+def received(receiver: Receiver, path: str, n: int) -> Callable[[], Awaitable[bool]]:
+    """For `eventually`: at least n requests reached `path`."""
+
+    async def check() -> bool:
+        return len(receiver.to(path)) >= n
+
+    return check
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    found = Receiver()
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", found.handle)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", found.port).start()
+    yield found
+    await runner.cleanup()
+
+
+@dataclass
+class LiveDelivery:
+    process: ServiceProcess
+    topics: Topics
+    bootstrap: str
+    database_url: str
+    key: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    async def subscribe(self, client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
+        reply = await client.post(f"{self.process.url}/v1/webhooks", json=body, headers=self.auth)
+        assert reply.status_code == 201, reply.text
+        return dict(reply.json())
+
+    async def deliveries(self, client: httpx.AsyncClient, subscription_id: str, **params: str) -> list[dict[str, Any]]:
+        reply = await client.get(
+            f"{self.process.url}/v1/webhooks/{subscription_id}/deliveries", params=params, headers=self.auth
+        )
+        assert reply.status_code == 200, reply.text
+        return list(reply.json()["deliveries"])
+
+
+def live_delivery(pg_admin_url: str, bootstrap: str, workdir: Path, **settings: str) -> LiveDelivery:
+    topics = Topics(f"t{uuid.uuid4().hex[:10]}")
+    asyncio.run(ensure_topics(bootstrap, topics.all(), 3))
+    database_url = fresh_database(pg_admin_url)
+    fast = {
+        "NPS_DELIVERY_KEY_REFRESH_S": "0.2",
+        "NPS_DELIVERY_REFRESH_S": "0.2",
+        "NPS_DELIVERY_POLL_S": "0.05",
+        "NPS_DELIVERY_RETRY_SCHEDULE_S": "[0.3, 0.3, 0.3]",  # a day's schedule, in a second
+        "NPS_DELIVERY_ALLOW_PRIVATE_URLS": "true",  # the receiver is on 127.0.0.1
+        "NPS_DELIVERY_TIMEOUT_S": "1",
+        "NPS_DELIVERY_LEASE_S": "5",
+    }
+    env = nps_env(
+        DATABASE_URL=database_url,
+        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+        NPS_TOPIC_NAMESPACE=topics.namespace,
+        **{**fast, **settings},
+    )
+    created = nps("keys", "create", f"hooks-{uuid.uuid4().hex[:6]}", "--scope", "webhooks:read,webhooks:write", env=env)
+    assert created.returncode == 0, created.stderr
+    process = start_service("delivery", env, workdir / "delivery.log", free_port())
+    return LiveDelivery(process, topics, bootstrap, database_url, created.stdout.strip())
+
+
+@pytest.fixture
+def delivery(pg_admin_url: str, bootstrap: str, tmp_path: Path) -> Iterator[LiveDelivery]:
+    live = live_delivery(pg_admin_url, bootstrap, tmp_path)
+    yield live
+    assert live.process.stop() == 0, live.process.log.read_text()[-3000:]
+
+
+def opened(ticket: str, person: str = "u-1", comment: str | None = "slow checkout") -> TicketOpened:
+    return TicketOpened(
+        ticket_id=ticket, response_id=f"r-{ticket}", respondent_id=person, score=2, comment=comment, channel="web",
+        answered_at=T0, created_at=T0,
+    )  # fmt: skip
+
+
+def updated(ticket: str, version: int, status: str, person: str | None = "u-1") -> TicketUpdated:
+    return TicketUpdated(
+        ticket_id=ticket, version=version, response_id=f"r-{ticket}", respondent_id=person, score=2,
+        status=status, priority="normal", channel="web", created_at=T0,  # type: ignore[arg-type]
+        updated_at=T0 + timedelta(minutes=version), change={"status": status}, actor="tests",
+    )  # fmt: skip
+
+
+def followup(fid: str, kind: str, person: str = "u-2") -> FollowUpCreated:
+    return FollowUpCreated(
+        followup_id=fid, kind=kind, response_id=f"r-{fid}", respondent_id=person, score=10, channel="web",
+        created_at=T0,
+    )  # fmt: skip
+
+
+async def publish(live: LiveDelivery, topic: str, events: list[Any], key: bytes = b"u-1") -> None:
+    async with started_producer(live.bootstrap) as producer:
+        await produce(producer, topic, [(key, e.to_bytes()) for e in events])
+
+
+def verified(secret: str, call: Call) -> dict[str, Any]:
+    """The body, once `standardwebhooks` (not our code) accepted its signature."""
+    return dict(Webhook(secret).verify(call.body, call.headers))
+
+
+async def test_events_reach_subscribers_signed_in_order_once(delivery: LiveDelivery, receiver: Receiver) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        tickets = await delivery.subscribe(
+            client, url=receiver.url("/support"), events=["TicketOpened", "TicketUpdated"], description="desk"
+        )
+        referrals = await delivery.subscribe(
+            client, url=receiver.url("/crm"), events=["FollowUpCreated"], filters={"kinds": ["referral"]}
+        )
+        assert tickets["secret"].startswith("whsec_") and tickets["status"] == "active"
+        shown = await client.get(
+            f"{delivery.process.url}/v1/webhooks/{tickets['subscription_id']}", headers=delivery.auth
+        )
+        assert shown.status_code == 200 and shown.json()["secret"] is None  # never shown again
+        await asyncio.sleep(0.5)  # the consumer sees subscriptions at its next batch
+
+        ticket_events = [opened("tk_a"), updated("tk_a", 2, "in_progress"), updated("tk_a", 3, "contacted")]
+        await publish(delivery, delivery.topics.tickets, ticket_events)
+        await publish(delivery, delivery.topics.followups, [followup("f1", "referral"), followup("f2", "education")])
+
+        async def arrived() -> bool:
+            return len(receiver.to("/support")) >= 3 and len(receiver.to("/crm")) >= 1
+
+        await eventually(arrived, timeout=20)
+        support = [verified(tickets["secret"], c) for c in receiver.to("/support")]
+        assert [b["type"] for b in support] == ["TicketOpened", "TicketUpdated", "TicketUpdated"]
+        assert [b["data"].get("version") for b in support] == [None, 2, 3]  # a ticket's updates in order
+        assert support[0]["data"] == json.loads(ticket_events[0].to_bytes())  # the event as on the topic
+        assert support[0]["timestamp"].startswith("2026-11-26T09:00:00")
+        crm = [verified(referrals["secret"], c) for c in receiver.to("/crm")]
+        assert [b["data"]["followup_id"] for b in crm] == ["f1"]  # the education follow-up filtered out
+        with pytest.raises(Exception, match="signature"):  # signed with this subscription's secret only
+            Webhook(referrals["secret"]).verify(receiver.to("/support")[0].body, receiver.to("/support")[0].headers)
+
+        # Kafka redelivers (or ingest replays) the same event: the same delivery, not a second one.
+        first_id = receiver.to("/support")[0].headers["webhook-id"]
+        await publish(delivery, delivery.topics.tickets, ticket_events[:1])
+        await publish(delivery, delivery.topics.tickets, [updated("tk_a", 4, "resolved")])
+        await eventually(received(receiver, "/support", 4), timeout=20)
+        await asyncio.sleep(0.5)
+        assert [c.headers["webhook-id"] for c in receiver.to("/support")].count(first_id) == 1
+        assert len(receiver.to("/support")) == 4
+        listed = await delivery.deliveries(client, tickets["subscription_id"], status="delivered")
+        assert len(listed) == 4 and all(len(d["attempts"]) == 1 for d in listed)
+        assert listed[-1]["delivery_id"] == first_id  # newest first
+
+
+async def test_retries_with_the_same_id_honour_retry_after_and_give_up(
+    delivery: LiveDelivery, receiver: Receiver
+) -> None:
+    receiver.plan["/flaky"] = [500, 503]
+    receiver.plan["/busy"] = [(429, {"Retry-After": "2"})]
+    receiver.plan["/broken"] = [500, 500, 500, 500, 500]
+    receiver.plan["/bad"] = [400]
+    async with httpx.AsyncClient(timeout=10) as client:
+        subs = {
+            path: await delivery.subscribe(client, url=receiver.url(path), events=["TicketOpened"])
+            for path in ("/flaky", "/busy", "/broken", "/bad")
+        }
+        await asyncio.sleep(0.5)
+        await publish(delivery, delivery.topics.tickets, [opened("tk_b")])
+
+        async def settled() -> bool:
+            return (
+                len(receiver.to("/flaky")) >= 3 and len(receiver.to("/busy")) >= 2 and len(receiver.to("/broken")) >= 4
+            )
+
+        await eventually(settled, timeout=30)
+        flaky = receiver.to("/flaky")
+        assert len({c.headers["webhook-id"] for c in flaky}) == 1  # a retry is the same message
+        for c in flaky:
+            verified(subs["/flaky"]["secret"], c)  # each attempt signed afresh
+        busy = receiver.to("/busy")
+        assert busy[1].at - busy[0].at >= 1.8  # Retry-After: 2, not the 0.3 s schedule
+        assert len(receiver.to("/bad")) == 1  # 400: failed at once
+
+        async def recorded() -> bool:
+            broken = await delivery.deliveries(client, subs["/broken"]["subscription_id"])
+            return bool(broken) and broken[0]["status"] == "failed"
+
+        await eventually(recorded, timeout=10)
+        assert len(receiver.to("/broken")) == 4  # the first attempt and the schedule's three retries
+        flaky_d = (await delivery.deliveries(client, subs["/flaky"]["subscription_id"]))[0]
+        assert flaky_d["status"] == "delivered"
+        assert [a["status_code"] for a in flaky_d["attempts"]] == [500, 503, 200]
+        bad = (await delivery.deliveries(client, subs["/bad"]["subscription_id"], status="failed"))[0]
+        assert bad["last_status_code"] == 400 and len(bad["attempts"]) == 1
+
+        # A failed delivery retried by hand goes out again, with the same webhook-id.
+        retry = await client.post(
+            f"{delivery.process.url}/v1/webhooks/{subs['/bad']['subscription_id']}/deliveries/{bad['delivery_id']}/retry",
+            headers=delivery.auth,
+        )
+        assert retry.status_code == 202, retry.text
+        await eventually(received(receiver, "/bad", 2), timeout=10)
+        assert receiver.to("/bad")[1].headers["webhook-id"] == bad["delivery_id"]
+        again = await client.post(
+            f"{delivery.process.url}/v1/webhooks/{subs['/flaky']['subscription_id']}/deliveries/{flaky_d['delivery_id']}/retry",
+            headers=delivery.auth,
+        )
+        assert again.status_code == 409 and again.json()["code"] == "not_failed"
+
+
+async def test_a_hanging_endpoint_delays_no_one_else_and_410_disables(
+    delivery: LiveDelivery, receiver: Receiver
+) -> None:
+    receiver.plan["/hangs"] = ["hang"] * 10
+    receiver.plan["/gone"] = [410]
+    async with httpx.AsyncClient(timeout=10) as client:
+        hangs = await delivery.subscribe(client, url=receiver.url("/hangs"), events=["TicketOpened"])
+        await delivery.subscribe(client, url=receiver.url("/healthy"), events=["TicketOpened"])
+        gone = await delivery.subscribe(client, url=receiver.url("/gone"), events=["TicketOpened"])
+        await asyncio.sleep(0.5)
+        started = time.monotonic()
+        await publish(delivery, delivery.topics.tickets, [opened(f"tk_h{i}") for i in range(40)])
+        await eventually(received(receiver, "/healthy", 40), timeout=20)
+        assert receiver.to("/healthy")[-1].at - started < 5  # while /hangs times out attempt after attempt
+
+        async def disabled() -> bool:
+            reply = await client.get(
+                f"{delivery.process.url}/v1/webhooks/{gone['subscription_id']}", headers=delivery.auth
+            )
+            return bool(reply.json()["status"] == "disabled")
+
+        await eventually(disabled, timeout=10)
+        shown = (
+            await client.get(f"{delivery.process.url}/v1/webhooks/{gone['subscription_id']}", headers=delivery.auth)
+        ).json()
+        assert "410" in shown["disabled_reason"]
+        await asyncio.sleep(0.5)  # attempts that were in flight when it answered 410 end
+        sent = len(receiver.to("/gone"))
+        await asyncio.sleep(1.5)
+        assert len(receiver.to("/gone")) == sent < 40  # nothing more goes to it
+
+        async def timed_out() -> bool:
+            found = await delivery.deliveries(client, hangs["subscription_id"])
+            return any(a["error"] == "timed out" for d in found for a in d["attempts"])
+
+        await eventually(timed_out, timeout=10)
+
+
+async def test_private_addresses_are_refused_unless_allowed(
+    pg_admin_url: str, bootstrap: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    live = await asyncio.to_thread(
+        live_delivery, pg_admin_url, bootstrap, tmp_path, NPS_DELIVERY_ALLOW_PRIVATE_URLS="false"
+    )
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            for url, why in [
+                (receiver.url("/x"), "https"),
+                ("https://127.0.0.1/hook", "not a public address"),
+                ("https://169.254.169.254/latest/meta-data", "not a public address"),
+                ("https://[::1]/hook", "not a public address"),
+                ("https://localhost/hook", "local name"),
+                ("https://user:pw@example.com/hook", "credentials"),
+            ]:
+                reply = await client.post(
+                    f"{live.process.url}/v1/webhooks", json={"url": url, "events": ["TicketOpened"]}, headers=live.auth
+                )
+                assert reply.status_code == 422, (url, reply.text)
+                assert why in reply.json()["errors"][0]["problem"], (url, reply.text)
+            ok = await client.post(
+                f"{live.process.url}/v1/webhooks",
+                json={"url": "https://hooks.example.com/nps", "events": ["TicketOpened"]},
+                headers=live.auth,
+            )
+            assert ok.status_code == 201
+    finally:
+        assert live.process.stop() == 0
+
+
+async def test_erasure_cancels_what_names_the_person_and_drops_their_payloads(
+    delivery: LiveDelivery, receiver: Receiver
+) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        sub = await delivery.subscribe(client, url=receiver.url("/desk"), events=["TicketOpened", "TicketUpdated"])
+        paused = await client.patch(
+            f"{delivery.process.url}/v1/webhooks/{sub['subscription_id']}",
+            json={"status": "paused"},
+            headers=delivery.auth,
+        )
+        assert paused.status_code == 200 and paused.json()["status"] == "paused"
+        await asyncio.sleep(0.5)
+        await publish(delivery, delivery.topics.tickets, [opened("tk_e", person="erase-me", comment="call me at 555")])
+        await publish(delivery, delivery.topics.tickets, [opened("tk_k", person="keep-me")], key=b"keep-me")
+
+        async def queued() -> bool:
+            return len(await delivery.deliveries(client, sub["subscription_id"], status="pending")) == 2
+
+        await eventually(queued, timeout=15)
+        erased = RespondentErased(respondent_id="erase-me", erasure_id="er-1", requested_at=T0 + timedelta(hours=1))
+        await publish(delivery, delivery.topics.responses, [erased], key=b"erase-me")
+        # Follow-up's redacted update (no respondent id) still goes out; a late event from before
+        # the erasure that names the person does not.
+        late = updated("tk_e", 2, "in_progress", person="erase-me")
+        await publish(
+            delivery, delivery.topics.tickets, [late, updated("tk_e", 3, "closed", person=None)], key=b"erase-me"
+        )
+
+        async def cancelled() -> bool:
+            return len(await delivery.deliveries(client, sub["subscription_id"], status="cancelled")) == 1
+
+        await eventually(cancelled, timeout=15)
+        resumed = await client.patch(
+            f"{delivery.process.url}/v1/webhooks/{sub['subscription_id']}",
+            json={"status": "active"},
+            headers=delivery.auth,
+        )
+        assert resumed.status_code == 200
+        await eventually(received(receiver, "/desk", 2), timeout=15)
+        await asyncio.sleep(0.5)
+        bodies = [verified(sub["secret"], c)["data"] for c in receiver.to("/desk")]
+        assert sorted((b["ticket_id"], b.get("version")) for b in bodies) == [("tk_e", 3), ("tk_k", None)]
+        assert all(b.get("respondent_id") != "erase-me" for b in bodies)
+
+    engine = make_engine(delivery.database_url)
+    try:
+        async with engine.connect() as conn:
+            tables = (
+                (
+                    await conn.execute(
+                        sa.text("SELECT table_name FROM information_schema.tables WHERE table_schema = 'delivery'")
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            for table in tables:
+                dump = await conn.scalar(
+                    sa.text(f"SELECT coalesce(string_agg(t::text, ' '), '') FROM delivery.{table} t")
+                )
+                assert "erase-me" not in dump and "555" not in dump, table
+                assert b"erase-me".hex() not in dump, table  # nor in a bytea's hex text
+            payloads = await conn.scalar(
+                sa.text("SELECT string_agg(encode(payload, 'escape'), ' ') FROM delivery.deliveries")
+            )
+            assert "erase-me" not in (payloads or "") and "keep-me" in (payloads or "")
+    finally:
+        await engine.dispose()
