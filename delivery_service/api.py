@@ -3,16 +3,25 @@ subscription's deliveries with their attempts."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from pydantic import AnyUrl, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, Field
 
-from delivery_service import repository
-from delivery_service.domain import EVENT_TYPES, Format, new_secret, url_problem, webhook_id
+from delivery_service import repository, subscriptions
+from delivery_service.domain import webhook_id
+from delivery_service.subscriptions import (
+    NewSubscription,
+    NotFound,
+    NotRetryable,
+    SubscriptionAnswer,
+    SubscriptionPage,
+    SubscriptionPatch,
+    UrlRefused,
+    answer_of,
+)
 from delivery_service.worker import send_test
-from shared import audit
 from shared.auth import KEY_PROBLEMS, requires
 from shared.http import Problem, ProblemError
 from shared.service import ReadConnection
@@ -25,84 +34,6 @@ DeliveryId = Annotated[str, Path(pattern=r"^msg_[0-9a-f]{32}$", description="a d
 EventName = Literal[
     "FollowUpCreated", "TicketOpened", "TicketUpdated", "TicketSlaBreached", "ScoreDropDetected", "ScoreDropResolved"
 ]
-Kind = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
-Segment = Annotated[str, StringConstraints(pattern=r"^(all|[a-z][a-z0-9_]{0,39}:[^\x00-\x1f\x7f]{1,256})$")]
-Description = Annotated[str, StringConstraints(max_length=500, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$")]
-
-
-class Filters(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    kinds: list[Kind] | None = Field(
-        default=None, min_length=1, max_length=50, description="follow-up kinds (FollowUpCreated only): referral, ..."
-    )
-    segments: list[Segment] | None = Field(
-        default=None,
-        min_length=1,
-        max_length=100,
-        description="`all`, `channel:web`, `survey_id:q3`, or an alert's segment (`region:eu`); an event of any of them",
-    )
-
-
-class NewSubscription(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    url: AnyUrl = Field(description="https:// endpoint (public address); it receives POSTs")
-    events: list[EventName] = Field(min_length=1, max_length=len(EVENT_TYPES))
-    filters: Filters = Field(default_factory=Filters)
-    format: Format = "standard"
-    description: Description | None = None
-
-
-class SubscriptionPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    status: Literal["active", "paused"] | None = Field(
-        default=None, description="pause (events are kept and sent on resume) or resume (also a disabled one)"
-    )
-    url: AnyUrl | None = None
-    events: list[EventName] | None = Field(default=None, min_length=1, max_length=len(EVENT_TYPES))
-    filters: Filters | None = None
-    format: Format | None = None
-    description: Description | None = None
-    rotate_secret: bool = Field(default=False, description="a new secret, returned once")
-    overlap_s: int = Field(
-        default=86_400,
-        ge=0,
-        le=30 * 86_400,
-        description="with rotate_secret: how long the old secret still signs beside the new one",
-    )
-
-    @model_validator(mode="after")
-    def _something(self) -> SubscriptionPatch:
-        if not (self.model_fields_set - {"overlap_s"}):
-            raise ValueError(
-                "nothing to change: send status, url, events, filters, format, description or rotate_secret"
-            )
-        return self
-
-
-class SubscriptionAnswer(BaseModel):
-    subscription_id: str
-    url: str
-    description: str | None
-    events: list[str]
-    filters: Filters
-    format: Format
-    status: Literal["active", "paused", "disabled"]
-    disabled_reason: str | None
-    failing_since: datetime | None
-    created_at: datetime
-    updated_at: datetime
-    previous_secret_until: datetime | None = Field(description="during a rotation: when the old secret stops signing")
-    secret: str | None = Field(
-        default=None, description="`whsec_…`: only in the answer that created it (creation, rotation); keep it"
-    )
-
-
-class SubscriptionPage(BaseModel):
-    subscriptions: list[SubscriptionAnswer]
-    next_after: str | None = Field(description="pass as `after` for the next page; null on the last")
 
 
 class TestAnswer(BaseModel):
@@ -140,27 +71,19 @@ class DeliveryPage(BaseModel):
 
 
 router = APIRouter(tags=["webhooks"], responses=KEY_PROBLEMS)
+
+
+def _allow_private(request: Request) -> bool:
+    return bool(request.app.state.settings.allow_private_urls)
+
+
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description": "no such subscription"}}
 
 
-def _answer(stored: repository.StoredSubscription, secret: str | None = None) -> SubscriptionAnswer:
-    return SubscriptionAnswer(
-        subscription_id=stored.subscription_id, url=stored.url, description=stored.description, events=stored.events,
-        filters=Filters(kinds=stored.kinds, segments=stored.segments), format=stored.format,
-        status=stored.status,
-        disabled_reason=stored.disabled_reason, failing_since=stored.failing_since, created_at=stored.created_at,
-        updated_at=stored.updated_at, previous_secret_until=stored.previous_secret_until, secret=secret,
-    )  # fmt: skip
-
-
-def _checked_url(request: Request, url: AnyUrl) -> str:
-    text = str(url)
-    problem = url_problem(text, request.app.state.settings.allow_private_urls)
-    if problem is not None:
-        raise ProblemError(
-            422, "invalid_request", "the URL cannot receive webhooks", [FieldProblem(field="url", problem=problem)]
-        )
-    return text
+def _refused(exc: UrlRefused) -> ProblemError:
+    return ProblemError(
+        422, "invalid_request", "the URL cannot receive webhooks", [FieldProblem(field="url", problem=str(exc))]
+    )
 
 
 @router.post(
@@ -173,16 +96,10 @@ async def create_subscription(
     request: Request, body: NewSubscription, actor: Annotated[str, requires("webhooks:write")]
 ) -> SubscriptionAnswer:
     """Subscribe an endpoint to events; the answer holds its signing secret, shown only here."""
-    url = _checked_url(request, body.url)
-    secret = new_secret()
-    async with request.app.state.engine.begin() as conn:
-        stored = await repository.insert_subscription(
-            conn, url=url, description=body.description, events=sorted(set(body.events)),
-            kinds=body.filters.kinds, segments=body.filters.segments, format=body.format, secret=secret,
-            now=datetime.now(UTC),
-        )  # fmt: skip
-        await audit.record(conn, actor, "webhook.created", stored.subscription_id, {"events": stored.events})
-    return _answer(stored, secret)
+    try:
+        return await subscriptions.create(request.app.state.engine, body, _allow_private(request), actor)
+    except UrlRefused as exc:
+        raise _refused(exc) from None
 
 
 @router.get("/v1/webhooks", response_model=SubscriptionPage, dependencies=[requires("webhooks:read")])
@@ -194,7 +111,7 @@ async def list_subscriptions(
     found = await repository.subscriptions(conn, limit + 1, after)
     page = found[:limit]
     return SubscriptionPage(
-        subscriptions=[_answer(s) for s in page], next_after=page[-1].subscription_id if len(found) > limit else None
+        subscriptions=[answer_of(s) for s in page], next_after=page[-1].subscription_id if len(found) > limit else None
     )
 
 
@@ -208,7 +125,7 @@ async def get_subscription(conn: ReadConnection, subscription_id: SubscriptionId
     stored = await repository.subscription(conn, subscription_id)
     if stored is None:
         raise ProblemError(404, "not_found", "no such subscription")
-    return _answer(stored)
+    return answer_of(stored)
 
 
 @router.patch(
@@ -224,38 +141,14 @@ async def patch_subscription(
 ) -> SubscriptionAnswer:
     """Pause, resume (a disabled subscription too), change the URL, events, filters, format or
     description, or rotate the secret (the old one keeps signing beside it for `overlap_s`)."""
-    fields = body.model_fields_set
-    changes: dict[str, Any] = {}
-    if body.url is not None:
-        changes["url"] = _checked_url(request, body.url)
-    if body.events is not None:
-        changes["events"] = sorted(set(body.events))
-    if body.filters is not None:
-        changes["kinds"], changes["segments"] = body.filters.kinds, body.filters.segments
-    if body.format is not None:
-        changes["format"] = body.format
-    if "description" in fields:
-        changes["description"] = body.description
-    if body.status is not None:
-        changes["status"] = body.status
-        if body.status == "active":
-            changes["disabled_reason"], changes["failing_since"] = None, None
-    secret = None
-    now = datetime.now(UTC)
-    async with request.app.state.engine.begin() as conn:
-        current = await repository.subscription(conn, subscription_id, lock=True)
-        if current is None:
-            raise ProblemError(404, "not_found", "no such subscription")
-        if body.rotate_secret:
-            secret = new_secret()
-            await repository.rotate_secret(conn, subscription_id, secret)
-            changes["previous_secret_until"] = now + timedelta(seconds=body.overlap_s)
-        stored = await repository.update_subscription(conn, subscription_id, changes, now)
-        await audit.record(
-            conn, actor, "webhook.changed", subscription_id,
-            {"fields": sorted(fields - {"overlap_s"}), "status": stored.status},
-        )  # fmt: skip
-    return _answer(stored, secret)
+    try:
+        return await subscriptions.change(
+            request.app.state.engine, subscription_id, body, _allow_private(request), actor
+        )
+    except UrlRefused as exc:
+        raise _refused(exc) from None
+    except NotFound:
+        raise ProblemError(404, "not_found", "no such subscription") from None
 
 
 @router.delete("/v1/webhooks/{subscription_id}", status_code=204, response_class=Response, responses=NOT_FOUND)
@@ -263,10 +156,10 @@ async def delete_subscription(
     request: Request, subscription_id: SubscriptionId, actor: Annotated[str, requires("webhooks:write")]
 ) -> Response:
     """Unsubscribe: its pending deliveries are dropped with it."""
-    async with request.app.state.engine.begin() as conn:
-        if not await repository.delete_subscription(conn, subscription_id):
-            raise ProblemError(404, "not_found", "no such subscription")
-        await audit.record(conn, actor, "webhook.deleted", subscription_id)
+    try:
+        await subscriptions.remove(request.app.state.engine, subscription_id, actor)
+    except NotFound:
+        raise ProblemError(404, "not_found", "no such subscription") from None
     return Response(status_code=204)
 
 
@@ -349,11 +242,10 @@ async def retry_delivery(
     actor: Annotated[str, requires("webhooks:write")],
 ) -> Response:
     """A failed delivery is attempted again now, its retry schedule started over."""
-    async with request.app.state.engine.begin() as conn:
-        was = await repository.retry(conn, subscription_id, delivery_id)
-        if was is None:
-            raise ProblemError(404, "not_found", "no such delivery for this subscription")
-        if was != "failed":
-            raise ProblemError(409, "not_failed", f"the delivery is {was}: only a failed one can be retried")
-        await audit.record(conn, actor, "webhook.delivery_retried", delivery_id)
+    try:
+        await subscriptions.retry(request.app.state.engine, subscription_id, delivery_id, actor)
+    except NotFound:
+        raise ProblemError(404, "not_found", "no such delivery for this subscription") from None
+    except NotRetryable as exc:
+        raise ProblemError(409, "not_failed", str(exc)) from None
     return Response(status_code=202)

@@ -1,13 +1,16 @@
 """`nps`: run the whole loop (`nps up`), or one piece of it.
 
 nps up          embedded PostgreSQL + broker (unless DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS
-                are set), topics, migrations, then the four services, restarted if they die
+                are set), topics, migrations, then the five services, restarted if they die
 nps migrate     alembic upgrade head for every service's schema
 nps topics      create the versioned topics that do not exist yet
 nps keys create NAME --scope ... | list | revoke NAME
                 API keys and their scopes, for every service's API
 nps audit       the audit log: keys made and revoked, erasures requested
-nps ingest | scoring | followup | alerts
+nps webhooks create --url URL --event TYPE ... | list | show ID | pause ID | resume ID
+             | rotate ID | delete ID | test ID | deliveries ID [--status failed] | retry ID DELIVERY
+                webhook subscriptions (delivery), like the /v1/webhooks API
+nps ingest | scoring | followup | alerts | delivery
                 run one service in this process (one service per container)
 nps ingest replay [--since TIMESTAMP]
                 publish again the accepted events ingest keeps (NPS_INGEST_REPLAY_RETENTION_HOURS)
@@ -28,6 +31,7 @@ import asyncio
 import sys
 from datetime import datetime
 
+from delivery_service import cli as webhooks_cli
 from services.infra import create_topics
 from services.launcher import SERVICES, LauncherSettings, service_entry, up
 from services.tools import (
@@ -40,6 +44,7 @@ from services.tools import (
     rebuild_scoring,
     replay_ingest,
     tool_database_url,
+    webhooks_command,
 )
 from shared import logs
 from shared.auth import SCOPES
@@ -92,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     keys_sub.add_parser("revoke", help="revoke a key").add_argument("name")
     keys_sub.add_parser("list", help="list keys: names, scopes, dates, last use (never the keys)")
+    webhooks_cli.add_parser(sub)
     audit_parser = sub.add_parser("audit", help="the audit log, newest first: keys made and revoked, erasures")
     audit_parser.add_argument("--limit", type=int, default=50)
     audit_parser.add_argument("--action", help="only this action, e.g. key.created")
@@ -155,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_service(args.command)
     settings = LauncherSettings()
     logs.configure(settings.log_level, "nps")
-    if args.command in ("keys", "audit"):
+    if args.command in ("keys", "audit", "webhooks"):
         try:
             url = tool_database_url(settings)
         except NotRunning as exc:
@@ -163,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if args.command == "audit":
             return asyncio.run(audit_command(url, args.limit, args.action))
+        if args.command == "webhooks":
+            return asyncio.run(webhooks_command(url, args))
         return asyncio.run(keys_command(url, args.action, getattr(args, "name", None), getattr(args, "scope", None)))
     if args.command == "migrate":
         secret = settings.pseudonym_secret.get_secret_value() if settings.pseudonym_secret else None

@@ -3,6 +3,7 @@ rebuild. With `make run` they find its database and broker from var/, with nothi
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import getpass
 import json
@@ -118,6 +119,17 @@ async def keys_command(url: str, action: str, name: str | None, scopes: list[str
     finally:
         await engine.dispose()
     return 0
+
+
+async def webhooks_command(url: str, args: argparse.Namespace) -> int:
+    from delivery_service.cli import run
+    from shared.db import make_engine
+
+    engine = make_engine(url)
+    try:
+        return await run(engine, args, cli_actor())
+    finally:
+        await engine.dispose()
 
 
 def replay_ingest(since: datetime | None) -> int:

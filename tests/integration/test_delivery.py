@@ -417,3 +417,54 @@ async def test_erasure_cancels_what_names_the_person_and_drops_their_payloads(
             assert "erase-me" not in (payloads or "") and "keep-me" in (payloads or "")
     finally:
         await engine.dispose()
+
+
+async def test_the_cli_manages_subscriptions_like_the_api(delivery: LiveDelivery, receiver: Receiver) -> None:
+    env = {**delivery.process.env}
+
+    def run(*args: str) -> Any:
+        return nps("webhooks", *args, env=env)
+
+    created = await asyncio.to_thread(
+        run, "create", "--url", receiver.url("/cli"), "--event", "TicketOpened", "--segment", "channel:web"
+    )
+    assert created.returncode == 0, created.stderr
+    subscription_id, secret = created.stdout.split()
+    assert subscription_id.startswith("wh_") and secret.startswith("whsec_") and "only this once" in created.stderr
+
+    tested = await asyncio.to_thread(run, "test", subscription_id)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert json.loads(tested.stdout)["status_code"] == 200
+    test_call = receiver.to("/cli")[-1]
+    assert verified(secret, test_call)["type"] == "WebhookTest"  # signed like any delivery
+
+    listed = await asyncio.to_thread(run, "list")
+    assert f"{subscription_id}\tactive\tTicketOpened\tstandard\t127.0.0.1" in listed.stdout
+    assert (await asyncio.to_thread(run, "pause", subscription_id)).returncode == 0
+    shown = await asyncio.to_thread(run, "show", subscription_id)
+    assert json.loads(shown.stdout)["status"] == "paused" and "whsec_" not in shown.stdout
+
+    rotated = await asyncio.to_thread(run, "rotate", subscription_id, "--overlap-s", "60")
+    assert rotated.returncode == 0 and rotated.stdout.strip().startswith("whsec_")
+    assert (await asyncio.to_thread(run, "resume", subscription_id)).returncode == 0
+    await asyncio.sleep(0.5)
+    await publish(delivery, delivery.topics.tickets, [opened("tk_cli")])
+    await eventually(received(receiver, "/cli", 2), timeout=15)
+    delivered = receiver.to("/cli")[-1]
+    verified(rotated.stdout.strip(), delivered)  # the new secret signs
+    verified(secret, delivered)  # and, during the overlap, the old one
+
+    await eventually(lambda: _delivered_listed(run, subscription_id), timeout=10)
+    refused = await asyncio.to_thread(run, "create", "--url", "ftp://x.example/h", "--event", "TicketOpened")
+    assert refused.returncode == 2 and "http:// or https://" in refused.stderr
+    unknown = await asyncio.to_thread(run, "create", "--url", receiver.url("/x"), "--event", "Nope")
+    assert unknown.returncode == 2 and "events" in unknown.stderr
+    assert (await asyncio.to_thread(run, "delete", subscription_id)).returncode == 0
+    assert (await asyncio.to_thread(run, "show", subscription_id)).returncode == 1
+    audit = await asyncio.to_thread(nps, "audit", "--action", "webhook.changed", env=env)
+    assert audit.stdout.count(subscription_id) == 3  # pause, rotate, resume
+
+
+async def _delivered_listed(run: Callable[..., Any], subscription_id: str) -> bool:
+    listed = await asyncio.to_thread(run, "deliveries", subscription_id, "--status", "delivered")
+    return bool("TicketOpened\tdelivered\t1 attempt(s)\t200" in listed.stdout)
