@@ -11,15 +11,17 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.embedded import free_port
 from services.infra import create_topics, wait_ready
 from shared import service
 from shared.auth import KeyStore, hash_api_key, new_api_key, start_gate
@@ -276,3 +278,66 @@ def fuzz_openapi(base_url: str, headers: dict[str, str] | None = None, max_examp
                     raise
                 # nothing in this operation can be made invalid (no body, no parameters): e.g. /healthz
     return len(operations)
+
+
+# --- a webhook receiver (delivery's tests) ---
+
+
+@dataclass
+class Call:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+
+@dataclass
+class Receiver:
+    """An HTTP endpoint that records what it receives and answers as told: per path, a list of
+    answers used in turn (an int status, `(status, headers)`, or "hang"), then 200."""
+
+    port: int = field(default_factory=free_port)
+    calls: list[Call] = field(default_factory=list)
+    plan: dict[str, list[Any]] = field(default_factory=dict)
+    delay: dict[str, float] = field(default_factory=dict)  # seconds before answering, per path
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def to(self, path: str) -> list[Call]:
+        return [c for c in self.calls if c.path == path]
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.calls.append(Call(request.path, dict(request.headers), body, time.monotonic()))
+        await asyncio.sleep(self.delay.get(request.path, 0.0))
+        answers = self.plan.get(request.path) or []
+        answer = answers.pop(0) if answers else 200
+        if answer == "hang":
+            await asyncio.sleep(60)
+        status, headers = answer if isinstance(answer, tuple) else (answer, {})
+        return web.Response(status=status, headers=headers, text="ok")
+
+
+def received(receiver: Receiver, path: str, n: int) -> Callable[[], Awaitable[bool]]:
+    """For `eventually`: at least n requests reached `path`."""
+
+    async def check() -> bool:
+        return len(receiver.to(path)) >= n
+
+    return check
+
+
+@asynccontextmanager
+async def receiving() -> AsyncIterator[Receiver]:
+    """A Receiver listening on 127.0.0.1 (a free port) for as long as the block runs."""
+    found = Receiver()
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", found.handle)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", found.port).start()
+    try:
+        yield found
+    finally:
+        await runner.cleanup()

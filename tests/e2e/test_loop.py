@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from standardwebhooks.webhooks import Webhook
 
 from followup_service.policy import DEFAULT_POLICY
 from shared.events import (
@@ -30,7 +31,7 @@ from shared.events import (
     ticket_events,
 )
 from tests.e2e.conftest import SERVICES, Loop
-from tests.helpers import eventually, fuzz_openapi, read_topic
+from tests.helpers import eventually, fuzz_openapi, read_topic, received, receiving
 from tests.helpers import nps as nps_command
 
 pytestmark = pytest.mark.e2e
@@ -436,8 +437,19 @@ def test_each_consumer_runs_as_a_static_group_member_with_a_stable_id(loop: Loop
 
 async def test_a_detractor_s_ticket_is_worked_to_resolved_and_support_tools_see_every_step(loop: Loop) -> None:
     run = uuid.uuid4().hex[:10]
-    body = {"response_id": f"{run}-t", "respondent_id": f"person-{run}", "score": 1, "comment": "it keeps crashing"}
-    async with httpx.AsyncClient(timeout=10, headers=loop.auth) as client:
+    body = {
+        "response_id": f"{run}-t", "respondent_id": f"person-{run}", "score": 1, "comment": "it keeps crashing",
+        "channel": f"e2e-{run}",
+    }  # fmt: skip
+    async with receiving() as desk, httpx.AsyncClient(timeout=10, headers=loop.auth) as client:
+        # A support desk subscribed by webhook to this channel's tickets (nps up allows a local URL).
+        hook = await client.post(
+            f"{loop.urls['delivery']}/v1/webhooks",
+            json={"url": desk.url("/desk"), "events": ["TicketOpened", "TicketUpdated"],
+                  "filters": {"segments": [f"channel:e2e-{run}"]}},
+        )  # fmt: skip
+        assert hook.status_code == 201, hook.text
+        await asyncio.sleep(1.5)  # delivery's consumer reads subscriptions at its next batch
         assert (await post(client, loop, body)).status_code == 202
         ticket: dict[str, Any] = {}
 
@@ -457,18 +469,30 @@ async def test_a_detractor_s_ticket_is_worked_to_resolved_and_support_tools_see_
             version = changed.headers["etag"]
         assert version == '"3"'
 
-    async def published() -> bool:
-        records = await read_topic(loop.bootstrap, "nps.tickets.v1", expect=None, timeout=3)
-        mine = [ticket_events.validate_json(r.value) for r in records]
-        # TicketOpened is version 1; updates are keyed by ticket, so read in version order.
-        steps = sorted(
-            (getattr(e, "version", 1), e.type, getattr(e, "status", None))
-            for e in mine
-            if e.ticket_id == ticket["ticket_id"]
-        )
-        return steps == [(1, "TicketOpened", None), (2, "TicketUpdated", "contacted"), (3, "TicketUpdated", "resolved")]
+        async def published() -> bool:
+            records = await read_topic(loop.bootstrap, "nps.tickets.v1", expect=None, timeout=3)
+            mine = [ticket_events.validate_json(r.value) for r in records]
+            # TicketOpened is version 1; updates are keyed by ticket, so read in version order.
+            steps = sorted(
+                (getattr(e, "version", 1), e.type, getattr(e, "status", None))
+                for e in mine
+                if e.ticket_id == ticket["ticket_id"]
+            )
+            return steps == [
+                (1, "TicketOpened", None),
+                (2, "TicketUpdated", "contacted"),
+                (3, "TicketUpdated", "resolved"),
+            ]
 
-    await eventually(published, timeout=20, every=1.0)
+        await eventually(published, timeout=20, every=1.0)
+
+        await eventually(received(desk, "/desk", 3), timeout=20)
+        signed = [Webhook(hook.json()["secret"]).verify(c.body, c.headers) for c in desk.to("/desk")]
+        assert [(b["type"], b["data"].get("status")) for b in signed] == [
+            ("TicketOpened", None), ("TicketUpdated", "contacted"), ("TicketUpdated", "resolved")
+        ]  # fmt: skip
+        assert signed[0]["data"]["ticket_id"] == ticket["ticket_id"]
+        assert signed[0]["data"]["comment"] == "it keeps crashing"
 
 
 async def test_nps_followup_policy_reload_reaches_the_running_loop_s_follow_up(loop: Loop, tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
 from services.embedded import free_port
@@ -27,66 +26,29 @@ from shared.events import FollowUpCreated, RespondentErased, TicketOpened, Ticke
 from shared.kafka import ensure_topics
 from shared.settings import Topics
 from tests.conftest import fresh_database
-from tests.helpers import ServiceProcess, eventually, nps, nps_env, produce, start_service, started_producer
+from tests.helpers import (
+    Call,
+    Receiver,
+    ServiceProcess,
+    eventually,
+    nps,
+    nps_env,
+    produce,
+    received,
+    receiving,
+    start_service,
+    started_producer,
+)
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 11, 26, 9, tzinfo=UTC)
 
 
-@dataclass
-class Call:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    at: float
-
-
-@dataclass
-class Receiver:
-    """An HTTP endpoint that records what it receives and answers as told: per path, a list of
-    answers used in turn (an int status, `(status, headers)`, or "hang"), then 200."""
-
-    port: int = field(default_factory=free_port)
-    calls: list[Call] = field(default_factory=list)
-    plan: dict[str, list[Any]] = field(default_factory=dict)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def to(self, path: str) -> list[Call]:
-        return [c for c in self.calls if c.path == path]
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        self.calls.append(Call(request.path, dict(request.headers), body, time.monotonic()))
-        answers = self.plan.get(request.path) or []
-        answer = answers.pop(0) if answers else 200
-        if answer == "hang":
-            await asyncio.sleep(60)
-        status, headers = answer if isinstance(answer, tuple) else (answer, {})
-        return web.Response(status=status, headers=headers, text="ok")
-
-
-def received(receiver: Receiver, path: str, n: int) -> Callable[[], Awaitable[bool]]:
-    """For `eventually`: at least n requests reached `path`."""
-
-    async def check() -> bool:
-        return len(receiver.to(path)) >= n
-
-    return check
-
-
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    found = Receiver()
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", found.handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", found.port).start()
-    yield found
-    await runner.cleanup()
+    async with receiving() as found:
+        yield found
 
 
 @dataclass
@@ -361,7 +323,7 @@ async def test_erasure_cancels_what_names_the_person_and_drops_their_payloads(
         )
         assert paused.status_code == 200 and paused.json()["status"] == "paused"
         await asyncio.sleep(0.5)
-        await publish(delivery, delivery.topics.tickets, [opened("tk_e", person="erase-me", comment="call me at 555")])
+        await publish(delivery, delivery.topics.tickets, [opened("tk_e", person="erase-me", comment="call me at 555-0199")])
         await publish(delivery, delivery.topics.tickets, [opened("tk_k", person="keep-me")], key=b"keep-me")
 
         async def queued() -> bool:
@@ -409,7 +371,7 @@ async def test_erasure_cancels_what_names_the_person_and_drops_their_payloads(
                 dump = await conn.scalar(
                     sa.text(f"SELECT coalesce(string_agg(t::text, ' '), '') FROM delivery.{table} t")
                 )
-                assert "erase-me" not in dump and "555" not in dump, table
+                assert "erase-me" not in dump and "555-0199" not in dump, table
                 assert b"erase-me".hex() not in dump, table  # nor in a bytea's hex text
             payloads = await conn.scalar(
                 sa.text("SELECT string_agg(encode(payload, 'escape'), ' ') FROM delivery.deliveries")
@@ -468,3 +430,36 @@ async def test_the_cli_manages_subscriptions_like_the_api(delivery: LiveDelivery
 async def _delivered_listed(run: Callable[..., Any], subscription_id: str) -> bool:
     listed = await asyncio.to_thread(run, "deliveries", subscription_id, "--status", "delivered")
     return bool("TicketOpened\tdelivered\t1 attempt(s)\t200" in listed.stdout)
+
+
+async def test_a_worker_killed_mid_queue_loses_nothing_and_repeats_only_with_the_same_id(
+    pg_admin_url: str, bootstrap: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    receiver.delay["/slow"] = 0.05
+    live = await asyncio.to_thread(live_delivery, pg_admin_url, bootstrap, tmp_path, NPS_DELIVERY_LEASE_S="2")
+    async with httpx.AsyncClient(timeout=10) as client:
+        sub = await live.subscribe(client, url=receiver.url("/slow"), events=["TicketOpened"])
+    await asyncio.sleep(0.5)
+    events = [opened(f"tk_k{i}", person=f"p{i}") for i in range(400)]
+    await publish(live, live.topics.tickets, events)
+    await eventually(received(receiver, "/slow", 40), timeout=20)
+    live.process.process.kill()  # SIGKILL: attempts in flight, outcomes not recorded, a queue pending
+    live.process.process.wait()
+    assert len({c.headers["webhook-id"] for c in receiver.to("/slow")}) < 400
+    again = await asyncio.to_thread(
+        start_service, "delivery", live.process.env, tmp_path / "again.log", int(live.process.url.rsplit(":", 1)[1])
+    )
+    try:
+
+        async def all_arrived() -> bool:
+            return len({c.headers["webhook-id"] for c in receiver.to("/slow")}) >= 400
+
+        await eventually(all_arrived, timeout=60)
+        bodies: dict[str, bytes] = {}
+        for call in receiver.to("/slow"):
+            data = verified(sub["secret"], call)["data"]
+            first = bodies.setdefault(call.headers["webhook-id"], json.dumps(data, sort_keys=True).encode())
+            assert first == json.dumps(data, sort_keys=True).encode()  # a repeat is the same message
+        assert sorted(json.loads(b)["ticket_id"] for b in bodies.values()) == sorted(e.ticket_id for e in events)
+    finally:
+        assert again.stop() == 0
