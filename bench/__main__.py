@@ -2,7 +2,8 @@
 
 ingest   bench/ingest.py: single POSTs, validate-only, batch import (wrk against `nps ingest`)
 scoring  bench/scoring.py: a backlog consumed raw, by `nps scoring` and by a replay; end to end
-followup bench/followup.py: the same kind of backlog routed by `nps followup`"""
+followup bench/followup.py: the same kind of backlog routed by `nps followup`
+delivery bench/delivery.py: webhooks sent by `nps delivery` to a local receiver, and their latency"""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench.delivery import bench_delivery, write_delivery_report
 from bench.followup import bench_followup, write_followup_report
 from bench.ingest import bench_ingest, ensure_wrk, write_report
 from bench.scoring import bench_scoring, write_scoring_report
@@ -22,7 +24,9 @@ def main() -> int:
         "--profile", type=Path, metavar="DIR", help="sample the measured service with py-spy; stacks go to DIR"
     )
     parser.add_argument(
-        "--only", choices=["ingest", "scoring", "followup"], help="run one benchmark (its section is rewritten)"
+        "--only",
+        choices=["ingest", "scoring", "followup", "delivery"],
+        help="run one benchmark (its section is rewritten)",
     )
     parser.add_argument("--events", type=int, default=200_000, help="scoring backlog size")
     parser.add_argument("--e2e-seconds", type=int, default=20, help="end-to-end latency run length (0: skip)")
@@ -35,6 +39,8 @@ def main() -> int:
         print(f"wrote {write_scoring_report(bench_scoring(args.events, args.e2e_seconds, args.profile))}")
     if args.only in (None, "followup"):
         print(f"wrote {write_followup_report(bench_followup(args.events, args.profile))}")
+    if args.only in (None, "delivery"):
+        print(f"wrote {write_delivery_report(bench_delivery(profile_dir=args.profile))}")
     return 0
 
 

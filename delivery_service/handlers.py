@@ -102,7 +102,7 @@ class QueueDeliveries:
                     rows.append(
                         (
                             webhook_id(subscription.subscription_id, identity), subscription.subscription_id,
-                            event.type, order_key(event), key, at, item.raw, "pending", now, now,
+                            event.type, f"{subscription.subscription_id}/{order_key(event)}", key, at, item.raw, "pending", now, now,
                         )
                     )  # fmt: skip
                     queued[event.type] += 1

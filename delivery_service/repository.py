@@ -174,7 +174,7 @@ async def receiving(conn: AsyncConnection) -> list[Subscription]:
 
 
 DELIVERY_COLUMNS = (
-    "delivery_id", "subscription_id", "event_type", "order_key", "respondent_key", "occurred_at", "payload", "status",
+    "delivery_id", "subscription_id", "event_type", "lane", "respondent_key", "occurred_at", "payload", "status",
     "next_attempt_at", "created_at",
 )  # fmt: skip
 
@@ -269,10 +269,11 @@ async def claim(conn: AsyncConnection, free: dict[str, int], lease_s: float) -> 
                     SELECT d.delivery_id FROM {SCHEMA}.deliveries d
                     WHERE d.subscription_id = f.subscription_id AND d.status = 'pending'
                       AND d.next_attempt_at <= now()
-                      AND NOT EXISTS (
-                          SELECT 1 FROM {SCHEMA}.deliveries e
-                          WHERE e.subscription_id = d.subscription_id AND e.order_key = d.order_key
-                            AND e.status = 'pending' AND e.seq < d.seq)
+                      -- the oldest pending of its lane (one probe of deliveries_lane: a lane is one
+                      -- column so no other index can serve, whatever the statistics say)
+                      AND d.seq = (
+                          SELECT e.seq FROM {SCHEMA}.deliveries e WHERE e.lane = d.lane AND e.status = 'pending'
+                          ORDER BY e.seq LIMIT 1)
                     ORDER BY d.next_attempt_at LIMIT f.n
                     FOR UPDATE SKIP LOCKED
                 ) c
@@ -338,6 +339,21 @@ async def record(conn: AsyncConnection, outcomes: Sequence[Recorded]) -> None:
         ("delivery_id", "attempt", "at", "status_code", "error", "latency_ms"),
         [(o.delivery_id, o.attempt, o.at, o.status_code, o.error, o.latency_ms) for o in outcomes],
         "ON CONFLICT DO NOTHING",
+    )
+
+
+async def release(conn: AsyncConnection, claimed: Sequence[tuple[str, int]]) -> None:
+    """Claimed deliveries given back unattempted (their subscription paused, deleted or disabled
+    meanwhile): due again, the claim's attempt not counted."""
+    if not claimed:
+        return
+    await conn.execute(
+        sa.text(
+            f"""UPDATE {SCHEMA}.deliveries d SET attempts = d.attempts - 1, next_attempt_at = now()
+                FROM unnest(CAST(:ids AS text[]), CAST(:attempts AS int[])) AS v(delivery_id, attempt)
+                WHERE d.delivery_id = v.delivery_id AND d.attempts = v.attempt AND d.status = 'pending'"""
+        ),
+        {"ids": [c[0] for c in claimed], "attempts": [c[1] for c in claimed]},
     )
 
 

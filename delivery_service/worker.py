@@ -131,10 +131,17 @@ class DeliveryWorker:
         self._rng = rng or random.Random()
         self._stop = asyncio.Event()
         self._targets: dict[str, repository.Target] = {}
-        self._in_flight: defaultdict[str, int] = defaultdict(int)
+        # Claimed and not yet recorded, per subscription: at most `per_endpoint_concurrency` of them
+        # in flight (the semaphore), the rest claimed ahead so one claim serves many attempts. How
+        # many ahead is bounded so even a hanging endpoint's last one starts well inside its lease.
+        self._outstanding: defaultdict[str, int] = defaultdict(int)
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        concurrency = settings.per_endpoint_concurrency
+        self._most = max(concurrency, int(concurrency * settings.lease_s / (2 * settings.timeout_s)))
         self._sending: set[asyncio.Task[None]] = set()
         self._outcomes: list[repository.Recorded] = []
-        self._recorded = asyncio.Event()
+        self._released: list[tuple[str, int]] = []  # claimed, not attempted: (delivery, attempt) due again
+        self._freed = asyncio.Event()  # an attempt ended: its subscription has room again
         self._session: aiohttp.ClientSession | None = None
         self.failing_since: float | None = None  # the database away: for readiness
 
@@ -170,8 +177,13 @@ class DeliveryWorker:
                     async with self._engine.connect() as conn:
                         self._targets = await repository.targets(conn)
                     refreshed = time.monotonic()
-                cap = self._settings.per_endpoint_concurrency
-                free = {s: cap - self._in_flight[s] for s in self._targets if self._in_flight[s] < cap}
+                # Claim for a subscription once a quarter of its room is free (or it has nothing
+                # outstanding): claims come in batches, not one per finished attempt.
+                free = {
+                    s: self._most - self._outstanding[s]
+                    for s in self._targets
+                    if self._outstanding[s] == 0 or self._most - self._outstanding[s] >= max(1, self._most // 4)
+                }
                 claimed: list[repository.Claimed] = []
                 if free:
                     async with self._engine.begin() as conn:
@@ -186,13 +198,20 @@ class DeliveryWorker:
                 await self._sleep(1.0)
                 continue
             for item in claimed:
-                self._in_flight[item.subscription_id] += 1
+                self._outstanding[item.subscription_id] += 1
                 task = asyncio.create_task(self._attempt(item))
                 self._sending.add(task)
                 task.add_done_callback(self._sending.discard)
             metrics.IN_FLIGHT.set(len(self._sending))
-            if not claimed or not free:
+            if not free:  # every active subscription at its limit: claim again as soon as one has room
+                await self._wait_for_room()
+            elif not claimed:  # nothing due
                 await self._sleep(self._settings.poll_s)
+
+    async def _wait_for_room(self) -> None:
+        self._freed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._freed.wait(), self._settings.poll_s)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -200,24 +219,28 @@ class DeliveryWorker:
 
     async def _attempt(self, item: repository.Claimed) -> None:
         try:
-            target = self._targets.get(item.subscription_id)
-            at = datetime.now(UTC)
-            if target is None or item.payload is None:  # paused or deleted meanwhile; erased
-                answer = Answer(None, "subscription not active" if target is None else "erased", None, 0.0)
-                outcome = repository.Recorded(
-                    item.delivery_id, item.subscription_id, item.attempt, at,
-                    "pending" if target is None else "failed", self._settings.poll_s if target is None else None,
-                    None, answer.error, 0.0,
-                )  # fmt: skip
-                self._outcomes.append(outcome)
-                return
             assert self._session is not None
-            body = body_for(target, item.event_type, item.occurred_at, item.payload, self._settings.public_api_url)
-            headers = headers_for(target.secrets, item.delivery_id, int(time.time()), body)
-            answer = await post(self._session, target.url, headers, body, self._settings.allow_private_urls)
-            self._outcomes.append(self._outcome(item, target, at, answer))
+            slots = self._slots.get(item.subscription_id)
+            if slots is None:
+                slots = self._slots[item.subscription_id] = asyncio.Semaphore(self._settings.per_endpoint_concurrency)
+            async with slots:
+                # Checked once it is this one's turn: a subscription paused, deleted or disabled
+                # (410 from an attempt before it) meanwhile gets nothing more from this process.
+                target = self._targets.get(item.subscription_id)
+                if target is None or item.payload is None:
+                    self._released.append((item.delivery_id, item.attempt))
+                    return
+                at = datetime.now(UTC)
+                body = body_for(target, item.event_type, item.occurred_at, item.payload, self._settings.public_api_url)
+                headers = headers_for(target.secrets, item.delivery_id, int(time.time()), body)
+                answer = await post(self._session, target.url, headers, body, self._settings.allow_private_urls)
+                outcome = self._outcome(item, target, at, answer)
+                if outcome.gone:
+                    self._targets.pop(item.subscription_id, None)
+                self._outcomes.append(outcome)
         finally:
-            self._in_flight[item.subscription_id] -= 1
+            self._outstanding[item.subscription_id] -= 1
+            self._freed.set()
 
     def _outcome(
         self, item: repository.Claimed, target: repository.Target, at: datetime, answer: Answer
@@ -252,17 +275,20 @@ class DeliveryWorker:
                 log.warning("delivery: outcomes not recorded yet (database unavailable): %s", exc)
 
     async def _flush(self) -> None:
-        if not self._outcomes:
+        if not self._outcomes and not self._released:
             return
         outcomes, self._outcomes = self._outcomes, []
+        released, self._released = self._released, []
         try:
             async with self._engine.begin() as conn:
+                await repository.release(conn, released)
                 await repository.record(conn, outcomes)
                 disabled = await repository.note_health(conn, outcomes, self._settings.disable_after_s)
                 for subscription_id, reason in disabled:
                     await audit(conn, "delivery", "webhook.disabled", subscription_id, {"reason": reason})
         except Exception:
             self._outcomes[:0] = outcomes  # kept for the next flush
+            self._released[:0] = released
             raise
         for subscription_id, reason in disabled:
             metrics.DISABLED.inc()

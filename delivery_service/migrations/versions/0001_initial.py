@@ -53,7 +53,8 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("event_type", sa.Text, nullable=False),
-        sa.Column("order_key", sa.Text, nullable=False),
+        # What an endpoint receives in order: the subscription and one ticket, alert or follow-up.
+        sa.Column("lane", sa.Text, nullable=False),
         sa.Column("respondent_key", sa.Text),
         sa.Column("occurred_at", TS, nullable=False),
         sa.Column("payload", sa.LargeBinary),  # the event as on its topic; null once erased
@@ -73,7 +74,7 @@ def upgrade() -> None:
         "deliveries_due", "deliveries", ["subscription_id", "next_attempt_at"], schema=SCHEMA, postgresql_where=pending
     )
     op.create_index(
-        "deliveries_order", "deliveries", ["subscription_id", "order_key", "seq"], schema=SCHEMA,
+        "deliveries_lane", "deliveries", ["lane", "seq"], schema=SCHEMA,
         postgresql_where=pending,
     )  # fmt: skip
     op.create_index("deliveries_by_subscription", "deliveries", ["subscription_id", "seq"], schema=SCHEMA)
