@@ -88,7 +88,6 @@ class QueueDeliveries:
                 keys[i] = self.pseudonyms.key(respondent)
         erased.update(await repository.ERASURES.of(conn, set(keys.values()) - erased.keys()))
         rows: list[tuple[object, ...]] = []
-        queued: Counter[str] = Counter()
         for i, item in enumerate(outgoing):
             event: Outgoing = item.event  # type: ignore[assignment]
             key = keys.get(i)
@@ -105,7 +104,5 @@ class QueueDeliveries:
                             event.type, f"{subscription.subscription_id}/{order_key(event)}", key, at, item.raw, "pending", now, now,
                         )
                     )  # fmt: skip
-                    queued[event.type] += 1
-        await repository.enqueue(conn, rows)
-        for event_type, n in queued.items():
+        for event_type, n in Counter(await repository.enqueue(conn, rows)).items():
             metrics.QUEUED.labels(event_type).inc(n)

@@ -2,7 +2,11 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-QUEUED = Counter("nps_delivery_queued_total", "Deliveries queued (one per subscription and event).", ["event_type"])
+QUEUED = Counter(
+    "nps_delivery_queued_total",
+    "Deliveries queued (one per subscription and event; a redelivered event's are not counted again).",
+    ["event_type"],
+)
 SKIPPED_ERASED = Counter(
     "nps_delivery_skipped_erased_total", "Events not queued because the person they name was erased after them."
 )

@@ -179,15 +179,19 @@ DELIVERY_COLUMNS = (
 )  # fmt: skip
 
 
-async def enqueue(conn: AsyncConnection, rows: Sequence[tuple[object, ...]]) -> int:
+async def enqueue(conn: AsyncConnection, rows: Sequence[tuple[object, ...]]) -> list[str]:
     """Queue deliveries (DELIVERY_COLUMNS, in the events' order); a redelivered event's are there
-    already and are skipped. Returns how many are new."""
+    already and are skipped. Returns the event type of each new one."""
     if not rows:
-        return 0
+        return []
     new = await copy_rows(
-        conn, f"{SCHEMA}.deliveries", DELIVERY_COLUMNS, rows, "ON CONFLICT (delivery_id) DO NOTHING RETURNING 1"
+        conn,
+        f"{SCHEMA}.deliveries",
+        DELIVERY_COLUMNS,
+        rows,
+        "ON CONFLICT (delivery_id) DO NOTHING RETURNING event_type",
     )
-    return len(new)
+    return [r[0] for r in new]
 
 
 async def forget(conn: AsyncConnection, keys: Iterable[str], now: datetime) -> int:

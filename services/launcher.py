@@ -1,6 +1,6 @@
 """`nps up`: the whole loop in one process tree. Embedded PostgreSQL and broker (unless
 DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS are set), topics, migrations, the development key, then the
-four services, supervised, and stopped in order."""
+five services, supervised, and stopped in order."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Runs the four services as separate processes, restarts one that dies, stops them in order."""
+"""Runs the five services as separate processes, restarts one that dies, stops them in order."""
 
 from __future__ import annotations
 
