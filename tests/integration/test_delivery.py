@@ -20,6 +20,8 @@ import pytest
 import sqlalchemy as sa
 from standardwebhooks.webhooks import Webhook
 
+from delivery_service import repository, subscriptions
+from delivery_service.subscriptions import NewSubscription
 from services.embedded import free_port
 from shared.db import make_engine
 from shared.events import FollowUpCreated, RespondentErased, TicketOpened, TicketUpdated
@@ -323,7 +325,9 @@ async def test_erasure_cancels_what_names_the_person_and_drops_their_payloads(
         )
         assert paused.status_code == 200 and paused.json()["status"] == "paused"
         await asyncio.sleep(0.5)
-        await publish(delivery, delivery.topics.tickets, [opened("tk_e", person="erase-me", comment="call me at 555-0199")])
+        await publish(
+            delivery, delivery.topics.tickets, [opened("tk_e", person="erase-me", comment="call me at 555-0199")]
+        )
         await publish(delivery, delivery.topics.tickets, [opened("tk_k", person="keep-me")], key=b"keep-me")
 
         async def queued() -> bool:
@@ -463,3 +467,77 @@ async def test_a_worker_killed_mid_queue_loses_nothing_and_repeats_only_with_the
         assert sorted(json.loads(b)["ticket_id"] for b in bodies.values()) == sorted(e.ticket_id for e in events)
     finally:
         assert again.stop() == 0
+
+
+async def test_a_ticket_s_updates_wait_for_its_failing_first_event_and_a_failing_endpoint_is_disabled(
+    pg_admin_url: str, bootstrap: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    receiver.plan["/ordered"] = [500, 503]  # TicketOpened fails twice before it gets through
+    receiver.plan["/down"] = [500] * 100
+    live = await asyncio.to_thread(
+        live_delivery, pg_admin_url, bootstrap, tmp_path, NPS_DELIVERY_DISABLE_AFTER_S="1.5",
+        NPS_DELIVERY_RETRY_SCHEDULE_S="[0.5, 0.5, 0.5, 0.5, 0.5, 0.5]",
+    )  # fmt: skip
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            ordered = await live.subscribe(
+                client, url=receiver.url("/ordered"), events=["TicketOpened", "TicketUpdated"]
+            )
+            down = await live.subscribe(client, url=receiver.url("/down"), events=["TicketOpened"])
+            await asyncio.sleep(0.5)
+            await publish(
+                live,
+                live.topics.tickets,
+                [opened("tk_o"), updated("tk_o", 2, "in_progress"), updated("tk_o", 3, "contacted")],
+            )
+            await eventually(received(receiver, "/ordered", 5), timeout=20)
+            seen = [verified(ordered["secret"], c)["data"] for c in receiver.to("/ordered")]
+            # The first three are TicketOpened's attempts; its updates only after it got through.
+            assert [(d["type"], d.get("version")) for d in seen] == [
+                ("TicketOpened", None), ("TicketOpened", None), ("TicketOpened", None),
+                ("TicketUpdated", 2), ("TicketUpdated", 3),
+            ]  # fmt: skip
+
+            async def disabled() -> bool:
+                reply = await client.get(f"{live.process.url}/v1/webhooks/{down['subscription_id']}", headers=live.auth)
+                return bool(reply.json()["status"] == "disabled")
+
+            await eventually(disabled, timeout=20)
+            shown = (
+                await client.get(f"{live.process.url}/v1/webhooks/{down['subscription_id']}", headers=live.auth)
+            ).json()
+            assert shown["disabled_reason"].startswith("every attempt failed since ")
+        audit = await asyncio.to_thread(nps, "audit", "--action", "webhook.disabled", env=live.process.env)
+        assert down["subscription_id"] in audit.stdout and ordered["subscription_id"] not in audit.stdout
+    finally:
+        assert live.process.stop() == 0
+
+
+async def test_finished_deliveries_past_retention_are_pruned_pending_ones_never(database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        body = NewSubscription.model_validate({"url": "https://hooks.example.com/x", "events": ["TicketOpened"]})
+        sub = await subscriptions.create(engine, body, False, "tests")
+        now = datetime.now(UTC)
+        old = now - timedelta(days=40)
+        rows = [
+            (f"msg_{i:032x}", sub.subscription_id, "TicketOpened", f"{sub.subscription_id}/tk_{i}", None, old, b"{}",
+             "pending", old, old)
+            for i in range(3)
+        ]  # fmt: skip
+        async with engine.begin() as conn:
+            await repository.enqueue(conn, rows)
+            await conn.execute(
+                sa.text(
+                    "UPDATE delivery.deliveries SET status = CASE WHEN delivery_id LIKE '%0' THEN 'delivered' "
+                    "WHEN delivery_id LIKE '%1' THEN 'failed' ELSE 'pending' END, "
+                    "finished_at = CASE WHEN delivery_id LIKE '%2' THEN NULL ELSE CAST(:old AS timestamptz) END"
+                ),
+                {"old": old},
+            )
+            assert await repository.prune(conn, 30) == 2
+            assert await repository.prune(conn, 30) == 0
+            left = (await conn.execute(sa.text("SELECT status FROM delivery.deliveries"))).scalars().all()
+        assert left == ["pending"]
+    finally:
+        await engine.dispose()
