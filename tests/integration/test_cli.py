@@ -45,7 +45,7 @@ async def schemas_and_versions(url: str) -> dict[str, str]:
         async with engine.connect() as conn:
             return {
                 schema: (await conn.execute(sa.text(f"SELECT version_num FROM {schema}.alembic_version"))).scalar_one()
-                for schema in ("auth", "ingest", "scoring", "followup", "alerts")
+                for schema in ("auth", "ingest", "scoring", "followup", "alerts", "delivery")
             }
     finally:
         await engine.dispose()
@@ -76,7 +76,7 @@ def test_nps_migrate_brings_every_schema_to_head_and_is_idempotent(pg_admin_url:
         name: ScriptDirectory.from_config(alembic_config(location, url)).get_current_head()
         for name, location in SERVICE_SCHEMAS.items()
     }
-    assert set(heads) == {"auth", "ingest", "scoring", "followup", "alerts"} and all(heads.values())
+    assert set(heads) == {"auth", "ingest", "scoring", "followup", "alerts", "delivery"} and all(heads.values())
     assert asyncio.run(schemas_and_versions(url)) == heads
 
 
@@ -94,7 +94,7 @@ def test_nps_up_uses_the_given_database_and_broker_instead_of_embedded_ones(
     assert refused.returncode == 2 and "NPS_PSEUDONYM_SECRET" in refused.stderr
     assert not (tmp_path / "var" / "pseudonym-secret").exists()
 
-    ports = {name: free_port() for name in ("ingest", "scoring", "followup", "alerts")}
+    ports = {name: free_port() for name in ("ingest", "scoring", "followup", "alerts", "delivery")}
     env = base_env(
         NPS_PSEUDONYM_SECRET=TEST_PSEUDONYM_SECRET,
         DATABASE_URL=database_url,

@@ -541,3 +541,46 @@ async def test_finished_deliveries_past_retention_are_pruned_pending_ones_never(
         assert left == ["pending"]
     finally:
         await engine.dispose()
+
+
+async def test_the_subscription_api_validates_pages_changes_and_deletes(
+    delivery: LiveDelivery, receiver: Receiver
+) -> None:
+    base = f"{delivery.process.url}/v1/webhooks"
+    async with httpx.AsyncClient(timeout=10, headers=delivery.auth) as client:
+        made = [await delivery.subscribe(client, url=receiver.url(f"/p{i}"), events=["TicketOpened"]) for i in range(3)]
+        first = await client.get(base, params={"limit": 2})
+        assert first.status_code == 200 and len(first.json()["subscriptions"]) == 2
+        rest = await client.get(base, params={"limit": 2, "after": first.json()["next_after"]})
+        listed = [s["subscription_id"] for s in first.json()["subscriptions"] + rest.json()["subscriptions"]]
+        assert sorted(listed) == sorted(s["subscription_id"] for s in made) and rest.json()["next_after"] is None
+        assert all(s["secret"] is None for s in first.json()["subscriptions"])
+
+        one = made[0]["subscription_id"]
+        changed = await client.patch(
+            f"{base}/{one}",
+            json={"events": ["TicketUpdated", "TicketOpened"], "filters": {"segments": ["channel:web"]},
+                  "format": "slack", "description": "desk", "url": receiver.url("/moved")},
+        )  # fmt: skip
+        assert changed.status_code == 200, changed.text
+        body = changed.json()
+        assert body["events"] == ["TicketOpened", "TicketUpdated"] and body["filters"]["segments"] == ["channel:web"]
+        assert body["format"] == "slack" and body["url"].endswith("/moved") and body["secret"] is None
+        for patch, field in (
+            ({}, "body"),
+            ({"url": "ftp://x.example/h"}, "url"),
+            ({"events": ["Nope"]}, "events"),
+            ({"status": "disabled"}, "status"),
+            ({"filters": {"segments": ["bad segment"]}}, "filters"),
+        ):
+            refused = await client.patch(f"{base}/{one}", json=patch)
+            assert refused.status_code == 422, (patch, refused.text)
+            assert field in json.dumps(refused.json()["errors"]), (patch, refused.text)
+        assert (await client.patch(f"{base}/wh_{'0' * 24}", json={"status": "paused"})).status_code == 404
+        assert (await client.get(f"{base}/not-an-id")).status_code == 422
+        assert (await client.get(f"{base}/{one}/deliveries", params={"status": "lost"})).status_code == 422
+        assert (await client.delete(f"{base}/{one}")).status_code == 204
+        assert (await client.get(f"{base}/{one}")).status_code == 404
+        assert (await client.delete(f"{base}/{one}")).status_code == 404
+        reader = await client.post(base, json={"url": receiver.url("/x"), "events": []})
+        assert reader.status_code == 422 and "events" in reader.text
