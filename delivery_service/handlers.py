@@ -28,7 +28,7 @@ from shared.events import (
 )
 from shared.privacy import Pseudonyms
 
-_OUTGOING: TypeAdapter[Outgoing] = TypeAdapter(
+OUTGOING: TypeAdapter[Outgoing] = TypeAdapter(
     Annotated[
         FollowUpCreated | TicketOpened | TicketUpdated | TicketSlaBreached | ScoreDropDetected | ScoreDropResolved,
         Field(discriminator="type"),
@@ -59,7 +59,7 @@ def decode(raw: bytes) -> Incoming:
         return Incoming(None, raw)
     if kind == "RespondentErased":
         return Incoming(RespondentErased.model_validate_json(raw), raw)
-    return Incoming(_OUTGOING.validate_json(raw), raw)
+    return Incoming(OUTGOING.validate_json(raw), raw)
 
 
 @dataclass(frozen=True, slots=True)

@@ -222,27 +222,24 @@ class Target:
     secrets: tuple[str, ...]  # the current one first; the previous one during a rotation's overlap
 
 
+_TARGETS = f"""SELECT subscription_id, url, format, secret,
+                      CASE WHEN previous_secret_until > now() THEN previous_secret END
+               FROM {SCHEMA}.subscriptions WHERE """
+
+
+def _target(row: Any) -> Target:
+    return Target(row[0], row[1], row[2], (row[3],) if row[4] is None else (row[3], row[4]))
+
+
 async def targets(conn: AsyncConnection) -> dict[str, Target]:
     """Active subscriptions, with the secrets that sign for them now."""
-    rows = await fetch(
-        conn,
-        f"""SELECT subscription_id, url, format, secret,
-                   CASE WHEN previous_secret_until > now() THEN previous_secret END
-            FROM {SCHEMA}.subscriptions WHERE status = 'active'""",
-    )
-    return {r[0]: Target(r[0], r[1], r[2], (r[3],) if r[4] is None else (r[3], r[4])) for r in rows}
+    return {r[0]: _target(r) for r in await fetch(conn, _TARGETS + "status = 'active'")}
 
 
 async def target(conn: AsyncConnection, subscription_id: str) -> Target | None:
     """One subscription, whatever its status (a test goes to a paused one too)."""
-    rows = await fetch(
-        conn,
-        f"""SELECT subscription_id, url, format, secret,
-                   CASE WHEN previous_secret_until > now() THEN previous_secret END
-            FROM {SCHEMA}.subscriptions WHERE subscription_id = $1""",
-        subscription_id,
-    )
-    return None if not rows else Target(rows[0][0], rows[0][1], rows[0][2], tuple(s for s in rows[0][3:] if s))
+    rows = await fetch(conn, _TARGETS + "subscription_id = $1", subscription_id)
+    return _target(rows[0]) if rows else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from delivery_service.domain import (
     url_problem,
     verdict,
 )
-from delivery_service.handlers import _OUTGOING
+from delivery_service.handlers import OUTGOING
 from delivery_service.settings import DeliverySettings
 from delivery_service.slack import slack_body, slack_test_body
 from shared.audit import record as audit
@@ -120,7 +120,7 @@ def body_for(
     if target.format == "slack":
         if event_type == TEST_EVENT:
             return slack_test_body()
-        return slack_body(_OUTGOING.validate_json(payload), api_url)
+        return slack_body(OUTGOING.validate_json(payload), api_url)
     return standard_body(event_type, occurred, payload)
 
 
