@@ -3,6 +3,7 @@ subscription's deliveries with their attempts."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -208,18 +209,7 @@ async def list_deliveries(
     attempts = await repository.attempts_of(conn, [d.delivery_id for d in page])
     return DeliveryPage(
         deliveries=[
-            Delivery(
-                delivery_id=d.delivery_id,
-                event_type=d.event_type,
-                status=d.status,
-                attempts=[Attempt.model_validate(a, from_attributes=True) for a in attempts.get(d.delivery_id, [])],
-                created_at=d.created_at,
-                next_attempt_at=d.next_attempt_at,
-                finished_at=d.finished_at,
-                last_status_code=d.last_status_code,
-                last_error=d.last_error,
-                last_latency_ms=d.last_latency_ms,
-            )
+            Delivery.model_validate({**asdict(d), "attempts": [asdict(a) for a in attempts.get(d.delivery_id, [])]})
             for d in page
         ],
         next_before=page[-1].seq if len(found) > limit else None,

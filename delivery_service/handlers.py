@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, NamedTuple
+from typing import Annotated, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -34,16 +34,29 @@ OUTGOING: TypeAdapter[Outgoing] = TypeAdapter(
         Field(discriminator="type"),
     ]
 )
-# The responses topic is read for its erasures only: the others are recognised by type and skipped.
-SKIPPED_TYPES = frozenset({"ResponseSubmitted", "ResponseRevised"})
 
 
-class _Typed(BaseModel):
+class _Response(BaseModel):
+    """A response on the responses topic, read for its type only: delivery is after its erasures."""
+
     model_config = ConfigDict(extra="ignore")
-    type: str
+    type: Literal["ResponseSubmitted", "ResponseRevised"]
 
 
-_TYPE: TypeAdapter[_Typed] = TypeAdapter(_Typed)
+# One pass over each message's JSON: the type picks the model, and a response is not built at all.
+_CONSUMED: TypeAdapter[Outgoing | RespondentErased | _Response] = TypeAdapter(
+    Annotated[
+        FollowUpCreated
+        | TicketOpened
+        | TicketUpdated
+        | TicketSlaBreached
+        | ScoreDropDetected
+        | ScoreDropResolved
+        | RespondentErased
+        | _Response,
+        Field(discriminator="type"),
+    ]
+)
 
 
 class Incoming(NamedTuple):
@@ -54,12 +67,8 @@ class Incoming(NamedTuple):
 
 
 def decode(raw: bytes) -> Incoming:
-    kind = _TYPE.validate_json(raw).type
-    if kind in SKIPPED_TYPES:
-        return Incoming(None, raw)
-    if kind == "RespondentErased":
-        return Incoming(RespondentErased.model_validate_json(raw), raw)
-    return Incoming(OUTGOING.validate_json(raw), raw)
+    event = _CONSUMED.validate_json(raw)
+    return Incoming(None if isinstance(event, _Response) else event, raw)
 
 
 @dataclass(frozen=True, slots=True)
