@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 .DEFAULT_GOAL := help
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install run docs bench chaos test test-unit test-integration test-e2e test-rules promtool lint format typecheck clean
+.PHONY: help install run docs bench chaos alerts-sim test test-unit test-integration test-e2e test-rules promtool lint format typecheck clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ bench: $(STAMP) ## benchmarks on private infrastructure; writes docs/benchmarks.
 
 chaos: $(STAMP) ## the loop under load through every fault (minutes); writes docs/reliability.md (CHAOS_ARGS="--rate 500")
 	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
+
+alerts-sim: $(STAMP) ## the alert rules' error rates on simulated streams (minutes); writes docs/alerts.md's table
+	$(BIN)/nps alerts simulate --seed 1 --write docs/alerts.md
 
 clean: ## remove the virtualenv and local data (var/)
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,14 +1,16 @@
-"""Wires alerts: the consumer loop's handler, and the alerts API."""
+"""Wires alerts: the consumer loop's handler (mirror the scores), its tick (evaluation rounds), and
+the alerts API."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI
 
 from alerts_service.api import router
-from alerts_service.domain import DropRule
-from alerts_service.handlers import EvaluateScores
+from alerts_service.handlers import Due, EvaluateRounds, MirrorScores
 from alerts_service.repository import SCHEMA
 from alerts_service.settings import AlertSettings
 from shared.events import decoder, score_events
@@ -16,17 +18,24 @@ from shared.http import create_base_app, health_router
 from shared.service import ConsumerSpec, consuming_lifespan
 
 
-def spec(settings: AlertSettings) -> ConsumerSpec[Any]:
+def spec(settings: AlertSettings, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> ConsumerSpec[Any]:
+    due = Due()
     return ConsumerSpec(
         service="alerts",
         schema=SCHEMA,
         topic=settings.topics.scores,
         group_id=settings.group_id,
         decode=decoder(score_events),
-        handler=EvaluateScores(
-            rule=DropRule(drop_points=settings.drop_points, min_responses=settings.min_responses),
+        handler=MirrorScores(due),
+        tick=EvaluateRounds(
+            rules=settings.rules(),
+            timing=settings.timing(),
             alerts_topic=settings.topics.alerts,
+            interval_s=settings.evaluate_interval_s,
+            clock=clock,
+            due=due,
         ),
+        tick_s=min(1.0, settings.evaluate_interval_s),
     )
 
 

@@ -1,121 +1,325 @@
-"""Drop detection. Pure: plain values in, a decision out (`evaluate`)."""
+"""Alerts' decisions, pure: one evaluation round over every segment (`evaluate_round`), and the
+state machine each (rule, segment) pair walks (`step`). `now` is always passed in.
+
+The state machine, per (rule, segment):
+
+    ok --condition--> pending --held `for_evaluations` rounds and `for_s`--> firing   (AlertFired)
+    pending --clear--> ok
+    firing --clear--> resolving --clear for `clear_s`--> ok + cooldown              (AlertResolved)
+    resolving --condition--> firing   (held: a flapping alert pages once, not on every flap)
+    ok during cooldown: the condition is ignored until `cooldown_until`
+
+A rule with no verdict (too few responses) leaves the state where it is: alerts change only on
+evidence, never on its absence (except the silence rule, whose evidence *is* absence).
+"""
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from datetime import date, datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 
-from shared.events import ScoreChanged
-from shared.nps import Counts
+from alerts_service.detection import (
+    Contribution,
+    DropTest,
+    Ewma,
+    Rules,
+    Verdict,
+    contributions,
+    drop_round,
+    ewma_verdict,
+    incident_verdict,
+    silence_verdict,
+    usual_gap,
+)
+from shared.events import AlertContributor, AlertExplanation, AlertWindowCounts
+from shared.nps import Counts, ci95
+from shared.segments import OVERALL, parts
+from shared.windows import DayRange, preceding, window
 
 _NAMESPACE = uuid.UUID("0b7f3c2e-8d51-4a7e-9f0a-6c1d2e3f4a5b")
 
 
-@dataclass(frozen=True, slots=True)
-class DropRule:
-    drop_points: float
-    min_responses: int
+class State(StrEnum):
+    OK = "ok"
+    PENDING = "pending"
+    FIRING = "firing"
+    RESOLVING = "resolving"
 
-    def dropped(self, current: Counts, baseline: Counts) -> bool | None:
-        """True: a drop. False: no drop. None: too few responses to say either way."""
-        if current.n < self.min_responses or baseline.n < self.min_responses:
-            return None
-        assert current.nps is not None and baseline.nps is not None
-        return baseline.nps - current.nps >= self.drop_points
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    for_evaluations: int = 3  # consecutive rounds the condition must hold before paging
+    for_s: float = 0.0  # ...and for at least this long
+    clear_s: float = 1800.0  # hysteresis: clear this long before resolving
+    cooldown_s: float = 6 * 3600.0  # after resolving, the same rule and segment stay quiet this long
+
+
+@dataclass(frozen=True, slots=True)
+class RuleState:
+    rule: str
+    segment: str
+    state: State = State.OK
+    since: datetime | None = None  # when the current state began
+    evaluations: int = 0  # consecutive rounds with the condition held (pending)
+    alert_id: str | None = None  # the open alert (firing, resolving)
+    cooldown_until: datetime | None = None
+    flaps: int = 0  # times the open alert came back while resolving
 
 
 class Transition(StrEnum):
-    FIRE = "fire"
-    RESOLVE = "resolve"
-    NONE = "none"
+    FIRED = "fired"
+    RESOLVED = "resolved"
 
 
-def transition(firing: bool, dropped: bool | None) -> Transition:
-    """Alerts change state only on evidence: too little data leaves the state as it is."""
-    if dropped is None:
-        return Transition.NONE
-    if dropped and not firing:
-        return Transition.FIRE
-    if not dropped and firing:
-        return Transition.RESOLVE
-    return Transition.NONE
+def alert_id(rule: str, segment: str, fired_at: datetime) -> str:
+    return f"al_{uuid.uuid5(_NAMESPACE, f'{rule}|{segment}@{fired_at.isoformat()}').hex}"
 
 
-def alert_id(segment: str, fired_by: datetime) -> str:
-    return f"al_{uuid.uuid5(_NAMESPACE, f'{segment}@{fired_by.isoformat()}').hex}"
+def step(
+    state: RuleState, verdict: Verdict | None, now: datetime, timing: Timing
+) -> tuple[RuleState, Transition | None]:
+    if verdict is None:
+        return state, None
+    held = verdict.condition
+    if state.state is State.OK:
+        if not held or (state.cooldown_until is not None and now < state.cooldown_until):
+            return state, None
+        state = replace(state, state=State.PENDING, since=now, evaluations=0)
+    if state.state is State.PENDING:
+        if not held:
+            return RuleState(state.rule, state.segment, cooldown_until=state.cooldown_until), None
+        evaluations = state.evaluations + 1
+        assert state.since is not None
+        if evaluations >= timing.for_evaluations and (now - state.since).total_seconds() >= timing.for_s:
+            opened = alert_id(state.rule, state.segment, now)
+            return replace(state, state=State.FIRING, since=now, evaluations=0, alert_id=opened, flaps=0), (
+                Transition.FIRED
+            )
+        return replace(state, evaluations=evaluations), None
+    if state.state is State.FIRING:
+        return (state, None) if held else (replace(state, state=State.RESOLVING, since=now), None)
+    # resolving
+    if held:
+        return replace(state, state=State.FIRING, since=now, flaps=state.flaps + 1), None
+    assert state.since is not None
+    if (now - state.since).total_seconds() >= timing.clear_s:
+        cooldown = now + timedelta(seconds=timing.cooldown_s)
+        return RuleState(state.rule, state.segment, cooldown_until=cooldown), Transition.RESOLVED
+    return state, None
+
+
+# --- one round ---
 
 
 @dataclass(frozen=True, slots=True)
-class SegmentState:
-    """What alerts remembers per segment: is its alert firing, and the newest score it judged."""
+class SegmentData:
+    """What a round knows about one segment (alerts' mirror of scoring's daily counts, and the
+    arrivals it saw): the drop windows, the EWMA's days, the recent arrivals, the last arrival."""
 
     segment: str
-    firing: bool
-    alert_id: str | None
-    last_computed_at: datetime
+    current: Counts
+    baseline: Counts
+    drop: DropTest | None  # detection.drop_test(current, baseline): the service keeps it with its windows
+    ewma: Ewma | None  # detection.ewma over the reference then the monitored days
+    recent: Counts
+    last_arrival: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
-class Alert:
-    alert_id: str
-    segment: str
-    as_of: date
-    current_nps: float
-    baseline_nps: float
-    current_n: int
-    baseline_n: int
-    fired_at: datetime
+class Windows:
+    current: DayRange
+    baseline: DayRange
 
 
 @dataclass(frozen=True, slots=True)
-class Resolution:
-    alert_id: str
-    segment: str
-    as_of: date
-    current_nps: float | None
-    baseline_nps: float | None
-    resolved_at: datetime
+class Change:
+    """A transition this round: the new state, and what the alert says about itself."""
+
+    state: RuleState
+    transition: Transition
+    explanation: AlertExplanation
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
-    """What one ScoreChanged does to its segment. `state` is None for a stale event (a redelivery,
-    or one overtaken by a newer score): nothing changes. Otherwise `state` is the new state, and
-    a FIRE carries the alert it opens, a RESOLVE the alert it closes."""
-
-    state: SegmentState | None
-    transition: Transition = Transition.NONE
-    fired: Alert | None = None
-    resolved: Resolution | None = None
+class Round:
+    states: list[RuleState]  # every (rule, segment) whose state changed (to be saved)
+    changes: list[Change]  # fired and resolved, in (rule, segment) order
+    verdicts: int  # rule verdicts reached (segments x rules, less the "too little data")
+    firing: dict[str, int] = field(default_factory=dict)  # per rule, after the round
+    held: dict[str, list[str]] = field(default_factory=dict)  # per rule: segments whose condition holds now
 
 
-def evaluate(state: SegmentState | None, event: ScoreChanged, rule: DropRule) -> Decision:
-    """Judge one segment's newest score against its state; the event's own time is the clock, so a
-    redelivered event decides the same (and opens an alert with the same id)."""
-    if state is not None and state.last_computed_at >= event.computed_at:
-        return Decision(None)
-    current, baseline = event.current.counts, event.baseline.counts
-    firing = state is not None and state.firing
-    open_alert = state.alert_id if state is not None else None
-    step = transition(firing, rule.dropped(current, baseline))
-    if step is Transition.FIRE:
-        assert current.nps is not None and baseline.nps is not None
-        alert = Alert(
-            alert_id=alert_id(event.segment, event.computed_at),
-            segment=event.segment,
-            as_of=event.as_of,
-            current_nps=current.nps,
-            baseline_nps=baseline.nps,
-            current_n=current.n,
-            baseline_n=baseline.n,
-            fired_at=event.computed_at,
+def evaluate_round(
+    data: Sequence[SegmentData],
+    states: Mapping[tuple[str, str], RuleState],
+    rules: Rules,
+    windows: Windows,
+    now: datetime,
+    timing: Timing,
+) -> Round:
+    verdicts: dict[str, list[Verdict | None]] = {}
+    if rules.drop.enabled:
+        verdicts["drop"] = drop_round([d.drop for d in data], rules.drop)
+    if rules.ewma.enabled:
+        verdicts["ewma"] = [ewma_verdict(d.ewma, rules.ewma) for d in data]
+    if rules.incident.enabled:
+        verdicts["incident"] = [incident_verdict(d.recent, d.baseline, rules.incident) for d in data]
+    if rules.silence.enabled:
+        verdicts["silence"] = [
+            silence_verdict(d.last_arrival, d.baseline, rules.drop.baseline_days, now, rules.silence) for d in data
+        ]
+    by_segment = {d.segment: d for d in data}
+    family: dict[str, list[str]] | None = None  # parent -> children, built at the round's first change
+    saved: list[RuleState] = []
+    changes: list[Change] = []
+    reached = 0
+    firing: dict[str, int] = {}
+    held: dict[str, list[str]] = {}
+    for rule, answers in verdicts.items():
+        count = 0
+        held[rule] = [d.segment for d, v in zip(data, answers, strict=True) if v is not None and v.condition]
+        for segment_data, verdict in zip(data, answers, strict=True):
+            before = states.get((rule, segment_data.segment))
+            if verdict is None:
+                count += before is not None and before.state in (State.FIRING, State.RESOLVING)
+                continue
+            reached += 1
+            if before is None:
+                if not verdict.condition:
+                    continue  # ok, and stays ok: most of a round
+                before = RuleState(rule, segment_data.segment)
+            after, transition = step(before, verdict, now, timing)
+            if after != before:
+                saved.append(after)
+            count += after.state in (State.FIRING, State.RESOLVING)
+            if transition is not None:
+                if family is None:
+                    family = children_of(by_segment)
+                kids = {s: by_segment[s] for s in family.get(segment_data.segment, ())}
+                explanation = explain(rule, segment_data, verdict, kids, rules, windows, now)
+                changes.append(Change(after if transition is Transition.FIRED else before, transition, explanation))
+        firing[rule] = count
+    return Round(saved, changes, reached, firing, held)
+
+
+def children_of(segments: Mapping[str, SegmentData]) -> dict[str, list[str]]:
+    """parent -> the segments that refine it by one dimension (shared.segments.is_child), in one pass:
+    a segment of k parts has k parents (each part left out; `all` for one part)."""
+    family: dict[str, list[str]] = {}
+    for segment in segments:
+        pieces = parts(segment)
+        if not pieces:
+            continue
+        for i in range(len(pieces)):
+            parent = ",".join(pieces[:i] + pieces[i + 1 :]) or OVERALL
+            if parent in segments:
+                family.setdefault(parent, []).append(segment)
+    return family
+
+
+def explain(
+    rule: str,
+    data: SegmentData,
+    verdict: Verdict,
+    children: Mapping[str, SegmentData],
+    rules: Rules,
+    windows: Windows,
+    now: datetime,
+) -> AlertExplanation:
+    """Everything an alert says about itself: both windows with NPS and 95% intervals, the test's
+    numbers, the sub-segments that moved the score most, a one-line summary and rule details."""
+    movers: list[Contribution] = contributions(
+        data.current,
+        data.baseline,
+        {s: (d.current, d.baseline) for s, d in children.items() if d.current.n + d.baseline.n > 0},
+    )
+    detail: dict[str, float | int | str | None] = {}
+    if rule == "drop":
+        moved = verdict.drop_points or 0.0
+        text = (
+            f"NPS of {data.segment} {'fell' if moved > 0 else 'rose'} {abs(moved):.1f} points: "
+            f"{_pts(data.current.nps)} (n={data.current.n}) vs {_pts(data.baseline.nps)} (n={data.baseline.n}), "
+            f"q={verdict.q_value:.2g}"
         )
-        return Decision(SegmentState(event.segment, True, alert.alert_id, event.computed_at), step, fired=alert)
-    if step is Transition.RESOLVE and open_alert is not None:
-        resolution = Resolution(
-            open_alert, event.segment, event.as_of, current.nps, baseline.nps, resolved_at=event.computed_at
+    elif rule == "ewma":
+        detail = {"lambda": rules.ewma.lam, "limit_sd": rules.ewma.limit, "monitored_days": rules.ewma.monitored_days}
+        text = f"NPS of {data.segment} has declined steadily: EWMA {verdict.drop_points or 0:.1f} points below its reference"
+    elif rule == "incident":
+        share = data.baseline.detractors / data.baseline.n if data.baseline.n else None
+        detail = {
+            "recent_minutes": rules.incident.minutes,
+            "recent_n": data.recent.n,
+            "recent_detractors": data.recent.detractors,
+            "baseline_detractor_share": None if share is None else round(share, 4),
+        }
+        text = (
+            f"Detractors in {data.segment}: {data.recent.detractors} of the last {data.recent.n} responses "
+            f"({rules.incident.minutes} min) vs {100 * (share or 0):.0f}% usually"
         )
-        return Decision(SegmentState(event.segment, False, None, event.computed_at), step, resolved=resolution)
-    return Decision(SegmentState(event.segment, firing, open_alert, event.computed_at))
+    else:
+        gap = usual_gap(data.baseline, rules.drop.baseline_days)
+        silent = None if data.last_arrival is None else (now - data.last_arrival).total_seconds()
+        detail = {
+            "last_arrival": None if data.last_arrival is None else data.last_arrival.isoformat(),
+            "silent_s": silent,
+            "usual_gap_s": None if gap is None else gap.total_seconds(),
+        }
+        text = f"No responses in {data.segment} for {(silent or 0) / 3600:.1f} h (usually one every {_hours(gap)})"
+    return AlertExplanation(
+        summary=text,
+        current=summarise(windows.current, data.current),
+        baseline=summarise(windows.baseline, data.baseline),
+        statistic=_round(verdict.statistic),
+        p_value=verdict.p_value,
+        q_value=verdict.q_value,
+        drop_points=_round(verdict.drop_points),
+        contributors=[
+            AlertContributor(
+                segment=c.segment,
+                points=c.points,
+                current_n=c.current_n,
+                baseline_n=c.baseline_n,
+                current_nps=_round(c.current_nps),
+                baseline_nps=_round(c.baseline_nps),
+            )
+            for c in movers
+        ],
+        detail=detail,
+    )
+
+
+def summarise(days: DayRange, counts: Counts) -> AlertWindowCounts:
+    interval = ci95(counts)
+    return AlertWindowCounts(
+        first_day=days.first,
+        last_day=days.last,
+        promoters=counts.promoters,
+        passives=counts.passives,
+        detractors=counts.detractors,
+        nps=_round(counts.nps),
+        ci_low=round(interval.low, 2),
+        ci_high=round(interval.high, 2),
+    )
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def _pts(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+def _hours(gap: timedelta | None) -> str:
+    if gap is None:
+        return "n/a"
+    hours = gap.total_seconds() / 3600
+    return f"{hours * 60:.0f} min" if hours < 1 else f"{hours:.1f} h"
+
+
+def round_windows(today: date, rules: Rules) -> Windows:
+    current = window(today, rules.drop.current_days)
+    return Windows(current, preceding(current, rules.drop.baseline_days))

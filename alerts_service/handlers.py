@@ -1,68 +1,292 @@
-"""Alerts use cases: evaluate a batch of score changes, fire and resolve."""
+"""Alerts use cases: mirror each segment's daily counts from ScoreChanged (the consumer's batches),
+and evaluate every segment in rounds (the loop's tick): every `interval_s`, and within a tick of
+a batch that changed something."""
 
 from __future__ import annotations
 
+import fnmatch
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from alerts_service import metrics, publisher, repository
-from alerts_service.domain import DropRule, SegmentState, Transition, evaluate
-from shared import outbox
+from alerts_service.detection import DropTest, Ewma, Rules, drop_test, ewma
+from alerts_service.domain import SegmentData, Timing, Transition, Windows, evaluate_round, round_windows
+from alerts_service.repository import NO_DAYS, Days, Opened, Seen, Silence
+from shared import audit, outbox
 from shared.consumer import Message
-from shared.events import ScoreChanged, ScoreEvent
+from shared.events import AlertExplanation, ScoreChanged, ScoreEvent
+from shared.nps import Counts
+from shared.windows import utc_day
 
 log = logging.getLogger(__name__)
 
+BUCKET = timedelta(minutes=5)  # arrivals are kept per segment per 5 minutes (the incident rule's grain)
+ARRIVALS_KEPT = timedelta(days=2)
+DAYS_KEPT_EXTRA = 7  # days beyond the longest span any rule reads
+
+
+def bucket_of(moment: datetime) -> datetime:
+    seconds = BUCKET.total_seconds()
+    return datetime.fromtimestamp(moment.timestamp() // seconds * seconds, moment.tzinfo)
+
+
+@dataclass
+class Due:
+    """Shared between the consumer's handler and the round: a batch that changed a segment asks
+    for a round at the next tick."""
+
+    now: bool = True
+
 
 @dataclass(frozen=True, slots=True)
-class EvaluateScores:
-    rule: DropRule
-    alerts_topic: str
+class MirrorScores:
+    due: Due
 
     async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[ScoreEvent]]) -> None:
         latest: dict[str, ScoreChanged] = {}  # only a segment's newest score in the batch matters
         for message in batch:
             event = message.event
-            seen = latest.get(event.segment)
-            if seen is None or event.computed_at > seen.computed_at:
+            prior = latest.get(event.segment)
+            if prior is None or event.computed_at > prior.computed_at:
                 latest[event.segment] = event
+        metrics.SCORES.labels("superseded").inc(len(batch) - len(latest))
+        known = await repository.lock_segments(conn, list(latest))
+        fresh = {
+            s: e for s, e in latest.items() if s not in known or e.computed_at > known[s].last_computed_at
+        }  # older than what was judged: a redelivery, or overtaken
+        metrics.SCORES.labels("stale").inc(len(latest) - len(fresh))
+        with_days = {s: e for s, e in fresh.items() if e.daily is not None}
+        metrics.SCORES.labels("applied").inc(len(with_days))
+        metrics.SCORES.labels("no_days").inc(len(fresh) - len(with_days))
+        spans = {s: (e.baseline.first_day, e.current.last_day) for s, e in with_days.items()}
+        before = await repository.sums_in(conn, spans)
+        days: list[tuple[str, date, Counts]] = []
+        arrivals: dict[tuple[str, datetime], Counts] = {}
+        seen: dict[str, Seen] = {}
+        for segment, event in fresh.items():
+            previous = known.get(segment)
+            last_arrival = previous.last_arrival_at if previous is not None else None
+            if event.daily is not None:
+                first, last = spans[segment]
+                now = [(d.day, d.counts) for d in event.daily if first <= d.day <= last]
+                days.extend((segment, day, counts) for day, counts in now)
+                delta = sum((c for _, c in now), Counts()) - before.get(segment, Counts())
+                # The first sight of a segment is its history, not what just arrived.
+                arrived = delta if previous is not None else Counts()
+                if previous is None and now:
+                    last_arrival = event.computed_at
+                if arrived != Counts():
+                    arrivals[(segment, bucket_of(event.computed_at))] = arrived
+                if arrived.promoters > 0 or arrived.passives > 0 or arrived.detractors > 0:
+                    last_arrival = event.computed_at
+            seen[segment] = Seen(event.computed_at, last_arrival)
+        await repository.replace_days(conn, spans, days)
+        await repository.add_arrivals(conn, arrivals)
+        await repository.save_segments(conn, seen)
+        if seen:
+            self.due.now = True
 
-        states = await repository.lock_states(conn, list(latest))
-        decisions = [evaluate(states.get(segment), event, self.rule) for segment, event in sorted(latest.items())]
-        new_states: list[SegmentState] = []
-        for decision in decisions:
-            if decision.state is None:
-                metrics.STALE_SCORES.inc()  # a redelivery, or an older event overtaken by a newer one
-                continue
-            new_states.append(decision.state)
-            if decision.transition is not Transition.NONE:
-                metrics.ALERT_TRANSITIONS.labels(decision.transition.value).inc()
-        fired = [d.fired for d in decisions if d.fired is not None]
-        resolved = [d.resolved for d in decisions if d.resolved is not None]
-        for alert in fired:
-            log.warning(
-                "score drop detected: segment=%s nps %.1f -> %.1f (%.1f points; n=%d vs baseline n=%d) alert=%s",
-                alert.segment,
-                alert.baseline_nps,
-                alert.current_nps,
-                alert.baseline_nps - alert.current_nps,
-                alert.current_n,
-                alert.baseline_n,
-                alert.alert_id,
+
+@dataclass(frozen=True, slots=True)
+class Cached:
+    """A segment's windows, drop test and EWMA as of `key` = (day, newest score judged): recomputed
+    only when either moves, so a round over 10,000 quiet segments reads no daily rows."""
+
+    key: tuple[date, datetime]
+    current: Counts
+    baseline: Counts
+    drop: DropTest | None
+    ewma: Ewma | None
+
+
+def stats_of(days: Days, rules: Rules) -> tuple[Counts, Counts, Ewma | None]:
+    """The current and baseline windows (ending today) and the EWMA over the complete days before
+    today, from one segment's days (`ago`: 0 is today)."""
+    current_days, baseline_days = rules.drop.current_days, rules.drop.baseline_days
+    span = rules.ewma.reference_days + rules.ewma.monitored_days
+    cur, base = [0, 0, 0], [0, 0, 0]
+    series = [_NONE] * span
+    for ago, p, pa, d in zip(days.ago, days.promoters, days.passives, days.detractors, strict=True):
+        if ago < current_days:
+            cur[0] += p
+            cur[1] += pa
+            cur[2] += d
+        elif ago < current_days + baseline_days:
+            base[0] += p
+            base[1] += pa
+            base[2] += d
+        if 1 <= ago <= span:
+            series[span - ago] = Counts(p, pa, d)
+    return Counts(*cur), Counts(*base), ewma(series, rules.ewma)
+
+
+_NONE = Counts()
+
+
+def first_day_read(today: date, rules: Rules, windows: Windows) -> date:
+    span = rules.ewma.reference_days + rules.ewma.monitored_days
+    return min(windows.baseline.first, today - timedelta(days=span))
+
+
+def silence_for(silences: Sequence[Silence], rule: str, segment: str) -> Silence | None:
+    for silence in silences:
+        if (silence.rule is None or silence.rule == rule) and fnmatch.fnmatchcase(segment, silence.matcher):
+            return silence
+    return None
+
+
+@dataclass
+class EvaluateRounds:
+    """The loop's tick. One round at a time across replicas (a transaction-scoped advisory lock);
+    the round's transitions, alert rows and outbox events commit together."""
+
+    rules: Rules
+    timing: Timing
+    alerts_topic: str
+    interval_s: float
+    clock: Callable[[], datetime]
+    due: Due
+    chunk: int = 2_000  # segments whose days are read per query
+    last_round_at: datetime | None = None  # the clock's time at the last round evaluated
+    _next: float = 0.0
+    _cache: dict[str, Cached] = field(default_factory=dict)
+    _next_prune: float = 0.0
+
+    async def __call__(self, conn: AsyncConnection) -> None:
+        if not self.due.now and time.monotonic() < self._next:
+            return
+        if not await repository.try_round_lock(conn):
+            return  # another replica is evaluating
+        self.due.now = False
+        self._next = time.monotonic() + self.interval_s
+        started = time.perf_counter()
+        now = self.clock()
+        await self.evaluate(conn, now)
+        metrics.ROUND_SECONDS.observe(time.perf_counter() - started)
+        self.last_round_at = now
+        if time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + 3600
+            today = utc_day(now)
+            oldest = first_day_read(today, self.rules, round_windows(today, self.rules))
+            await repository.prune(conn, now - ARRIVALS_KEPT, oldest - timedelta(days=DAYS_KEPT_EXTRA))
+
+    async def evaluate(self, conn: AsyncConnection, now: datetime) -> None:
+        today = utc_day(now)
+        windows = round_windows(today, self.rules)
+        segments = await repository.all_segments(conn)
+        await self._refresh(conn, segments, windows, today)
+        recent = await repository.recent_arrivals(conn, now - timedelta(minutes=self.rules.incident.minutes))
+        states = await repository.rule_states(conn, now)
+        data = []
+        for segment in sorted(segments):
+            cached = self._cache[segment]
+            data.append(
+                SegmentData(
+                    segment,
+                    cached.current,
+                    cached.baseline,
+                    cached.drop,
+                    cached.ewma,
+                    recent.get(segment, Counts()),
+                    segments[segment].last_arrival_at,
+                )
             )
-        for resolution in resolved:
-            log.info("score drop resolved: segment=%s alert=%s", resolution.segment, resolution.alert_id)
+        result = evaluate_round(data, states, self.rules, windows, now, self.timing)
+        await repository.save_rule_states(conn, result.states)
+        metrics.SEGMENTS_EVALUATED.set(len(data))
+        metrics.VERDICTS.inc(result.verdicts)
+        for rule, count in result.firing.items():
+            metrics.FIRING.labels(rule).set(count)
+        if result.changes:
+            await self._publish(conn, result.changes, now)
 
-        await repository.save_states(conn, new_states)
-        await repository.insert_alerts(conn, fired)
-        await repository.resolve_alerts(conn, resolved)
-        await outbox.enqueue(
-            conn,
-            repository.SCHEMA,
-            [publisher.fired(self.alerts_topic, a) for a in fired]
-            + [publisher.resolved(self.alerts_topic, r) for r in resolved],
+    async def _refresh(
+        self, conn: AsyncConnection, segments: Mapping[str, Seen], windows: Windows, today: date
+    ) -> None:
+        for gone in self._cache.keys() - segments.keys():
+            del self._cache[gone]
+        stale = sorted(
+            s
+            for s, seen in segments.items()
+            if (cached := self._cache.get(s)) is None or cached.key != (today, seen.last_computed_at)
         )
-        metrics.FIRING.set(await repository.count_firing(conn))
+        first = first_day_read(today, self.rules, windows)
+        for i in range(0, len(stale), self.chunk):
+            part = stale[i : i + self.chunk]
+            found = await repository.days_of(conn, part, first, today)
+            for segment in part:
+                current, baseline, trend = stats_of(found.get(segment, NO_DAYS), self.rules)
+                test = drop_test(current, baseline, self.rules.drop)
+                self._cache[segment] = Cached(
+                    (today, segments[segment].last_computed_at), current, baseline, test, trend
+                )
+
+    async def _publish(self, conn: AsyncConnection, changes: Sequence[Any], now: datetime) -> None:
+        silences = await repository.active_silences(conn, now)
+        opened: list[Opened] = []
+        resolved: list[tuple[str, datetime, AlertExplanation]] = []
+        outgoing = []
+        closing = await repository.opened(
+            conn, [c.state.alert_id for c in changes if c.transition is Transition.RESOLVED and c.state.alert_id]
+        )
+        for change in changes:
+            state = change.state
+            assert state.alert_id is not None
+            metrics.TRANSITIONS.labels(state.rule, change.transition.value).inc()
+            if change.transition is Transition.FIRED:
+                silence = silence_for(silences, state.rule, state.segment)
+                opened.append(
+                    Opened(
+                        state.alert_id,
+                        state.rule,
+                        state.segment,
+                        now,
+                        change.explanation,
+                        silence.silence_id if silence else None,
+                    )
+                )
+                log.warning(
+                    "alert fired: rule=%s segment=%s alert=%s%s: %s",
+                    state.rule,
+                    state.segment,
+                    state.alert_id,
+                    f" (silenced by {silence.silence_id})" if silence else "",
+                    change.explanation.summary,
+                )
+                if silence is None:
+                    outgoing.append(publisher.fired(self.alerts_topic, state, now, change.explanation))
+                else:
+                    metrics.SILENCED.inc()
+            else:
+                resolved.append((state.alert_id, now, change.explanation))
+                log.info("alert resolved: rule=%s segment=%s alert=%s", state.rule, state.segment, state.alert_id)
+                fired_at, silence_id = closing.get(state.alert_id, (now, None))
+                if silence_id is None:  # its AlertFired went out, so its AlertResolved does
+                    outgoing.append(publisher.resolved(self.alerts_topic, state, fired_at, now, change.explanation))
+        await repository.insert_alerts(conn, opened)
+        await repository.resolve_alerts(conn, resolved)
+        await outbox.enqueue(conn, repository.SCHEMA, outgoing)
+
+
+class AlertNotFound(Exception):
+    pass
+
+
+async def acknowledge(
+    conn: AsyncConnection, alerts_topic: str, alert_id: str, by: str, note: str | None, actor: str, now: datetime
+) -> Any:
+    """Record who took the alert (again, if someone else takes it), audit it, publish AlertAcknowledged."""
+    row = await repository.get_alert(conn, alert_id, lock=True)
+    if row is None:
+        raise AlertNotFound(alert_id)
+    await repository.acknowledge(conn, alert_id, by, note, now)
+    await audit.record(conn, actor, "alert.acknowledged", alert_id, {"by": by})
+    await outbox.enqueue(conn, repository.SCHEMA, [publisher.acknowledged(alerts_topic, row, by, note, now)])
+    metrics.ACKNOWLEDGED.inc()
+    return await repository.get_alert(conn, alert_id)

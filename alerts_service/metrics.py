@@ -1,9 +1,22 @@
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
-ALERT_TRANSITIONS = Counter("nps_alerts_transitions_total", "Alert state changes.", ["transition"])
-STALE_SCORES = Counter(
-    "nps_alerts_stale_scores_total", "ScoreChanged events older than the segment's last one (ignored)."
+# Labels are bounded: rule (4), transition (2), outcome (4). Never the segment.
+SCORES = Counter(
+    "nps_alerts_scores_total",
+    "ScoreChanged events by outcome: applied; stale (older than the segment's last); superseded (a newer one "
+    "in the same batch); no_days (from a scoring too old to send daily counts: ignored).",
+    ["outcome"],
 )
-FIRING = Gauge("nps_alerts_firing", "Segments whose score-drop alert is firing (as of this process's last batch).")
+TRANSITIONS = Counter("nps_alerts_transitions_total", "Alerts fired and resolved.", ["rule", "transition"])
+FIRING = Gauge("nps_alerts_firing", "Alerts firing (or resolving) after the last round.", ["rule"])
+ROUND_SECONDS = Histogram(
+    "nps_alerts_round_seconds",
+    "One evaluation round over every segment.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+SEGMENTS_EVALUATED = Gauge("nps_alerts_segments_evaluated", "Segments in the last round.")
+VERDICTS = Counter("nps_alerts_verdicts_total", "Rule verdicts reached (segments x rules with enough data).")
+SILENCED = Counter("nps_alerts_silenced_total", "Alerts fired while a silence matched: recorded, not published.")
+ACKNOWLEDGED = Counter("nps_alerts_acknowledged_total", "Alerts acknowledged through the API.")

@@ -1,40 +1,47 @@
-"""What alerts publishes, as outbox rows (sent after the batch's transaction commits)."""
+"""What alerts publishes, as outbox rows (sent after the transaction commits)."""
 
 from __future__ import annotations
 
-from alerts_service.domain import Alert, Resolution
-from shared.events import ScoreDropDetected, ScoreDropResolved
+from datetime import datetime
+from typing import Any
+
+from alerts_service.domain import RuleState
+from shared.events import AlertAcknowledged, AlertExplanation, AlertFired, AlertResolved
 from shared.outbox import Outgoing
 
 
-def fired(topic: str, alert: Alert) -> Outgoing:
-    return Outgoing.event(
-        topic,
-        alert.segment,
-        ScoreDropDetected(
-            alert_id=alert.alert_id,
-            segment=alert.segment,
-            as_of=alert.as_of,
-            current_nps=alert.current_nps,
-            baseline_nps=alert.baseline_nps,
-            drop_points=alert.baseline_nps - alert.current_nps,
-            current_n=alert.current_n,
-            baseline_n=alert.baseline_n,
-            detected_at=alert.fired_at,
-        ),
+def fired(topic: str, state: RuleState, at: datetime, explanation: AlertExplanation) -> Outgoing:
+    assert state.alert_id is not None
+    event = AlertFired(
+        alert_id=state.alert_id,
+        rule=state.rule,
+        segment=state.segment,
+        fired_at=at,
+        explanation=explanation,
     )
+    return Outgoing.event(topic, state.segment, event)
 
 
-def resolved(topic: str, resolution: Resolution) -> Outgoing:
-    return Outgoing.event(
-        topic,
-        resolution.segment,
-        ScoreDropResolved(
-            alert_id=resolution.alert_id,
-            segment=resolution.segment,
-            as_of=resolution.as_of,
-            current_nps=resolution.current_nps,
-            baseline_nps=resolution.baseline_nps,
-            resolved_at=resolution.resolved_at,
-        ),
+def resolved(topic: str, state: RuleState, fired_at: datetime, at: datetime, explanation: AlertExplanation) -> Outgoing:
+    assert state.alert_id is not None
+    event = AlertResolved(
+        alert_id=state.alert_id,
+        rule=state.rule,
+        segment=state.segment,
+        fired_at=fired_at,
+        resolved_at=at,
+        explanation=explanation,
     )
+    return Outgoing.event(topic, state.segment, event)
+
+
+def acknowledged(topic: str, alert: Any, by: str, note: str | None, at: datetime) -> Outgoing:
+    event = AlertAcknowledged(
+        alert_id=alert.alert_id,
+        rule=alert.rule,
+        segment=alert.segment,
+        acknowledged_by=by,
+        note=note,
+        acknowledged_at=at,
+    )
+    return Outgoing.event(topic, alert.segment, event)

@@ -1,103 +1,457 @@
-"""All of alerts' SQL. Never commits."""
+"""All of alerts' SQL. Never commits.
+
+Lock order, so the consumer's batches and the evaluation rounds never deadlock: `segments` rows
+(sorted by segment) before anything else; a round holds the transaction-scoped advisory lock
+ROUND_LOCK, and only reads `segments`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from alerts_service.domain import Alert, Resolution, SegmentState
+from alerts_service.domain import RuleState, State
+from shared.events import AlertExplanation
+from shared.nps import Counts
 
 SCHEMA = "alerts"
+ROUND_LOCK = 0x6E707361  # pg_try_advisory_xact_lock key: one evaluation round at a time, any replica
 
 
-async def lock_states(conn: AsyncConnection, segments: Sequence[str]) -> dict[str, SegmentState]:
+@dataclass(frozen=True, slots=True)
+class Seen:
+    last_computed_at: datetime
+    last_arrival_at: datetime | None
+
+
+async def lock_segments(conn: AsyncConnection, segments: Sequence[str]) -> dict[str, Seen]:
     rows = await conn.execute(
         sa.text(
-            f"SELECT segment, firing, alert_id, last_computed_at FROM {SCHEMA}.segment_states "
+            f"SELECT segment, last_computed_at, last_arrival_at FROM {SCHEMA}.segments "
             "WHERE segment = ANY(CAST(:segments AS text[])) ORDER BY segment FOR UPDATE"
         ),
         {"segments": sorted(segments)},
     )
-    return {r.segment: SegmentState(r.segment, r.firing, r.alert_id, r.last_computed_at) for r in rows}
+    return {r.segment: Seen(r.last_computed_at, r.last_arrival_at) for r in rows}
 
 
-async def save_states(conn: AsyncConnection, states: Sequence[SegmentState]) -> None:
-    if not states:
+async def save_segments(conn: AsyncConnection, seen: Mapping[str, Seen]) -> None:
+    if not seen:
         return
-    ordered = sorted(states, key=lambda s: s.segment)
+    ordered = sorted(seen)
     await conn.execute(
         sa.text(
             f"""
-            INSERT INTO {SCHEMA}.segment_states AS s (segment, firing, alert_id, last_computed_at)
-            SELECT * FROM unnest(CAST(:segments AS text[]), CAST(:firing AS boolean[]),
-                                 CAST(:alert_ids AS text[]), CAST(:computed AS timestamptz[]))
+            INSERT INTO {SCHEMA}.segments AS s (segment, last_computed_at, last_arrival_at)
+            SELECT * FROM unnest(CAST(:segments AS text[]), CAST(:computed AS timestamptz[]),
+                                 CAST(:arrived AS timestamptz[]))
             ON CONFLICT (segment) DO UPDATE SET
-                firing = EXCLUDED.firing, alert_id = EXCLUDED.alert_id,
-                last_computed_at = EXCLUDED.last_computed_at
+                last_computed_at = EXCLUDED.last_computed_at, last_arrival_at = EXCLUDED.last_arrival_at
             """
         ),
         {
-            "segments": [s.segment for s in ordered],
-            "firing": [s.firing for s in ordered],
-            "alert_ids": [s.alert_id for s in ordered],
-            "computed": [s.last_computed_at for s in ordered],
+            "segments": ordered,
+            "computed": [seen[s].last_computed_at for s in ordered],
+            "arrived": [seen[s].last_arrival_at for s in ordered],
         },
     )
 
 
-async def insert_alerts(conn: AsyncConnection, alerts: Sequence[Alert]) -> None:
+async def sums_in(conn: AsyncConnection, spans: Mapping[str, tuple[date, date]]) -> dict[str, Counts]:
+    """Each segment's mirrored counts over its own span of days."""
+    ordered = sorted(spans)
+    rows = await conn.execute(
+        sa.text(
+            f"""
+            SELECT s.segment, sum(d.promoters) AS p, sum(d.passives) AS pa, sum(d.detractors) AS d
+            FROM unnest(CAST(:segments AS text[]), CAST(:firsts AS date[]), CAST(:lasts AS date[]))
+                 AS s(segment, first, last)
+            JOIN {SCHEMA}.daily d ON d.segment = s.segment AND d.day BETWEEN s.first AND s.last
+            GROUP BY s.segment
+            """
+        ),
+        {"segments": ordered, "firsts": [spans[s][0] for s in ordered], "lasts": [spans[s][1] for s in ordered]},
+    )
+    return {r.segment: Counts(int(r.p), int(r.pa), int(r.d)) for r in rows}
+
+
+async def replace_days(
+    conn: AsyncConnection, spans: Mapping[str, tuple[date, date]], days: Sequence[tuple[str, date, Counts]]
+) -> None:
+    """Each segment's days in its span become exactly `days` (a day not listed has no responses)."""
+    ordered = sorted(spans)
+    await conn.execute(
+        sa.text(
+            f"""
+            DELETE FROM {SCHEMA}.daily d
+            USING unnest(CAST(:segments AS text[]), CAST(:firsts AS date[]), CAST(:lasts AS date[]))
+                  AS s(segment, first, last)
+            WHERE d.segment = s.segment AND d.day BETWEEN s.first AND s.last
+            """
+        ),
+        {"segments": ordered, "firsts": [spans[s][0] for s in ordered], "lasts": [spans[s][1] for s in ordered]},
+    )
+    if days:
+        await conn.execute(
+            sa.text(
+                f"""
+                INSERT INTO {SCHEMA}.daily (segment, day, promoters, passives, detractors)
+                SELECT * FROM unnest(CAST(:segments AS text[]), CAST(:days AS date[]), CAST(:p AS integer[]),
+                                     CAST(:pa AS integer[]), CAST(:d AS integer[]))
+                """
+            ),
+            {
+                "segments": [s for s, _, _ in days],
+                "days": [d for _, d, _ in days],
+                "p": [c.promoters for _, _, c in days],
+                "pa": [c.passives for _, _, c in days],
+                "d": [c.detractors for _, _, c in days],
+            },
+        )
+
+
+async def add_arrivals(conn: AsyncConnection, arrivals: Mapping[tuple[str, datetime], Counts]) -> None:
+    if not arrivals:
+        return
+    keys = sorted(arrivals)
+    await conn.execute(
+        sa.text(
+            f"""
+            INSERT INTO {SCHEMA}.arrivals AS a (segment, bucket, promoters, passives, detractors)
+            SELECT * FROM unnest(CAST(:segments AS text[]), CAST(:buckets AS timestamptz[]),
+                                 CAST(:p AS integer[]), CAST(:pa AS integer[]), CAST(:d AS integer[]))
+            ON CONFLICT (segment, bucket) DO UPDATE SET
+                promoters = a.promoters + EXCLUDED.promoters, passives = a.passives + EXCLUDED.passives,
+                detractors = a.detractors + EXCLUDED.detractors
+            """
+        ),
+        {
+            "segments": [s for s, _ in keys],
+            "buckets": [b for _, b in keys],
+            "p": [arrivals[k].promoters for k in keys],
+            "pa": [arrivals[k].passives for k in keys],
+            "d": [arrivals[k].detractors for k in keys],
+        },
+    )
+
+
+# --- a round's reads ---
+
+
+async def try_round_lock(conn: AsyncConnection) -> bool:
+    return bool((await conn.execute(sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": ROUND_LOCK})).scalar_one())
+
+
+async def all_segments(conn: AsyncConnection) -> dict[str, Seen]:
+    rows = await conn.execute(sa.text(f"SELECT segment, last_computed_at, last_arrival_at FROM {SCHEMA}.segments"))
+    return {r.segment: Seen(r.last_computed_at, r.last_arrival_at) for r in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class Days:
+    """One segment's days, as parallel arrays: days before `today` (0 = today), and the counts."""
+
+    ago: Sequence[int]
+    promoters: Sequence[int]
+    passives: Sequence[int]
+    detractors: Sequence[int]
+
+
+NO_DAYS = Days((), (), (), ())
+
+
+async def days_of(conn: AsyncConnection, segments: Sequence[str], first: date, today: date) -> dict[str, Days]:
+    """Each segment's days from `first` to `today`: one row per segment (arrays), not per day."""
+    rows = await conn.execute(
+        sa.text(
+            f"""SELECT segment, array_agg(CAST(:today AS date) - day) AS ago, array_agg(promoters) AS p,
+                       array_agg(passives) AS pa, array_agg(detractors) AS d
+                FROM {SCHEMA}.daily
+                WHERE segment = ANY(CAST(:segments AS text[])) AND day BETWEEN :first AND :today
+                GROUP BY segment"""
+        ),
+        {"segments": list(segments), "first": first, "today": today},
+    )
+    return {r.segment: Days(r.ago, r.p, r.pa, r.d) for r in rows}
+
+
+async def recent_arrivals(conn: AsyncConnection, since: datetime) -> dict[str, Counts]:
+    """Arrivals per segment after `since`; a negative sum (erasures) counts as none."""
+    rows = await conn.execute(
+        sa.text(
+            f"""SELECT segment, greatest(sum(promoters), 0) AS p, greatest(sum(passives), 0) AS pa,
+                       greatest(sum(detractors), 0) AS d
+                FROM {SCHEMA}.arrivals WHERE bucket >= :since GROUP BY segment"""
+        ),
+        {"since": since},
+    )
+    return {r.segment: Counts(int(r.p), int(r.pa), int(r.d)) for r in rows}
+
+
+async def rule_states(conn: AsyncConnection, now: datetime) -> dict[tuple[str, str], RuleState]:
+    """Every (rule, segment) not plainly ok: a missing row is RuleState's default."""
+    rows = await conn.execute(
+        sa.text(
+            f"""SELECT rule, segment, state, since, evaluations, alert_id, cooldown_until, flaps
+                FROM {SCHEMA}.rule_states WHERE state <> 'ok' OR cooldown_until > :now"""
+        ),
+        {"now": now},
+    )
+    return {
+        (r.rule, r.segment): RuleState(
+            r.rule, r.segment, State(r.state), r.since, r.evaluations, r.alert_id, r.cooldown_until, r.flaps
+        )
+        for r in rows
+    }
+
+
+async def save_rule_states(conn: AsyncConnection, states: Sequence[RuleState]) -> None:
+    plain = [s for s in states if s == RuleState(s.rule, s.segment)]
+    kept = sorted((s for s in states if s != RuleState(s.rule, s.segment)), key=lambda s: (s.rule, s.segment))
+    if plain:
+        await conn.execute(
+            sa.text(
+                f"""DELETE FROM {SCHEMA}.rule_states r USING unnest(CAST(:rules AS text[]), CAST(:segments AS text[]))
+                    AS k(rule, segment) WHERE r.rule = k.rule AND r.segment = k.segment"""
+            ),
+            {"rules": [s.rule for s in plain], "segments": [s.segment for s in plain]},
+        )
+    if kept:
+        await conn.execute(
+            sa.text(
+                f"""
+                INSERT INTO {SCHEMA}.rule_states AS r
+                    (rule, segment, state, since, evaluations, alert_id, cooldown_until, flaps)
+                SELECT * FROM unnest(CAST(:rules AS text[]), CAST(:segments AS text[]), CAST(:states AS text[]),
+                    CAST(:since AS timestamptz[]), CAST(:evaluations AS integer[]), CAST(:alert_ids AS text[]),
+                    CAST(:cooldowns AS timestamptz[]), CAST(:flaps AS integer[]))
+                ON CONFLICT (rule, segment) DO UPDATE SET
+                    state = EXCLUDED.state, since = EXCLUDED.since, evaluations = EXCLUDED.evaluations,
+                    alert_id = EXCLUDED.alert_id, cooldown_until = EXCLUDED.cooldown_until, flaps = EXCLUDED.flaps
+                """
+            ),
+            {
+                "rules": [s.rule for s in kept],
+                "segments": [s.segment for s in kept],
+                "states": [s.state.value for s in kept],
+                "since": [s.since for s in kept],
+                "evaluations": [s.evaluations for s in kept],
+                "alert_ids": [s.alert_id for s in kept],
+                "cooldowns": [s.cooldown_until for s in kept],
+                "flaps": [s.flaps for s in kept],
+            },
+        )
+        # an open alert's flap count follows its state
+        await conn.execute(
+            sa.text(
+                f"""UPDATE {SCHEMA}.alerts a SET flaps = k.flaps
+                    FROM unnest(CAST(:ids AS text[]), CAST(:flaps AS integer[])) AS k(id, flaps)
+                    WHERE a.alert_id = k.id AND a.flaps <> k.flaps"""
+            ),
+            {"ids": [s.alert_id for s in kept if s.alert_id], "flaps": [s.flaps for s in kept if s.alert_id]},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    silence_id: str
+    matcher: str
+    rule: str | None
+    starts_at: datetime
+    ends_at: datetime
+    created_by: str
+    comment: str | None
+    created_at: datetime
+
+
+async def active_silences(conn: AsyncConnection, now: datetime) -> list[Silence]:
+    rows = await conn.execute(
+        sa.text(
+            f"""SELECT silence_id, matcher, rule, starts_at, ends_at, created_by, comment, created_at
+                FROM {SCHEMA}.silences WHERE deleted_at IS NULL AND starts_at <= :now AND ends_at > :now
+                ORDER BY created_at"""
+        ),
+        {"now": now},
+    )
+    return [Silence(**r._mapping) for r in rows]
+
+
+# --- alerts ---
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    alert_id: str
+    rule: str
+    segment: str
+    fired_at: datetime
+    explanation: AlertExplanation
+    silence_id: str | None
+
+
+async def insert_alerts(conn: AsyncConnection, alerts: Sequence[Opened]) -> None:
     if not alerts:
         return
     await conn.execute(
         sa.text(
             f"""
-            INSERT INTO {SCHEMA}.alerts
-                (alert_id, segment, as_of, current_nps, baseline_nps, current_n, baseline_n, fired_at)
-            SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:segments AS text[]), CAST(:as_of AS date[]),
-                CAST(:cur AS double precision[]), CAST(:base AS double precision[]),
-                CAST(:cur_n AS integer[]), CAST(:base_n AS integer[]), CAST(:fired AS timestamptz[]))
+            INSERT INTO {SCHEMA}.alerts (alert_id, rule, segment, fired_at, explanation, silence_id)
+            SELECT id, rule, segment, fired_at, explanation::jsonb, silence_id
+            FROM unnest(CAST(:ids AS text[]), CAST(:rules AS text[]), CAST(:segments AS text[]),
+                        CAST(:fired AS timestamptz[]), CAST(:explanations AS text[]), CAST(:silences AS text[]))
+                 AS a(id, rule, segment, fired_at, explanation, silence_id)
             ON CONFLICT (alert_id) DO NOTHING
             """
         ),
         {
             "ids": [a.alert_id for a in alerts],
+            "rules": [a.rule for a in alerts],
             "segments": [a.segment for a in alerts],
-            "as_of": [a.as_of for a in alerts],
-            "cur": [a.current_nps for a in alerts],
-            "base": [a.baseline_nps for a in alerts],
-            "cur_n": [a.current_n for a in alerts],
-            "base_n": [a.baseline_n for a in alerts],
             "fired": [a.fired_at for a in alerts],
+            "explanations": [a.explanation.model_dump_json() for a in alerts],
+            "silences": [a.silence_id for a in alerts],
         },
     )
 
 
-async def resolve_alerts(conn: AsyncConnection, resolved: Sequence[Resolution]) -> None:
+async def resolve_alerts(conn: AsyncConnection, resolved: Sequence[tuple[str, datetime, AlertExplanation]]) -> None:
     if resolved:
         await conn.execute(
             sa.text(
-                f"UPDATE {SCHEMA}.alerts a SET resolved_at = r.at FROM unnest("
-                "CAST(:ids AS text[]), CAST(:ats AS timestamptz[])) AS r(id, at) WHERE a.alert_id = r.id"
+                f"""UPDATE {SCHEMA}.alerts a SET resolved_at = r.at, resolution = r.resolution::jsonb
+                    FROM unnest(CAST(:ids AS text[]), CAST(:ats AS timestamptz[]), CAST(:resolutions AS text[]))
+                    AS r(id, at, resolution) WHERE a.alert_id = r.id"""
             ),
-            {"ids": [r.alert_id for r in resolved], "ats": [r.resolved_at for r in resolved]},
+            {
+                "ids": [i for i, _, _ in resolved],
+                "ats": [at for _, at, _ in resolved],
+                "resolutions": [x.model_dump_json() for _, _, x in resolved],
+            },
         )
 
 
-async def list_alerts(conn: AsyncConnection, firing_only: bool, limit: int) -> Sequence[Row[tuple[object, ...]]]:
-    where = "WHERE resolved_at IS NULL" if firing_only else ""
+async def opened(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, tuple[datetime, str | None]]:
+    """These alerts' fired_at, and the silence that held their AlertFired back (None: it went out)."""
+    if not ids:
+        return {}
+    rows = await conn.execute(
+        sa.text(
+            f"SELECT alert_id, fired_at, silence_id FROM {SCHEMA}.alerts WHERE alert_id = ANY(CAST(:ids AS text[]))"
+        ),
+        {"ids": list(ids)},
+    )
+    return {r.alert_id: (r.fired_at, r.silence_id) for r in rows}
+
+
+ALERT_COLUMNS = (
+    "alert_id, rule, segment, fired_at, resolved_at, explanation, resolution, acknowledged_by, acknowledged_at, "
+    "ack_note, silence_id, flaps"
+)
+
+
+async def list_alerts(
+    conn: AsyncConnection,
+    state: str,
+    rule: str | None,
+    segment: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    before: tuple[datetime, str] | None,
+) -> Sequence[Row[tuple[object, ...]]]:
+    where, params = [], {"limit": limit}
+    if state == "firing":
+        where.append("resolved_at IS NULL")
+    elif state == "resolved":
+        where.append("resolved_at IS NOT NULL")
+    for name, value, clause in (
+        ("rule", rule, "rule = :rule"),
+        ("segment", segment, "segment = :segment"),
+        ("since", since, "fired_at >= :since"),
+        ("until", until, "fired_at < :until"),
+    ):
+        if value is not None:
+            where.append(clause)
+            params[name] = value  # type: ignore[assignment]
+    if before is not None:
+        where.append("(fired_at, alert_id) < (:before_at, :before_id)")
+        params["before_at"], params["before_id"] = before  # type: ignore[assignment]
+    sql = f"SELECT {ALERT_COLUMNS} FROM {SCHEMA}.alerts"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY fired_at DESC, alert_id DESC LIMIT :limit"
+    return (await conn.execute(sa.text(sql), params)).all()
+
+
+async def get_alert(conn: AsyncConnection, alert_id: str, lock: bool = False) -> Row[tuple[object, ...]] | None:
+    sql = f"SELECT {ALERT_COLUMNS} FROM {SCHEMA}.alerts WHERE alert_id = :id" + (" FOR UPDATE" if lock else "")
+    return (await conn.execute(sa.text(sql), {"id": alert_id})).one_or_none()
+
+
+async def acknowledge(conn: AsyncConnection, alert_id: str, by: str, note: str | None, at: datetime) -> None:
+    await conn.execute(
+        sa.text(
+            f"UPDATE {SCHEMA}.alerts SET acknowledged_by = :by, ack_note = :note, acknowledged_at = :at "
+            "WHERE alert_id = :id"
+        ),
+        {"id": alert_id, "by": by, "note": note, "at": at},
+    )
+
+
+async def insert_silence(conn: AsyncConnection, silence: Silence) -> None:
+    await conn.execute(
+        sa.text(
+            f"""INSERT INTO {SCHEMA}.silences
+                (silence_id, matcher, rule, starts_at, ends_at, created_by, comment, created_at)
+                VALUES (:silence_id, :matcher, :rule, :starts_at, :ends_at, :created_by, :comment, :created_at)"""
+        ),
+        {
+            "silence_id": silence.silence_id,
+            "matcher": silence.matcher,
+            "rule": silence.rule,
+            "starts_at": silence.starts_at,
+            "ends_at": silence.ends_at,
+            "created_by": silence.created_by,
+            "comment": silence.comment,
+            "created_at": silence.created_at,
+        },
+    )
+
+
+async def list_silences(conn: AsyncConnection, now: datetime, include_expired: bool) -> list[Silence]:
+    where = "deleted_at IS NULL" + ("" if include_expired else " AND ends_at > :now")
+    rows = await conn.execute(
+        sa.text(
+            f"""SELECT silence_id, matcher, rule, starts_at, ends_at, created_by, comment, created_at
+                FROM {SCHEMA}.silences WHERE {where} ORDER BY created_at DESC LIMIT 1000"""
+        ),
+        {"now": now},
+    )
+    return [Silence(**r._mapping) for r in rows]
+
+
+async def delete_silence(conn: AsyncConnection, silence_id: str, now: datetime) -> bool:
     result = await conn.execute(
         sa.text(
-            f"""SELECT alert_id, segment, as_of, current_nps, baseline_nps, current_n, baseline_n,
-                       fired_at, resolved_at
-                FROM {SCHEMA}.alerts {where} ORDER BY fired_at DESC LIMIT :limit"""
+            f"UPDATE {SCHEMA}.silences SET deleted_at = :now WHERE silence_id = :id AND deleted_at IS NULL"
+            " RETURNING silence_id"
         ),
-        {"limit": limit},
+        {"id": silence_id, "now": now},
     )
-    return result.all()
+    return result.one_or_none() is not None
 
 
-async def count_firing(conn: AsyncConnection) -> int:
-    return int((await conn.execute(sa.text(f"SELECT count(*) FROM {SCHEMA}.segment_states WHERE firing"))).scalar_one())
+async def prune(conn: AsyncConnection, arrivals_before: datetime, days_before: date) -> None:
+    await conn.execute(sa.text(f"DELETE FROM {SCHEMA}.arrivals WHERE bucket < :at"), {"at": arrivals_before})
+    await conn.execute(sa.text(f"DELETE FROM {SCHEMA}.daily WHERE day < :day"), {"day": days_before})
+
+
+async def count_firing(conn: AsyncConnection) -> dict[str, int]:
+    rows = await conn.execute(
+        sa.text(f"SELECT rule, count(*) AS n FROM {SCHEMA}.alerts WHERE resolved_at IS NULL GROUP BY rule")
+    )
+    return {r.rule: int(r.n) for r in rows}

@@ -3,7 +3,8 @@
 ingest   bench/ingest.py: single POSTs, validate-only, batch import (wrk against `nps ingest`)
 scoring  bench/scoring.py: a backlog consumed raw, by `nps scoring` and by a replay; end to end
 followup bench/followup.py: the same kind of backlog routed by `nps followup`
-delivery bench/delivery.py: webhooks sent by `nps delivery` to a local receiver, and their latency"""
+delivery bench/delivery.py: webhooks sent by `nps delivery` to a local receiver, and their latency
+alerts   bench/alerts.py: evaluation rounds over 10,000 segments"""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench.alerts import bench_alerts, write_alerts_report
 from bench.delivery import bench_delivery, write_delivery_report
 from bench.followup import bench_followup, write_followup_report
 from bench.ingest import bench_ingest, ensure_wrk, write_report
@@ -25,7 +27,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["ingest", "scoring", "followup", "delivery"],
+        choices=["ingest", "scoring", "followup", "delivery", "alerts"],
         help="run one benchmark (its section is rewritten)",
     )
     parser.add_argument("--events", type=int, default=200_000, help="scoring backlog size")
@@ -41,6 +43,8 @@ def main() -> int:
         print(f"wrote {write_followup_report(bench_followup(args.events, args.profile))}")
     if args.only in (None, "delivery"):
         print(f"wrote {write_delivery_report(bench_delivery(profile_dir=args.profile))}")
+    if args.only in (None, "alerts"):
+        print(f"wrote {write_alerts_report(bench_alerts())}")
     return 0
 
 

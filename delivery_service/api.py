@@ -32,9 +32,6 @@ SubscriptionId = Annotated[
     str, Path(pattern=r"^wh_[0-9a-f]{24}$", description="a subscription's id, `wh_` and 24 hex digits")
 ]
 DeliveryId = Annotated[str, Path(pattern=r"^msg_[0-9a-f]{32}$", description="a delivery's id (its webhook-id)")]
-EventName = Literal[
-    "FollowUpCreated", "TicketOpened", "TicketUpdated", "TicketSlaBreached", "ScoreDropDetected", "ScoreDropResolved"
-]
 
 
 class TestAnswer(BaseModel):

@@ -14,25 +14,32 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Literal
+from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 from shared.events import (
+    AlertAcknowledged,
+    AlertFired,
+    AlertResolved,
     FollowUpCreated,
-    ScoreDropDetected,
-    ScoreDropResolved,
     TicketOpened,
     TicketSlaBreached,
     TicketUpdated,
 )
 
-Outgoing = FollowUpCreated | TicketOpened | TicketUpdated | TicketSlaBreached | ScoreDropDetected | ScoreDropResolved
+Outgoing = (
+    FollowUpCreated | TicketOpened | TicketUpdated | TicketSlaBreached | AlertFired | AlertResolved | AlertAcknowledged
+)
 EventType = Literal[
-    "FollowUpCreated", "TicketOpened", "TicketUpdated", "TicketSlaBreached", "ScoreDropDetected", "ScoreDropResolved"
+    "FollowUpCreated",
+    "TicketOpened",
+    "TicketUpdated",
+    "TicketSlaBreached",
+    "AlertFired",
+    "AlertResolved",
+    "AlertAcknowledged",
 ]
-EVENT_TYPES: tuple[str, ...] = (
-    "FollowUpCreated", "TicketOpened", "TicketUpdated", "TicketSlaBreached", "ScoreDropDetected", "ScoreDropResolved",
-)  # fmt: skip
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 TEST_EVENT = "WebhookTest"  # what POST /v1/webhooks/{id}/test sends
 Format = Literal["standard", "slack"]
 SECRET_PREFIX = "whsec_"
@@ -54,7 +61,7 @@ class Subscription:
 
 def segments_of(event: Outgoing) -> frozenset[str]:
     """The segments an event belongs to, as subscriptions name them."""
-    if isinstance(event, ScoreDropDetected | ScoreDropResolved):
+    if isinstance(event, AlertFired | AlertResolved | AlertAcknowledged):
         return frozenset({event.segment})
     found = {"all"}
     channel = getattr(event, "channel", None)
@@ -78,7 +85,7 @@ def order_key(event: Outgoing) -> str:
     """What an endpoint receives in order: one ticket's events, one alert's, one follow-up."""
     if isinstance(event, FollowUpCreated):
         return event.followup_id
-    if isinstance(event, ScoreDropDetected | ScoreDropResolved):
+    if isinstance(event, AlertFired | AlertResolved | AlertAcknowledged):
         return event.alert_id
     return event.ticket_id
 
@@ -86,10 +93,14 @@ def order_key(event: Outgoing) -> str:
 def occurred_at(event: Outgoing) -> datetime:
     if isinstance(event, TicketUpdated):
         return event.updated_at
-    if isinstance(event, TicketSlaBreached | ScoreDropDetected):
+    if isinstance(event, TicketSlaBreached):
         return event.detected_at
-    if isinstance(event, ScoreDropResolved):
+    if isinstance(event, AlertFired):
+        return event.fired_at
+    if isinstance(event, AlertResolved):
         return event.resolved_at
+    if isinstance(event, AlertAcknowledged):
+        return event.acknowledged_at
     return event.created_at
 
 

@@ -18,10 +18,11 @@ from delivery_service import metrics, repository
 from delivery_service.domain import Outgoing, event_key, occurred_at, order_key, respondent_of, wants, webhook_id
 from shared.consumer import Message
 from shared.events import (
+    AlertAcknowledged,
+    AlertFired,
+    AlertResolved,
     FollowUpCreated,
     RespondentErased,
-    ScoreDropDetected,
-    ScoreDropResolved,
     TicketOpened,
     TicketSlaBreached,
     TicketUpdated,
@@ -30,7 +31,13 @@ from shared.privacy import Pseudonyms
 
 OUTGOING: TypeAdapter[Outgoing] = TypeAdapter(
     Annotated[
-        FollowUpCreated | TicketOpened | TicketUpdated | TicketSlaBreached | ScoreDropDetected | ScoreDropResolved,
+        FollowUpCreated
+        | TicketOpened
+        | TicketUpdated
+        | TicketSlaBreached
+        | AlertFired
+        | AlertResolved
+        | AlertAcknowledged,
         Field(discriminator="type"),
     ]
 )
@@ -50,8 +57,9 @@ _CONSUMED: TypeAdapter[Outgoing | RespondentErased | _Response] = TypeAdapter(
         | TicketOpened
         | TicketUpdated
         | TicketSlaBreached
-        | ScoreDropDetected
-        | ScoreDropResolved
+        | AlertFired
+        | AlertResolved
+        | AlertAcknowledged
         | RespondentErased
         | _Response,
         Field(discriminator="type"),

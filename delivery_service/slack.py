@@ -9,9 +9,11 @@ from typing import Any
 
 from delivery_service.domain import Outgoing
 from shared.events import (
+    AlertAcknowledged,
+    AlertFired,
+    AlertResolved,
+    AlertWindowCounts,
     FollowUpCreated,
-    ScoreDropDetected,
-    ScoreDropResolved,
     TicketOpened,
     TicketSlaBreached,
     TicketUpdated,
@@ -27,25 +29,40 @@ def _points(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.1f}"
 
 
+def _n(window: AlertWindowCounts) -> int:
+    return window.promoters + window.passives + window.detractors
+
+
 def summary(event: Outgoing) -> tuple[str, list[tuple[str, str]], str | None]:
     """A headline, labelled fields and the API path that shows more."""
-    if isinstance(event, ScoreDropDetected):
+    if isinstance(event, AlertFired):
+        x = event.explanation
+        fields = [
+            ("Segment", event.segment),
+            ("Rule", event.rule),
+            ("NPS now", f"{_points(x.current.nps)} (n={_n(x.current)})"),
+            ("Baseline", f"{_points(x.baseline.nps)} (n={_n(x.baseline)})"),
+        ]
+        if x.p_value is not None:
+            fields.append(("p / q", f"{x.p_value:.2g} / {'-' if x.q_value is None else f'{x.q_value:.2g}'}"))
+        if x.contributors:
+            fields.append(("Most of it", ", ".join(f"{c.segment} ({c.points:+.1f})" for c in x.contributors)))
+        return f":small_red_triangle_down: {_escape(x.summary)}", fields, f"/v1/alerts/{event.alert_id}"
+    if isinstance(event, AlertResolved):
         return (
-            f":small_red_triangle_down: NPS of {event.segment} dropped {event.drop_points:.1f} points",
+            f":white_check_mark: {event.rule} alert on {event.segment} resolved",
             [
                 ("Segment", event.segment),
-                ("NPS now", f"{_points(event.current_nps)} (n={event.current_n})"),
-                ("Baseline", f"{_points(event.baseline_nps)} (n={event.baseline_n})"),
-                ("As of", event.as_of.isoformat()),
+                ("NPS now", _points(event.explanation.current.nps)),
+                ("Fired", event.fired_at.isoformat()),
             ],
-            "/v1/alerts",
+            f"/v1/alerts/{event.alert_id}",
         )
-    if isinstance(event, ScoreDropResolved):
-        return (
-            f":white_check_mark: NPS of {event.segment} recovered",
-            [("Segment", event.segment), ("NPS now", _points(event.current_nps)), ("As of", event.as_of.isoformat())],
-            "/v1/alerts?state=all",
-        )
+    if isinstance(event, AlertAcknowledged):
+        fields = [("Segment", event.segment), ("By", event.acknowledged_by)]
+        if event.note:
+            fields.append(("Note", event.note[:500]))
+        return f":eyes: {event.rule} alert on {event.segment} acknowledged", fields, f"/v1/alerts/{event.alert_id}"
     if isinstance(event, TicketOpened):
         fields = [("Score", str(event.score)), ("Channel", event.channel or "-"), ("Survey", event.survey_id or "-")]
         if event.comment:

@@ -10,12 +10,9 @@ from pydantic import AnyUrl, BaseModel, ConfigDict, Field, StringConstraints, mo
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from delivery_service import repository
-from delivery_service.domain import EVENT_TYPES, Format, new_secret, url_problem
+from delivery_service.domain import EVENT_TYPES, EventType, Format, new_secret, url_problem
 from shared import audit
 
-EventName = Literal[
-    "FollowUpCreated", "TicketOpened", "TicketUpdated", "TicketSlaBreached", "ScoreDropDetected", "ScoreDropResolved"
-]
 Kind = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
 Segment = Annotated[str, StringConstraints(pattern=r"^(all|[a-z][a-z0-9_]{0,39}:[^\x00-\x1f\x7f]{1,256})$")]
 Description = Annotated[str, StringConstraints(max_length=500, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$")]
@@ -39,7 +36,7 @@ class NewSubscription(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: AnyUrl = Field(description="https:// endpoint (public address); it receives POSTs")
-    events: list[EventName] = Field(min_length=1, max_length=len(EVENT_TYPES))
+    events: list[EventType] = Field(min_length=1, max_length=len(EVENT_TYPES))
     filters: Filters = Field(default_factory=Filters)
     format: Format = "standard"
     description: Description | None = None
@@ -52,7 +49,7 @@ class SubscriptionPatch(BaseModel):
         default=None, description="pause (events are kept and sent on resume) or resume (also a disabled one)"
     )
     url: AnyUrl | None = None
-    events: list[EventName] | None = Field(default=None, min_length=1, max_length=len(EVENT_TYPES))
+    events: list[EventType] | None = Field(default=None, min_length=1, max_length=len(EVENT_TYPES))
     filters: Filters | None = None
     format: Format | None = None
     description: Description | None = None

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -18,9 +15,10 @@ from followup_service.policy import Facts, Policy
 from shared import audit
 from shared.auth import KEY_PROBLEMS, requires
 from shared.events import FollowUpKind
-from shared.http import Problem, ProblemError
+from shared.http import Problem, ProblemError, decode_cursor, encode_cursor
+from shared.http import invalid_field as _invalid
 from shared.service import ReadConnection
-from shared.validation import PLAIN, FieldProblem
+from shared.validation import PLAIN
 
 
 class FollowUpAnswer(BaseModel):
@@ -125,25 +123,6 @@ class TicketPatch(BaseModel):
 tickets_router = APIRouter(tags=["tickets"], responses=KEY_PROBLEMS)
 
 _AGE = re.compile(r"^(\d{1,5})([mhd])$")
-
-
-def encode_cursor(created_at: datetime, ticket_id: str) -> str:
-    raw = json.dumps([created_at.isoformat(), ticket_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        created, ticket_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return datetime.fromisoformat(created), str(ticket_id)
-    except (ValueError, TypeError, binascii.Error):
-        raise _invalid("cursor", "not a cursor this API gave out") from None
-
-
-def _invalid(field: str, problem: str) -> ProblemError:
-    return ProblemError(
-        422, "invalid_request", "the request is invalid", errors=[FieldProblem(field=field, problem=problem)]
-    )
 
 
 def parse_if_match(value: str | None) -> int | None:

@@ -23,16 +23,13 @@ from datetime import date, datetime
 from typing import Literal
 
 from shared.nps import Category, Counts, classify
+from shared.segments import NAME, OVERALL, PART
 
-OVERALL = "all"
 SEPARATOR = "\x1f"
 OTHER = "other"
 ANY_ATTRIBUTE = "*"
 BUILTIN_DIMENSIONS = ("channel", "survey_id")
-_NAME = r"[a-z][a-z0-9_]{0,39}"
-_DIMENSION = re.compile(rf"^{_NAME}$")
-# A combined segment is `a:1,b:2`: split before each `name:`, so values may hold commas.
-_PART = re.compile(rf",(?={_NAME}:)")
+_DIMENSION = re.compile(rf"^{NAME}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -141,7 +138,7 @@ def segment_key(dimension: str, value: str) -> str:
 
 def split_segment(key: str) -> tuple[str, str]:
     """(dimension, value) of a stored segment key."""
-    parts = _PART.split(key)
+    parts = PART.split(key)
     if len(parts) == 1:
         dimension, _, value = key.partition(":")
         return dimension, value
@@ -155,7 +152,7 @@ def parse_segment(text: str, dimensions: Dimensions | None = None) -> str:
         return text
     if _CONTROL.search(text):  # ingest never accepts them, and PostgreSQL refuses NUL
         raise ValueError("a segment holds no control characters")
-    parts = _PART.split(text)
+    parts = PART.split(text)
     pairs = []
     for part in parts:
         dimension, sep, value = part.partition(":")

@@ -103,13 +103,14 @@ class PublishChanges:
         today = utc_day(now)
         current = window(today, self.current_days)
         baseline = preceding(current, self.baseline_days)
-        snapshot = await repository.current_and_baseline(conn, segments, current, baseline)
+        span = DayRange(baseline.first, current.last)
+        snapshot = await repository.days_of(conn, segments, span)
         await outbox.enqueue(
             conn,
             repository.SCHEMA,
             [
-                publisher.score_changed(self.scores_topic, segment, today, (current, cur), (baseline, base), now)
-                for segment, (cur, base) in snapshot.items()
+                publisher.score_changed(self.scores_topic, segment, today, current, baseline, days, now)
+                for segment, days in snapshot.items()
             ],
         )
         metrics.SCORE_EVENTS.inc(len(snapshot))

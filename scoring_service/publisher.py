@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, datetime
 
-from shared.events import ScoreChanged, WindowCounts
+from shared.events import DayCounts, ScoreChanged, WindowCounts
 from shared.nps import Counts
 from shared.outbox import Outgoing
 from shared.windows import DayRange
@@ -24,15 +25,21 @@ def score_changed(
     topic: str,
     segment: str,
     as_of: date,
-    current: tuple[DayRange, Counts],
-    baseline: tuple[DayRange, Counts],
+    current: DayRange,
+    baseline: DayRange,
+    days: Mapping[date, Counts],
     now: datetime,
 ) -> Outgoing:
+    """`days`: the segment's non-zero days of both windows; the windows' sums are made from them."""
     event = ScoreChanged(
         segment=segment,
         as_of=as_of,
-        current=window_counts(*current),
-        baseline=window_counts(*baseline),
+        current=window_counts(current, sum((c for d, c in days.items() if d in current), Counts())),
+        baseline=window_counts(baseline, sum((c for d, c in days.items() if d in baseline), Counts())),
         computed_at=now,
+        daily=[
+            DayCounts(day=d, promoters=c.promoters, passives=c.passives, detractors=c.detractors)
+            for d, c in sorted(days.items())
+        ],
     )
     return Outgoing.event(topic, segment, event)

@@ -99,6 +99,14 @@ _BREAKDOWN = sa.text(
     """
 )
 
+_DAYS_OF = sa.text(
+    f"""
+    SELECT segment, day, promoters, passives, detractors FROM {SCHEMA}.daily_counts
+    WHERE segment = ANY(CAST(:segments AS text[])) AND day BETWEEN :first AND :last
+      AND promoters + passives + detractors > 0
+    """
+)
+
 _SUM_TWO_RANGES = sa.text(
     f"""
     SELECT segment,
@@ -297,6 +305,17 @@ async def current_and_baseline(
         for row in rows
     }
     return {s: found.get(s, (Counts(), Counts())) for s in segments}
+
+
+async def days_of(conn: AsyncConnection, segments: Sequence[str], days: DayRange) -> dict[str, dict[date, Counts]]:
+    """Each segment's non-zero days in the range (a segment with none maps to {})."""
+    rows = await conn.execute(
+        _DAYS_OF, {"segments": list(segments), "first": days.first, "last": days.last}
+    )
+    found: dict[str, dict[date, Counts]] = {s: {} for s in segments}
+    for r in rows:
+        found[r.segment][r.day] = Counts(r.promoters, r.passives, r.detractors)
+    return found
 
 
 # The daily counts from scratch, from the stored responses (what a rebuild writes, what --check

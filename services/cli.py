@@ -19,6 +19,9 @@ nps ingest replay [--since TIMESTAMP]
 nps followup policy check FILE | explain [--file FILE] --response JSON | reload
                 check a follow-up policy file; say which rule a sample response matches;
                 make the running loop's follow-up read its policy file again
+nps alerts simulate [--seed N] [--quick] [--write FILE]
+                streams with a known truth through the alert rules and state machine: false
+                alerts, power, delay, FDR (docs/alerts.md); --write replaces the table in FILE
 nps scoring rebuild [--check | --replay]
                 recompute scoring's aggregates from its stored responses; --check only
                 compares; --replay reads the responses topic from the start into an empty schema
@@ -129,6 +132,14 @@ def main(argv: list[str] | None = None) -> int:
                 help='the sample as JSON: {"score": 3, "channel": "web", "attributes": {"plan": "pro"}, '
                 '"comment": "...", "previous_score": 9}',
             )
+        if name == "alerts":
+            actions = service.add_subparsers(dest="action")
+            sim = actions.add_parser("simulate", help="the alert rules' error rates on simulated streams")
+            sim.add_argument("--seed", type=int, default=1, help="the same seed prints the same table")
+            sim.add_argument("--quick", action="store_true", help="a small run (seconds): a smoke test")
+            sim.add_argument(
+                "--write", metavar="FILE", help="replace the simulator's table in FILE (docs/alerts.md)"
+            )
         if name == "scoring":
             actions = service.add_subparsers(dest="action")
             rebuild = actions.add_parser("rebuild", help="recompute the aggregates (see `nps --help`)")
@@ -151,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         except NotRunning as exc:
             print(exc, file=sys.stderr)
             return 2
+    if args.command == "alerts" and getattr(args, "action", None) == "simulate":
+        from alerts_service import simulate
+
+        return simulate.main(args.seed, args.quick, args.write)
     if args.command == "ingest" and getattr(args, "action", None) == "replay":
         try:
             return replay_ingest(args.since)

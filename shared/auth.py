@@ -44,7 +44,8 @@ Scope = Literal[
     "contact:read",  # may a person be surveyed or contacted now (product apps ask before the prompt)
     "contact:write",  # opt a person out of follow-up messages, or back in
     "referrals:write",  # record a sign-up that came through a referral code
-    "alerts:read",  # alerts' list
+    "alerts:read",  # alerts, their explanations, silences
+    "alerts:write",  # acknowledge an alert; create and delete silences
     "webhooks:read",  # webhook subscriptions and their deliveries
     "webhooks:write",  # create, change, test and delete webhook subscriptions; retry a delivery
     "admin",  # every scope

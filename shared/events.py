@@ -137,9 +137,24 @@ class WindowCounts(BaseModel):
         return Counts(self.promoters, self.passives, self.detractors)
 
 
+class DayCounts(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    day: date
+    promoters: int = Field(ge=0)
+    passives: int = Field(ge=0)
+    detractors: int = Field(ge=0)
+
+    @property
+    def counts(self) -> Counts:
+        return Counts(self.promoters, self.passives, self.detractors)
+
+
 class ScoreChanged(Event):
-    """A segment's counts moved. Carries the current and the baseline window so consumers
-    (alerts) never need to query scoring."""
+    """A segment's counts moved. Carries the current and the baseline window, and (since it was
+    added, an optional field of schema version 1) the segment's count for every day of both
+    windows that has responses, so consumers (alerts) never need to query scoring: a day of the
+    span missing from `daily` has none."""
 
     type: Literal["ScoreChanged"] = "ScoreChanged"
     segment: str
@@ -147,6 +162,7 @@ class ScoreChanged(Event):
     current: WindowCounts
     baseline: WindowCounts
     computed_at: AwareDatetime
+    daily: list[DayCounts] | None = None
 
 
 ScoreEvent = Annotated[ScoreChanged, Field(discriminator="type")]
@@ -250,33 +266,94 @@ TicketEvent = Annotated[TicketOpened | TicketUpdated | TicketSlaBreached, Field(
 ticket_events: TypeAdapter[TicketEvent] = TypeAdapter(TicketEvent)
 
 
-# --- nps.alerts.v1: keyed by segment ---
+# --- nps.alerts.v2: keyed by segment ---
+# (v1 carried ScoreDropDetected / ScoreDropResolved from the fixed-threshold rule; docs/events.md
+# says what changed.)
 
 
-class ScoreDropDetected(Event):
-    type: Literal["ScoreDropDetected"] = "ScoreDropDetected"
-    alert_id: str
+class AlertWindowCounts(BaseModel):
+    """One window an alert compared: its counts, NPS and adjusted-Wald 95% interval."""
+
+    model_config = ConfigDict(frozen=True)
+
+    first_day: date
+    last_day: date
+    promoters: int
+    passives: int
+    detractors: int
+    nps: float | None
+    ci_low: float
+    ci_high: float
+
+
+class AlertContributor(BaseModel):
+    """A sub-segment and how many points it moved its parent's NPS (negative: pulled it down)."""
+
+    model_config = ConfigDict(frozen=True)
+
     segment: str
-    as_of: date
-    current_nps: float
-    baseline_nps: float
-    drop_points: float
+    points: float
     current_n: int
     baseline_n: int
-    detected_at: AwareDatetime
-
-
-class ScoreDropResolved(Event):
-    type: Literal["ScoreDropResolved"] = "ScoreDropResolved"
-    alert_id: str
-    segment: str
-    as_of: date
     current_nps: float | None
     baseline_nps: float | None
+
+
+class AlertExplanation(BaseModel):
+    """Why an alert fired (or what it looked like when it resolved)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    summary: str
+    current: AlertWindowCounts
+    baseline: AlertWindowCounts
+    statistic: float | None = None  # drop: z; ewma: distance in SDs; incident: z; silence: usual gaps
+    p_value: float | None = None
+    q_value: float | None = None  # drop: Benjamini-Hochberg adjusted across the round's segments
+    drop_points: float | None = None
+    contributors: list[AlertContributor] = Field(default_factory=list)
+    detail: dict[str, float | int | str | None] = Field(default_factory=dict)
+
+
+AlertRule = Literal["drop", "ewma", "incident", "silence"]
+
+
+class AlertFired(Event):
+    """A rule's condition held for its `for` period: page someone. `alert_id` is stable for this alert."""
+
+    type: Literal["AlertFired"] = "AlertFired"
+    alert_id: str
+    rule: AlertRule
+    segment: str
+    fired_at: AwareDatetime
+    explanation: AlertExplanation
+
+
+class AlertResolved(Event):
+    """The condition has been clear for the hysteresis period. `explanation`: the numbers now."""
+
+    type: Literal["AlertResolved"] = "AlertResolved"
+    alert_id: str
+    rule: AlertRule
+    segment: str
+    fired_at: AwareDatetime
     resolved_at: AwareDatetime
+    explanation: AlertExplanation
 
 
-AlertEvent = Annotated[ScoreDropDetected | ScoreDropResolved, Field(discriminator="type")]
+class AlertAcknowledged(Event):
+    """Someone took the alert (POST /v1/alerts/{id}/ack)."""
+
+    type: Literal["AlertAcknowledged"] = "AlertAcknowledged"
+    alert_id: str
+    rule: AlertRule
+    segment: str
+    acknowledged_by: str
+    note: str | None = None
+    acknowledged_at: AwareDatetime
+
+
+AlertEvent = Annotated[AlertFired | AlertResolved | AlertAcknowledged, Field(discriminator="type")]
 alert_events: TypeAdapter[AlertEvent] = TypeAdapter(AlertEvent)
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import functools
 import gc
 import hmac
+import json
 import logging
 import signal
 import time
@@ -13,6 +16,7 @@ import urllib.parse
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any, TypeVar
 
 import uvicorn
@@ -71,6 +75,27 @@ def problem_response(exc: ProblemError) -> Response:
 
 def invalid_request(errors: list[FieldProblem]) -> ProblemError:
     return ProblemError(422, "invalid_request", "the request does not match the schema", errors)
+
+
+def invalid_field(field: str, problem: str) -> ProblemError:
+    """422 naming one field (a path or query parameter, or a body field) and what is wrong with it."""
+    return ProblemError(
+        422, "invalid_request", "the request is invalid", errors=[FieldProblem(field=field, problem=problem)]
+    )
+
+
+def encode_cursor(at: datetime, key: str) -> str:
+    """A list's next-page cursor: the last item's (time, id), opaque to clients."""
+    raw = json.dumps([at.isoformat(), key]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        at, key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return datetime.fromisoformat(at), str(key)
+    except (ValueError, TypeError, binascii.Error):
+        raise invalid_field("cursor", "not a cursor this API gave out") from None
 
 
 def too_large(limit: int) -> ProblemError:

@@ -148,4 +148,5 @@ def compare(baseline: Counts, current: Counts) -> Comparison:
 
 
 def normal_cdf(x: float) -> float:
-    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+    """Phi(x), through erfc so the lower tail keeps its precision (Phi(-10) is 7.6e-24, not 0)."""
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))

@@ -36,7 +36,7 @@ class Topics:
 
     @property
     def alerts(self) -> str:
-        return f"{self.namespace}.alerts.v1"
+        return f"{self.namespace}.alerts.v2"
 
     @property
     def deadletter(self) -> str:

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -26,7 +26,7 @@ from services.infra import create_topics, wait_ready
 from shared import service
 from shared.auth import KeyStore, hash_api_key, new_api_key, start_gate
 from shared.consumer import ConsumerLoop
-from shared.events import ResponseSubmitted
+from shared.events import AlertContributor, AlertExplanation, AlertFired, AlertWindowCounts, ResponseSubmitted
 from shared.kafka import TopicMissing, reading_from_start
 from shared.ratelimit import RateLimiter
 from shared.service import ConsumerSpec
@@ -341,3 +341,40 @@ async def receiving() -> AsyncIterator[Receiver]:
         yield found
     finally:
         await runner.cleanup()
+
+
+def fired_alert(alert_id: str, segment: str, at: datetime, current_nps: float = 10.0) -> AlertFired:
+    """An AlertFired of the drop rule, as alerts publishes it (numbers consistent with each other)."""
+    window = {"promoters": 20, "passives": 10, "detractors": 20, "ci_low": -10.0, "ci_high": 30.0}
+    return AlertFired(
+        alert_id=alert_id,
+        rule="drop",
+        segment=segment,
+        fired_at=at,
+        explanation=AlertExplanation(
+            summary=f"NPS of {segment} fell 20.0 points: {current_nps} (n=50) vs 30.0 (n=200), q=0.01",
+            current=AlertWindowCounts(
+                first_day=date(2026, 11, 20), last_day=date(2026, 11, 26), nps=current_nps, **window
+            ),
+            baseline=AlertWindowCounts(
+                first_day=date(2026, 10, 23),
+                last_day=date(2026, 11, 19),
+                nps=30.0,
+                **{**window, "promoters": 80, "passives": 80, "detractors": 40},
+            ),
+            statistic=-2.6,
+            p_value=0.004,
+            q_value=0.01,
+            drop_points=20.0,
+            contributors=[
+                AlertContributor(
+                    segment="product:atlas",
+                    points=-15.0,
+                    current_n=20,
+                    baseline_n=60,
+                    current_nps=-40.0,
+                    baseline_nps=20.0,
+                )
+            ],
+        ),
+    )

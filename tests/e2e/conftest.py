@@ -74,8 +74,10 @@ def start_loop(
         {
             "NPS_VAR_DIR": str(var_dir),
             "NPS_BROKER_PORT": str(broker_port),
-            "NPS_ALERTS_MIN_RESPONSES": "10",
-            "NPS_ALERTS_DROP_POINTS": "10",
+            "NPS_ALERTS_DROP_MIN_RESPONSES": "10",
+            "NPS_ALERTS_EVALUATE_INTERVAL_S": "0.5",
+            "NPS_ALERTS_FOR_EVALUATIONS": "2",
+            "NPS_ALERTS_CLEAR_S": "1",
             "NPS_INGEST_REPLAY_CHECK_S": "0.5",
             "NPS_INGEST_REPLAY_MARGIN_S": "1",
             **{f"NPS_{name.upper()}_PORT": str(port) for name, port in ports.items()},

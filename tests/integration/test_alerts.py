@@ -1,104 +1,399 @@
-"""Alerts through the real loop, broker and database: fire once on a real drop, resolve once."""
+"""Alerts through the real loop, broker and database: ScoreChanged mirrored into alerts' own days,
+rounds on the tick (after a batch, and on the schedule with no traffic at all), AlertFired with its
+explanation, redelivery that changes nothing, resolution; the API's list, ack and silences."""
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
+from alembic import command
 
-from alerts_service.bootstrap import spec
+from alerts_service.bootstrap import create_app, spec
+from alerts_service.handlers import BUCKET, EvaluateRounds
 from alerts_service.settings import AlertSettings
-from shared.db import make_engine
-from shared.events import ScoreChanged, ScoreDropDetected, ScoreDropResolved, WindowCounts, alert_events
-from tests.helpers import FAST_GROUP, create_topics, eventually, produce, read_topic, running_loop, started_producer
+from shared.db import SERVICE_SCHEMAS, alembic_config, make_engine
+from shared.events import (
+    AlertAcknowledged,
+    AlertFired,
+    AlertResolved,
+    DayCounts,
+    ScoreChanged,
+    WindowCounts,
+    alert_events,
+)
+from shared.nps import Counts
+from tests.helpers import (
+    FAST_GROUP,
+    TEST_PSEUDONYM_SECRET,
+    add_key,
+    create_topics,
+    eventually,
+    produce,
+    read_topic,
+    running_loop,
+    serve_in_process,
+    started_producer,
+)
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 11, 24, 12, tzinfo=UTC)
-AS_OF = date(2026, 11, 24)
+TODAY = T0.date()
+STABLE = Counts(6, 2, 2)  # NPS 40, ten a day
+WORSE = Counts(1, 2, 7)  # NPS -60
 
 
-def settings_for(bootstrap: str, database_url: str, namespace: str) -> AlertSettings:
+@dataclass
+class Clock:
+    now: datetime = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def settings_for(bootstrap: str, database_url: str, namespace: str, **rules: bool) -> AlertSettings:
+    only: dict[str, Any] = {"drop_enabled": False, "ewma_enabled": False, "incident_enabled": False}
     return AlertSettings(
         kafka_bootstrap_servers=bootstrap,
         database_url=database_url,  # type: ignore[arg-type]
         topic_namespace=namespace,
         topic_partitions=3,
-        drop_points=10,
-        min_responses=30,
-        **FAST_GROUP,
+        evaluate_interval_s=0.2,
+        for_evaluations=1,
+        clear_s=0,
+        cooldown_s=0,
+        **{**only, "silence_enabled": False, **rules, **FAST_GROUP},
     )
 
 
-def changed(segment: str, current: tuple[int, int, int], baseline: tuple[int, int, int], minute: int) -> ScoreChanged:
-    def counts(c: tuple[int, int, int], first: date, last: date) -> WindowCounts:
-        return WindowCounts(first_day=first, last_day=last, promoters=c[0], passives=c[1], detractors=c[2])
+def changed(segment: str, days: dict[date, Counts], at: datetime) -> ScoreChanged:
+    """What scoring publishes for `segment` at `at`: 7-day and 28-day windows, and their days."""
+    as_of = at.date()
+    cur_first, base_first = as_of - timedelta(days=6), as_of - timedelta(days=34)
+    span = {d: c for d, c in days.items() if base_first <= d <= as_of}
+
+    def window(first: date, last: date) -> WindowCounts:
+        total = sum((c for d, c in span.items() if first <= d <= last), Counts())
+        return WindowCounts(first_day=first, last_day=last, **_counts(total))
 
     return ScoreChanged(
         segment=segment,
-        as_of=AS_OF,
-        current=counts(current, date(2026, 11, 18), AS_OF),
-        baseline=counts(baseline, date(2026, 10, 21), date(2026, 11, 17)),
-        computed_at=T0 + timedelta(minutes=minute),
+        as_of=as_of,
+        current=window(cur_first, as_of),
+        baseline=window(base_first, cur_first - timedelta(days=1)),
+        computed_at=at,
+        daily=[DayCounts(day=d, **_counts(c)) for d, c in sorted(span.items())],
     )
 
 
-async def test_a_drop_fires_once_and_resolves_once(bootstrap: str, database_url: str, namespace: str) -> None:
-    settings = settings_for(bootstrap, database_url, namespace)
+def _counts(c: Counts) -> dict[str, int]:
+    return {"promoters": c.promoters, "passives": c.passives, "detractors": c.detractors}
+
+
+def history(current: Counts, baseline: Counts = STABLE, today: date = TODAY) -> dict[date, Counts]:
+    """35 days: 28 of `baseline`, then 7 (ending today) of `current`."""
+    return {today - timedelta(days=i): (current if i < 7 else baseline) for i in range(35)}
+
+
+def combined(*parts: dict[date, Counts]) -> dict[date, Counts]:
+    return {d: sum((p[d] for p in parts), Counts()) for d in parts[0]}
+
+
+async def send(bootstrap: str, topic: str, events: list[ScoreChanged]) -> None:
+    async with started_producer(bootstrap) as producer:
+        await produce(producer, topic, [(e.segment.encode(), e.to_bytes()) for e in events])
+
+
+async def alerts_in(bootstrap: str, topic: str, expect: int) -> list[Any]:
+    return [alert_events.validate_json(r.value) for r in await read_topic(bootstrap, topic, expect=expect)]
+
+
+async def test_a_drop_fires_explained_once_and_resolves_once(bootstrap: str, database_url: str, namespace: str) -> None:
+    settings = settings_for(bootstrap, database_url, namespace, drop_enabled=True)
     await create_topics(settings)
-    baseline = (60, 20, 20)  # NPS 40 on 100 responses
+    clock = Clock()
+    free = history(STABLE)
+    pro_stable, pro_worse = history(STABLE), history(WORSE)
     phases = [
         [
-            changed("channel:web", (10, 5, 5), baseline, 1),  # NPS 25, but only 20 responses: no verdict
-            changed("channel:web", (15, 10, 15), baseline, 2),  # NPS 0 on 40: a drop -> fire
+            changed("plan:free", free, T0),
+            changed("plan:pro", pro_stable, T0),
+            changed("all", combined(free, pro_stable), T0),
         ],
         [
-            changed("channel:web", (15, 10, 16), baseline, 3),  # still dropped: no second alert
-            changed("channel:web", (15, 10, 15), baseline, 2),  # redelivered/stale: ignored
-        ],
-        [
-            changed("channel:web", (30, 10, 10), baseline, 4),  # NPS 40 again -> resolve
-            changed("all", (40, 30, 30), baseline, 4),  # NPS 10 vs 40 -> fire for another segment
+            changed("plan:pro", pro_worse, T0 + timedelta(minutes=1)),
+            changed("all", combined(free, pro_worse), T0 + timedelta(minutes=1)),
         ],
     ]
-    sent = 0
-    async with started_producer(bootstrap) as producer, running_loop(settings, spec(settings)) as run:
-        for phase in phases:  # one batch per phase: state must carry across batches
-            await produce(producer, settings.topics.scores, [(e.segment.encode(), e.to_bytes()) for e in phase])
+    async with running_loop(settings, spec(settings, clock)) as run:
+        sent = 0
+        for minute, phase in enumerate(phases):
+            clock.now = T0 + timedelta(minutes=minute)
+            await send(bootstrap, settings.topics.scores, phase)
             sent += len(phase)
             await eventually(run.committed_at_least(sent))
+        fired = await alerts_in(bootstrap, settings.topics.alerts, expect=2)
+        assert sorted((type(e).__name__, e.segment) for e in fired) == [
+            ("AlertFired", "all"),
+            ("AlertFired", "plan:pro"),
+        ]
+        overall = next(e for e in fired if e.segment == "all")
+        assert isinstance(overall, AlertFired) and overall.rule == "drop"
+        x = overall.explanation
+        assert (x.current.promoters, x.current.passives, x.current.detractors) == (49, 28, 63)  # 7 days of free + pro
+        assert x.current.nps == pytest.approx(-10.0) and x.baseline.nps == pytest.approx(40.0)
+        assert x.drop_points == pytest.approx(50.0) and x.q_value is not None and x.q_value < 0.05
+        assert x.current.first_day == TODAY - timedelta(days=6) and x.baseline.last_day == TODAY - timedelta(days=7)
+        assert x.contributors[0].segment == "plan:pro" and x.contributors[0].points == pytest.approx(-50.0)
 
-    records = await read_topic(bootstrap, settings.topics.alerts, expect=3)
-    events = [alert_events.validate_json(r.value) for r in records]
-    web = [e for e in events if e.segment == "channel:web"]
-    assert [type(e) for e in web] == [ScoreDropDetected, ScoreDropResolved]
-    fired, resolved = web
-    assert isinstance(fired, ScoreDropDetected)
-    assert fired.drop_points == pytest.approx(40.0) and fired.current_n == 40 and fired.baseline_n == 100
-    assert resolved.alert_id == fired.alert_id
-    assert [type(e) for e in events if e.segment == "all"] == [ScoreDropDetected]
+        # the same scores again (a redelivery): nothing new, nothing counted twice
+        await send(bootstrap, settings.topics.scores, phases[1])
+        sent += 2
+        await eventually(run.committed_at_least(sent))
+        # recovery: both resolve with their alert's id
+        clock.now = T0 + timedelta(minutes=6)  # another 5-minute bucket of arrivals
+        await send(
+            bootstrap,
+            settings.topics.scores,
+            [changed("plan:pro", pro_stable, clock.now), changed("all", combined(free, pro_stable), clock.now)],
+        )
+        sent += 2
+        await eventually(run.committed_at_least(sent))
+        events = await alerts_in(bootstrap, settings.topics.alerts, expect=4)
 
+    assert [type(e) for e in events].count(AlertFired) == 2
+    resolved = [e for e in events if isinstance(e, AlertResolved)]
+    assert {(e.segment, e.alert_id) for e in resolved} == {(e.segment, e.alert_id) for e in fired}
     engine = make_engine(database_url)
     async with engine.connect() as conn:
-        rows = (await conn.execute(sa.text("SELECT segment, resolved_at FROM alerts.alerts ORDER BY segment"))).all()
+        rows = (
+            await conn.execute(sa.text("SELECT segment, resolved_at, rule FROM alerts.alerts ORDER BY segment"))
+        ).all()
+        arrived = (
+            await conn.execute(
+                sa.text(
+                    "SELECT bucket, promoters, passives, detractors FROM alerts.arrivals WHERE segment = 'plan:pro' "
+                    "ORDER BY bucket"
+                )
+            )
+        ).all()
     await engine.dispose()
-    assert [(r.segment, r.resolved_at is None) for r in rows] == [("all", True), ("channel:web", False)]
+    assert [(r.segment, r.resolved_at is not None, r.rule) for r in rows] == [
+        ("all", True, "drop"),
+        ("plan:pro", True, "drop"),
+    ]
+    # what arrived for plan:pro: 7 days went from STABLE to WORSE, then back; the first event is history,
+    # and the redelivered one counted nothing
+    assert [tuple(r) for r in arrived] == [(T0, -35, 0, 35), (T0 + BUCKET, 35, 0, -35)]
 
 
-async def test_within_one_batch_only_the_latest_state_of_a_segment_counts(
+async def test_silence_fires_on_the_schedule_when_traffic_stops(
     bootstrap: str, database_url: str, namespace: str
 ) -> None:
-    """A backlog replayed at once must not fire and resolve alerts for history already over."""
-    settings = settings_for(bootstrap, database_url, namespace)
+    settings = settings_for(bootstrap, database_url, namespace, silence_enabled=True)
     await create_topics(settings)
-    baseline = (60, 20, 20)
-    burst = [
-        changed("channel:web", (15, 10, 15), baseline, 1),  # a drop...
-        changed("channel:web", (30, 10, 10), baseline, 2),  # ...already over by the newest event
-    ]
-    async with started_producer(bootstrap) as producer:
-        await produce(producer, settings.topics.scores, [(e.segment.encode(), e.to_bytes()) for e in burst])
-    async with running_loop(settings, spec(settings)) as run:
-        await eventually(run.committed_at_least(len(burst)))
-    assert await read_topic(bootstrap, settings.topics.alerts, timeout=2) == []
+    clock = Clock()
+    wiring = spec(settings, clock)
+    assert isinstance(wiring.tick, EvaluateRounds)
+    async with running_loop(settings, wiring) as run:
+        # 280 responses in the baseline: one every 2.4 h; 20 usual gaps = 48 h
+        await send(bootstrap, settings.topics.scores, [changed("survey_id:nps-q4", history(STABLE), T0)])
+        await eventually(run.committed_at_least(1))
+        clock.now = T0 + timedelta(hours=30)  # quiet, but not unusually
+        await eventually(round_at_or_after(wiring.tick, clock.now))
+        assert await read_topic(bootstrap, settings.topics.alerts, timeout=1) == []
+        clock.now = T0 + timedelta(hours=49)  # no event at all: the schedule alone finds it
+        (event,) = await alerts_in(bootstrap, settings.topics.alerts, expect=1)
+    assert isinstance(event, AlertFired) and event.rule == "silence" and event.segment == "survey_id:nps-q4"
+    assert event.explanation.detail["usual_gap_s"] == pytest.approx(2.4 * 3600)
+    assert event.explanation.detail["silent_s"] == pytest.approx(49 * 3600, abs=60)
+
+
+def round_at_or_after(rounds: EvaluateRounds, moment: datetime) -> Any:
+    async def check() -> bool:
+        return rounds.last_round_at is not None and rounds.last_round_at >= moment
+
+    return check
+
+
+async def test_an_incident_fires_within_minutes_of_the_spike(bootstrap: str, database_url: str, namespace: str) -> None:
+    settings = settings_for(bootstrap, database_url, namespace, incident_enabled=True)
+    await create_topics(settings)
+    clock = Clock()
+    usual = {d: Counts(50, 30, 20) for d in history(STABLE)}  # 100 a day, 20% detractors
+    spiking = dict(usual)
+    spiking[TODAY] = usual[TODAY] + Counts(15, 5, 40)  # 60 more in five minutes, 40 of them detractors
+    async with running_loop(settings, spec(settings, clock)) as run:
+        await send(bootstrap, settings.topics.scores, [changed("channel:web", usual, T0)])
+        await eventually(run.committed_at_least(1))
+        clock.now = T0 + timedelta(minutes=5)
+        await send(bootstrap, settings.topics.scores, [changed("channel:web", spiking, clock.now)])
+        await eventually(run.committed_at_least(2))
+        (event,) = await alerts_in(bootstrap, settings.topics.alerts, expect=1)
+    assert isinstance(event, AlertFired) and event.rule == "incident"
+    assert event.explanation.detail["recent_n"] == 60 and event.explanation.detail["recent_detractors"] == 40
+    assert event.explanation.p_value is not None and event.explanation.p_value < 1e-12
+
+
+async def test_the_api_lists_acknowledges_and_silences(bootstrap: str, database_url: str, namespace: str) -> None:
+    settings = settings_for(bootstrap, database_url, namespace, drop_enabled=True)
+    await create_topics(settings)
+    clock = Clock()
+    app = create_app(settings)
+    engine = make_engine(database_url)
+    auth = await serve_in_process(app, engine)
+    reader = await add_key(app, engine, ["alerts:read"])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://alerts") as client:
+        # a silence for region:* (every rule) before anything drops
+        far = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+        reply = await client.post(
+            "/v1/silences",
+            json={
+                "matcher": "region:*",
+                "starts_at": (T0 - timedelta(hours=1)).isoformat(),
+                "ends_at": far,
+                "comment": "migration",
+            },
+            headers=auth,
+        )
+        assert reply.status_code == 201, reply.text
+        silence = reply.json()
+        bad = [
+            {"matcher": "x", "ends_at": "2020-01-01T00:00:00Z"},  # over before it starts
+            {"matcher": "a\x07b", "ends_at": far},
+            {"matcher": "x", "ends_at": far, "rule": "vibes"},
+            {"matcher": "x", "ends_at": "2031-01-01T00:00:00Z"},  # longer than 90 days
+            {"matcher": "x"},
+        ]
+        for body in bad:
+            answer = await client.post("/v1/silences", json=body, headers=auth)
+            assert answer.status_code == 422 and answer.json()["code"] == "invalid_request", body
+        assert (
+            await client.post("/v1/silences", json={"matcher": "x", "ends_at": far}, headers=reader)
+        ).status_code == 403
+
+        async with running_loop(settings, spec(settings, clock)) as run:
+            first = [changed(s, history(STABLE), T0) for s in ("channel:web", "region:eu")]
+            worse = [changed(s, history(WORSE), T0 + timedelta(minutes=1)) for s in ("channel:web", "region:eu")]
+            await send(bootstrap, settings.topics.scores, first)
+            await eventually(run.committed_at_least(2))
+            clock.now = T0 + timedelta(minutes=1)
+            await send(bootstrap, settings.topics.scores, worse)
+            await eventually(run.committed_at_least(4))
+            (web,) = await alerts_in(bootstrap, settings.topics.alerts, expect=1)  # region:eu is silenced
+            assert isinstance(web, AlertFired) and web.segment == "channel:web"
+
+            async def both_recorded() -> bool:
+                page = (await client.get("/v1/alerts", headers=reader)).json()
+                return len(page["alerts"]) == 2
+
+            await eventually(both_recorded)
+            page = (await client.get("/v1/alerts", params={"rule": "drop", "limit": 1}, headers=reader)).json()
+            assert len(page["alerts"]) == 1 and page["next_cursor"]
+            rest = (await client.get("/v1/alerts", params={"cursor": page["next_cursor"]}, headers=reader)).json()
+            assert {a["segment"] for a in page["alerts"] + rest["alerts"]} == {"channel:web", "region:eu"}
+            eu = (await client.get("/v1/alerts", params={"segment": "region:eu"}, headers=reader)).json()["alerts"][0]
+            assert eu["silence_id"] == silence["silence_id"] and eu["state"] == "firing"
+            assert (await client.get("/v1/alerts", params={"state": "resolved"}, headers=reader)).json()["alerts"] == []
+            for params in (
+                {"state": "open"},
+                {"rule": "vibes"},
+                {"limit": "0"},
+                {"cursor": "nope"},
+                {"since": "yesterday"},
+            ):
+                answer = await client.get("/v1/alerts", params=params, headers=reader)
+                assert answer.status_code == 422 and answer.json()["code"] == "invalid_request", params
+
+            one = await client.get(f"/v1/alerts/{web.alert_id}", headers=reader)
+            assert one.status_code == 200 and one.json()["explanation"]["summary"].startswith("NPS of channel:web fell")
+            assert (await client.get("/v1/alerts/al_" + "0" * 32, headers=reader)).status_code == 404
+            assert (await client.get("/v1/alerts/nope", headers=reader)).status_code == 422
+            assert (
+                await client.post(f"/v1/alerts/{web.alert_id}/ack", json={"by": "maria"}, headers=reader)
+            ).status_code == 403
+            acked = await client.post(
+                f"/v1/alerts/{web.alert_id}/ack", json={"by": "maria", "note": "checkout fix deploying"}, headers=auth
+            )
+            assert acked.status_code == 200 and acked.json()["acknowledged_by"] == "maria"
+            assert (
+                await client.post(f"/v1/alerts/{web.alert_id}/ack", json={"by": ""}, headers=auth)
+            ).status_code == 422
+            assert (
+                await client.post("/v1/alerts/al_" + "0" * 32 + "/ack", json={"by": "maria"}, headers=auth)
+            ).status_code == 404
+
+            # the outbox is flushed by the loop: AlertAcknowledged follows AlertFired
+            events = await alerts_in(bootstrap, settings.topics.alerts, expect=2)
+            assert isinstance(events[1], AlertAcknowledged) and events[1].note == "checkout fix deploying"
+
+            listed = (await client.get("/v1/silences", headers=reader)).json()["silences"]
+            assert [s["silence_id"] for s in listed] == [silence["silence_id"]] and listed[0]["comment"] == "migration"
+            assert (await client.delete(f"/v1/silences/{silence['silence_id']}", headers=auth)).status_code == 204
+            assert (await client.delete(f"/v1/silences/{silence['silence_id']}", headers=auth)).status_code == 404
+            assert (await client.get("/v1/silences", headers=reader)).json()["silences"] == []
+    await engine.dispose()
+
+
+async def test_the_migration_keeps_v1_alerts_and_goes_back(database_url: str) -> None:
+    """alerts_0003 moves a v1 alert's numbers into its explanation and back; delivery_0002 renames
+    subscriptions to the v1 alert types."""
+    engine = make_engine(database_url)
+    config = alembic_config(SERVICE_SCHEMAS["alerts"], database_url, TEST_PSEUDONYM_SECRET)
+    delivery = alembic_config(SERVICE_SCHEMAS["delivery"], database_url, TEST_PSEUDONYM_SECRET)
+    try:
+        await asyncio.to_thread(command.downgrade, config, "alerts_0002")
+        await asyncio.to_thread(command.downgrade, delivery, "delivery_0001")
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    """INSERT INTO alerts.alerts (alert_id, segment, as_of, current_nps, baseline_nps, current_n,
+                           baseline_n, fired_at) VALUES ('al_old', 'plan:pro', '2026-11-20', 4, 40.5, 100, 320, :at)"""
+                ),
+                {"at": T0},
+            )
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO alerts.segment_states (segment, firing, alert_id, last_computed_at) "
+                    "VALUES ('plan:pro', true, 'al_old', :at)"
+                ),
+                {"at": T0},
+            )
+            await conn.execute(
+                sa.text(
+                    """INSERT INTO delivery.subscriptions (subscription_id, url, events, format, status, secret,
+                           created_at, updated_at)
+                       VALUES ('wh_1', 'https://x.example', ARRAY['ScoreDropDetected', 'TicketOpened'], 'standard',
+                               'active', 's', :at, :at)"""
+                ),
+                {"at": T0},
+            )
+        await asyncio.to_thread(command.upgrade, config, "head")
+        await asyncio.to_thread(command.upgrade, delivery, "head")
+        async with engine.connect() as conn:
+            row = (await conn.execute(sa.text("SELECT rule, explanation FROM alerts.alerts"))).one()
+            events = (await conn.execute(sa.text("SELECT events FROM delivery.subscriptions"))).scalar_one()
+            seen = (await conn.execute(sa.text("SELECT segment, last_arrival_at FROM alerts.segments"))).one()
+        assert row.rule == "drop" and row.explanation["drop_points"] == pytest.approx(36.5)
+        assert row.explanation["current_n"] == 100 and "fell 36.5 points" in row.explanation["summary"]
+        assert events == ["AlertFired", "TicketOpened"] and tuple(seen) == ("plan:pro", None)
+
+        await asyncio.to_thread(command.downgrade, config, "alerts_0002")
+        await asyncio.to_thread(command.downgrade, delivery, "delivery_0001")
+        async with engine.connect() as conn:
+            old = (await conn.execute(sa.text("SELECT current_nps, baseline_n, as_of FROM alerts.alerts"))).one()
+            state = (await conn.execute(sa.text("SELECT firing, alert_id FROM alerts.segment_states"))).one()
+            events = (await conn.execute(sa.text("SELECT events FROM delivery.subscriptions"))).scalar_one()
+        assert tuple(old) == (4.0, 320, date(2026, 11, 20)) and tuple(state) == (True, "al_old")
+        assert events == ["ScoreDropDetected", "TicketOpened"]
+        await asyncio.to_thread(command.upgrade, config, "head")
+        await asyncio.to_thread(command.upgrade, delivery, "head")
+    finally:
+        await engine.dispose()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -149,3 +149,8 @@ async def test_score_changed_events_carry_the_current_and_baseline_windows(
         assert (changed.baseline.first_day, changed.baseline.last_day) == (baseline.first, baseline.last)
         assert changed.current.counts == Counts(1, 0, 0)  # p1 (yesterday)
         assert changed.baseline.counts == Counts(1, 0, 1)  # p2, d1 (10 days ago); d2 is 40 days back
+        # ...and the days themselves, for alerts' own windows: only days with responses, oldest first
+        assert [(d.day, d.counts) for d in changed.daily or []] == [
+            (TODAY - timedelta(days=10), Counts(1, 0, 1)),
+            (TODAY - timedelta(days=1), Counts(1, 0, 0)),
+        ]

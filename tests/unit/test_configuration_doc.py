@@ -12,7 +12,12 @@ def test_the_configuration_reference_is_current() -> None:
 
 def test_every_setting_is_in_the_reference_with_a_meaning() -> None:
     text = configdoc.render()
-    for variable in ("DATABASE_URL", "NPS_INGEST_RATE_LIMIT_BURST", "NPS_SCORING_WINDOWS", "NPS_ALERTS_MIN_RESPONSES"):
+    for variable in (
+        "DATABASE_URL",
+        "NPS_INGEST_RATE_LIMIT_BURST",
+        "NPS_SCORING_WINDOWS",
+        "NPS_ALERTS_DROP_MIN_RESPONSES",
+    ):
         assert f"`{variable}`" in text
     for cls in (InfraSettings, *(c for _, c in configdoc.SERVICES)):
         for name, info in cls.model_fields.items():

@@ -6,14 +6,15 @@ from pydantic import ValidationError
 
 from shared.consumer import describe_invalid
 from shared.events import (
+    DayCounts,
     ResponseSubmitted,
     ScoreChanged,
-    ScoreDropDetected,
     WindowCounts,
     alert_events,
     response_events,
     score_events,
 )
+from tests.helpers import fired_alert
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 
@@ -53,18 +54,12 @@ def test_score_and_alert_unions_decode_their_members() -> None:
         first_day=date(2026, 11, 18), last_day=date(2026, 11, 24), promoters=1, passives=0, detractors=2
     )
     changed = ScoreChanged(segment="all", as_of=date(2026, 11, 24), current=counts, baseline=counts, computed_at=NOW)
-    assert score_events.validate_json(changed.to_bytes()) == changed
-    drop = ScoreDropDetected(
-        alert_id="a",
-        segment="all",
-        as_of=date(2026, 11, 24),
-        current_nps=0,
-        baseline_nps=40,
-        drop_points=40,
-        current_n=50,
-        baseline_n=100,
-        detected_at=NOW,
+    assert score_events.validate_json(changed.to_bytes()) == changed  # without `daily`: as version 1 began
+    with_days = changed.model_copy(
+        update={"daily": [DayCounts(day=date(2026, 11, 24), promoters=1, passives=0, detractors=2)]}
     )
+    assert score_events.validate_json(with_days.to_bytes()) == with_days
+    drop = fired_alert("al_1", "all", NOW)
     assert alert_events.validate_json(drop.to_bytes()) == drop
 
 

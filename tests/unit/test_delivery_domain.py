@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -28,7 +28,8 @@ from delivery_service.domain import (
 )
 from delivery_service.slack import slack_body
 from delivery_service.worker import BlockedAddress, VettingResolver
-from shared.events import FollowUpCreated, ScoreDropDetected, TicketOpened
+from shared.events import FollowUpCreated, TicketOpened
+from tests.helpers import fired_alert
 
 T0 = datetime(2026, 11, 26, 9, tzinfo=UTC)
 SCHEDULE = [5.0, 300.0, 1_800.0]
@@ -95,12 +96,9 @@ def test_subscriptions_match_by_type_kind_and_segment() -> None:
     assert wants(subscription({"TicketOpened"}, segments={"survey_id:q3"}), ticket())
     assert not wants(subscription({"TicketOpened"}, segments={"channel:email"}), ticket())
     assert segments_of(ticket(channel=None)) == {"all", "survey_id:q3"}
-    drop = ScoreDropDetected(
-        alert_id="a1", segment="region:eu", as_of=date(2026, 11, 26), current_nps=10, baseline_nps=30,
-        drop_points=20, current_n=50, baseline_n=200, detected_at=T0,
-    )  # fmt: skip
-    assert wants(subscription({"ScoreDropDetected"}, segments={"region:eu"}), drop)
-    assert not wants(subscription({"ScoreDropDetected"}, segments={"all"}), drop)
+    drop = fired_alert("a1", "region:eu", T0)
+    assert wants(subscription({"AlertFired"}, segments={"region:eu"}), drop)
+    assert not wants(subscription({"AlertFired"}, segments={"all"}), drop)
     assert order_key(drop) == "a1" and order_key(ticket()) == "tk_1" and order_key(followup("x")) == "f1"
 
 
@@ -203,12 +201,11 @@ def test_slack_messages_say_what_happened_and_link_to_it() -> None:
     fields = [f["text"] for f in body["blocks"][1]["fields"]]
     assert "*Score*\n3" in fields and "*Channel*\nweb" in fields
     assert "https://nps.example.com/v1/tickets/tk_1" in json.dumps(body["blocks"][-1])
-    drop = ScoreDropDetected(
-        alert_id="a1", segment="region:eu", as_of=date(2026, 11, 26), current_nps=10, baseline_nps=30,
-        drop_points=20, current_n=50, baseline_n=200, detected_at=T0 + timedelta(hours=1),
-    )  # fmt: skip
+    drop = fired_alert("a1", "region:eu", T0 + timedelta(hours=1))
     alert = json.loads(slack_body(drop, None))
     assert "region:eu" in alert["text"] and "20.0 points" in alert["text"]
+    alert_fields = [f["text"] for f in alert["blocks"][1]["fields"]]
+    assert "*Most of it*\nproduct:atlas (-15.0)" in alert_fields and "*p / q*\n0.004 / 0.01" in alert_fields
     assert len(alert["blocks"]) == 2  # no link without a public API URL
     hostile = TicketOpened(**{**ticket().model_dump(), "comment": "<!channel> & <http://evil|click>"})
     assert "<!channel>" not in json.dumps(json.loads(slack_body(hostile, None))["blocks"])

@@ -71,6 +71,7 @@ def test_metric_labels_are_bounded() -> None:
     allowed |= {"priority", "deadline", "age", "op"}
     # Delivery's: the six outgoing event types.
     allowed |= {"event_type"}
+    allowed |= {"rule"}  # alerts: drop, ewma, incident, silence
     metrics = our_metrics()
     assert len(metrics) >= 15
     for metric in metrics:

@@ -16,8 +16,9 @@ ADAPTERS = {
     "TicketOpened": ticket_events,
     "TicketUpdated": ticket_events,
     "TicketSlaBreached": ticket_events,
-    "ScoreDropDetected": alert_events,
-    "ScoreDropResolved": alert_events,
+    "AlertFired": alert_events,
+    "AlertResolved": alert_events,
+    "AlertAcknowledged": alert_events,
 }
 
 
