@@ -309,9 +309,7 @@ async def current_and_baseline(
 
 async def days_of(conn: AsyncConnection, segments: Sequence[str], days: DayRange) -> dict[str, dict[date, Counts]]:
     """Each segment's non-zero days in the range (a segment with none maps to {})."""
-    rows = await conn.execute(
-        _DAYS_OF, {"segments": list(segments), "first": days.first, "last": days.last}
-    )
+    rows = await conn.execute(_DAYS_OF, {"segments": list(segments), "first": days.first, "last": days.last})
     found: dict[str, dict[date, Counts]] = {s: {} for s in segments}
     for r in rows:
         found[r.segment][r.day] = Counts(r.promoters, r.passives, r.detractors)

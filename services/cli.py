@@ -137,9 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             sim = actions.add_parser("simulate", help="the alert rules' error rates on simulated streams")
             sim.add_argument("--seed", type=int, default=1, help="the same seed prints the same table")
             sim.add_argument("--quick", action="store_true", help="a small run (seconds): a smoke test")
-            sim.add_argument(
-                "--write", metavar="FILE", help="replace the simulator's table in FILE (docs/alerts.md)"
-            )
+            sim.add_argument("--write", metavar="FILE", help="replace the simulator's table in FILE (docs/alerts.md)")
         if name == "scoring":
             actions = service.add_subparsers(dest="action")
             rebuild = actions.add_parser("rebuild", help="recompute the aggregates (see `nps --help`)")
