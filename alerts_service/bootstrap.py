@@ -34,6 +34,7 @@ def spec(settings: AlertSettings, clock: Callable[[], datetime] = lambda: dateti
             interval_s=settings.evaluate_interval_s,
             clock=clock,
             due=due,
+            min_gap_s=settings.min_round_gap_s,
         ),
         tick_s=min(1.0, settings.evaluate_interval_s),
     )

@@ -52,7 +52,8 @@ class State(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Timing:
     for_evaluations: int = 3  # consecutive rounds the condition must hold before paging
-    for_s: float = 0.0  # ...and for at least this long
+    # ...and for at least this long: under traffic rounds come every few seconds, not every minute
+    for_s: float = 120.0
     clear_s: float = 1800.0  # hysteresis: clear this long before resolving
     cooldown_s: float = 6 * 3600.0  # after resolving, the same rule and segment stay quiet this long
 

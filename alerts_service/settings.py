@@ -22,6 +22,9 @@ class AlertSettings(ServiceSettings):
     evaluate_interval_s: float = Field(
         default=60.0, gt=0, description="seconds between evaluation rounds (a round also follows each batch of scores)"
     )
+    min_round_gap_s: float = Field(
+        default=5.0, ge=0, description="seconds at least between two rounds asked for by batches of scores"
+    )
     # drop: current window vs the baseline before it
     drop_enabled: bool = Field(
         default=True, description="the drop rule: current window vs baseline, BH across segments"

@@ -77,6 +77,8 @@ def start_loop(
             "NPS_ALERTS_DROP_MIN_RESPONSES": "10",
             "NPS_ALERTS_EVALUATE_INTERVAL_S": "0.5",
             "NPS_ALERTS_FOR_EVALUATIONS": "2",
+            "NPS_ALERTS_FOR_S": "0",
+            "NPS_ALERTS_MIN_ROUND_GAP_S": "0.5",
             "NPS_ALERTS_CLEAR_S": "1",
             "NPS_INGEST_REPLAY_CHECK_S": "0.5",
             "NPS_INGEST_REPLAY_MARGIN_S": "1",

@@ -66,6 +66,8 @@ def settings_for(bootstrap: str, database_url: str, namespace: str, **rules: boo
         topic_partitions=3,
         evaluate_interval_s=0.2,
         for_evaluations=1,
+        for_s=0,
+        min_round_gap_s=0,
         clear_s=0,
         cooldown_s=0,
         **{**only, "silence_enabled": False, **rules, **FAST_GROUP},

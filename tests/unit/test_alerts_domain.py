@@ -307,7 +307,7 @@ def test_a_round_fires_with_an_explanation_naming_the_sub_segment() -> None:
         seg("region:us", us_now, us_before),
     ]
     windows = round_windows(date(2026, 11, 24), rules)
-    result = evaluate_round(data, {}, rules, windows, T0, Timing(for_evaluations=1))
+    result = evaluate_round(data, {}, rules, windows, T0, Timing(for_evaluations=1, for_s=0))
     fired = {c.state.segment: c for c in result.changes if c.transition is Transition.FIRED}
     assert set(fired) == {"all", "region:eu"} and result.held["drop"] == ["all", "region:eu"]
     explanation = fired["all"].explanation
@@ -332,3 +332,14 @@ def test_children_are_indexed_once_per_round() -> None:
     assert family == {"all": ["channel:web", "region:eu"], "region:eu": ["product:atlas,region:eu"]}
     for parent in names:  # the index agrees with the rule it stands for
         assert sorted(family.get(parent, [])) == sorted(n for n in names if is_child(parent, n))
+
+
+def test_for_needs_rounds_and_time() -> None:
+    """Under traffic rounds come every few seconds: three rounds in ten seconds are not `for` 2 minutes."""
+    timing = Timing(for_evaluations=3, for_s=120)
+    state = RuleState("incident", "all")
+    for second in (0, 5, 10, 60):
+        state, transition = step(state, HELD, T0 + timedelta(seconds=second), timing)
+        assert transition is None and state.state is State.PENDING
+    state, transition = step(state, HELD, T0 + timedelta(seconds=120), timing)
+    assert transition is Transition.FIRED
