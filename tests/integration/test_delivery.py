@@ -33,6 +33,7 @@ from tests.helpers import (
     Receiver,
     ServiceProcess,
     eventually,
+    fired_alert,
     nps,
     nps_env,
     produce,
@@ -584,3 +585,26 @@ async def test_the_subscription_api_validates_pages_changes_and_deletes(
         assert (await client.delete(f"{base}/{one}")).status_code == 404
         reader = await client.post(base, json={"url": receiver.url("/x"), "events": []})
         assert reader.status_code == 422 and "events" in reader.text
+
+
+async def test_alerts_reach_a_slack_channel_for_their_segment(delivery: LiveDelivery, receiver: Receiver) -> None:
+    """nps.alerts.v2 through delivery: a Slack subscription filtered to one segment gets that
+    segment's AlertFired as a Slack message (the numbers that explain it), and nothing else."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        await delivery.subscribe(
+            client,
+            url=receiver.url("/slack"),
+            events=["AlertFired"],
+            format="slack",
+            filters={"segments": ["region:eu"]},
+        )
+        await asyncio.sleep(0.5)  # the consumer sees subscriptions at its next batch
+        events = [fired_alert("al_eu", "region:eu", T0), fired_alert("al_us", "region:us", T0)]
+        await publish(delivery, delivery.topics.alerts, events, key=b"region")
+        await eventually(received(receiver, "/slack", 1), timeout=20)
+        await asyncio.sleep(0.5)
+    (call,) = receiver.to("/slack")
+    body = json.loads(call.body)
+    assert "region:eu" in body["text"] and "20.0 points" in body["text"]
+    fields = json.dumps(body["blocks"])
+    assert "product:atlas (-15.0)" in fields and "0.004 / 0.01" in fields
