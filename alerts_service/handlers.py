@@ -64,7 +64,7 @@ class MirrorScores:
         with_days = {s: e for s, e in fresh.items() if e.daily is not None}
         metrics.SCORES.labels("applied").inc(len(with_days))
         metrics.SCORES.labels("no_days").inc(len(fresh) - len(with_days))
-        spans = {s: (e.baseline.first_day, e.current.last_day) for s, e in with_days.items()}
+        spans = {s: (e.daily_first_day or e.baseline.first_day, e.as_of) for s, e in with_days.items()}
         before = await repository.sums_in(conn, spans)
         days: list[tuple[str, date, Counts]] = []
         arrivals: dict[tuple[str, datetime], Counts] = {}

@@ -42,6 +42,7 @@ def spec(settings: ScoringSettings) -> ConsumerSpec[Any]:
             scores_topic=settings.topics.scores,
             current_days=settings.current_days,
             baseline_days=settings.baseline_days,
+            daily_days=settings.score_event_days,
             interval_s=settings.score_event_interval_s,
             clock=clock,
         ),

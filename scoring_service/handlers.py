@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -94,6 +94,7 @@ class PublishChanges:
     baseline_days: int
     interval_s: float
     clock: Callable[[], datetime]
+    daily_days: int = 84
 
     async def __call__(self, conn: AsyncConnection) -> None:
         now = self.clock()
@@ -103,13 +104,13 @@ class PublishChanges:
         today = utc_day(now)
         current = window(today, self.current_days)
         baseline = preceding(current, self.baseline_days)
-        span = DayRange(baseline.first, current.last)
+        span = DayRange(min(baseline.first, today - timedelta(days=self.daily_days - 1)), current.last)
         snapshot = await repository.days_of(conn, segments, span)
         await outbox.enqueue(
             conn,
             repository.SCHEMA,
             [
-                publisher.score_changed(self.scores_topic, segment, today, current, baseline, days, now)
+                publisher.score_changed(self.scores_topic, segment, today, current, baseline, span, days, now)
                 for segment, days in snapshot.items()
             ],
         )

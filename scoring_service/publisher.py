@@ -27,16 +27,19 @@ def score_changed(
     as_of: date,
     current: DayRange,
     baseline: DayRange,
+    span: DayRange,
     days: Mapping[date, Counts],
     now: datetime,
 ) -> Outgoing:
-    """`days`: the segment's non-zero days of both windows; the windows' sums are made from them."""
+    """`days`: the segment's non-zero days in `span` (both windows and more); the windows' sums are made
+    from them."""
     event = ScoreChanged(
         segment=segment,
         as_of=as_of,
         current=window_counts(current, sum((c for d, c in days.items() if d in current), Counts())),
         baseline=window_counts(baseline, sum((c for d, c in days.items() if d in baseline), Counts())),
         computed_at=now,
+        daily_first_day=span.first,
         daily=[
             DayCounts(day=d, promoters=c.promoters, passives=c.passives, detractors=c.detractors)
             for d, c in sorted(days.items())

@@ -29,6 +29,13 @@ class ScoringSettings(ServiceSettings):
     max_values_per_dimension: int = Field(
         default=1_000, ge=1, description="past this many values of one dimension, new values count under `other`"
     )
+    score_event_days: int = Field(
+        default=84,
+        ge=1,
+        le=366,
+        description="days of counts each `ScoreChanged` carries in `daily` (at least both windows): alerts' rules "
+        "read 84 (the EWMA's 28-day reference and 56 monitored days)",
+    )
     score_event_interval_s: float = Field(
         default=1.0, gt=0, description="at most one `ScoreChanged` per segment per this many seconds"
     )

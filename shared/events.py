@@ -151,10 +151,10 @@ class DayCounts(BaseModel):
 
 
 class ScoreChanged(Event):
-    """A segment's counts moved. Carries the current and the baseline window, and (since it was
-    added, an optional field of schema version 1) the segment's count for every day of both
-    windows that has responses, so consumers (alerts) never need to query scoring: a day of the
-    span missing from `daily` has none."""
+    """A segment's counts moved. Carries the current and the baseline window, and (optional fields
+    added to schema version 1) the segment's count for every day from `daily_first_day` to `as_of`
+    that has responses (at least both windows' days), so consumers (alerts) never need to query
+    scoring: a day of that span missing from `daily` has none."""
 
     type: Literal["ScoreChanged"] = "ScoreChanged"
     segment: str
@@ -162,6 +162,7 @@ class ScoreChanged(Event):
     current: WindowCounts
     baseline: WindowCounts
     computed_at: AwareDatetime
+    daily_first_day: date | None = None  # null: the baseline's first day
     daily: list[DayCounts] | None = None
 
 

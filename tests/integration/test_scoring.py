@@ -149,8 +149,11 @@ async def test_score_changed_events_carry_the_current_and_baseline_windows(
         assert (changed.baseline.first_day, changed.baseline.last_day) == (baseline.first, baseline.last)
         assert changed.current.counts == Counts(1, 0, 0)  # p1 (yesterday)
         assert changed.baseline.counts == Counts(1, 0, 1)  # p2, d1 (10 days ago); d2 is 40 days back
-        # ...and the days themselves, for alerts' own windows: only days with responses, oldest first
+        # ...and the days themselves (84 of them by default, for alerts' own windows and its EWMA):
+        # only days with responses, oldest first
+        assert changed.daily_first_day == TODAY - timedelta(days=83)
         assert [(d.day, d.counts) for d in changed.daily or []] == [
+            (TODAY - timedelta(days=40), Counts(0, 0, 1)),
             (TODAY - timedelta(days=10), Counts(1, 0, 1)),
             (TODAY - timedelta(days=1), Counts(1, 0, 0)),
         ]
