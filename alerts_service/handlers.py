@@ -141,6 +141,12 @@ def silence_for(silences: Sequence[Silence], rule: str, segment: str) -> Silence
     return None
 
 
+def round_due(clock: float, scheduled_at: float, last: float, asked: bool, min_gap_s: float) -> bool:
+    """On the schedule; or asked for by a batch, but under steady traffic not more often than every
+    `min_gap_s` (10,000 segments cost ~0.35 s a round, which the consumer's batches wait for)."""
+    return clock >= scheduled_at or (asked and clock >= last + min_gap_s)
+
+
 @dataclass
 class EvaluateRounds:
     """The loop's tick. One round at a time across replicas (a transaction-scoped advisory lock);
@@ -162,11 +168,7 @@ class EvaluateRounds:
 
     async def __call__(self, conn: AsyncConnection) -> None:
         clock = time.monotonic()
-        scheduled = clock >= self._next
-        # A batch asks for a round, but under steady traffic not more often than every min_gap_s:
-        # 10,000 segments cost ~0.35 s a round, which the consumer's batches wait for.
-        asked = self.due.now and clock >= self._last + self.min_gap_s
-        if not (scheduled or asked):
+        if not round_due(clock, self._next, self._last, self.due.now, self.min_gap_s):
             return
         if not await repository.try_round_lock(conn):
             return  # another replica is evaluating

@@ -37,6 +37,7 @@ from alerts_service.domain import (
     round_windows,
     step,
 )
+from alerts_service.handlers import round_due
 from shared.nps import Counts, normal_cdf
 from shared.segments import is_child, parts
 
@@ -343,3 +344,11 @@ def test_for_needs_rounds_and_time() -> None:
         assert transition is None and state.state is State.PENDING
     state, transition = step(state, HELD, T0 + timedelta(seconds=120), timing)
     assert transition is Transition.FIRED
+
+
+def test_rounds_follow_the_schedule_and_batches_at_most_every_gap() -> None:
+    # last round at 100 s, the next scheduled at 160 s, batches may ask every 5 s
+    assert not round_due(101, 160, 100, asked=False, min_gap_s=5)
+    assert not round_due(103, 160, 100, asked=True, min_gap_s=5)  # asked, but too soon
+    assert round_due(105, 160, 100, asked=True, min_gap_s=5)
+    assert round_due(160, 160, 100, asked=False, min_gap_s=5)  # the schedule needs no asking
