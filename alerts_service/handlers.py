@@ -77,9 +77,11 @@ class MirrorScores:
                 now = [(d.day, d.counts) for d in event.daily if first <= d.day <= last]
                 days.extend((segment, day, counts) for day, counts in now)
                 delta = sum((c for _, c in now), Counts()) - before.get(segment, Counts())
-                # The first sight of a segment is its history, not what just arrived.
-                arrived = delta if previous is not None else Counts()
-                if previous is None and now:
+                # The first days alerts holds of a segment (new, or upgraded from v1, or back after
+                # 84 quiet days) are its history, not what just arrived.
+                first_sight = segment not in before
+                arrived = Counts() if first_sight else delta
+                if first_sight and now:
                     last_arrival = event.computed_at
                 if arrived != Counts():
                     arrivals[(segment, bucket_of(event.computed_at))] = arrived
