@@ -12,20 +12,19 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 from alerts_service import handlers, repository
 from shared import audit
 from shared.auth import KEY_PROBLEMS, requires
-from shared.events import AlertExplanation
+from shared.events import AlertExplanation, AlertRule
 from shared.http import Problem, ProblemError, decode_cursor, encode_cursor, invalid_field
 from shared.service import ReadConnection
 from shared.validation import PLAIN
 
 AlertId = Annotated[str, Path(pattern=r"^al_[0-9a-f]{32}$", description="an alert's id, `al_` and 32 hex digits")]
 SilenceId = Annotated[str, Path(pattern=r"^si_[0-9a-f]{24}$", description="a silence's id, `si_` and 24 hex digits")]
-Rule = Literal["drop", "ewma", "incident", "silence"]
 MAX_SILENCE = timedelta(days=90)
 
 
 class Alert(BaseModel):
     alert_id: str
-    rule: Rule
+    rule: AlertRule
     segment: str
     state: Literal["firing", "resolved"]
     fired_at: datetime
@@ -62,7 +61,7 @@ class NewSilence(BaseModel):
         pattern=PLAIN,
         description="a segment (`region:eu`) or a shell-style pattern (`region:*`, `*`) over segments",
     )
-    rule: Rule | None = Field(default=None, description="only this rule's alerts; null: every rule")
+    rule: AlertRule | None = Field(default=None, description="only this rule's alerts; null: every rule")
     starts_at: AwareDatetime | None = Field(default=None, description="default: now")
     ends_at: AwareDatetime
     comment: str | None = Field(default=None, max_length=2000)
@@ -80,7 +79,7 @@ class NewSilence(BaseModel):
 class SilenceAnswer(BaseModel):
     silence_id: str
     matcher: str
-    rule: Rule | None
+    rule: AlertRule | None
     starts_at: datetime
     ends_at: datetime
     created_by: str
@@ -104,7 +103,7 @@ def _alert(row: Any) -> Alert:
 async def list_alerts(
     conn: ReadConnection,
     state: Annotated[Literal["firing", "resolved", "all"], Query()] = "firing",
-    rule: Annotated[Rule | None, Query()] = None,
+    rule: Annotated[AlertRule | None, Query()] = None,
     segment: Annotated[str | None, Query(min_length=1, max_length=500, pattern=PLAIN)] = None,
     since: Annotated[AwareDatetime | None, Query(description="fired at or after")] = None,
     until: Annotated[AwareDatetime | None, Query(description="fired before")] = None,

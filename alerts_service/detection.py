@@ -21,10 +21,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import get_args
 
+from shared.events import AlertRule
 from shared.nps import Counts, compare, normal_cdf
 
-RULES = ("drop", "ewma", "incident", "silence")
+RULES: tuple[str, ...] = get_args(AlertRule)  # the contract names them: drop, ewma, incident, silence
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,9 @@ class Rules:
     ewma: EwmaRule = EwmaRule()
     incident: IncidentRule = IncidentRule()
     silence: SilenceRule = SilenceRule()
+
+    def enabled(self) -> list[str]:
+        return [name for name in RULES if getattr(self, name).enabled]
 
 
 @dataclass(frozen=True, slots=True)

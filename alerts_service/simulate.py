@@ -221,7 +221,7 @@ def null_rows(seed: int, segments: int, days: int, rates: Sequence[float], rules
         truths = {_name(f"null{rate:g}_", i): stable(rate) for i in range(segments)}
         outcome = simulate(truths, START, START + timedelta(days=days), rules, timing, seed)
         months = segments * days / 30
-        per_rule = {rule: sum(1 for r, _, _ in outcome.fired if r == rule) / months for rule in _enabled(rules)}
+        per_rule = {rule: sum(1 for r, _, _ in outcome.fired if r == rule) / months for rule in rules.enabled()}
         for rule, rate_30d in per_rule.items():
             target = "<= 0.05" if rule == "drop" else ""
             met = rate_30d <= 0.05 if rule == "drop" else None
@@ -359,10 +359,6 @@ def incident_rows(seed: int, segments: int, rules: Rules, timing: Timing, quiet_
         ),
         Row("null, 100/hour", "false incident alerts per segment per 30 days", f"{early / months:.3f}"),
     ]
-
-
-def _enabled(rules: Rules) -> list[str]:
-    return [name for name in ("drop", "ewma", "incident", "silence") if getattr(rules, name).enabled]
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,29 +18,11 @@ from delivery_service import metrics, repository
 from delivery_service.domain import Outgoing, event_key, occurred_at, order_key, respondent_of, wants, webhook_id
 from shared.consumer import Message
 from shared.events import (
-    AlertAcknowledged,
-    AlertFired,
-    AlertResolved,
-    FollowUpCreated,
     RespondentErased,
-    TicketOpened,
-    TicketSlaBreached,
-    TicketUpdated,
 )
 from shared.privacy import Pseudonyms
 
-OUTGOING: TypeAdapter[Outgoing] = TypeAdapter(
-    Annotated[
-        FollowUpCreated
-        | TicketOpened
-        | TicketUpdated
-        | TicketSlaBreached
-        | AlertFired
-        | AlertResolved
-        | AlertAcknowledged,
-        Field(discriminator="type"),
-    ]
-)
+OUTGOING: TypeAdapter[Outgoing] = TypeAdapter(Annotated[Outgoing, Field(discriminator="type")])
 
 
 class _Response(BaseModel):
@@ -52,18 +34,7 @@ class _Response(BaseModel):
 
 # One pass over each message's JSON: the type picks the model, and a response is not built at all.
 _CONSUMED: TypeAdapter[Outgoing | RespondentErased | _Response] = TypeAdapter(
-    Annotated[
-        FollowUpCreated
-        | TicketOpened
-        | TicketUpdated
-        | TicketSlaBreached
-        | AlertFired
-        | AlertResolved
-        | AlertAcknowledged
-        | RespondentErased
-        | _Response,
-        Field(discriminator="type"),
-    ]
+    Annotated[Outgoing | RespondentErased | _Response, Field(discriminator="type")]
 )
 
 
