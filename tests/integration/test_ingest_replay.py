@@ -72,6 +72,7 @@ async def test_accepted_events_are_logged_erasure_reaches_the_log_and_replay_bri
 ) -> None:
     run = uuid.uuid4().hex[:8]
     people = [f"{run}-p{i}" for i in range(4)]
+    started = datetime.now(UTC)
     async with httpx.AsyncClient(base_url=logged.url, headers=logged.auth, timeout=10) as client:
         for i, person in enumerate(people):
             reply = await client.post(
@@ -102,7 +103,10 @@ async def test_accepted_events_are_logged_erasure_reaches_the_log_and_replay_bri
     lost = Topics(f"t{uuid.uuid4().hex[:10]}")
     await ensure_topics(bootstrap, lost.all(), 3)
     env = {**logged.env, "NPS_TOPIC_NAMESPACE": lost.namespace}
-    replayed = nps("ingest", "replay", env=env)
+    # Since the loss began, as docs/operations.md says. (Not from the watermark: with this test's margin
+    # of 0, a check that reads the topic's end while the first event is logged but not yet appended
+    # moves the watermark past it; the product's 60 s margin is what covers publishes in flight.)
+    replayed = nps("ingest", "replay", "--since", started.isoformat(), env=env)
     assert replayed.returncode == 0, replayed.stderr
     assert "replayed 8 events" in replayed.stdout
     records = await read_topic(bootstrap, lost.responses, expect=8)
