@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the project with the embedded infrastructure and dev tools
 
-run: $(STAMP) ## run the whole loop: embedded PostgreSQL + broker, migrations, the five services
+run: $(STAMP) ## run the whole loop: embedded PostgreSQL + broker, migrations, the six services
 	$(BIN)/nps up
 
 lint: $(STAMP) ## ruff: lint and format check
@@ -54,7 +54,7 @@ test-unit: $(STAMP) ## pure rules only, no infrastructure
 test-integration: $(STAMP) ## real broker and PostgreSQL
 	$(BIN)/pytest tests/integration
 
-test-e2e: $(STAMP) ## the five services as processes, over HTTP and Kafka
+test-e2e: $(STAMP) ## the six services as processes, over HTTP and Kafka
 	$(BIN)/pytest tests/e2e
 
 docs: $(STAMP) ## regenerate docs/configuration.md from the settings classes

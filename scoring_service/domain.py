@@ -46,6 +46,7 @@ class Version:
     survey_id: str | None
     attributes: Mapping[str, str]
     at: datetime  # submitted_at or revised_at (ingest's clock)
+    comment: str | None = None  # read by the themes consumer only
 
 
 @dataclass(frozen=True, slots=True)

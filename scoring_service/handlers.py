@@ -19,6 +19,7 @@ from scoring_service.domain import (
     ordered,
     segments_of,
 )
+from scoring_service.themes import Taxonomy, theme_keys
 from shared import outbox, windows
 from shared.consumer import Message
 from shared.events import RespondentErased, ResponseEvent, ResponseRevised, ResponseSubmitted
@@ -42,6 +43,7 @@ def version_of(event: ResponseSubmitted | ResponseRevised, pseudonyms: Pseudonym
         survey_id=event.survey_id,
         attributes=event.attributes,
         at=at,
+        comment=event.comment,
     )
 
 
@@ -53,6 +55,9 @@ class CountResponses:
     max_values: int
     pseudonyms: Pseudonyms
     clock: Callable[[], datetime]
+    # The themes consumer (`nps themes`): the same rule, counting each response under its comment's
+    # themes per segment (theme_responses, theme_daily) instead; it publishes no ScoreChanged.
+    taxonomy: Taxonomy | None = None
 
     async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[ResponseEvent]]) -> None:
         today = utc_day(self.clock())
@@ -63,18 +68,32 @@ class CountResponses:
         requested = self.pseudonyms.latest_requests(m.event for m in batch)
 
         erasures = await repository.ERASURES.record(conn, requested)
-        existing = await repository.lock_responses(conn, (v.response_id for v in versions), requested)
+        where = repository.SCORES if self.taxonomy is None else repository.THEMES
+        existing = await repository.lock_responses(conn, (v.response_id for v in versions), requested, where)
         others = {v.respondent_key for v in versions} | {r.respondent_key for r in existing.values()}
         erasures.update(await repository.ERASURES.of(conn, others - erasures.keys()))
         known, per_dimension = await repository.known_segments(conn, candidate_values(versions, self.dimensions))
         plan = SegmentPlan(known, per_dimension, self.max_values)
-        outcome = apply(existing, versions, erasures, lambda v: segments_of(v, self.dimensions, plan))
-
-        await repository.catalog_segments(conn, {s for row in outcome.rows for s in row.segments})
-        await repository.update_responses(conn, [r for r in outcome.rows if r.response_id in existing])
-        await repository.insert_responses(conn, [r for r in outcome.rows if r.response_id not in existing])
-        await repository.add_daily(conn, outcome.deltas)
-        await repository.mark_changed(conn, {segment for segment, _ in outcome.deltas})
+        taxonomy = self.taxonomy
+        if taxonomy is None:
+            outcome = apply(existing, versions, erasures, lambda v: segments_of(v, self.dimensions, plan))
+            await repository.catalog_segments(conn, {s for row in outcome.rows for s in row.segments})
+        else:  # the catalog is scoring's to keep: the themes consumer reads it for the same segments
+            outcome = apply(
+                existing,
+                versions,
+                erasures,
+                lambda v: theme_keys(
+                    segments_of(v, self.dimensions, plan),
+                    taxonomy.tag(v.comment),
+                    bool(v.comment and v.comment.strip()),
+                ),
+            )
+        await repository.update_responses(conn, [r for r in outcome.rows if r.response_id in existing], where)
+        await repository.insert_responses(conn, [r for r in outcome.rows if r.response_id not in existing], where)
+        await repository.add_daily(conn, outcome.deltas, where)
+        if taxonomy is None:
+            await repository.mark_changed(conn, {segment for segment, _ in outcome.deltas})
 
         metrics.EVENTS.labels("applied").inc(outcome.versions_applied)
         metrics.EVENTS.labels("ignored").inc(outcome.versions_ignored)

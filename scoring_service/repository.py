@@ -4,6 +4,7 @@ Never commits: the consumer loop (or the API's read transaction) owns the transa
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
@@ -20,15 +21,6 @@ SCHEMA = "scoring"
 
 _COLUMNS = "response_id, respondent_key, version, first_at, erased, score, day, segments"
 
-_LOCK_RESPONSES = sa.text(
-    f"""
-    SELECT {_COLUMNS} FROM {SCHEMA}.responses
-    WHERE response_id = ANY(CAST(:ids AS text[])) OR respondent_key = ANY(CAST(:erased AS text[]))
-    ORDER BY response_id
-    FOR UPDATE
-    """
-)
-
 # One row per response, as parallel arrays (one round trip for the whole batch).
 _UNNEST = """
     unnest(
@@ -39,37 +31,68 @@ _UNNEST = """
 """
 _SEGMENTS = "coalesce(string_to_array(n.segs, chr(31)), '{}')"
 
-_INSERT_RESPONSES = sa.text(
-    f"""
-    INSERT INTO {SCHEMA}.responses ({_COLUMNS})
-    SELECT n.ids, n.keys, n.versions, n.firsts, n.erased, n.scores, n.days, {_SEGMENTS} FROM {_UNNEST}
-    ON CONFLICT (response_id) DO NOTHING
-    RETURNING response_id
-    """
-)
 
-_UPDATE_RESPONSES = sa.text(
-    f"""
-    UPDATE {SCHEMA}.responses AS r SET
-        version = n.versions, first_at = n.firsts, erased = n.erased, score = n.scores, day = n.days,
-        segments = {_SEGMENTS}
-    FROM {_UNNEST}
-    WHERE r.response_id = n.ids
-    """
-)
+@dataclass(frozen=True, slots=True)
+class Store:
+    """Where a consumer of the responses topic keeps each response's state and the daily counts it
+    sums to: scoring's own (`responses`, `daily_counts`), or the themes consumer's (`theme_responses`,
+    `theme_daily`, whose segment keys are `<theme>@<segment>`). The same statements, so both follow
+    the same exactness rule the same way."""
 
-_UPSERT_DAILY = sa.text(
-    f"""
-    INSERT INTO {SCHEMA}.daily_counts AS d (segment, day, promoters, passives, detractors)
-    SELECT * FROM unnest(
-        CAST(:segments AS text[]), CAST(:days AS date[]),
-        CAST(:promoters AS integer[]), CAST(:passives AS integer[]), CAST(:detractors AS integer[]))
-    ON CONFLICT (segment, day) DO UPDATE SET
-        promoters = d.promoters + EXCLUDED.promoters,
-        passives = d.passives + EXCLUDED.passives,
-        detractors = d.detractors + EXCLUDED.detractors
-    """
-)
+    responses: str
+    daily: str
+    lock: sa.TextClause
+    insert: sa.TextClause
+    update: sa.TextClause
+    upsert_daily: sa.TextClause
+
+
+def store(responses: str, daily: str) -> Store:
+    return Store(
+        responses,
+        daily,
+        lock=sa.text(
+            f"""
+            SELECT {_COLUMNS} FROM {SCHEMA}.{responses}
+            WHERE response_id = ANY(CAST(:ids AS text[])) OR respondent_key = ANY(CAST(:erased AS text[]))
+            ORDER BY response_id
+            FOR UPDATE
+            """
+        ),
+        insert=sa.text(
+            f"""
+            INSERT INTO {SCHEMA}.{responses} ({_COLUMNS})
+            SELECT n.ids, n.keys, n.versions, n.firsts, n.erased, n.scores, n.days, {_SEGMENTS} FROM {_UNNEST}
+            ON CONFLICT (response_id) DO NOTHING
+            RETURNING response_id
+            """
+        ),
+        update=sa.text(
+            f"""
+            UPDATE {SCHEMA}.{responses} AS r SET
+                version = n.versions, first_at = n.firsts, erased = n.erased, score = n.scores, day = n.days,
+                segments = {_SEGMENTS}
+            FROM {_UNNEST}
+            WHERE r.response_id = n.ids
+            """
+        ),
+        upsert_daily=sa.text(
+            f"""
+            INSERT INTO {SCHEMA}.{daily} AS d (segment, day, promoters, passives, detractors)
+            SELECT * FROM unnest(
+                CAST(:segments AS text[]), CAST(:days AS date[]),
+                CAST(:promoters AS integer[]), CAST(:passives AS integer[]), CAST(:detractors AS integer[]))
+            ON CONFLICT (segment, day) DO UPDATE SET
+                promoters = d.promoters + EXCLUDED.promoters,
+                passives = d.passives + EXCLUDED.passives,
+                detractors = d.detractors + EXCLUDED.detractors
+            """
+        ),
+    )
+
+
+SCORES = store("responses", "daily_counts")
+THEMES = store("theme_responses", "theme_daily")
 
 _SUM_RANGE = sa.text(
     f"""
@@ -123,9 +146,11 @@ _SUM_TWO_RANGES = sa.text(
 )
 
 
-async def lock_responses(conn: AsyncConnection, ids: Iterable[str], erased_keys: Iterable[str]) -> dict[str, Stored]:
+async def lock_responses(
+    conn: AsyncConnection, ids: Iterable[str], erased_keys: Iterable[str], where: Store = SCORES
+) -> dict[str, Stored]:
     """The stored rows of these response ids and of these respondents, locked for the batch."""
-    rows = await conn.execute(_LOCK_RESPONSES, {"ids": sorted(set(ids)), "erased": sorted(set(erased_keys))})
+    rows = await conn.execute(where.lock, {"ids": sorted(set(ids)), "erased": sorted(set(erased_keys))})
     return {
         r.response_id: Stored(
             r.response_id, r.respondent_key, r.version, r.first_at, r.erased, r.score, r.day, tuple(r.segments)
@@ -134,22 +159,22 @@ async def lock_responses(conn: AsyncConnection, ids: Iterable[str], erased_keys:
     }
 
 
-async def insert_responses(conn: AsyncConnection, rows: Sequence[Stored]) -> None:
+async def insert_responses(conn: AsyncConnection, rows: Sequence[Stored], where: Store = SCORES) -> None:
     """Rows that did not exist when the batch read them. If one exists now, another transaction
     wrote it meanwhile (two consumers on one partition during a rebalance) and this batch's deltas
     are stale: RetryBatch rolls it back, to be applied again on top of the other's state."""
     if not rows:
         return
-    inserted = await conn.execute(_INSERT_RESPONSES, _response_params(rows))
+    inserted = await conn.execute(where.insert, _response_params(rows))
     if len(inserted.all()) < len(rows):
         raise RetryBatch("a response was written by a concurrent transaction")
 
 
-async def update_responses(conn: AsyncConnection, rows: Sequence[Stored]) -> None:
+async def update_responses(conn: AsyncConnection, rows: Sequence[Stored], where: Store = SCORES) -> None:
     """Rows the batch read (and locked) before changing them."""
     if not rows:
         return
-    await conn.execute(_UPDATE_RESPONSES, _response_params(rows))
+    await conn.execute(where.update, _response_params(rows))
 
 
 def _response_params(rows: Sequence[Stored]) -> dict[str, list[Any]]:
@@ -217,13 +242,13 @@ async def catalog_segments(conn: AsyncConnection, segments: Iterable[str]) -> No
     )
 
 
-async def add_daily(conn: AsyncConnection, deltas: Mapping[tuple[str, date], Counts]) -> None:
+async def add_daily(conn: AsyncConnection, deltas: Mapping[tuple[str, date], Counts], where: Store = SCORES) -> None:
     if not deltas:
         return
     # Sorted, so two writers touching the same rows lock them in the same order (no deadlock).
     keys = sorted(deltas)
     await conn.execute(
-        _UPSERT_DAILY,
+        where.upsert_daily,
         {
             "segments": [segment for segment, _ in keys],
             "days": [day for _, day in keys],

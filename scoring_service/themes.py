@@ -231,8 +231,21 @@ def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
     return compile_taxonomy(spec, str(source))
 
 
-def tag_all(taxonomy: Taxonomy, comments: Iterable[str | None]) -> list[tuple[str, ...]]:
-    return [taxonomy.tag(c) for c in comments]
+ALL = "_all"  # every response of the segment: the themes' denominators come from the same counts
+COMMENTED = "_commented"  # the segment's responses with a comment
+
+
+def theme_keys(segments: Sequence[str], themes: Sequence[str], commented: bool) -> tuple[str, ...]:
+    """The keys a response counts under in theme_daily: `<theme>@<segment>` for each of its
+    segments, with `_all@` always and `_commented@` when it has a comment."""
+    names = [ALL, *([COMMENTED, *themes] if commented else ())]
+    return tuple(f"{name}@{segment}" for segment in segments for name in names)
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """(theme, segment) of a theme key: theme names hold no `@`."""
+    theme, _, segment = key.partition("@")
+    return theme, segment
 
 
 # --- quality: precision and recall on a labelled set ---

@@ -1,7 +1,7 @@
 """`nps`: run the whole loop (`nps up`), or one piece of it.
 
 nps up          embedded PostgreSQL + broker (unless DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS
-                are set), topics, migrations, then the five services, restarted if they die
+                are set), topics, migrations, then the six services, restarted if they die
 nps migrate     alembic upgrade head for every service's schema
 nps topics      create the versioned topics that do not exist yet
 nps keys create NAME --scope ... | list | revoke NAME
@@ -10,7 +10,7 @@ nps audit       the audit log: keys made and revoked, erasures requested
 nps webhooks create --url URL --event TYPE ... | list | show ID | pause ID | resume ID
              | rotate ID | delete ID | test ID | deliveries ID [--status failed] | retry ID DELIVERY
                 webhook subscriptions (delivery), like the /v1/webhooks API
-nps ingest | scoring | followup | alerts | delivery
+nps ingest | scoring | followup | alerts | delivery | themes
                 run one service in this process (one service per container)
 nps ingest replay [--since TIMESTAMP]
                 publish again the accepted events ingest keeps (NPS_INGEST_REPLAY_RETENTION_HOURS)

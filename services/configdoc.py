@@ -15,6 +15,7 @@ from delivery_service.settings import DeliverySettings
 from followup_service.settings import FollowUpSettings
 from ingest_service.settings import IngestSettings
 from scoring_service.settings import ScoringSettings
+from scoring_service.themes_service.settings import ThemesSettings
 from services.launcher import LauncherSettings
 from shared.settings import InfraSettings, ServiceSettings
 
@@ -83,6 +84,7 @@ SERVICES: list[tuple[str, type[BaseSettings]]] = [
     ("Follow-up", FollowUpSettings),
     ("Alerts", AlertSettings),
     ("Delivery (webhooks)", DeliverySettings),
+    ("Themes (`nps themes`: its own; everything else it reads is scoring's, NPS_SCORING_*)", ThemesSettings),
 ]
 
 
@@ -92,6 +94,8 @@ def render() -> str:
         lines += [f"## {title}", ""] + ([text, ""] if text else []) + table(cls, names) + [""]
     for title, cls in SERVICES:
         names = [*PER_SERVICE, *(n for n in cls.__annotations__ if n in cls.model_fields and n not in PER_SERVICE)]
+        if cls is ThemesSettings:  # scoring's settings, with a few of its own
+            names = list(cls.__annotations__)
         lines += [f"## {title}", "", *table(cls, names), ""]
     return "\n".join(lines)
 

@@ -1,6 +1,6 @@
 """`nps up`: the whole loop in one process tree. Embedded PostgreSQL and broker (unless
 DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS are set), topics, migrations, the development key, then the
-five services, supervised, and stopped in order."""
+six services, supervised, and stopped in order."""
 
 from __future__ import annotations
 
@@ -53,6 +53,8 @@ SERVICE_MODULES = {
     "followup": ("followup_service", "FollowUpSettings"),
     "alerts": ("alerts_service", "AlertSettings"),
     "delivery": ("delivery_service", "DeliverySettings"),
+    # scoring's second consumer: comments tagged with themes (its own process: tagging never slows scoring)
+    "themes": ("scoring_service.themes_service", "ThemesSettings"),
 }
 
 

@@ -1,4 +1,4 @@
-"""Runs the five services as separate processes, restarts one that dies, stops them in order."""
+"""Runs the six services as separate processes, restarts one that dies, stops them in order."""
 
 from __future__ import annotations
 

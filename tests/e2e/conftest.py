@@ -20,7 +20,7 @@ from services.embedded import free_ports
 from services.infra import is_ready
 from tests.helpers import FAST_GROUP_ENV
 
-SERVICES = ("ingest", "scoring", "followup", "alerts", "delivery")
+SERVICES = ("ingest", "scoring", "followup", "alerts", "delivery", "themes")
 
 
 @dataclass

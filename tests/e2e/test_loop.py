@@ -215,6 +215,55 @@ async def test_a_real_drop_fires_explained_is_acknowledged_and_resolves(loop: Lo
     assert [type(e) for e in mine] == [AlertFired, AlertAcknowledged, AlertResolved]
 
 
+async def test_themes_name_what_drives_a_drop(loop: Loop) -> None:
+    """Over HTTP: a baseline of mixed comments, then detractors writing about delivery; the drivers
+    of that segment name delivery first."""
+    cohort = uuid.uuid4().hex[:8]
+    now = datetime.now(UTC)
+    before = [
+        (9, "Great support team, very helpful"),
+        (10, "Easy to use and intuitive"),
+        (3, "Too expensive for what it does"),
+        (2, "The app crashes when I export"),
+        (8, "Setup was quick"),
+        (4, "Support took days to answer"),
+    ]
+    now_comments = ["Delivery took three weeks", "My parcel never arrived", "Shipping is a joke, still waiting"]
+    async with httpx.AsyncClient(timeout=10) as client:
+        for i, (score, comment) in enumerate(before * 2):
+            body = {
+                "respondent_id": f"{cohort}-b{i}",
+                "score": score,
+                "comment": comment,
+                "attributes": {"cohort": cohort},
+                "answered_at": (now - timedelta(days=10)).isoformat(),
+            }
+            assert (await post(client, loop, body)).status_code == 202
+        for i, comment in enumerate(now_comments * 3):
+            body = {"respondent_id": f"{cohort}-n{i}", "score": 1, "comment": comment, "attributes": {"cohort": cohort}}
+            assert (await post(client, loop, body)).status_code == 202
+
+        async def answered() -> dict[str, Any] | None:
+            reply = await client.get(
+                f"{loop.urls['themes']}/v1/themes/drivers",
+                params={"segment": f"cohort:{cohort}", "window": "7d", "baseline": "28d"},
+                headers=loop.auth,
+            )
+            assert reply.status_code == 200, reply.text
+            found: dict[str, Any] = reply.json()
+            return found if found["detractor_comments_now"] == 9 and found["detractor_comments_before"] == 6 else None
+
+        async def counted() -> bool:
+            return await answered() is not None
+
+        await eventually(counted, timeout=30)
+        drivers = await answered()
+    assert drivers is not None
+    first = drivers["drivers"][0]
+    assert first["theme"] == "delivery" and first["detractor_share_now"] == pytest.approx(1.0)
+    assert first["detractor_share_before"] == pytest.approx(0.0) and first["p_value"] < 0.001
+
+
 async def test_a_killed_service_is_restarted_and_catches_up(loop: Loop) -> None:
     before = loop.children()
     assert set(before) == set(SERVICES)
@@ -298,7 +347,7 @@ async def test_nps_scoring_rebuild_in_another_terminal_finds_the_running_loop(lo
     assert elsewhere.returncode == 2 and "make run" in elsewhere.stderr
 
 
-@pytest.mark.parametrize("service", ["scoring", "followup", "alerts", "delivery"])
+@pytest.mark.parametrize("service", ["scoring", "followup", "alerts", "delivery", "themes"])
 async def test_the_query_apis_never_answer_5xx_under_fuzzing(loop: Loop, service: str) -> None:
     operations = await asyncio.to_thread(fuzz_openapi, loop.urls[service], loop.auth, 25)
     assert operations >= 3  # its /v1 query, /healthz, /readyz
@@ -321,6 +370,7 @@ NEEDS = {
     ("delivery", "post"): "webhooks:write",
     ("delivery", "patch"): "webhooks:write",
     ("delivery", "delete"): "webhooks:write",
+    ("themes", "get"): "scores:read",
 }
 
 
@@ -365,7 +415,7 @@ async def test_every_api_needs_a_key_with_its_scope(loop: Loop) -> None:
                             assert reply.status_code == 403, (service, method, path, role, reply.text)
                             assert reply.json()["code"] == "insufficient_scope"
                     checked += 1
-    assert checked >= 36  # 6 ingest, 5 scoring, 11 follow-up, 6 alerts, 8 delivery
+    assert checked >= 39  # 6 ingest, 5 scoring, 11 follow-up, 6 alerts, 8 delivery, 3 themes
 
 
 async def _known_everywhere(client: httpx.AsyncClient, loop: Loop, keys: Iterable[dict[str, str]]) -> bool:
@@ -377,6 +427,7 @@ async def _known_everywhere(client: httpx.AsyncClient, loop: Loop, keys: Iterabl
         ("GET", f"{loop.urls['followup']}/v1/followups/x"),
         ("GET", f"{loop.urls['alerts']}/v1/alerts"),
         ("GET", f"{loop.urls['delivery']}/v1/webhooks"),
+        ("GET", f"{loop.urls['themes']}/v1/themes"),
     ]
     for headers in keys:
         for method, url in probes:

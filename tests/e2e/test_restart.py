@@ -117,9 +117,9 @@ async def test_a_launcher_killed_with_sigkill_leaves_nothing_holding_ports_and_t
 ) -> None:
     var = tmp_path / "var"
     first = start_loop(var, repo_root_session)
-    children = direct_children(first.process.pid)  # the five services and the broker
+    children = direct_children(first.process.pid)  # the six services and the broker
     ports = [int(url.rsplit(":", 1)[1]) for url in first.urls.values()] + [int(first.bootstrap.rsplit(":", 1)[1])]
-    assert len(children) == 6, children
+    assert len(children) == 7, children
     first.process.kill()  # no clean-up runs in the launcher
     first.process.wait()
 

@@ -95,7 +95,7 @@ def test_nps_up_uses_the_given_database_and_broker_instead_of_embedded_ones(
     assert refused.returncode == 2 and "NPS_PSEUDONYM_SECRET" in refused.stderr
     assert not (tmp_path / "var" / "pseudonym-secret").exists()
 
-    ports = {name: free_port() for name in ("ingest", "scoring", "followup", "alerts", "delivery")}
+    ports = {name: free_port() for name in ("ingest", "scoring", "followup", "alerts", "delivery", "themes")}
     env = base_env(
         NPS_PSEUDONYM_SECRET=TEST_PSEUDONYM_SECRET,
         DATABASE_URL=database_url,

@@ -1,0 +1,45 @@
+"""Wires `nps themes`: the tagging consumer of the responses topic, and the themes API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from scoring_service.bootstrap import clock
+from scoring_service.handlers import CountResponses
+from scoring_service.repository import SCHEMA
+from scoring_service.themes import Taxonomy, load_taxonomy
+from scoring_service.themes_service.api import router
+from scoring_service.themes_service.settings import ThemesSettings
+from shared.events import decoder, response_events
+from shared.http import create_base_app, health_router
+from shared.service import ConsumerSpec, consuming_lifespan
+
+
+def spec(settings: ThemesSettings, taxonomy: Taxonomy | None = None) -> ConsumerSpec[Any]:
+    return ConsumerSpec(
+        service="themes",
+        schema=SCHEMA,
+        topic=settings.topics.responses,
+        group_id=settings.group_id,
+        decode=decoder(response_events),
+        handler=CountResponses(
+            dimensions=settings.segment_dimensions,
+            max_values=settings.max_values_per_dimension,
+            pseudonyms=settings.pseudonyms(),
+            clock=clock,
+            taxonomy=taxonomy or load_taxonomy(settings.taxonomy),
+        ),
+    )
+
+
+def create_app(settings: ThemesSettings | None = None) -> FastAPI:
+    settings = settings or ThemesSettings()
+    taxonomy = load_taxonomy(settings.taxonomy)  # ThemesError: the service refuses to start
+    app = create_base_app("themes", "NPS themes", consuming_lifespan(settings, spec(settings, taxonomy)))
+    app.state.settings = settings
+    app.state.taxonomy = taxonomy
+    app.include_router(health_router(lambda: app.state.resources.checks(), settings.metrics_secret))
+    app.include_router(router)
+    return app
