@@ -18,7 +18,10 @@ the negation handled: "not slow" is not performance pain, "I would not call it f
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import sys
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -280,3 +283,43 @@ def evaluate(taxonomy: Taxonomy, labelled: Iterable[tuple[str, Sequence[str]]]) 
     per_theme = [Score(t, *c) for t, c in sorted(counts.items())]
     total = Score("overall", *(sum(s[i] for s in counts.values()) for i in range(3)))
     return total, per_theme
+
+
+# --- the `nps themes` commands ---
+
+LABELLED = Path(__file__).resolve().parents[1] / "tests" / "data" / "themes_eval.jsonl"
+
+
+def check_command(path: str) -> int:
+    try:
+        taxonomy = load_taxonomy(path)
+    except ThemesError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"{path}: {len(taxonomy.themes)} themes, version {taxonomy.version}: ok")
+    return 0
+
+
+def evaluate_command(taxonomy_path: str | None, labelled_path: str | None) -> int:
+    """Precision and recall per theme, as a Markdown table (docs/themes.md prints the shipped one's)."""
+    try:
+        taxonomy = load_taxonomy(taxonomy_path or os.environ.get("NPS_THEMES_TAXONOMY"))
+        source = Path(labelled_path) if labelled_path else LABELLED
+        rows = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
+        labelled = [(str(r["comment"]), [str(t) for t in r["themes"]]) for r in rows]
+    except ThemesError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"cannot read the labelled set: {exc}", file=sys.stderr)
+        return 1
+    total, per_theme = evaluate(taxonomy, labelled)
+    print(f"{len(labelled)} labelled comments, taxonomy {taxonomy.version}\n")
+    print("| theme | precision | recall | found right | found wrong | missed |")
+    print("|---|---|---|---|---|---|")
+    for s in per_theme:
+        print(
+            f"| {s.theme} | {s.precision:.2f} | {s.recall:.2f} | {s.true_positives} | {s.false_positives} | {s.false_negatives} |"
+        )
+    print(f"| **overall** | **{total.precision:.3f}** | **{total.recall:.3f}** | | | |")
+    return 0

@@ -22,6 +22,8 @@ nps followup policy check FILE | explain [--file FILE] --response JSON | reload
 nps alerts simulate [--seed N] [--quick] [--write FILE]
                 streams with a known truth through the alert rules and state machine: false
                 alerts, power, delay, FDR (docs/alerts.md); --write replaces the table in FILE
+nps themes check FILE | evaluate [--taxonomy FILE] [--labelled JSONL]
+                check a theme taxonomy; its precision and recall per theme on a labelled set
 nps scoring rebuild [--check | --replay]
                 recompute scoring's aggregates from its stored responses; --check only
                 compares; --replay reads the responses topic from the start into an empty schema
@@ -138,6 +140,18 @@ def main(argv: list[str] | None = None) -> int:
             sim.add_argument("--seed", type=int, default=1, help="the same seed prints the same table")
             sim.add_argument("--quick", action="store_true", help="a small run (seconds): a smoke test")
             sim.add_argument("--write", metavar="FILE", help="replace the simulator's table in FILE (docs/alerts.md)")
+        if name == "themes":
+            actions = service.add_subparsers(dest="action")
+            actions.add_parser("check", help="check a theme taxonomy: exit 1 listing every problem").add_argument(
+                "file"
+            )
+            evaluate = actions.add_parser("evaluate", help="precision and recall per theme on a labelled set")
+            evaluate.add_argument(
+                "--taxonomy", help="the taxonomy file (default: NPS_THEMES_TAXONOMY, else the shipped one)"
+            )
+            evaluate.add_argument(
+                "--labelled", help="JSON lines of {comment, themes} (default: the shipped tests/data/themes_eval.jsonl)"
+            )
         if name == "scoring":
             actions = service.add_subparsers(dest="action")
             rebuild = actions.add_parser("rebuild", help="recompute the aggregates (see `nps --help`)")
@@ -160,6 +174,12 @@ def main(argv: list[str] | None = None) -> int:
         except NotRunning as exc:
             print(exc, file=sys.stderr)
             return 2
+    if args.command == "themes" and getattr(args, "action", None) in ("check", "evaluate"):
+        from scoring_service import themes
+
+        if args.action == "check":
+            return themes.check_command(args.file)
+        return themes.evaluate_command(args.taxonomy, args.labelled)
     if args.command == "alerts" and getattr(args, "action", None) == "simulate":
         from alerts_service import simulate
 

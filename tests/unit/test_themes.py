@@ -103,3 +103,29 @@ def test_the_default_taxonomy_meets_its_quality_bar_on_the_labelled_set() -> Non
     total, per_theme = evaluate(TAXONOMY, [(r["comment"], r["themes"]) for r in rows])
     assert total.precision >= 0.85 and total.recall >= 0.75, total
     assert {s.theme for s in per_theme} == set(TAXONOMY.themes)
+
+
+def test_the_commands_check_a_taxonomy_and_evaluate_a_labelled_set(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from services.cli import main
+
+    assert (
+        main(["themes", "check", str(Path(__file__).resolve().parents[2] / "scoring_service" / "default_themes.yaml")])
+        == 0
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: x\n")
+    assert main(["themes", "check", str(bad)]) == 1
+    assert "themes: Field required" in capsys.readouterr().err
+    labelled = tmp_path / "mine.jsonl"
+    labelled.write_text(
+        '{"comment": "the parcel never arrived", "themes": ["delivery"]}\n'
+        '{"comment": "too slow", "themes": ["price"]}\n'
+    )
+    assert main(["themes", "evaluate", "--labelled", str(labelled)]) == 0
+    out = capsys.readouterr().out
+    assert "2 labelled comments" in out and "| delivery | 1.00 | 1.00 | 1 | 0 | 0 |" in out
+    assert "| performance | 0.00 | 1.00 | 0 | 1 | 0 |" in out and "| price | 1.00 | 0.00 | 0 | 0 | 1 |" in out
+    labelled.write_text("not json\n")
+    assert main(["themes", "evaluate", "--labelled", str(labelled)]) == 1
