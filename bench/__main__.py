@@ -4,7 +4,8 @@ ingest   bench/ingest.py: single POSTs, validate-only, batch import (wrk against
 scoring  bench/scoring.py: a backlog consumed raw, by `nps scoring` and by a replay; end to end
 followup bench/followup.py: the same kind of backlog routed by `nps followup`
 delivery bench/delivery.py: webhooks sent by `nps delivery` to a local receiver, and their latency
-alerts   bench/alerts.py: evaluation rounds over 10,000 segments"""
+alerts   bench/alerts.py: evaluation rounds over 10,000 segments
+themes   bench/themes.py: the backlog, with comments, tagged and counted by `nps themes`"""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from bench.delivery import bench_delivery, write_delivery_report
 from bench.followup import bench_followup, write_followup_report
 from bench.ingest import bench_ingest, ensure_wrk, write_report
 from bench.scoring import bench_scoring, write_scoring_report
+from bench.themes import bench_themes, write_themes_report
 
 
 def main() -> int:
@@ -27,7 +29,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["ingest", "scoring", "followup", "delivery", "alerts"],
+        choices=["ingest", "scoring", "followup", "delivery", "alerts", "themes"],
         help="run one benchmark (its section is rewritten)",
     )
     parser.add_argument("--events", type=int, default=200_000, help="scoring backlog size")
@@ -45,6 +47,8 @@ def main() -> int:
         print(f"wrote {write_delivery_report(bench_delivery(profile_dir=args.profile))}")
     if args.only in (None, "alerts"):
         print(f"wrote {write_alerts_report(bench_alerts())}")
+    if args.only in (None, "themes"):
+        print(f"wrote {write_themes_report(bench_themes(args.events))}")
     return 0
 
 

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,9 +41,10 @@ PLANS = ["free", "pro", "enterprise"]
 CHANNELS = ["web", "email", "sms", "mobile"]
 
 
-def backlog(n: int, seed: int = 1) -> list[tuple[bytes, bytes]]:
+def backlog(n: int, seed: int = 1, comments: Sequence[str] = ()) -> list[tuple[bytes, bytes]]:
     """n events as ingest publishes them: ~94% submissions, 3% retried duplicates, 3% revisions,
-    over 90 days, ~5 segments each, keyed by respondent."""
+    over 90 days, ~5 segments each, keyed by respondent; with `comments`, 60% of submissions carry
+    one of them (the themes benchmark)."""
     rng = random.Random(seed)
     now = datetime.now(UTC)
     out: list[tuple[bytes, bytes]] = []
@@ -75,6 +77,7 @@ def backlog(n: int, seed: int = 1) -> list[tuple[bytes, bytes]]:
             answered_at=now - timedelta(days=rng.randrange(90), seconds=rng.randrange(86_400)),
             attributes={"product": rng.choice(PRODUCTS), "region": rng.choice(REGIONS), "plan": rng.choice(PLANS)},
             submitted_at=now,
+            comment=rng.choice(comments) if comments and rng.random() < 0.6 else None,
         )
         submitted.append(e)
         out.append((e.respondent_id.encode(), e.to_bytes()))
