@@ -4,78 +4,23 @@ core 0, against a raw read of the same topic."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import shutil
-import subprocess
-import tempfile
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.common import BENCH_SECRET, ROOT, catch_up, machine, start_service, write_section
-from bench.scoring import backlog, fill, run_raw
-from services.embedded import free_port
-from services.infra import pin, private_infrastructure
+from bench.common import ROOT, machine, write_section
+from bench.consumers import ConsumerResult, run_consumer
+from bench.scoring import backlog
 
 COMMENTS = ROOT / "tests" / "data" / "themes_eval.jsonl"
 
 
-@dataclass
-class ThemesResult:
-    events: int
-    raw_s: float
-    service_events: int
-    service_s: float
-
-    @property
-    def raw_rate(self) -> float:
-        return self.events / self.raw_s
-
-    @property
-    def service_rate(self) -> float:
-        return self.service_events / self.service_s
-
-
-def bench_themes(n: int) -> ThemesResult:
-    work = Path(tempfile.mkdtemp(prefix="nps-bench-themes-"))
-    children: list[subprocess.Popen[bytes]] = []
+def bench_themes(n: int) -> ConsumerResult:
     comments = [json.loads(line)["comment"] for line in COMMENTS.read_text().splitlines()]
-    try:
-        with private_infrastructure(work, namespace="bench") as infra:
-            pin(infra.pids, 1)
-            bootstrap, topics = infra.bootstrap, infra.topics
-            print(f"themes benchmark: producing a backlog of {n:,} events", flush=True)
-            asyncio.run(fill(bootstrap, topics.responses, backlog(n, seed=3, comments=comments)))
-            raw_s = run_raw(bootstrap, topics.responses, n)
-            print(f"  raw consume  {n / raw_s:>9,.0f} events/s", flush=True)
-            group = "bench-themes"
-            env = {
-                "DATABASE_URL": infra.database_url,
-                "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-                "NPS_TOPIC_NAMESPACE": "bench",
-                "NPS_THEMES_GROUP_ID": group,
-                "NPS_THEMES_PORT": str(free_port()),
-                "NPS_PSEUDONYM_SECRET": BENCH_SECRET,
-                "NPS_LOG_LEVEL": "WARNING",
-            }
-            log = work / "themes.log"
-            themes = start_service("themes", env, log, cpu="0")
-            children.append(themes)
-            events, seconds = catch_up("themes", bootstrap, group, topics.responses, n, log, 900)
-            result = ThemesResult(n, raw_s, events, seconds)
-            print(f"  themes       {result.service_rate:>9,.0f} events/s (tagged, counted, committed)", flush=True)
-            themes.terminate()
-            themes.wait(30)
-            return result
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.kill()
-        shutil.rmtree(work, ignore_errors=True)
+    return run_consumer("themes", backlog(n, seed=3, comments=comments), "tagged, counted, committed")
 
 
-def write_themes_report(result: ThemesResult) -> Path:
+def write_themes_report(result: ConsumerResult) -> Path:
     lines = [
         "## Themes",
         "",
