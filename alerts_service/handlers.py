@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from alerts_service import metrics, publisher, repository
 from alerts_service.detection import DropTest, Ewma, Rules, drop_test, ewma
-from alerts_service.domain import SegmentData, Timing, Transition, Windows, evaluate_round, round_windows
+from alerts_service.domain import Change, SegmentData, Timing, Transition, Windows, evaluate_round, round_windows
 from alerts_service.repository import NO_DAYS, Days, Opened, Seen, Silence
 from shared import audit, outbox
 from shared.consumer import Message
@@ -239,7 +239,7 @@ class EvaluateRounds:
                     (today, segments[segment].last_computed_at), current, baseline, test, trend
                 )
 
-    async def _publish(self, conn: AsyncConnection, changes: Sequence[Any], now: datetime) -> None:
+    async def _publish(self, conn: AsyncConnection, changes: Sequence[Change], now: datetime) -> None:
         silences = await repository.active_silences(conn, now)
         opened: list[Opened] = []
         resolved: list[tuple[str, datetime, AlertExplanation]] = []

@@ -11,6 +11,7 @@ from scoring_service.api import router
 from scoring_service.handlers import CountResponses, PublishChanges
 from scoring_service.repository import SCHEMA
 from scoring_service.settings import ScoringSettings
+from scoring_service.themes import Taxonomy
 from shared.events import decoder, response_events
 from shared.http import create_base_app, health_router
 from shared.service import ConsumerSpec, consuming_lifespan
@@ -20,13 +21,15 @@ def clock() -> datetime:
     return datetime.now(UTC)
 
 
-def count_responses(settings: ScoringSettings) -> CountResponses:
-    """The batch handler of the responses topic (the service's, and `nps scoring rebuild --replay`'s)."""
+def count_responses(settings: ScoringSettings, taxonomy: Taxonomy | None = None) -> CountResponses:
+    """The batch handler of the responses topic (the service's, and `nps scoring rebuild --replay`'s);
+    with a taxonomy, the themes consumer's."""
     return CountResponses(
         dimensions=settings.segment_dimensions,
         max_values=settings.max_values_per_dimension,
         pseudonyms=settings.pseudonyms(),
         clock=clock,
+        taxonomy=taxonomy,
     )
 
 

@@ -19,7 +19,7 @@ from scoring_service.themes import ALL, COMMENTED, Taxonomy
 from shared.auth import KEY_PROBLEMS, requires
 from shared.nps import Counts, normal_cdf
 from shared.service import ReadConnection
-from shared.windows import DayRange, buckets, preceding, window
+from shared.windows import DayRange, preceding, series, window
 
 CategoryQ = Literal["promoter", "passive", "detractor"]
 
@@ -261,29 +261,31 @@ async def get_series(
 ) -> ThemeSeries:
     if theme not in themes.labels:
         raise invalid_query("theme", f"unknown theme {theme!r}: the taxonomy has {', '.join(themes.themes)}")
-    keys = [f"{theme}@{segment}", f"{COMMENTED}@{segment}"]
+    mentioned, commented = f"{theme}@{segment}", f"{COMMENTED}@{segment}"
     rows = await conn.execute(
         sa.text(
-            f"""SELECT segment, day, promoters + passives + detractors AS n FROM {SCHEMA}.theme_daily
+            f"""SELECT segment, day, promoters, passives, detractors FROM {SCHEMA}.theme_daily
                 WHERE segment = ANY(CAST(:keys AS text[])) AND day BETWEEN :first AND :last"""
         ),
-        {"keys": keys, "first": span.days.first, "last": span.days.last},
+        {"keys": [mentioned, commented], "first": span.days.first, "last": span.days.last},
     )
-    daily: dict[tuple[str, date], int] = {(r.segment, r.day): int(r.n) for r in rows}
-    points = []
-    for bucket in buckets(span.days, span.interval):
-        days = [bucket.first.fromordinal(o) for o in range(bucket.first.toordinal(), bucket.last.toordinal() + 1)]
-        mentions = sum(daily.get((keys[0], d), 0) for d in days)
-        commented = sum(daily.get((keys[1], d), 0) for d in days)
-        points.append(
-            SharePoint(
-                first_day=bucket.first,
-                last_day=bucket.last,
-                mentions=mentions,
-                commented=commented,
-                share=_share(mentions, commented),
-            )
+    per_day: dict[str, dict[date, Counts]] = {mentioned: {}, commented: {}}
+    for r in rows:
+        per_day[r.segment][r.day] = Counts(r.promoters, r.passives, r.detractors)
+    points = [
+        SharePoint(
+            first_day=bucket.first,
+            last_day=bucket.last,
+            mentions=mentions.n,
+            commented=all_comments.n,
+            share=_share(mentions.n, all_comments.n),
         )
+        for (bucket, mentions), (_, all_comments) in zip(
+            series(per_day[mentioned], span.days, span.interval),
+            series(per_day[commented], span.days, span.interval),
+            strict=True,
+        )
+    ]
     return ThemeSeries(
         theme=theme, segment=segment, interval=span.interval, first_day=span.days.first, last_day=span.days.last,
         points=points,

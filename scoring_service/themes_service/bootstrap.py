@@ -6,8 +6,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from scoring_service.bootstrap import clock
-from scoring_service.handlers import CountResponses
+from scoring_service.bootstrap import count_responses
 from scoring_service.repository import SCHEMA
 from scoring_service.themes import Taxonomy, load_taxonomy
 from scoring_service.themes_service.api import router
@@ -24,13 +23,7 @@ def spec(settings: ThemesSettings, taxonomy: Taxonomy | None = None) -> Consumer
         topic=settings.topics.responses,
         group_id=settings.group_id,
         decode=decoder(response_events),
-        handler=CountResponses(
-            dimensions=settings.segment_dimensions,
-            max_values=settings.max_values_per_dimension,
-            pseudonyms=settings.pseudonyms(),
-            clock=clock,
-            taxonomy=taxonomy or load_taxonomy(settings.taxonomy),
-        ),
+        handler=count_responses(settings, taxonomy or load_taxonomy(settings.taxonomy)),
     )
 
 
