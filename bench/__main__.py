@@ -48,7 +48,7 @@ def main() -> int:
     if args.only in (None, "alerts"):
         print(f"wrote {write_alerts_report(bench_alerts())}")
     if args.only in (None, "themes"):
-        print(f"wrote {write_themes_report(bench_themes(args.events))}")
+        print(f"wrote {write_themes_report(*bench_themes(args.events))}")
     return 0
 
 

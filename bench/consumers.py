@@ -7,7 +7,7 @@ import asyncio
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,9 +35,14 @@ class ConsumerResult:
 
 
 def run_consumer(
-    service: str, events: list[tuple[bytes, bytes]], doing: str, profile_dir: Path | None = None
+    service: str,
+    events: list[tuple[bytes, bytes]],
+    doing: str,
+    profile_dir: Path | None = None,
+    then: Callable[[str], None] | None = None,
 ) -> ConsumerResult:
-    """`nps <service>` (its own group, NPS_<SERVICE>_GROUP_ID) through `events` on the responses topic."""
+    """`nps <service>` (its own group, NPS_<SERVICE>_GROUP_ID) through `events` on the responses topic;
+    `then(database_url)` runs after it caught up, on the database it wrote."""
     n = len(events)
     work = Path(tempfile.mkdtemp(prefix=f"nps-bench-{service}-"))
     children: list[subprocess.Popen[bytes]] = []
@@ -73,6 +78,8 @@ def run_consumer(
             print(f"  {service:<12} {result.service_rate:>9,.0f} events/s ({doing})", flush=True)
             process.terminate()
             process.wait(30)
+            if then is not None:
+                then(infra.database_url)
             return result
     finally:
         for child in children:

@@ -13,9 +13,11 @@ from scoring_service.domain import (
     BreakdownSort,
     Dimensions,
     SegmentPlan,
+    Stored,
     Version,
     apply,
     candidate_values,
+    newest,
     ordered,
     segments_of,
 )
@@ -94,6 +96,8 @@ class CountResponses:
         await repository.add_daily(conn, outcome.deltas, where)
         if taxonomy is None:
             await repository.mark_changed(conn, {segment for segment, _ in outcome.deltas})
+        else:
+            await repository.keep_comments(conn, current_comments(outcome.rows, versions))
 
         metrics.EVENTS.labels("applied").inc(outcome.versions_applied)
         metrics.EVENTS.labels("ignored").inc(outcome.versions_ignored)
@@ -101,6 +105,20 @@ class CountResponses:
         metrics.RESPONSES_ERASED.inc(outcome.erased)
         metrics.LATE_RESPONSES.inc(sum(1 for v in versions if v.version == 1 and v.day < today))
         metrics.SEGMENTS_CAPPED.inc(sum(1 for row in outcome.rows for s in row.segments if s.endswith(":other")))
+
+
+def current_comments(rows: Sequence[Stored], versions: Sequence[Version]) -> dict[str, str | None]:
+    """For each changed row, the comment its state now holds: its new version's (stripped), or None
+    when it is erased or that version has none. A row that only changed its first moment is left out."""
+    best = newest(versions)
+    found: dict[str, str | None] = {}
+    for row in rows:
+        incoming = best.get(row.response_id)
+        if row.erased:
+            found[row.response_id] = None
+        elif incoming is not None and incoming.version == row.version and incoming.respondent_key == row.respondent_key:
+            found[row.response_id] = (incoming.comment or "").strip() or None
+    return found
 
 
 @dataclass(frozen=True, slots=True)

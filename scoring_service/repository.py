@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from scoring_service.domain import SEPARATOR, Stored, split_segment
+from scoring_service.themes import ALL
 from shared.consumer import RetryBatch
 from shared.nps import Counts
 from shared.privacy import Erasures
@@ -189,6 +190,46 @@ def _response_params(rows: Sequence[Stored]) -> dict[str, list[Any]]:
         # One string per row (unnest has no ragged text[][]); values never hold the separator.
         "segments": [SEPARATOR.join(r.segments) if r.segments else None for r in rows],
     }
+
+
+_KEEP_COMMENTS = sa.text(
+    f"""
+    INSERT INTO {SCHEMA}.theme_comments (response_id, comment)
+    SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:comments AS text[]))
+    ON CONFLICT (response_id) DO UPDATE SET comment = EXCLUDED.comment
+    """
+)
+_DROP_COMMENTS = sa.text(f"DELETE FROM {SCHEMA}.theme_comments WHERE response_id = ANY(CAST(:ids AS text[]))")
+
+
+async def keep_comments(conn: AsyncConnection, comments: Mapping[str, str | None]) -> None:
+    """The themes consumer's comments: each response's current one, or None to forget it (erased,
+    revised to none)."""
+    kept = sorted((rid, text) for rid, text in comments.items() if text is not None)
+    dropped = sorted(rid for rid, text in comments.items() if text is None)
+    if kept:
+        await conn.execute(_KEEP_COMMENTS, {"ids": [r for r, _ in kept], "comments": [t for _, t in kept]})
+    if dropped:
+        await conn.execute(_DROP_COMMENTS, {"ids": dropped})
+
+
+async def comments_in(
+    conn: AsyncConnection, segment: str, days: DayRange, scores: tuple[int, int] = (0, 10)
+) -> list[str]:
+    """The comments the themes consumer holds for a segment's responses answered in `days` with a
+    score in `scores` (both ends included), by response id."""
+    rows = await conn.execute(
+        sa.text(
+            f"""
+            SELECT c.comment FROM {SCHEMA}.theme_comments c JOIN {SCHEMA}.theme_responses r USING (response_id)
+            WHERE NOT r.erased AND r.day BETWEEN :first AND :last AND r.score BETWEEN :low AND :high
+              AND :key = ANY(r.segments)
+            ORDER BY c.response_id
+            """
+        ),
+        {"first": days.first, "last": days.last, "low": scores[0], "high": scores[1], "key": f"{ALL}@{segment}"},
+    )
+    return [r.comment for r in rows]
 
 
 ERASURES = Erasures(SCHEMA)  # scoring.erasures: requests remembered for late events

@@ -24,6 +24,9 @@ nps alerts simulate [--seed N] [--quick] [--write FILE]
                 alerts, power, delay, FDR (docs/alerts.md); --write replaces the table in FILE
 nps themes check FILE | evaluate [--taxonomy FILE] [--labelled JSONL]
                 check a theme taxonomy; its precision and recall per theme on a labelled set
+nps themes suggest [--window 30d] [--segment S] [--category detractor] [--format yaml]
+                candidate themes from the comments the taxonomy does not tag, with their
+                phrases, counts and examples (redacted); yaml: ready for the taxonomy
 nps scoring rebuild [--check | --replay]
                 recompute scoring's aggregates from its stored responses; --check only
                 compares; --replay reads the responses topic from the start into an empty schema
@@ -34,7 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from datetime import datetime
+from datetime import date, datetime
 
 from delivery_service import cli as webhooks_cli
 from services.infra import create_topics
@@ -48,6 +51,7 @@ from services.tools import (
     policy_reload,
     rebuild_scoring,
     replay_ingest,
+    suggest_themes,
     tool_database_url,
     webhooks_command,
 )
@@ -145,6 +149,23 @@ def main(argv: list[str] | None = None) -> int:
             actions.add_parser("check", help="check a theme taxonomy: exit 1 listing every problem").add_argument(
                 "file"
             )
+            suggest = actions.add_parser(
+                "suggest", help="candidate themes from the comments the taxonomy does not tag (docs/themes.md)"
+            )
+            suggest.add_argument("--window", default="30d", help="N days ending on --as-of (default 30d)")
+            suggest.add_argument("--segment", default="all", help="all, dimension:value or a:1,b:2 (default all)")
+            suggest.add_argument("--category", choices=["promoter", "passive", "detractor"], help="only their comments")
+            suggest.add_argument(
+                "--as-of", type=date.fromisoformat, help="YYYY-MM-DD, the window's last day (default today, UTC)"
+            )
+            suggest.add_argument("--taxonomy", help="the taxonomy (default: NPS_THEMES_TAXONOMY, else the shipped one)")
+            suggest.add_argument("--top", type=int, default=10, help="at most this many candidates (default 10)")
+            suggest.add_argument(
+                "--min-count", type=int, help="comments a candidate needs (default 0.5%% of the untagged, at least 5)"
+            )
+            suggest.add_argument(
+                "--format", choices=["table", "yaml"], default="table", help="yaml: paste into the taxonomy"
+            )
             evaluate = actions.add_parser("evaluate", help="precision and recall per theme on a labelled set")
             evaluate.add_argument(
                 "--taxonomy", help="the taxonomy file (default: NPS_THEMES_TAXONOMY, else the shipped one)"
@@ -171,6 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "scoring" and getattr(args, "action", None) == "rebuild":
         try:
             return rebuild_scoring(replay_log=args.replay, check_only=args.check)
+        except NotRunning as exc:
+            print(exc, file=sys.stderr)
+            return 2
+    if args.command == "themes" and getattr(args, "action", None) == "suggest":
+        try:
+            return suggest_themes(args)
         except NotRunning as exc:
             print(exc, file=sys.stderr)
             return 2

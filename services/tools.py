@@ -213,3 +213,17 @@ def policy_reload() -> int:
     os.kill(int(text), signal.SIGHUP)
     print(f"asked the running loop (pid {text}) to reload follow-up's policy; follow-up's log says whether it took")
     return 0
+
+
+def suggest_themes(args: argparse.Namespace) -> int:
+    from scoring_service import suggest
+    from scoring_service.settings import ScoringSettings
+
+    launcher = LauncherSettings()
+    logs.configure(launcher.log_level, "themes-suggest")
+    request = suggest.Request(
+        window=args.window, segment=args.segment, category=args.category, as_of=args.as_of,
+        taxonomy=args.taxonomy, top=args.top, min_count=args.min_count, output=args.format,
+    )  # fmt: skip
+    dimensions = ScoringSettings(database_url=SecretStr(tool_database_url(launcher))).segment_dimensions
+    return asyncio.run(suggest.run(tool_database_url(launcher), request, dimensions))

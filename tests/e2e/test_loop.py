@@ -455,7 +455,14 @@ async def test_personal_data_stays_out_of_logs_and_metrics_and_erasure_reaches_e
 
         async def routed_and_counted() -> bool:
             followup = await client.get(f"{loop.urls['followup']}/v1/followups/{run}-pd", headers=loop.auth)
-            return followup.status_code == 200 and (await nps(client, loop, segment=f"run:{run}"))["n"] == 1
+            themes = await client.get(
+                f"{loop.urls['themes']}/v1/themes", params={"segment": f"run:{run}"}, headers=loop.auth
+            )  # the themes consumer holds the comment (theme_comments) before the erasure
+            return (
+                followup.status_code == 200
+                and (await nps(client, loop, segment=f"run:{run}"))["n"] == 1
+                and themes.json()["commented"] == 1
+            )
 
         await eventually(routed_and_counted, timeout=20)
         for service in SERVICES:  # never a label, never a value

@@ -4,6 +4,8 @@ themes API answers from them."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
@@ -12,11 +14,14 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+import yaml
 
+from scoring_service import suggest
 from scoring_service.domain import Dimensions, SegmentPlan, Version, segments_of
 from scoring_service.themes import load_taxonomy, theme_keys
 from scoring_service.themes_service.bootstrap import create_app, spec
 from scoring_service.themes_service.settings import ThemesSettings
+from services.cli import main
 from shared.db import make_engine
 from shared.events import RespondentErased, ResponseRevised, ResponseSubmitted
 from shared.nps import Counts, classify
@@ -161,3 +166,115 @@ async def test_theme_counts_equal_a_recompute_and_the_api_reads_them(
         bad = await client.get("/v1/themes/series", params={"theme": "weather"}, headers=auth)
         assert bad.status_code == 422 and "unknown theme" in bad.text
     await engine.dispose()
+
+    # The comments kept for `nps themes suggest`: each response's current one, none when blank,
+    # absent, or erased; a later erasure of a respondent deletes theirs.
+    assert await kept_comments(database_url, run) == {
+        f"{run}-1": "Delivery took three weeks and support never answered",
+        f"{run}-2": "The package arrived damaged",
+        f"{run}-3": "Actually the app crashes constantly",
+    }
+    later = [
+        RespondentErased(erasure_id=f"{run}-e2", respondent_id=f"u-{run}-1", requested_at=datetime.now(UTC)),
+        ResponseRevised(
+            response_id=f"{run}-2", respondent_id=f"u-{run}-2", version=2, score=3, comment=None, channel="web",
+            answered_at=NOW - timedelta(days=1), revised_at=datetime.now(UTC),
+        ),
+    ]  # fmt: skip
+    async with started_producer(bootstrap) as producer:
+        await produce(producer, settings.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in later])
+    async with running_loop(settings, spec(settings)) as run_loop:
+        await eventually(run_loop.committed_at_least(len(events) + len(later)))
+    assert await kept_comments(database_url, run) == {f"{run}-3": "Actually the app crashes constantly"}
+    assert await stored(database_url) == expected(events + later)
+
+
+async def cli(*argv: str) -> int:
+    """`nps …` as typed, in a thread: it runs its own event loop. It points logging at the captured
+    stderr, which pytest closes: the root logger's handlers are put back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        return await asyncio.to_thread(main, list(argv))
+    finally:
+        root.handlers[:], root.level = handlers, level
+
+
+async def kept_comments(database_url: str, run: str) -> dict[str, str]:
+    engine = make_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                sa.text("SELECT response_id, comment FROM scoring.theme_comments WHERE response_id LIKE :run"),
+                {"run": f"{run}-%"},
+            )
+            return {r.response_id: r.comment for r in rows}
+    finally:
+        await engine.dispose()
+
+
+async def test_suggest_finds_what_the_taxonomy_misses_among_the_kept_comments(
+    bootstrap: str,
+    database_url: str,
+    namespace: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = service_settings(bootstrap, database_url, namespace, ThemesSettings, group_id="themes-suggest")
+    await create_topics(settings)
+    run = uuid.uuid4().hex[:6]
+    hidden = [
+        "No offline mode, useless on the train.",
+        "Offline access on site, please.",
+        "Working offline is impossible.",
+    ]
+    events: list[Any] = [
+        submitted(f"{run}-{i}", 2 if i % 4 else 9, hidden[i % 3], person=f"p-{run}-{i}") for i in range(24)
+    ]
+    events += [submitted(f"{run}-d{i}", 1, "Delivery took weeks", person=f"q-{run}-{i}") for i in range(10)]
+    events += [
+        ResponseSubmitted(
+            response_id=f"{run}-s{i}", respondent_id=f"s-{run}-{i}", score=1, comment="The sidebar icons are tiny",
+            channel=f"kiosk-{run}", answered_at=NOW, submitted_at=NOW,
+        )
+        for i in range(6)
+    ]  # fmt: skip
+    async with started_producer(bootstrap) as producer:
+        await produce(producer, settings.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in events])
+    async with running_loop(settings, spec(settings)) as run_loop:
+        await eventually(run_loop.committed_at_least(len(events)))
+
+    request = suggest.Request(window="7d", min_count=5, output="yaml")
+    assert await suggest.run(database_url, request, settings.segment_dimensions) == 0
+    out = capsys.readouterr().out
+    proposed = yaml.safe_load(out)["themes"]
+    assert "offline" in proposed and proposed["offline"]["phrases"] == {"en": ["offline"]}
+    assert not any("deliver" in key for key in proposed)  # tagged by the taxonomy: not a candidate
+
+    # Only the detractors' comments: 18 of the 24 offline ones; and only the kiosk channel's.
+    detractors = suggest.Request(window="7d", min_count=5, category="detractor")
+    assert await suggest.run(database_url, detractors, settings.segment_dimensions) == 0
+    assert "Offline (offline, en): 18 comments" in capsys.readouterr().out
+    kiosk = suggest.Request(window="7d", min_count=5, segment=f"channel:kiosk-{run}")
+    assert await suggest.run(database_url, kiosk, settings.segment_dimensions) == 0
+    out = capsys.readouterr().out
+    assert "6 comments, 6 with no theme" in out and "offline" not in out and "sidebar" in out.lower()
+
+    # The command line, as a user types it, against the same database.
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    assert await cli("themes", "suggest", "--window", "7d", "--min-count", "5", "--category", "detractor") == 0
+    assert "Offline (offline, en): 18 comments" in capsys.readouterr().out
+    assert await cli("themes", "suggest", "--as-of", "2026-01-01", "--min-count", "5") == 0
+    assert "0 comments" in capsys.readouterr().out  # nothing answered in that window
+    with pytest.raises(SystemExit):
+        await cli("themes", "suggest", "--category", "angry")
+    capsys.readouterr()
+
+    for bad in (
+        suggest.Request(window="7x"),
+        suggest.Request(segment="nope"),
+        suggest.Request(top=0),
+        suggest.Request(taxonomy="/nonexistent.yaml"),
+    ):
+        assert await suggest.run(database_url, bad, settings.segment_dimensions) == 2, bad
+        assert capsys.readouterr().err.startswith("nps themes suggest: ")
