@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from alerts_service.api import router
+from alerts_service.drivers import ThemeDrivers
 from alerts_service.handlers import Due, EvaluateRounds, MirrorScores
 from alerts_service.repository import SCHEMA
 from alerts_service.settings import AlertSettings
@@ -18,8 +19,15 @@ from shared.http import create_base_app, health_router
 from shared.service import ConsumerSpec, consuming_lifespan
 
 
-def spec(settings: AlertSettings, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> ConsumerSpec[Any]:
+def spec(
+    settings: AlertSettings,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    drivers: ThemeDrivers | None = None,
+) -> ConsumerSpec[Any]:
     due = Due()
+    if drivers is None and settings.themes_url:
+        key = settings.themes_api_key.get_secret_value() if settings.themes_api_key else None
+        drivers = ThemeDrivers(settings.themes_url, key, settings.drivers_top, settings.drivers_timeout_s)
     return ConsumerSpec(
         service="alerts",
         schema=SCHEMA,
@@ -35,8 +43,10 @@ def spec(settings: AlertSettings, clock: Callable[[], datetime] = lambda: dateti
             clock=clock,
             due=due,
             min_gap_s=settings.min_round_gap_s,
+            drivers=drivers,
         ),
         tick_s=min(1.0, settings.evaluate_interval_s),
+        closers=(drivers.close,) if drivers is not None else (),
     )
 
 

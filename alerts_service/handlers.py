@@ -4,6 +4,7 @@ a batch that changed something."""
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import logging
 import time
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from alerts_service import metrics, publisher, repository
 from alerts_service.detection import DropTest, Ewma, Rules, drop_test, ewma
 from alerts_service.domain import Change, SegmentData, Timing, Transition, Windows, evaluate_round, round_windows
+from alerts_service.drivers import Drivers, describe
 from alerts_service.repository import NO_DAYS, Days, Opened, Seen, Silence
 from shared import audit, outbox
 from shared.consumer import Message
@@ -167,6 +169,9 @@ class EvaluateRounds:
     _last: float = -1e9
     _cache: dict[str, Cached] = field(default_factory=dict)
     _next_prune: float = 0.0
+    # A fired drop alert's drivers, from the themes service (alerts_service/drivers.py); None: off.
+    drivers: Drivers | None = None
+    max_driver_requests: int = 20  # per round: a round that fires more attaches drivers to the first ones
 
     async def __call__(self, conn: AsyncConnection) -> None:
         clock = time.monotonic()
@@ -239,16 +244,41 @@ class EvaluateRounds:
                     (today, segments[segment].last_computed_at), current, baseline, test, trend
                 )
 
+    async def _with_drivers(self, changes: Sequence[Change], now: datetime) -> dict[int, AlertExplanation]:
+        """The explanations of fired drop alerts, with the themes that drive them (by change index)."""
+        fired = [i for i, c in enumerate(changes) if c.transition is Transition.FIRED and c.state.rule == "drop"]
+        if not fired:
+            return {}
+        if self.drivers is None:
+            metrics.DRIVERS.labels("off").inc(len(fired))
+            return {}
+        asked = fired[: self.max_driver_requests]
+        drop = self.rules.drop
+        found = await asyncio.gather(
+            *(
+                self.drivers(changes[i].state.segment, drop.current_days, drop.baseline_days, utc_day(now))
+                for i in asked
+            )
+        )
+        out = {}
+        for i, drivers in zip(asked, found, strict=True):
+            if drivers:
+                x = changes[i].explanation
+                out[i] = x.model_copy(update={"drivers": drivers, "summary": f"{x.summary}; {describe(drivers)}"})
+        return out
+
     async def _publish(self, conn: AsyncConnection, changes: Sequence[Change], now: datetime) -> None:
         silences = await repository.active_silences(conn, now)
+        explained = await self._with_drivers(changes, now)
         opened: list[Opened] = []
         resolved: list[tuple[str, datetime, AlertExplanation]] = []
         outgoing = []
         closing = await repository.opened(
             conn, [c.state.alert_id for c in changes if c.transition is Transition.RESOLVED and c.state.alert_id]
         )
-        for change in changes:
+        for index, change in enumerate(changes):
             state = change.state
+            explanation = explained.get(index, change.explanation)
             assert state.alert_id is not None
             metrics.TRANSITIONS.labels(state.rule, change.transition.value).inc()
             if change.transition is Transition.FIRED:
@@ -259,7 +289,7 @@ class EvaluateRounds:
                         state.rule,
                         state.segment,
                         now,
-                        change.explanation,
+                        explanation,
                         silence.silence_id if silence else None,
                     )
                 )
@@ -269,10 +299,10 @@ class EvaluateRounds:
                     state.segment,
                     state.alert_id,
                     f" (silenced by {silence.silence_id})" if silence else "",
-                    change.explanation.summary,
+                    explanation.summary,
                 )
                 if silence is None:
-                    outgoing.append(publisher.fired(self.alerts_topic, state, now, change.explanation))
+                    outgoing.append(publisher.fired(self.alerts_topic, state, now, explanation))
                 else:
                     metrics.SILENCED.inc()
             else:

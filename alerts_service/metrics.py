@@ -20,3 +20,9 @@ SEGMENTS_EVALUATED = Gauge("nps_alerts_segments_evaluated", "Segments in the las
 VERDICTS = Counter("nps_alerts_verdicts_total", "Rule verdicts reached (segments x rules with enough data).")
 SILENCED = Counter("nps_alerts_silenced_total", "Alerts fired while a silence matched: recorded, not published.")
 ACKNOWLEDGED = Counter("nps_alerts_acknowledged_total", "Alerts acknowledged through the API.")
+DRIVERS = Counter(
+    "nps_alerts_drivers_total",
+    "Fired drop alerts' requests to the themes service for their drivers: attached (it answered), "
+    "failed (no answer in time, or an error: the alert fired without them), off (no NPS_ALERTS_THEMES_URL).",
+    ["outcome"],
+)

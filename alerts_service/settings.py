@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from alerts_service.detection import DropRule, EwmaRule, IncidentRule, Rules, SilenceRule
@@ -92,6 +92,22 @@ class AlertSettings(ServiceSettings):
         default=_TIMING.cooldown_s,
         ge=0,
         description="after resolving, seconds before the same rule and segment may fire",
+    )
+
+    themes_url: str | None = Field(
+        default=None,
+        description="the themes service (http://host:8005): a fired drop alert asks it for the themes that drive "
+        "the drop; unset: alerts carry no drivers (`nps up` sets it)",
+    )
+    themes_api_key: SecretStr | None = Field(
+        default=None, description="an API key with scope scores:read for NPS_ALERTS_THEMES_URL (`nps up` makes one)"
+    )
+    drivers_top: int = Field(default=3, ge=1, le=20, description="drivers attached to a fired drop alert, at most")
+    drivers_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=30,
+        description="seconds a round waits for the themes service before firing without drivers",
     )
 
     def rules(self) -> Rules:

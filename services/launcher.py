@@ -12,7 +12,7 @@ import secrets
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +22,7 @@ from pydantic import Field, SecretStr
 
 from services.infra import create_api_key, create_topics, wait_ready
 from shared import logs
+from shared.auth import Scope
 from shared.db import upgrade
 from shared.settings import InfraSettings, ServiceSettings
 
@@ -87,9 +88,11 @@ def ensure_pseudonym_secret(path: Path) -> str:
     return secret
 
 
-def ensure_dev_key(url: str, path: Path) -> str:
-    """The development key `make run` prints and writes to var/dev-api-key (embedded database only):
-    the one already there while it is still active, else a fresh one."""
+def ensure_key(url: str, path: Path, name: str = "dev", scopes: Sequence[Scope] = ("admin",)) -> str:
+    """A key `nps up` keeps in the var directory: the development key `make run` prints
+    (var/dev-api-key, admin, embedded database only), or a service's key for another's API
+    (var/alerts-themes-key: alerts asks themes for drivers). The one already there while it is still
+    active with those scopes, else a fresh one (the old one revoked)."""
     from shared.auth import KeyStore, hash_api_key
     from shared.db import make_engine
 
@@ -100,12 +103,12 @@ def ensure_dev_key(url: str, path: Path) -> str:
         try:
             keys = KeyStore(engine)
             active = await keys.active()
-            if known and hash_api_key(known) in active and active[hash_api_key(known)].allows("admin"):
+            if known and hash_api_key(known) in active and all(active[hash_api_key(known)].allows(s) for s in scopes):
                 return known
-            await keys.revoke("dev", actor="nps up")
+            await keys.revoke(name, actor="nps up")
         finally:
             await engine.dispose()
-        return await create_api_key(url, "dev", actor="nps up")
+        return await create_api_key(url, name, scopes, actor="nps up")
 
     key = asyncio.run(ensure())
     if key != known:
@@ -113,6 +116,17 @@ def ensure_dev_key(url: str, path: Path) -> str:
         path.write_text(key + "\n")
         path.chmod(0o600)
     return key
+
+
+def service_links(settings: LauncherSettings, var_dir: Path) -> dict[str, dict[str, str]]:
+    """The environment one service needs to call another's API, per service: alerts asks themes for
+    a fired drop alert's drivers, with a key of scope scores:read. What the environment already says wins."""
+    if "NPS_ALERTS_THEMES_URL" in os.environ:
+        return {}
+    themes = service_entry("themes")[0]()
+    host = "127.0.0.1" if themes.host in ("0.0.0.0", "::") else themes.host
+    key = ensure_key(settings.require_database_url(), var_dir / "alerts-themes-key", "alerts-themes", ("scores:read",))
+    return {"alerts": {"NPS_ALERTS_THEMES_URL": f"http://{host}:{themes.port}", "NPS_ALERTS_THEMES_API_KEY": key}}
 
 
 def ingest_settings(settings: InfraSettings) -> IngestSettings:
@@ -242,7 +256,8 @@ def up() -> int:
         prepare(effective)
         if broker is not None:  # new, so empty: what the consumers had not read went with the last one
             replay_into_new_broker(effective, replay_since(effective))
-        dev_key = ensure_dev_key(effective.require_database_url(), settings.var_dir / "dev-api-key") if pg else None
+        dev_key = ensure_key(effective.require_database_url(), settings.var_dir / "dev-api-key") if pg else None
+        links = service_links(effective, settings.var_dir)
         checkpoint()
 
         urls = {}
@@ -251,7 +266,8 @@ def up() -> int:
             # One replica of each service: a stable static member id lets a restarted one rejoin at once.
             member_key = f"NPS_{name.upper()}_CONSUMER_INSTANCE_ID"
             member = {member_key: os.environ.get(member_key, f"{name}-{socket.gethostname()}")}
-            supervisor.children.append(Child(name, python_argv(name), child_env({**member, **overrides})))
+            env = child_env({**member, **overrides, **links.get(name, {})})
+            supervisor.children.append(Child(name, python_argv(name), env))
             urls[name] = f"http://{service_settings.host}:{service_settings.port}"
         if pg is not None:
             supervisor.dependencies.append(Dependency("the embedded PostgreSQL", pg.running, pg.restart))

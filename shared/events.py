@@ -300,6 +300,20 @@ class AlertContributor(BaseModel):
     baseline_nps: float | None
 
 
+class AlertDriver(BaseModel):
+    """A theme whose share among the segment's commenting detractors rose from the baseline window
+    to the current one (the themes service's /v1/themes/drivers, asked when a drop alert fires)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    theme: str
+    label: str
+    share_before: float | None  # of the baseline window's detractor comments
+    share_now: float | None  # of the current window's
+    rise_points: float
+    p_value: float | None  # one-sided two-proportion test: the share rose
+
+
 class AlertExplanation(BaseModel):
     """Why an alert fired (or what it looked like when it resolved)."""
 
@@ -313,6 +327,8 @@ class AlertExplanation(BaseModel):
     q_value: float | None = None  # drop: Benjamini-Hochberg adjusted across the round's segments
     drop_points: float | None = None
     contributors: list[AlertContributor] = Field(default_factory=list)
+    # drop: the themes that rose most among detractors' comments, when the themes service answered
+    drivers: list[AlertDriver] = Field(default_factory=list)
     detail: dict[str, float | int | str | None] = Field(default_factory=dict)
 
 

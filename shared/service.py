@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
@@ -45,6 +45,8 @@ class ConsumerSpec(Generic[E]):
     shards: int = 1
     # Further topics the same loop consumes (delivery reads follow-ups, tickets, alerts, erasures).
     more_topics: tuple[str, ...] = ()
+    # Closed after the loop stops (e.g. alerts' HTTP client to the themes service).
+    closers: tuple[Callable[[], Awaitable[None]], ...] = ()
 
 
 @dataclass
@@ -114,6 +116,8 @@ async def running_loop(
         await consumer.stop()
         await producer.stop()
         await engine.dispose()
+        for close in spec.closers:
+            await close()
 
 
 # A batch makes tens of objects per event (decoded events, plans, rows, events), nearly all freed by

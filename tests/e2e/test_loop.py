@@ -157,9 +157,15 @@ async def test_a_real_drop_fires_explained_is_acknowledged_and_resolves(loop: Lo
     now = datetime.now(UTC)
     alerts = loop.urls["alerts"]
 
-    async def answer(tag: str, count: int, score: int, days_ago: int = 0) -> None:
+    async def answer(tag: str, count: int, score: int, days_ago: int = 0, comment: str | None = None) -> None:
         for i in range(count):
-            body = {"respondent_id": f"{cohort}-{tag}{i}", "score": score, "attributes": {"cohort": cohort}}
+            body: dict[str, Any] = {
+                "respondent_id": f"{cohort}-{tag}{i}",
+                "score": score,
+                "attributes": {"cohort": cohort},
+            }
+            if comment:
+                body["comment"] = comment
             if days_ago:
                 body["answered_at"] = (now - timedelta(days=days_ago)).isoformat()
             assert (await post(client, loop, body)).status_code == 202
@@ -168,8 +174,8 @@ async def test_a_real_drop_fires_explained_is_acknowledged_and_resolves(loop: Lo
         # history, two weeks ago (inside the 28 days before the last 7): 14 promoters, 4 passives, 2 detractors
         await answer("p", 14, 10, days_ago=14)
         await answer("n", 4, 8, days_ago=14)
-        await answer("d", 2, 3, days_ago=14)
-        await answer("c", 20, 2)  # this week: detractors only
+        await answer("d", 2, 3, days_ago=14, comment="Too expensive for us")
+        await answer("c", 20, 2, comment="My parcel never arrived")  # this week: detractors only, about delivery
 
         async def firing() -> list[dict[str, Any]]:
             reply = await client.get(f"{alerts}/v1/alerts", params={"segment": segment}, headers=loop.auth)
@@ -184,6 +190,9 @@ async def test_a_real_drop_fires_explained_is_acknowledged_and_resolves(loop: Lo
         assert x["baseline"]["nps"] == pytest.approx(60.0) and x["current"]["nps"] == pytest.approx(-100.0)
         assert x["drop_points"] == pytest.approx(160.0) and x["q_value"] < 0.05 and x["p_value"] <= x["q_value"]
         assert x["current"]["ci_low"] < x["current"]["ci_high"] and "fell 160.0 points" in x["summary"]
+        # alerts asked the themes service (the key and URL `nps up` gave it) what drives the drop
+        assert x["drivers"][0]["theme"] == "delivery" and x["drivers"][0]["share_before"] == 0.0
+        assert "delivery: 0% \u2192 100% of detractor comments" in x["summary"]
 
         acked = await client.post(
             f"{alerts}/v1/alerts/{alert['alert_id']}/ack", json={"by": "e2e", "note": "looking"}, headers=loop.auth

@@ -5,6 +5,8 @@ explanation, redelivery that changes nothing, resolution; the API's list, ack an
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -15,6 +17,7 @@ import sqlalchemy as sa
 from alembic import command
 
 from alerts_service.bootstrap import create_app, spec
+from alerts_service.drivers import ThemeDrivers
 from alerts_service.handlers import BUCKET, EvaluateRounds
 from alerts_service.settings import AlertSettings
 from shared.db import SERVICE_SCHEMAS, alembic_config, make_engine
@@ -116,10 +119,27 @@ async def alerts_in(bootstrap: str, topic: str, expect: int) -> list[Any]:
     return [alert_events.validate_json(r.value) for r in await read_topic(bootstrap, topic, expect=expect)]
 
 
+DRIVERS_ANSWER = {
+    "drivers": [
+        {"theme": "delivery", "label": "Delivery", "detractor_share_now": 0.19, "detractor_share_before": 0.04,
+         "rise_points": 15.0, "p_value": 0.001},
+        {"theme": "price", "label": "Price", "detractor_share_now": 0.1, "detractor_share_before": 0.2,
+         "rise_points": -10.0, "p_value": 0.99},
+    ]
+}  # fmt: skip
+
+
 async def test_a_drop_fires_explained_once_and_resolves_once(bootstrap: str, database_url: str, namespace: str) -> None:
     settings = settings_for(bootstrap, database_url, namespace, drop_enabled=True)
     await create_topics(settings)
     clock = Clock()
+    asked: list[str] = []
+
+    async def themes_answer(path: str, params: Mapping[str, str]) -> tuple[int, bytes]:
+        # what the themes service answers (its real answer: tests/integration/test_themes.py)
+        asked.append(params["segment"])
+        return (200, json.dumps(DRIVERS_ANSWER).encode()) if params["segment"] == "all" else (503, b"")
+
     free = history(STABLE)
     pro_stable, pro_worse = history(STABLE), history(WORSE)
     phases = [
@@ -133,7 +153,8 @@ async def test_a_drop_fires_explained_once_and_resolves_once(bootstrap: str, dat
             changed("all", combined(free, pro_worse), T0 + timedelta(minutes=1)),
         ],
     ]
-    async with running_loop(settings, spec(settings, clock)) as run:
+    drivers = ThemeDrivers("http://themes", None, get=themes_answer)
+    async with running_loop(settings, spec(settings, clock, drivers)) as run:
         sent = 0
         for minute, phase in enumerate(phases):
             clock.now = T0 + timedelta(minutes=minute)
@@ -153,6 +174,13 @@ async def test_a_drop_fires_explained_once_and_resolves_once(bootstrap: str, dat
         assert x.drop_points == pytest.approx(50.0) and x.q_value is not None and x.q_value < 0.05
         assert x.current.first_day == TODAY - timedelta(days=6) and x.baseline.last_day == TODAY - timedelta(days=7)
         assert x.contributors[0].segment == "plan:pro" and x.contributors[0].points == pytest.approx(-50.0)
+        # the themes that drive it, asked of themes once per fired drop alert; themes failing for
+        # plan:pro leaves that alert without drivers, fired all the same
+        assert sorted(asked) == ["all", "plan:pro"]
+        assert [d.theme for d in x.drivers] == ["delivery"] and x.drivers[0].rise_points == 15.0
+        assert x.summary.endswith("; delivery: 4% → 19% of detractor comments")
+        pro = next(e for e in fired if e.segment == "plan:pro")
+        assert isinstance(pro, AlertFired) and pro.explanation.drivers == []
 
         # the same scores again (a redelivery): nothing new, nothing counted twice
         await send(bootstrap, settings.topics.scores, phases[1])

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from alerts_service.drivers import ThemeDrivers, describe
 from scoring_service import suggest
 from scoring_service.domain import Dimensions, SegmentPlan, Version, segments_of
 from scoring_service.themes import load_taxonomy, theme_keys
@@ -278,3 +280,46 @@ async def test_suggest_finds_what_the_taxonomy_misses_among_the_kept_comments(
     ):
         assert await suggest.run(database_url, bad, settings.segment_dimensions) == 2, bad
         assert capsys.readouterr().err.startswith("nps themes suggest: ")
+
+
+async def test_a_drop_alert_s_drivers_come_from_the_themes_api(
+    bootstrap: str, database_url: str, namespace: str
+) -> None:
+    """What alerts asks when a drop alert fires (alerts_service/drivers.py), answered by the real
+    themes app from counts the real consumer wrote: delivery rose from none to most detractor comments."""
+    settings = service_settings(bootstrap, database_url, namespace, ThemesSettings, group_id="themes-drivers")
+    await create_topics(settings)
+    run = uuid.uuid4().hex[:6]
+    channel = f"drv-{run}"
+
+    def detractor(n: int, comment: str, days_ago: int) -> ResponseSubmitted:
+        return ResponseSubmitted(
+            response_id=f"{run}-{n}", respondent_id=f"d-{run}-{n}", score=2, comment=comment, channel=channel,
+            answered_at=NOW - timedelta(days=days_ago), submitted_at=NOW,
+        )  # fmt: skip
+
+    events = [detractor(i, "Too expensive", 10) for i in range(6)]
+    events += [detractor(10 + i, "My parcel never arrived", 0) for i in range(6)]
+    events += [detractor(20 + i, "Too expensive", 1) for i in range(2)]
+    async with started_producer(bootstrap) as producer:
+        await produce(producer, settings.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in events])
+    async with running_loop(settings, spec(settings)) as run_loop:
+        await eventually(run_loop.committed_at_least(len(events)))
+
+    app = create_app(settings)
+    engine = make_engine(database_url)
+    auth = await serve_in_process(app, engine)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://themes", headers=auth) as client:
+
+        async def get(path: str, params: Mapping[str, str]) -> tuple[int, bytes]:
+            reply = await client.get(path, params=dict(params))
+            return reply.status_code, reply.content
+
+        found = await ThemeDrivers("http://themes", None, get=get)(f"channel:{channel}", 7, 28, TODAY)
+        assert [d.theme for d in found] == ["delivery"]  # price fell (6 of 6 -> 2 of 8): not a driver
+        assert found[0].share_before == 0.0 and found[0].share_now == pytest.approx(0.75)
+        assert found[0].rise_points == pytest.approx(75.0) and found[0].p_value is not None
+        assert found[0].p_value < 0.01
+        assert describe(found) == "delivery: 0% \u2192 75% of detractor comments"
+    await engine.dispose()

@@ -115,7 +115,9 @@ def test_bh_rejects_exactly_the_step_up_set(p_values: list[float], q: float) -> 
     """Reject every p_(i) with i <= k, k the largest rank with p_(k) <= k q / m."""
     m = len(p_values)
     ranked = sorted(p_values)
-    k = max((i for i in range(1, m + 1) if ranked[i - 1] <= i * q / m), default=0)
+    # p_(k) <= k q / m, with the same 1e-12 of slack as the check below: at p == q, `i * q / m` and
+    # `p * m / i` can round to opposite sides (found by hypothesis: p = [0, 0, q], q = 0.408...).
+    k = max((i for i in range(1, m + 1) if ranked[i - 1] * m / i <= q * (1 + 1e-12)), default=0)
     threshold = ranked[k - 1] if k else -1.0
     adjusted = benjamini_hochberg(p_values)
     assert [a <= q * (1 + 1e-12) for a in adjusted] == [p <= threshold for p in p_values]  # p * m / k: 1 ulp
