@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Protocol, TypeVar
@@ -21,6 +21,8 @@ START = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 CHANNELS = [None, "web", "email"]
 PRODUCTS = [None, "atlas", "zephyr"]
 REGIONS = [None, "eu", "us"]
+# Comments for the themes consumer (scoring ignores them): none, blank, one theme, two, a negated one.
+COMMENTS = [None, None, "  ", "Delivery took weeks", "Too expensive and support never answered", "not slow at all"]
 
 
 def attributes(product: str | None, region: str | None) -> dict[str, str]:
@@ -57,6 +59,7 @@ def build_history(choose: Chooser, steps: int, prefix: str = "") -> list[Respons
                     channel=original.channel,
                     answered_at=original.answered_at,
                     attributes=attributes(choose.one(PRODUCTS), choose.one(REGIONS)),
+                    comment=choose.one(COMMENTS),
                     revised_at=now,
                 )
             )
@@ -74,6 +77,7 @@ def build_history(choose: Chooser, steps: int, prefix: str = "") -> list[Respons
                 channel=choose.one(CHANNELS),
                 answered_at=now - timedelta(days=choose.integer(0, 40)),  # late ones land in their day
                 attributes=attributes(choose.one(PRODUCTS), choose.one(REGIONS)),
+                comment=choose.one(COMMENTS),
                 submitted_at=now,
             )
             responses.append(submitted)
@@ -122,6 +126,7 @@ class Final:
     day: date
     channel: str | None
     attributes: dict[str, str]
+    comment: str | None = None
 
 
 def final_responses(events: list[ResponseEvent]) -> dict[str, Final]:
@@ -143,22 +148,46 @@ def final_responses(events: list[ResponseEvent]) -> dict[str, Final]:
         submitted[e.response_id] = min(submitted.get(e.response_id, at), at)
         owner[e.response_id] = e.respondent_id
     return {
-        rid: Final(e.score, e.answered_at.astimezone(UTC).date(), e.channel, dict(e.attributes))
+        rid: Final(e.score, e.answered_at.astimezone(UTC).date(), e.channel, dict(e.attributes), e.comment)
         for rid, e in latest.items()
         if not (owner[rid] in erased and erased[owner[rid]] >= submitted[rid])
     }
+
+
+def segments(r: Final, combos: bool = False) -> list[str]:
+    found = ["all"]
+    if r.channel:
+        found.append(f"channel:{r.channel}")
+    found += [f"{k}:{v}" for k, v in sorted(r.attributes.items())]
+    if combos and "product" in r.attributes and "region" in r.attributes:
+        found.append(f"product:{r.attributes['product']},region:{r.attributes['region']}")
+    return found
 
 
 def recompute(events: list[ResponseEvent], combos: bool = False) -> dict[tuple[str, date], Counts]:
     """Daily counts per segment, from scratch (default dimensions; `combos`: plus product+region)."""
     totals: dict[tuple[str, date], Counts] = defaultdict(Counts)
     for r in final_responses(events).values():
-        segments = ["all"]
-        if r.channel:
-            segments.append(f"channel:{r.channel}")
-        segments += [f"{k}:{v}" for k, v in sorted(r.attributes.items())]
-        if combos and "product" in r.attributes and "region" in r.attributes:
-            segments.append(f"product:{r.attributes['product']},region:{r.attributes['region']}")
-        for segment in segments:
+        for segment in segments(r, combos):
             totals[(segment, r.day)] += Counts.from_scores([r.score])
     return {k: c for k, c in totals.items() if c != Counts()}
+
+
+def recompute_themes(
+    events: list[ResponseEvent], tag: Callable[[str], Sequence[str]]
+) -> dict[tuple[str, date], Counts]:
+    """The themes consumer's daily counts from scratch: each final response under `_all@<segment>`,
+    and, with a (non-blank) comment, `_commented@` and `<theme>@` for each theme `tag` finds."""
+    totals: dict[tuple[str, date], Counts] = defaultdict(Counts)
+    for r in final_responses(events).values():
+        commented = bool(r.comment and r.comment.strip())
+        names = ["_all", *(["_commented", *tag(r.comment or "")] if commented else [])]
+        for segment in segments(r):
+            for name in names:
+                totals[(f"{name}@{segment}", r.day)] += Counts.from_scores([r.score])
+    return {k: c for k, c in totals.items() if c != Counts()}
+
+
+def kept_comments(events: list[ResponseEvent]) -> dict[str, str]:
+    """The comments the themes consumer keeps: each final response's, stripped, if not blank."""
+    return {rid: r.comment.strip() for rid, r in final_responses(events).items() if r.comment and r.comment.strip()}

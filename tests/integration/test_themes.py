@@ -16,6 +16,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from alerts_service.drivers import ThemeDrivers, describe
 from scoring_service import suggest
@@ -27,6 +29,7 @@ from services.cli import main
 from shared.db import make_engine
 from shared.events import RespondentErased, ResponseRevised, ResponseSubmitted
 from shared.nps import Counts, classify
+from tests import scoring_model
 from tests.helpers import (
     create_topics,
     eventually,
@@ -323,3 +326,42 @@ async def test_a_drop_alert_s_drivers_come_from_the_themes_api(
         assert found[0].p_value < 0.01
         assert describe(found) == "delivery: 0% \u2192 75% of detractor comments"
     await engine.dispose()
+
+
+THEME_TABLES = ("theme_responses", "theme_daily", "theme_comments", "erasures")
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+async def test_theme_counts_and_kept_comments_equal_a_recompute_under_any_delivery(
+    data: st.DataObject, bootstrap: str, database_url: str
+) -> None:
+    """scoring's property test (tests/integration/test_scoring_exactness.py) for the themes consumer:
+    random histories with comments (none, blank, one theme, two, a negated one), revisions that change
+    them and erasures, delivered at least once in any order and in batches of any size."""
+    history = data.draw(scoring_model.histories(max_ops=30), label="history")
+    delivered = data.draw(scoring_model.deliveries(history), label="delivered")
+    max_batch = data.draw(st.integers(1, 25), label="max_batch")
+    engine = make_engine(database_url)
+    async with engine.begin() as conn:
+        await conn.execute(sa.text(f"TRUNCATE {', '.join(f'scoring.{t}' for t in THEME_TABLES)}"))
+    namespace = f"t{uuid.uuid4().hex[:10]}"
+    settings_ = service_settings(
+        bootstrap, database_url, namespace, ThemesSettings, group_id=f"g-{namespace}", consumer_max_batch=max_batch
+    )
+    await create_topics(settings_)
+    async with started_producer(bootstrap) as producer:
+        await produce(producer, settings_.topics.responses, [(b"k", e.to_bytes()) for e in delivered])
+    async with running_loop(settings_, spec(settings_)) as run:
+        await eventually(run.committed_at_least(len(delivered)), timeout=30)
+    try:
+        assert await stored(database_url) == scoring_model.recompute_themes(history, TAXONOMY.tag)
+        async with engine.connect() as conn:
+            rows = await conn.execute(sa.text("SELECT response_id, comment FROM scoring.theme_comments"))
+            assert {r.response_id: r.comment for r in rows} == scoring_model.kept_comments(history)
+    finally:
+        await engine.dispose()
