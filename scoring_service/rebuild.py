@@ -1,4 +1,5 @@
-"""`nps scoring rebuild`: recompute the aggregates, from the stored responses or from the log.
+"""`nps scoring rebuild` (and `nps themes rebuild`, the same for the theme counts): recompute the
+aggregates, from the stored responses or from the log.
 
 - default: every daily count from the stored responses, in one transaction (the live service may
   keep running: the table is locked for the few seconds it takes);
@@ -19,7 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scoring_service import repository
 from scoring_service.bootstrap import count_responses
+from scoring_service.repository import SCORES, THEMES, Store
 from scoring_service.settings import ScoringSettings
+from scoring_service.themes import Taxonomy
 from shared.consumer import Message
 from shared.db import make_engine
 from shared.events import ResponseEvent, decoder, response_events
@@ -49,17 +52,17 @@ class Report:
         return "; ".join(parts)
 
 
-async def from_responses(engine: AsyncEngine) -> Report:
+async def from_responses(engine: AsyncEngine, where: Store = SCORES) -> Report:
     started = time.perf_counter()
     async with engine.begin() as conn:
-        rows = await repository.rebuild_daily(conn)
+        rows = await repository.rebuild_daily(conn, where)
     return Report("rebuild", daily_rows=rows, seconds=time.perf_counter() - started)
 
 
-async def check(engine: AsyncEngine) -> Report:
+async def check(engine: AsyncEngine, where: Store = SCORES) -> Report:
     async with engine.connect() as conn:
-        differences = await repository.differences(conn)
-        rows = await repository.count_rows(conn, "daily_counts")
+        differences = await repository.differences(conn, where)
+        rows = await repository.count_rows(conn, where.daily)
     return Report("check", daily_rows=rows, differences=differences)
 
 
@@ -67,16 +70,26 @@ class NotEmpty(RuntimeError):
     pass
 
 
-async def replay(settings: ScoringSettings, engine: AsyncEngine, *, batch: int = 10_000, idle_polls: int = 3) -> Report:
-    """The responses topic from offset 0, through the service's handler, one transaction a batch."""
+async def replay(
+    settings: ScoringSettings,
+    engine: AsyncEngine,
+    *,
+    batch: int = 10_000,
+    idle_polls: int = 3,
+    taxonomy: Taxonomy | None = None,
+) -> Report:
+    """The responses topic from offset 0, through the service's handler (the themes consumer's with
+    a taxonomy), one transaction a batch."""
+    where = SCORES if taxonomy is None else THEMES
     async with engine.connect() as conn:
-        stored = await repository.count_rows(conn, "responses")
+        stored = await repository.count_rows(conn, where.responses)
     if stored:
+        command = "nps scoring rebuild" if taxonomy is None else "nps themes rebuild"
         raise NotEmpty(
-            f"the scoring schema already holds {stored:,} responses: replay fills an empty one "
-            "(use plain `nps scoring rebuild` to recompute from them)"
+            f"scoring.{where.responses} already holds {stored:,} responses: replay fills an empty one "
+            f"(use plain `{command}` to recompute from them)"
         )
-    handler = count_responses(settings)
+    handler = count_responses(settings, taxonomy)
     decode = decoder(response_events)
     events = undecodable = 0
     started = time.perf_counter()
@@ -102,22 +115,26 @@ async def replay(settings: ScoringSettings, engine: AsyncEngine, *, batch: int =
             events += sum(len(v) for v in records.values())
     seconds = time.perf_counter() - started - 0.5 * idle_polls  # the idle polls that ended it
     async with engine.connect() as conn:
-        rows = await repository.count_rows(conn, "daily_counts")
+        rows = await repository.count_rows(conn, where.daily)
     return Report("replay", events=events, undecodable=undecodable, seconds=max(seconds, 1e-9), daily_rows=rows)
 
 
-async def run(settings: ScoringSettings, *, replay_log: bool, check_only: bool) -> int:
+async def run(
+    settings: ScoringSettings, *, replay_log: bool, check_only: bool, taxonomy: Taxonomy | None = None
+) -> int:
+    """`nps scoring rebuild`, or with a taxonomy `nps themes rebuild` (theme_responses, theme_daily)."""
     engine = make_engine(settings.require_database_url())
+    where = SCORES if taxonomy is None else THEMES
     gc.freeze()  # as the services do after start-up: full collections skip the long-lived heap
     try:
         if check_only:
-            report = await check(engine)
+            report = await check(engine, where)
         elif replay_log:
-            report = await replay(settings, engine)
+            report = await replay(settings, engine, taxonomy=taxonomy)
         else:
-            report = await from_responses(engine)
+            report = await from_responses(engine, where)
     except NotEmpty as exc:
-        print(f"nps scoring rebuild --replay: {exc}")
+        print(f"nps {'scoring' if taxonomy is None else 'themes'} rebuild --replay: {exc}")
         return 2
     finally:
         await engine.dispose()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -382,28 +382,32 @@ async def days_of(conn: AsyncConnection, segments: Sequence[str], days: DayRange
     return found
 
 
-# The daily counts from scratch, from the stored responses (what a rebuild writes, what --check
-# compares). Promoter 9-10, passive 7-8, detractor 0-6: shared/nps.py's classify, in SQL.
-RECOMPUTED = f"""
-    SELECT segment, day,
-           count(*) FILTER (WHERE score >= 9) AS promoters,
-           count(*) FILTER (WHERE score BETWEEN 7 AND 8) AS passives,
-           count(*) FILTER (WHERE score <= 6) AS detractors
-    FROM {SCHEMA}.responses, unnest(segments) AS segment
-    WHERE NOT erased
-    GROUP BY segment, day
-"""
+def recomputed(where: Store = SCORES) -> str:
+    """The daily counts from scratch, from the stored responses (what a rebuild writes, what --check
+    compares). Promoter 9-10, passive 7-8, detractor 0-6: shared/nps.py's classify, in SQL."""
+    return f"""
+        SELECT segment, day,
+               count(*) FILTER (WHERE score >= 9) AS promoters,
+               count(*) FILTER (WHERE score BETWEEN 7 AND 8) AS passives,
+               count(*) FILTER (WHERE score <= 6) AS detractors
+        FROM {SCHEMA}.{where.responses}, unnest(segments) AS segment
+        WHERE NOT erased
+        GROUP BY segment, day
+    """
 
 
-async def rebuild_daily(conn: AsyncConnection) -> int:
-    """Recompute every daily count from the stored responses, in one statement, and mark every
-    segment changed so its ScoreChanged goes out again. Returns the number of daily counts."""
-    await conn.execute(sa.text(f"LOCK TABLE {SCHEMA}.daily_counts IN EXCLUSIVE MODE"))
-    await conn.execute(sa.text(f"DELETE FROM {SCHEMA}.daily_counts"))
+async def rebuild_daily(conn: AsyncConnection, where: Store = SCORES) -> int:
+    """Recompute every daily count from the stored responses, in one statement; scoring's also marks
+    every segment changed so its ScoreChanged goes out again. Returns the number of daily counts."""
+    await conn.execute(sa.text(f"LOCK TABLE {SCHEMA}.{where.daily} IN EXCLUSIVE MODE"))
+    await conn.execute(sa.text(f"DELETE FROM {SCHEMA}.{where.daily}"))
     inserted = await conn.execute(
-        sa.text(f"INSERT INTO {SCHEMA}.daily_counts (segment, day, promoters, passives, detractors) {RECOMPUTED}")
+        sa.text(
+            f"INSERT INTO {SCHEMA}.{where.daily} (segment, day, promoters, passives, detractors) {recomputed(where)}"
+        )
     )
-    await mark_all_changed(conn)
+    if where is SCORES:
+        await mark_all_changed(conn)
     return int(inserted.rowcount)
 
 
@@ -429,22 +433,23 @@ async def all_daily(conn: AsyncConnection) -> dict[tuple[str, date], Counts]:
     return {k: c for k, c in out.items() if c != Counts()}
 
 
-_DIFFERENCES = sa.text(
-    f"""
-    WITH recomputed AS ({RECOMPUTED}), live AS (
-        SELECT segment, day, promoters, passives, detractors FROM {SCHEMA}.daily_counts
-        WHERE promoters + passives + detractors > 0
-    )
-    SELECT count(*) FROM ((SELECT * FROM recomputed EXCEPT SELECT * FROM live)
-                          UNION ALL (SELECT * FROM live EXCEPT SELECT * FROM recomputed)) AS d
-    """
-)
-
-
-async def differences(conn: AsyncConnection) -> int:
+async def differences(conn: AsyncConnection, where: Store = SCORES) -> int:
     """How many daily counts differ from a recompute from the stored responses (both ways)."""
-    return int((await conn.execute(_DIFFERENCES)).scalar_one())
+    query = f"""
+        WITH recomputed AS ({recomputed(where)}), live AS (
+            SELECT segment, day, promoters, passives, detractors FROM {SCHEMA}.{where.daily}
+            WHERE promoters + passives + detractors > 0
+        )
+        SELECT count(*) FROM ((SELECT * FROM recomputed EXCEPT SELECT * FROM live)
+                              UNION ALL (SELECT * FROM live EXCEPT SELECT * FROM recomputed)) AS d
+    """
+    return int((await conn.execute(sa.text(query))).scalar_one())
 
 
-async def count_rows(conn: AsyncConnection, table: Literal["responses", "daily_counts"]) -> int:
+_COUNTED = frozenset({"responses", "daily_counts", "theme_responses", "theme_daily", "theme_comments"})
+
+
+async def count_rows(conn: AsyncConnection, table: str) -> int:
+    if table not in _COUNTED:  # a table name goes into the SQL: only ours
+        raise ValueError(f"not one of scoring's counted tables: {table!r}")
     return int((await conn.execute(sa.text(f"SELECT count(*) FROM {SCHEMA}.{table}"))).scalar_one())

@@ -30,6 +30,8 @@ nps themes suggest [--window 30d] [--segment S] [--category detractor] [--format
 nps scoring rebuild [--check | --replay]
                 recompute scoring's aggregates from its stored responses; --check only
                 compares; --replay reads the responses topic from the start into an empty schema
+nps themes rebuild [--check | --replay]
+                the same for the theme counts (theme_responses, theme_daily; NPS_THEMES_TAXONOMY)
 """
 
 from __future__ import annotations
@@ -166,6 +168,14 @@ def main(argv: list[str] | None = None) -> int:
             suggest.add_argument(
                 "--format", choices=["table", "yaml"], default="table", help="yaml: paste into the taxonomy"
             )
+            rebuild_themes = actions.add_parser(
+                "rebuild", help="recompute the theme counts (like `nps scoring rebuild`; see `nps --help`)"
+            )
+            how_themes = rebuild_themes.add_mutually_exclusive_group()
+            how_themes.add_argument("--check", action="store_true", help="compare with a recompute, change nothing")
+            how_themes.add_argument(
+                "--replay", action="store_true", help="replay the responses topic into empty theme tables"
+            )
             evaluate = actions.add_parser("evaluate", help="precision and recall per theme on a labelled set")
             evaluate.add_argument(
                 "--taxonomy", help="the taxonomy file (default: NPS_THEMES_TAXONOMY, else the shipped one)"
@@ -189,9 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.policy_action == "reload":
             return policy_reload()
         return policy_explain(args.file, args.response)
-    if args.command == "scoring" and getattr(args, "action", None) == "rebuild":
+    if args.command in ("scoring", "themes") and getattr(args, "action", None) == "rebuild":
         try:
-            return rebuild_scoring(replay_log=args.replay, check_only=args.check)
+            return rebuild_scoring(replay_log=args.replay, check_only=args.check, themes=args.command == "themes")
         except NotRunning as exc:
             print(exc, file=sys.stderr)
             return 2

@@ -146,21 +146,31 @@ def replay_ingest(since: datetime | None) -> int:
     return 0
 
 
-def rebuild_scoring(*, replay_log: bool, check_only: bool) -> int:
+def rebuild_scoring(*, replay_log: bool, check_only: bool, themes: bool = False) -> int:
+    """`nps scoring rebuild`, or `nps themes rebuild` (the theme counts, with NPS_THEMES_TAXONOMY)."""
     from scoring_service import rebuild
-    from scoring_service.settings import ScoringSettings
+    from scoring_service.themes_service.settings import ThemesSettings
 
     launcher = LauncherSettings()
-    logs.configure(launcher.log_level, "scoring-rebuild")
+    logs.configure(launcher.log_level, "themes-rebuild" if themes else "scoring-rebuild")
     url = SecretStr(tool_database_url(launcher))
     secret = tool_pseudonym_secret(launcher)
     if replay_log:
-        settings = ScoringSettings(
+        settings = ThemesSettings(
             database_url=url, kafka_bootstrap_servers=tool_bootstrap(launcher), pseudonym_secret=secret
         )
     else:
-        settings = ScoringSettings(database_url=url, pseudonym_secret=secret)
-    return asyncio.run(rebuild.run(settings, replay_log=replay_log, check_only=check_only))
+        settings = ThemesSettings(database_url=url, pseudonym_secret=secret)
+    taxonomy = None
+    if themes:
+        from scoring_service.themes import ThemesError, load_taxonomy
+
+        try:
+            taxonomy = load_taxonomy(settings.taxonomy)
+        except ThemesError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+    return asyncio.run(rebuild.run(settings, replay_log=replay_log, check_only=check_only, taxonomy=taxonomy))
 
 
 def policy_check(file: str) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping
@@ -30,9 +31,12 @@ from shared.db import make_engine
 from shared.events import RespondentErased, ResponseRevised, ResponseSubmitted
 from shared.nps import Counts, classify
 from tests import scoring_model
+from tests.conftest import fresh_database
 from tests.helpers import (
     create_topics,
     eventually,
+    nps,
+    nps_env,
     produce,
     running_loop,
     serve_in_process,
@@ -365,3 +369,47 @@ async def test_theme_counts_and_kept_comments_equal_a_recompute_under_any_delive
             assert {r.response_id: r.comment for r in rows} == scoring_model.kept_comments(history)
     finally:
         await engine.dispose()
+
+
+async def test_themes_rebuild_checks_repairs_and_replays_the_theme_counts(
+    bootstrap: str, database_url: str, pg_admin_url: str, namespace: str
+) -> None:
+    """`nps themes rebuild`: --check finds a damaged count, a rebuild from theme_responses repairs
+    it, and --replay of the log into an empty database writes the same counts and comments."""
+    settings = service_settings(bootstrap, database_url, namespace, ThemesSettings, group_id="themes-rebuild")
+    await create_topics(settings)
+    rng = random.Random(5)
+    events = [e for n in range(10) for e in scoring_model.build_history(scoring_model.Seeded(rng), 30, f"rb{n}-")]
+    async with started_producer(bootstrap) as producer:
+        await produce(producer, settings.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in events])
+    async with running_loop(settings, spec(settings)) as run_loop:
+        await eventually(run_loop.committed_at_least(len(events)))
+    live = await stored(database_url)
+
+    env = nps_env(DATABASE_URL=database_url, KAFKA_BOOTSTRAP_SERVERS=bootstrap, NPS_TOPIC_NAMESPACE=namespace)
+    checked = nps("themes", "rebuild", "--check", env=env)
+    assert checked.returncode == 0 and "0 differ" in checked.stdout, checked.stdout + checked.stderr
+    engine = make_engine(database_url)
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text("UPDATE scoring.theme_daily SET detractors = detractors + 3 WHERE segment = '_all@all'")
+        )
+    await engine.dispose()
+    damaged = nps("themes", "rebuild", "--check", env=env)
+    assert damaged.returncode == 1 and "0 differ" not in damaged.stdout, damaged.stdout
+    assert nps("themes", "rebuild", env=env).returncode == 0
+    assert await stored(database_url) == live
+
+    empty = await asyncio.to_thread(fresh_database, pg_admin_url)
+    replayed = nps("themes", "rebuild", "--replay", env={**env, "DATABASE_URL": empty})
+    assert replayed.returncode == 0, replayed.stderr
+    assert await stored(empty) == scoring_model.recompute_themes(events, TAXONOMY.tag)
+    engine = make_engine(empty)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(sa.text("SELECT response_id, comment FROM scoring.theme_comments"))
+            assert {r.response_id: r.comment for r in rows} == scoring_model.kept_comments(events)
+    finally:
+        await engine.dispose()
+    refused = nps("themes", "rebuild", "--replay", env={**env, "DATABASE_URL": empty})
+    assert refused.returncode == 2 and "empty" in refused.stdout
