@@ -10,11 +10,17 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from hypothesis import settings
 
 from services.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
 from shared.db import upgrade
 from shared.settings import async_url
 from tests.helpers import with_database
+
+# No timed assertions in tests: Hypothesis's per-example deadline (200 ms by default) is one, and a
+# loaded 2-core machine made a Jinja rendering property test miss it. Speed is `make bench`'s.
+settings.register_profile("nps", deadline=None)
+settings.load_profile("nps")
 
 
 @pytest.fixture(scope="session")
