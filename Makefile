@@ -46,6 +46,7 @@ promtool: ## install promtool (Debian's prometheus package) if it is missing
 
 test-rules: promtool ## promtool: check the Prometheus config and unit-test the alert rules
 	promtool check config deploy/prometheus/prometheus.yml
+	promtool check config deploy/prometheus/prometheus.compose.yml
 	promtool test rules deploy/prometheus/rules_test.yml
 
 test-unit: $(STAMP) ## pure rules only, no infrastructure

@@ -4,6 +4,9 @@ nps up          embedded PostgreSQL + broker (unless DATABASE_URL / KAFKA_BOOTST
                 are set), topics, migrations, then the six services, restarted if they die
 nps migrate     alembic upgrade head for every service's schema
 nps topics      create the versioned topics that do not exist yet
+nps probe [SERVICE]
+                exit 0 if the service's /healthz answers on this host (the image's
+                HEALTHCHECK: without a name, the service PID 1 runs)
 nps keys create NAME --scope ... | list | revoke NAME
                 API keys and their scopes, for every service's API
 nps audit       the audit log: keys made and revoked, erasures requested
@@ -51,6 +54,7 @@ from services.tools import (
     policy_check,
     policy_explain,
     policy_reload,
+    probe,
     rebuild_scoring,
     replay_ingest,
     suggest_themes,
@@ -96,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("up", help="run the whole loop")
     sub.add_parser("migrate", help="apply every service's migrations")
     sub.add_parser("topics", help="create the topics")
+    sub.add_parser("probe", help="exit 0 if a service's /healthz answers (the image's HEALTHCHECK)").add_argument(
+        "service", nargs="?", help="default: the service PID 1 runs (in a container: its command)"
+    )
     keys = sub.add_parser("keys", help="manage API keys and their scopes")
     keys_sub = keys.add_subparsers(dest="action", required=True)
     create = keys_sub.add_parser("create", help="create a key and print it (once)")
@@ -193,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "up":
         return up()
+    if args.command == "probe":
+        return probe(args.service)
     if args.command == "followup" and getattr(args, "action", None) == "policy":
         if args.policy_action == "check":
             return policy_check(args.file)

@@ -237,3 +237,37 @@ def suggest_themes(args: argparse.Namespace) -> int:
     )  # fmt: skip
     dimensions = ScoringSettings(database_url=SecretStr(tool_database_url(launcher))).segment_dimensions
     return asyncio.run(suggest.run(tool_database_url(launcher), request, dimensions))
+
+
+def probe(name: str | None, cmdline: Path = Path("/proc/1/cmdline")) -> int:
+    """`nps probe [SERVICE]`, the image's HEALTHCHECK: 0 when the service's /healthz answers 200 on
+    this host. Without a name, the service is the one PID 1 runs (`nps <service>`, the container's
+    command), so one HEALTHCHECK line serves every service of the image."""
+    import urllib.error
+    import urllib.request
+
+    from services.launcher import SERVICES, service_entry
+
+    if name is None:
+        try:
+            args = [a.decode(errors="replace") for a in cmdline.read_bytes().split(b"\0")]
+        except OSError as exc:
+            print(f"nps probe: cannot read {cmdline}: {exc.strerror}; name the service", file=sys.stderr)
+            return 2
+        name = next((a for a in args if a in SERVICES), None)
+        if name is None:
+            print(f"nps probe: PID 1 runs no service ({' '.join(args).strip()!r}); name one", file=sys.stderr)
+            return 2
+    if name not in SERVICES:
+        print(f"nps probe: unknown service {name!r}: {', '.join(SERVICES)}", file=sys.stderr)
+        return 2
+    settings = service_entry(name)[0]()
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    url = f"http://{host}:{settings.port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=3) as reply:
+            healthy = reply.status == 200
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"nps probe: {name} at {url}: {exc}", file=sys.stderr)
+        return 1
+    return 0 if healthy else 1
