@@ -38,7 +38,8 @@ def main() -> int:
     if args.only in (None, "ingest"):
         ensure_wrk()
         results, counts = bench_ingest(args.seconds, args.profile)
-        print(f"wrote {write_report(results, counts, args.seconds)}")
+        scaled, _ = bench_ingest(args.seconds, None, workers=2)
+        print(f"wrote {write_report(results, counts, args.seconds, scaled)}")
     if args.only in (None, "scoring"):
         print(f"wrote {write_scoring_report(bench_scoring(args.events, args.e2e_seconds, args.profile))}")
     if args.only in (None, "followup"):

@@ -179,11 +179,13 @@ def accepted_count(metrics_url: str) -> int:
     return int(float(match.group(1))) if match else 0
 
 
-def bench_ingest(seconds: int, profile_dir: Path | None) -> tuple[list[WrkResult], dict[str, int]]:
+def bench_ingest(seconds: int, profile_dir: Path | None, workers: int = 1) -> tuple[list[WrkResult], dict[str, int]]:
+    """One worker pinned to core 0 (wrk and the infrastructure on core 1), or `workers` processes on
+    one port (NPS_INGEST_WORKERS) sharing both cores with everything else: then only the single and
+    batch runs, named `single-2w`, `batch-2w`."""
     work = Path(tempfile.mkdtemp(prefix="nps-bench-"))
     try:
         with private_infrastructure(work, namespace="bench") as infra:
-            pin(infra.pids, 1)
             key = asyncio.run(create_api_key(infra.database_url, "bench"))
             port = free_port()
             env = {
@@ -193,9 +195,13 @@ def bench_ingest(seconds: int, profile_dir: Path | None) -> tuple[list[WrkResult
                 "NPS_INGEST_PORT": str(port),
                 "NPS_INGEST_RATE_LIMIT_PER_S": "0",
                 "NPS_LOG_LEVEL": "WARNING",
+                "NPS_INGEST_WORKERS": str(workers),
             }
-            # One worker, on one core; wrk, PostgreSQL and the broker share the other.
-            ingest = start_service("ingest", env, work / "ingest.log", cpu="0")
+            # One worker, on one core; wrk, PostgreSQL and the broker share the other. Several: no pinning.
+            single_core = workers == 1
+            if single_core:
+                pin(infra.pids, 1)
+            ingest = start_service("ingest", env, work / "ingest.log", cpu="0" if single_core else None)
             try:
                 base = f"http://127.0.0.1:{port}"
                 profile = Profiler(ingest.pid, profile_dir) if profile_dir is not None else None
@@ -209,6 +215,12 @@ def bench_ingest(seconds: int, profile_dir: Path | None) -> tuple[list[WrkResult
                     ("single", "/v1/responses", SINGLE_LUA, 64, 1),
                     ("batch", "/v1/responses/batch", BATCH_LUA, 8, 1000),
                 ]
+                if not single_core:
+                    runs = [
+                        (n if n == "warm-up" else f"{n}-{workers}w", path, script, conns, per)
+                        for n, path, script, conns, per in runs
+                        if n != "validate"
+                    ]
                 results = []
                 for name, path, script, connections, per_request in runs:
                     warm_up = name == "warm-up"
@@ -224,7 +236,7 @@ def bench_ingest(seconds: int, profile_dir: Path | None) -> tuple[list[WrkResult
                         3 if warm_up else seconds,
                         1,
                         per_request=per_request,
-                        cpu="1",
+                        cpu="1" if single_core else None,
                         profile=None if warm_up else profile,
                     )
                     if not warm_up:
@@ -254,7 +266,9 @@ def bench_ingest(seconds: int, profile_dir: Path | None) -> tuple[list[WrkResult
         shutil.rmtree(work, ignore_errors=True)
 
 
-def write_report(results: list[WrkResult], counts: dict[str, int], seconds: int) -> Path:
+def write_report(
+    results: list[WrkResult], counts: dict[str, int], seconds: int, scaled: list[WrkResult] | None = None
+) -> Path:
     by = {r.name: r for r in results}
     validate, single, batch = by["validate"], by["single"], by["batch"]
     ratio = single.requests_per_s / validate.requests_per_s
@@ -286,4 +300,19 @@ def write_report(results: list[WrkResult], counts: dict[str, int], seconds: int)
         "flight when wrk stopped).",
         "",
     ]
+    if scaled:
+        two = {r.name.rsplit("-", 1)[0]: r for r in scaled}
+        lines += [
+            "Two worker processes on the one port (`NPS_INGEST_WORKERS=2`), nothing pinned: the two workers, wrk,",
+            "PostgreSQL and the broker share this machine's two cores (the one-worker rows above have a core to",
+            "themselves). The ratio says what a second core buys here, not what it buys on a larger machine.",
+            "",
+            "| run | 1 worker (core 0) | 2 workers (both cores, shared) | ratio | p99, 2 workers |",
+            "|---|---|---|---|---|",
+            f"| single POST, requests/s | {single.requests_per_s:,.0f} | {two['single'].requests_per_s:,.0f} | "
+            f"{two['single'].requests_per_s / single.requests_per_s:.2f} | {two['single'].p99_ms:.1f} ms |",
+            f"| batch import, responses/s | {batch.items_per_s:,.0f} | {two['batch'].items_per_s:,.0f} | "
+            f"{two['batch'].items_per_s / batch.items_per_s:.2f} | {two['batch'].p99_ms:.0f} ms |",
+            "",
+        ]
     return write_section("ingest", lines)

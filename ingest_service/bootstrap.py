@@ -21,6 +21,7 @@ from shared.auth import bearer, gate_for
 from shared.db import database_reachable, make_engine
 from shared.http import BodyLimitMiddleware, base_app, health_router, report_worker_failure
 from shared.kafka import broker_reachable, make_producer
+from shared.workers import is_first_worker
 
 
 def create_app(settings: IngestSettings | None = None) -> RawFirst:
@@ -46,7 +47,11 @@ def create_app(settings: IngestSettings | None = None) -> RawFirst:
             retention=timedelta(hours=settings.replay_retention_hours),
             clock=lambda: datetime.now(UTC),
         )
-        watermark = asyncio.create_task(follower.run(settings.replay_check_s), name="replay-watermark")
+        # Once per service: in the first of several worker processes (shared/workers.py).
+        watermark = asyncio.create_task(
+            follower.run(settings.replay_check_s) if is_first_worker() else asyncio.Event().wait(),
+            name="replay-watermark",
+        )
         watermark.add_done_callback(lambda t: report_worker_failure(app, t))
         app.state.engine, app.state.producer = engine, producer
         app.state.ingest = Ingest(

@@ -35,6 +35,13 @@ class IngestSettings(ServiceSettings):
         default=["nps-scoring", "nps-followup", "nps-delivery", "nps-scoring-themes"],
         description="the consumer groups of the responses topic the replay watermark follows (JSON list)",
     )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="processes serving ingest's port (one per core; each its own database pool and Kafka producer; "
+        "rate limits are per process)",
+    )
     replay_check_s: float = Field(default=5.0, gt=0, description="how often the replay watermark is advanced")
     replay_margin_s: float = Field(
         default=60.0,

@@ -65,6 +65,7 @@ from shared import logs
 from shared.auth import SCOPES
 from shared.db import upgrade
 from shared.http import serve
+from shared.workers import inherited_socket, supervise
 
 
 def run_service(name: str) -> int:
@@ -73,13 +74,17 @@ def run_service(name: str) -> int:
     settings_cls, create_app = service_entry(name)
     settings = settings_cls()
     logs.configure(settings.log_level, name)
+    sock = inherited_socket()
+    workers = int(getattr(settings, "workers", 1))
+    if workers > 1 and sock is None:  # the parent of several processes on one port (shared/workers.py)
+        return supervise(name, workers, settings.host, settings.port)
     try:
         app = create_app(settings)
     except PolicyError as exc:  # a bad follow-up policy: say what is wrong, do not start
         for problem in exc.problems:
             print(f"nps {name}: policy: {problem}", file=sys.stderr)
         return 2
-    return serve(app, settings.host, settings.port, settings.head_timeout_s)
+    return serve(app, settings.host, settings.port, settings.head_timeout_s, sock)
 
 
 def aware_time(text: str) -> datetime:

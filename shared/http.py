@@ -10,7 +10,9 @@ import gc
 import hmac
 import json
 import logging
+import os
 import signal
+import socket
 import time
 import urllib.parse
 import weakref
@@ -23,7 +25,7 @@ import uvicorn
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -350,6 +352,16 @@ def route_template(scope: Scope) -> str:
 ReadinessCheck = Callable[[], Awaitable[bool]]
 
 
+def exposition() -> bytes:
+    """This process's metrics; with several processes on one port (PROMETHEUS_MULTIPROC_DIR set by
+    shared/workers.py), every process's, summed, so any of them answers the service's totals."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest()
+
+
 def health_router(checks: Callable[[], Mapping[str, ReadinessCheck]], metrics_token: str | None = None) -> APIRouter:
     """/healthz: the process answers. /readyz: every dependency answers (503 otherwise). /metrics:
     Prometheus text, behind `Authorization: Bearer <metrics_token>` when one is configured (for a
@@ -383,7 +395,7 @@ def health_router(checks: Callable[[], Mapping[str, ReadinessCheck]], metrics_to
                     "send 'Authorization: Bearer <NPS_METRICS_TOKEN>'",
                     headers={"WWW-Authenticate": "Bearer"},
                 )
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return router
 
@@ -468,8 +480,9 @@ def head_deadline_protocol(timeout_s: float) -> type[HttpToolsProtocol]:
     return HeadDeadline
 
 
-def serve(app: FastAPI, host: str, port: int, head_timeout_s: float = 10.0) -> int:
-    """Run one service in this process; returns the exit code."""
+def serve(app: FastAPI, host: str, port: int, head_timeout_s: float = 10.0, sock: socket.socket | None = None) -> int:
+    """Run one service in this process (on `sock`, a listening socket a parent handed it, when
+    several processes share the port); returns the exit code."""
     config = uvicorn.Config(
         app,
         host=host,
@@ -488,7 +501,7 @@ def serve(app: FastAPI, host: str, port: int, head_timeout_s: float = 10.0) -> i
     # re-raise so a requested stop exits 0 instead of dying with a traceback.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
-    server.run()
+    server.run(sockets=[sock] if sock is not None else None)
     if app.state.worker_failed:
         return 1
     return 0 if server.started else 1
