@@ -235,8 +235,9 @@ def suggest_themes(args: argparse.Namespace) -> int:
         window=args.window, segment=args.segment, category=args.category, as_of=args.as_of,
         taxonomy=args.taxonomy, top=args.top, min_count=args.min_count, output=args.format,
     )  # fmt: skip
-    dimensions = ScoringSettings(database_url=SecretStr(tool_database_url(launcher))).segment_dimensions
-    return asyncio.run(suggest.run(tool_database_url(launcher), request, dimensions))
+    url = tool_database_url(launcher)
+    dimensions = ScoringSettings(database_url=SecretStr(url)).segment_dimensions
+    return asyncio.run(suggest.run(url, request, dimensions))
 
 
 def probe(name: str | None, cmdline: Path = Path("/proc/1/cmdline")) -> int:
