@@ -4,6 +4,8 @@ nps up          embedded PostgreSQL + broker (unless DATABASE_URL / KAFKA_BOOTST
                 are set), topics, migrations, then the six services, restarted if they die
 nps migrate     alembic upgrade head for every service's schema
 nps topics      create the versioned topics that do not exist yet
+nps status      each service's readiness, consumer lag per group, outbox rows waiting,
+                webhook deliveries pending, alerts firing, active tickets (exit 1: not all ready)
 nps probe [SERVICE]
                 exit 0 if the service's /healthz answers on this host (the image's
                 HEALTHCHECK: without a name, the service PID 1 runs)
@@ -57,6 +59,7 @@ from services.tools import (
     probe,
     rebuild_scoring,
     replay_ingest,
+    status_command,
     suggest_themes,
     tool_database_url,
     webhooks_command,
@@ -105,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("up", help="run the whole loop")
     sub.add_parser("migrate", help="apply every service's migrations")
     sub.add_parser("topics", help="create the topics")
+    sub.add_parser("status", help="each service's readiness, consumer lag, outbox, deliveries, alerts, tickets")
     sub.add_parser("probe", help="exit 0 if a service's /healthz answers (the image's HEALTHCHECK)").add_argument(
         "service", nargs="?", help="default: the service PID 1 runs (in a container: its command)"
     )
@@ -207,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         return up()
     if args.command == "probe":
         return probe(args.service)
+    if args.command == "status":
+        return status_command()
     if args.command == "followup" and getattr(args, "action", None) == "policy":
         if args.policy_action == "check":
             return policy_check(args.file)

@@ -12,6 +12,7 @@ import signal
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Any, cast
 
 from pydantic import SecretStr
 
@@ -272,3 +273,35 @@ def probe(name: str | None, cmdline: Path = Path("/proc/1/cmdline")) -> int:
         print(f"nps probe: {name} at {url}: {exc}", file=sys.stderr)
         return 1
     return 0 if healthy else 1
+
+
+def status_command() -> int:
+    """`nps status` (services/status.py), for the loop `nps up` runs here or the one the
+    environment names (DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS, NPS_<SERVICE>_HOST/PORT)."""
+    from services import status
+    from services.launcher import SERVICES, service_entry
+
+    launcher = LauncherSettings()
+    services = {name: service_entry(name)[0]() for name in SERVICES}
+    topics = launcher.topics
+    groups = [
+        status.Group(name, str(cast(Any, services[name]).group_id), reads)
+        for name, reads in (
+            ("scoring", (topics.responses,)),
+            ("themes", (topics.responses,)),
+            ("followup", (topics.responses,)),
+            ("alerts", (topics.scores,)),
+            ("delivery", (topics.followups, topics.tickets, topics.alerts, topics.responses)),
+        )
+    ]
+    try:
+        url: str | None = tool_database_url(launcher)
+    except NotRunning:
+        url = None
+    try:
+        bootstrap: str | None = tool_bootstrap(launcher)
+    except NotRunning:
+        bootstrap = None
+    report = status.run(services, groups, url, bootstrap)
+    print("\n".join(report.lines).lstrip("\n"))
+    return 0 if report.healthy else 1

@@ -33,7 +33,7 @@ from shared.events import (
     ticket_events,
 )
 from tests.e2e.conftest import SERVICES, Loop
-from tests.helpers import eventually, fuzz_openapi, read_topic, received, receiving
+from tests.helpers import eventually, fuzz_openapi, nps_env, read_topic, received, receiving
 from tests.helpers import nps as nps_command
 
 pytestmark = pytest.mark.e2e
@@ -713,3 +713,20 @@ async def test_a_rule_with_a_short_sla_pages_support_through_the_tickets_topic(l
         shutil.copyfile(DEFAULT_POLICY, policy)
         assert nps_command("followup", "policy", "reload", env=env).returncode == 0
         await eventually(lambda: running("default-1"), timeout=10)
+
+
+def test_nps_status_reports_every_service_its_lag_and_what_waits(loop: Loop) -> None:
+    """What an operator types first, against the running loop (its var/ folder and ports)."""
+    ports = {f"NPS_{name.upper()}_PORT": url.rsplit(":", 1)[1] for name, url in loop.urls.items()}
+    env = nps_env(NPS_VAR_DIR=str(loop.var_dir), **ports)
+    done = nps_command("status", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for name in SERVICES:
+        assert re.search(rf"^  {name}\s+ready\s+{re.escape(loop.urls[name])}/readyz$", done.stdout, re.M), name
+    for group in ("nps-scoring", "nps-scoring-themes", "nps-followup", "nps-alerts", "nps-delivery"):
+        assert re.search(rf"^  \w+\s+{group}: [\d,]+  \(", done.stdout, re.M), group
+    for section in ("outbox rows waiting", "webhook deliveries pending", "alerts firing", "tickets active"):
+        assert f"\n{section}" in done.stdout, section
+    # One service not answering: named, and the exit code says so.
+    down = nps_command("status", env={**env, "NPS_THEMES_PORT": "9"})
+    assert down.returncode == 1 and re.search(r"^  themes\s+DOWN ", down.stdout, re.M), down.stdout
