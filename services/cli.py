@@ -57,7 +57,7 @@ from services.tools import (
     policy_explain,
     policy_reload,
     probe,
-    rebuild_scoring,
+    rebuild_counts,
     replay_ingest,
     status_command,
     suggest_themes,
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         return policy_explain(args.file, args.response)
     if args.command in ("scoring", "themes") and getattr(args, "action", None) == "rebuild":
         try:
-            return rebuild_scoring(replay_log=args.replay, check_only=args.check, themes=args.command == "themes")
+            return rebuild_counts(replay_log=args.replay, check_only=args.check, themes=args.command == "themes")
         except NotRunning as exc:
             print(exc, file=sys.stderr)
             return 2

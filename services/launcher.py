@@ -118,15 +118,20 @@ def ensure_key(url: str, path: Path, name: str = "dev", scopes: Sequence[Scope] 
     return key
 
 
+def local_url(settings: ServiceSettings) -> str:
+    """Where a service answers on this host: its bind address, or loopback when it binds every address."""
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    return f"http://{host}:{settings.port}"
+
+
 def service_links(settings: LauncherSettings, var_dir: Path) -> dict[str, dict[str, str]]:
     """The environment one service needs to call another's API, per service: alerts asks themes for
     a fired drop alert's drivers, with a key of scope scores:read. What the environment already says wins."""
     if "NPS_ALERTS_THEMES_URL" in os.environ:
         return {}
-    themes = service_entry("themes")[0]()
-    host = "127.0.0.1" if themes.host in ("0.0.0.0", "::") else themes.host
+    themes = local_url(service_entry("themes")[0]())
     key = ensure_key(settings.require_database_url(), var_dir / "alerts-themes-key", "alerts-themes", ("scores:read",))
-    return {"alerts": {"NPS_ALERTS_THEMES_URL": f"http://{host}:{themes.port}", "NPS_ALERTS_THEMES_API_KEY": key}}
+    return {"alerts": {"NPS_ALERTS_THEMES_URL": themes, "NPS_ALERTS_THEMES_API_KEY": key}}
 
 
 def ingest_settings(settings: InfraSettings) -> IngestSettings:
@@ -268,7 +273,7 @@ def up() -> int:
             member = {member_key: os.environ.get(member_key, f"{name}-{socket.gethostname()}")}
             env = child_env({**member, **overrides, **links.get(name, {})})
             supervisor.children.append(Child(name, python_argv(name), env))
-            urls[name] = f"http://{service_settings.host}:{service_settings.port}"
+            urls[name] = local_url(service_settings)
         if pg is not None:
             supervisor.dependencies.append(Dependency("the embedded PostgreSQL", pg.running, pg.restart))
         if broker is not None:

@@ -13,9 +13,10 @@ import urllib.request
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from services.launcher import local_url
 from shared.db import make_engine
+from shared.kafka import group_lag
 from shared.settings import ServiceSettings
 
 
@@ -39,8 +40,7 @@ class Report:
 
 
 def readiness(settings: ServiceSettings, timeout_s: float = 2.0) -> tuple[bool, str]:
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-    url = f"http://{host}:{settings.port}/readyz"
+    url = f"{local_url(settings)}/readyz"
     try:
         with urllib.request.urlopen(url, timeout=timeout_s):
             return True, f"ready      {url}"
@@ -53,26 +53,6 @@ def readiness(settings: ServiceSettings, timeout_s: float = 2.0) -> tuple[bool, 
         return False, f"NOT READY  {url}  ({failing})"
     except (urllib.error.URLError, OSError) as exc:
         return False, f"DOWN       {url}  ({getattr(exc, 'reason', exc)})"
-
-
-async def lag(bootstrap: str, group: Group) -> dict[str, int]:
-    """Messages each topic holds beyond what the group committed (a consumer of the group that
-    never joins it reads the committed offsets; tansu does not answer the admin API's call)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group.group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        found = {}
-        for topic in group.topics:
-            partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-            if not partitions:
-                await consumer.client.force_metadata_update()
-                partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-            ends = await consumer.end_offsets(partitions) if partitions else {}
-            committed = [await consumer.committed(tp) or 0 for tp in partitions]
-            found[topic] = sum(max(0, ends[tp] - c) for tp, c in zip(partitions, committed, strict=True))
-        return found
-    finally:
-        await consumer.stop()
 
 
 COUNTS = {
@@ -118,7 +98,7 @@ def run(
     else:
         for group in groups:
             try:
-                found = asyncio.run(lag(bootstrap, group))
+                found = asyncio.run(group_lag(bootstrap, group.group, group.topics))
             except Exception as exc:  # the broker away: say so, go on
                 report.row(f"{group.service:<9}", f"{group.group}: cannot read ({type(exc).__name__}: {exc})")
                 report.healthy = False

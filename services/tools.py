@@ -147,7 +147,7 @@ def replay_ingest(since: datetime | None) -> int:
     return 0
 
 
-def rebuild_scoring(*, replay_log: bool, check_only: bool, themes: bool = False) -> int:
+def rebuild_counts(*, replay_log: bool, check_only: bool, themes: bool = False) -> int:
     """`nps scoring rebuild`, or `nps themes rebuild` (the theme counts, with NPS_THEMES_TAXONOMY)."""
     from scoring_service import rebuild
     from scoring_service.themes_service.settings import ThemesSettings
@@ -248,7 +248,7 @@ def probe(name: str | None, cmdline: Path = Path("/proc/1/cmdline")) -> int:
     import urllib.error
     import urllib.request
 
-    from services.launcher import SERVICES, service_entry
+    from services.launcher import SERVICES, local_url, service_entry
 
     if name is None:
         try:
@@ -263,9 +263,7 @@ def probe(name: str | None, cmdline: Path = Path("/proc/1/cmdline")) -> int:
     if name not in SERVICES:
         print(f"nps probe: unknown service {name!r}: {', '.join(SERVICES)}", file=sys.stderr)
         return 2
-    settings = service_entry(name)[0]()
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-    url = f"http://{host}:{settings.port}/healthz"
+    url = f"{local_url(service_entry(name)[0]())}/healthz"
     try:
         with urllib.request.urlopen(url, timeout=3) as reply:
             healthy = reply.status == 200

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -110,17 +110,42 @@ async def broker_reachable(producer: AIOKafkaProducer, timeout: float = 1.0) -> 
     return True
 
 
-async def group_committed(bootstrap: str, group: str, topic: str) -> int:
-    """The messages a consumer group has committed on a topic, over all its partitions (read with
-    a consumer of that group that never joins it: tansu does not answer the admin API's call)."""
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        await consumer.client.force_metadata_update()
+        partitions = consumer.partitions_for_topic(topic)
+    return [TopicPartition(topic, p) for p in sorted(partitions or ())]
+
+
+@asynccontextmanager
+async def group_reader(bootstrap: str, group: str) -> AsyncIterator[AIOKafkaConsumer]:
+    """A consumer of `group` that never joins it: it reads the group's committed offsets without
+    taking part in the group (tansu does not answer the admin API's offsets call)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        offsets = [await consumer.committed(TopicPartition(topic, p)) for p in sorted(partitions)]
-        return sum(offset or 0 for offset in offsets)
+        yield consumer
     finally:
         await consumer.stop()
+
+
+async def group_committed(bootstrap: str, group: str, topic: str) -> int:
+    """The messages a consumer group has committed on a topic, over all its partitions."""
+    async with group_reader(bootstrap, group) as consumer:
+        return sum([await consumer.committed(tp) or 0 for tp in await _partitions(consumer, topic)])
+
+
+async def group_lag(bootstrap: str, group: str, topics: Sequence[str]) -> dict[str, int]:
+    """Per topic, the messages it holds beyond what the group committed (`nps status`)."""
+    async with group_reader(bootstrap, group) as consumer:
+        found = {}
+        for topic in topics:
+            partitions = await _partitions(consumer, topic)
+            ends = await consumer.end_offsets(partitions) if partitions else {}
+            committed = [await consumer.committed(tp) or 0 for tp in partitions]
+            found[topic] = sum(max(0, ends[tp] - c) for tp, c in zip(partitions, committed, strict=True))
+        return found
 
 
 class TopicMissing(LookupError):
