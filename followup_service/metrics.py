@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from followup_service.domain import PRIORITIES
+
 FOLLOWUPS_CREATED = Counter("nps_followups_created_total", "Follow-ups created, by kind.", ["kind"])
 FOLLOWUPS_DUPLICATE = Counter(
     "nps_followups_duplicates_total", "Responses seen again whose follow-up already existed (not repeated)."
@@ -27,6 +29,9 @@ TICKET_SLA_BREACHES = Counter(
     "Tickets that missed an SLA deadline, by priority and deadline.",
     ["priority", "deadline"],
 )
+for _priority in PRIORITIES:  # at 0 from the start, so the first breach is an increase (NpsTicketSlaBreaches)
+    for _deadline in ("first_contact", "resolution"):
+        TICKET_SLA_BREACHES.labels(_priority, _deadline)
 TICKETS_ACTIVE = Gauge(
     "nps_tickets_active",
     "Active tickets (open, in_progress, contacted) by priority and age: 1h (under an hour), 4h, 1d, 3d, older.",

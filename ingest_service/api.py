@@ -254,7 +254,7 @@ async def erase_respondent(respondent_id: PathId, handler: Handler, source: Eras
         event = await handler.erase(respondent_id, datetime.now(UTC), source)
     except (PublishFailed, StoreUnavailable) as exc:
         raise unavailable(exc) from exc
-    log.info("erasure %s requested by key %s", event.erasure_id, source)
+    log.info("erasure %s requested by key %s", event.erasure_id, source, extra={"erasure_id": event.erasure_id})
     return ErasureAccepted(erasure_id=event.erasure_id, respondent_id=respondent_id)
 
 

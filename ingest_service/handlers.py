@@ -8,6 +8,7 @@ PublishFailed when it does not acknowledge in time)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +20,8 @@ from ingest_service.publisher import Publisher, PublishFailed
 from ingest_service.repository import Revision, StoreUnavailable
 from shared.events import RespondentErased, ResponseRevised
 from shared.validation import FieldProblem
+
+log = logging.getLogger(__name__)
 
 CONFLICT_PROBLEM = "this response_id was already used with a different body; use PUT to revise a response"
 
@@ -78,6 +81,8 @@ class Ingest:
             await self.publisher.publish(self.topic, key=item.key, value=item.event)
         except PublishFailed as exc:
             raise OutcomeUnknown(item.response_id) from exc
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("response published", extra={"response_id": item.response_id})
         return item
 
     async def submit_batch(self, items: Sequence[Any], now: datetime, source: str) -> list[ItemResult]:
@@ -102,8 +107,11 @@ class Ingest:
             else:
                 to_publish.append((index, item))
         acked = await self.publisher.publish_many(self.topic, [(item.key, item.event) for _, item in to_publish])
+        debug = log.isEnabledFor(logging.DEBUG)
         for (index, item), ok in zip(to_publish, acked, strict=True):
             results[index] = ItemResult(index, "accepted" if ok else "unavailable", item.response_id)
+            if debug:
+                log.debug("batch item %d %s", index, results[index].status, extra={"response_id": item.response_id})
         return [results[i] for i in range(len(items))]
 
     async def revise(self, response_id: str, command: ReviseResponse, now: datetime, source: str) -> ResponseRevised:
@@ -127,6 +135,7 @@ class Ingest:
         payload = event.to_bytes()
         await self.store.log_revision(event.respondent_id, payload)
         await self.publisher.publish(self.topic, key=event.respondent_id.encode(), value=payload)
+        log.debug("revision %d published", event.version, extra={"response_id": response_id})
         return event
 
     async def erase(self, respondent_id: str, now: datetime, source: str) -> RespondentErased:

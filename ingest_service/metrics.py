@@ -4,9 +4,11 @@ from prometheus_client import Counter, Gauge
 
 RESPONSES = Counter(
     "nps_ingest_responses_total",
-    "Responses answered, by outcome (accepted, rejected, unavailable).",
+    "Responses answered, by outcome (accepted, rejected, conflict, unavailable).",
     ["outcome"],
 )
+for _outcome in ("accepted", "rejected", "conflict", "unavailable"):  # at 0 from the start: see declare_server_errors
+    RESPONSES.labels(_outcome)
 
 REPLAY_WATERMARK = Gauge(
     "nps_ingest_replay_watermark_seconds",

@@ -1,4 +1,5 @@
-"""The port ingest publishes through, and its Kafka adapter."""
+"""The port ingest publishes through, and its Kafka adapter. The adapter sends the request's id
+(shared/logs.py) as the `x-request-id` header of every record, for consumers to log."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+
+from shared.logs import kafka_headers
 
 
 class PublishFailed(Exception):
@@ -31,16 +34,19 @@ class KafkaPublisher:
 
     async def publish(self, topic: str, key: bytes, value: bytes) -> None:
         try:
-            await asyncio.wait_for(self._producer.send_and_wait(topic, value=value, key=key), self._timeout_s)
+            await asyncio.wait_for(
+                self._producer.send_and_wait(topic, value=value, key=key, headers=kafka_headers()), self._timeout_s
+            )
         except (TimeoutError, KafkaError, OSError) as exc:
             raise PublishFailed(type(exc).__name__) from exc
 
     async def publish_many(self, topic: str, items: Sequence[tuple[bytes, bytes]]) -> list[bool]:
         sent: list[asyncio.Future[object]] = []
+        headers = kafka_headers()
         try:
             async with asyncio.timeout(self._timeout_s):
                 for key, value in items:  # send() returns once the record is queued in a batch
-                    sent.append(await self._producer.send(topic, value=value, key=key))
+                    sent.append(await self._producer.send(topic, value=value, key=key, headers=headers))
                 if sent:
                     await asyncio.wait(sent)
         except (TimeoutError, KafkaError, OSError):

@@ -23,7 +23,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import State
 from starlette.types import Receive, Scope, Send
 
+from shared import logs
 from shared.http import ProblemError, internal_error, invalid_request, log_failure, read_body, record_request
+from shared.logs import REQUEST_ID_BYTES, accept_request_id
 from shared.validation import FieldProblem, field_problems
 
 log = logging.getLogger(__name__)
@@ -129,6 +131,8 @@ class RawRoutes:
     ) -> None:
         started = time.perf_counter()
         headers: dict[bytes, bytes] = dict(scope["headers"])
+        request_id = accept_request_id(headers.get(REQUEST_ID_BYTES))
+        logs.set_request_id(request_id)
         extra: Mapping[str, str] = {}
         try:
             body = await read_body(headers, receive, limit, self.body_timeout_s)
@@ -147,6 +151,7 @@ class RawRoutes:
                 "headers": [
                     JSON_HEADER,
                     (b"content-length", str(len(payload)).encode()),
+                    (REQUEST_ID_BYTES, request_id.encode()),
                     *((k.lower().encode(), v.encode()) for k, v in extra.items()),
                 ],
             }

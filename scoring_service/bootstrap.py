@@ -2,52 +2,64 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI
 
 from scoring_service.api import router
-from scoring_service.handlers import CountResponses, PublishChanges
+from scoring_service.handlers import CountResponses, PublishChanges, SegmentGauges
 from scoring_service.repository import SCHEMA
 from scoring_service.settings import ScoringSettings
 from scoring_service.themes import Taxonomy
+from shared.consumer import Every, ticks
 from shared.events import decoder, response_events
 from shared.http import create_base_app, health_router
 from shared.service import ConsumerSpec, consuming_lifespan
+from shared.windows import parse_window
 
 
 def clock() -> datetime:
     return datetime.now(UTC)
 
 
-def count_responses(settings: ScoringSettings, taxonomy: Taxonomy | None = None) -> CountResponses:
+def count_responses(
+    settings: ScoringSettings, taxonomy: Taxonomy | None = None, now: Callable[[], datetime] = clock
+) -> CountResponses:
     """The batch handler of the responses topic (the service's, and `nps scoring rebuild --replay`'s);
     with a taxonomy, the themes consumer's."""
     return CountResponses(
         dimensions=settings.segment_dimensions,
         max_values=settings.max_values_per_dimension,
         pseudonyms=settings.pseudonyms(),
-        clock=clock,
+        clock=now,
         taxonomy=taxonomy,
     )
 
 
-def spec(settings: ScoringSettings) -> ConsumerSpec[Any]:
+def spec(settings: ScoringSettings, now: Callable[[], datetime] = clock) -> ConsumerSpec[Any]:
+    """Scoring's consumer; `now` is the clock of its handler and periodic steps (tests pin it)."""
     return ConsumerSpec(
         service="scoring",
         schema=SCHEMA,
         topic=settings.topics.responses,
         group_id=settings.group_id,
         decode=decoder(response_events),
-        handler=count_responses(settings),
-        tick=PublishChanges(
-            scores_topic=settings.topics.scores,
-            current_days=settings.current_days,
-            baseline_days=settings.baseline_days,
-            daily_days=settings.score_event_days,
-            interval_s=settings.score_event_interval_s,
-            clock=clock,
+        handler=count_responses(settings, now=now),
+        tick=ticks(
+            PublishChanges(
+                scores_topic=settings.topics.scores,
+                current_days=settings.current_days,
+                baseline_days=settings.baseline_days,
+                daily_days=settings.score_event_days,
+                interval_s=settings.score_event_interval_s,
+                clock=now,
+            ),
+            Every(
+                SegmentGauges(settings.gauge_segments, parse_window(settings.metric_window), now),
+                settings.metric_interval_s,
+            ),
         ),
         # Checked often, so a change is published soon after its interval has passed.
         tick_s=min(settings.score_event_interval_s / 4, 0.25),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -25,7 +26,7 @@ from scoring_service.themes import Taxonomy, theme_keys
 from shared import outbox, windows
 from shared.consumer import Message
 from shared.events import RespondentErased, ResponseEvent, ResponseRevised, ResponseSubmitted
-from shared.nps import Comparison, Counts, compare
+from shared.nps import Comparison, Counts, ci95, compare
 from shared.privacy import Pseudonyms
 from shared.windows import DayRange, Interval, preceding, utc_day, window
 
@@ -152,6 +153,36 @@ class PublishChanges:
             ],
         )
         metrics.SCORE_EVENTS.inc(len(snapshot))
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentGauges:
+    """A periodic step: the NPS, 95% interval and responses of the configured segments over the
+    metric window, into the `nps_segment_*` gauges (one query for all of them)."""
+
+    segments: Sequence[str]
+    window_days: int
+    clock: Callable[[], datetime]
+
+    async def __call__(self, conn: AsyncConnection) -> None:
+        if not self.segments:
+            return
+        days = window(utc_day(self.clock()), self.window_days)
+        counted = await repository.days_of(conn, self.segments, days)
+        metrics.SEGMENT_WINDOW_DAYS.set(self.window_days)
+        for segment, by_day in counted.items():
+            counts = sum(by_day.values(), Counts())
+            interval = ci95(counts)
+            score = counts.nps
+            metrics.SEGMENT_SCORE.labels(segment).set(math.nan if score is None else score)
+            metrics.SEGMENT_SCORE_LOW.labels(segment).set(math.nan if score is None else interval.low)
+            metrics.SEGMENT_SCORE_HIGH.labels(segment).set(math.nan if score is None else interval.high)
+            for category, n in (
+                ("promoter", counts.promoters),
+                ("passive", counts.passives),
+                ("detractor", counts.detractors),
+            ):
+                metrics.SEGMENT_RESPONSES.labels(segment, category).set(n)
 
 
 # --- queries ---

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 EVENTS = Counter(
     "nps_scoring_events_total",
@@ -20,3 +20,34 @@ SEGMENTS_CAPPED = Counter(
     "Segment memberships counted under 'other' because their dimension reached its cardinality cap.",
 )
 SCORE_EVENTS = Counter("nps_scoring_score_changed_total", "ScoreChanged events queued for publishing.")
+
+# Per segment only for the segments an operator names (NPS_SCORING_METRIC_SEGMENTS, at most 50):
+# a label per segment of the data would be unbounded. Read from the counts every
+# NPS_SCORING_METRIC_INTERVAL_S over NPS_SCORING_METRIC_WINDOW (the gauges' `window` help says which).
+SEGMENT_SCORE = Gauge(
+    "nps_segment_score",
+    "NPS (-100..100) of each configured segment over the metric window; NaN with no response.",
+    ["segment"],
+)
+SEGMENT_SCORE_LOW = Gauge(
+    "nps_segment_score_ci95_low", "Lower end of the adjusted-Wald 95% interval of nps_segment_score.", ["segment"]
+)
+SEGMENT_SCORE_HIGH = Gauge(
+    "nps_segment_score_ci95_high", "Upper end of the adjusted-Wald 95% interval of nps_segment_score.", ["segment"]
+)
+SEGMENT_RESPONSES = Gauge(
+    "nps_segment_responses",
+    "Responses of each configured segment over the metric window, by category (promoter, passive, detractor).",
+    ["segment", "category"],
+)
+SEGMENT_WINDOW_DAYS = Gauge("nps_segment_window_days", "Days in the window of the nps_segment_* gauges.")
+# One series per theme of the taxonomy (an operator's file, not the data) and category, over the
+# whole population (segment `all`) in the same window as nps_segment_*.
+THEME_MENTIONS = Gauge(
+    "nps_theme_mentions",
+    "Comments of the last metric window that mention each theme of the taxonomy, by category.",
+    ["theme", "category"],
+)
+THEME_COMMENTED = Gauge(
+    "nps_theme_commented", "Responses of the last metric window with a comment, by category.", ["category"]
+)

@@ -373,6 +373,19 @@ async def current_and_baseline(
     return {s: found.get(s, (Counts(), Counts())) for s in segments}
 
 
+async def theme_sums(conn: AsyncConnection, keys: Sequence[str], days: DayRange) -> dict[str, Counts]:
+    """The counts of these theme keys (`<theme>@<segment>`) over the days (absent: none)."""
+    rows = await conn.execute(
+        sa.text(
+            f"""SELECT segment, sum(promoters) AS p, sum(passives) AS pa, sum(detractors) AS d
+                FROM {SCHEMA}.{THEMES.daily} WHERE segment = ANY(CAST(:keys AS text[]))
+                AND day BETWEEN :first AND :last GROUP BY segment"""
+        ),
+        {"keys": list(keys), "first": days.first, "last": days.last},
+    )
+    return {r.segment: Counts(int(r.p), int(r.pa), int(r.d)) for r in rows}
+
+
 async def days_of(conn: AsyncConnection, segments: Sequence[str], days: DayRange) -> dict[str, dict[date, Counts]]:
     """Each segment's non-zero days in the range (a segment with none maps to {})."""
     rows = await conn.execute(_DAYS_OF, {"segments": list(segments), "first": days.first, "last": days.last})

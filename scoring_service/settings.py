@@ -5,9 +5,11 @@ from functools import cached_property
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from scoring_service.domain import Dimensions
+from scoring_service.domain import Dimensions, parse_segment
 from shared.settings import ServiceSettings
 from shared.windows import parse_window
+
+MAX_METRIC_SEGMENTS = 50
 
 
 class ScoringSettings(ServiceSettings):
@@ -46,6 +48,14 @@ class ScoringSettings(ServiceSettings):
         description="the one-sided p-value below which `/v1/nps/compare` calls a drop significant",
     )
     windows: str = Field(default="7d,30d,90d", description="the rolling windows `/v1/nps/windows` answers together")
+    metric_segments: str = Field(
+        default="all",
+        description="the segments whose NPS, 95% interval and responses scoring exports to Prometheus "
+        "(`nps_segment_*{segment=...}`), separated by `;` (a combination holds commas: `all; channel:web; "
+        f"product:atlas,region:eu`); at most {MAX_METRIC_SEGMENTS}, each a label value, so never more than you name",
+    )
+    metric_window: str = Field(default="7d", description="the rolling window of the `nps_segment_*` gauges")
+    metric_interval_s: float = Field(default=30.0, gt=0, description="how often the `nps_segment_*` gauges are read")
 
     @model_validator(mode="after")
     def _dimensions_parse(self) -> ScoringSettings:
@@ -54,7 +64,28 @@ class ScoringSettings(ServiceSettings):
             raise ValueError("NPS_SCORING_WINDOWS names no window")
         for window in self.rolling_windows:
             parse_window(window)
+        parse_window(self.metric_window)
+        segments = self._named_segments  # each must be a segment the API would answer
+        if len(segments) > MAX_METRIC_SEGMENTS:
+            raise ValueError(
+                f"NPS_SCORING_METRIC_SEGMENTS names {len(segments)} segments; at most {MAX_METRIC_SEGMENTS} "
+                "(each is a Prometheus label value): pick the ones a dashboard shows"
+            )
+        for segment in segments:
+            try:
+                parse_segment(segment, self.segment_dimensions)
+            except ValueError as exc:
+                raise ValueError(f"NPS_SCORING_METRIC_SEGMENTS: {segment!r}: {exc}") from None
         return self
+
+    @property
+    def _named_segments(self) -> list[str]:
+        return [s.strip() for s in self.metric_segments.split(";") if s.strip()]
+
+    @property
+    def gauge_segments(self) -> list[str]:
+        """The configured segments, as storage keys, each once."""
+        return list(dict.fromkeys(parse_segment(s, self.segment_dimensions) for s in self._named_segments))
 
     @property
     def rolling_windows(self) -> list[str]:

@@ -76,7 +76,7 @@ def run_service(name: str) -> int:
 
     settings_cls, create_app = service_entry(name)
     settings = settings_cls()
-    logs.configure(settings.log_level, name)
+    logs.configure(settings.log_level, name, settings.log_format)
     sock = inherited_socket()
     workers = int(getattr(settings, "workers", 1))
     if workers > 1 and sock is None:  # the parent of several processes on one port (shared/workers.py)
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in SERVICES:
         return run_service(args.command)
     settings = LauncherSettings()
-    logs.configure(settings.log_level, "nps")
+    logs.configure(settings.log_level, "nps", settings.log_format)
     if args.command in ("keys", "audit", "webhooks"):
         try:
             url = tool_database_url(settings)

@@ -204,7 +204,7 @@ def up() -> int:
     from services.supervisor import Child, Dependency, Supervisor, child_env, python_argv
 
     settings = LauncherSettings()
-    logs.configure(settings.log_level, "launcher")
+    logs.configure(settings.log_level, "launcher", settings.log_format)
     if settings.pseudonym_secret is None and settings.database_url is not None:
         # A database of its own needs the secret its keys were made with: never a new one here.
         print("nps up: NPS_PSEUDONYM_SECRET is not set (it is required with DATABASE_URL)", file=sys.stderr)

@@ -138,7 +138,7 @@ def replay_ingest(since: datetime | None) -> int:
     from ingest_service.settings import IngestSettings
 
     launcher = LauncherSettings()
-    logs.configure(launcher.log_level, "ingest-replay")
+    logs.configure(launcher.log_level, "ingest-replay", launcher.log_format)
     settings = IngestSettings(
         database_url=SecretStr(tool_database_url(launcher)), kafka_bootstrap_servers=tool_bootstrap(launcher)
     )
@@ -153,7 +153,7 @@ def rebuild_counts(*, replay_log: bool, check_only: bool, themes: bool = False) 
     from scoring_service.themes_service.settings import ThemesSettings
 
     launcher = LauncherSettings()
-    logs.configure(launcher.log_level, "themes-rebuild" if themes else "scoring-rebuild")
+    logs.configure(launcher.log_level, "themes-rebuild" if themes else "scoring-rebuild", launcher.log_format)
     url = SecretStr(tool_database_url(launcher))
     secret = tool_pseudonym_secret(launcher)
     if replay_log:
@@ -231,7 +231,7 @@ def suggest_themes(args: argparse.Namespace) -> int:
     from scoring_service.settings import ScoringSettings
 
     launcher = LauncherSettings()
-    logs.configure(launcher.log_level, "themes-suggest")
+    logs.configure(launcher.log_level, "themes-suggest", launcher.log_format)
     request = suggest.Request(
         window=args.window, segment=args.segment, category=args.category, as_of=args.as_of,
         taxonomy=args.taxonomy, top=args.top, min_count=args.min_count, output=args.format,

@@ -37,11 +37,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared import metrics
 from shared.db import database_unavailable, describe_failure
+from shared.logs import IDS, REQUEST_ID_HEADER, request_id_of
 from shared.outbox import OutboxRelay
 
 log = logging.getLogger(__name__)
 
 E = TypeVar("E")
+
+TRACED_IDS = tuple(name for name in IDS if name != "request_id")  # the event's own ids a trace line shows
 T = TypeVar("T")
 
 
@@ -53,12 +56,39 @@ class Message(Generic[E]):
     partition: int
     offset: int
     timestamp_ms: int
+    request_id: str | None = None  # the x-request-id header ingest sent (shared/logs.py)
 
 
 BatchHandler = Callable[[AsyncConnection, Sequence[Message[E]]], Awaitable[None]]
 # A periodic step in its own transaction (e.g. publishing what batches left pending), run at most
 # every `tick_s`, after a batch or while idle; its outbox rows are flushed like a batch's.
 Tick = Callable[[AsyncConnection], Awaitable[None]]
+
+
+def ticks(*steps: Tick) -> Tick:
+    """Several periodic steps as the loop's one tick, in this order, in one transaction."""
+
+    async def tick(conn: AsyncConnection) -> None:
+        for step in steps:
+            await step(conn)
+
+    return tick
+
+
+@dataclass(slots=True)
+class Every:
+    """A step run at most every `interval_s` within a faster tick (e.g. gauges read from the
+    database every 30 s while the tick publishes every 0.25 s)."""
+
+    step: Tick
+    interval_s: float
+    due: float = 0.0  # time.monotonic() from when it runs again
+
+    async def __call__(self, conn: AsyncConnection) -> None:
+        now = time.monotonic()
+        if now >= self.due:
+            self.due = now + self.interval_s
+            await self.step(conn)
 
 
 # A dead letter must fit the producer's request (aiokafka's max_request_size, 1 MiB with headers
@@ -174,6 +204,12 @@ class ConsumerLoop(Generic[E]):
 
     async def run(self) -> None:
         log.info("%s consumer loop started", self.service)
+        # Each outcome's series at 0 from the start, so the first dead letter or retry is an
+        # increase Prometheus sees (a series born at 1 has none) and the rules' queries have data.
+        for topic in self._consumer.subscription():
+            for outcome in ("processed", "deadlettered"):
+                metrics.CONSUMER_EVENTS.labels(self.service, topic, outcome)
+        metrics.CONSUMER_RETRIES.labels(self.service)
         relay: asyncio.Task[None] | None = None
         applying: asyncio.Task[None] | None = None  # the batch before, still in its transaction
         try:
@@ -268,7 +304,16 @@ class ConsumerLoop(Generic[E]):
                         ) from exc
                     continue
                 self._consecutive_dead = 0
-                good.append(Message(event, record.topic, record.partition, record.offset, record.timestamp))
+                good.append(
+                    Message(
+                        event,
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        record.timestamp,
+                        request_id_of(record.headers) if record.headers else None,
+                    )
+                )
         return _Decoded(records, good, dead, started)
 
     async def _apply(self, decoded: _Decoded[E]) -> None:
@@ -283,6 +328,8 @@ class ConsumerLoop(Generic[E]):
                 await self._retrying(lambda: self._transact(good))
             self._relay_wanted.set()
         await self._commit({tp: batch[-1].offset + 1 for tp, batch in records.items()})
+        if good and log.isEnabledFor(logging.DEBUG):
+            self._trace(good)
 
         for tp, batch in records.items():
             outcome_dead = sum(1 for record, _ in dead if record.topic == tp.topic)
@@ -296,6 +343,24 @@ class ConsumerLoop(Generic[E]):
         metrics.CONSUMER_BATCH_SIZE.labels(self.service).observe(len(good) + len(dead))
         metrics.CONSUMER_BATCH_SECONDS.labels(self.service).observe(time.perf_counter() - decoded.started)
         self.batches_committed += 1
+
+    def _trace(self, good: Sequence[Message[E]]) -> None:
+        """At DEBUG, a line per committed event with its ids, so one response (by its request id or
+        response id) can be followed from ingest through every consumer."""
+        for message in good:
+            event = message.event
+            ids = {name: value for name in TRACED_IDS if (value := getattr(event, name, None)) is not None}
+            if message.request_id is not None:
+                ids["request_id"] = message.request_id
+            log.debug(
+                "%s applied %s from %s[%d]@%d",
+                self.service,
+                type(event).__name__,
+                message.topic,
+                message.partition,
+                message.offset,
+                extra=ids,
+            )
 
     async def _run_tick(self) -> None:
         assert self._tick is not None
@@ -333,7 +398,15 @@ class ConsumerLoop(Generic[E]):
     async def _send_dead(self, dead: list[tuple[ConsumerRecord, str]]) -> None:
         sent = []
         for record, reason in dead:
-            log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason)
+            request_id = request_id_of(record.headers)
+            log.warning(
+                "dead-lettering %s[%d]@%d: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                reason,
+                extra={"request_id": request_id},
+            )
             headers = [
                 ("nps-dlq-reason", reason.encode()),
                 ("nps-dlq-service", self.service.encode()),
@@ -341,6 +414,8 @@ class ConsumerLoop(Generic[E]):
                 ("nps-dlq-partition", str(record.partition).encode()),
                 ("nps-dlq-offset", str(record.offset).encode()),
             ]
+            if request_id is not None:
+                headers.append((REQUEST_ID_HEADER, request_id.encode()))
             value, key = record.value or b"", (record.key or b"")[:DEAD_LETTER_KEEP_BYTES]
             if len(value) + len(key) > DEAD_LETTER_MAX_BYTES:
                 headers += [

@@ -32,8 +32,9 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from shared import metrics
+from shared import logs, metrics
 from shared.db import database_unavailable, describe_failure
+from shared.logs import REQUEST_ID_BYTES, accept_request_id
 from shared.validation import FieldProblem, field_problems
 
 log = logging.getLogger(__name__)
@@ -171,11 +172,14 @@ class RequestMiddleware:
         started = time.perf_counter()
         status = 500
         answered = False
+        request_id = accept_request_id(_header(scope, REQUEST_ID_BYTES))
+        logs.set_request_id(request_id)
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status, answered
             if message["type"] == "http.response.start":
                 status, answered = message["status"], True
+                message["headers"] = [*message.get("headers", ()), (REQUEST_ID_BYTES, request_id.encode())]
             await send(message)
 
         try:
@@ -202,6 +206,13 @@ class RequestMiddleware:
                 await problem_response(problem)(scope, receive, send_wrapper)
         finally:
             record_request(self.service, scope["method"], route_template(scope), status, time.perf_counter() - started)
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
 
 
 def utf8_path(scope: Scope) -> bool:
@@ -412,6 +423,7 @@ def base_app(app_class: type[A], service: str, title: str, lifespan: Any, versio
 
     @asynccontextmanager
     async def frozen_after_start(app: FastAPI) -> AsyncIterator[Any]:
+        declare_server_errors(service, app)
         async with lifespan(app) as state:
             # What start-up built (modules, the app, pools, clients) lives as long as the process.
             # Freezing it keeps it out of the collector's full passes, which otherwise walk that
@@ -423,6 +435,15 @@ def base_app(app_class: type[A], service: str, title: str, lifespan: Any, versio
     install_error_handlers(app)
     app.add_middleware(RequestMiddleware, service=service)
     return app
+
+
+def declare_server_errors(service: str, app: FastAPI) -> None:
+    """Every documented route's 5xx series, at 0 from the start: Prometheus sees a counter's first
+    increase only against an earlier sample, so a series born at 1 would never make rate() or
+    increase() (NpsHttpServerErrors) move; and the rule's query has data before anything failed."""
+    for path, operations in app.openapi().get("paths", {}).items():
+        for method in operations:
+            _request_series(service, method.upper(), path, "5xx")
 
 
 def report_worker_failure(app: FastAPI, task: asyncio.Task[Any]) -> None:

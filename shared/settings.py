@@ -5,6 +5,7 @@ unprefixed names (DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS) so one .env serves the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -93,6 +94,12 @@ class InfraSettings(BaseSettings):
         default="INFO",
         validation_alias="NPS_LOG_LEVEL",
         description="`DEBUG` is the only level that may show personal data",
+    )
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto",
+        validation_alias="NPS_LOG_FORMAT",
+        description="`json`: one object per line (time, level, service, logger, message, ids); `text`: for a "
+        "terminal; `auto`: text when stderr is a terminal, else json",
     )
 
     @property

@@ -10,8 +10,8 @@ from typing import Annotated, Literal
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from scoring_service import repository
 from scoring_service.api import Interval, days_of, figures
 from scoring_service.deps import AsOf, Segment, Span, WindowQ, invalid_query, window_days
 from scoring_service.repository import SCHEMA
@@ -111,18 +111,6 @@ class ThemeSeries(BaseModel):
 router = APIRouter(tags=["themes"], dependencies=[requires("scores:read")], responses=KEY_PROBLEMS)
 
 
-async def sums(conn: AsyncConnection, keys: list[str], days: DayRange) -> dict[str, Counts]:
-    rows = await conn.execute(
-        sa.text(
-            f"""SELECT segment, sum(promoters) AS p, sum(passives) AS pa, sum(detractors) AS d
-                FROM {SCHEMA}.theme_daily WHERE segment = ANY(CAST(:keys AS text[])) AND day BETWEEN :first AND :last
-                GROUP BY segment"""
-        ),
-        {"keys": keys, "first": days.first, "last": days.last},
-    )
-    return {r.segment: Counts(int(r.p), int(r.pa), int(r.d)) for r in rows}
-
-
 def _of(counts: Counts, category: CategoryQ | None) -> int:
     if category is None:
         return counts.n
@@ -148,7 +136,7 @@ async def get_themes(
     category: Annotated[CategoryQ | None, Query(description="only comments of this category")] = None,
 ) -> ThemesAnswer:
     days = _window(as_of, window)
-    found = await sums(conn, [f"{t}@{segment}" for t in [ALL, COMMENTED, *themes.themes]], days)
+    found = await repository.theme_sums(conn, [f"{t}@{segment}" for t in [ALL, COMMENTED, *themes.themes]], days)
     everyone, commented = found.get(f"{ALL}@{segment}", Counts()), found.get(f"{COMMENTED}@{segment}", Counts())
     rows = []
     for theme in themes.themes:
@@ -205,7 +193,7 @@ async def get_drivers(
     current = _window(as_of, window)
     before = preceding(current, window_days(baseline, "baseline"))
     keys = [f"{t}@{segment}" for t in [COMMENTED, *themes.themes]]
-    now, then = await sums(conn, keys, current), await sums(conn, keys, before)
+    now, then = await repository.theme_sums(conn, keys, current), await repository.theme_sums(conn, keys, before)
     d_now = now.get(f"{COMMENTED}@{segment}", Counts())
     d_then = then.get(f"{COMMENTED}@{segment}", Counts())
     drivers = []

@@ -6,24 +6,29 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from scoring_service.bootstrap import count_responses
+from scoring_service.bootstrap import clock, count_responses
 from scoring_service.repository import SCHEMA
 from scoring_service.themes import Taxonomy, load_taxonomy
 from scoring_service.themes_service.api import router
+from scoring_service.themes_service.gauges import ThemeGauges
 from scoring_service.themes_service.settings import ThemesSettings
 from shared.events import decoder, response_events
 from shared.http import create_base_app, health_router
 from shared.service import ConsumerSpec, consuming_lifespan
+from shared.windows import parse_window
 
 
 def spec(settings: ThemesSettings, taxonomy: Taxonomy | None = None) -> ConsumerSpec[Any]:
+    taxonomy = taxonomy or load_taxonomy(settings.taxonomy)
     return ConsumerSpec(
         service="themes",
         schema=SCHEMA,
         topic=settings.topics.responses,
         group_id=settings.group_id,
         decode=decoder(response_events),
-        handler=count_responses(settings, taxonomy or load_taxonomy(settings.taxonomy)),
+        handler=count_responses(settings, taxonomy),
+        tick=ThemeGauges(taxonomy, parse_window(settings.metric_window), clock),  # the only periodic step
+        tick_s=settings.metric_interval_s,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -730,3 +731,61 @@ def test_nps_status_reports_every_service_its_lag_and_what_waits(loop: Loop) -> 
     # One service not answering: named, and the exit code says so.
     down = nps_command("status", env={**env, "NPS_THEMES_PORT": "9"})
     assert down.returncode == 1 and re.search(r"^  themes\s+DOWN ", down.stdout, re.M), down.stdout
+
+
+async def test_under_load_every_log_line_is_json_with_its_service_and_no_personal_data_in_any(loop: Loop) -> None:
+    """Last in this file: its load leaves delivery a backlog the webhook tests would wait behind.
+    Batches and single POSTs at once, some carrying a marker email and comment (in valid bodies,
+    in bodies refused field by field, and with a request id); the loop logs at INFO, as in
+    production: every line a service wrote is one JSON object, and no marker is in any of them."""
+    run = uuid.uuid4().hex[:10]
+    email, comment = f"marker.{run}@example.com", f"marker comment {run}: call 555-0142"
+    marked = {"email": email, "comment": comment, "attributes": {"run": run}}
+
+    def batch(b: int) -> dict[str, Any]:
+        return {
+            "responses": [
+                {"response_id": f"{run}-{b}-{i}", "respondent_id": f"p-{run}-{i}", "score": i % 11, **marked}
+                for i in range(500)
+            ]
+        }
+
+    async with httpx.AsyncClient(timeout=30) as client:
+        ingest, traced = loop.urls["ingest"], {**loop.auth, "X-Request-Id": f"trace-{run}"}
+        batches = [client.post(f"{ingest}/v1/responses/batch", json=batch(b), headers=traced) for b in range(4)]
+        singles = [
+            client.post(
+                f"{ingest}/v1/responses",
+                json={"response_id": f"{run}-s{i}", "respondent_id": f"s-{run}-{i}", "score": i % 11, **marked},
+                headers=traced,
+            )
+            for i in range(40)
+        ]
+        refused = [
+            client.post(f"{ingest}/v1/responses", json={"respondent_id": email, "score": comment}, headers=traced),
+            client.post(
+                f"{ingest}/v1/responses",
+                json={"respondent_id": "x", "score": 3, "email": email * 10},
+                headers=loop.auth,
+            ),
+            client.post(
+                f"{ingest}/v1/responses/batch",
+                json={"responses": [{"score": 1, "comment": email}] * 3},
+                headers=loop.auth,
+            ),
+        ]
+        answers = await asyncio.gather(*batches, *singles, *refused)
+        assert [a.status_code for a in answers] == [200] * 4 + [202] * 40 + [422, 422, 200]
+        assert {a.headers["x-request-id"] for a in answers[:44]} == {f"trace-{run}"}
+
+        async def all_counted() -> bool:
+            return int((await nps(client, loop, segment=f"run:{run}"))["n"]) == 2_040
+
+        await eventually(all_counted, timeout=60, every=0.5)
+    logged = await asyncio.to_thread(loop.output.read_text)
+    assert email not in logged and comment not in logged
+    assert f"p-{run}" not in logged and f"s-{run}" not in logged  # nor respondent ids
+    lines = [line for line in logged.splitlines() if line.startswith("{")]
+    parsed = [json.loads(line) for line in lines]
+    assert all({"time", "level", "service", "logger", "message"} <= set(line) for line in parsed)
+    assert {line["service"] for line in parsed} >= {"launcher", *SERVICES}

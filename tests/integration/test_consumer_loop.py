@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,9 +49,11 @@ class Recorder:
         self.fail_first = fail_first
         self.failure = failure
         self.delay = delay
+        self.request_ids: dict[int, str | None] = {}
 
     async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[Ping]]) -> None:
         self.calls += 1
+        self.request_ids.update((m.event.n, m.request_id) for m in batch)
         await conn.execute(
             sa.text("INSERT INTO public.seen (n) SELECT unnest(CAST(:ns AS integer[])) ON CONFLICT DO NOTHING"),
             {"ns": [m.event.n for m in batch]},
@@ -160,6 +163,32 @@ async def test_undecodable_messages_go_to_the_dead_letter_topic_and_the_partitio
         assert int(headers["nps-dlq-offset"]) in (1, 2)
     reasons = {dict(r.headers)["nps-dlq-offset"]: dict(r.headers)["nps-dlq-reason"].decode() for r in dead}
     assert "n:" in reasons[b"2"]  # names the failing field
+
+
+async def test_the_request_id_header_reaches_the_handler_the_trace_line_and_the_dead_letter(
+    bootstrap: str, ready: str, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = service_settings(bootstrap, ready, namespace)
+    await create_topics(settings)
+    topic = settings.topics.responses
+    async with started_producer(bootstrap) as producer:
+        sent = [
+            await producer.send(topic, key=b"k", value=b'{"n": 1}', headers=[("x-request-id", b"req-one")]),
+            await producer.send(topic, key=b"k", value=b'{"n": 2}'),
+            await producer.send(topic, key=b"k", value=b"{not json", headers=[("x-request-id", b"req-bad")]),
+        ]
+        await asyncio.gather(*sent)
+    handler = Recorder()
+    with caplog.at_level(logging.DEBUG, logger="shared.consumer"):
+        async with running_loop(settings, spec_for(topic, handler)) as run:
+            await eventually(run.committed_at_least(3))
+    assert handler.request_ids == {1: "req-one", 2: None}
+    traced = [r for r in caplog.records if r.getMessage().startswith("test applied Ping")]
+    assert sorted((getattr(r, "request_id", None) or "") for r in traced) == ["", "req-one"]
+    warned = [r for r in caplog.records if r.getMessage().startswith("dead-lettering")]
+    assert [getattr(r, "request_id", None) for r in warned] == ["req-bad"]
+    [dead] = await read_topic(bootstrap, settings.topics.deadletter, expect=1)
+    assert dict(dead.headers)["x-request-id"] == b"req-bad"
 
 
 async def test_a_flood_of_undecodable_messages_stops_the_loop(bootstrap: str, ready: str, namespace: str) -> None:

@@ -373,3 +373,24 @@ async def test_the_audit_log_is_append_only(ingest: LiveIngest) -> None:
                     await conn.execute(sa.text(statement))
     finally:
         await engine.dispose()
+
+
+async def test_the_request_id_is_answered_and_sent_on_as_a_kafka_header_single_and_batch(ingest: LiveIngest) -> None:
+    single, batched = rid(), [rid(), rid()]
+    traced = {**ingest.auth, "X-Request-Id": f"trace-{single}"}
+    assert (await post(ingest, {"response_id": single, "respondent_id": "u", "score": 9}, headers=traced)).headers[
+        "x-request-id"
+    ] == f"trace-{single}"
+    items = [{"response_id": r, "respondent_id": "u", "score": 3} for r in batched]
+    answer = await post(ingest, {"responses": items}, path="/v1/responses/batch")  # no id sent: one is made
+    assert answer.status_code == 200, answer.text
+    made = answer.headers["x-request-id"]
+    assert len(made) == 24
+
+    records = await read_topic(ingest.bootstrap, ingest.topics.responses, expect=None, timeout=3)
+    carried = {}
+    for record in records:
+        response_id = json.loads(record.value).get("response_id")
+        if response_id in (single, *batched):
+            carried[response_id] = dict(record.headers).get("x-request-id")
+    assert carried == {single: f"trace-{single}".encode(), batched[0]: made.encode(), batched[1]: made.encode()}

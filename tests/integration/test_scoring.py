@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
-from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from prometheus_client import REGISTRY
 
 from scoring_service import handlers
 from scoring_service.bootstrap import spec
 from scoring_service.settings import ScoringSettings
 from shared.db import make_engine
 from shared.events import ResponseSubmitted, score_events
-from shared.nps import Counts
+from shared.nps import Counts, ci95
 from shared.service import ConsumerSpec
 from shared.windows import preceding, window
 from tests.helpers import (
@@ -70,8 +71,7 @@ async def stored(database_url: str) -> dict[tuple[str, date], Counts]:
 
 def pinned_spec(settings: ScoringSettings) -> ConsumerSpec[Any]:
     """The service's own spec, with the handler's clock pinned (no flakiness at midnight UTC)."""
-    base = spec(settings)
-    return replace(base, handler=replace(base.handler, clock=lambda: NOW), tick=replace(base.tick, clock=lambda: NOW))
+    return spec(settings, now=lambda: NOW)
 
 
 async def test_aggregates_equal_a_recompute_under_duplicates_late_events_and_replay(
@@ -157,3 +157,46 @@ async def test_score_changed_events_carry_the_current_and_baseline_windows(
             (TODAY - timedelta(days=10), Counts(1, 0, 1)),
             (TODAY - timedelta(days=1), Counts(1, 0, 0)),
         ]
+
+
+async def test_the_configured_segments_nps_interval_and_responses_reach_their_gauges(
+    bootstrap: str, database_url: str, namespace: str
+) -> None:
+    settings = settings_for(bootstrap, database_url, namespace).model_copy(
+        update={"metric_segments": "product:gauged; channel:sms; product:gauged", "metric_interval_s": 0.2}
+    )
+    assert settings.gauge_segments == ["product:gauged", "channel:sms"]
+    await create_topics(settings)
+    responses = [
+        event("g1", 10, days_ago=1, product="gauged"),
+        event("g2", 9, days_ago=6, product="gauged"),
+        event("g3", 8, days_ago=2, product="gauged"),
+        event("g4", 3, days_ago=0, product="gauged"),
+        event("g4", 3, days_ago=0, product="gauged"),  # a duplicate counts once
+        event("g5", 0, days_ago=7, product="gauged"),  # outside the 7-day window
+        event("o1", 0, days_ago=1, product="other"),  # not a configured segment: never a label
+    ]
+    async with started_producer(bootstrap) as producer:
+        await produce(producer, settings.topics.responses, [(b"k", e.to_bytes()) for e in responses])
+    expected = Counts(promoters=2, passives=1, detractors=1)
+    interval = ci95(expected)
+
+    def sample(name: str, **labels: str) -> float | None:
+        return REGISTRY.get_sample_value(name, {"segment": "product:gauged", **labels})
+
+    async with running_loop(settings, pinned_spec(settings)) as run:
+        await eventually(run.committed_at_least(len(responses)))
+
+        async def gauged() -> bool:
+            return sample("nps_segment_responses", category="detractor") == 1 and sample("nps_segment_score") == 25
+
+        await eventually(gauged, timeout=10)
+    assert [sample("nps_segment_responses", category=c) for c in ("promoter", "passive", "detractor")] == [2, 1, 1]
+    assert (sample("nps_segment_score_ci95_low"), sample("nps_segment_score_ci95_high")) == (
+        interval.low,
+        interval.high,
+    )
+    assert REGISTRY.get_sample_value("nps_segment_window_days") == 7
+    empty = REGISTRY.get_sample_value("nps_segment_score", {"segment": "channel:sms"})
+    assert empty is not None and math.isnan(empty)  # no response yet: NaN, a gap on a graph, not a 0
+    assert REGISTRY.get_sample_value("nps_segment_score", {"segment": "product:other"}) is None

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from alerts_service.drivers import ThemeDrivers, describe
 from scoring_service import suggest
@@ -116,6 +117,7 @@ async def test_theme_counts_equal_a_recompute_and_the_api_reads_them(
     bootstrap: str, database_url: str, namespace: str
 ) -> None:
     settings = service_settings(bootstrap, database_url, namespace, ThemesSettings, group_id="themes-test")
+    settings = settings.model_copy(update={"metric_interval_s": 0.2})
     await create_topics(settings)
     run = uuid.uuid4().hex[:6]
     events: list[Any] = [
@@ -142,10 +144,25 @@ async def test_theme_counts_equal_a_recompute_and_the_api_reads_them(
     events.append(RespondentErased(erasure_id=f"{run}-e", respondent_id="erased-one", requested_at=NOW))
     async with started_producer(bootstrap) as producer:
         await produce(producer, settings.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in events])
+
+    def gauge(name: str, **labels: str) -> float | None:
+        return REGISTRY.get_sample_value(name, labels)
+
     async with running_loop(settings, spec(settings)) as run_loop:
         await eventually(run_loop.committed_at_least(len(events)))
+
+        async def gauged() -> bool:  # the tick reads the counts the batch committed
+            return gauge("nps_theme_commented", category="detractor") == 3
+
+        await eventually(gauged, timeout=10)
     counted = await stored(database_url)
     assert counted == expected(events)
+    # The dashboard's top themes (7-day window, everyone): run-1 today and run-2 yesterday mention
+    # delivery; the revision moved run-3 to a detractor about bugs; the erased price comment is gone.
+    assert gauge("nps_theme_mentions", theme="delivery", category="detractor") == 2
+    assert gauge("nps_theme_mentions", theme="bugs", category="detractor") == 1
+    assert gauge("nps_theme_mentions", theme="price", category="detractor") == 0
+    assert gauge("nps_theme_commented", category="promoter") == 0
     assert counted[("delivery@all", TODAY)] == Counts(0, 0, 1)  # run-1 (run-2 is yesterday's)
     assert "price@all" not in {k for k, _ in counted}  # erased with its respondent
     assert counted[("bugs@channel:web", TODAY)] == Counts(0, 0, 1)  # the revision re-tagged run-3

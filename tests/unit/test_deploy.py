@@ -49,12 +49,18 @@ def referenced(expr: str) -> set[str]:
     return {m for m in re.findall(r"\b(nps_[a-z_]+)\b", expr)}
 
 
+DASHBOARDS = ("nps-loop.json", "nps-customer-experience.json")
+
+
 def test_every_dashboard_metric_exists() -> None:
-    dashboard = json.loads((DEPLOY / "grafana" / "nps-loop.json").read_text())
-    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
-    used = set().union(*(referenced(e) for e in exprs))
-    assert used, "the dashboard queries no nps_ metric"
-    assert used - declared() == set()
+    assert sorted(p.name for p in (DEPLOY / "grafana").glob("*.json")) == sorted(DASHBOARDS)
+    for name in DASHBOARDS:
+        dashboard = json.loads((DEPLOY / "grafana" / name).read_text())
+        exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+        used = set().union(*(referenced(e) for e in exprs))
+        assert used, f"{name} queries no nps_ metric"
+        assert used - declared() == set(), name
+        assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"]), name
 
 
 def test_every_alert_rule_metric_exists() -> None:
@@ -72,6 +78,10 @@ def test_metric_labels_are_bounded() -> None:
     # Delivery's: the six outgoing event types.
     allowed |= {"event_type"}
     allowed |= {"rule"}  # alerts: drop, ewma, incident, silence
+    allowed |= {"category"}  # promoter, passive, detractor
+    # Named by the operator, never taken from the data: at most 50 segments (NPS_SCORING_METRIC_SEGMENTS,
+    # checked at start-up) and the taxonomy's themes (a file the operator writes).
+    allowed |= {"segment", "theme"}
     metrics = our_metrics()
     assert len(metrics) >= 15
     for metric in metrics:

@@ -257,3 +257,18 @@ def test_series_sums_days_into_their_buckets() -> None:
         (2, 8, Counts(1, 0, 1)),
         (9, 15, Counts(0, 1, 0)),
     ]
+
+
+def test_the_gauged_segments_are_checked_at_start_up_and_bounded() -> None:
+    from pydantic import ValidationError
+
+    from scoring_service.settings import MAX_METRIC_SEGMENTS, ScoringSettings
+
+    combined = ScoringSettings(metric_segments="all; region:eu,product:atlas ;", combinations="product+region")
+    assert combined.gauge_segments == ["all", "product:atlas,region:eu"]  # a combination's storage key
+    with pytest.raises(ValidationError, match="at most 50"):
+        ScoringSettings(metric_segments=";".join(f"plan:p{i}" for i in range(MAX_METRIC_SEGMENTS + 1)))
+    with pytest.raises(ValidationError, match="'region:eu,product:atlas'"):
+        ScoringSettings(metric_segments="region:eu,product:atlas")  # not a configured combination
+    with pytest.raises(ValidationError, match="window"):
+        ScoringSettings(metric_window="week")
