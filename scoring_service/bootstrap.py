@@ -34,6 +34,7 @@ def count_responses(
         max_values=settings.max_values_per_dimension,
         pseudonyms=settings.pseudonyms(),
         clock=now,
+        retention_days=settings.retention_days,
         taxonomy=taxonomy,
     )
 

@@ -61,13 +61,22 @@ class CountResponses:
     # The themes consumer (`nps themes`): the same rule, counting each response under its comment's
     # themes per segment (theme_responses, theme_daily) instead; it publishes no ScoreChanged.
     taxonomy: Taxonomy | None = None
+    # NPS_SCORING_RETENTION_DAYS: versions answered before the cutoff are ignored (their day's counts
+    # are, or will be, pruned); an erasure still reaches the rows not pruned yet.
+    retention_days: int = 0
 
     async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[ResponseEvent]]) -> None:
         today = utc_day(self.clock())
+        cutoff = today - timedelta(days=self.retention_days - 1) if self.retention_days else None
         versions: list[Version] = []
+        expired = 0
         for message in batch:
             if not isinstance(message.event, RespondentErased):
-                versions.append(version_of(message.event, self.pseudonyms))
+                version = version_of(message.event, self.pseudonyms)
+                if cutoff is not None and version.day < cutoff:
+                    expired += 1
+                else:
+                    versions.append(version)
         requested = self.pseudonyms.latest_requests(m.event for m in batch)
 
         erasures = await repository.ERASURES.record(conn, requested)
@@ -102,6 +111,8 @@ class CountResponses:
 
         metrics.EVENTS.labels("applied").inc(outcome.versions_applied)
         metrics.EVENTS.labels("ignored").inc(outcome.versions_ignored)
+        if expired:
+            metrics.EVENTS.labels("expired").inc(expired)
         metrics.EVENTS.labels("erasure").inc(sum(1 for m in batch if isinstance(m.event, RespondentErased)))
         metrics.RESPONSES_ERASED.inc(outcome.erased)
         metrics.LATE_RESPONSES.inc(sum(1 for v in versions if v.version == 1 and v.day < today))

@@ -395,6 +395,72 @@ async def days_of(conn: AsyncConnection, segments: Sequence[str], days: DayRange
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    responses: int
+    daily: int
+    comments: int
+
+
+async def prune_before(conn: AsyncConnection, cutoff: date, where: Store, limit: int) -> Pruned:
+    """One step of pruning what was answered before `cutoff`: up to `limit` responses (and their kept
+    comments); once none is left, up to `limit` daily rows. Call again until it deletes nothing.
+
+    Responses go first: until the last of a day's responses is gone its daily rows stay, so an
+    erasure meanwhile still subtracts from a row that exists (never a negative row). The handlers
+    ignore versions before the cutoff, so nothing deleted comes back, and once done the counts kept
+    equal a recompute from the responses kept."""
+    ids = list(
+        (
+            await conn.execute(
+                sa.text(f"SELECT response_id FROM {SCHEMA}.{where.responses} WHERE day < :cutoff LIMIT :limit"),
+                {"cutoff": cutoff, "limit": limit},
+            )
+        ).scalars()
+    )
+    if ids:
+        await conn.execute(
+            sa.text(f"DELETE FROM {SCHEMA}.{where.responses} WHERE response_id = ANY(CAST(:ids AS text[]))"),
+            {"ids": ids},
+        )
+        comments = 0
+        if where is THEMES:
+            gone = await conn.execute(
+                sa.text(f"DELETE FROM {SCHEMA}.theme_comments WHERE response_id = ANY(CAST(:ids AS text[]))"),
+                {"ids": ids},
+            )
+            comments = gone.rowcount
+        return Pruned(len(ids), 0, comments)
+    daily = await conn.execute(
+        sa.text(
+            f"""DELETE FROM {SCHEMA}.{where.daily} WHERE (segment, day) IN
+                (SELECT segment, day FROM {SCHEMA}.{where.daily} WHERE day < :cutoff LIMIT :limit)"""
+        ),
+        {"cutoff": cutoff, "limit": limit},
+    )
+    return Pruned(0, daily.rowcount, 0)
+
+
+async def count_before(conn: AsyncConnection, cutoff: date, where: Store) -> Pruned:
+    """What `prune_before` would delete in all (a dry run)."""
+    responses = await conn.scalar(
+        sa.text(f"SELECT count(*) FROM {SCHEMA}.{where.responses} WHERE day < :cutoff"), {"cutoff": cutoff}
+    )
+    daily = await conn.scalar(
+        sa.text(f"SELECT count(*) FROM {SCHEMA}.{where.daily} WHERE day < :cutoff"), {"cutoff": cutoff}
+    )
+    comments = 0
+    if where is THEMES:
+        comments = await conn.scalar(
+            sa.text(
+                f"""SELECT count(*) FROM {SCHEMA}.theme_comments c JOIN {SCHEMA}.{where.responses} r
+                    USING (response_id) WHERE r.day < :cutoff"""
+            ),
+            {"cutoff": cutoff},
+        )
+    return Pruned(int(responses or 0), int(daily or 0), int(comments or 0))
+
+
 def recomputed(where: Store = SCORES) -> str:
     """The daily counts from scratch, from the stored responses (what a rebuild writes, what --check
     compares). Promoter 9-10, passive 7-8, detractor 0-6: shared/nps.py's classify, in SQL."""

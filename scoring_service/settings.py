@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import date, timedelta
 from functools import cached_property
 
 from pydantic import Field, model_validator
@@ -54,6 +55,13 @@ class ScoringSettings(ServiceSettings):
         "(`nps_segment_*{segment=...}`), separated by `;` (a combination holds commas: `all; channel:web; "
         f"product:atlas,region:eu`); at most {MAX_METRIC_SEGMENTS}, each a label value, so never more than you name",
     )
+    retention_days: int = Field(
+        default=0,
+        ge=0,
+        description="keep counts of the last N days of answers (0: forever). Scoring and themes then ignore "
+        "events answered before the cutoff, and `nps scoring prune` deletes what lies before it; at least the "
+        "longest window the services read (windows, current + baseline, the ScoreChanged days, the metric window)",
+    )
     metric_window: str = Field(default="7d", description="the rolling window of the `nps_segment_*` gauges")
     metric_interval_s: float = Field(default=30.0, gt=0, description="how often the `nps_segment_*` gauges are read")
 
@@ -65,6 +73,11 @@ class ScoringSettings(ServiceSettings):
         for window in self.rolling_windows:
             parse_window(window)
         parse_window(self.metric_window)
+        if self.retention_days and self.retention_days < self.longest_window_days:
+            raise ValueError(
+                f"NPS_SCORING_RETENTION_DAYS={self.retention_days} is shorter than the {self.longest_window_days} days "
+                "the services read (NPS_SCORING_WINDOWS, current + baseline days, score_event_days, metric window)"
+            )
         segments = self._named_segments  # each must be a segment the API would answer
         if len(segments) > MAX_METRIC_SEGMENTS:
             raise ValueError(
@@ -77,6 +90,19 @@ class ScoringSettings(ServiceSettings):
             except ValueError as exc:
                 raise ValueError(f"NPS_SCORING_METRIC_SEGMENTS: {segment!r}: {exc}") from None
         return self
+
+    @property
+    def longest_window_days(self) -> int:
+        return max(
+            *(parse_window(w) for w in self.rolling_windows),
+            self.current_days + self.baseline_days,
+            self.score_event_days,
+            parse_window(self.metric_window),
+        )
+
+    def retention_cutoff(self, today: date) -> date | None:
+        """The first day kept, or None when everything is kept."""
+        return today - timedelta(days=self.retention_days - 1) if self.retention_days else None
 
     @property
     def _named_segments(self) -> list[str]:

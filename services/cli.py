@@ -37,6 +37,9 @@ nps scoring rebuild [--check | --replay]
                 compares; --replay reads the responses topic from the start into an empty schema
 nps themes rebuild [--check | --replay]
                 the same for the theme counts (theme_responses, theme_daily; NPS_THEMES_TAXONOMY)
+nps scoring prune [--dry-run]
+                delete scoring's and themes' counts of days before NPS_SCORING_RETENTION_DAYS
+                (docs/scaling.md); the services keep running
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from services.tools import (
     policy_explain,
     policy_reload,
     probe,
+    prune_counts,
     rebuild_counts,
     replay_ingest,
     status_command,
@@ -205,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
             how = rebuild.add_mutually_exclusive_group()
             how.add_argument("--check", action="store_true", help="compare with a recompute, change nothing")
             how.add_argument("--replay", action="store_true", help="replay the responses topic into an empty schema")
+            prune = actions.add_parser(
+                "prune", help="delete counts answered before NPS_SCORING_RETENTION_DAYS (scoring's and themes')"
+            )
+            prune.add_argument("--dry-run", action="store_true", help="count what would be deleted, delete nothing")
     args = parser.parse_args(argv)
 
     if args.command == "up":
@@ -222,6 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("scoring", "themes") and getattr(args, "action", None) == "rebuild":
         try:
             return rebuild_counts(replay_log=args.replay, check_only=args.check, themes=args.command == "themes")
+        except NotRunning as exc:
+            print(exc, file=sys.stderr)
+            return 2
+    if args.command == "scoring" and getattr(args, "action", None) == "prune":
+        try:
+            return prune_counts(dry_run=args.dry_run)
         except NotRunning as exc:
             print(exc, file=sys.stderr)
             return 2

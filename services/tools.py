@@ -174,6 +174,30 @@ def rebuild_counts(*, replay_log: bool, check_only: bool, themes: bool = False) 
     return asyncio.run(rebuild.run(settings, replay_log=replay_log, check_only=check_only, taxonomy=taxonomy))
 
 
+def prune_counts(*, dry_run: bool) -> int:
+    """`nps scoring prune`."""
+    from pydantic import ValidationError
+
+    from scoring_service import prune
+    from scoring_service.settings import ScoringSettings
+
+    launcher = LauncherSettings()
+    logs.configure(launcher.log_level, "scoring-prune", launcher.log_format)
+    try:
+        settings = ScoringSettings(
+            database_url=SecretStr(tool_database_url(launcher)), pseudonym_secret=tool_pseudonym_secret(launcher)
+        )
+    except ValidationError as exc:
+        print(f"nps scoring prune: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(prune.run(settings, dry_run=dry_run))
+    except prune.RetentionNotSet as exc:
+        print(f"nps scoring prune: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def policy_check(file: str) -> int:
     from followup_service import policy
 

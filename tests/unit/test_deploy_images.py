@@ -280,3 +280,17 @@ def test_probe_asks_the_service_pid_1_runs(tmp_path: Path, monkeypatch: pytest.M
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_prune_cronjob_runs_nps_scoring_prune_with_a_retention_set() -> None:
+    (cron,) = of_kind("CronJob")
+    (container,) = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["scoring", "prune"]
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    (config,) = of_kind("ConfigMap")
+    from ingest_service.settings import IngestSettings
+    from scoring_service.settings import ScoringSettings
+
+    settings = ScoringSettings(retention_days=int(config["data"]["NPS_SCORING_RETENTION_DAYS"]))
+    # Nothing ingest still accepts (NPS_INGEST_MAX_AGE_DAYS) is ignored by scoring.
+    assert settings.retention_days >= IngestSettings().max_age_days
