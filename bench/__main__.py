@@ -18,6 +18,7 @@ from bench.delivery import bench_delivery, write_delivery_report
 from bench.followup import bench_followup, write_followup_report
 from bench.ingest import bench_ingest, ensure_wrk, write_report
 from bench.scoring import bench_scoring, write_scoring_report
+from bench.storage import bench_storage, write_storage_report
 from bench.themes import bench_themes, write_themes_report
 
 
@@ -29,7 +30,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["ingest", "scoring", "followup", "delivery", "alerts", "themes"],
+        choices=["ingest", "scoring", "followup", "delivery", "alerts", "themes", "storage"],
         help="run one benchmark (its section is rewritten)",
     )
     parser.add_argument("--events", type=int, default=200_000, help="scoring backlog size")
@@ -50,6 +51,8 @@ def main() -> int:
         print(f"wrote {write_alerts_report(bench_alerts())}")
     if args.only in (None, "themes"):
         print(f"wrote {write_themes_report(*bench_themes(args.events))}")
+    if args.only in (None, "storage"):
+        print(f"wrote {write_storage_report(bench_storage(args.events))}")
     return 0
 
 
