@@ -23,43 +23,6 @@ from tests.helpers import eventually
 pytestmark = pytest.mark.e2e
 
 
-async def test_data_under_var_survives_a_restart(tmp_path: Path, repo_root_session: Path) -> None:
-    run = uuid.uuid4().hex[:8]
-    first = start_loop(tmp_path / "var", repo_root_session)
-    try:
-        async with httpx.AsyncClient(timeout=10) as client:
-            body = {"response_id": f"{run}-1", "respondent_id": f"{run}-u", "score": 4, "attributes": {"run": run}}
-            reply = await client.post(f"{first.urls['ingest']}/v1/responses", json=body, headers=first.auth)
-            assert reply.status_code == 202
-
-            async def counted() -> bool:
-                reply = await client.get(
-                    f"{first.urls['scoring']}/v1/nps", params={"segment": f"run:{run}"}, headers=first.auth
-                )
-                return bool(reply.json()["n"] == 1)
-
-            await eventually(counted, timeout=20)
-    finally:
-        stop_loop(first)
-    # only while the loop runs
-    assert not (tmp_path / "var" / "database-url").exists() and not (tmp_path / "var" / "kafka-bootstrap").exists()
-
-    second = start_loop(tmp_path / "var", repo_root_session)  # same data directory, new ports
-    assert second.api_key == first.api_key  # the development key is kept with the data
-    try:
-        async with httpx.AsyncClient(timeout=10) as client:
-            score = (
-                await client.get(
-                    f"{second.urls['scoring']}/v1/nps", params={"segment": f"run:{run}"}, headers=second.auth
-                )
-            ).json()
-            assert (score["n"], score["detractors"]) == (1, 1)
-            followup = await client.get(f"{second.urls['followup']}/v1/followups/{run}-1", headers=second.auth)
-            assert followup.status_code == 200 and followup.json()["kind"] == "ticket"
-    finally:
-        stop_loop(second)
-
-
 def test_ctrl_c_during_startup_stops_everything_in_order(tmp_path: Path, repo_root_session: Path) -> None:
     *service_ports, broker_port = free_ports(len(SERVICES) + 1)
     ports = dict(zip(SERVICES, service_ports, strict=True))
@@ -285,22 +248,46 @@ async def test_nothing_acknowledged_is_lost_when_the_loop_stops_with_its_consume
     tmp_path: Path, repo_root_session: Path
 ) -> None:
     """The embedded broker keeps topics in memory: stopping `make run` while consumers are behind
-    used to lose every acknowledged response they had not read. Ingest's event log replays them."""
+    used to lose every acknowledged response they had not read. Ingest's event log replays them.
+    And what was counted before the stop is still there after it (the data lives under var/)."""
     var = tmp_path / "var"
     first = start_loop(var, repo_root_session)
-    run = uuid.uuid4().hex[:8]
+    run, kept = uuid.uuid4().hex[:8], uuid.uuid4().hex[:8]
+    settled = {"response_id": f"{kept}-1", "respondent_id": f"{kept}-u", "score": 4, "attributes": {"run": kept}}
     try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            reply = await client.post(f"{first.urls['ingest']}/v1/responses", json=settled, headers=first.auth)
+            assert reply.status_code == 202, reply.text
+
+            async def routed() -> bool:
+                answer = await client.get(f"{first.urls['followup']}/v1/followups/{kept}-1", headers=first.auth)
+                score = await client.get(
+                    f"{first.urls['scoring']}/v1/nps", params={"segment": f"run:{kept}"}, headers=first.auth
+                )
+                return answer.status_code == 200 and score.json()["n"] == 1  # in the database before the stop
+
+            await eventually(routed, timeout=20)
         held = _hold_consumers(first)
         posted = await _post_many(first, run, 5_000)
         await _stop_now(first, held)
     finally:
         if first.process.poll() is None:
             stop_loop(first)
+    # only while the loop runs
+    assert not (var / "database-url").exists() and not (var / "kafka-bootstrap").exists()
     second = start_loop(var, repo_root_session)
+    assert second.api_key == first.api_key  # the development key is kept with the data
     try:
         replays = re.findall(r"replayed (\d+) accepted events", second.output.read_text())  # the log is appended to
         assert len(replays) == 2 and int(replays[-1]) > 0, replays
         await _counted_exactly(second, run, posted)
+        async with httpx.AsyncClient(timeout=10) as client:
+            score = await client.get(
+                f"{second.urls['scoring']}/v1/nps", params={"segment": f"run:{kept}"}, headers=second.auth
+            )
+            assert (score.json()["n"], score.json()["detractors"]) == (1, 1)
+            followup = await client.get(f"{second.urls['followup']}/v1/followups/{kept}-1", headers=second.auth)
+            assert followup.status_code == 200 and followup.json()["kind"] == "ticket"
 
         # The same when PostgreSQL's postmaster was killed too before the stop.
         again = uuid.uuid4().hex[:8]
