@@ -188,11 +188,7 @@ class SegmentGauges:
             metrics.SEGMENT_SCORE.labels(segment).set(math.nan if score is None else score)
             metrics.SEGMENT_SCORE_LOW.labels(segment).set(math.nan if score is None else interval.low)
             metrics.SEGMENT_SCORE_HIGH.labels(segment).set(math.nan if score is None else interval.high)
-            for category, n in (
-                ("promoter", counts.promoters),
-                ("passive", counts.passives),
-                ("detractor", counts.detractors),
-            ):
+            for category, n in counts.by_category():
                 metrics.SEGMENT_RESPONSES.labels(segment, category).set(n)
 
 

@@ -73,6 +73,10 @@ class Counts:
     def n(self) -> int:
         return self.promoters + self.passives + self.detractors
 
+    def by_category(self) -> tuple[tuple[str, int], ...]:
+        """(name, count) of each category, as metric labels and APIs name them."""
+        return (("promoter", self.promoters), ("passive", self.passives), ("detractor", self.detractors))
+
     @property
     def nps(self) -> float | None:
         """NPS in points (-100..100); None when there are no responses."""

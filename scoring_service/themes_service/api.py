@@ -114,7 +114,7 @@ router = APIRouter(tags=["themes"], dependencies=[requires("scores:read")], resp
 def _of(counts: Counts, category: CategoryQ | None) -> int:
     if category is None:
         return counts.n
-    return {"promoter": counts.promoters, "passive": counts.passives, "detractor": counts.detractors}[category]
+    return dict(counts.by_category())[category]
 
 
 def _group(counts: Counts) -> Group:

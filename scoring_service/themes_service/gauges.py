@@ -16,10 +16,6 @@ from shared.segments import OVERALL
 from shared.windows import utc_day, window
 
 
-def by_category(counts: Counts) -> tuple[tuple[str, int], ...]:
-    return (("promoter", counts.promoters), ("passive", counts.passives), ("detractor", counts.detractors))
-
-
 @dataclass(frozen=True, slots=True)
 class ThemeGauges:
     taxonomy: Taxonomy
@@ -30,8 +26,8 @@ class ThemeGauges:
         days = window(utc_day(self.clock()), self.window_days)
         names = [COMMENTED, *self.taxonomy.themes]
         found = await repository.theme_sums(conn, [f"{name}@{OVERALL}" for name in names], days)
-        for category, n in by_category(found.get(f"{COMMENTED}@{OVERALL}", Counts())):
+        for category, n in found.get(f"{COMMENTED}@{OVERALL}", Counts()).by_category():
             metrics.THEME_COMMENTED.labels(category).set(n)
         for theme in self.taxonomy.themes:
-            for category, n in by_category(found.get(f"{theme}@{OVERALL}", Counts())):
+            for category, n in found.get(f"{theme}@{OVERALL}", Counts()).by_category():
                 metrics.THEME_MENTIONS.labels(theme, category).set(n)
