@@ -75,14 +75,51 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-async def test_a_launcher_killed_with_sigkill_leaves_nothing_holding_ports_and_the_next_one_starts(
+async def test_a_killed_postgresql_and_broker_come_back_and_a_launcher_killed_with_sigkill_leaves_nothing(
     tmp_path: Path, repo_root_session: Path
 ) -> None:
+    """One loop through three faults (each used to need its own loop, ~15 s of start and stop):
+    the launcher restarts a SIGKILLed PostgreSQL and broker and the loop works again by itself;
+    then the launcher itself is SIGKILLed: nothing keeps holding a port, and the next `nps up` on
+    the same var/ starts, refuses a third, and stops the PostgreSQL it took over."""
     var = tmp_path / "var"
     first = start_loop(var, repo_root_session)
-    children = direct_children(first.process.pid)  # the six services and the broker
-    ports = [int(url.rsplit(":", 1)[1]) for url in first.urls.values()] + [int(first.bootstrap.rsplit(":", 1)[1])]
-    assert len(children) == 7, children
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            for victim, said in (
+                ("postgres", "the embedded PostgreSQL is back"),
+                ("broker", "the embedded broker is back"),
+            ):
+                pid = postmaster_pid(var) if victim == "postgres" else broker_pid(first.process.pid)
+                os.kill(pid, signal.SIGKILL)
+                await eventually(lambda said=said: _logged(first.output, said), timeout=60, every=0.5)
+                run = uuid.uuid4().hex[:8]
+
+                async def counted(run: str = run) -> bool:
+                    body = {"response_id": run, "respondent_id": f"u-{run}", "score": 9, "attributes": {"run": run}}
+                    try:  # a service may be restarting meanwhile: not answering yet is not a failure
+                        posted = await client.post(
+                            f"{first.urls['ingest']}/v1/responses", json=body, headers=first.auth
+                        )
+                        if posted.status_code != 202:
+                            return False
+                        score = await client.get(
+                            f"{first.urls['scoring']}/v1/nps", params={"segment": f"run:{run}"}, headers=first.auth
+                        )
+                    except httpx.TransportError:
+                        return False
+                    return score.status_code == 200 and score.json()["n"] == 1
+
+                await eventually(counted, timeout=60, every=1.0)  # the loop works again, by itself
+        log = await asyncio.to_thread(first.output.read_text)
+        assert "is down" in log and "restarted EMPTY" in log
+
+        children = direct_children(first.process.pid)  # the six services and the (restarted) broker
+        ports = [int(u.rsplit(":", 1)[1]) for u in first.urls.values()] + [int(first.bootstrap.rsplit(":", 1)[1])]
+        assert len(children) == 7, children
+    except BaseException:
+        stop_loop(first)
+        raise
     first.process.kill()  # no clean-up runs in the launcher
     first.process.wait()
 
@@ -113,42 +150,6 @@ async def test_a_launcher_killed_with_sigkill_leaves_nothing_holding_ports_and_t
         stop_loop(second)
     # The PostgreSQL it took over stops with it too (the dead launcher's handle must not keep it alive).
     assert not pid_alive(postmaster), "the embedded PostgreSQL outlived the launcher that stopped"
-
-
-async def test_the_launcher_restarts_a_killed_postgresql_and_a_killed_broker(
-    tmp_path: Path, repo_root_session: Path
-) -> None:
-    var = tmp_path / "var"
-    loop = start_loop(var, repo_root_session)
-    try:
-        async with httpx.AsyncClient(timeout=10) as client:
-            for victim, said in (
-                ("postgres", "the embedded PostgreSQL is back"),
-                ("broker", "the embedded broker is back"),
-            ):
-                pid = postmaster_pid(var) if victim == "postgres" else broker_pid(loop.process.pid)
-                os.kill(pid, signal.SIGKILL)
-                await eventually(lambda said=said: _logged(loop.output, said), timeout=60, every=0.5)
-                run = uuid.uuid4().hex[:8]
-
-                async def counted(run: str = run) -> bool:
-                    body = {"response_id": run, "respondent_id": f"u-{run}", "score": 9, "attributes": {"run": run}}
-                    try:  # a service may be restarting meanwhile: not answering yet is not a failure
-                        posted = await client.post(f"{loop.urls['ingest']}/v1/responses", json=body, headers=loop.auth)
-                        if posted.status_code != 202:
-                            return False
-                        score = await client.get(
-                            f"{loop.urls['scoring']}/v1/nps", params={"segment": f"run:{run}"}, headers=loop.auth
-                        )
-                    except httpx.TransportError:
-                        return False
-                    return score.status_code == 200 and score.json()["n"] == 1
-
-                await eventually(counted, timeout=60, every=1.0)  # the loop works again, by itself
-        log = await asyncio.to_thread(loop.output.read_text)
-        assert "is down" in log and "restarted EMPTY" in log
-    finally:
-        stop_loop(loop)
 
 
 async def _logged(output: Path, text: str) -> bool:
