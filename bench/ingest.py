@@ -156,10 +156,15 @@ async def on_broker(bootstrap: str, topic: str) -> tuple[int, int, int, int]:
     async with reading_from_start(bootstrap, topic) as consumer:
         ends = await consumer.end_offsets(list(consumer.assignment()))
         records, ids, offsets = 0, set(), set()
-        while [p for p, end in ends.items() if await consumer.position(p) < end]:
+        while True:
             batches = await consumer.getmany(timeout_ms=2000, max_records=10000)
             if not batches:
-                break
+                # The local broker's end offsets lag what a fetch returns (below): stop only once a
+                # fetch comes back empty and every position is at or past freshly asked end offsets.
+                ends = await consumer.end_offsets(list(consumer.assignment()))
+                if all([await consumer.position(p) >= end for p, end in ends.items()]):
+                    break
+                continue
             for messages in batches.values():
                 for message in messages:
                     records += 1
@@ -171,6 +176,23 @@ async def on_broker(bootstrap: str, topic: str) -> tuple[int, int, int, int]:
 
 
 ID = re.compile(rb'"response_id":"([^"]+)"')
+
+# The phases of one batch item in ingest, by the functions that do them (bench/profile.py, phases).
+BATCH_PHASES = [
+    (
+        "validate each item (check_item: pydantic, the rules a schema cannot say)",
+        ["check_item ", "validate_python", " check ("],
+    ),
+    ("parse the request's JSON envelope", ["model_validate_json", "RawRequest.json"]),
+    ("fingerprint of each item", ["fingerprint "]),
+    ("build each event and its JSON (submission, encode_submitted)", ["submission ", "encode_submitted"]),
+    ("idempotency records: one bulk statement (record_all, asyncpg)", ["record_all"]),
+    ("Kafka: send per record (aiokafka send, partitioner, accumulator)", ["publish_many"]),
+    ("submit_batch's own bookkeeping (a result per item)", ["submit_batch"]),
+    ("encode and write the 1,000-item answer", ["RawRoutes.answer", "post_batch"]),
+    ("HTTP: uvicorn and httptools reading the request", ["httptools", "uvicorn"]),
+    ("aiokafka's sender task (produce requests)", ["Sender", "sender", "_send_produce", "AIOKafkaClient"]),
+]
 
 
 def accepted_count(metrics_url: str) -> int:
@@ -258,6 +280,9 @@ def bench_ingest(seconds: int, profile_dir: Path | None, workers: int = 1) -> tu
                     for result in results:
                         summary = profile.summary(result.name, result.seconds)
                         print(f"\nprofile of {result.name} (self time, share of samples):\n{summary}")
+                        if result.name.startswith("batch") and result.items_per_s:
+                            table = profile.phases(result.name, result.seconds, BATCH_PHASES, 1e6 / result.items_per_s)
+                            print(f"\nwhere a batch item's time goes ({result.items_per_s:,.0f}/s):\n{table}")
                 return results, {"acknowledged": acknowledged, "on_broker": distinct}
             finally:
                 ingest.terminate()

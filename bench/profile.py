@@ -55,3 +55,30 @@ class Profiler:
         rows = sorted(own.items(), key=lambda kv: -kv[1])[:top]
         header = f"{total} samples: the process was busy {total / (self.RATE * seconds):.0%} of the run"
         return "\n".join([header, *(f"{count / total:6.1%}  {frame}" for frame, count in rows)])
+
+    def phases(self, name: str, seconds: int, phases: list[tuple[str, list[str]]], per_item_us: float) -> str:
+        """Every sample charged to one phase: the innermost frame of its stack that names one of
+        the phase's functions (`phases`, in order of precedence within a frame); the rest is
+        "other". Each phase's share of the busy samples, and its microseconds per item at the
+        run's rate (`per_item_us`: 1e6 / items per second), the idle share included."""
+        charged: dict[str, int] = {}
+        total = 0
+        for line in (self.directory / f"{name}.txt").read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not count.isdigit():
+                continue
+            total += int(count)
+            label = "other: the event loop itself, asyncio, the collector"
+            for frame in reversed(stack.split(";")):
+                found = next((phase for phase, keys in phases if any(k in frame for k in keys)), None)
+                if found is not None:
+                    label = found
+                    break
+            charged[label] = charged.get(label, 0) + int(count)
+        busy = total / (self.RATE * seconds)
+        rows = [
+            f"| {phase} | {count / total:.1%} | {count / total * busy * per_item_us:.1f} |"
+            for phase, count in sorted(charged.items(), key=lambda kv: -kv[1])
+        ]
+        idle = f"| idle: waiting on PostgreSQL and the broker | {1 - busy:.0%} of the run | {(1 - busy) * per_item_us:.1f} |"
+        return "\n".join(["| phase | share of busy samples | µs per item |", "|---|---|---|", *rows, idle])
