@@ -28,7 +28,7 @@ from shared.consumer import Message
 from shared.events import RespondentErased, ResponseEvent, ResponseRevised, ResponseSubmitted
 from shared.nps import Comparison, Counts, ci95, compare
 from shared.privacy import Pseudonyms
-from shared.windows import DayRange, Interval, preceding, utc_day, window
+from shared.windows import DayRange, Interval, preceding, retention_cutoff, utc_day, window
 
 
 def version_of(event: ResponseSubmitted | ResponseRevised, pseudonyms: Pseudonyms) -> Version:
@@ -67,7 +67,7 @@ class CountResponses:
 
     async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[ResponseEvent]]) -> None:
         today = utc_day(self.clock())
-        cutoff = today - timedelta(days=self.retention_days - 1) if self.retention_days else None
+        cutoff = retention_cutoff(today, self.retention_days)
         versions: list[Version] = []
         expired = 0
         for message in batch:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 from functools import cached_property
 
 from pydantic import Field, model_validator
@@ -8,7 +8,7 @@ from pydantic_settings import SettingsConfigDict
 
 from scoring_service.domain import Dimensions, parse_segment
 from shared.settings import ServiceSettings
-from shared.windows import parse_window
+from shared.windows import parse_window, retention_cutoff
 
 MAX_METRIC_SEGMENTS = 50
 
@@ -102,7 +102,7 @@ class ScoringSettings(ServiceSettings):
 
     def retention_cutoff(self, today: date) -> date | None:
         """The first day kept, or None when everything is kept."""
-        return today - timedelta(days=self.retention_days - 1) if self.retention_days else None
+        return retention_cutoff(today, self.retention_days)
 
     @property
     def _named_segments(self) -> list[str]:

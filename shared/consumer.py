@@ -43,9 +43,9 @@ from shared.outbox import OutboxRelay
 log = logging.getLogger(__name__)
 
 E = TypeVar("E")
+T = TypeVar("T")
 
 TRACED_IDS = tuple(name for name in IDS if name != "request_id")  # the event's own ids a trace line shows
-T = TypeVar("T")
 
 
 # Not frozen: a frozen dataclass's __init__ (object.__setattr__ per field) costs ~8x, and one is made per event.

@@ -53,6 +53,12 @@ def window(today: date, days: int) -> DayRange:
     return DayRange(first=today - timedelta(days=days - 1), last=today)
 
 
+def retention_cutoff(today: date, keep_days: int) -> date | None:
+    """The first day a retention of `keep_days` keeps (today and the days before it), or None when
+    0 keeps everything."""
+    return window(today, keep_days).first if keep_days else None
+
+
 def preceding(current: DayRange, days: int) -> DayRange:
     """The `days`-long range that ends the day before `current` starts (the baseline)."""
     last = current.first - timedelta(days=1)

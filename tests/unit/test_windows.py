@@ -46,3 +46,11 @@ def test_day_range_membership() -> None:
     days = DayRange(date(2026, 11, 1), date(2026, 11, 7))
     assert date(2026, 11, 1) in days and date(2026, 11, 7) in days
     assert date(2026, 10, 31) not in days and date(2026, 11, 8) not in days
+
+
+def test_a_retention_keeps_today_and_the_days_before_it_and_0_keeps_everything() -> None:
+    from shared.windows import retention_cutoff
+
+    assert retention_cutoff(date(2026, 11, 26), 90) == date(2026, 8, 29)  # 90 days: Aug 29 .. Nov 26
+    assert retention_cutoff(date(2026, 11, 26), 1) == date(2026, 11, 26)
+    assert retention_cutoff(date(2026, 11, 26), 0) is None
