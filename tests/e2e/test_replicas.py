@@ -32,8 +32,9 @@ BATCH = 500
 # The loop's members use the tests' fast group timings (a 1 s rebalance timeout); a group's
 # rebalance waits for the longest of its members', so the replicas' 6 s give a busy member time to
 # rejoin when another joins or dies, instead of being dropped and rebalancing again. With the fast
-# timings everywhere the test failed 3 times in 20 runs here, each time waiting on the counts. A
-# killed replica is noticed after its own 6 s session timeout, Apache Kafka's minimum.
+# timings everywhere the test failed 3 times in 20 runs here (the one whose output was kept waited
+# 60 s on the last counts). A killed replica is noticed after its own 6 s session timeout, Apache
+# Kafka's minimum.
 REPLICA_GROUP_ENV = {
     **FAST_GROUP_ENV,
     "NPS_CONSUMER_SESSION_TIMEOUT_MS": "6000",
