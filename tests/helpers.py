@@ -77,13 +77,20 @@ def service_settings(
 
 
 def submitted_event(
-    rid: str, score: int, now: datetime, days_ago: int = 0, channel: str | None = None, **attributes: str
+    rid: str,
+    score: int,
+    now: datetime,
+    days_ago: int = 0,
+    channel: str | None = None,
+    comment: str | None = None,
+    **attributes: str,
 ) -> ResponseSubmitted:
     """A ResponseSubmitted as ingest would publish it, answered `days_ago` days before `now`."""
     return ResponseSubmitted(
         response_id=rid,
         respondent_id=f"u-{rid}",
         score=score,
+        comment=comment,
         channel=channel,
         answered_at=now - timedelta(days=days_ago),
         attributes=attributes,

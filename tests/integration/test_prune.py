@@ -16,7 +16,16 @@ from scoring_service.themes_service.bootstrap import spec as themes_spec
 from scoring_service.themes_service.settings import ThemesSettings
 from shared.db import make_engine
 from shared.events import RespondentErased, ResponseRevised, ResponseSubmitted
-from tests.helpers import create_topics, eventually, nps, nps_env, produce, running_loop, service_settings
+from tests.helpers import (
+    create_topics,
+    eventually,
+    nps,
+    nps_env,
+    produce,
+    running_loop,
+    service_settings,
+    submitted_event,
+)
 from tests.helpers import started_producer as producer_on
 
 pytestmark = pytest.mark.integration
@@ -28,15 +37,7 @@ CUTOFF = TODAY - timedelta(days=KEEP - 1)
 
 
 def answer(rid: str, score: int, days_ago: int, comment: str | None = None) -> ResponseSubmitted:
-    return ResponseSubmitted(
-        response_id=rid,
-        respondent_id=f"p-{rid}",
-        score=score,
-        comment=comment,
-        channel="web",
-        answered_at=NOW - timedelta(days=days_ago),
-        submitted_at=NOW,
-    )
+    return submitted_event(rid, score, NOW, days_ago, "web", comment)
 
 
 async def rows_before_cutoff(database_url: str) -> dict[str, int]:
@@ -128,7 +129,7 @@ async def test_prune_deletes_what_is_older_than_the_retention_and_late_events_st
     late = [
         ResponseRevised(
             response_id="old-1",
-            respondent_id="p-old-1",
+            respondent_id="u-old-1",
             version=2,
             score=10,
             channel="web",
@@ -136,7 +137,7 @@ async def test_prune_deletes_what_is_older_than_the_retention_and_late_events_st
             revised_at=NOW,
         ),
         answer("old-3", 0, 200),
-        RespondentErased(erasure_id="e-1", respondent_id="p-new-1", requested_at=NOW),
+        RespondentErased(erasure_id="e-1", respondent_id="u-new-1", requested_at=NOW),
     ]
     expired_before = REGISTRY.get_sample_value("nps_scoring_events_total", {"outcome": "expired"}) or 0
     async with producer_on(bootstrap) as producer:
