@@ -25,9 +25,9 @@ from followup_service.api import (
 from followup_service.handlers import RouteResponses, WatchSlas
 from followup_service.repository import SCHEMA
 from followup_service.settings import FollowUpSettings
-from shared.events import ResponseEvent, decoder, response_events
 from shared.http import create_base_app, health_router
 from shared.service import ConsumerSpec, consuming_lifespan
+from shared.wire import ResponseWire, decode_response
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def spec(settings: FollowUpSettings, routing: policy.PolicyHolder | None = None)
         schema=SCHEMA,
         topic=settings.topics.responses,
         group_id=settings.group_id,
-        decode=decoder(response_events),
+        decode=decode_response,
         handler=RouteResponses(
             topics=settings.topics,
             pseudonyms=settings.pseudonyms(),
@@ -87,7 +87,7 @@ def spec(settings: FollowUpSettings, routing: policy.PolicyHolder | None = None)
     )
 
 
-def person_shard(event: ResponseEvent) -> int:
+def person_shard(event: ResponseWire) -> int:
     """Which of a batch's transactions an event goes to: everything follow-up keeps about a person
     (follow-ups, tickets, contacts, erasure) is theirs alone, so people are split between them."""
     return zlib.crc32(event.respondent_id.encode())

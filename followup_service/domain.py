@@ -11,8 +11,9 @@ from datetime import datetime, timedelta
 from typing import Literal, get_args
 
 from followup_service.messages import Rendered
-from shared.events import FollowUpKind, ResponseRevised, ResponseSubmitted
+from shared.events import FollowUpKind
 from shared.nps import Category, classify
+from shared.wire import Response, Revised, Submitted
 
 # Ids derive from the response_id, so a redelivered response maps to the same follow-up and
 # ticket, and a consumer seeing a ticket event twice can tell it is the same ticket.
@@ -59,7 +60,7 @@ def referral_code(token: bytes) -> str:
     return "r" + base64.b32encode(token[:10]).decode().lower()
 
 
-def revision_ticket_id(event: ResponseRevised) -> str:
+def revision_ticket_id(event: Revised) -> str:
     """The ticket a revision into detractor opens: stable per response and version."""
     return f"tk_{stable_hex(f'ticket:{event.response_id}:v{event.version}')}"
 
@@ -78,10 +79,10 @@ class Routing:
     resolution_s: float | None = None
 
 
-Decide = Callable[[ResponseSubmitted | ResponseRevised, "int | None"], Routing]
+Decide = Callable[[Response, "int | None"], Routing]
 
 
-def by_category(event: ResponseSubmitted | ResponseRevised, previous_score: int | None) -> Routing:
+def by_category(event: Response, previous_score: int | None) -> Routing:
     """The default policy's decisions, without a policy file (for tests of the routing rules)."""
     return Routing(route(event.score))
 
@@ -151,7 +152,7 @@ class FollowUp:
 
     followup_id: str
     kind: FollowUpKind
-    response: ResponseSubmitted | ResponseRevised
+    response: Response
     created_at: datetime
     ticket_id: str | None = None
     version: int = 1
@@ -191,7 +192,7 @@ class Routed:
 @dataclass(slots=True)
 class NewTicket:
     ticket_id: str
-    response: ResponseSubmitted | ResponseRevised
+    response: Response
     respondent_key: str
     priority: Priority = "normal"
     first_contact_s: float | None = None  # its rule's own SLA (None: the priority's)
@@ -207,7 +208,7 @@ class TicketOp:
 
     ticket_id: str
     op: Literal["attach", "revise", "resolve"]
-    response: ResponseSubmitted | ResponseRevised
+    response: Response
 
 
 @dataclass
@@ -232,7 +233,7 @@ class BatchPlan:
 
 
 def plan_batch(
-    events: Sequence[ResponseSubmitted | ResponseRevised],
+    events: Sequence[Response],
     routed: Mapping[str, Routed],
     active: Mapping[str, str],
     erasures: Mapping[str, datetime],
@@ -273,18 +274,18 @@ def plan_batch(
             )
         return history
 
-    def ticket_for(event: ResponseSubmitted | ResponseRevised, rkey: str, routing: Routing) -> str:
+    def ticket_for(event: Response, rkey: str, routing: Routing) -> str:
         if rkey in active:
             plan.ticket_steps.append(TicketOp(active[rkey], "attach", event))
             return active[rkey]
-        tid = ticket_id(event.response_id) if isinstance(event, ResponseSubmitted) else revision_ticket_id(event)
+        tid = ticket_id(event.response_id) if isinstance(event, Submitted) else revision_ticket_id(event)
         plan.ticket_steps.append(
             NewTicket(tid, event, rkey, routing.priority, routing.first_contact_s, routing.resolution_s)
         )
         active[rkey] = tid
         return tid
 
-    def follow_up(event: ResponseSubmitted | ResponseRevised, rkey: str, fid: str, version: int) -> FollowUp:
+    def follow_up(event: Response, rkey: str, fid: str, version: int) -> FollowUp:
         routing = decide(event, previous.get(rkey))
         history = history_of(rkey)
         action, rule, policy = routing.action, routing.rule, routing.policy_version
@@ -308,12 +309,12 @@ def plan_batch(
 
     for event in events:
         rkey = key(event.respondent_id)
-        at = event.submitted_at if isinstance(event, ResponseSubmitted) else event.revised_at
+        at = event.submitted_at if isinstance(event, Submitted) else event.revised_at
         erased_at = erasures.get(rkey)
         rid = event.response_id
         if erased_at is not None and erased_at >= at:
             plan.skipped_erased += 1
-            if isinstance(event, ResponseSubmitted) and rid not in routed:
+            if isinstance(event, Submitted) and rid not in routed:
                 # Recorded, so the answer about this response says why nothing happened; without
                 # the person's id (the handler stores none for reason `erased`).
                 f = FollowUp(followup_id(rid), "none", event, now, status="suppressed", reason="erased")
@@ -321,7 +322,7 @@ def plan_batch(
                 routed[rid] = Routed(rid, rkey, f.kind, 1, None, event.score)
             continue
         known = routed.get(rid)
-        if isinstance(event, ResponseSubmitted):
+        if isinstance(event, Submitted):
             if known is not None:
                 plan.duplicates += 1
                 continue

@@ -37,11 +37,11 @@ from followup_service.settings import Sla
 from shared import audit, outbox
 from shared.consumer import Message, RetryBatch
 from shared.db import InOrder
-from shared.events import RespondentErased, ResponseEvent, ResponseRevised, ResponseSubmitted
 from shared.nps import classify
 from shared.outbox import Outgoing
 from shared.privacy import Pseudonyms
 from shared.settings import Topics
+from shared.wire import Erased, Response, ResponseWire, Revised, Submitted
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class RouteResponses:
         plan: BatchPlan,
         answers: Mapping[str, repository.PreviousAnswer],
         router: Router,
-        events: Sequence[ResponseSubmitted | ResponseRevised],
+        events: Sequence[Response],
         now: datetime,
     ) -> None:
         """Carry out a batch's plan: messages rendered, follow-ups, tickets, outcome rows and events
@@ -121,12 +121,12 @@ class RouteResponses:
         rows = outbox.rows_of(outgoing + changes.events)
         writes.then(partial(outbox.insert_rows, conn, repository.SCHEMA, rows))
 
-    async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[ResponseEvent]]) -> None:
+    async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[ResponseWire]]) -> None:
         now = self.clock()
         key = self.pseudonyms.key
         requested = self.pseudonyms.latest_requests(m.event for m in batch)
         erasures = await repository.ERASURES.record(conn, requested)
-        events = [m.event for m in batch if isinstance(m.event, ResponseSubmitted | ResponseRevised)]
+        events = [m.event for m in batch if isinstance(m.event, Submitted | Revised)]
         keys = {key(e.respondent_id) for e in events}
         erasures.update(await repository.ERASURES.of(conn, keys - erasures.keys()))
         routed = await repository.routed_of(conn, (e.response_id for e in events))
@@ -137,7 +137,7 @@ class RouteResponses:
         contacts = await repository.contact_histories(conn, keys, now - self.contact.lookback)
         router = self.policy.current.router  # one policy for the whole batch, even across a reload
 
-        def decide(event: ResponseSubmitted | ResponseRevised, previous_score: int | None) -> Routing:
+        def decide(event: Response, previous_score: int | None) -> Routing:
             return router.route(facts_of(event, previous_score))
 
         plan = plan_batch(events, routed, active, erasures, key, now, decide, previous, contacts, self.contact)
@@ -148,7 +148,7 @@ class RouteResponses:
             # Another consumer (before a rebalance) routed some of them: start again on top of it.
             raise RetryBatch(f"{exc} written concurrently") from exc
 
-        erased_ids = [m.event.respondent_id for m in batch if isinstance(m.event, RespondentErased)]
+        erased_ids = [m.event.respondent_id for m in batch if isinstance(m.event, Erased)]
         forgotten = await repository.forget(conn, requested, erased_ids, now)
         await repository.insert_history(conn, [history_entry(t, None, "erasure", None, now) for t in forgotten.closed])
         closing = {"status": "closed", "resolution": "erased"}
@@ -316,12 +316,12 @@ class WatchSlas:
                 metrics.TICKETS_ACTIVE.labels(priority, bucket).set(counts.get((priority, bucket), 0))
 
 
-def facts_of(event: ResponseSubmitted | ResponseRevised, previous_score: int | None) -> Facts:
+def facts_of(event: Response, previous_score: int | None) -> Facts:
     """What the policy's rules look at, from a response and the person's previous score."""
     return Facts.of(event.score, event.channel, event.survey_id, event.attributes, event.comment, previous_score)
 
 
-def variables_of(event: ResponseSubmitted | ResponseRevised, referral_code: str | None = None) -> dict[str, object]:
+def variables_of(event: Response, referral_code: str | None = None) -> dict[str, object]:
     """What a message template may use (followup_service/messages.VARIABLES; the locale is added
     by the renderer)."""
     return {
@@ -347,7 +347,7 @@ def transitions_of(
         if f.reason == "erased":
             continue  # an erased person's answers leave the outcomes
         response = f.response
-        assert isinstance(response, ResponseSubmitted)  # new follow-ups are submissions
+        assert isinstance(response, Submitted)  # new follow-ups are submissions
         rkey = key(response.respondent_id)
         before = last.get(rkey)
         if before is not None:

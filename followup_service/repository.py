@@ -18,8 +18,8 @@ from followup_service.domain import ContactHistory, FollowUp, Priority, Routed
 from followup_service.outcomes import NOT_FOLLOWED_UP, Cell, Transition
 from shared import outbox
 from shared.db import copy_rows, fetch, split_list
-from shared.events import ResponseSubmitted
 from shared.privacy import Erasures
+from shared.wire import Submitted
 
 SCHEMA = "followup"
 
@@ -158,7 +158,7 @@ async def insert_new(
 
 def submitted_at(followup: FollowUp) -> datetime:
     response = followup.response
-    return response.submitted_at if isinstance(response, ResponseSubmitted) else response.revised_at
+    return response.submitted_at if isinstance(response, Submitted) else response.revised_at
 
 
 async def reroute(conn: AsyncConnection, followups: Sequence[FollowUp]) -> None:

@@ -14,10 +14,10 @@ from scoring_service.repository import SCHEMA
 from scoring_service.settings import ScoringSettings
 from scoring_service.themes import Taxonomy
 from shared.consumer import Every, ticks
-from shared.events import decoder, response_events
 from shared.http import create_base_app, health_router
 from shared.service import ConsumerSpec, consuming_lifespan
 from shared.windows import parse_window
+from shared.wire import decode_response
 
 
 def clock() -> datetime:
@@ -46,7 +46,7 @@ def spec(settings: ScoringSettings, now: Callable[[], datetime] = clock) -> Cons
         schema=SCHEMA,
         topic=settings.topics.responses,
         group_id=settings.group_id,
-        decode=decoder(response_events),
+        decode=decode_response,
         handler=count_responses(settings, now=now),
         tick=ticks(
             PublishChanges(

@@ -25,14 +25,14 @@ from scoring_service.domain import (
 from scoring_service.themes import Taxonomy, theme_keys
 from shared import outbox, windows
 from shared.consumer import Message
-from shared.events import RespondentErased, ResponseEvent, ResponseRevised, ResponseSubmitted
 from shared.nps import Comparison, Counts, ci95, compare
 from shared.privacy import Pseudonyms
 from shared.windows import DayRange, Interval, preceding, retention_cutoff, utc_day, window
+from shared.wire import Erased, Response, ResponseWire, Revised
 
 
-def version_of(event: ResponseSubmitted | ResponseRevised, pseudonyms: Pseudonyms) -> Version:
-    if isinstance(event, ResponseRevised):
+def version_of(event: Response, pseudonyms: Pseudonyms) -> Version:
+    if isinstance(event, Revised):
         number, at = event.version, event.revised_at
     else:
         number, at = 1, event.submitted_at
@@ -65,13 +65,13 @@ class CountResponses:
     # are, or will be, pruned); an erasure still reaches the rows not pruned yet.
     retention_days: int = 0
 
-    async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[ResponseEvent]]) -> None:
+    async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[ResponseWire]]) -> None:
         today = utc_day(self.clock())
         cutoff = retention_cutoff(today, self.retention_days)
         versions: list[Version] = []
         expired = 0
         for message in batch:
-            if not isinstance(message.event, RespondentErased):
+            if not isinstance(message.event, Erased):
                 version = version_of(message.event, self.pseudonyms)
                 if cutoff is not None and version.day < cutoff:
                     expired += 1
@@ -113,7 +113,7 @@ class CountResponses:
         metrics.EVENTS.labels("ignored").inc(outcome.versions_ignored)
         if expired:
             metrics.EVENTS.labels("expired").inc(expired)
-        metrics.EVENTS.labels("erasure").inc(sum(1 for m in batch if isinstance(m.event, RespondentErased)))
+        metrics.EVENTS.labels("erasure").inc(sum(1 for m in batch if isinstance(m.event, Erased)))
         metrics.RESPONSES_ERASED.inc(outcome.erased)
         metrics.LATE_RESPONSES.inc(sum(1 for v in versions if v.version == 1 and v.day < today))
         metrics.SEGMENTS_CAPPED.inc(sum(1 for row in outcome.rows for s in row.segments if s.endswith(":other")))

@@ -25,8 +25,8 @@ from scoring_service.settings import ScoringSettings
 from scoring_service.themes import Taxonomy
 from shared.consumer import Message
 from shared.db import make_engine
-from shared.events import ResponseEvent, decoder, response_events
 from shared.kafka import reading_from_start
+from shared.wire import ResponseWire, decode_response
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,6 @@ async def replay(
             f"(use plain `{command}` to recompute from them)"
         )
     handler = count_responses(settings, taxonomy)
-    decode = decoder(response_events)
     events = undecodable = 0
     started = time.perf_counter()
     async with reading_from_start(settings.require_bootstrap(), settings.topics.responses) as consumer:
@@ -101,11 +100,11 @@ async def replay(
                 quiet += 1
                 continue
             quiet = 0
-            messages: list[Message[ResponseEvent]] = []
+            messages: list[Message[ResponseWire]] = []
             for tp_records in records.values():
                 for r in tp_records:
                     try:
-                        event = decode(r.value or b"")
+                        event = decode_response(r.value or b"")
                     except (ValidationError, ValueError):
                         undecodable += 1
                         continue

@@ -1,8 +1,9 @@
 """The one consumer loop every consuming service runs. A service supplies only its batch handler.
 
 For each batch polled from Kafka the loop:
-1. decodes every message with the topic's TypeAdapter (while the batch before is still in its
-   transaction); a message that does not decode goes to the dead-letter topic with its reason
+1. decodes every message with the service's decoder (the topic's TypeAdapter, or for the
+   responses topic shared/wire's structs), while the batch before is still in its
+   transaction; a message that does not decode goes to the dead-letter topic with its reason
    (in headers, the original bytes untouched) and the partition keeps flowing;
 2. opens one database transaction, hands the decoded batch to the handler, commits;
 3. commits the Kafka offsets, as the very last step;

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.events import RespondentErased
+from shared.wire import Erased
 
 MIN_SECRET_LENGTH = 32
 
@@ -53,7 +54,7 @@ class Pseudonyms:
         """The latest erasure request per respondent key among a batch's events."""
         requested: dict[str, datetime] = {}
         for event in events:
-            if isinstance(event, RespondentErased):
+            if isinstance(event, RespondentErased | Erased):
                 key = self.key(event.respondent_id)
                 requested[key] = max(requested.get(key, event.requested_at), event.requested_at)
         return requested

@@ -12,10 +12,10 @@ from scoring_service.themes import Taxonomy, load_taxonomy
 from scoring_service.themes_service.api import router
 from scoring_service.themes_service.gauges import ThemeGauges
 from scoring_service.themes_service.settings import ThemesSettings
-from shared.events import decoder, response_events
 from shared.http import create_base_app, health_router
 from shared.service import ConsumerSpec, consuming_lifespan
 from shared.windows import parse_window
+from shared.wire import decode_response
 
 
 def spec(settings: ThemesSettings, taxonomy: Taxonomy | None = None) -> ConsumerSpec[Any]:
@@ -25,7 +25,7 @@ def spec(settings: ThemesSettings, taxonomy: Taxonomy | None = None) -> Consumer
         schema=SCHEMA,
         topic=settings.topics.responses,
         group_id=settings.group_id,
-        decode=decoder(response_events),
+        decode=decode_response,
         handler=count_responses(settings, taxonomy),
         tick=ThemeGauges(taxonomy, parse_window(settings.metric_window), clock),  # the only periodic step
         tick_s=settings.metric_interval_s,

@@ -20,6 +20,7 @@ from shared.consumer import FORCE_CUSTOM_PLANS, Message, RetryBatch
 from shared.db import make_engine
 from shared.events import FollowUpCreated, ResponseSubmitted, followup_events
 from shared.kafka import group_committed
+from shared.wire import Submitted
 from tests.helpers import (
     TEST_PSEUDONYM_SECRET,
     create_topics,
@@ -112,7 +113,7 @@ async def test_a_batch_another_consumer_wrote_meanwhile_is_retried_whole(databas
     now = datetime.now(UTC)
     people = [f"{run}-p{i % 7}" for i in range(40)]
     batch = [
-        Message(ResponseSubmitted(response_id=f"{run}-{i}", respondent_id=p, score=i % 11, answered_at=now,
+        Message(Submitted(response_id=f"{run}-{i}", respondent_id=p, score=i % 11, answered_at=now,
                                   submitted_at=now), "responses", 0, i, 0)
         for i, p in enumerate(people)
     ]  # fmt: skip

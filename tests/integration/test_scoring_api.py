@@ -9,7 +9,7 @@ import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import pytest
@@ -18,8 +18,9 @@ from scoring_service.bootstrap import create_app, spec
 from scoring_service.settings import ScoringSettings
 from shared.consumer import Message
 from shared.db import make_engine
-from shared.events import ResponseEvent, ResponseSubmitted, score_events
+from shared.events import ResponseSubmitted, score_events
 from shared.nps import Counts, compare
+from shared.wire import wire_of
 from tests.helpers import (
     TEST_PSEUDONYM_SECRET,
     create_topics,
@@ -64,7 +65,7 @@ async def scoring_api(
     engine = make_engine(database_url)
     handler = spec(settings).handler
     async with engine.begin() as conn:
-        await handler(conn, [Message(cast(ResponseEvent, e), "t", 0, i, 0) for i, e in enumerate(events)])
+        await handler(conn, [Message(wire_of(e), "t", 0, i, 0) for i, e in enumerate(events)])
     app = create_app(settings)
     headers = await serve_in_process(app, engine)
     try:

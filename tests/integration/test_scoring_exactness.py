@@ -13,7 +13,7 @@ import sys
 import uuid
 from dataclasses import replace
 from datetime import date, timedelta
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import pytest
@@ -32,6 +32,7 @@ from shared.kafka import group_committed
 from shared.nps import Counts
 from shared.service import ConsumerSpec
 from shared.windows import window
+from shared.wire import wire_of
 from tests import scoring_model
 from tests.conftest import fresh_database
 from tests.helpers import (
@@ -287,7 +288,7 @@ async def test_two_consumers_applying_one_new_response_at_once_count_it_once(dat
     event = ResponseSubmitted(
         response_id="race-1", respondent_id="racer", score=9, answered_at=START, submitted_at=START
     )
-    batch = [Message(cast(ResponseEvent, event), "t", 0, 0, 0)]
+    batch = [Message(wire_of(event), "t", 0, 0, 0)]
     engine = make_engine(database_url)
     try:
         async with engine.connect() as first, engine.connect() as second:

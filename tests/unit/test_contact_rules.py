@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from followup_service.domain import ContactHistory, ContactRules, Routed, Routing, plan_batch
-from shared.events import ResponseSubmitted
+from shared.wire import Submitted
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 RULES = ContactRules(default_min_days=30, min_days_between={"referral": 60}, max_per_window=2, window_days=90)
@@ -20,8 +20,8 @@ def key(who: str) -> str:
     return f"k:{who}"
 
 
-def response(rid: str, who: str, score: int, at: datetime = T0) -> ResponseSubmitted:
-    return ResponseSubmitted(response_id=rid, respondent_id=who, score=score, answered_at=at, submitted_at=at)
+def response(rid: str, who: str, score: int, at: datetime = T0) -> Submitted:
+    return Submitted(response_id=rid, respondent_id=who, score=score, answered_at=at, submitted_at=at)
 
 
 def test_gaps_per_kind_and_the_window_limit_say_when_a_message_may_go() -> None:

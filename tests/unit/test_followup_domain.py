@@ -20,7 +20,7 @@ from followup_service.domain import (
     stable_hex,
     ticket_id,
 )
-from shared.events import ResponseRevised, ResponseSubmitted
+from shared.wire import Revised, Submitted
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 
@@ -29,12 +29,12 @@ def key(respondent_id: str) -> str:
     return f"k:{respondent_id}"
 
 
-def submitted(rid: str, score: int, who: str = "u", at: datetime = NOW) -> ResponseSubmitted:
-    return ResponseSubmitted(response_id=rid, respondent_id=who, score=score, answered_at=at, submitted_at=at)
+def submitted(rid: str, score: int, who: str = "u", at: datetime = NOW) -> Submitted:
+    return Submitted(response_id=rid, respondent_id=who, score=score, answered_at=at, submitted_at=at)
 
 
-def revised(rid: str, score: int, version: int, who: str = "u") -> ResponseRevised:
-    return ResponseRevised(
+def revised(rid: str, score: int, version: int, who: str = "u") -> Revised:
+    return Revised(
         response_id=rid,
         respondent_id=who,
         version=version,
@@ -44,7 +44,7 @@ def revised(rid: str, score: int, version: int, who: str = "u") -> ResponseRevis
     )
 
 
-def plan(*events: ResponseSubmitted | ResponseRevised, routed=None, active=None, erasures=None) -> BatchPlan:  # type: ignore[no-untyped-def]
+def plan(*events: Submitted | Revised, routed=None, active=None, erasures=None) -> BatchPlan:  # type: ignore[no-untyped-def]
     return plan_batch(list(events), routed or {}, active or {}, erasures or {}, key, NOW)
 
 
@@ -126,7 +126,7 @@ def test_any_history_in_any_batches_with_redelivery_keeps_the_rules(
 ) -> None:
     """Submissions and revisions of a few people's responses, cut into batches, one batch delivered
     twice: each response routed once, to its latest category; never a second active ticket."""
-    events: list[ResponseSubmitted | ResponseRevised] = []
+    events: list[Submitted | Revised] = []
     versions: dict[str, int] = {}
     owner: dict[str, str] = {}
     for who, n, revise, score in raw:

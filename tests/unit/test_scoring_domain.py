@@ -20,10 +20,11 @@ from scoring_service.domain import (
     split_segment,
 )
 from scoring_service.handlers import version_of
-from shared.events import RespondentErased, ResponseEvent
+from shared.events import ResponseEvent
 from shared.nps import Counts
 from shared.privacy import Pseudonyms
 from shared.windows import DayRange, Interval, buckets, series
+from shared.wire import Erased, wire_of
 from tests import scoring_model
 from tests.helpers import TEST_PSEUDONYM_SECRET
 
@@ -195,14 +196,15 @@ def settle(deliveries: Sequence[ResponseEvent], cuts: list[int], dims: Dimension
     totals: dict[tuple[str, date], Counts] = {}
     plan = open_plan()
     bounds = sorted({0, len(deliveries), *(c % (len(deliveries) + 1) for c in cuts)})
+    decoded = [wire_of(e) for e in deliveries]  # what the consumer hands the handler
     for start, end in itertools.pairwise(bounds):
-        batch = deliveries[start:end]
-        versions = [version_of(e, PSEUDONYMS) for e in batch if not isinstance(e, RespondentErased)]
+        batch = decoded[start:end]
+        versions = [version_of(e, PSEUDONYMS) for e in batch if not isinstance(e, Erased)]
         for e in batch:
-            if isinstance(e, RespondentErased):
+            if isinstance(e, Erased):
                 key = respondent_key(e.respondent_id)
                 erasures[key] = max(erasures.get(key, e.requested_at), e.requested_at)
-        keys = {respondent_key(e.respondent_id) for e in batch if isinstance(e, RespondentErased)}
+        keys = {respondent_key(e.respondent_id) for e in batch if isinstance(e, Erased)}
         existing = {
             rid: row
             for rid, row in stored.items()
