@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from scoring_service.domain import SEPARATOR, Stored, split_segment
 from scoring_service.themes import ALL
 from shared.consumer import RetryBatch
+from shared.db import copy_rows
 from shared.nps import Counts
 from shared.privacy import Erasures
 from shared.windows import DayRange
@@ -21,6 +22,7 @@ from shared.windows import DayRange
 SCHEMA = "scoring"
 
 _COLUMNS = "response_id, respondent_key, version, first_at, erased, score, day, segments"
+_COLUMN_NAMES = tuple(_COLUMNS.split(", "))
 
 # One row per response, as parallel arrays (one round trip for the whole batch).
 _UNNEST = """
@@ -43,7 +45,6 @@ class Store:
     responses: str
     daily: str
     lock: sa.TextClause
-    insert: sa.TextClause
     update: sa.TextClause
     upsert_daily: sa.TextClause
 
@@ -58,14 +59,6 @@ def store(responses: str, daily: str) -> Store:
             WHERE response_id = ANY(CAST(:ids AS text[])) OR respondent_key = ANY(CAST(:erased AS text[]))
             ORDER BY response_id
             FOR UPDATE
-            """
-        ),
-        insert=sa.text(
-            f"""
-            INSERT INTO {SCHEMA}.{responses} ({_COLUMNS})
-            SELECT n.ids, n.keys, n.versions, n.firsts, n.erased, n.scores, n.days, {_SEGMENTS} FROM {_UNNEST}
-            ON CONFLICT (response_id) DO NOTHING
-            RETURNING response_id
             """
         ),
         update=sa.text(
@@ -166,8 +159,14 @@ async def insert_responses(conn: AsyncConnection, rows: Sequence[Stored], where:
     are stale: RetryBatch rolls it back, to be applied again on top of the other's state."""
     if not rows:
         return
-    inserted = await conn.execute(where.insert, _response_params(rows))
-    if len(inserted.all()) < len(rows):
+    values = [
+        (r.response_id, r.respondent_key, r.version, r.first_at, r.erased, r.score, r.day,
+         SEPARATOR.join(r.segments) if r.segments else None)
+        for r in rows
+    ]  # fmt: skip
+    then = "ON CONFLICT (response_id) DO NOTHING RETURNING response_id"
+    inserted = await copy_rows(conn, f"{SCHEMA}.{where.responses}", _COLUMN_NAMES, values, then, ("segments",))
+    if len(inserted) < len(rows):
         raise RetryBatch("a response was written by a concurrent transaction")
 
 

@@ -12,7 +12,7 @@ from aiokafka.partitioner import murmur2
 from alembic import command
 from sqlalchemy.exc import IntegrityError
 
-from shared.db import SERVICE_SCHEMAS, alembic_config, copy_rows, fetch, make_engine, split_list
+from shared.db import JOINED, SERVICE_SCHEMAS, alembic_config, copy_rows, fetch, make_engine, split_list
 from shared.outbox import OutboxRelay, Outgoing, drop_keys, enqueue, unpack
 from tests.helpers import TEST_PSEUDONYM_SECRET, create_topics, read_topic, service_settings, started_producer
 
@@ -68,6 +68,37 @@ async def test_conflicts_returning_and_errors_are_the_insert_s(database_url: str
             async with engine.begin() as conn:
                 await copy_rows(conn, "followup.referral_conversions", columns, [("c1", "r1", now)])
         assert refused.value.orig is not None and getattr(refused.value.orig, "sqlstate", None) == "23505"
+    finally:
+        await engine.dispose()
+
+
+async def test_joined_columns_arrive_as_arrays_and_a_conflict_still_returns_only_what_was_new(
+    database_url: str,
+) -> None:
+    engine = make_engine(database_url)
+    columns = ("response_id", "respondent_key", "version", "first_at", "erased", "score", "day", "segments")
+    then = "ON CONFLICT (response_id) DO NOTHING RETURNING response_id"
+    try:
+        async with engine.begin() as conn:
+            now = await conn.scalar(sa.text("SELECT now()"))
+            day = now.date()
+            values = [
+                ("j1", "k", 1, now, False, 9, day, JOINED.join(["all", "plan:pro", 'région:é,"{x}"'])),
+                ("j2", "k", 1, now, True, 0, day, None),  # no segments: an empty array
+                ("j3", "k", 2, now, False, 5, day, "all"),
+            ]
+            first = await copy_rows(conn, "scoring.responses", columns, values, then, ("segments",))
+            again = await copy_rows(
+                conn, "scoring.responses", columns, [values[0], (*values[1][:7], "x")], then, ("segments",)
+            )
+            stored = {
+                r.response_id: list(r.segments)
+                for r in await conn.execute(
+                    sa.text("SELECT response_id, segments FROM scoring.responses WHERE response_id LIKE 'j_'")
+                )
+            }
+        assert [r["response_id"] for r in first] == ["j1", "j2", "j3"] and again == []
+        assert stored == {"j1": ["all", "plan:pro", 'région:é,"{x}"'], "j2": [], "j3": ["all"]}
     finally:
         await engine.dispose()
 
