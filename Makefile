@@ -61,8 +61,14 @@ test-e2e: $(STAMP) ## the six services as processes, over HTTP and Kafka
 docs: $(STAMP) ## regenerate docs/configuration.md from the settings classes
 	$(BIN)/python -m services.configdoc
 
-bench: $(STAMP) ## benchmarks on private infrastructure; writes docs/benchmarks.md (BENCH_ARGS="--seconds 15 --profile DIR")
+bench: $(STAMP) .venv-peer/.installed ## benchmarks on private infrastructure; writes docs/benchmarks.md (BENCH_ARGS="--seconds 15 --profile DIR")
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# The scoring bench's peer, a Quix Streams application, in a virtualenv of its own (bench only).
+.venv-peer/.installed: bench/peer-requirements.txt
+	$(PYTHON) -m venv .venv-peer
+	.venv-peer/bin/pip install --quiet -r bench/peer-requirements.txt
+	touch $@
 
 chaos: $(STAMP) ## the loop under load through every fault (minutes); writes docs/reliability.md (CHAOS_ARGS="--rate 500")
 	$(BIN)/python -m tests.chaos $(CHAOS_ARGS)
@@ -71,4 +77,4 @@ alerts-sim: $(STAMP) ## the alert rules' error rates on simulated streams (minut
 	$(BIN)/nps alerts simulate --seed 1 --write docs/alerts.md
 
 clean: ## remove the virtualenv and local data (var/)
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-peer var .pytest_cache .mypy_cache .ruff_cache .hypothesis
