@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Literal
 
@@ -192,6 +192,10 @@ class SegmentPlan:
     known: set[tuple[str, str]]
     per_dimension: dict[str, int]
     cap: int
+    # segments_of's answer per (dimension, value) list, for the rest of the batch: once a list was
+    # admitted, admitting it again changes nothing and answers the same (a value past the cap stays
+    # past it: the counts only grow). Most of a batch's responses share a few hundred lists.
+    answered: dict[tuple[tuple[str, str], ...], tuple[str, ...]] = field(default_factory=dict)
 
     def admit(self, dimension: str, value: str) -> str:
         if (dimension, value) in self.known:
@@ -205,12 +209,17 @@ class SegmentPlan:
 
 def segments_of(version: Version, dimensions: Dimensions, plan: SegmentPlan) -> tuple[str, ...]:
     """Every segment the response counts in: overall, each dimension, each combination."""
-    capped = {d: plan.admit(d, v) for d, v in dimensions.values_of(version)}
+    values = tuple(dimensions.values_of(version))
+    found = plan.answered.get(values)
+    if found is not None:
+        return found
+    capped = {d: plan.admit(d, v) for d, v in values}
     keys = [OVERALL, *(segment_key(d, v) for d, v in capped.items())]
     for combo, value in dimensions.combined(capped):
         admitted = plan.admit(combo, value)
         keys.append(segment_key(combo, admitted) if admitted != OTHER else f"{combo}:{OTHER}")
-    return tuple(keys)
+    found = plan.answered[values] = tuple(keys)
+    return found
 
 
 def candidate_values(versions: Iterable[Version], dimensions: Dimensions) -> set[tuple[str, str]]:

@@ -84,6 +84,29 @@ def test_past_the_cap_new_values_count_under_other() -> None:
     assert segments_of(version("again", attributes={"product": "p1"}), DEFAULT, plan)[1] == "product:p1"
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {"product": st.sampled_from(["a", "b", "c", "d"]), "region": st.sampled_from(["eu", "us", "apac"])}
+        ),
+        max_size=40,
+    ),
+    st.integers(1, 4),
+)
+def test_a_batch_s_remembered_segments_are_what_computing_them_again_gives(
+    attributes: list[dict[str, str]], cap: int
+) -> None:
+    """The plan remembers each values list's segments for the batch; with the cap in play (values
+    past it count under `other`, in combinations too), the answers equal computing each anew."""
+    remembering, fresh = open_plan(cap), open_plan(cap)
+    for i, attrs in enumerate(attributes):
+        v = version(f"r{i}", attributes=attrs)
+        fresh.answered.clear()
+        assert segments_of(v, COMBOS, remembering) == segments_of(v, COMBOS, fresh)
+    assert remembering.known == fresh.known and remembering.per_dimension == fresh.per_dimension
+
+
 @pytest.mark.parametrize(
     ("text", "key"),
     [
