@@ -67,6 +67,13 @@ def direct_children(pid: int) -> list[int]:
     return found
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return f"pid {pid}"
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -126,7 +133,12 @@ async def test_a_killed_postgresql_and_broker_come_back_and_a_launcher_killed_wi
     async def all_gone() -> bool:
         return not any(alive(pid) for pid in children) and not any(port_open("127.0.0.1", p) for p in ports)
 
-    await eventually(all_gone, timeout=45, every=0.5)
+    try:
+        await eventually(all_gone, timeout=45, every=0.5)
+    except AssertionError as exc:  # say who stayed, for whoever reads the CI log
+        left = [_cmdline(pid) for pid in children if alive(pid)]
+        held = [p for p in ports if port_open("127.0.0.1", p)]
+        raise AssertionError(f"{exc}: still running {left}, ports still open {held}") from None
 
     second = start_loop(var, repo_root_session)  # the same var/: the dead launcher's pid file is there
     try:
