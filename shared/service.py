@@ -109,15 +109,39 @@ async def running_loop(
         yield RunningLoop(Resources(engine, producer, loop), consumer, task)
     finally:
         loop.stop()
-        try:
-            await task
-        except Exception:
-            log.exception("%s consumer loop ended with an error", spec.service)
-        await consumer.stop()
-        await producer.stop()
+        await _stopped(spec.service, task, consumer, producer)
         await engine.dispose()
         for close in spec.closers:
             await close()
+
+
+# How long a stopping service waits for its batch in flight to commit, then for its Kafka clients
+# to close. With the broker gone (or gone and back empty) aiokafka retries an offset commit, and a
+# consumer's leave, for ever: a SIGTERM must still end the process (the batch is redelivered).
+STOP_BATCH_S = 20.0
+STOP_CLIENT_S = 5.0
+
+
+async def _stopped(
+    service: str, task: asyncio.Task[None], consumer: AIOKafkaConsumer, producer: AIOKafkaProducer
+) -> None:
+    done, _ = await asyncio.wait([task], timeout=STOP_BATCH_S)
+    if not done:
+        log.warning(
+            "%s: the batch in flight did not commit within %.0f s of the stop (broker or database away?); "
+            "stopping without it: it will be redelivered",
+            service,
+            STOP_BATCH_S,
+        )
+        task.cancel()
+        await asyncio.wait([task], timeout=STOP_CLIENT_S)
+    elif not task.cancelled() and task.exception() is not None:
+        log.error("%s consumer loop ended with an error", service, exc_info=task.exception())
+    for client in (consumer, producer):
+        try:
+            await asyncio.wait_for(client.stop(), STOP_CLIENT_S)
+        except Exception as exc:  # the process is ending either way
+            log.warning("%s: %s did not stop cleanly: %r", service, type(client).__name__, exc)
 
 
 # A batch makes tens of objects per event (decoded events, plans, rows, events), nearly all freed by
