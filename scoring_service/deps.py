@@ -54,8 +54,13 @@ def window_days(text: str, field: str = "window") -> int:
     return parsed(field, parse_window, text)
 
 
-def day_of(as_of: date | None, field: str) -> date:
-    today = datetime.now(UTC).date()
+def today_of(request: Request) -> date:
+    """Today (UTC) by the app's clock: `create_app(now=...)` pins it in tests, the real one otherwise."""
+    clock: Callable[[], datetime] = request.app.state.clock
+    return clock().astimezone(UTC).date()
+
+
+def day_of(as_of: date | None, field: str, today: date) -> date:
     if as_of is None:
         return today
     if as_of > today:
@@ -82,11 +87,12 @@ async def dimension(
 
 
 async def as_of(
+    request: Request,
     as_of: Annotated[
         date | None, Query(description="YYYY-MM-DD: answer as the windows stood on that day (default: today, UTC)")
     ] = None,
 ) -> date:
-    return day_of(as_of, "as_of")
+    return day_of(as_of, "as_of", today_of(request))
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,12 +102,14 @@ class SeriesSpan:
 
 
 async def span(
+    request: Request,
     interval: Annotated[Interval, Query(description="bucket size; weeks start on Monday")] = "week",
     start: Annotated[date | None, Query(alias="from", description="first day (default: 12 intervals back)")] = None,
     end: Annotated[date | None, Query(alias="to", description="last day (default: today, UTC)")] = None,
 ) -> SeriesSpan:
-    last = day_of(end, "to")
-    first = day_of(start, "from") if start else default_start(last, interval)
+    today = today_of(request)
+    last = day_of(end, "to", today)
+    first = day_of(start, "from", today) if start else default_start(last, interval)
     if first > last:
         raise invalid_query("from", f"from ({first}) is after to ({last})")
     if (last - first).days >= MAX_WINDOW_DAYS:

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -145,6 +145,17 @@ async def read_topic(
     except TopicMissing:
         return []
     return records
+
+
+async def clear_of_midnight(seconds: float) -> datetime:
+    """The real time (UTC), at least `seconds` before the next midnight: a test whose dates are relative
+    to today and that runs the `nps` command (its own clock) waits out a midnight it could cross."""
+    now = datetime.now(UTC)
+    left = (datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC) - now).total_seconds()
+    if left < seconds:
+        await asyncio.sleep(left + 1)
+        now = datetime.now(UTC)
+    return now
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0, every: float = 0.1) -> None:

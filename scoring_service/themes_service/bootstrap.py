@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from fastapi import FastAPI
@@ -18,7 +20,10 @@ from shared.windows import parse_window
 from shared.wire import decode_response
 
 
-def spec(settings: ThemesSettings, taxonomy: Taxonomy | None = None) -> ConsumerSpec[Any]:
+def spec(
+    settings: ThemesSettings, taxonomy: Taxonomy | None = None, now: Callable[[], datetime] = clock
+) -> ConsumerSpec[Any]:
+    """The tagging consumer; `now` is the clock of its handler and gauges (tests pin it)."""
     taxonomy = taxonomy or load_taxonomy(settings.taxonomy)
     return ConsumerSpec(
         service="themes",
@@ -26,17 +31,19 @@ def spec(settings: ThemesSettings, taxonomy: Taxonomy | None = None) -> Consumer
         topic=settings.topics.responses,
         group_id=settings.group_id,
         decode=decode_response,
-        handler=count_responses(settings, taxonomy),
-        tick=ThemeGauges(taxonomy, parse_window(settings.metric_window), clock),  # the only periodic step
+        handler=count_responses(settings, taxonomy, now),
+        tick=ThemeGauges(taxonomy, parse_window(settings.metric_window), now),  # the only periodic step
         tick_s=settings.metric_interval_s,
     )
 
 
-def create_app(settings: ThemesSettings | None = None) -> FastAPI:
+def create_app(settings: ThemesSettings | None = None, now: Callable[[], datetime] = clock) -> FastAPI:
+    """The service; `now` is the clock of its consumer and of the API's "today" (tests pin it)."""
     settings = settings or ThemesSettings()
     taxonomy = load_taxonomy(settings.taxonomy)  # ThemesError: the service refuses to start
-    app = create_base_app("themes", "NPS themes", consuming_lifespan(settings, spec(settings, taxonomy)))
+    app = create_base_app("themes", "NPS themes", consuming_lifespan(settings, spec(settings, taxonomy, now)))
     app.state.settings = settings
+    app.state.clock = now
     app.state.taxonomy = taxonomy
     app.include_router(health_router(lambda: app.state.resources.checks(), settings.metrics_secret))
     app.include_router(router)

@@ -4,7 +4,7 @@ ignore whatever arrives for a day before the cutoff (a late revision cannot brin
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -17,6 +17,7 @@ from scoring_service.themes_service.settings import ThemesSettings
 from shared.db import make_engine
 from shared.events import RespondentErased, ResponseRevised, ResponseSubmitted
 from tests.helpers import (
+    clear_of_midnight,
     create_topics,
     eventually,
     nps,
@@ -30,24 +31,21 @@ from tests.helpers import started_producer as producer_on
 
 pytestmark = pytest.mark.integration
 
-NOW = datetime.now(UTC)
-TODAY = NOW.date()
 KEEP = 90  # the shortest retention the default windows allow (90d)
-CUTOFF = TODAY - timedelta(days=KEEP - 1)
 
 
-def answer(rid: str, score: int, days_ago: int, comment: str | None = None) -> ResponseSubmitted:
-    return submitted_event(rid, score, NOW, days_ago, "web", comment)
+def answer(now: datetime, rid: str, score: int, days_ago: int, comment: str | None = None) -> ResponseSubmitted:
+    return submitted_event(rid, score, now, days_ago, "web", comment)
 
 
-async def rows_before_cutoff(database_url: str) -> dict[str, int]:
+async def rows_before_cutoff(database_url: str, cutoff: date) -> dict[str, int]:
     engine = make_engine(database_url)
     try:
         async with engine.connect() as conn:
             found = {}
             for table in ("responses", "daily_counts", "theme_responses", "theme_daily"):
                 found[table] = int(
-                    await conn.scalar(sa.text(f"SELECT count(*) FROM scoring.{table} WHERE day < :c"), {"c": CUTOFF})
+                    await conn.scalar(sa.text(f"SELECT count(*) FROM scoring.{table} WHERE day < :c"), {"c": cutoff})
                     or 0
                 )
             found["theme_comments"] = int(
@@ -88,18 +86,21 @@ async def test_prune_deletes_what_is_older_than_the_retention_and_late_events_st
     scoring = service_settings(bootstrap, database_url, namespace, ScoringSettings, group_id="prune-scoring")
     themes = service_settings(bootstrap, database_url, namespace, ThemesSettings, group_id="prune-themes")
     await create_topics(scoring)
+    # The `nps` commands below read the real clock: the days here are counted back from the same day.
+    now = await clear_of_midnight(240)
+    cutoff = now.date() - timedelta(days=KEEP - 1)
     first = [
-        answer("old-1", 2, 120, "delivery was late"),
-        answer("old-2", 10, KEEP),  # the day before the cutoff
-        answer("edge-1", 9, KEEP - 1, "fast shipping"),  # the cutoff day itself: kept
-        answer("new-1", 0, 3, "the app crashes"),
-        answer("new-2", 8, 1),
+        answer(now, "old-1", 2, 120, "delivery was late"),
+        answer(now, "old-2", 10, KEEP),  # the day before the cutoff
+        answer(now, "edge-1", 9, KEEP - 1, "fast shipping"),  # the cutoff day itself: kept
+        answer(now, "new-1", 0, 3, "the app crashes"),
+        answer(now, "new-2", 8, 1),
     ]
     async with producer_on(bootstrap) as producer:
         await produce(producer, scoring.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in first])
     await consume(scoring, themes, len(first))  # no retention yet: all counted
     assert await counts_of(database_url) == (2, 1, 2)
-    assert (await rows_before_cutoff(database_url))["responses"] == 2
+    assert (await rows_before_cutoff(database_url, cutoff))["responses"] == 2
 
     env = nps_env(DATABASE_URL=database_url, KAFKA_BOOTSTRAP_SERVERS=bootstrap, NPS_TOPIC_NAMESPACE=namespace)
     refused = nps("scoring", "prune", env=env)
@@ -109,13 +110,13 @@ async def test_prune_deletes_what_is_older_than_the_retention_and_late_events_st
     env["NPS_SCORING_RETENTION_DAYS"] = str(KEEP)
     dry = nps("scoring", "prune", "--dry-run", env=env)
     assert dry.returncode == 0, dry.stderr
-    assert f"scoring: would delete 2 responses, 4 daily rows answered before {CUTOFF}" in dry.stdout
-    assert (await rows_before_cutoff(database_url))["responses"] == 2  # a dry run deletes nothing
+    assert f"scoring: would delete 2 responses, 4 daily rows answered before {cutoff}" in dry.stdout
+    assert (await rows_before_cutoff(database_url, cutoff))["responses"] == 2  # a dry run deletes nothing
     pruned = nps("scoring", "prune", env=env)
     assert pruned.returncode == 0, pruned.stderr
     assert "scoring: deleted 2 responses, 4 daily rows" in pruned.stdout
     assert "themes: deleted 2 responses" in pruned.stdout and "1 kept comments" in pruned.stdout
-    assert await rows_before_cutoff(database_url) == dict.fromkeys(
+    assert await rows_before_cutoff(database_url, cutoff) == dict.fromkeys(
         ("responses", "daily_counts", "theme_responses", "theme_daily", "theme_comments"), 0
     )
     assert await counts_of(database_url) == (1, 1, 1)  # edge-1, new-2, new-1
@@ -134,17 +135,17 @@ async def test_prune_deletes_what_is_older_than_the_retention_and_late_events_st
             score=10,
             channel="web",
             answered_at=first[0].answered_at,
-            revised_at=NOW,
+            revised_at=now,
         ),
-        answer("old-3", 0, 200),
-        RespondentErased(erasure_id="e-1", respondent_id="u-new-1", requested_at=NOW),
+        answer(now, "old-3", 0, 200),
+        RespondentErased(erasure_id="e-1", respondent_id="u-new-1", requested_at=now),
     ]
     expired_before = REGISTRY.get_sample_value("nps_scoring_events_total", {"outcome": "expired"}) or 0
     async with producer_on(bootstrap) as producer:
         await produce(producer, scoring.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in late])
     await consume(scoring, themes, len(first) + len(late))
     assert await counts_of(database_url) == (1, 1, 0)  # the erasure counted; the late old ones did not
-    assert (await rows_before_cutoff(database_url))["responses"] == 0
+    assert (await rows_before_cutoff(database_url, cutoff))["responses"] == 0
     expired = (REGISTRY.get_sample_value("nps_scoring_events_total", {"outcome": "expired"}) or 0) - expired_before
     assert expired == 4  # two late versions, seen by scoring and by themes
     checked = nps("scoring", "rebuild", "--check", env=env)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -40,6 +40,10 @@ NOW = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
 TODAY = NOW.date()
 
 
+def pinned() -> datetime:
+    return NOW
+
+
 def submitted(
     rid: str, score: int, days_ago: int = 0, channel: str | None = None, **attributes: str
 ) -> ResponseSubmitted:
@@ -58,15 +62,15 @@ def settings_for(database_url: str, **extra: Any) -> ScoringSettings:
 
 @asynccontextmanager
 async def scoring_api(
-    database_url: str, events: list[ResponseSubmitted], **extra: Any
+    database_url: str, events: list[ResponseSubmitted], now: Callable[[], datetime] = pinned, **extra: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The API over a database filled by the service's own batch handler."""
     settings = settings_for(database_url, **extra)
     engine = make_engine(database_url)
-    handler = spec(settings).handler
+    handler = spec(settings, pinned).handler
     async with engine.begin() as conn:
         await handler(conn, [Message(wire_of(e), "t", 0, i, 0) for i, e in enumerate(events)])
-    app = create_app(settings)
+    app = create_app(settings, now)  # "today" is NOW's day, even if the real day has turned since
     headers = await serve_in_process(app, engine)
     try:
         async with httpx.AsyncClient(
@@ -149,6 +153,21 @@ async def test_series_and_as_of_answer_as_the_days_stood(database_url: str) -> N
             "/v1/nps", params={"window": "30d", "as_of": (TODAY - timedelta(days=3)).isoformat()}
         )
         assert earlier.json()["n"] == sum(1 for e in PRODUCTS if 3 <= (TODAY - e.answered_at.date()).days < 33)
+
+
+async def test_today_is_the_day_of_the_services_clock(database_url: str) -> None:
+    """The default as_of, the series' default end and the edge of the future follow the app's clock,
+    so a run whose events were built before midnight still reads them as of that day afterwards."""
+    earlier = NOW - timedelta(days=40)
+    async with scoring_api(database_url, PRODUCTS, now=lambda: earlier) as client:
+        reply = await client.get("/v1/nps", params={"segment": "product:zephyr", "window": "30d"})
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["last_day"] == earlier.date().isoformat()
+        assert reply.json()["n"] == 1  # z-old, 60 days before NOW; the four of the last days are ahead
+        series = (await client.get("/v1/nps/series", params={"interval": "day"})).json()["points"]
+        assert series[-1]["first_day"] == earlier.date().isoformat()
+        ahead = await client.get("/v1/nps", params={"as_of": (earlier.date() + timedelta(days=1)).isoformat()})
+        assert ahead.status_code == 422 and "in the future" in ahead.text
 
 
 async def test_compare_gives_the_adjusted_wald_test(database_url: str) -> None:

@@ -49,6 +49,13 @@ pytestmark = pytest.mark.integration
 
 NOW = datetime.now(UTC)
 TODAY = NOW.date()
+
+
+def pinned() -> datetime:
+    """The consumers' and APIs' clock: the day of the events built here, even once midnight has passed."""
+    return NOW
+
+
 TAXONOMY = load_taxonomy()
 
 
@@ -148,7 +155,7 @@ async def test_theme_counts_equal_a_recompute_and_the_api_reads_them(
     def gauge(name: str, **labels: str) -> float | None:
         return REGISTRY.get_sample_value(name, labels)
 
-    async with running_loop(settings, spec(settings)) as run_loop:
+    async with running_loop(settings, spec(settings, now=pinned)) as run_loop:
         await eventually(run_loop.committed_at_least(len(events)))
 
         async def gauged() -> bool:  # the tick reads the counts the batch committed
@@ -167,7 +174,7 @@ async def test_theme_counts_equal_a_recompute_and_the_api_reads_them(
     assert "price@all" not in {k for k, _ in counted}  # erased with its respondent
     assert counted[("bugs@channel:web", TODAY)] == Counts(0, 0, 1)  # the revision re-tagged run-3
 
-    app = create_app(settings)
+    app = create_app(settings, pinned)
     engine = make_engine(database_url)
     auth = await serve_in_process(app, engine)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://themes") as client:
@@ -209,7 +216,7 @@ async def test_theme_counts_equal_a_recompute_and_the_api_reads_them(
     ]  # fmt: skip
     async with started_producer(bootstrap) as producer:
         await produce(producer, settings.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in later])
-    async with running_loop(settings, spec(settings)) as run_loop:
+    async with running_loop(settings, spec(settings, now=pinned)) as run_loop:
         await eventually(run_loop.committed_at_least(len(events) + len(later)))
     assert await kept_comments(database_url, run) == {f"{run}-3": "Actually the app crashes constantly"}
     assert await stored(database_url) == expected(events + later)
@@ -327,10 +334,10 @@ async def test_a_drop_alert_s_drivers_come_from_the_themes_api(
     events += [detractor(20 + i, "Too expensive", 1) for i in range(2)]
     async with started_producer(bootstrap) as producer:
         await produce(producer, settings.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in events])
-    async with running_loop(settings, spec(settings)) as run_loop:
+    async with running_loop(settings, spec(settings, now=pinned)) as run_loop:
         await eventually(run_loop.committed_at_least(len(events)))
 
-    app = create_app(settings)
+    app = create_app(settings, pinned)
     engine = make_engine(database_url)
     auth = await serve_in_process(app, engine)
     transport = httpx.ASGITransport(app=app)
