@@ -234,11 +234,9 @@ class ConsumerLoop(Generic[E]):
                 else:
                     self._record_idle_lag()
                 if self._tick is not None and time.monotonic() >= self._next_tick:
-                    if applying is not None:
-                        await applying
-                        applying = None
-                    await self._retrying(self._run_tick)
-                    self._next_tick = time.monotonic() + self._tick_s
+                    # Behind the batch in flight, never beside it; meanwhile the loop fetches and
+                    # decodes the next batch, as it does while a batch applies.
+                    applying = asyncio.create_task(self._tick_after(applying), name=f"{self.service}-tick")
             if applying is not None:
                 await applying  # the batch in flight finishes and commits
                 applying = None
@@ -362,6 +360,12 @@ class ConsumerLoop(Generic[E]):
                 message.offset,
                 extra=ids,
             )
+
+    async def _tick_after(self, batch: asyncio.Task[None] | None) -> None:
+        if batch is not None:
+            await batch
+        await self._retrying(self._run_tick)
+        self._next_tick = time.monotonic() + self._tick_s
 
     async def _run_tick(self) -> None:
         assert self._tick is not None

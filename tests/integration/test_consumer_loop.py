@@ -326,3 +326,57 @@ async def test_a_shard_that_fails_for_good_fails_the_batch_and_its_redelivery_ap
     async with running_loop(settings, sharded(topic, ShardRecorder())) as run:  # the offsets were not committed
         await eventually(run.committed_at_least(20))
     assert await seen(ready) == list(range(20))
+
+
+class Timeline:
+    """When each batch and each tick ran (loop time), and how many messages had been decoded and
+    applied when each tick ended."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[float, float]] = []
+        self.ticks: list[tuple[float, float]] = []
+        self.decoded = self.applied = 0
+        self.at_tick_end: list[tuple[int, int]] = []  # (decoded, applied)
+
+    def decode(self, raw: bytes) -> Ping:
+        self.decoded += 1
+        return pings.validate_json(raw)
+
+    async def handler(self, conn: AsyncConnection, batch: Sequence[Message[Ping]]) -> None:
+        await self._timed(self.batches, conn, [m.event.n for m in batch])
+        self.applied += len(batch)
+
+    async def tick(self, conn: AsyncConnection) -> None:
+        await self._timed(self.ticks, conn, [])
+        self.at_tick_end.append((self.decoded, self.applied))
+
+    async def _timed(self, spans: list[tuple[float, float]], conn: AsyncConnection, ns: list[int]) -> None:
+        start = asyncio.get_running_loop().time()
+        await conn.execute(
+            sa.text("INSERT INTO public.seen (n) SELECT unnest(CAST(:ns AS integer[])) ON CONFLICT DO NOTHING"),
+            {"ns": ns},
+        )
+        await asyncio.sleep(0.3)
+        spans.append((start, asyncio.get_running_loop().time()))
+
+
+async def test_a_tick_runs_between_batches_while_the_loop_fetches_and_decodes_the_next(
+    bootstrap: str, ready: str, namespace: str
+) -> None:
+    settings = service_settings(bootstrap, ready, namespace, consumer_max_batch=5)
+    timeline = Timeline()
+    topic = await topic_holding(settings, [Ping(n=i).model_dump_json().encode() for i in range(60)])
+    spec = ConsumerSpec(
+        service="test", schema="scoring", topic=topic, group_id="g", decode=timeline.decode,
+        handler=timeline.handler, tick=timeline.tick, tick_s=0.1,
+    )  # fmt: skip
+    async with running_loop(settings, spec) as run:
+        await eventually(run.committed_at_least(60))
+    assert await seen(ready) == list(range(60))
+    assert len(timeline.ticks) >= 3
+    for tick_start, tick_end in timeline.ticks:  # never beside a batch's transaction
+        assert all(end <= tick_start or start >= tick_end for start, end in timeline.batches)
+    # While the batch before a tick and the tick ran, the loop fetched and decoded the next batch:
+    # when a tick ends (with messages still to come) more have been decoded than applied.
+    ahead = [decoded > applied for decoded, applied in timeline.at_tick_end if applied < 60]
+    assert len(ahead) >= 2 and all(ahead)
