@@ -8,10 +8,12 @@ import struct
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from shared.settings import InfraSettings, ServiceSettings
 
@@ -43,6 +45,72 @@ def murmur2(data: bytes) -> int:
         h = ((h ^ tail[0]) * _M) & 0xFFFFFFFF
     h = ((h ^ (h >> 13)) * _M) & 0xFFFFFFFF
     return h ^ (h >> 15)
+
+
+Record = tuple[str, bytes | None, bytes]  # topic, key, value
+
+
+class BatchSender:
+    """Sends records as record batches it fills itself: one future and one accumulator entry per
+    batch rather than per record, and each key's partition computed once (murmur2 is pure Python,
+    ours word by word; keys recur). Partitions are the Java client's (murmur2 of the key, positive,
+    modulo the count), the ones `producer.send` picks; each partition's records keep their order."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+        self._hashes: dict[bytes, int] = {}
+
+    async def send(
+        self, records: Sequence[Record], headers: Sequence[tuple[str, bytes]] = ()
+    ) -> list[asyncio.Future[Any]]:
+        """Queue the records; one future per record (a batch's records share one), set once the
+        broker has acknowledged it. Raises what the producer raises while queueing."""
+        producer = self._producer
+        headers = list(headers)  # the record builder takes a list only
+        futures: list[asyncio.Future[Any] | None] = [None] * len(records)
+        batches: dict[tuple[str, int], tuple[BatchBuilder, list[int]]] = {}
+        partitions: dict[str, list[int]] = {}
+
+        async def single(i: int, topic: str, key: bytes | None, value: bytes, partition: int | None) -> None:
+            futures[i] = await producer.send(topic, value=value, key=key, partition=partition, headers=headers)
+
+        async def go(topic: str, partition: int, batch: BatchBuilder, members: list[int]) -> None:
+            batch.close()
+            sent = await producer.send_batch(batch, topic, partition=partition)
+            for i in members:
+                futures[i] = sent
+
+        for i, (topic, key, value) in enumerate(records):
+            if key is None:  # no key, no order to keep
+                await single(i, topic, None, value, None)
+                continue
+            known = partitions.get(topic)
+            if known is None:
+                known = partitions[topic] = sorted(await producer.partitions_for(topic))
+            partition = known[self._hash(key) % len(known)]
+            current = batches.get((topic, partition))
+            if current is not None:
+                if current[0].append(timestamp=None, key=key, value=value, headers=headers) is not None:
+                    current[1].append(i)
+                    continue
+                await go(topic, partition, *current)  # full: it goes, a new one follows it
+            batch = producer.create_batch()
+            if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:  # larger than a batch
+                batches.pop((topic, partition), None)
+                await single(i, topic, key, value, partition)
+                continue
+            batches[(topic, partition)] = (batch, [i])
+        for (topic, partition), (batch, members) in batches.items():
+            await go(topic, partition, batch, members)
+        return [f for f in futures if f is not None]
+
+    def _hash(self, key: bytes) -> int:
+        hashed = self._hashes.get(key)
+        if hashed is None:
+            if len(self._hashes) >= 100_000:
+                self._hashes.clear()
+            hashed = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return hashed
 
 
 def make_producer(settings: InfraSettings, *, client_id: str, linger_ms: int = 5) -> AIOKafkaProducer:

@@ -23,12 +23,11 @@ from typing import Any
 import lz4.frame
 import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
-from aiokafka.producer.message_accumulator import BatchBuilder
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db import copy_rows
 from shared.events import Event
-from shared.kafka import murmur2
+from shared.kafka import BatchSender
 
 log = logging.getLogger(__name__)
 
@@ -183,11 +182,10 @@ class OutboxRelay:
 
     def __init__(self, engine: AsyncEngine, producer: AIOKafkaProducer, schema: str, batch: int = 2_000):
         self._engine = engine
-        self._producer = producer
         self._schema = schema
         self._batch = batch
         self._lock = asyncio.Lock()
-        self._hashes: dict[bytes, int] = {}  # murmur2 of keys seen: a person's, a ticket's recur
+        self._sender = BatchSender(producer)
 
     async def flush(self) -> int:
         """Publish every committed row; returns how many events went out."""
@@ -233,37 +231,6 @@ class OutboxRelay:
 
     async def _publish(self, rows: Sequence[tuple[str, Sequence[tuple[bytes | None, bytes]]]]) -> None:
         """Send rows' events (topic, then (key, value) in order) in their order per partition, as
-        record batches the relay fills itself: one future per batch rather than one per message,
-        and each key's partition computed once (murmur2 is pure Python, ours word by word).
-        Partitions are the Java client's (murmur2 of the key), the same as `producer.send` picks."""
-        batches: dict[tuple[str, int], BatchBuilder] = {}
-        sent: list[asyncio.Future[Any]] = []
-        partition_of = self._partition_of
-        for topic, frames in rows:
-            partitions = sorted(await self._producer.partitions_for(topic))
-            for key, value in frames:
-                if key is None:
-                    sent.append(await self._producer.send(topic, value=value))  # no key, no order to keep
-                    continue
-                partition = partition_of(key, partitions)
-                batch = batches.get((topic, partition))
-                if batch is not None and batch.append(timestamp=None, key=key, value=value) is not None:
-                    continue
-                if batch is not None:  # full: it goes, a new one follows it
-                    sent.append(await self._producer.send_batch(batch, topic, partition=partition))
-                batch = batches[(topic, partition)] = self._producer.create_batch()
-                if batch.append(timestamp=None, key=key, value=value) is None:  # larger than a batch holds
-                    del batches[(topic, partition)]
-                    sent.append(await self._producer.send(topic, value=value, key=key, partition=partition))
-        for (topic, partition), batch in batches.items():
-            batch.close()
-            sent.append(await self._producer.send_batch(batch, topic, partition=partition))
-        await asyncio.gather(*sent)
-
-    def _partition_of(self, key: bytes, partitions: list[int]) -> int:
-        hashed = self._hashes.get(key)
-        if hashed is None:
-            if len(self._hashes) >= 100_000:
-                self._hashes.clear()
-            hashed = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
-        return partitions[hashed % len(partitions)]
+        record batches (shared/kafka.BatchSender); returns once the broker has acknowledged all."""
+        sent = await self._sender.send([(topic, k, v) for topic, frames in rows for k, v in frames])
+        await asyncio.gather(*set(sent))  # a batch's records share its future
