@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from itertools import chain, count
 from types import TracebackType
 from typing import Any, TypeVar
@@ -131,7 +131,7 @@ def split_list(values: Iterable[str]) -> tuple[str, str]:
     return sep.join(items), sep
 
 
-JOINED = "\x1f"  # between the items of a `joined` column's value (see copy_rows)
+UNIQUE_VIOLATION = "23505"  # PostgreSQL's SQLSTATE, on an IntegrityError's `orig`
 
 
 async def copy_rows(
@@ -140,7 +140,6 @@ async def copy_rows(
     columns: Sequence[str],
     rows: Iterable[Sequence[Any]],
     then: str = "",
-    joined: Collection[str] = (),
 ) -> list[Any]:
     """INSERT many rows into `table` (schema-qualified) in the caller's transaction by a binary COPY,
     in the rows' order. Without `then`, straight into the table: a row that breaks a constraint
@@ -149,28 +148,23 @@ async def copy_rows(
     session-local staging table moved in one statement: that costs the staging table's write
     and a second pass, about as much again. Either is three times quicker than `unnest` of
     parameter arrays for a batch of 10,000 wide rows (asyncpg checks every array element's type;
-    COPY encodes rows as they are). `joined`: text[] columns whose values are given as one string,
-    the items joined by JOINED (None: an empty array), split on the move (staged too): asyncpg
-    encodes a list checking each item against three ABCs, a string at once (scoring's 10,000
-    rows of 5 segments: 37 -> 14 ms of client CPU). Errors are SQLAlchemy's, as from `conn.execute`."""
+    COPY encodes rows as they are). Errors are SQLAlchemy's, as from `conn.execute`."""
     driver = await _driver(conn)
     cols = ", ".join(columns)
     schema, _, name = table.rpartition(".")
-    staging = "copy_" + hashlib.sha1(f"{table}({cols}){sorted(joined)}".encode()).hexdigest()[:16]
-    if not then and not joined:
+    if not then:
         with _as_sqlalchemy_errors(f"COPY {table} ({cols}) FROM STDIN (FORMAT binary)"):
             await driver.copy_records_to_table(name, schema_name=schema or None, records=rows, columns=columns)
             return []
-    staged = ", ".join(f"NULL::text AS {c}" if c in joined else c for c in columns)
-    moved = ", ".join(f"coalesce(string_to_array({c}, chr(31)), '{{}}')" if c in joined else c for c in columns)
+    staging = "copy_" + hashlib.sha1(f"{table}({cols})".encode()).hexdigest()[:16]
     statement = (
         f"WITH moved AS (DELETE FROM {staging} RETURNING *) "
-        f"INSERT INTO {table} ({cols}) SELECT {moved} FROM moved ORDER BY copy_seq {then}"
+        f"INSERT INTO {table} ({cols}) SELECT {cols} FROM moved ORDER BY copy_seq {then}"
     )
     with _as_sqlalchemy_errors(statement):
         await driver.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS "
-            f"SELECT {staged}, 0::bigint AS copy_seq FROM {table} WITH NO DATA"
+            f"SELECT {cols}, 0::bigint AS copy_seq FROM {table} WITH NO DATA"
         )
         await driver.copy_records_to_table(
             staging, records=[(*row, seq) for seq, row in enumerate(rows)], columns=[*columns, "copy_seq"]

@@ -12,7 +12,10 @@ from aiokafka.partitioner import murmur2
 from alembic import command
 from sqlalchemy.exc import IntegrityError
 
-from shared.db import JOINED, SERVICE_SCHEMAS, alembic_config, copy_rows, fetch, make_engine, split_list
+from scoring_service import repository
+from scoring_service.domain import Stored
+from shared.consumer import RetryBatch
+from shared.db import SERVICE_SCHEMAS, alembic_config, copy_rows, fetch, make_engine, split_list
 from shared.outbox import OutboxRelay, Outgoing, drop_keys, enqueue, unpack
 from tests.helpers import TEST_PSEUDONYM_SECRET, create_topics, read_topic, service_settings, started_producer
 
@@ -72,33 +75,39 @@ async def test_conflicts_returning_and_errors_are_the_insert_s(database_url: str
         await engine.dispose()
 
 
-async def test_joined_columns_arrive_as_arrays_and_a_conflict_still_returns_only_what_was_new(
+async def test_scoring_s_rows_go_straight_in_and_a_row_written_meanwhile_retries_the_batch(
     database_url: str,
 ) -> None:
+    """insert_responses: segments arrive as arrays (any text, none at all); a response another
+    transaction wrote meanwhile makes the batch RetryBatch; any other refusal stays an error."""
     engine = make_engine(database_url)
-    columns = ("response_id", "respondent_key", "version", "first_at", "erased", "score", "day", "segments")
-    then = "ON CONFLICT (response_id) DO NOTHING RETURNING response_id"
     try:
         async with engine.begin() as conn:
             now = await conn.scalar(sa.text("SELECT now()"))
             day = now.date()
-            values = [
-                ("j1", "k", 1, now, False, 9, day, JOINED.join(["all", "plan:pro", 'région:é,"{x}"'])),
-                ("j2", "k", 1, now, True, 0, day, None),  # no segments: an empty array
-                ("j3", "k", 2, now, False, 5, day, "all"),
+            rows = [
+                Stored("j1", "k", 1, now, score=9, day=day, segments=("all", "plan:pro", 'région:é,"{x}"')),
+                Stored("j2", "k", 1, now, erased=True),  # no segments: an empty array
+                Stored("j3", "k", 2, now, score=5, day=day, segments=("all",)),
             ]
-            first = await copy_rows(conn, "scoring.responses", columns, values, then, ("segments",))
-            again = await copy_rows(
-                conn, "scoring.responses", columns, [values[0], (*values[1][:7], "x")], then, ("segments",)
-            )
+            await repository.insert_responses(conn, rows)
             stored = {
                 r.response_id: list(r.segments)
                 for r in await conn.execute(
                     sa.text("SELECT response_id, segments FROM scoring.responses WHERE response_id LIKE 'j_'")
                 )
             }
-        assert [r["response_id"] for r in first] == ["j1", "j2", "j3"] and again == []
         assert stored == {"j1": ["all", "plan:pro", 'région:é,"{x}"'], "j2": [], "j3": ["all"]}
+        with pytest.raises(RetryBatch):
+            async with engine.begin() as conn:
+                await repository.insert_responses(conn, [Stored("j4", "k", 1, now), rows[0]])
+        with pytest.raises(IntegrityError) as refused:  # a NULL version: a bug, not a race
+            async with engine.begin() as conn:
+                await repository.insert_responses(conn, [Stored("j5", "k", None, now)])  # type: ignore[arg-type]
+        assert getattr(refused.value.orig, "sqlstate", None) == "23502"
+        async with engine.connect() as conn:
+            left = await conn.scalar(sa.text("SELECT count(*) FROM scoring.responses WHERE response_id LIKE 'j_'"))
+        assert left == 3  # the refused batches wrote nothing
     finally:
         await engine.dispose()
 
