@@ -18,6 +18,7 @@ on the local broker, left out) and the final counts, which the bench compares wi
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -78,11 +79,12 @@ def main() -> None:
             progress["last"] = time.perf_counter()
             app.stop()
 
+    state_dir = tempfile.mkdtemp(prefix="quix-state-")
     app = Application(
         broker_address=bootstrap,
         consumer_group="bench-quix",
         auto_offset_reset="earliest",
-        state_dir=tempfile.mkdtemp(prefix="quix-state-"),
+        state_dir=state_dir,
         # The local broker (tansu) describes topics without `retention.ms`, which Quix needs to
         # configure changelog topics: the state lives in RocksDB only, without its changelog
         # (less work than Quix would do in production: the comparison favours the peer).
@@ -95,7 +97,10 @@ def main() -> None:
     topic.broker_config.extra_config.setdefault("retention.ms", "-1")
     sdf = app.dataframe(topic).apply(deltas, stateful=True, expand=True)
     sdf.group_by("segment").update(count, stateful=True)
-    app.run()
+    try:
+        app.run()
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)  # its RocksDB files: ~9 MB a run
     daily = [[s, d, *c] for (s, d), c in totals.items() if c != [0, 0, 0]]
     with open(out, "w") as f:
         json.dump({"events": progress["seen"], "seconds": progress["last"] - progress["first"], "daily": daily}, f)
