@@ -8,7 +8,7 @@ import struct
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -102,7 +102,8 @@ class BatchSender:
             batches[(topic, partition)] = (batch, [i])
         for (topic, partition), (batch, members) in batches.items():
             await go(topic, partition, batch, members)
-        return [f for f in futures if f is not None]
+        # Every record has its future now, at its own position (publish_many maps them back by it).
+        return cast(list[asyncio.Future[Any]], futures)
 
     def _hash(self, key: bytes) -> int:
         hashed = self._hashes.get(key)
