@@ -11,11 +11,13 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.infra import wait_ready
+from services.infra import Private, pin, private_infrastructure, wait_ready
 from shared.kafka import group_committed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,6 +91,47 @@ def catch_up(
     client every 0.25 s) stays on core `cpu`, with the infrastructure, off the measured service's."""
     with on_core(cpu):
         return _catch_up(name, bootstrap, group, topic, n, log, limit_s)
+
+
+@dataclass
+class Stack:
+    """A bench run's embedded PostgreSQL and broker, its work directory, and the services it started."""
+
+    work: Path
+    infra: Private
+    children: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, name: str, env: Mapping[str, str], cpu: str | None = None) -> subprocess.Popen[bytes]:
+        """`nps <name>`, logging to `<work>/<name>.log`; stopped when the stack is."""
+        process = start_service(name, env, self.work / f"{name}.log", cpu)
+        self.children.append(process)
+        return process
+
+
+@contextlib.contextmanager
+def bench_stack(prefix: str) -> Iterator[Stack]:
+    """PostgreSQL and the broker (namespace `bench`) in a new work directory, on core 1; on the way
+    out, the services started on it get SIGTERM (SIGKILL after 30 s), then the infrastructure stops
+    and the directory goes."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    stack: Stack | None = None
+    try:
+        with private_infrastructure(work, namespace="bench") as infra:
+            pin(infra.pids, 1)
+            stack = Stack(work, infra)
+            try:
+                yield stack
+            finally:
+                for child in stack.children:
+                    child.terminate()
+                for child in stack.children:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        child.wait(30)
+    finally:
+        for child in stack.children if stack is not None else ():
+            if child.poll() is None:
+                child.kill()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -16,10 +16,8 @@ import json
 import os
 import random
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,11 +26,11 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
-from bench.common import BENCH_SECRET, catch_up, machine, pinned, start_service, verdict, write_section
+from bench.common import BENCH_SECRET, bench_stack, catch_up, machine, pinned, verdict, write_section
 from bench.latency import PRODUCTS, LatencyProbe, end_to_end
 from bench.profile import Profiler
 from services.embedded import free_port
-from services.infra import Private, create_api_key, pin, private_infrastructure
+from services.infra import Private, create_api_key
 from shared.db import make_engine, upgrade
 from shared.events import ResponseRevised, ResponseSubmitted
 from shared.kafka import reading_from_start
@@ -184,49 +182,36 @@ async def daily_state(url: str) -> object:
 
 
 def bench_scoring(n: int, e2e_seconds: int, profile_dir: Path | None = None) -> ScoringResult:
-    work = Path(tempfile.mkdtemp(prefix="nps-bench-scoring-"))
-    children: list[subprocess.Popen[bytes]] = []
-    try:
-        with private_infrastructure(work, namespace="bench") as infra:
-            pin(infra.pids, 1)
-            bootstrap, topics, url = infra.bootstrap, infra.topics, infra.database_url
-            print(f"scoring benchmark: producing a backlog of {n:,} events", flush=True)
-            asyncio.run(fill(bootstrap, topics.responses, backlog(n)))
+    with bench_stack("nps-bench-scoring-") as stack:
+        infra = stack.infra
+        bootstrap, topics, url = infra.bootstrap, infra.topics, infra.database_url
+        print(f"scoring benchmark: producing a backlog of {n:,} events", flush=True)
+        asyncio.run(fill(bootstrap, topics.responses, backlog(n)))
 
-            raw_s = run_raw(bootstrap, topics.responses, n)
-            print(f"  raw consume  {n / raw_s:>9,.0f} events/s", flush=True)
+        raw_s = run_raw(bootstrap, topics.responses, n)
+        print(f"  raw consume  {n / raw_s:>9,.0f} events/s", flush=True)
 
-            group = "bench-scoring"
-            env = scoring_env(infra, group)
-            log = work / "scoring.log"
-            scoring = start_service("scoring", env, log, cpu="0")
-            children.append(scoring)
-            profiler = Profiler(scoring.pid, profile_dir) if profile_dir is not None else None
-            spy = profiler.start("scoring", 30) if profiler is not None else None
-            service_events, service_s = catch_up("scoring", bootstrap, group, topics.responses, n, log, 600)
-            if spy is not None and profiler is not None:
-                spy.wait(60)
-                print(profiler.summary("scoring", 30), flush=True)
-            print(f"  scoring      {service_events / service_s:>9,.0f} events/s (consumed and committed)", flush=True)
+        group = "bench-scoring"
+        env = scoring_env(infra, group)
+        scoring = stack.start("scoring", env, cpu="0")
+        profiler = Profiler(scoring.pid, profile_dir) if profile_dir is not None else None
+        spy = profiler.start("scoring", 30) if profiler is not None else None
+        log = stack.work / "scoring.log"
+        service_events, service_s = catch_up("scoring", bootstrap, group, topics.responses, n, log, 600)
+        if spy is not None and profiler is not None:
+            spy.wait(60)
+            print(profiler.summary("scoring", 30), flush=True)
+        print(f"  scoring      {service_events / service_s:>9,.0f} events/s (consumed and committed)", flush=True)
 
-            replay_rate, same = replay(infra, env)
-            print(f"  replay       {replay_rate:>9,.0f} events/s (rebuild from the log)", flush=True)
-            print(f"  live state equals the replayed state: {same}", flush=True)
-            peer = run_peer(bootstrap, topics.responses, n, work, url)
-            if peer is not None:
-                print(
-                    f"  peer (Quix)  {peer.rate:>9,.0f} events/s; its counts equal scoring's: {peer.same_counts}",
-                    flush=True,
-                )
-
-            for child in children:
-                child.terminate()
-                child.wait(30)
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.kill()
-        shutil.rmtree(work, ignore_errors=True)
+        replay_rate, same = replay(infra, env)
+        print(f"  replay       {replay_rate:>9,.0f} events/s (rebuild from the log)", flush=True)
+        print(f"  live state equals the replayed state: {same}", flush=True)
+        peer = run_peer(bootstrap, topics.responses, n, stack.work, url)
+        if peer is not None:
+            print(
+                f"  peer (Quix)  {peer.rate:>9,.0f} events/s; its counts equal scoring's: {peer.same_counts}",
+                flush=True,
+            )
     # On a stack of its own: after the peer had run, the end-to-end p99 on the same broker went
     # from ~0.3 s to 2.1-2.5 s (four runs of 20,000 events, with and without the peer), whatever
     # scoring's code; and run before the peer, its responses would be in the peer's backlog.
@@ -251,36 +236,24 @@ def scoring_env(infra: Private, group: str) -> dict[str, str]:
 def end_to_end_on_a_fresh_stack(seconds: int) -> LatencyProbe:
     """POST 202 -> visible in GET /v1/nps: scoring pinned to core 0 as above, the infrastructure on
     core 1, ingest and the load unpinned."""
-    work = Path(tempfile.mkdtemp(prefix="nps-bench-e2e-"))
-    children: list[subprocess.Popen[bytes]] = []
-    try:
-        with private_infrastructure(work, namespace="bench") as infra:
-            pin(infra.pids, 1)
-            env = scoring_env(infra, "bench-scoring")
-            children.append(start_service("scoring", env, work / "scoring.log", cpu="0"))
-            key = asyncio.run(create_api_key(infra.database_url, "bench"))
-            ingest_env = {**env, "NPS_INGEST_PORT": str(free_port()), "NPS_INGEST_RATE_LIMIT_PER_S": "0"}
-            children.append(start_service("ingest", ingest_env, work / "ingest.log"))
-            urls = f"http://127.0.0.1:{ingest_env['NPS_INGEST_PORT']}", f"http://127.0.0.1:{env['NPS_SCORING_PORT']}"
-            # A warm-up, not reported: scoring answers HTTP before its consumer has joined its group
-            # (seconds on the local broker), and the first probes would measure that join.
-            asyncio.run(end_to_end(*urls, key, 1000, 5))
-            latency = asyncio.run(end_to_end(*urls, key, 1000, seconds))
-            print(
-                f"  end to end   p50 {latency.p50_ms:.0f} ms  p99 {latency.p99_ms:.0f} ms  "
-                f"max {latency.max_ms:.0f} ms ({latency.sent:,} POSTs at 1,000/s; errors or unseen probes: "
-                f"{latency.errors})",
-                flush=True,
-            )
-            for child in children:
-                child.terminate()
-                child.wait(30)
-            return latency
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.kill()
-        shutil.rmtree(work, ignore_errors=True)
+    with bench_stack("nps-bench-e2e-") as stack:
+        env = scoring_env(stack.infra, "bench-scoring")
+        stack.start("scoring", env, cpu="0")
+        key = asyncio.run(create_api_key(stack.infra.database_url, "bench"))
+        ingest_env = {**env, "NPS_INGEST_PORT": str(free_port()), "NPS_INGEST_RATE_LIMIT_PER_S": "0"}
+        stack.start("ingest", ingest_env)
+        urls = f"http://127.0.0.1:{ingest_env['NPS_INGEST_PORT']}", f"http://127.0.0.1:{env['NPS_SCORING_PORT']}"
+        # A warm-up, not reported: scoring answers HTTP before its consumer has joined its group
+        # (seconds on the local broker), and the first probes would measure that join.
+        asyncio.run(end_to_end(*urls, key, 1000, 5))
+        latency = asyncio.run(end_to_end(*urls, key, 1000, seconds))
+        print(
+            f"  end to end   p50 {latency.p50_ms:.0f} ms  p99 {latency.p99_ms:.0f} ms  "
+            f"max {latency.max_ms:.0f} ms ({latency.sent:,} POSTs at 1,000/s; errors or unseen probes: "
+            f"{latency.errors})",
+            flush=True,
+        )
+        return latency
 
 
 def replay(infra: Private, env: dict[str, str]) -> tuple[float, bool]:
