@@ -46,23 +46,32 @@ class Revision:
     answered_at: datetime
 
 
-# The outer SELECT sees the snapshot from before the INSERT, so it returns exactly the rows that
-# already existed: the conflicts, with the fingerprint they were first recorded with.
+# One pass through the primary key, whatever the planner knows: a first use is inserted (and its
+# event logged), an id already recorded is "updated" to itself, which locks it and hands back the
+# fingerprint it was first recorded with. `xmax = 0` tells the two apart: a row this statement
+# inserted has no updater. An `= ANY(:ids)` read of the existing rows used to do this; its plan was
+# cached while the table was empty (a sequential scan) and kept until autovacuum analyzed the
+# table, so every request read the whole table for minutes (docs/operations.md). Waiting on a
+# concurrent insert of the same id (DO UPDATE does, a snapshot read did not) also means two
+# workers given one id with two bodies cannot both accept it.
 _RECORD = sa.text(
     f"""
-    WITH new AS (
-        INSERT INTO {SCHEMA}.responses (response_id, respondent_id, fingerprint, channel, survey_id, answered_at)
+    WITH recorded AS (
+        INSERT INTO {SCHEMA}.responses AS r
+            (response_id, respondent_id, fingerprint, channel, survey_id, answered_at)
         SELECT * FROM unnest(
             CAST(:ids AS text[]), CAST(:respondents AS text[]), CAST(:fingerprints AS text[]),
             CAST(:channels AS text[]), CAST(:surveys AS text[]), CAST(:answered AS timestamptz[]))
-        ON CONFLICT (response_id) DO NOTHING
-        RETURNING response_id, respondent_id
+        ON CONFLICT (response_id) DO UPDATE SET fingerprint = r.fingerprint
+        RETURNING r.response_id, r.respondent_id, r.fingerprint, r.xmax = 0 AS inserted
     ), logged AS (
         INSERT INTO {SCHEMA}.events (kind, respondent_id, event)
-        SELECT 'response', new.respondent_id, e.event
-        FROM new JOIN unnest(CAST(:ids AS text[]), CAST(:events AS bytea[])) AS e(id, event) ON e.id = new.response_id
+        SELECT 'response', recorded.respondent_id, e.event
+        FROM recorded JOIN unnest(CAST(:ids AS text[]), CAST(:events AS bytea[])) AS e(id, event)
+            ON e.id = recorded.response_id
+        WHERE recorded.inserted
     )
-    SELECT response_id, fingerprint FROM {SCHEMA}.responses WHERE response_id = ANY(CAST(:ids AS text[]))
+    SELECT response_id, fingerprint FROM recorded WHERE NOT inserted
     """
 )
 
@@ -83,7 +92,9 @@ class ResponseStore:
 
     async def record_all(self, items: Sequence[Submission]) -> dict[str, str]:
         """Record first uses of response_ids (each id once in `items`); returns {response_id:
-        stored fingerprint} for the ids that were already recorded."""
+        stored fingerprint} for the ids that were already recorded. Rows are locked in id order,
+        so two writers with overlapping ids wait for each other instead of deadlocking."""
+        items = sorted(items, key=lambda s: s.response_id)
         async with transaction(self._engine) as conn:
             rows = await conn.execute(
                 _RECORD,
