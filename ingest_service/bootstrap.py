@@ -35,8 +35,13 @@ def create_app(settings: IngestSettings | None = None) -> RawFirst:
         engine = make_engine(settings.require_database_url())
         producer = make_producer(settings, client_id="nps-ingest", linger_ms=settings.producer_linger_ms)
         await producer.start()
-        store = ResponseStore(engine)
-        recorder = asyncio.create_task(store.run(), name="recorder")
+        ingest = Ingest(
+            KafkaPublisher(producer, settings.publish_timeout_s),
+            ResponseStore(engine),
+            settings.topics.responses,
+            limits,
+        )
+        recorder = asyncio.create_task(ingest.run(), name="recorder")
         recorder.add_done_callback(lambda t: report_worker_failure(app, t))
         follower = Watermark(
             engine,
@@ -54,9 +59,7 @@ def create_app(settings: IngestSettings | None = None) -> RawFirst:
         )
         watermark.add_done_callback(lambda t: report_worker_failure(app, t))
         app.state.engine, app.state.producer = engine, producer
-        app.state.ingest = Ingest(
-            KafkaPublisher(producer, settings.publish_timeout_s), store, settings.topics.responses, limits
-        )
+        app.state.ingest = ingest
         try:
             async with gate_for(app, engine, settings):
                 yield

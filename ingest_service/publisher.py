@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from shared.kafka import BatchSender
-from shared.logs import kafka_headers
+from shared.logs import headers_for, kafka_headers
 
 
 class PublishFailed(Exception):
@@ -23,8 +23,11 @@ class Publisher(Protocol):
         """Return only once the broker has acknowledged the event; raise PublishFailed otherwise."""
         ...
 
-    async def publish_many(self, topic: str, items: Sequence[tuple[bytes, bytes]]) -> list[bool]:
-        """Publish (key, value) pairs; True for each the broker acknowledged within the timeout."""
+    async def publish_many(
+        self, topic: str, items: Sequence[tuple[bytes, bytes]], request_ids: Sequence[str | None] | None = None
+    ) -> list[bool]:
+        """Publish (key, value) pairs, each with the id of the request it came from (by position;
+        by default the current request's); True for each the broker acknowledged in time."""
         ...
 
 
@@ -36,19 +39,24 @@ class KafkaPublisher:
 
     async def publish(self, topic: str, key: bytes, value: bytes) -> None:
         try:
-            await asyncio.wait_for(
-                self._producer.send_and_wait(topic, value=value, key=key, headers=kafka_headers()), self._timeout_s
-            )
+            async with asyncio.timeout(self._timeout_s):
+                await self._producer.send_and_wait(topic, value=value, key=key, headers=kafka_headers())
         except (TimeoutError, KafkaError, OSError) as exc:
             raise PublishFailed(type(exc).__name__) from exc
 
-    async def publish_many(self, topic: str, items: Sequence[tuple[bytes, bytes]]) -> list[bool]:
+    async def publish_many(
+        self, topic: str, items: Sequence[tuple[bytes, bytes]], request_ids: Sequence[str | None] | None = None
+    ) -> list[bool]:
         """The items as record batches, one per partition (a request's 1,000 items are ~6 futures,
         not 1,000); an item is acknowledged when its batch is."""
         sent: list[asyncio.Future[object]] = []
+        records = [(topic, k, v) for k, v in items]
         try:
             async with asyncio.timeout(self._timeout_s):
-                sent = await self._batches.send([(topic, k, v) for k, v in items], kafka_headers() or ())
+                if request_ids is None:
+                    sent = await self._batches.send(records, kafka_headers() or ())
+                else:
+                    sent = await self._batches.send(records, each=[headers_for(r) for r in request_ids])
                 if sent:
                     await asyncio.wait(set(sent))
         except (TimeoutError, KafkaError, OSError):

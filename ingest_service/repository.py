@@ -3,7 +3,6 @@ StoreUnavailable here, in one place, so the use cases never see a driver's error
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -84,11 +83,8 @@ class ResponseStore:
     recognised, a reused id with another body refused) and what a revision needs to know. And the
     event log: each accepted event, in the same transaction, for `ingest_service.replay`."""
 
-    def __init__(self, engine: AsyncEngine, max_batch: int = 2_000) -> None:
+    def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._max_batch = max_batch
-        self._pending: list[tuple[Submission, asyncio.Future[str | None]]] = []
-        self._wakeup = asyncio.Event()
 
     async def record_all(self, items: Sequence[Submission]) -> dict[str, str]:
         """Record first uses of response_ids (each id once in `items`); returns {response_id:
@@ -109,47 +105,6 @@ class ResponseStore:
                 },
             )
             return {row.response_id: row.fingerprint for row in rows}
-
-    async def record(self, item: Submission) -> str | None:
-        """One submission, recorded together with the concurrent requests' (group commit: while
-        one INSERT is in flight the next requests queue up and share the following one; at low
-        load a request waits one round trip, at high load one round trip serves hundreds). None
-        for a first use of the id, else the fingerprint it was first recorded with."""
-        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, future))
-        self._wakeup.set()
-        return await future
-
-    async def run(self) -> None:
-        """The group-commit worker behind `record`, for the life of the process."""
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._pending:
-                batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
-                await self._flush(batch)
-
-    async def _flush(self, batch: list[tuple[Submission, asyncio.Future[str | None]]]) -> None:
-        # Two requests for one id in the same flush: the first is recorded, the second compared to it.
-        first: dict[str, Submission] = {}
-        for item, _ in batch:
-            first.setdefault(item.response_id, item)
-        try:
-            existing = await self.record_all(list(first.values()))
-        except Exception as exc:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for item, future in batch:
-            if future.done():
-                continue
-            if item.response_id in existing:
-                future.set_result(existing[item.response_id])
-            elif first[item.response_id] is not item:
-                future.set_result(first[item.response_id].fingerprint)
-            else:
-                future.set_result(None)
 
     async def next_revision(self, response_id: str) -> Revision | None:
         async with transaction(self._engine) as conn:

@@ -61,17 +61,22 @@ class BatchSender:
         self._hashes: dict[bytes, int] = {}
 
     async def send(
-        self, records: Sequence[Record], headers: Sequence[tuple[str, bytes]] = ()
+        self,
+        records: Sequence[Record],
+        headers: Sequence[tuple[str, bytes]] = (),
+        each: Sequence[list[tuple[str, bytes]]] | None = None,
     ) -> list[asyncio.Future[Any]]:
-        """Queue the records; one future per record (a batch's records share one), set once the
-        broker has acknowledged it. Raises what the producer raises while queueing."""
+        """Queue the records, with `headers` on each, or each with its own (`each`, by position);
+        one future per record (a batch's records share one), set once the broker has acknowledged
+        it. Raises what the producer raises while queueing."""
         producer = self._producer
-        headers = list(headers)  # the record builder takes a list only
+        common = list(headers)  # the record builder takes a list only
         futures: list[asyncio.Future[Any] | None] = [None] * len(records)
         batches: dict[tuple[str, int], tuple[BatchBuilder, list[int]]] = {}
         partitions: dict[str, list[int]] = {}
 
         async def single(i: int, topic: str, key: bytes | None, value: bytes, partition: int | None) -> None:
+            headers = common if each is None else each[i]
             futures[i] = await producer.send(topic, value=value, key=key, partition=partition, headers=headers)
 
         async def go(topic: str, partition: int, batch: BatchBuilder, members: list[int]) -> None:
@@ -81,6 +86,7 @@ class BatchSender:
                 futures[i] = sent
 
         for i, (topic, key, value) in enumerate(records):
+            headers = common if each is None else each[i]
             if key is None:  # no key, no order to keep
                 await single(i, topic, None, value, None)
                 continue

@@ -68,6 +68,11 @@ def kafka_headers() -> list[tuple[str, bytes]] | None:
     return None if request_id is None else [(REQUEST_ID_HEADER, request_id.encode())]
 
 
+def headers_for(request_id: str | None) -> list[tuple[str, bytes]]:
+    """The Kafka headers that carry `request_id` (none without one)."""
+    return [] if request_id is None else [(REQUEST_ID_HEADER, request_id.encode())]
+
+
 def request_id_of(headers: Any) -> str | None:
     """The request id in a Kafka record's headers ((str, bytes) pairs), if one was sent and is sane."""
     for key, value in headers or ():

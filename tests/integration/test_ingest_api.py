@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable
@@ -394,3 +395,37 @@ async def test_the_request_id_is_answered_and_sent_on_as_a_kafka_header_single_a
         if response_id in (single, *batched):
             carried[response_id] = dict(record.headers).get("x-request-id")
     assert carried == {single: f"trace-{single}".encode(), batched[0]: made.encode(), batched[1]: made.encode()}
+
+
+async def test_concurrent_posts_are_grouped_yet_each_record_carries_its_own_request_id(ingest: LiveIngest) -> None:
+    ids = [rid() for _ in range(30)]
+    async with httpx.AsyncClient(timeout=10) as client:
+        answers = await asyncio.gather(
+            *(
+                client.post(
+                    f"{ingest.url}/v1/responses",
+                    json={"response_id": r, "respondent_id": f"u-{r}", "score": 6},
+                    headers={**ingest.auth, "X-Request-Id": f"trace-{r}"},
+                )
+                for r in ids
+            ),
+            # One id, two bodies, at once: exactly one is accepted.
+            *(
+                client.post(
+                    f"{ingest.url}/v1/responses",
+                    json={"response_id": ids[0] + "-twice", "respondent_id": "u-twice", "score": s},
+                    headers=ingest.auth,
+                )
+                for s in (0, 10)
+            ),
+        )
+    assert [a.status_code for a in answers[:30]] == [202] * 30
+    assert sorted(a.status_code for a in answers[30:]) == [202, 409]
+    records = await read_topic(ingest.bootstrap, ingest.topics.responses, expect=None, timeout=3)
+    carried = {}
+    for record in records:
+        response_id = json.loads(record.value).get("response_id")
+        if response_id in ids or response_id == ids[0] + "-twice":
+            carried.setdefault(response_id, []).append(dict(record.headers).get("x-request-id"))
+    assert {r: carried.get(r) for r in ids} == {r: [f"trace-{r}".encode()] for r in ids}
+    assert len(carried[ids[0] + "-twice"]) == 1
