@@ -35,9 +35,10 @@ def create_app(settings: IngestSettings | None = None) -> RawFirst:
         engine = make_engine(settings.require_database_url())
         producer = make_producer(settings, client_id="nps-ingest", linger_ms=settings.producer_linger_ms)
         await producer.start()
+        store = ResponseStore(engine)
         ingest = Ingest(
             KafkaPublisher(producer, settings.publish_timeout_s),
-            ResponseStore(engine),
+            store,
             settings.topics.responses,
             limits,
         )
@@ -68,6 +69,7 @@ def create_app(settings: IngestSettings | None = None) -> RawFirst:
             watermark.cancel()
             await asyncio.gather(watermark, return_exceptions=True)
             await producer.stop()  # flushes what is in flight
+            await store.close()
             await engine.dispose()
 
     app = base_app(RawFirst, "ingest", "NPS ingest", lifespan)

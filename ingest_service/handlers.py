@@ -53,6 +53,7 @@ class OutcomeUnknown(Exception):
 
 class ResponseStore(Protocol):
     async def record_all(self, items: Sequence[Submission]) -> dict[str, str]: ...
+    async def record_group(self, items: Sequence[Submission]) -> dict[str, str]: ...
     async def next_revision(self, response_id: str) -> Revision | None: ...
     async def log_revision(self, respondent_id: str, event: bytes) -> None: ...
     async def forget_respondent(self, respondent_id: str, erasure_id: str, actor: str, event: bytes) -> int: ...
@@ -86,7 +87,10 @@ class Ingest:
     max_group: int = 2_000
     _waiting: list[Waiting] = field(default_factory=list, init=False, repr=False)
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
-    _publishing: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
+    # Recorded groups waiting for the broker, each with the time its wait ends; and the task that
+    # publishes them, all that waited in one call, while the next groups are being recorded.
+    _outgoing: list[tuple[list[Waiting], float]] = field(default_factory=list, init=False, repr=False)
+    _sending: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     def validate(self, command: SubmitResponse, now: datetime) -> None:
         domain.check(command, now, self.limits)
@@ -111,7 +115,7 @@ class Ingest:
 
     async def run(self) -> None:
         """The worker behind `submit`, for the life of the process: records each group while the
-        one before is still being published, so the database and the broker work at once."""
+        ones before are with the broker, so the database and the broker work at once."""
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
@@ -125,7 +129,7 @@ class Ingest:
         for item, _, _ in group:
             first.setdefault(item.response_id, item)
         try:
-            existing = await self.store.record_all(list(first.values()))
+            existing = await self.store.record_group(list(first.values()))
         except Exception as exc:  # StoreUnavailable, or a bug: each request answers for it
             fail(group, exc)
             return
@@ -138,21 +142,34 @@ class Ingest:
             else:
                 publish.append(waiting)
         if publish:
-            task = asyncio.create_task(self._publish(publish))
-            self._publishing.add(task)
-            task.add_done_callback(self._publishing.discard)
+            loop = asyncio.get_running_loop()
+            self._outgoing.append((publish, loop.time() + self.publisher.timeout_s))
+            if self._sending is None or self._sending.done():
+                self._sending = asyncio.create_task(self._send())
 
-    async def _publish(self, group: list[Waiting]) -> None:
-        try:
-            acked = await self.publisher.publish_many(
-                self.topic, [(item.key, item.event) for item, _, _ in group], [r for _, r, _ in group]
-            )
-        except Exception as exc:  # a bug: each request answers for it
-            fail(group, exc)
-            return
-        for (_, _, outcome), ok in zip(group, acked, strict=True):
-            if not outcome.done():  # done: the request went away (its client hung up)
-                outcome.set_result(ACCEPTED if ok else UNACKNOWLEDGED)
+    async def _send(self) -> None:
+        """Publish what was recorded, as few calls as the broker's pace allows: groups recorded
+        while a call is out wait for it and go together in the next (a few large record batches
+        instead of one per group and partition). Each call waits no longer than the earliest of
+        its groups may (`Publisher.timeout_s` from its recording)."""
+        loop = asyncio.get_running_loop()
+        while self._outgoing:
+            taken, self._outgoing = self._outgoing, []
+            group = [waiting for part, _ in taken for waiting in part]
+            timeout = max(0.0, taken[0][1] - loop.time())
+            try:
+                acked = await self.publisher.publish_many(
+                    self.topic,
+                    [(item.key, item.event) for item, _, _ in group],
+                    [request_id for _, request_id, _ in group],
+                    timeout,
+                )
+            except Exception as exc:  # a bug: each request answers for it
+                fail(group, exc)
+                continue
+            for (_, _, outcome), ok in zip(group, acked, strict=True):
+                if not outcome.done():  # done: the request went away (its client hung up)
+                    outcome.set_result(ACCEPTED if ok else UNACKNOWLEDGED)
 
     async def submit_batch(self, items: Sequence[Any], now: datetime, source: str) -> list[ItemResult]:
         results: dict[int, ItemResult] = {}

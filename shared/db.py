@@ -72,10 +72,25 @@ def describe_failure(exc: BaseException) -> str:
     return f"{type(exc).__name__} ({type(cause).__name__}{f', SQLSTATE {state}' if state else ''})"
 
 
-async def _driver(conn: AsyncConnection) -> asyncpg.Connection:
-    """The asyncpg connection under `conn`, inside the caller's transaction."""
+async def driver_of(conn: AsyncConnection) -> asyncpg.Connection:
+    """The asyncpg connection under `conn`, as it is: outside a transaction, each statement it runs
+    commits on its own (one round trip, where BEGIN and COMMIT would add two)."""
     driver = (await conn.get_raw_connection()).driver_connection
     assert isinstance(driver, asyncpg.Connection)
+    return driver
+
+
+async def fetch_alone(driver: asyncpg.Connection, statement: str, *args: Any) -> list[asyncpg.Record]:
+    """One statement straight through asyncpg, committed on its own (`driver_of`); errors are
+    SQLAlchemy's, as from `conn.execute`."""
+    with _as_sqlalchemy_errors(statement):
+        rows: list[asyncpg.Record] = await driver.fetch(statement, *args)
+        return rows
+
+
+async def _driver(conn: AsyncConnection) -> asyncpg.Connection:
+    """The asyncpg connection under `conn`, inside the caller's transaction."""
+    driver = await driver_of(conn)
     if not driver.is_in_transaction():
         await conn.execute(text("SELECT 1"))  # SQLAlchemy begins the transaction on first use
     return driver

@@ -37,12 +37,18 @@ class Store:
             self.rows.setdefault(s.response_id, s.fingerprint)
         return existing
 
+    async def record_group(self, items: Sequence[Submission]) -> dict[str, str]:
+        return await self.record_all(items)
+
 
 class Broker:
     """Acknowledges what it is sent once `open` is set, except the keys in `refuse`."""
 
+    timeout_s = 0.9
+
     def __init__(self) -> None:
         self.sent: list[tuple[bytes, bytes, str | None]] = []
+        self.calls: list[tuple[list[bytes], float]] = []  # the keys of each call, and its timeout
         self.refuse: set[bytes] = set()
         self.open = asyncio.Event()
         self.open.set()
@@ -51,10 +57,20 @@ class Broker:
         raise AssertionError("single submissions are published in groups")
 
     async def publish_many(
-        self, topic: str, items: Sequence[tuple[bytes, bytes]], request_ids: Sequence[str | None] | None = None
+        self,
+        topic: str,
+        items: Sequence[tuple[bytes, bytes]],
+        request_ids: Sequence[str | None] | None = None,
+        timeout_s: float | None = None,
     ) -> list[bool]:
         assert request_ids is not None and len(request_ids) == len(items)
-        await self.open.wait()
+        assert timeout_s is not None and 0 < timeout_s <= self.timeout_s
+        self.calls.append(([k for k, _ in items], timeout_s))
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.open.wait()
+        except TimeoutError:
+            return [False] * len(items)
         self.sent += [(k, v, r) for (k, v), r in zip(items, request_ids, strict=True)]
         return [k not in self.refuse for k, _ in items]
 
@@ -144,3 +160,21 @@ async def test_a_request_that_went_away_leaves_the_others_answered() -> None:
         assert await kept == "accepted"
         with pytest.raises(asyncio.CancelledError):
             await gone
+
+
+async def test_groups_recorded_while_the_broker_has_one_go_together_and_wait_no_longer_than_their_own_time() -> None:
+    store, broker = Store(), Broker()
+    broker.open.clear()  # never acknowledges
+    broker.timeout_s = 0.3
+    async with running(store, broker) as ingest:
+        first = asyncio.create_task(submit(ingest, "a"))
+        await asyncio.sleep(0.1)  # a's call is out; b and c are recorded (two groups) meanwhile
+        later = [asyncio.create_task(submit(ingest, "b"))]
+        await asyncio.sleep(0.01)
+        later.append(asyncio.create_task(submit(ingest, "c")))
+        assert await asyncio.gather(first, *later) == ["unknown"] * 3
+    assert store.calls == [["a"], ["b"], ["c"]]
+    assert [keys for keys, _ in broker.calls] == [[b"u-a"], [b"u-b", b"u-c"]]
+    # b's wait began 0.1 s after a's, so the second call has what is left of b's 0.3 s, not 0.3 s.
+    (_, whole), (_, rest) = broker.calls
+    assert 0.28 < whole <= 0.3 and 0 < rest < 0.25
