@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+import msgspec
+
 from ingest_service import domain
 from ingest_service.domain import InvalidResponse, Limits, ReviseResponse, Submission, SubmitResponse
 from ingest_service.publisher import Publisher, PublishFailed
@@ -59,8 +61,7 @@ class ResponseStore(Protocol):
     async def forget_respondent(self, respondent_id: str, erasure_id: str, actor: str, event: bytes) -> int: ...
 
 
-@dataclass(frozen=True, slots=True)
-class ItemResult:
+class ItemResult(msgspec.Struct, frozen=True, gc=False):  # one per batch item: 0.1 us to build
     index: int
     status: Literal["accepted", "rejected", "conflict", "unavailable"]
     response_id: str | None = None

@@ -1,6 +1,10 @@
+import hashlib
 from datetime import UTC, datetime, timedelta
 
+import pydantic_core
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from ingest_service.domain import (
@@ -111,6 +115,58 @@ def test_answers_older_than_the_horizon_are_refused() -> None:
 
 def test_the_fingerprint_covers_every_field_but_the_id() -> None:
     assert set(FINGERPRINTED) == set(SubmitResponse.model_fields) - {"response_id"}
+
+
+def test_the_fingerprint_of_a_body_never_changes_across_releases() -> None:
+    """Stored fingerprints outlive a deploy: a retry sent across an upgrade must match the one its
+    first attempt stored. These values were computed by the first release's definition."""
+    full = {
+        "response_id": "r1",
+        "respondent_id": "u-7",
+        "score": 9,
+        "comment": 'fast "checkout" ü',
+        "channel": "web",
+        "survey_id": "q4",
+        "answered_at": "2026-06-01T10:00:00+02:00",
+        "attributes": {"region": "eu", "plan": "pro"},
+        "email": "a@example.com",
+    }
+    assert fingerprint(SubmitResponse.model_validate(full)) == (
+        "c884109fc54070a50e5dd5261ae3755c25399bd215f42a5f319a65ea5c08391d"
+    )
+    assert fingerprint(SubmitResponse.model_validate({"respondent_id": "u", "score": 0})) == (
+        "e92294dbaad64627ae7a1d2f1ff7a0b185ce8ec174b851b132cd4c984465e403"
+    )
+
+
+TEXT = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=20)
+
+
+@given(
+    respondent=TEXT,
+    score=st.integers(0, 10),
+    comment=st.none() | TEXT,
+    survey=st.none() | TEXT.filter(str.isalnum),
+    channel=st.none() | TEXT.filter(str.isalnum),
+    answered=st.none() | st.datetimes(timezones=st.just(UTC)),
+    attributes=st.dictionaries(TEXT.filter(str.isalnum), TEXT, max_size=4),
+    email=st.none() | st.just("a@example.com"),
+)
+def test_the_fingerprint_is_its_definition_over_every_field_in_order(
+    respondent: str, score: int, comment: str | None, survey: str | None, channel: str | None,
+    answered: datetime | None, attributes: dict[str, str], email: str | None,
+) -> None:  # fmt: skip
+    """fingerprint() writes the fields out for speed; it must equal the definition: every field of
+    FINGERPRINTED in order, the attributes sorted, as pydantic-core's JSON, SHA-256."""
+    body = {"respondent_id": respondent, "score": score, "comment": comment, "survey_id": survey,
+            "channel": channel, "answered_at": answered, "attributes": attributes, "email": email}  # fmt: skip
+    try:
+        command = SubmitResponse.model_validate(body)
+    except ValidationError:
+        return  # not a body ingest would fingerprint
+    canonical = [getattr(command, name) for name in FINGERPRINTED]
+    canonical[FINGERPRINTED.index("attributes")] = sorted(command.attributes.items())
+    assert fingerprint(command) == hashlib.sha256(pydantic_core.to_json(canonical)).hexdigest()
 
 
 def test_fingerprint_tells_a_retry_from_a_different_body() -> None:
