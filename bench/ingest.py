@@ -201,6 +201,15 @@ def accepted_count(metrics_url: str) -> int:
     return int(float(match.group(1))) if match else 0
 
 
+def keep_logs(work: Path) -> Path:
+    """Ingest's and the broker's logs, copied out of the run's directory (removed at its end)."""
+    kept = Path(tempfile.mkdtemp(prefix="nps-bench-logs-"))
+    for log in ("ingest.log", "broker.log"):
+        if (work / log).exists():
+            shutil.copy(work / log, kept / log)
+    return kept
+
+
 def bench_ingest(seconds: int, profile_dir: Path | None, workers: int = 1) -> tuple[list[WrkResult], dict[str, int]]:
     """One worker pinned to core 0 (wrk and the infrastructure on core 1), or `workers` processes on
     one port (NPS_INGEST_WORKERS) sharing both cores with everything else: then only the single and
@@ -271,11 +280,10 @@ def bench_ingest(seconds: int, profile_dir: Path | None, workers: int = 1) -> tu
                     flush=True,
                 )
                 if distinct < acknowledged:
-                    kept = Path(tempfile.mkdtemp(prefix="nps-bench-failed-"))
-                    for log in ("ingest.log", "broker.log"):
-                        if (work / log).exists():
-                            shutil.copy(work / log, kept / log)
+                    kept = keep_logs(work)
                     raise SystemExit(f"FAIL: the topic holds fewer responses than ingest acknowledged; logs in {kept}")
+                if any(r.errors for r in results):
+                    print(f"  some requests failed: ingest's log is kept in {keep_logs(work)}", flush=True)
                 if profile is not None:
                     for result in results:
                         summary = profile.summary(result.name, result.seconds)
