@@ -165,12 +165,11 @@ class Ingest:
                     [request_id for _, request_id, _ in group],
                     timeout,
                 )
-            except Exception as exc:  # a bug: each request answers for it
+                for (_, _, outcome), ok in zip(group, acked, strict=True):
+                    if not outcome.done():  # done: the request went away (its client hung up)
+                        outcome.set_result(ACCEPTED if ok else UNACKNOWLEDGED)
+            except Exception as exc:  # a bug: each request still waiting answers for it
                 fail(group, exc)
-                continue
-            for (_, _, outcome), ok in zip(group, acked, strict=True):
-                if not outcome.done():  # done: the request went away (its client hung up)
-                    outcome.set_result(ACCEPTED if ok else UNACKNOWLEDGED)
 
     async def submit_batch(self, items: Sequence[Any], now: datetime, source: str) -> list[ItemResult]:
         results: dict[int, ItemResult] = {}

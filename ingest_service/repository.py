@@ -135,9 +135,13 @@ class ResponseStore:
             raise unavailable_or(exc) from exc
 
     async def close(self) -> None:
+        """Give record_group's connection back (at shutdown, before the engine is disposed)."""
         if self._held is not None:
             held, self._held = self._held, None
-            await held.close()
+            try:
+                await held.close()
+            except Exception as exc:  # a statement cut short by the stop: the engine closes it anyway
+                log.debug("closing the recorder's connection failed: %s", type(exc).__name__)
 
     async def next_revision(self, response_id: str) -> Revision | None:
         async with transaction(self._engine) as conn:

@@ -52,6 +52,7 @@ class Broker:
         self.refuse: set[bytes] = set()
         self.open = asyncio.Event()
         self.open.set()
+        self.broken = False  # answers a list of the wrong length, as a bug would
 
     async def publish(self, topic: str, key: bytes, value: bytes) -> None:
         raise AssertionError("single submissions are published in groups")
@@ -72,7 +73,7 @@ class Broker:
         except TimeoutError:
             return [False] * len(items)
         self.sent += [(k, v, r) for (k, v), r in zip(items, request_ids, strict=True)]
-        return [k not in self.refuse for k, _ in items]
+        return [] if self.broken else [k not in self.refuse for k, _ in items]
 
 
 @asynccontextmanager
@@ -178,3 +179,13 @@ async def test_groups_recorded_while_the_broker_has_one_go_together_and_wait_no_
     # b's wait began 0.1 s after a's, so the second call has what is left of b's 0.3 s, not 0.3 s.
     (_, whole), (_, rest) = broker.calls
     assert 0.28 < whole <= 0.3 and 0 < rest < 0.25
+
+
+async def test_a_publisher_that_breaks_its_contract_fails_the_requests_instead_of_hanging_them() -> None:
+    store, broker = Store(), Broker()
+    broker.broken = True
+    async with running(store, broker) as ingest:
+        with pytest.raises(ValueError):
+            await asyncio.wait_for(submit(ingest, "a"), 5)
+        broker.broken = False
+        assert await submit(ingest, "b") == "accepted"  # the publishing task goes on
