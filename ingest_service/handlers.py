@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -73,6 +73,21 @@ ACCEPTED, CONFLICT, UNACKNOWLEDGED = "accepted", "conflict", "unacknowledged"
 Waiting = tuple[Submission, str | None, "asyncio.Future[str]"]  # the item, its request's id, its outcome
 
 
+class FirstUses:
+    """The items of one statement, each response_id once (the first item that carries it), and
+    which items conflict once the statement has said what was already recorded: an item conflicts
+    when its body differs from the one its id was first recorded with, or, for a first use, from
+    the first item with its id here."""
+
+    def __init__(self, items: Iterable[Submission]) -> None:
+        self.first: dict[str, Submission] = {}
+        for item in items:
+            self.first.setdefault(item.response_id, item)
+
+    def conflicts(self, item: Submission, existing: Mapping[str, str]) -> bool:
+        return existing.get(item.response_id, self.first[item.response_id].fingerprint) != item.fingerprint
+
+
 def fail(group: list[Waiting], exc: Exception) -> None:
     for _, _, outcome in group:
         if not outcome.done():
@@ -125,19 +140,16 @@ class Ingest:
                 await self._record(group)
 
     async def _record(self, group: list[Waiting]) -> None:
-        # Two requests for one id in a group: the first is recorded, the second compared to it.
-        first: dict[str, Submission] = {}
-        for item, _, _ in group:
-            first.setdefault(item.response_id, item)
+        uses = FirstUses(item for item, _, _ in group)
         try:
-            existing = await self.store.record_group(list(first.values()))
+            existing = await self.store.record_group(list(uses.first.values()))
         except Exception as exc:  # StoreUnavailable, or a bug: each request answers for it
             fail(group, exc)
             return
         publish: list[Waiting] = []
         for waiting in group:
             item, _, outcome = waiting
-            if existing.get(item.response_id, first[item.response_id].fingerprint) != item.fingerprint:
+            if uses.conflicts(item, existing):
                 if not outcome.done():
                     outcome.set_result(CONFLICT)
             else:
@@ -180,14 +192,12 @@ class Ingest:
             except InvalidResponse as exc:
                 results[index] = ItemResult(index, "rejected", errors=exc.problems)
 
-        first: dict[str, Submission] = {}
-        for _, item in valid:
-            first.setdefault(item.response_id, item)
-        existing = await self.store.record_all(list(first.values()))
+        uses = FirstUses(item for _, item in valid)
+        existing = await self.store.record_all(list(uses.first.values()))
 
         to_publish: list[tuple[int, Submission]] = []
         for index, item in valid:
-            if existing.get(item.response_id, first[item.response_id].fingerprint) != item.fingerprint:
+            if uses.conflicts(item, existing):
                 problem = FieldProblem(field="response_id", problem=CONFLICT_PROBLEM)
                 results[index] = ItemResult(index, "conflict", item.response_id, (problem,))
             else:
