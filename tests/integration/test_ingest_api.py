@@ -293,12 +293,15 @@ async def test_a_key_without_the_scope_gets_403(ingest: LiveIngest) -> None:
     as_reader = {"Authorization": f"Bearer {reader.stdout.strip()}"}
     as_writer = {"Authorization": f"Bearer {writer.stdout.strip()}"}
 
-    async def forbidden() -> bool:
-        reply = await post(ingest, {"respondent_id": "u", "score": 9}, headers=as_reader)
-        return reply.status_code == 403 and reply.json()["code"] == "insufficient_scope"
+    async def writer_known() -> bool:
+        # Keys take effect at the gate's next reload. The writer was created after the reader, so
+        # once the writer is known both are (a reload between the two creations knows only the
+        # reader: waiting on the reader alone made this test flaky).
+        return (await post(ingest, {"respondent_id": "u", "score": 9}, headers=as_writer)).status_code == 202
 
-    await eventually(forbidden, timeout=5)
-    assert (await post(ingest, {"respondent_id": "u", "score": 9}, headers=as_writer)).status_code == 202
+    await eventually(writer_known, timeout=5)
+    reply = await post(ingest, {"respondent_id": "u", "score": 9}, headers=as_reader)
+    assert reply.status_code == 403 and reply.json()["code"] == "insufficient_scope", reply.text
     async with httpx.AsyncClient(timeout=10) as client:  # erasure is a scope of its own
         erase = await client.delete(f"{ingest.url}/v1/respondents/u", headers=as_writer)
         assert erase.status_code == 403 and erase.json()["code"] == "insufficient_scope", erase.text
