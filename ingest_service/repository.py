@@ -28,11 +28,6 @@ class StoreUnavailable(Exception):
     """The database did not answer: nothing was promised, the client should retry."""
 
 
-def unavailable_or(exc: Exception) -> Exception:
-    """StoreUnavailable for a database that is away, else the error itself."""
-    return StoreUnavailable(type(exc).__name__) if database_unavailable(exc) else exc
-
-
 @asynccontextmanager
 async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     try:
@@ -56,9 +51,9 @@ class Revision:
 # One pass through the primary key, whatever the planner knows: a first use is inserted (and its
 # event logged), an id already recorded is "updated" to itself, which locks it and hands back the
 # fingerprint it was first recorded with. `xmax = 0` tells the two apart: a row this statement
-# inserted has no updater. An `= ANY(:ids)` read of the existing rows used to do this; its plan was
-# cached while the table was empty (a sequential scan) and kept until autovacuum analyzed the
-# table, so every request read the whole table for minutes (docs/operations.md). Waiting on a
+# inserted has no updater. An `= ANY(:ids)` read of the existing rows used to do this; its generic
+# plan, cached while the table held a few pages, was a sequential scan, kept until autovacuum
+# analyzed the table, so every flush read the whole table for minutes (docs/operations.md). Waiting on a
 # concurrent insert of the same id (DO UPDATE does, a snapshot read did not) also means two
 # workers given one id with two bodies cannot both accept it.
 _RECORD = f"""
@@ -115,7 +110,9 @@ class ResponseStore:
             async with self._engine.connect() as conn:
                 return await record_on(await driver_of(conn), items)
         except Exception as exc:
-            raise unavailable_or(exc) from exc
+            if database_unavailable(exc):
+                raise StoreUnavailable(type(exc).__name__) from exc
+            raise
 
     async def record_group(self, items: Sequence[Submission]) -> dict[str, str]:
         """`record_all` for the one task that records single POSTs' groups, one group at a time,
@@ -128,11 +125,13 @@ class ResponseStore:
                 self._held = await self._engine.connect()
             return await record_on(await driver_of(self._held), items)
         except Exception as exc:
-            if self._held is not None and database_unavailable(exc):
+            if not database_unavailable(exc):
+                raise
+            if self._held is not None:
                 held, self._held = self._held, None
                 with contextlib.suppress(Exception):
                     await held.invalidate()
-            raise unavailable_or(exc) from exc
+            raise StoreUnavailable(type(exc).__name__) from exc
 
     async def close(self) -> None:
         """Give record_group's connection back (at shutdown, before the engine is disposed)."""
