@@ -81,8 +81,9 @@ async def driver_of(conn: AsyncConnection) -> asyncpg.Connection:
 
 
 async def fetch_alone(driver: asyncpg.Connection, statement: str, *args: Any) -> list[asyncpg.Record]:
-    """One statement straight through asyncpg, committed on its own (`driver_of`); errors are
-    SQLAlchemy's, as from `conn.execute`."""
+    """One statement straight through asyncpg on `driver`: committed on its own outside a
+    transaction (`driver_of`), part of it inside one (`fetch`); errors are SQLAlchemy's, as from
+    `conn.execute`."""
     with _as_sqlalchemy_errors(statement):
         rows: list[asyncpg.Record] = await driver.fetch(statement, *args)
         return rows
@@ -121,10 +122,7 @@ async def fetch(conn: AsyncConnection, statement: str, *args: Any) -> list[async
     its rows are asyncpg records (by index, by name, or unpacked), without SQLAlchemy's Row
     objects and result processing, which cost several times the query's own decoding on the
     tens of thousands of rows a batch reads. Errors are SQLAlchemy's, as from `conn.execute`."""
-    driver = await _driver(conn)
-    with _as_sqlalchemy_errors(statement):
-        rows: list[asyncpg.Record] = await driver.fetch(statement, *args)
-        return rows
+    return await fetch_alone(await _driver(conn), statement, *args)
 
 
 _SEPARATORS = ("\x1f", "\x1e", "\x1d", "\x1c")  # control characters: ids and keys have none

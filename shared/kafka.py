@@ -75,8 +75,9 @@ class BatchSender:
         batches: dict[tuple[str, int], tuple[BatchBuilder, list[int]]] = {}
         partitions: dict[str, list[int]] = {}
 
-        async def single(i: int, topic: str, key: bytes | None, value: bytes, partition: int | None) -> None:
-            headers = common if each is None else each[i]
+        async def single(
+            i: int, topic: str, key: bytes | None, value: bytes, partition: int | None, headers: list[Any]
+        ) -> None:
             futures[i] = await producer.send(topic, value=value, key=key, partition=partition, headers=headers)
 
         async def go(topic: str, partition: int, batch: BatchBuilder, members: list[int]) -> None:
@@ -88,7 +89,7 @@ class BatchSender:
         for i, (topic, key, value) in enumerate(records):
             headers = common if each is None else each[i]
             if key is None:  # no key, no order to keep
-                await single(i, topic, None, value, None)
+                await single(i, topic, None, value, None, headers)
                 continue
             known = partitions.get(topic)
             if known is None:
@@ -103,7 +104,7 @@ class BatchSender:
             batch = producer.create_batch()
             if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:  # larger than a batch
                 batches.pop((topic, partition), None)
-                await single(i, topic, key, value, partition)
+                await single(i, topic, key, value, partition, headers)
                 continue
             batches[(topic, partition)] = (batch, [i])
         for (topic, partition), (batch, members) in batches.items():

@@ -64,8 +64,7 @@ def current_request_id() -> str | None:
 
 def kafka_headers() -> list[tuple[str, bytes]] | None:
     """The Kafka headers that carry the current request's id to the consumers."""
-    request_id = _request_id.get()
-    return None if request_id is None else [(REQUEST_ID_HEADER, request_id.encode())]
+    return headers_for(_request_id.get()) or None
 
 
 def headers_for(request_id: str | None) -> list[tuple[str, bytes]]:
