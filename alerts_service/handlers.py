@@ -97,6 +97,9 @@ class MirrorScores:
             self.due.now = True
 
 
+YIELD_EVERY = 250  # segments worked out between two turns of the event loop, in a round's reads
+
+
 @dataclass(frozen=True, slots=True)
 class Cached:
     """A segment's windows, drop test and EWMA as of `key` = (day, newest score judged): recomputed
@@ -234,15 +237,29 @@ class EvaluateRounds:
             if (cached := self._cache.get(s)) is None or cached.key != (today, seen.last_computed_at)
         )
         first = first_day_read(today, self.rules, windows)
-        for i in range(0, len(stale), self.chunk):
-            part = stale[i : i + self.chunk]
-            found = await repository.days_of(conn, part, first, today)
-            for segment in part:
-                current, baseline, trend = stats_of(found.get(segment, NO_DAYS), self.rules)
-                test = drop_test(current, baseline, self.rules.drop)
-                self._cache[segment] = Cached(
-                    (today, segments[segment].last_computed_at), current, baseline, test, trend
-                )
+        parts = [stale[i : i + self.chunk] for i in range(0, len(stale), self.chunk)]
+        if not parts:
+            return
+        # Each part's days are read while the part before is worked out: PostgreSQL aggregates
+        # on its core as this one computes (the first round of a day reads every segment).
+        reading = asyncio.ensure_future(repository.days_of(conn, parts[0], first, today))
+        try:
+            for index, part in enumerate(parts):
+                found = await reading
+                if index + 1 < len(parts):
+                    reading = asyncio.ensure_future(repository.days_of(conn, parts[index + 1], first, today))
+                for done, segment in enumerate(part):
+                    if done % YIELD_EVERY == 0:
+                        await asyncio.sleep(0)  # lets the next part's query go out and be answered
+                    current, baseline, trend = stats_of(found.get(segment, NO_DAYS), self.rules)
+                    test = drop_test(current, baseline, self.rules.drop)
+                    self._cache[segment] = Cached(
+                        (today, segments[segment].last_computed_at), current, baseline, test, trend
+                    )
+        finally:
+            if not reading.done():  # a part's work failed: its successor's read must not outlive the transaction
+                reading.cancel()
+                await asyncio.gather(reading, return_exceptions=True)
 
     async def _with_drivers(self, changes: Sequence[Change], now: datetime) -> dict[int, AlertExplanation]:
         """The explanations of fired drop alerts, with the themes that drive them (by change index)."""

@@ -17,8 +17,11 @@ import sqlalchemy as sa
 from alembic import command
 
 from alerts_service.bootstrap import create_app, spec
+from alerts_service.detection import Rules
+from alerts_service.domain import Timing, round_windows
 from alerts_service.drivers import ThemeDrivers
-from alerts_service.handlers import BUCKET, EvaluateRounds
+from alerts_service.handlers import BUCKET, Due, EvaluateRounds
+from alerts_service.repository import Seen
 from alerts_service.settings import AlertSettings
 from shared.db import SERVICE_SCHEMAS, alembic_config, make_engine
 from shared.events import (
@@ -427,3 +430,37 @@ async def test_the_migration_keeps_v1_alerts_and_goes_back(database_url: str) ->
         await asyncio.to_thread(command.upgrade, delivery, "head")
     finally:
         await engine.dispose()
+
+
+async def test_a_round_reading_its_segments_in_parts_works_out_what_one_read_does(database_url: str) -> None:
+    """The first round of a day reads every segment's days a part at a time, the next part's
+    query out while this part is worked out: any part size gives the same windows, tests and EWMAs."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    today = now.date()
+    names = [f"parts{i}:v{i}" for i in range(7)]
+    engine = make_engine(database_url)
+    caches = []
+    try:
+        async with engine.connect() as conn:
+            transaction = await conn.begin()
+            for i, name in enumerate(names):
+                await conn.execute(
+                    sa.text(
+                        "INSERT INTO alerts.daily (segment, day, promoters, passives, detractors) "
+                        "SELECT :s, CAST(:today AS date) - d, 5 + (d * :i) % 4, 3, 2 + (d + :i) % 3 + "
+                        "CASE WHEN d < 7 THEN :i ELSE 0 END FROM generate_series(0, 83) AS d"
+                    ),
+                    {"s": name, "today": today, "i": i},
+                )
+            seen = {name: Seen(now, now) for name in names}
+            for chunk in (2, 3, 100):
+                rounds = EvaluateRounds(Rules(), Timing(), "t", 60.0, lambda: now, Due(), chunk=chunk)
+                await rounds._refresh(conn, seen, round_windows(today, rounds.rules), today)
+                caches.append(dict(rounds._cache))
+            await transaction.rollback()
+    finally:
+        await engine.dispose()
+    assert set(caches[0]) == set(names)
+    assert caches[0] == caches[1] == caches[2]
+    assert all(c.ewma is not None and c.drop is not None and c.current.n > 0 for c in caches[0].values())
+    assert len({c.current for c in caches[0].values()}) > 1  # the segments' data differ, and stay theirs
