@@ -37,7 +37,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared import metrics
-from shared.db import database_unavailable, describe_failure
+from shared.db import database_unavailable, describe_failure, lost_a_race
 from shared.logs import IDS, REQUEST_ID_HEADER, request_id_of
 from shared.outbox import OutboxRelay
 
@@ -119,10 +119,10 @@ class RetryBatch(Exception):
 
 def is_transient(exc: BaseException) -> bool:
     """Failures worth retrying: the database or the broker is away, or a concurrent writer
-    (RetryBatch); not a bug in our code."""
+    (RetryBatch, or a deadlock PostgreSQL broke by aborting this transaction); not a bug in our code."""
     if isinstance(exc, MessageSizeTooLargeError):  # retrying cannot make a message smaller
         return False
-    return isinstance(exc, RetryBatch | KafkaError) or database_unavailable(exc)
+    return isinstance(exc, RetryBatch | KafkaError) or database_unavailable(exc) or lost_a_race(exc)
 
 
 def describe_invalid(exc: Exception) -> str:

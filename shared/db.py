@@ -62,6 +62,17 @@ def database_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, OSError | TimeoutError | ConnectionError)
 
 
+# SQLSTATEs of a transaction that lost a race with another, not a bug: deadlock_detected (two
+# transactions waited on each other's rows; PostgreSQL aborted this one) and serialization_failure.
+# Run again from the start, the transaction goes through.
+LOST_A_RACE = frozenset({"40P01", "40001"})
+
+
+def lost_a_race(exc: BaseException) -> bool:
+    """The transaction was aborted for another's sake (a deadlock): retry it whole."""
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in LOST_A_RACE
+
+
 def describe_failure(exc: BaseException) -> str:
     """What failed, for a log line above debug: the kind of error, never its message (a database's
     message can quote the values it refused: ids, comments)."""

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import asyncpg
 import pytest
 import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
@@ -130,6 +131,67 @@ async def test_transient_database_failures_are_retried_without_losing_or_doublin
         assert not run.task.done()
     assert handler.calls >= 3
     assert await seen(ready) == list(range(5))
+
+
+class Deadlocking(Recorder):
+    """On its first batch, meets another transaction in a real deadlock, and is the one PostgreSQL
+    aborts (it waits first; the other waits with a longer deadlock_timeout, so never breaks it)."""
+
+    def __init__(self, database_url: str) -> None:
+        super().__init__()
+        self.database_url = database_url
+        self.states: list[str | None] = []
+        self.other: asyncio.Task[None] | None = None
+
+    async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[Ping]]) -> None:
+        await super().__call__(conn, batch)
+        if self.calls > 1:
+            return
+        await conn.execute(sa.text("UPDATE public.locks SET v = v + 1 WHERE k = 1"))
+        holding = asyncio.Event()
+        self.other = asyncio.create_task(self._other(holding))
+        await holding.wait()
+        try:
+            await conn.execute(sa.text("UPDATE public.locks SET v = v + 1 WHERE k = 2"))
+        except sa.exc.DBAPIError as exc:
+            self.states.append(getattr(exc.orig, "sqlstate", None))
+            raise
+
+    async def _other(self, holding: asyncio.Event) -> None:
+        other = await asyncpg.connect(self.database_url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            async with other.transaction():
+                await other.execute("SET LOCAL deadlock_timeout = '30s'")
+                await other.execute("UPDATE public.locks SET v = v + 10 WHERE k = 2")
+                holding.set()
+                await asyncio.sleep(0.2)  # the loop's transaction waits for k = 2 first
+                await other.execute("UPDATE public.locks SET v = v + 10 WHERE k = 1")
+        finally:
+            await other.close()
+
+
+async def test_a_deadlock_aborting_the_batch_s_transaction_is_retried_not_fatal(
+    bootstrap: str, ready: str, namespace: str
+) -> None:
+    engine = make_engine(ready)
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("CREATE TABLE public.locks (k integer PRIMARY KEY, v integer NOT NULL)"))
+        await conn.execute(sa.text("INSERT INTO public.locks VALUES (1, 0), (2, 0)"))
+    settings = service_settings(bootstrap, ready, namespace)
+    handler = Deadlocking(ready)
+    topic = await topic_holding(settings, [Ping(n=i).model_dump_json().encode() for i in range(5)])
+    async with running_loop(settings, spec_for(topic, handler)) as run:
+        await eventually(run.committed_at_least(5))
+        assert not run.task.done()
+    assert handler.other is not None
+    await handler.other  # the other transaction went through once the batch's was aborted
+    assert handler.states == ["40P01"]  # PostgreSQL broke a real deadlock by aborting the batch's transaction
+    assert handler.calls >= 2
+    assert await seen(ready) == list(range(5))
+    async with engine.connect() as conn:
+        locks = {r.k: r.v for r in await conn.execute(sa.text("SELECT k, v FROM public.locks"))}
+    await engine.dispose()
+    assert locks == {1: 10, 2: 10}  # the aborted batch's update to k = 1 was rolled back
 
 
 async def test_undecodable_messages_go_to_the_dead_letter_topic_and_the_partition_flows(

@@ -115,3 +115,6 @@ def test_a_database_starting_up_or_shutting_down_is_transient_not_a_bug() -> Non
     for state in ("57P03", "57P01", "08006"):
         assert is_transient(sa.exc.DBAPIError("SELECT 1", {}, AdapterError(state)))
     assert not is_transient(sa.exc.DBAPIError("SELECT 1", {}, AdapterError("23505")))  # a unique violation is a bug
+    for state in ("40P01", "40001"):  # a deadlock broken by aborting this transaction: run it again
+        assert is_transient(sa.exc.DBAPIError("UPDATE", {}, AdapterError(state)))
+    assert not is_transient(sa.exc.DBAPIError("UPDATE", {}, AdapterError("40002")))  # a constraint at commit
