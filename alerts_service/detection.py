@@ -18,7 +18,7 @@ service's own.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import get_args
@@ -158,7 +158,13 @@ def ewma(days: Sequence[Counts], rule: EwmaRule) -> Ewma | None:
     Monday. z_t = lam_t x_t + (1 - lam_t) z_{t-1} (x_t the day's NPS), z_0 = mu0;
     Var(z_t) = lam_t^2 sigma^2 / n_t + (1 - lam_t)^2 Var(z_{t-1}), plus the reference mean's own
     sigma^2 / n_ref. None until the reference holds `min_reference` responses."""
-    reference = sum(days[: rule.reference_days], Counts())
+    monitored = ((d.promoters, d.passives, d.detractors) for d in days[rule.reference_days :])
+    return ewma_of(sum(days[: rule.reference_days], Counts()), monitored, rule)
+
+
+def ewma_of(reference: Counts, monitored: Iterable[tuple[int, int, int]], rule: EwmaRule) -> Ewma | None:
+    """`ewma` from the reference days' sum and the monitored days' (promoters, passives,
+    detractors), oldest first (days with none may be left out: they change nothing)."""
     if reference.n < rule.min_reference:
         return None
     p, d = reference.promoters / reference.n, reference.detractors / reference.n
@@ -167,13 +173,13 @@ def ewma(days: Sequence[Counts], rule: EwmaRule) -> Ewma | None:
     per_day = reference.n / rule.reference_days
     log_keep = math.log1p(-rule.lam) if rule.lam < 1 else -math.inf
     z, var = mu0, 0.0
-    for day in days[rule.reference_days :]:
-        n = day.promoters + day.passives + day.detractors
+    for promoters, passives, detractors in monitored:
+        n = promoters + passives + detractors
         if n == 0:
             continue
         lam = 1.0 - math.exp(log_keep * n / per_day)
         keep = 1.0 - lam
-        z = lam * (day.promoters - day.detractors) / n + keep * z
+        z = lam * (promoters - detractors) / n + keep * z
         var = lam * lam * sigma2 / n + keep * keep * var
     sd = math.sqrt(var + sigma2 / reference.n)
     return Ewma(mean=100.0 * mu0, value=100.0 * z, lower_limit=100.0 * (mu0 - rule.limit * sd))

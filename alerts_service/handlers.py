@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from alerts_service import metrics, publisher, repository
-from alerts_service.detection import DropTest, Ewma, Rules, drop_test, ewma
+from alerts_service.detection import DropTest, Ewma, Rules, drop_test, ewma_of
 from alerts_service.domain import Change, SegmentData, Timing, Transition, Windows, evaluate_round, round_windows
 from alerts_service.drivers import Drivers, describe
 from alerts_service.repository import NO_DAYS, Days, Opened, Seen, Silence
@@ -114,26 +114,31 @@ class Cached:
 
 def stats_of(days: Days, rules: Rules) -> tuple[Counts, Counts, Ewma | None]:
     """The current and baseline windows (ending today) and the EWMA over the complete days before
-    today, from one segment's days (`ago`: 0 is today)."""
+    today, from one segment's days (`ago`: 0 is today; any order). The EWMA's reference is the
+    `reference_days` before its `monitored_days`, which end yesterday. Plain ints throughout: the
+    first round of a day works out 10,000 segments' 84 days this way (a Counts a day cost ~0.3 s)."""
     current_days, baseline_days = rules.drop.current_days, rules.drop.baseline_days
-    span = rules.ewma.reference_days + rules.ewma.monitored_days
-    cur, base = [0, 0, 0], [0, 0, 0]
-    series = [_NONE] * span
+    monitored_days = rules.ewma.monitored_days
+    span = rules.ewma.reference_days + monitored_days
+    cp = cpa = cd = bp = bpa = bd = rp = rpa = rd = 0
+    monitored: list[tuple[int, int, int] | None] = [None] * (monitored_days + 1)  # by ago
     for ago, p, pa, d in zip(days.ago, days.promoters, days.passives, days.detractors, strict=True):
         if ago < current_days:
-            cur[0] += p
-            cur[1] += pa
-            cur[2] += d
+            cp += p
+            cpa += pa
+            cd += d
         elif ago < current_days + baseline_days:
-            base[0] += p
-            base[1] += pa
-            base[2] += d
-        if 1 <= ago <= span:
-            series[span - ago] = Counts(p, pa, d)
-    return Counts(*cur), Counts(*base), ewma(series, rules.ewma)
-
-
-_NONE = Counts()
+            bp += p
+            bpa += pa
+            bd += d
+        if 1 <= ago <= monitored_days:
+            monitored[ago] = (p, pa, d)
+        elif monitored_days < ago <= span:
+            rp += p
+            rpa += pa
+            rd += d
+    oldest_first = (day for day in reversed(monitored) if day is not None)
+    return Counts(cp, cpa, cd), Counts(bp, bpa, bd), ewma_of(Counts(rp, rpa, rd), oldest_first, rules.ewma)
 
 
 def first_day_read(today: date, rules: Rules, windows: Windows) -> date:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from alerts_service.detection import (
     DropRule,
+    Ewma,
     EwmaRule,
     IncidentRule,
     Rules,
@@ -37,7 +38,8 @@ from alerts_service.domain import (
     round_windows,
     step,
 )
-from alerts_service.handlers import round_due
+from alerts_service.handlers import round_due, stats_of
+from alerts_service.repository import Days
 from shared.nps import Counts, normal_cdf
 from shared.segments import is_child, parts
 
@@ -354,3 +356,50 @@ def test_rounds_follow_the_schedule_and_batches_at_most_every_gap() -> None:
     assert not round_due(103, 160, 100, asked=True, min_gap_s=5)  # asked, but too soon
     assert round_due(105, 160, 100, asked=True, min_gap_s=5)
     assert round_due(160, 160, 100, asked=False, min_gap_s=5)  # the schedule needs no asking
+
+
+def _stats_by_definition(days: Days, rules: Rules) -> tuple[Counts, Counts, Ewma | None]:
+    """The windows and the EWMA as the rules define them: each window's days summed as Counts, and
+    `ewma` over one Counts per day of its span, the reference first, oldest first."""
+    drop, trend = rules.drop, rules.ewma
+    by_ago = {
+        ago: Counts(p, pa, d)
+        for ago, p, pa, d in zip(days.ago, days.promoters, days.passives, days.detractors, strict=True)
+    }
+    current = sum((c for ago, c in by_ago.items() if ago < drop.current_days), Counts())
+    baseline = sum(
+        (c for ago, c in by_ago.items() if drop.current_days <= ago < drop.current_days + drop.baseline_days),
+        Counts(),
+    )
+    span = trend.reference_days + trend.monitored_days
+    series = [by_ago.get(ago, Counts()) for ago in range(span, 0, -1)]
+    return current, baseline, ewma(series, trend)
+
+
+@given(
+    st.dictionaries(
+        st.integers(0, 120),
+        st.tuples(st.integers(0, 30), st.integers(0, 30), st.integers(0, 30)),
+        max_size=120,
+    ),
+    st.integers(1, 14),
+    st.integers(1, 40),
+    st.integers(1, 40),
+    st.integers(1, 70),
+    st.integers(1, 200),
+)
+def test_a_segment_s_windows_and_ewma_from_its_days_are_the_rules_definition(
+    found: dict[int, tuple[int, int, int]],
+    current_days: int,
+    baseline_days: int,
+    reference_days: int,
+    monitored_days: int,
+    min_reference: int,
+) -> None:
+    rules = Rules(
+        drop=DropRule(current_days=current_days, baseline_days=baseline_days),
+        ewma=EwmaRule(reference_days=reference_days, monitored_days=monitored_days, min_reference=min_reference),
+    )
+    order = sorted(found, key=lambda ago: (ago * 7919) % 127)  # the database's order is any order
+    days = Days(order, [found[a][0] for a in order], [found[a][1] for a in order], [found[a][2] for a in order])
+    assert stats_of(days, rules) == _stats_by_definition(days, rules)
