@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from followup_service.domain import ContactHistory, FollowUp, Priority, Routed
 from followup_service.outcomes import NOT_FOLLOWED_UP, Cell, Transition
 from shared import outbox
-from shared.db import copy_rows, fetch, split_list
+from shared.db import UNIQUE_VIOLATION, copy_rows, fetch, split_list, sqlstate_of
 from shared.privacy import Erasures
 from shared.wire import Submitted
 
@@ -84,9 +84,6 @@ class WrittenConcurrently(Exception):
     before a rebalance): the batch starts again on top of it."""
 
 
-UNIQUE_VIOLATION = "23505"
-
-
 async def copy_new(conn: AsyncConnection, table: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     """COPY rows the batch found new into `table` (in follow-up's schema). A unique key another
     transaction wrote meanwhile (a follow-up, the transition it brings, a ticket id, a person's
@@ -94,7 +91,7 @@ async def copy_new(conn: AsyncConnection, table: str, columns: Sequence[str], ro
     try:
         await copy_rows(conn, f"{SCHEMA}.{table}", columns, rows)
     except IntegrityError as exc:
-        if getattr(exc.orig, "sqlstate", None) != UNIQUE_VIOLATION:
+        if sqlstate_of(exc) != UNIQUE_VIOLATION:
             raise
         raise WrittenConcurrently(table) from exc
 

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from scoring_service.domain import SEPARATOR, Stored, split_segment
 from scoring_service.themes import ALL
 from shared.consumer import RetryBatch
-from shared.db import UNIQUE_VIOLATION, copy_rows
+from shared.db import UNIQUE_VIOLATION, copy_rows, sqlstate_of
 from shared.nps import Counts
 from shared.privacy import Erasures
 from shared.windows import DayRange
@@ -169,7 +169,7 @@ async def insert_responses(conn: AsyncConnection, rows: Sequence[Stored], where:
     try:
         await copy_rows(conn, f"{SCHEMA}.{where.responses}", _COLUMN_NAMES, values)
     except sa.exc.IntegrityError as exc:
-        if getattr(exc.orig, "sqlstate", None) == UNIQUE_VIOLATION:
+        if sqlstate_of(exc) == UNIQUE_VIOLATION:
             raise RetryBatch("a response was written by a concurrent transaction") from exc
         raise
 

@@ -46,6 +46,11 @@ def make_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
     return create_async_engine(async_url(url), pool_size=pool_size, pool_pre_ping=True, hide_parameters=True)
 
 
+def sqlstate_of(exc: BaseException) -> str | None:
+    """The SQLSTATE of a database error (SQLAlchemy's, through the driver's error it wraps), if any."""
+    return getattr(getattr(exc, "orig", None), "sqlstate", None)
+
+
 def database_unavailable(exc: BaseException) -> bool:
     """The database is away (down, restarting, unreachable, a connection cut): worth retrying,
     not a bug in our code."""
@@ -53,7 +58,7 @@ def database_unavailable(exc: BaseException) -> bool:
         # SQLSTATE class 08: connection exceptions; class 57: the server is shutting down or starting
         # up (57P03 "not yet accepting connections", right after a restart), which asyncpg's
         # adapter raises as a plain DBAPIError.
-        state = getattr(exc.orig, "sqlstate", None) or ""
+        state = sqlstate_of(exc) or ""
         return (
             exc.connection_invalidated
             or isinstance(exc, OperationalError | InterfaceError)
@@ -70,7 +75,7 @@ LOST_A_RACE = frozenset({"40P01", "40001"})
 
 def lost_a_race(exc: BaseException) -> bool:
     """The transaction was aborted for another's sake (a deadlock): retry it whole."""
-    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in LOST_A_RACE
+    return isinstance(exc, DBAPIError) and sqlstate_of(exc) in LOST_A_RACE
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -79,7 +84,7 @@ def describe_failure(exc: BaseException) -> str:
     cause = getattr(exc, "orig", None)
     if cause is None:
         return type(exc).__name__
-    state = getattr(cause, "sqlstate", None)
+    state = sqlstate_of(exc)
     return f"{type(exc).__name__} ({type(cause).__name__}{f', SQLSTATE {state}' if state else ''})"
 
 

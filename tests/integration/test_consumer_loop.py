@@ -9,7 +9,6 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import asyncpg
 import pytest
 import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
@@ -19,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.consumer import DeadLetterLimitExceeded, Message
-from shared.db import make_engine
+from shared.db import make_engine, sqlstate_of
 from shared.service import ConsumerSpec
 from tests.helpers import (
     create_topics,
@@ -154,20 +153,20 @@ class Deadlocking(Recorder):
         try:
             await conn.execute(sa.text("UPDATE public.locks SET v = v + 1 WHERE k = 2"))
         except sa.exc.DBAPIError as exc:
-            self.states.append(getattr(exc.orig, "sqlstate", None))
+            self.states.append(sqlstate_of(exc))
             raise
 
     async def _other(self, holding: asyncio.Event) -> None:
-        other = await asyncpg.connect(self.database_url.replace("postgresql+asyncpg://", "postgresql://"))
+        engine = make_engine(self.database_url)
         try:
-            async with other.transaction():
-                await other.execute("SET LOCAL deadlock_timeout = '30s'")
-                await other.execute("UPDATE public.locks SET v = v + 10 WHERE k = 2")
+            async with engine.begin() as other:
+                await other.execute(sa.text("SET LOCAL deadlock_timeout = '30s'"))
+                await other.execute(sa.text("UPDATE public.locks SET v = v + 10 WHERE k = 2"))
                 holding.set()
                 await asyncio.sleep(0.2)  # the loop's transaction waits for k = 2 first
-                await other.execute("UPDATE public.locks SET v = v + 10 WHERE k = 1")
+                await other.execute(sa.text("UPDATE public.locks SET v = v + 10 WHERE k = 1"))
         finally:
-            await other.close()
+            await engine.dispose()
 
 
 async def test_a_deadlock_aborting_the_batch_s_transaction_is_retried_not_fatal(
