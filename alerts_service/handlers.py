@@ -103,26 +103,34 @@ YIELD_EVERY = 250  # segments worked out between two turns of the event loop, in
 @dataclass(frozen=True, slots=True)
 class Cached:
     """A segment's windows, drop test and EWMA as of `key` = (day, newest score judged): recomputed
-    only when either moves, so a round over 10,000 quiet segments reads no daily rows."""
+    only when either moves, so a round over 10,000 quiet segments reads no daily rows. Its days are
+    kept as read on `read_on`: a new day works them out again moved by the days since, without a
+    read (the daily rows change only with a newer score, which moves the key's second half)."""
 
     key: tuple[date, datetime]
     current: Counts
     baseline: Counts
     drop: DropTest | None
     ewma: Ewma | None
+    days: Days
+    read_on: date
 
 
-def stats_of(days: Days, rules: Rules) -> tuple[Counts, Counts, Ewma | None]:
+def stats_of(days: Days, rules: Rules, moved: int = 0) -> tuple[Counts, Counts, Ewma | None]:
     """The current and baseline windows (ending today) and the EWMA over the complete days before
-    today, from one segment's days (`ago`: 0 is today; any order). The EWMA's reference is the
-    `reference_days` before its `monitored_days`, which end yesterday. Plain ints throughout: the
-    first round of a day works out 10,000 segments' 84 days this way (a Counts a day cost ~0.3 s)."""
+    today, from one segment's days (`ago` + `moved`: 0 is today, below 0 a day after today, which
+    no window holds; any order). The EWMA's reference is the `reference_days` before its
+    `monitored_days`, which end yesterday. Plain ints throughout: the first round of a start works
+    out 10,000 segments' 84 days this way (a Counts a day cost ~0.3 s)."""
     current_days, baseline_days = rules.drop.current_days, rules.drop.baseline_days
     monitored_days = rules.ewma.monitored_days
     span = rules.ewma.reference_days + monitored_days
     cp = cpa = cd = bp = bpa = bd = rp = rpa = rd = 0
     monitored: list[tuple[int, int, int] | None] = [None] * (monitored_days + 1)  # by ago
-    for ago, p, pa, d in zip(days.ago, days.promoters, days.passives, days.detractors, strict=True):
+    for read_ago, p, pa, d in zip(days.ago, days.promoters, days.passives, days.detractors, strict=True):
+        ago = read_ago + moved
+        if ago < 0:
+            continue
         if ago < current_days:
             cp += p
             cpa += pa
@@ -236,17 +244,28 @@ class EvaluateRounds:
     ) -> None:
         for gone in self._cache.keys() - segments.keys():
             del self._cache[gone]
-        stale = sorted(
-            s
-            for s, seen in segments.items()
-            if (cached := self._cache.get(s)) is None or cached.key != (today, seen.last_computed_at)
-        )
-        first = first_day_read(today, self.rules, windows)
+        stale: list[str] = []  # a newer score (or not seen yet): its days are read again
+        moved: list[tuple[str, Cached]] = []  # only the day moved: its days kept are worked out again
+        for segment, seen in segments.items():
+            cached = self._cache.get(segment)
+            if cached is None or cached.key[1] != seen.last_computed_at or cached.read_on > today:
+                stale.append(segment)
+            elif cached.key[0] != today:
+                moved.append((segment, cached))
+        for done, (segment, cached) in enumerate(moved):
+            if done % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+            self._keep(segment, cached.key[1], cached.days, cached.read_on, today)
+        await self._read(conn, sorted(stale), segments, first_day_read(today, self.rules, windows), today)
+
+    async def _read(
+        self, conn: AsyncConnection, stale: Sequence[str], segments: Mapping[str, Seen], first: date, today: date
+    ) -> None:
         parts = [stale[i : i + self.chunk] for i in range(0, len(stale), self.chunk)]
         if not parts:
             return
         # Each part's days are read while the part before is worked out: PostgreSQL aggregates
-        # on its core as this one computes (the first round of a day reads every segment).
+        # on its core as this one computes (the first round of a start reads every segment).
         reading = asyncio.ensure_future(repository.days_of(conn, parts[0], first, today))
         try:
             for index, part in enumerate(parts):
@@ -256,15 +275,16 @@ class EvaluateRounds:
                 for done, segment in enumerate(part):
                     if done % YIELD_EVERY == 0:
                         await asyncio.sleep(0)  # lets the next part's query go out and be answered
-                    current, baseline, trend = stats_of(found.get(segment, NO_DAYS), self.rules)
-                    test = drop_test(current, baseline, self.rules.drop)
-                    self._cache[segment] = Cached(
-                        (today, segments[segment].last_computed_at), current, baseline, test, trend
-                    )
+                    self._keep(segment, segments[segment].last_computed_at, found.get(segment, NO_DAYS), today, today)
         finally:
             if not reading.done():  # a part's work failed: its successor's read must not outlive the transaction
                 reading.cancel()
                 await asyncio.gather(reading, return_exceptions=True)
+
+    def _keep(self, segment: str, computed_at: datetime, days: Days, read_on: date, today: date) -> None:
+        current, baseline, trend = stats_of(days, self.rules, (today - read_on).days)
+        test = drop_test(current, baseline, self.rules.drop)
+        self._cache[segment] = Cached((today, computed_at), current, baseline, test, trend, days, read_on)
 
     async def _with_drivers(self, changes: Sequence[Change], now: datetime) -> dict[int, AlertExplanation]:
         """The explanations of fired drop alerts, with the themes that drive them (by change index)."""

@@ -1,7 +1,8 @@
 """The alerts benchmark: evaluation rounds over 10,000 segments with 84 days of counts each
 (alerts' own tables in a private PostgreSQL on core 1, the round in this process on core 0):
-the first round (every segment's days read) and the steady rounds that follow, each after 500
-segments received a new ScoreChanged (their days read again)."""
+the first round (every segment's days read), the steady rounds that follow, each after 500
+segments received a new ScoreChanged (their days read again), and the first round of the next
+day (every segment's windows moved: the days kept worked out again, none read)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ class AlertsResult:
     rows: int
     first_s: float
     steady_s: list[float]
+    next_day_s: float
     fired: int
 
 
@@ -81,7 +83,7 @@ async def _seed(url: str, now: datetime) -> int:
     return rows
 
 
-async def _rounds(url: str, now: datetime) -> tuple[float, list[float], int]:
+async def _rounds(url: str, now: datetime) -> tuple[float, list[float], float, int]:
     engine = make_engine(url)
     clock = [now]
     # Every round evaluated: not held back by the gap a service keeps between rounds asked for by batches.
@@ -104,11 +106,17 @@ async def _rounds(url: str, now: datetime) -> tuple[float, list[float], int]:
             async with engine.begin() as conn:
                 await rounds(conn)
             timings.append(time.perf_counter() - started)
+        clock[0] = now + timedelta(days=1)  # the next day: every segment's windows move
+        rounds.due.now = True
+        started = time.perf_counter()
+        async with engine.begin() as conn:
+            await rounds(conn)
+        next_day = time.perf_counter() - started
         async with engine.connect() as conn:
             fired = int((await conn.execute(sa.text("SELECT count(*) FROM alerts.alerts"))).scalar_one())
     finally:
         await engine.dispose()
-    return timings[0], timings[1:], fired
+    return timings[0], timings[1:], next_day, fired
 
 
 def bench_alerts() -> AlertsResult:
@@ -117,10 +125,10 @@ def bench_alerts() -> AlertsResult:
         now = datetime.now(UTC).replace(microsecond=0)
         rows = asyncio.run(_seed(infra.database_url, now))
         with on_core(0):
-            first, steady, fired = asyncio.run(_rounds(infra.database_url, now))
+            first, steady, next_day, fired = asyncio.run(_rounds(infra.database_url, now))
     if not fired:  # every 100th segment's drop must page: a round that evaluated nothing measured nothing
         raise SystemExit("FAIL: no alert fired over the rounds; the rounds did not evaluate the segments")
-    return AlertsResult(SEGMENTS, rows, first, steady, fired)
+    return AlertsResult(SEGMENTS, rows, first, steady, next_day, fired)
 
 
 def write_alerts_report(result: AlertsResult) -> Path:
@@ -137,9 +145,11 @@ def write_alerts_report(result: AlertsResult) -> Path:
         "",
         "| round | time | target | met |",
         "|---|---|---|---|",
-        f"| first (every segment's days read: after a start, and once a day) | {result.first_s:.2f} s | | |",
+        f"| first after a start (every segment's days read) | {result.first_s:.2f} s | | |",
         f"| steady, {TOUCHED} segments with a new score since the last round (median of {len(result.steady_s)}) | "
         f"{median:.3f} s (slowest {worst:.3f} s) | < {TARGET_S:.0f} s | {verdict(worst < TARGET_S)} |",
+        f"| first of a new day (every segment's windows moved; the days kept, none read) | "
+        f"{result.next_day_s:.3f} s | < {TARGET_S:.0f} s | {verdict(result.next_day_s < TARGET_S)} |",
         "",
         f"{result.fired} alerts fired over the rounds (every 100th segment's NPS fell this week).",
         "",

@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
+from alerts_service import repository
 from alerts_service.bootstrap import create_app, spec
 from alerts_service.detection import Rules
 from alerts_service.domain import Timing, round_windows
@@ -464,3 +465,64 @@ async def test_a_round_reading_its_segments_in_parts_works_out_what_one_read_doe
     assert caches[0] == caches[1] == caches[2]
     assert all(c.ewma is not None and c.drop is not None and c.current.n > 0 for c in caches[0].values())
     assert len({c.current for c in caches[0].values()}) > 1  # the segments' data differ, and stay theirs
+
+
+async def test_a_new_day_works_out_the_days_kept_as_a_new_read_would(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a new day a segment without a newer score is not read again: its days kept are worked
+    out moved by a day, and give what a process reading them afresh that day gives, a day after
+    the day read on (a score from a clock ahead) included. A newer score reads the segment again."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    today, tomorrow = now.date(), now.date() + timedelta(days=1)
+    names = [f"moved{i}:v{i}" for i in range(4)]
+    engine = make_engine(database_url)
+    read: list[str] = []
+    days_of = repository.days_of
+
+    async def counting(conn: Any, segments: Any, first: date, on: date) -> Any:
+        read.extend(segments)
+        return await days_of(conn, segments, first, on)
+
+    monkeypatch.setattr(repository, "days_of", counting)
+    try:
+        async with engine.connect() as conn:
+            transaction = await conn.begin()
+            for i, name in enumerate(names):  # days -1 (tomorrow) to 90 ago: both edges of every window move
+                await conn.execute(
+                    sa.text(
+                        "INSERT INTO alerts.daily (segment, day, promoters, passives, detractors) "
+                        "SELECT :s, CAST(:today AS date) - d, 5 + (d * :i) % 4, 3 + d % 2, 2 + (d + :i) % 3 + "
+                        "CASE WHEN d < 8 THEN :i ELSE 0 END FROM generate_series(-1, 90) AS d"
+                    ),
+                    {"s": name, "today": today, "i": i},
+                )
+            seen = {name: Seen(now, now) for name in names}
+            kept = EvaluateRounds(Rules(), Timing(), "t", 60.0, lambda: now, Due())
+            await kept._refresh(conn, seen, round_windows(today, kept.rules), today)
+            on_the_day = dict(kept._cache)
+            read.clear()
+            await kept._refresh(conn, seen, round_windows(tomorrow, kept.rules), tomorrow)
+            assert read == []  # no newer score: nothing read again
+            moved = dict(kept._cache)
+            afresh = EvaluateRounds(Rules(), Timing(), "t", 60.0, lambda: now, Due())
+            await afresh._refresh(conn, seen, round_windows(tomorrow, afresh.rules), tomorrow)
+            assert sorted(read) == names
+            newer = {**seen, names[0]: Seen(now + timedelta(minutes=1), now)}
+            read.clear()
+            await kept._refresh(conn, newer, round_windows(tomorrow, kept.rules), tomorrow)
+            assert read == [names[0]]  # a newer score: read again
+            await transaction.rollback()
+    finally:
+        await engine.dispose()
+
+    def stats(cache: Mapping[str, Any]) -> dict[str, tuple[Any, ...]]:
+        return {s: (c.key, c.current, c.baseline, c.drop, c.ewma) for s, c in cache.items()}
+
+    assert stats(moved) == stats(afresh._cache)
+    assert all(on_the_day[s].current != moved[s].current for s in names)  # the windows did move
+    assert all(c.ewma is not None and c.drop is not None for c in moved.values())
+    assert (
+        kept._cache[names[0]].key == (tomorrow, now + timedelta(minutes=1))
+        and kept._cache[names[0]].read_on == tomorrow
+    )

@@ -358,13 +358,15 @@ def test_rounds_follow_the_schedule_and_batches_at_most_every_gap() -> None:
     assert round_due(160, 160, 100, asked=False, min_gap_s=5)  # the schedule needs no asking
 
 
-def _stats_by_definition(days: Days, rules: Rules) -> tuple[Counts, Counts, Ewma | None]:
-    """The windows and the EWMA as the rules define them: each window's days summed as Counts, and
-    `ewma` over one Counts per day of its span, the reference first, oldest first."""
+def _stats_by_definition(days: Days, rules: Rules, moved: int) -> tuple[Counts, Counts, Ewma | None]:
+    """The windows and the EWMA as the rules define them, `moved` days later than the days were
+    read: each window's days summed as Counts, and `ewma` over one Counts per day of its span, the
+    reference first, oldest first; a day after today is in none."""
     drop, trend = rules.drop, rules.ewma
     by_ago = {
-        ago: Counts(p, pa, d)
+        ago + moved: Counts(p, pa, d)
         for ago, p, pa, d in zip(days.ago, days.promoters, days.passives, days.detractors, strict=True)
+        if ago + moved >= 0
     }
     current = sum((c for ago, c in by_ago.items() if ago < drop.current_days), Counts())
     baseline = sum(
@@ -378,7 +380,7 @@ def _stats_by_definition(days: Days, rules: Rules) -> tuple[Counts, Counts, Ewma
 
 @given(
     st.dictionaries(
-        st.integers(0, 120),
+        st.integers(-5, 120),  # below 0: a day after the day read on (a score from a clock ahead)
         st.tuples(st.integers(0, 30), st.integers(0, 30), st.integers(0, 30)),
         max_size=120,
     ),
@@ -387,6 +389,7 @@ def _stats_by_definition(days: Days, rules: Rules) -> tuple[Counts, Counts, Ewma
     st.integers(1, 40),
     st.integers(1, 70),
     st.integers(1, 200),
+    st.integers(0, 10),
 )
 def test_a_segment_s_windows_and_ewma_from_its_days_are_the_rules_definition(
     found: dict[int, tuple[int, int, int]],
@@ -395,11 +398,13 @@ def test_a_segment_s_windows_and_ewma_from_its_days_are_the_rules_definition(
     reference_days: int,
     monitored_days: int,
     min_reference: int,
+    moved: int,
 ) -> None:
+    """Also days later than they were read (the days kept, worked out again on a new day)."""
     rules = Rules(
         drop=DropRule(current_days=current_days, baseline_days=baseline_days),
         ewma=EwmaRule(reference_days=reference_days, monitored_days=monitored_days, min_reference=min_reference),
     )
     order = sorted(found, key=lambda ago: (ago * 7919) % 127)  # the database's order is any order
     days = Days(order, [found[a][0] for a in order], [found[a][1] for a in order], [found[a][2] for a in order])
-    assert stats_of(days, rules) == _stats_by_definition(days, rules)
+    assert stats_of(days, rules, moved) == _stats_by_definition(days, rules, moved)
