@@ -202,6 +202,9 @@ class SegmentPlan:
     # admitted, admitting it again changes nothing and answers the same (a value past the cap stays
     # past it: the counts only grow). Most of a batch's responses share a few hundred lists.
     answered: dict[tuple[tuple[str, str], ...], tuple[str, ...]] = field(default_factory=dict)
+    # The same answers by the response's description (see `description`): most of a batch repeats a
+    # few hundred descriptions, so most responses skip working their values out at all.
+    described: dict[tuple[object, ...], tuple[str, ...]] = field(default_factory=dict)
 
     def admit(self, dimension: str, value: str) -> str:
         if (dimension, value) in self.known:
@@ -213,18 +216,30 @@ class SegmentPlan:
         return value
 
 
+def description(version: Version) -> tuple[object, ...]:
+    """What a response's (dimension, value) pairs are worked out from: its channel, survey and
+    attributes (in the order they came: the same attributes in another order are another key, which
+    only costs a second working out)."""
+    return (version.channel, version.survey_id, *version.attributes.items())
+
+
 def segments_of(version: Version, dimensions: Dimensions, plan: SegmentPlan) -> tuple[str, ...]:
     """Every segment the response counts in: overall, each dimension, each combination."""
+    described = description(version)
+    found = plan.described.get(described)
+    if found is not None:
+        return found
     values = tuple(dimensions.values_of(version))
     found = plan.answered.get(values)
     if found is not None:
+        plan.described[described] = found
         return found
     capped = {d: plan.admit(d, v) for d, v in values}
     keys = [OVERALL, *(segment_key(d, v) for d, v in capped.items())]
     for combo, value in dimensions.combined(capped):
         admitted = plan.admit(combo, value)
         keys.append(segment_key(combo, admitted) if admitted != OTHER else f"{combo}:{OTHER}")
-    found = plan.answered[values] = tuple(keys)
+    found = plan.answered[values] = plan.described[described] = tuple(keys)
     return found
 
 
@@ -232,7 +247,12 @@ def candidate_values(versions: Iterable[Version], dimensions: Dimensions) -> set
     """The (dimension, value) pairs a batch may need admitted (combinations uncapped): looked up
     in the catalog before applying; an older version's pairs are looked up for nothing, harmlessly."""
     found: set[tuple[str, str]] = set()
+    seen: set[tuple[object, ...]] = set()
     for version in versions:
+        described = description(version)
+        if described in seen:
+            continue
+        seen.add(described)
         values = dict(dimensions.values_of(version))
         found.update(values.items())
         found.update(dimensions.combined(values))

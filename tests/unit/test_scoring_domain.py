@@ -13,6 +13,7 @@ from scoring_service.domain import (
     Stored,
     Version,
     apply,
+    candidate_values,
     parse_dimension,
     parse_segment,
     recompute,
@@ -84,27 +85,53 @@ def test_past_the_cap_new_values_count_under_other() -> None:
     assert segments_of(version("again", attributes={"product": "p1"}), DEFAULT, plan)[1] == "product:p1"
 
 
-@settings(max_examples=300, deadline=None)
-@given(
-    st.lists(
-        st.fixed_dictionaries(
-            {"product": st.sampled_from(["a", "b", "c", "d"]), "region": st.sampled_from(["eu", "us", "apac"])}
+_ATTRIBUTES = st.lists(
+    st.tuples(
+        st.dictionaries(
+            st.sampled_from(["product", "region", "tier"]), st.sampled_from(["a", "b", "eu", "us"]), max_size=3
         ),
-        max_size=40,
+        st.sampled_from([None, "email", "in_app"]),
+        st.booleans(),  # the attributes in reverse order: the same response described differently
     ),
-    st.integers(1, 4),
+    max_size=40,
 )
+
+
+def _versions(drawn: list[tuple[dict[str, str], str | None, bool]]) -> list[Version]:
+    return [
+        version(f"r{i}", channel=channel, attributes=dict(reversed(attrs.items())) if flip else attrs)
+        for i, (attrs, channel, flip) in enumerate(drawn)
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ATTRIBUTES, st.integers(1, 4))
 def test_a_batch_s_remembered_segments_are_what_computing_them_again_gives(
-    attributes: list[dict[str, str]], cap: int
+    drawn: list[tuple[dict[str, str], str | None, bool]], cap: int
 ) -> None:
-    """The plan remembers each values list's segments for the batch; with the cap in play (values
-    past it count under `other`, in combinations too), the answers equal computing each anew."""
+    """The plan remembers each values list's and each description's segments for the batch; with
+    the cap in play (values past it count under `other`, in combinations too), and the same
+    attributes in another order, the answers equal computing each anew."""
     remembering, fresh = open_plan(cap), open_plan(cap)
-    for i, attrs in enumerate(attributes):
-        v = version(f"r{i}", attributes=attrs)
+    for v in _versions(drawn):
         fresh.answered.clear()
+        fresh.described.clear()
         assert segments_of(v, COMBOS, remembering) == segments_of(v, COMBOS, fresh)
     assert remembering.known == fresh.known and remembering.per_dimension == fresh.per_dimension
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ATTRIBUTES)
+def test_a_batch_s_candidate_values_are_every_response_s_values(
+    drawn: list[tuple[dict[str, str], str | None, bool]],
+) -> None:
+    """Worked out once per description, the pairs looked up are still every response's own."""
+    versions = _versions(drawn)
+    one_by_one: set[tuple[str, str]] = set()
+    for v in versions:
+        values = dict(COMBOS.values_of(v))
+        one_by_one |= set(values.items()) | set(COMBOS.combined(values))
+    assert candidate_values(versions, COMBOS) == one_by_one
 
 
 @pytest.mark.parametrize(
