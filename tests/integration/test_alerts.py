@@ -433,6 +433,20 @@ async def test_the_migration_keeps_v1_alerts_and_goes_back(database_url: str) ->
         await engine.dispose()
 
 
+async def _insert_days(conn: Any, names: list[str], today: date, newest_ago: int, oldest_ago: int) -> None:
+    """Each segment's days from `newest_ago` to `oldest_ago` days before today, counts differing by
+    day and by segment (the i-th segment has i more detractors a day over its last week)."""
+    for i, name in enumerate(names):
+        await conn.execute(
+            sa.text(
+                "INSERT INTO alerts.daily (segment, day, promoters, passives, detractors) "
+                "SELECT :s, CAST(:today AS date) - d, 5 + (d * :i) % 4, 3 + d % 2, 2 + (d + :i) % 3 + "
+                "CASE WHEN d < 7 THEN :i ELSE 0 END FROM generate_series(CAST(:newest AS integer), CAST(:oldest AS integer)) AS d"
+            ),
+            {"s": name, "today": today, "i": i, "newest": newest_ago, "oldest": oldest_ago},
+        )
+
+
 async def test_a_round_reading_its_segments_in_parts_works_out_what_one_read_does(database_url: str) -> None:
     """The first round of a day reads every segment's days a part at a time, the next part's
     query out while this part is worked out: any part size gives the same windows, tests and EWMAs."""
@@ -444,15 +458,7 @@ async def test_a_round_reading_its_segments_in_parts_works_out_what_one_read_doe
     try:
         async with engine.connect() as conn:
             transaction = await conn.begin()
-            for i, name in enumerate(names):
-                await conn.execute(
-                    sa.text(
-                        "INSERT INTO alerts.daily (segment, day, promoters, passives, detractors) "
-                        "SELECT :s, CAST(:today AS date) - d, 5 + (d * :i) % 4, 3, 2 + (d + :i) % 3 + "
-                        "CASE WHEN d < 7 THEN :i ELSE 0 END FROM generate_series(0, 83) AS d"
-                    ),
-                    {"s": name, "today": today, "i": i},
-                )
+            await _insert_days(conn, names, today, 0, 83)
             seen = {name: Seen(now, now) for name in names}
             for chunk in (2, 3, 100):
                 rounds = EvaluateRounds(Rules(), Timing(), "t", 60.0, lambda: now, Due(), chunk=chunk)
@@ -488,15 +494,7 @@ async def test_a_new_day_works_out_the_days_kept_as_a_new_read_would(
     try:
         async with engine.connect() as conn:
             transaction = await conn.begin()
-            for i, name in enumerate(names):  # days -1 (tomorrow) to 90 ago: both edges of every window move
-                await conn.execute(
-                    sa.text(
-                        "INSERT INTO alerts.daily (segment, day, promoters, passives, detractors) "
-                        "SELECT :s, CAST(:today AS date) - d, 5 + (d * :i) % 4, 3 + d % 2, 2 + (d + :i) % 3 + "
-                        "CASE WHEN d < 8 THEN :i ELSE 0 END FROM generate_series(-1, 90) AS d"
-                    ),
-                    {"s": name, "today": today, "i": i},
-                )
+            await _insert_days(conn, names, today, -1, 90)  # tomorrow to 90 ago: every window's edges move
             seen = {name: Seen(now, now) for name in names}
             kept = EvaluateRounds(Rules(), Timing(), "t", 60.0, lambda: now, Due())
             await kept._refresh(conn, seen, round_windows(today, kept.rules), today)
