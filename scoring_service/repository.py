@@ -32,7 +32,8 @@ _UNNEST = """
         CAST(:days AS date[]), CAST(:segments AS text[])
     ) AS n(ids, keys, versions, firsts, erased, scores, days, segs)
 """
-_SEGMENTS = "coalesce(string_to_array(n.segs, chr(31)), '{}')"
+# A response's segments are stored as one string joined by SEPARATOR (migration scoring_0007).
+_SEGMENTS = "coalesce(n.segs, '')"
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +148,14 @@ async def lock_responses(
     rows = await conn.execute(where.lock, {"ids": sorted(set(ids)), "erased": sorted(set(erased_keys))})
     return {
         r.response_id: Stored(
-            r.response_id, r.respondent_key, r.version, r.first_at, r.erased, r.score, r.day, tuple(r.segments)
+            r.response_id,
+            r.respondent_key,
+            r.version,
+            r.first_at,
+            r.erased,
+            r.score,
+            r.day,
+            tuple(r.segments.split(SEPARATOR)) if r.segments else (),
         )
         for r in rows
     }
@@ -164,7 +172,8 @@ async def insert_responses(conn: AsyncConnection, rows: Sequence[Stored], where:
     if not rows:
         return
     values = [
-        (r.response_id, r.respondent_key, r.version, r.first_at, r.erased, r.score, r.day, r.segments) for r in rows
+        (r.response_id, r.respondent_key, r.version, r.first_at, r.erased, r.score, r.day, SEPARATOR.join(r.segments))
+        for r in rows
     ]
     try:
         await copy_rows(conn, f"{SCHEMA}.{where.responses}", _COLUMN_NAMES, values)
@@ -190,8 +199,8 @@ def _response_params(rows: Sequence[Stored]) -> dict[str, list[Any]]:
         "erased": [r.erased for r in rows],
         "scores": [r.score for r in rows],
         "days": [r.day for r in rows],
-        # One string per row (unnest has no ragged text[][]); values never hold the separator.
-        "segments": [SEPARATOR.join(r.segments) if r.segments else None for r in rows],
+        # One string per row, as stored; values never hold the separator.
+        "segments": [SEPARATOR.join(r.segments) for r in rows],
     }
 
 
@@ -226,7 +235,7 @@ async def comments_in(
             f"""
             SELECT c.comment FROM {SCHEMA}.theme_comments c JOIN {SCHEMA}.theme_responses r USING (response_id)
             WHERE NOT r.erased AND r.day BETWEEN :first AND :last AND r.score BETWEEN :low AND :high
-              AND :key = ANY(r.segments)
+              AND :key = ANY(string_to_array(r.segments, chr(31)))
             ORDER BY c.response_id
             """
         ),
@@ -472,7 +481,7 @@ def recomputed(where: Store = SCORES) -> str:
                count(*) FILTER (WHERE score >= 9) AS promoters,
                count(*) FILTER (WHERE score BETWEEN 7 AND 8) AS passives,
                count(*) FILTER (WHERE score <= 6) AS detractors
-        FROM {SCHEMA}.{where.responses}, unnest(segments) AS segment
+        FROM {SCHEMA}.{where.responses}, unnest(string_to_array(segments, chr(31))) AS segment
         WHERE NOT erased
         GROUP BY segment, day
     """

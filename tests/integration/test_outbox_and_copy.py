@@ -78,8 +78,9 @@ async def test_conflicts_returning_and_errors_are_the_insert_s(database_url: str
 async def test_scoring_s_rows_go_straight_in_and_a_row_written_meanwhile_retries_the_batch(
     database_url: str,
 ) -> None:
-    """insert_responses: segments arrive as arrays (any text, none at all); a response another
-    transaction wrote meanwhile makes the batch RetryBatch; any other refusal stays an error."""
+    """insert_responses: segments (any text, none at all) are stored as one string joined by U+001F
+    and read back as they were; a response another transaction wrote meanwhile makes the batch
+    RetryBatch; any other refusal stays an error."""
     engine = make_engine(database_url)
     try:
         async with engine.begin() as conn:
@@ -87,17 +88,23 @@ async def test_scoring_s_rows_go_straight_in_and_a_row_written_meanwhile_retries
             day = now.date()
             rows = [
                 Stored("j1", "k", 1, now, score=9, day=day, segments=("all", "plan:pro", 'région:é,"{x}"')),
-                Stored("j2", "k", 1, now, erased=True),  # no segments: an empty array
+                Stored("j2", "k", 1, now, erased=True),  # no segments: an empty string
                 Stored("j3", "k", 2, now, score=5, day=day, segments=("all",)),
             ]
             await repository.insert_responses(conn, rows)
             stored = {
-                r.response_id: list(r.segments)
+                r.response_id: r.segments
                 for r in await conn.execute(
                     sa.text("SELECT response_id, segments FROM scoring.responses WHERE response_id LIKE 'j_'")
                 )
             }
-        assert stored == {"j1": ["all", "plan:pro", 'région:é,"{x}"'], "j2": [], "j3": ["all"]}
+            read = await repository.lock_responses(conn, ["j1", "j2", "j3"], [])
+        assert stored == {"j1": 'all\x1fplan:pro\x1frégion:é,"{x}"', "j2": "", "j3": "all"}
+        assert {rid: row.segments for rid, row in read.items()} == {
+            "j1": ("all", "plan:pro", 'région:é,"{x}"'),
+            "j2": (),
+            "j3": ("all",),
+        }
         with pytest.raises(RetryBatch):
             async with engine.begin() as conn:
                 await repository.insert_responses(conn, [Stored("j4", "k", 1, now), rows[0]])

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from scoring_service import rebuild
+from scoring_service import rebuild, repository
 from shared.db import SERVICE_SCHEMAS, alembic_config, make_engine, upgrade
 from shared.privacy import Pseudonyms
 from tests.helpers import TEST_PSEUDONYM_SECRET, with_database
@@ -79,7 +79,7 @@ async def test_0002_keeps_every_count_and_drops_the_raw_ids(pg_admin_url: str) -
         }
     assert "respondent_id" not in columns and "attributes" not in columns
     assert migrated["r1"].respondent_key == Pseudonyms(TEST_PSEUDONYM_SECRET).key("alice")
-    assert list(migrated["r3"].segments) == ["all", "channel:email", "product:zephyr", "region:eu"]
+    assert migrated["r3"].segments.split("\x1f") == ["all", "channel:email", "product:zephyr", "region:eu"]
     assert (migrated["r2"].version, migrated["r2"].erased) == (1, False)
     assert ("product", "zephyr") in catalog and ("survey_id", "q4") in catalog
     report = await rebuild.check(engine)
@@ -89,6 +89,42 @@ async def test_0002_keeps_every_count_and_drops_the_raw_ids(pg_admin_url: str) -
     await asyncio.to_thread(command.downgrade, config, "scoring_0001")
     await asyncio.to_thread(command.upgrade, config, "head")
     assert (await rebuild.check(engine)).differences == 0
+    await engine.dispose()
+
+
+async def test_0007_stores_each_response_s_segments_as_one_string_and_back(pg_admin_url: str) -> None:
+    """Arrays (none at all too) become strings joined by U+001F, the counts still equal a recompute
+    from them, the service's reader gets the segments back; downgraded, the arrays return."""
+    url = await blank_database(pg_admin_url)
+    config = alembic_config(SERVICE_SCHEMAS["scoring"], url, TEST_PSEUDONYM_SECRET)
+    await asyncio.to_thread(command.upgrade, config, "scoring_0006")
+    engine = make_engine(url)
+    arrays = {"s1": ["all", "channel:web", 'plan:"pro", {x}'], "s2": ["all"], "s3": []}
+    async with engine.begin() as conn:
+        for table, prefix in (("responses", ""), ("theme_responses", "all@")):
+            for rid, segments in arrays.items():
+                await conn.execute(
+                    sa.text(
+                        f"INSERT INTO scoring.{table} (response_id, respondent_key, version, first_at, erased, score, "
+                        "day, segments) VALUES (:r, 'k', 1, now(), :e, 9, :d, CAST(:s AS text[]))"
+                    ),
+                    {"r": rid, "e": not segments, "d": DAY, "s": [prefix + s for s in segments]},
+                )
+    await asyncio.to_thread(command.upgrade, config, "head")
+    async with engine.begin() as conn:
+        for table, prefix in (("responses", ""), ("theme_responses", "all@")):
+            stored = dict((await conn.execute(sa.text(f"SELECT response_id, segments FROM scoring.{table}"))).all())
+            assert stored == {rid: "\x1f".join(prefix + s for s in segments) for rid, segments in arrays.items()}
+        read = await repository.lock_responses(conn, list(arrays), [])
+        assert {rid: list(row.segments) for rid, row in read.items()} == arrays
+    assert (await rebuild.from_responses(engine)).daily_rows == 3  # all, channel:web, plan:... on one day
+    assert (await rebuild.check(engine)).differences == 0
+    await engine.dispose()  # its connections' prepared statements know the column's old type
+    await asyncio.to_thread(command.downgrade, config, "scoring_0006")
+    engine = make_engine(url)
+    async with engine.connect() as conn:
+        back = dict((await conn.execute(sa.text("SELECT response_id, segments FROM scoring.responses"))).all())
+    assert back == arrays
     await engine.dispose()
 
 
