@@ -4,8 +4,7 @@
   service  `nps scoring` (the consumer loop, the batch handler, PostgreSQL, offset commits)
   replay   `nps scoring rebuild --replay` into an empty database (the rebuild from the log)
 
-the service and the replay three times each (the median judged), then the peer (bench/peer_quix.py),
-
+the service and the replay three times each (the median judged), then the peer (bench/peer_quix.py)
 and the end-to-end latency: ingest and scoring running, 1,000 POSTs/s, and the time from a probe
 POST's 202 to its score being visible in GET /v1/nps.
 
