@@ -202,7 +202,15 @@ async def test_sigkill_at_any_moment_loses_nothing_and_counts_nothing_twice(
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        await asyncio.sleep(rng.uniform(1.5, 6.0))
+        if progress:  # anywhere: during the start too, or after the backlog
+            await asyncio.sleep(rng.uniform(1.5, 6.0))
+        else:  # the first lands mid-way however fast scoring is: within a second of its first commit
+
+            async def started() -> bool:
+                return await group_committed(bootstrap, settings_.group_id, settings_.topics.responses) > 0
+
+            await eventually(started, timeout=60)
+            await asyncio.sleep(rng.uniform(0.0, 1.0))
         os.kill(victim.pid, signal.SIGKILL)
         await victim.wait()
         progress.append(await group_committed(bootstrap, settings_.group_id, settings_.topics.responses))
