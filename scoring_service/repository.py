@@ -32,8 +32,21 @@ _UNNEST = """
         CAST(:days AS date[]), CAST(:segments AS text[])
     ) AS n(ids, keys, versions, firsts, erased, scores, days, segs)
 """
-# A response's segments are stored as one string joined by SEPARATOR (migration scoring_0007).
-_SEGMENTS = "coalesce(n.segs, '')"
+
+
+# A response's segments are stored as one string joined by SEPARATOR (migration scoring_0007): the
+# rule is here only. A segment is never empty and never holds the separator (domain.py).
+def joined(segments: Sequence[str]) -> str:
+    return SEPARATOR.join(segments)
+
+
+def split(stored: str) -> tuple[str, ...]:
+    return tuple(stored.split(SEPARATOR)) if stored else ()
+
+
+def split_in_sql(column: str) -> str:
+    """`split` in PostgreSQL: the column's segments as a text[]."""
+    return f"string_to_array({column}, chr({ord(SEPARATOR)}))"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +79,7 @@ def store(responses: str, daily: str) -> Store:
             f"""
             UPDATE {SCHEMA}.{responses} AS r SET
                 version = n.versions, first_at = n.firsts, erased = n.erased, score = n.scores, day = n.days,
-                segments = {_SEGMENTS}
+                segments = n.segs
             FROM {_UNNEST}
             WHERE r.response_id = n.ids
             """
@@ -155,7 +168,7 @@ async def lock_responses(
             r.erased,
             r.score,
             r.day,
-            tuple(r.segments.split(SEPARATOR)) if r.segments else (),
+            split(r.segments),
         )
         for r in rows
     }
@@ -172,7 +185,7 @@ async def insert_responses(conn: AsyncConnection, rows: Sequence[Stored], where:
     if not rows:
         return
     values = [
-        (r.response_id, r.respondent_key, r.version, r.first_at, r.erased, r.score, r.day, SEPARATOR.join(r.segments))
+        (r.response_id, r.respondent_key, r.version, r.first_at, r.erased, r.score, r.day, joined(r.segments))
         for r in rows
     ]
     try:
@@ -199,8 +212,7 @@ def _response_params(rows: Sequence[Stored]) -> dict[str, list[Any]]:
         "erased": [r.erased for r in rows],
         "scores": [r.score for r in rows],
         "days": [r.day for r in rows],
-        # One string per row, as stored; values never hold the separator.
-        "segments": [SEPARATOR.join(r.segments) for r in rows],
+        "segments": [joined(r.segments) for r in rows],
     }
 
 
@@ -235,7 +247,7 @@ async def comments_in(
             f"""
             SELECT c.comment FROM {SCHEMA}.theme_comments c JOIN {SCHEMA}.theme_responses r USING (response_id)
             WHERE NOT r.erased AND r.day BETWEEN :first AND :last AND r.score BETWEEN :low AND :high
-              AND :key = ANY(string_to_array(r.segments, chr(31)))
+              AND :key = ANY({split_in_sql("r.segments")})
             ORDER BY c.response_id
             """
         ),
@@ -481,7 +493,7 @@ def recomputed(where: Store = SCORES) -> str:
                count(*) FILTER (WHERE score >= 9) AS promoters,
                count(*) FILTER (WHERE score BETWEEN 7 AND 8) AS passives,
                count(*) FILTER (WHERE score <= 6) AS detractors
-        FROM {SCHEMA}.{where.responses}, unnest(string_to_array(segments, chr(31))) AS segment
+        FROM {SCHEMA}.{where.responses}, unnest({split_in_sql("segments")}) AS segment
         WHERE NOT erased
         GROUP BY segment, day
     """

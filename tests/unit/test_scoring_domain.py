@@ -21,6 +21,7 @@ from scoring_service.domain import (
     split_segment,
 )
 from scoring_service.handlers import version_of
+from scoring_service.repository import joined, split
 from shared.events import ResponseEvent
 from shared.nps import Counts
 from shared.privacy import Pseudonyms
@@ -324,3 +325,9 @@ def test_the_gauged_segments_are_checked_at_start_up_and_bounded() -> None:
         ScoringSettings(metric_segments="region:eu,product:atlas")  # not a configured combination
     with pytest.raises(ValidationError, match="window"):
         ScoringSettings(metric_window="week")
+
+
+@given(st.lists(st.text(st.characters(exclude_characters="\x1f"), min_size=1, max_size=12), max_size=6))
+def test_stored_segments_read_back_as_written(segments: list[str]) -> None:
+    """The one string a response's segments are stored as: none (an erased or new row) included."""
+    assert split(joined(segments)) == tuple(segments)
