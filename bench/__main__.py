@@ -39,7 +39,7 @@ def main() -> int:
     if args.only in (None, "ingest"):
         ensure_wrk()
         results, counts = bench_ingest(args.seconds, args.profile)
-        scaled, _ = bench_ingest(args.seconds, None, workers=2)
+        scaled, _ = bench_ingest(args.seconds, None, workers=2, rounds=1)
         print(f"wrote {write_report(results, counts, args.seconds, scaled)}")
     if args.only in (None, "scoring"):
         print(f"wrote {write_scoring_report(bench_scoring(args.events, args.e2e_seconds, args.profile))}")
