@@ -524,3 +524,43 @@ async def test_a_new_day_works_out_the_days_kept_as_a_new_read_would(
         kept._cache[names[0]].key == (tomorrow, now + timedelta(minutes=1))
         and kept._cache[names[0]].read_on == tomorrow
     )
+
+
+async def test_the_days_read_are_the_stored_rows_whichever_segments_are_asked(database_url: str) -> None:
+    """days_of bounds its read by the asked segments' own range (worked out in SQL, in the column's
+    collation) and sends each array as bytes: whatever the order, case, accents or gaps of the
+    segments asked, each gets exactly its stored days (a day after today too), an absent one none."""
+    today = datetime.now(UTC).date()
+    names = ["days:Zeta", "days:alpha", "days:Ärger", "days:Émile", "days:zz", "days:1"]
+    engine = make_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            transaction = await conn.begin()
+            await _insert_days(conn, names, today, -1, 90)
+            rows = await conn.execute(
+                sa.text(
+                    "SELECT segment, CAST(:today AS date) - day, promoters, passives, detractors "
+                    "FROM alerts.daily WHERE segment LIKE 'days:%' AND day >= :first"
+                ),
+                {"today": today, "first": today - timedelta(days=84)},
+            )
+            stored: dict[str, set[tuple[int, ...]]] = {}
+            for segment, *day in rows:
+                stored.setdefault(segment, set()).add(tuple(day))
+            asked = [
+                sorted(names),
+                names[::-1],
+                [names[4], names[1], names[5]],  # the first asked is neither end of the range
+                [names[0], names[3]],
+                [names[2]],
+                [*names[:2], "days:absent"],
+            ]
+            found = [await repository.days_of(conn, part, today - timedelta(days=84), today) for part in asked]
+            await transaction.rollback()
+    finally:
+        await engine.dispose()
+    assert len(stored) == len(names) and all(len(days) == 86 for days in stored.values())  # 84 ago .. -1
+    for part, days in zip(asked, found, strict=True):
+        assert set(days) == set(part) - {"days:absent"}
+        for segment, read in days.items():
+            assert set(zip(read.ago, read.promoters, read.passives, read.detractors, strict=True)) == stored[segment]

@@ -4,6 +4,7 @@ machine's transitions, and a round's explanation."""
 from __future__ import annotations
 
 import math
+import struct
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -39,7 +40,7 @@ from alerts_service.domain import (
     step,
 )
 from alerts_service.handlers import round_due, stats_of
-from alerts_service.repository import Days
+from alerts_service.repository import Days, int4s
 from shared.nps import Counts, normal_cdf
 from shared.segments import is_child, parts
 
@@ -408,3 +409,20 @@ def test_a_segment_s_windows_and_ewma_from_its_days_are_the_rules_definition(
     order = sorted(found, key=lambda ago: (ago * 7919) % 127)  # the database's order is any order
     days = Days(order, [found[a][0] for a in order], [found[a][1] for a in order], [found[a][2] for a in order])
     assert stats_of(days, rules, moved) == _stats_by_definition(days, rules, moved)
+
+
+@given(st.lists(st.integers(-(2**31), 2**31 - 1), min_size=1, max_size=100))
+def test_an_int4_array_reads_back_from_array_send_bytes(values: list[int]) -> None:
+    """PostgreSQL's array_send of a one-dimensional int4[] (lower bound 1, no NULLs)."""
+    sent = struct.pack(">iiiii", 1, 0, 23, len(values), 1) + b"".join(struct.pack(">ii", 4, v) for v in values)
+    assert list(int4s(sent)) == values
+
+
+@pytest.mark.parametrize(
+    "header",
+    [(2, 0, 23, 1, 1), (1, 1, 23, 1, 1), (1, 0, 20, 1, 1), (1, 0, 23, 2, 1)],
+    ids=["two dimensions", "nulls", "int8", "short"],
+)
+def test_anything_but_an_int4_array_without_nulls_is_refused(header: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="int4"):
+        int4s(struct.pack(">iiiii", *header) + struct.pack(">ii", 4, 7))
