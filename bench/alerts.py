@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alerts_service.detection import Rules
 from alerts_service.domain import Timing
 from alerts_service.handlers import Due, EvaluateRounds
-from bench.common import machine, on_core, verdict, write_section
+from bench.common import machine, on_core, spread, verdict, write_section
 from services.infra import pin, private_infrastructure
 from shared.db import make_engine
 
@@ -30,6 +30,7 @@ TOUCHED = 500
 ROUNDS = 10
 RUNS = 3
 TARGET_S = 1.0
+SECONDS = "{:.3f} s"
 
 
 @dataclass
@@ -148,12 +149,6 @@ def _run() -> tuple[int, float, list[float], float, int]:
     return rows, first, steady, next_day, fired
 
 
-def spread(seconds: list[float]) -> str:
-    """The median, and the range when there are several: `1.09 s (1.05 to 1.13 s)`."""
-    median = f"{statistics.median(seconds):.3f} s"
-    return median if len(seconds) < 2 else f"{median} ({min(seconds):.3f} to {max(seconds):.3f} s)"
-
-
 def write_alerts_report(result: AlertsResult) -> Path:
     median, worst = statistics.median(result.steady_s), max(result.steady_s)
     lines = [
@@ -169,11 +164,11 @@ def write_alerts_report(result: AlertsResult) -> Path:
         "| round | time | target | met |",
         "|---|---|---|---|",
         f"| first after a start (every segment's days read; median of {len(result.first_s)} starts) | "
-        f"{spread(result.first_s)} | < {TARGET_S:.0f} s | {verdict(statistics.median(result.first_s) < TARGET_S)} |",
+        f"{spread(result.first_s, SECONDS)} | < {TARGET_S:.0f} s | {verdict(statistics.median(result.first_s) < TARGET_S)} |",
         f"| steady, {TOUCHED} segments with a new score since the last round (median of {len(result.steady_s)}) | "
         f"{median:.3f} s (slowest {worst:.3f} s) | < {TARGET_S:.0f} s | {verdict(worst < TARGET_S)} |",
         f"| first of a new day (every segment's windows moved; the days kept, none read; median of "
-        f"{len(result.next_day_s)}) | {spread(result.next_day_s)} | < {TARGET_S:.0f} s | "
+        f"{len(result.next_day_s)}) | {spread(result.next_day_s, SECONDS)} | < {TARGET_S:.0f} s | "
         f"{verdict(statistics.median(result.next_day_s) < TARGET_S)} |",
         "",
         f"{result.fired} alerts fired over each run's rounds (every 100th segment's NPS fell this week).",

@@ -9,11 +9,12 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,14 @@ def machine() -> str:
         f"{model}, {os.cpu_count()} cores, {memory_kb / 1024 / 1024:.0f} GiB, {platform.system()} "
         f"{platform.release()}, Python {platform.python_version()}"
     )
+
+
+def spread(values: Sequence[float], form: str = "{:,.0f}") -> str:
+    """The median, and the range when there are several runs: `43,100 (40,200 to 48,300)`."""
+    median = form.format(statistics.median(values))
+    if len(values) < 2:
+        return median
+    return f"{median} ({form.format(min(values))} to {form.format(max(values))})"
 
 
 def write_section(name: str, lines: list[str]) -> Path:

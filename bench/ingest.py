@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.common import machine, start_service, verdict, write_section
+from bench.common import machine, spread, start_service, verdict, write_section
 from bench.profile import Profiler
 from services.embedded import free_port
 from services.infra import create_api_key, pin, private_infrastructure
@@ -326,15 +326,8 @@ def rounds_of(results: list[WrkResult]) -> dict[str, list[WrkResult]]:
 
 
 def middle(runs: list[WrkResult]) -> WrkResult:
-    """The median run by rate (the upper middle one of an even count)."""
+    """The median run by rate (the upper middle one of an even count): its p50 and p99 are reported."""
     return sorted(runs, key=lambda r: r.items_per_s)[len(runs) // 2]
-
-
-def rates(runs: list[WrkResult], items: bool = False) -> str:
-    """The median run's rate, with the range when there are several: `12,100 (11,700 to 12,400)`."""
-    values = [r.items_per_s if items else r.requests_per_s for r in runs]
-    median = middle(runs).items_per_s if items else middle(runs).requests_per_s
-    return f"{median:,.0f}" if len(values) < 2 else f"{median:,.0f} ({min(values):,.0f} to {max(values):,.0f})"
 
 
 def write_report(
@@ -344,7 +337,7 @@ def write_report(
     validate, single, batch = (middle(runs[name]) for name in ("validate", "single", "batch"))
     ratios = [s.requests_per_s / v.requests_per_s for v, s in zip(runs["validate"], runs["single"], strict=True)]
     ratio = statistics.median(ratios)
-    spread = "" if len(ratios) < 2 else f", {min(ratios):.2f} to {max(ratios):.2f} over the rounds"
+    ratio_range = "" if len(ratios) < 2 else f", {min(ratios):.2f} to {max(ratios):.2f} over the rounds"
     errors = {name: sum(r.errors for r in found) for name, found in runs.items()}
     lines = [
         "## Ingest",
@@ -359,18 +352,18 @@ def write_report(
         "",
         "| run | connections | requests/s | responses/s | p50 | p99 | errors | target | met |",
         "|---|---|---|---|---|---|---|---|---|",
-        f"| validate only (`/v1/responses/validate`) | {validate.connections} | {rates(runs['validate'])} | "
+        f"| validate only (`/v1/responses/validate`) | {validate.connections} | {spread([r.requests_per_s for r in runs['validate']])} | "
         f"{validate.items_per_s:,.0f} | {validate.p50_ms:.1f} ms | {validate.p99_ms:.1f} ms | {errors['validate']} | "
         "baseline | |",
-        f"| single POST, broker-acknowledged | {single.connections} | {rates(runs['single'])} | "
+        f"| single POST, broker-acknowledged | {single.connections} | {spread([r.requests_per_s for r in runs['single']])} | "
         f"{single.items_per_s:,.0f} | {single.p50_ms:.1f} ms | {single.p99_ms:.1f} ms | {errors['single']} | "
         f"≥ 3,500/s, p99 < 50 ms | {verdict(single.requests_per_s >= 3500 and single.p99_ms < 50)} |",
         f"| batch import, 1,000 per request | {batch.connections} | {batch.requests_per_s:,.1f} | "
-        f"{rates(runs['batch'], items=True)} | {batch.p50_ms:.0f} ms | {batch.p99_ms:.0f} ms | {errors['batch']} | "
+        f"{spread([r.items_per_s for r in runs['batch']])} | {batch.p50_ms:.0f} ms | {batch.p99_ms:.0f} ms | {errors['batch']} | "
         f"≥ 50,000 responses/s | {verdict(batch.items_per_s >= 50_000)} |",
         "",
         f"Publishing costs the single POST {1 - ratio:.0%} of the validate-only throughput "
-        f"(single / validate = {ratio:.2f}, the median of the rounds' own ratios{spread}; "
+        f"(single / validate = {ratio:.2f}, the median of the rounds' own ratios{ratio_range}; "
         f"target ≥ 0.6: {verdict(ratio >= 0.6)}).",
         f"After the runs ingest had acknowledged {counts['acknowledged']:,} responses; read back, the topic held "
         f"{counts['on_broker']:,} distinct response ids (every 202 is on the broker; the surplus were in "

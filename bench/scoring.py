@@ -28,7 +28,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
-from bench.common import BENCH_SECRET, bench_stack, catch_up, machine, pinned, verdict, write_section
+from bench.common import BENCH_SECRET, bench_stack, catch_up, machine, pinned, spread, verdict, write_section
 from bench.latency import PRODUCTS, LatencyProbe, end_to_end
 from bench.profile import Profiler
 from services.embedded import free_port
@@ -146,12 +146,6 @@ class ScoringResult:
     @property
     def replay_rate(self) -> float:
         return statistics.median(self.replay_rates)
-
-
-def spread(rates: Sequence[float]) -> str:
-    """The median, and the range when there are several runs: `43,100 (40,200 to 48,300)`."""
-    median = f"{statistics.median(rates):,.0f}"
-    return median if len(rates) < 2 else f"{median} ({min(rates):,.0f} to {max(rates):,.0f})"
 
 
 @dataclass
