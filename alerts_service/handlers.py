@@ -8,16 +8,25 @@ import asyncio
 import fnmatch
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from alerts_service import metrics, publisher, repository
 from alerts_service.detection import DropTest, Ewma, Rules, drop_test, ewma_of
-from alerts_service.domain import Change, SegmentData, Timing, Transition, Windows, evaluate_round, round_windows
+from alerts_service.domain import (
+    Change,
+    RuleState,
+    SegmentData,
+    Timing,
+    Transition,
+    Windows,
+    evaluate_round,
+    round_windows,
+)
 from alerts_service.drivers import Drivers, describe
 from alerts_service.repository import NO_DAYS, Days, Opened, Seen, Silence
 from shared import audit, outbox
@@ -27,6 +36,8 @@ from shared.nps import Counts
 from shared.windows import utc_day
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 BUCKET = timedelta(minutes=5)  # arrivals are kept per segment per 5 minutes (the incident rule's grain)
 ARRIVALS_KEPT = timedelta(days=2)
@@ -213,9 +224,12 @@ class EvaluateRounds:
         today = utc_day(now)
         windows = round_windows(today, self.rules)
         segments = await repository.all_segments(conn)
-        await self._refresh(conn, segments, windows, today)
-        recent = await repository.recent_arrivals(conn, now - timedelta(minutes=self.rules.incident.minutes))
-        states = await repository.rule_states(conn, now)
+        since = now - timedelta(minutes=self.rules.incident.minutes)
+
+        async def the_rest() -> tuple[dict[str, Counts], dict[tuple[str, str], RuleState]]:
+            return await repository.recent_arrivals(conn, since), await repository.rule_states(conn, now)
+
+        recent, states = await self._refresh(conn, segments, windows, today, the_rest)
         data = []
         for segment in sorted(segments):
             cached = self._cache[segment]
@@ -240,8 +254,15 @@ class EvaluateRounds:
             await self._publish(conn, result.changes, now)
 
     async def _refresh(
-        self, conn: AsyncConnection, segments: Mapping[str, Seen], windows: Windows, today: date
-    ) -> None:
+        self,
+        conn: AsyncConnection,
+        segments: Mapping[str, Seen],
+        windows: Windows,
+        today: date,
+        then: Callable[[], Awaitable[T]],
+    ) -> T:
+        """The cache brought up to date for this round; returns what `then` reads (the round's other
+        reads), sent while the last part read is worked out, when the database has nothing else to do."""
         for gone in self._cache.keys() - segments.keys():
             del self._cache[gone]
         stale: list[str] = []  # a newer score (or not seen yet): its days are read again
@@ -256,30 +277,54 @@ class EvaluateRounds:
             if done % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
             self._keep(segment, cached.key[1], cached.days, cached.read_on, today)
-        await self._read(conn, sorted(stale), segments, first_day_read(today, self.rules, windows), today)
+        return await self._read(conn, sorted(stale), segments, first_day_read(today, self.rules, windows), today, then)
+
+    def _parts(self, stale: Sequence[str]) -> list[Sequence[str]]:
+        """`chunk` segments a read, the last read split so that its own part is small: after the
+        last read nothing overlaps the work on its part but `then`'s reads."""
+        parts = [stale[i : i + self.chunk] for i in range(0, len(stale), self.chunk)]
+        tail = self.chunk // 4
+        if tail and len(stale) > self.chunk and len(parts[-1]) > tail:
+            last = parts.pop()
+            parts += [last[:-tail], last[-tail:]]
+        return parts
 
     async def _read(
-        self, conn: AsyncConnection, stale: Sequence[str], segments: Mapping[str, Seen], first: date, today: date
-    ) -> None:
-        parts = [stale[i : i + self.chunk] for i in range(0, len(stale), self.chunk)]
+        self,
+        conn: AsyncConnection,
+        stale: Sequence[str],
+        segments: Mapping[str, Seen],
+        first: date,
+        today: date,
+        then: Callable[[], Awaitable[T]],
+    ) -> T:
+        parts = self._parts(stale)
         if not parts:
-            return
+            return await then()
         # Each part's days are read while the part before is worked out: PostgreSQL aggregates
         # on its core as this one computes (the first round of a start reads every segment).
+        # After the last part's read, `then`'s reads go out while that part is worked out.
         reading = asyncio.ensure_future(repository.days_of(conn, parts[0], first, today))
+        following: asyncio.Future[T] | None = None
         try:
             for index, part in enumerate(parts):
                 found = await reading
                 if index + 1 < len(parts):
                     reading = asyncio.ensure_future(repository.days_of(conn, parts[index + 1], first, today))
+                else:
+                    following = asyncio.ensure_future(then())
                 for done, segment in enumerate(part):
                     if done % YIELD_EVERY == 0:
                         await asyncio.sleep(0)  # lets the next part's query go out and be answered
                     self._keep(segment, segments[segment].last_computed_at, found.get(segment, NO_DAYS), today, today)
+            assert following is not None
+            return await following
         finally:
-            if not reading.done():  # a part's work failed: its successor's read must not outlive the transaction
-                reading.cancel()
-                await asyncio.gather(reading, return_exceptions=True)
+            # A part's work failed: the reads still out must not outlive the transaction.
+            for pending in (reading, following):
+                if pending is not None and not pending.done():
+                    pending.cancel()
+                    await asyncio.gather(pending, return_exceptions=True)
 
     def _keep(self, segment: str, computed_at: datetime, days: Days, read_on: date, today: date) -> None:
         current, baseline, trend = stats_of(days, self.rules, (today - read_on).days)

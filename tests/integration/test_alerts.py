@@ -433,6 +433,10 @@ async def test_the_migration_keeps_v1_alerts_and_goes_back(database_url: str) ->
         await engine.dispose()
 
 
+async def nothing() -> None:
+    """A round's other reads, left out."""
+
+
 async def _insert_days(conn: Any, names: list[str], today: date, newest_ago: int, oldest_ago: int) -> None:
     """Each segment's days from `newest_ago` to `oldest_ago` days before today, counts differing by
     day and by segment (the i-th segment has i more detractors a day over its last week)."""
@@ -454,21 +458,28 @@ async def test_a_round_reading_its_segments_in_parts_works_out_what_one_read_doe
     today = now.date()
     names = [f"parts{i}:v{i}" for i in range(7)]
     engine = make_engine(database_url)
-    caches = []
+    caches: list[dict[str, Any]] = []
+    rounds: EvaluateRounds | None = None
+
+    async def done() -> int:
+        assert rounds is not None
+        return rounds.chunk
+
     try:
         async with engine.connect() as conn:
             transaction = await conn.begin()
             await _insert_days(conn, names, today, 0, 83)
             seen = {name: Seen(now, now) for name in names}
-            for chunk in (2, 3, 100):
+            for chunk in (2, 3, 4, 100):
                 rounds = EvaluateRounds(Rules(), Timing(), "t", 60.0, lambda: now, Due(), chunk=chunk)
-                await rounds._refresh(conn, seen, round_windows(today, rounds.rules), today)
+                # `then` runs once the last part is read: every segment is in the cache by its answer.
+                assert await rounds._refresh(conn, seen, round_windows(today, rounds.rules), today, done) == chunk
                 caches.append(dict(rounds._cache))
             await transaction.rollback()
     finally:
         await engine.dispose()
     assert set(caches[0]) == set(names)
-    assert caches[0] == caches[1] == caches[2]
+    assert caches[0] == caches[1] == caches[2] == caches[3]
     assert all(c.ewma is not None and c.drop is not None and c.current.n > 0 for c in caches[0].values())
     assert len({c.current for c in caches[0].values()}) > 1  # the segments' data differ, and stay theirs
 
@@ -497,18 +508,18 @@ async def test_a_new_day_works_out_the_days_kept_as_a_new_read_would(
             await _insert_days(conn, names, today, -1, 90)  # tomorrow to 90 ago: every window's edges move
             seen = {name: Seen(now, now) for name in names}
             kept = EvaluateRounds(Rules(), Timing(), "t", 60.0, lambda: now, Due())
-            await kept._refresh(conn, seen, round_windows(today, kept.rules), today)
+            await kept._refresh(conn, seen, round_windows(today, kept.rules), today, nothing)
             on_the_day = dict(kept._cache)
             read.clear()
-            await kept._refresh(conn, seen, round_windows(tomorrow, kept.rules), tomorrow)
+            await kept._refresh(conn, seen, round_windows(tomorrow, kept.rules), tomorrow, nothing)
             assert read == []  # no newer score: nothing read again
             moved = dict(kept._cache)
             afresh = EvaluateRounds(Rules(), Timing(), "t", 60.0, lambda: now, Due())
-            await afresh._refresh(conn, seen, round_windows(tomorrow, afresh.rules), tomorrow)
+            await afresh._refresh(conn, seen, round_windows(tomorrow, afresh.rules), tomorrow, nothing)
             assert sorted(read) == names
             newer = {**seen, names[0]: Seen(now + timedelta(minutes=1), now)}
             read.clear()
-            await kept._refresh(conn, newer, round_windows(tomorrow, kept.rules), tomorrow)
+            await kept._refresh(conn, newer, round_windows(tomorrow, kept.rules), tomorrow, nothing)
             assert read == [names[0]]  # a newer score: read again
             await transaction.rollback()
     finally:

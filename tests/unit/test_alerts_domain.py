@@ -39,7 +39,7 @@ from alerts_service.domain import (
     round_windows,
     step,
 )
-from alerts_service.handlers import round_due, stats_of
+from alerts_service.handlers import Due, EvaluateRounds, round_due, stats_of
 from alerts_service.repository import Days, int4s
 from shared.nps import Counts, normal_cdf
 from shared.segments import is_child, parts
@@ -426,3 +426,30 @@ def test_an_int4_array_reads_back_from_array_send_bytes(values: list[int]) -> No
 def test_anything_but_an_int4_array_without_nulls_is_refused(header: tuple[int, ...]) -> None:
     with pytest.raises(ValueError, match="int4"):
         int4s(struct.pack(">iiiii", *header) + struct.pack(">ii", 4, 7))
+
+
+@given(st.integers(0, 9_000), st.integers(1, 3_000))
+def test_the_reads_take_every_stale_segment_once_in_order_the_last_part_small(stale: int, chunk: int) -> None:
+    """A round reads its stale segments `chunk` at a time; the last read is split so that the work
+    no read overlaps stays small (10,000 segments: 2,000 x 4, 1,500, 500)."""
+    rounds = EvaluateRounds(Rules(), Timing(), "t", 60.0, lambda: datetime.now(UTC), Due(), chunk=chunk)
+    segments = [f"s{i:05}" for i in range(stale)]
+    parts = rounds._parts(segments)
+    assert [s for part in parts for s in part] == segments
+    assert all(0 < len(part) <= chunk for part in parts)
+    if stale > chunk >= 4:
+        assert len(parts[-1]) <= chunk // 4
+    else:
+        assert len(parts) == -(-stale // chunk)  # a round with no more than a read's worth: one read
+
+
+def test_ten_thousand_segments_are_read_in_six_parts() -> None:
+    rounds = EvaluateRounds(Rules(), Timing(), "t", 60.0, lambda: datetime.now(UTC), Due())
+    assert [len(part) for part in rounds._parts([f"s{i}" for i in range(10_000)])] == [
+        2000,
+        2000,
+        2000,
+        2000,
+        1500,
+        500,
+    ]
