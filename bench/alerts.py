@@ -122,22 +122,33 @@ async def _rounds(url: str, now: datetime) -> tuple[float, list[float], float, i
     return timings[0], timings[1:], next_day, fired
 
 
+@dataclass(frozen=True)
+class Run:
+    """One start's rounds, on a stack of its own."""
+
+    rows: int
+    first_s: float
+    steady_s: list[float]
+    next_day_s: float
+    fired: int
+
+
 def bench_alerts(runs: int = RUNS) -> AlertsResult:
     found = [_run() for _ in range(runs)]
-    fired = {f[4] for f in found}
+    fired = {run.fired for run in found}
     if len(fired) != 1:
         raise SystemExit(f"FAIL: the runs fired different numbers of alerts: {sorted(fired)}")
     return AlertsResult(
         SEGMENTS,
-        found[0][0],
-        [f[1] for f in found],
-        [t for f in found for t in f[2]],
-        [f[3] for f in found],
+        found[0].rows,
+        [run.first_s for run in found],
+        [t for run in found for t in run.steady_s],
+        [run.next_day_s for run in found],
         fired.pop(),
     )
 
 
-def _run() -> tuple[int, float, list[float], float, int]:
+def _run() -> Run:
     with tempfile.TemporaryDirectory(prefix="nps-bench-alerts-") as work, private_infrastructure(Path(work)) as infra:
         pin(infra.pids, 1)
         now = datetime.now(UTC).replace(microsecond=0)
@@ -146,7 +157,7 @@ def _run() -> tuple[int, float, list[float], float, int]:
             first, steady, next_day, fired = asyncio.run(_rounds(infra.database_url, now))
     if not fired:  # every 100th segment's drop must page: a round that evaluated nothing measured nothing
         raise SystemExit("FAIL: no alert fired over the rounds; the rounds did not evaluate the segments")
-    return rows, first, steady, next_day, fired
+    return Run(rows, first, steady, next_day, fired)
 
 
 def write_alerts_report(result: AlertsResult) -> Path:
