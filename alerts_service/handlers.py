@@ -78,8 +78,8 @@ class MirrorScores:
         metrics.SCORES.labels("applied").inc(len(with_days))
         metrics.SCORES.labels("no_days").inc(len(fresh) - len(with_days))
         spans = {s: (e.daily_first_day or e.baseline.first_day, e.as_of) for s, e in with_days.items()}
-        before = await repository.sums_in(conn, spans)
-        days: list[tuple[str, date, Counts]] = []
+        held = await repository.days_of(conn, list(with_days))  # their segments' rows are locked
+        kept: dict[str, Days] = {}
         arrivals: dict[tuple[str, datetime], Counts] = {}
         seen: dict[str, Seen] = {}
         for segment, event in fresh.items():
@@ -88,11 +88,13 @@ class MirrorScores:
             if event.daily is not None:
                 first, last = spans[segment]
                 now = [(d.day, d.counts) for d in event.daily if first <= d.day <= last]
-                days.extend((segment, day, counts) for day, counts in now)
-                delta = sum((c for _, c in now), Counts()) - before.get(segment, Counts())
+                days = held.get(segment, NO_DAYS)
+                before = days.sum(first, last)
+                kept[segment] = days.replaced(first, last, now)
+                delta = sum((c for _, c in now), Counts()) - before
                 # The first days alerts holds of a segment (new, or upgraded from v1, or back after
                 # 84 quiet days) are its history, not what just arrived.
-                first_sight = segment not in before
+                first_sight = before.n == 0
                 arrived = Counts() if first_sight else delta
                 if first_sight and now:
                     last_arrival = event.computed_at
@@ -101,7 +103,7 @@ class MirrorScores:
                 if arrived.promoters > 0 or arrived.passives > 0 or arrived.detractors > 0:
                     last_arrival = event.computed_at
             seen[segment] = Seen(event.computed_at, last_arrival)
-        await repository.replace_days(conn, spans, days)
+        await repository.save_days(conn, kept)
         await repository.add_arrivals(conn, arrivals)
         await repository.save_segments(conn, seen)
         if seen:
@@ -114,9 +116,9 @@ YIELD_EVERY = 250  # segments worked out between two turns of the event loop, in
 @dataclass(frozen=True, slots=True)
 class Cached:
     """A segment's windows, drop test and EWMA as of `key` = (day, newest score judged): recomputed
-    only when either moves, so a round over 10,000 quiet segments reads no daily rows. Its days are
-    kept as read on `read_on`: a new day works them out again moved by the days since, without a
-    read (the daily rows change only with a newer score, which moves the key's second half)."""
+    only when either moves, so a round over 10,000 quiet segments reads no days. Its days are kept:
+    a new day works out the windows again from them, without a read (a segment's days change only
+    with a newer score, which moves the key's second half)."""
 
     key: tuple[date, datetime]
     current: Counts
@@ -124,40 +126,33 @@ class Cached:
     drop: DropTest | None
     ewma: Ewma | None
     days: Days
-    read_on: date
 
 
-def stats_of(days: Days, rules: Rules, moved: int = 0) -> tuple[Counts, Counts, Ewma | None]:
+def stats_of(days: Days, rules: Rules, today: date) -> tuple[Counts, Counts, Ewma | None]:
     """The current and baseline windows (ending today) and the EWMA over the complete days before
-    today, from one segment's days (`ago` + `moved`: 0 is today, below 0 a day after today, which
-    no window holds; any order). The EWMA's reference is the `reference_days` before its
-    `monitored_days`, which end yesterday. Plain ints throughout: the first round of a start works
-    out 10,000 segments' 84 days this way (a Counts a day cost ~0.3 s)."""
-    current_days, baseline_days = rules.drop.current_days, rules.drop.baseline_days
-    monitored_days = rules.ewma.monitored_days
-    span = rules.ewma.reference_days + monitored_days
-    cp = cpa = cd = bp = bpa = bd = rp = rpa = rd = 0
-    monitored: list[tuple[int, int, int] | None] = [None] * (monitored_days + 1)  # by ago
-    for read_ago, p, pa, d in zip(days.ago, days.promoters, days.passives, days.detractors, strict=True):
-        ago = read_ago + moved
-        if ago < 0:
-            continue
-        if ago < current_days:
-            cp += p
-            cpa += pa
-            cd += d
-        elif ago < current_days + baseline_days:
-            bp += p
-            bpa += pa
-            bd += d
-        if 1 <= ago <= monitored_days:
-            monitored[ago] = (p, pa, d)
-        elif monitored_days < ago <= span:
-            rp += p
-            rpa += pa
-            rd += d
-    oldest_first = (day for day in reversed(monitored) if day is not None)
-    return Counts(cp, cpa, cd), Counts(bp, bpa, bd), ewma_of(Counts(rp, rpa, rd), oldest_first, rules.ewma)
+    today, from one segment's days held: each a slice of its arrays (a day after today, from a score
+    computed on a clock ahead of this one, is in none). The EWMA's reference is the
+    `reference_days` before its `monitored_days`, which end yesterday. The first round of a start
+    works out 10,000 segments this way."""
+    stop = (today - days.first).days + 1  # the elements up to today's
+
+    def ending(ago: int, count: int) -> slice:  # `count` days, the newest `ago` days before today
+        return slice(max(0, stop - ago - count), max(0, stop - ago))
+
+    def summed(held: slice) -> Counts:
+        return Counts(sum(days.promoters[held]), sum(days.passives[held]), sum(days.detractors[held]))
+
+    drop, trend = rules.drop, rules.ewma
+    monitored = ending(1, trend.monitored_days)
+    return (
+        summed(ending(0, drop.current_days)),
+        summed(ending(drop.current_days, drop.baseline_days)),
+        ewma_of(
+            summed(ending(trend.monitored_days + 1, trend.reference_days)),
+            zip(days.promoters[monitored], days.passives[monitored], days.detractors[monitored], strict=True),
+            trend,
+        ),
+    )
 
 
 def first_day_read(today: date, rules: Rules, windows: Windows) -> date:
@@ -229,7 +224,7 @@ class EvaluateRounds:
         async def the_rest() -> tuple[dict[str, Counts], dict[tuple[str, str], RuleState]]:
             return await repository.recent_arrivals(conn, since), await repository.rule_states(conn, now)
 
-        recent, states = await self._refresh(conn, segments, windows, today, the_rest)
+        recent, states = await self._refresh(conn, segments, today, the_rest)
         data = []
         for segment in sorted(segments):
             cached = self._cache[segment]
@@ -257,7 +252,6 @@ class EvaluateRounds:
         self,
         conn: AsyncConnection,
         segments: Mapping[str, Seen],
-        windows: Windows,
         today: date,
         then: Callable[[], Awaitable[T]],
     ) -> T:
@@ -269,15 +263,15 @@ class EvaluateRounds:
         moved: list[tuple[str, Cached]] = []  # only the day moved: its days kept are worked out again
         for segment, seen in segments.items():
             cached = self._cache.get(segment)
-            if cached is None or cached.key[1] != seen.last_computed_at or cached.read_on > today:
+            if cached is None or cached.key[1] != seen.last_computed_at:
                 stale.append(segment)
             elif cached.key[0] != today:
                 moved.append((segment, cached))
         for done, (segment, cached) in enumerate(moved):
             if done % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-            self._keep(segment, cached.key[1], cached.days, cached.read_on, today)
-        return await self._read(conn, sorted(stale), segments, first_day_read(today, self.rules, windows), today, then)
+            self._keep(segment, cached.key[1], cached.days, today)
+        return await self._read(conn, sorted(stale), segments, today, then)
 
     def _parts(self, stale: Sequence[str]) -> list[Sequence[str]]:
         """`chunk` segments a read, the last read split so that its own part is small: after the
@@ -294,7 +288,6 @@ class EvaluateRounds:
         conn: AsyncConnection,
         stale: Sequence[str],
         segments: Mapping[str, Seen],
-        first: date,
         today: date,
         then: Callable[[], Awaitable[T]],
     ) -> T:
@@ -304,19 +297,19 @@ class EvaluateRounds:
         # Each part's days are read while the part before is worked out: PostgreSQL aggregates
         # on its core as this one computes (the first round of a start reads every segment).
         # After the last part's read, `then`'s reads go out while that part is worked out.
-        reading = asyncio.ensure_future(repository.days_of(conn, parts[0], first, today))
+        reading = asyncio.ensure_future(repository.days_of(conn, parts[0]))
         following: asyncio.Future[T] | None = None
         try:
             for index, part in enumerate(parts):
                 found = await reading
                 if index + 1 < len(parts):
-                    reading = asyncio.ensure_future(repository.days_of(conn, parts[index + 1], first, today))
+                    reading = asyncio.ensure_future(repository.days_of(conn, parts[index + 1]))
                 else:
                     following = asyncio.ensure_future(then())
                 for done, segment in enumerate(part):
                     if done % YIELD_EVERY == 0:
                         await asyncio.sleep(0)  # lets the next part's query go out and be answered
-                    self._keep(segment, segments[segment].last_computed_at, found.get(segment, NO_DAYS), today, today)
+                    self._keep(segment, segments[segment].last_computed_at, found.get(segment, NO_DAYS), today)
             assert following is not None
             return await following
         finally:
@@ -326,10 +319,10 @@ class EvaluateRounds:
                     pending.cancel()
                     await asyncio.gather(pending, return_exceptions=True)
 
-    def _keep(self, segment: str, computed_at: datetime, days: Days, read_on: date, today: date) -> None:
-        current, baseline, trend = stats_of(days, self.rules, (today - read_on).days)
+    def _keep(self, segment: str, computed_at: datetime, days: Days, today: date) -> None:
+        current, baseline, trend = stats_of(days, self.rules, today)
         test = drop_test(current, baseline, self.rules.drop)
-        self._cache[segment] = Cached((today, computed_at), current, baseline, test, trend, days, read_on)
+        self._cache[segment] = Cached((today, computed_at), current, baseline, test, trend, days)
 
     async def _with_drivers(self, changes: Sequence[Change], now: datetime) -> dict[int, AlertExplanation]:
         """The explanations of fired drop alerts, with the themes that drive them (by change index)."""

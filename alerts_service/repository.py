@@ -9,9 +9,9 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Row
@@ -64,57 +64,41 @@ async def save_segments(conn: AsyncConnection, seen: Mapping[str, Seen]) -> None
     )
 
 
-async def sums_in(conn: AsyncConnection, spans: Mapping[str, tuple[date, date]]) -> dict[str, Counts]:
-    """Each segment's mirrored counts over its own span of days."""
-    ordered = sorted(spans)
-    rows = await conn.execute(
-        sa.text(
-            f"""
-            SELECT s.segment, sum(d.promoters) AS p, sum(d.passives) AS pa, sum(d.detractors) AS d
-            FROM unnest(CAST(:segments AS text[]), CAST(:firsts AS date[]), CAST(:lasts AS date[]))
-                 AS s(segment, first, last)
-            JOIN {SCHEMA}.daily d ON d.segment = s.segment AND d.day BETWEEN s.first AND s.last
-            GROUP BY s.segment
-            """
-        ),
-        {"segments": ordered, "firsts": [spans[s][0] for s in ordered], "lasts": [spans[s][1] for s in ordered]},
-    )
-    return {r.segment: Counts(int(r.p), int(r.pa), int(r.d)) for r in rows}
-
-
-async def replace_days(
-    conn: AsyncConnection, spans: Mapping[str, tuple[date, date]], days: Sequence[tuple[str, date, Counts]]
-) -> None:
-    """Each segment's days in its span become exactly `days` (a day not listed has no responses)."""
-    ordered = sorted(spans)
-    await conn.execute(
-        sa.text(
-            f"""
-            DELETE FROM {SCHEMA}.daily d
-            USING unnest(CAST(:segments AS text[]), CAST(:firsts AS date[]), CAST(:lasts AS date[]))
-                  AS s(segment, first, last)
-            WHERE d.segment = s.segment AND d.day BETWEEN s.first AND s.last
-            """
-        ),
-        {"segments": ordered, "firsts": [spans[s][0] for s in ordered], "lasts": [spans[s][1] for s in ordered]},
-    )
-    if days:
+async def save_days(conn: AsyncConnection, days: Mapping[str, Days]) -> None:
+    """Each segment's days held become `days` (NO_DAYS: none). Arrays go as their text literals:
+    rows of arrays of different lengths do not fit one parameter array."""
+    ordered = sorted(days)
+    held = [s for s in ordered if days[s].promoters]
+    none = [s for s in ordered if not days[s].promoters]
+    if held:
         await conn.execute(
             sa.text(
                 f"""
-                INSERT INTO {SCHEMA}.daily (segment, day, promoters, passives, detractors)
-                SELECT * FROM unnest(CAST(:segments AS text[]), CAST(:days AS date[]), CAST(:p AS integer[]),
-                                     CAST(:pa AS integer[]), CAST(:d AS integer[]))
+                INSERT INTO {SCHEMA}.days AS k (segment, first_day, promoters, passives, detractors)
+                SELECT s, f, CAST(p AS integer[]), CAST(pa AS integer[]), CAST(d AS integer[])
+                FROM unnest(CAST(:segments AS text[]), CAST(:firsts AS date[]), CAST(:p AS text[]),
+                            CAST(:pa AS text[]), CAST(:d AS text[])) AS x(s, f, p, pa, d)
+                ON CONFLICT (segment) DO UPDATE SET
+                    first_day = EXCLUDED.first_day, promoters = EXCLUDED.promoters,
+                    passives = EXCLUDED.passives, detractors = EXCLUDED.detractors
                 """
             ),
             {
-                "segments": [s for s, _, _ in days],
-                "days": [d for _, d, _ in days],
-                "p": [c.promoters for _, _, c in days],
-                "pa": [c.passives for _, _, c in days],
-                "d": [c.detractors for _, _, c in days],
+                "segments": held,
+                "firsts": [days[s].first for s in held],
+                "p": [_literal(days[s].promoters) for s in held],
+                "pa": [_literal(days[s].passives) for s in held],
+                "d": [_literal(days[s].detractors) for s in held],
             },
         )
+    if none:
+        await conn.execute(
+            sa.text(f"DELETE FROM {SCHEMA}.days WHERE segment = ANY(CAST(:segments AS text[]))"), {"segments": none}
+        )
+
+
+def _literal(values: Sequence[int]) -> str:
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 async def add_arrivals(conn: AsyncConnection, arrivals: Mapping[tuple[str, datetime], Counts]) -> None:
@@ -156,41 +140,56 @@ async def all_segments(conn: AsyncConnection) -> dict[str, Seen]:
 
 @dataclass(frozen=True, slots=True)
 class Days:
-    """One segment's days, as parallel arrays: days before `today` (0 = today), and the counts."""
+    """One segment's days held: its counts for every day from `first` on, one element a day (0 on
+    a day without responses), as parallel arrays of one length."""
 
-    ago: Sequence[int]
+    first: date
     promoters: Sequence[int]
     passives: Sequence[int]
     detractors: Sequence[int]
 
+    def span(self, first: date, last: date) -> slice:
+        """The elements of the days from `first` to `last` held (none held: an empty slice)."""
+        return slice(max(0, (first - self.first).days), max(0, (last - self.first).days + 1))
 
-NO_DAYS = Days((), (), (), ())
+    def sum(self, first: date, last: date) -> Counts:
+        held = self.span(first, last)
+        return Counts(sum(self.promoters[held]), sum(self.passives[held]), sum(self.detractors[held]))
+
+    def replaced(self, first: date, last: date, days: Iterable[tuple[date, Counts]]) -> Days:
+        """These days with the span `first`..`last` made exactly `days` (a day of it not given has
+        none); held again from the first day with responses to the last."""
+        kept: dict[date, tuple[int, int, int]] = {}
+        for i, day in enumerate(zip(self.promoters, self.passives, self.detractors, strict=True)):
+            on = self.first + timedelta(days=i)
+            if any(day) and not first <= on <= last:
+                kept[on] = day
+        for on, counts in days:
+            if first <= on <= last and counts.n:
+                kept[on] = (counts.promoters, counts.passives, counts.detractors)
+        if not kept:
+            return NO_DAYS
+        start = min(kept)
+        dense = [kept.get(start + timedelta(days=i), (0, 0, 0)) for i in range((max(kept) - start).days + 1)]
+        return Days(start, *(array("i", column) for column in zip(*dense, strict=True)))
 
 
-async def days_of(conn: AsyncConnection, segments: Sequence[str], first: date, today: date) -> dict[str, Days]:
-    """Each segment's days from `first` on, as days before `today` (a day after it, from a score
-    computed on a clock ahead of this one, is below 0): one row per segment (arrays), not per day.
-    All of them, so that the days kept work out any later day's windows exactly.
+NO_DAYS = Days(date.min, (), (), ())
 
-    The segments' own range bounds the read, so a part of a start's sorted segments reads its slice
-    of the primary key, not the table (the bounds are worked out in SQL, in the column's collation).
-    Each array comes as array_send's bytes, read into C ints without a Python int per day."""
+
+async def days_of(conn: AsyncConnection, segments: Sequence[str]) -> dict[str, Days]:
+    """Each segment's days held: one row a segment. Each array comes as array_send's bytes, read
+    into C ints without a Python int per day (a start's first round reads 10,000 segments' days)."""
     rows = await conn.execute(
         sa.text(
-            f"""SELECT segment, array_send(array_agg(CAST(:today AS date) - day)) AS ago,
-                       array_send(array_agg(promoters)) AS p, array_send(array_agg(passives)) AS pa,
-                       array_send(array_agg(detractors)) AS d
-                FROM {SCHEMA}.daily
-                WHERE segment = ANY(CAST(:segments AS text[]))
-                  AND segment >= (SELECT min(s) FROM unnest(CAST(:segments AS text[])) AS s)
-                  AND segment <= (SELECT max(s) FROM unnest(CAST(:segments AS text[])) AS s)
-                  AND day >= :first
-                GROUP BY segment"""
+            f"""SELECT segment, first_day, array_send(promoters) AS p, array_send(passives) AS pa,
+                       array_send(detractors) AS d
+                FROM {SCHEMA}.days WHERE segment = ANY(CAST(:segments AS text[]))"""
         ),
-        {"segments": list(segments), "first": first, "today": today},
+        {"segments": list(segments)},
     )
-    # Kept between rounds (EvaluateRounds' cache): C ints take ~1.7 KB a segment, lists ~3 KB.
-    return {r.segment: Days(int4s(r.ago), int4s(r.p), int4s(r.pa), int4s(r.d)) for r in rows}
+    # Kept between rounds (EvaluateRounds' cache): C ints take ~1.4 KB a segment, lists ~2.2 KB.
+    return {r.segment: Days(r.first_day, int4s(r.p), int4s(r.pa), int4s(r.d)) for r in rows}
 
 
 _ARRAY_HEADER = struct.Struct(">iiiii")  # dimensions, has NULLs, element type, length, lower bound
@@ -478,8 +477,23 @@ async def delete_silence(conn: AsyncConnection, silence_id: str, now: datetime) 
 
 
 async def prune(conn: AsyncConnection, arrivals_before: datetime, days_before: date) -> None:
+    """Arrivals before `arrivals_before`; the days held before `days_before` (a segment's row with
+    none after it goes)."""
     await conn.execute(sa.text(f"DELETE FROM {SCHEMA}.arrivals WHERE bucket < :at"), {"at": arrivals_before})
-    await conn.execute(sa.text(f"DELETE FROM {SCHEMA}.daily WHERE day < :day"), {"day": days_before})
+    await conn.execute(
+        sa.text(f"DELETE FROM {SCHEMA}.days WHERE first_day + cardinality(promoters) <= CAST(:day AS date)"),
+        {"day": days_before},
+    )
+    await conn.execute(
+        sa.text(
+            f"""UPDATE {SCHEMA}.days SET first_day = CAST(:day AS date),
+                       promoters = promoters[(CAST(:day AS date) - first_day) + 1:],
+                       passives = passives[(CAST(:day AS date) - first_day) + 1:],
+                       detractors = detractors[(CAST(:day AS date) - first_day) + 1:]
+                WHERE first_day < CAST(:day AS date)"""
+        ),
+        {"day": days_before},
+    )
 
 
 async def count_firing(conn: AsyncConnection) -> dict[str, int]:

@@ -51,10 +51,12 @@ async def _seed(url: str, now: datetime) -> int:
         await conn.execute(
             sa.text(
                 """
-                INSERT INTO alerts.daily (segment, day, promoters, passives, detractors)
-                SELECT 'dim' || (s % 20) || '\\:v' || s, CAST(:today AS date) - d,
-                       5 + (s * 7 + d * 13) % 3, 3, 2 + (s + d) % 2 + CASE WHEN s % 100 = 0 AND d < 7 THEN 6 ELSE 0 END
+                INSERT INTO alerts.days (segment, first_day, promoters, passives, detractors)
+                SELECT 'dim' || (s % 20) || '\\:v' || s, CAST(:today AS date) - (:days - 1),
+                       array_agg(5 + (s * 7 + d * 13) % 3 ORDER BY d DESC), array_agg(3 ORDER BY d DESC),
+                       array_agg(2 + (s + d) % 2 + CASE WHEN s % 100 = 0 AND d < 7 THEN 6 ELSE 0 END ORDER BY d DESC)
                 FROM generate_series(0, :segments - 1) AS s, generate_series(0, :days - 1) AS d
+                GROUP BY s
                 """
             ),
             {"today": today, "segments": SEGMENTS, "days": DAYS},
@@ -79,9 +81,9 @@ async def _seed(url: str, now: datetime) -> int:
             ),
             {"now": now, "segments": SEGMENTS},
         )
-        for table in ("daily", "segments", "arrivals"):
+        for table in ("days", "segments", "arrivals"):
             await conn.execute(sa.text(f"ANALYZE alerts.{table}"))
-        rows = int((await conn.execute(sa.text("SELECT count(*) FROM alerts.daily"))).scalar_one())
+        rows = int((await conn.execute(sa.text("SELECT sum(cardinality(promoters)) FROM alerts.days"))).scalar_one())
     await engine.dispose()
     return rows
 
@@ -167,7 +169,8 @@ def write_alerts_report(result: AlertsResult) -> Path:
         "",
         f"- **Date:** {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         f"- **Machine:** {machine()}",
-        f"- **Setup:** {result.segments:,} segments, {result.rows:,} daily rows (84 days each) in alerts' tables, "
+        f"- **Setup:** {result.segments:,} segments, {result.rows:,} days of counts (84 a segment, one row "
+        "a segment) in alerts' tables, "
         "recent arrivals for a fifth of them; one round = all four rules (default settings), Benjamini-Hochberg "
         "across the segments, the state machine, and the round's writes, in one transaction. The round runs in "
         f"this process on core 0, PostgreSQL on core 1. {len(result.first_s)} runs, each on a stack of its own.",

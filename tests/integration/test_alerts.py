@@ -15,15 +15,18 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from alembic import command
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from alerts_service import repository
 from alerts_service.bootstrap import create_app, spec
 from alerts_service.detection import Rules
-from alerts_service.domain import Timing, round_windows
+from alerts_service.domain import Timing
 from alerts_service.drivers import ThemeDrivers
-from alerts_service.handlers import BUCKET, Due, EvaluateRounds
+from alerts_service.handlers import BUCKET, Due, EvaluateRounds, MirrorScores
 from alerts_service.repository import Seen
 from alerts_service.settings import AlertSettings
+from shared.consumer import Message
 from shared.db import SERVICE_SCHEMAS, alembic_config, make_engine
 from shared.events import (
     AlertAcknowledged,
@@ -443,9 +446,11 @@ async def _insert_days(conn: Any, names: list[str], today: date, newest_ago: int
     for i, name in enumerate(names):
         await conn.execute(
             sa.text(
-                "INSERT INTO alerts.daily (segment, day, promoters, passives, detractors) "
-                "SELECT :s, CAST(:today AS date) - d, 5 + (d * :i) % 4, 3 + d % 2, 2 + (d + :i) % 3 + "
-                "CASE WHEN d < 7 THEN :i ELSE 0 END FROM generate_series(CAST(:newest AS integer), CAST(:oldest AS integer)) AS d"
+                "INSERT INTO alerts.days (segment, first_day, promoters, passives, detractors) "
+                "SELECT :s, CAST(:today AS date) - CAST(:oldest AS integer), array_agg(5 + (d * :i) % 4 ORDER BY d DESC), "
+                "array_agg(3 + d % 2 ORDER BY d DESC), "
+                "array_agg(2 + (d + :i) % 3 + CASE WHEN d < 7 THEN :i ELSE 0 END ORDER BY d DESC) "
+                "FROM generate_series(CAST(:newest AS integer), CAST(:oldest AS integer)) AS d"
             ),
             {"s": name, "today": today, "i": i, "newest": newest_ago, "oldest": oldest_ago},
         )
@@ -473,7 +478,7 @@ async def test_a_round_reading_its_segments_in_parts_works_out_what_one_read_doe
             for chunk in (2, 3, 4, 100):
                 rounds = EvaluateRounds(Rules(), Timing(), "t", 60.0, lambda: now, Due(), chunk=chunk)
                 # `then` runs once the last part is read: every segment is in the cache by its answer.
-                assert await rounds._refresh(conn, seen, round_windows(today, rounds.rules), today, done) == chunk
+                assert await rounds._refresh(conn, seen, today, done) == chunk
                 caches.append(dict(rounds._cache))
             await transaction.rollback()
     finally:
@@ -497,9 +502,9 @@ async def test_a_new_day_works_out_the_days_kept_as_a_new_read_would(
     read: list[str] = []
     days_of = repository.days_of
 
-    async def counting(conn: Any, segments: Any, first: date, on: date) -> Any:
+    async def counting(conn: Any, segments: Any) -> Any:
         read.extend(segments)
-        return await days_of(conn, segments, first, on)
+        return await days_of(conn, segments)
 
     monkeypatch.setattr(repository, "days_of", counting)
     try:
@@ -508,18 +513,18 @@ async def test_a_new_day_works_out_the_days_kept_as_a_new_read_would(
             await _insert_days(conn, names, today, -1, 90)  # tomorrow to 90 ago: every window's edges move
             seen = {name: Seen(now, now) for name in names}
             kept = EvaluateRounds(Rules(), Timing(), "t", 60.0, lambda: now, Due())
-            await kept._refresh(conn, seen, round_windows(today, kept.rules), today, nothing)
+            await kept._refresh(conn, seen, today, nothing)
             on_the_day = dict(kept._cache)
             read.clear()
-            await kept._refresh(conn, seen, round_windows(tomorrow, kept.rules), tomorrow, nothing)
+            await kept._refresh(conn, seen, tomorrow, nothing)
             assert read == []  # no newer score: nothing read again
             moved = dict(kept._cache)
             afresh = EvaluateRounds(Rules(), Timing(), "t", 60.0, lambda: now, Due())
-            await afresh._refresh(conn, seen, round_windows(tomorrow, afresh.rules), tomorrow, nothing)
+            await afresh._refresh(conn, seen, tomorrow, nothing)
             assert sorted(read) == names
             newer = {**seen, names[0]: Seen(now + timedelta(minutes=1), now)}
             read.clear()
-            await kept._refresh(conn, newer, round_windows(tomorrow, kept.rules), tomorrow, nothing)
+            await kept._refresh(conn, newer, tomorrow, nothing)
             assert read == [names[0]]  # a newer score: read again
             await transaction.rollback()
     finally:
@@ -531,16 +536,12 @@ async def test_a_new_day_works_out_the_days_kept_as_a_new_read_would(
     assert stats(moved) == stats(afresh._cache)
     assert all(on_the_day[s].current != moved[s].current for s in names)  # the windows did move
     assert all(c.ewma is not None and c.drop is not None for c in moved.values())
-    assert (
-        kept._cache[names[0]].key == (tomorrow, now + timedelta(minutes=1))
-        and kept._cache[names[0]].read_on == tomorrow
-    )
+    assert kept._cache[names[0]].key == (tomorrow, now + timedelta(minutes=1))
 
 
 async def test_the_days_read_are_the_stored_rows_whichever_segments_are_asked(database_url: str) -> None:
-    """days_of bounds its read by the asked segments' own range (worked out in SQL, in the column's
-    collation) and sends each array as bytes: whatever the order, case, accents or gaps of the
-    segments asked, each gets exactly its stored days (a day after today too), an absent one none."""
+    """days_of sends each segment's arrays as bytes: whatever the order, case, accents or gaps of
+    the segments asked, each gets exactly its stored days (a day after today too), an absent one none."""
     today = datetime.now(UTC).date()
     names = ["days:Zeta", "days:alpha", "days:Ärger", "days:Émile", "days:zz", "days:1"]
     engine = make_engine(database_url)
@@ -550,28 +551,207 @@ async def test_the_days_read_are_the_stored_rows_whichever_segments_are_asked(da
             await _insert_days(conn, names, today, -1, 90)
             rows = await conn.execute(
                 sa.text(
-                    "SELECT segment, CAST(:today AS date) - day, promoters, passives, detractors "
-                    "FROM alerts.daily WHERE segment LIKE 'days:%' AND day >= :first"
-                ),
-                {"today": today, "first": today - timedelta(days=84)},
+                    "SELECT segment, first_day + CAST(x.i AS integer) - 1, x.p, x.pa, x.d FROM alerts.days, "
+                    "unnest(promoters, passives, detractors) WITH ORDINALITY AS x(p, pa, d, i) "
+                    "WHERE segment LIKE 'days:%'"
+                )
             )
-            stored: dict[str, set[tuple[int, ...]]] = {}
+            stored: dict[str, set[tuple[Any, ...]]] = {}
             for segment, *day in rows:
                 stored.setdefault(segment, set()).add(tuple(day))
             asked = [
                 sorted(names),
                 names[::-1],
-                [names[4], names[1], names[5]],  # the first asked is neither end of the range
+                [names[4], names[1], names[5]],
                 [names[0], names[3]],
                 [names[2]],
                 [*names[:2], "days:absent"],
             ]
-            found = [await repository.days_of(conn, part, today - timedelta(days=84), today) for part in asked]
+            found = [await repository.days_of(conn, part) for part in asked]
             await transaction.rollback()
     finally:
         await engine.dispose()
-    assert len(stored) == len(names) and all(len(days) == 86 for days in stored.values())  # 84 ago .. -1
+    assert len(stored) == len(names) and all(len(days) == 92 for days in stored.values())  # 90 ago .. -1
     for part, days in zip(asked, found, strict=True):
         assert set(days) == set(part) - {"days:absent"}
         for segment, read in days.items():
-            assert set(zip(read.ago, read.promoters, read.passives, read.detractors, strict=True)) == stored[segment]
+            held = zip(read.promoters, read.passives, read.detractors, strict=True)
+            assert {(read.first + timedelta(days=i), *day) for i, day in enumerate(held)} == stored[segment]
+
+
+async def test_the_migration_packs_each_segment_s_days_into_one_row_and_back(database_url: str) -> None:
+    """alerts_0004: a segment's daily rows become one row of its days from the first to the last,
+    0 on the days between without a row; going back gives the rows with responses again."""
+    engine = make_engine(database_url)
+    config = alembic_config(SERVICE_SCHEMAS["alerts"], database_url, TEST_PSEUDONYM_SECRET)
+    rows = {
+        ("pack:a", TODAY - timedelta(days=3)): (1, 2, 3),
+        ("pack:a", TODAY): (4, 0, 0),  # two days between without a row
+        ("pack:b", TODAY - timedelta(days=90)): (0, 0, 7),
+        ("pack:b", TODAY - timedelta(days=89)): (5, 5, 5),
+    }
+
+    async def daily() -> dict[tuple[str, date], tuple[int, ...]]:
+        async with engine.connect() as conn:
+            found = await conn.execute(
+                sa.text("SELECT segment, day, promoters, passives, detractors FROM alerts.daily")
+            )
+            return {(r[0], r[1]): tuple(r[2:]) for r in found}
+
+    try:
+        await asyncio.to_thread(command.downgrade, config, "alerts_0003")
+        async with engine.begin() as conn:
+            for (segment, day), counts in rows.items():
+                await conn.execute(
+                    sa.text("INSERT INTO alerts.daily VALUES (:s, :day, :p, :pa, :d)"),
+                    {"s": segment, "day": day, "p": counts[0], "pa": counts[1], "d": counts[2]},
+                )
+        await asyncio.to_thread(command.upgrade, config, "head")
+        async with engine.connect() as conn:
+            held = await repository.days_of(conn, ["pack:a", "pack:b"])
+        a, b = held["pack:a"], held["pack:b"]
+        assert (a.first, list(a.promoters), list(a.passives), list(a.detractors)) == (
+            TODAY - timedelta(days=3),
+            [1, 0, 0, 4],
+            [2, 0, 0, 0],
+            [3, 0, 0, 0],
+        )
+        assert (b.first, list(b.promoters), list(b.passives), list(b.detractors)) == (
+            TODAY - timedelta(days=90),
+            [0, 5],
+            [0, 5],
+            [7, 5],
+        )
+        await asyncio.to_thread(command.downgrade, config, "alerts_0003")
+        assert await daily() == rows
+    finally:
+        await asyncio.to_thread(command.upgrade, config, "head")
+        await engine.dispose()
+
+
+async def test_prune_keeps_the_days_from_the_cut_on(database_url: str) -> None:
+    """A row reaching past the cut loses its days before it; a row with none from the cut on goes;
+    a row after it is left as it is."""
+    engine = make_engine(database_url)
+    cut = TODAY - timedelta(days=91)
+    try:
+        async with engine.connect() as conn:
+            transaction = await conn.begin()
+            await _insert_days(conn, ["prune:across"], TODAY, 0, 95)  # 95 .. 0 days ago
+            await _insert_days(conn, ["prune:before"], TODAY, 92, 99)
+            await _insert_days(conn, ["prune:after"], TODAY, 0, 91)
+            before = await repository.days_of(conn, ["prune:across", "prune:after"])
+            await repository.prune(conn, T0 - timedelta(days=2), cut)
+            after = await repository.days_of(conn, ["prune:across", "prune:before", "prune:after"])
+            await transaction.rollback()
+    finally:
+        await engine.dispose()
+    assert set(after) == {"prune:across", "prune:after"}
+    across, was = after["prune:across"], before["prune:across"]
+    assert across.first == cut and len(across.promoters) == 92
+    assert (list(across.promoters), list(across.detractors)) == (list(was.promoters[4:]), list(was.detractors[4:]))
+    assert after["prune:after"] == before["prune:after"]
+
+
+_MIRRORED = ("m:a", "m:B", "m:ç")
+D0 = TODAY - timedelta(days=20)
+
+
+@st.composite
+def _scores(draw: st.DrawFn) -> list[ScoreChanged]:
+    """ScoreChanged of a few segments, each its own moment, spans over a few days (their edges
+    meet often), days in and around the span (a day outside it is ignored), zero days too."""
+    moments = draw(st.lists(st.integers(0, 10_000), min_size=1, max_size=12, unique=True))
+    out = []
+    for moment in moments:
+        last = D0 + timedelta(days=draw(st.integers(0, 6)))
+        first = last - timedelta(days=draw(st.integers(0, 4)))
+        days = draw(
+            st.dictionaries(
+                st.integers(-2, (last - first).days + 2),
+                st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 3)),
+                max_size=9,
+            )
+        )
+        window = WindowCounts(first_day=first, last_day=last, promoters=0, passives=0, detractors=0)
+        out.append(
+            ScoreChanged(
+                segment=draw(st.sampled_from(_MIRRORED)),
+                as_of=last,
+                current=window,
+                baseline=window,
+                computed_at=T0 + timedelta(seconds=moment),
+                daily_first_day=draw(st.sampled_from([first, None])),
+                daily=[
+                    DayCounts(day=first + timedelta(days=i), promoters=p, passives=pa, detractors=d)
+                    for i, (p, pa, d) in sorted(days.items())
+                ],
+            )
+        )
+    return out
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+async def test_the_days_held_are_each_applied_score_s_span_in_turn(data: st.DataObject, database_url: str) -> None:
+    """ScoreChanged delivered at least once, in any order and batches of any size: each segment's
+    days held are what applying, in turn, each score newer than the last one judged gives (its span
+    made exactly its days), stored from its first day with responses to its last; what arrived is
+    each applied score's change over its span, but for a segment's first days held (its history)."""
+    scores = data.draw(_scores(), label="scores")
+    again = data.draw(st.lists(st.sampled_from(scores), max_size=4), label="redelivered")
+    delivered = data.draw(st.permutations([*scores, *again]), label="delivered")
+    cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(delivered) - 1))), label="cuts"))
+    batches = [delivered[a:b] for a, b in zip([0, *cuts], [*cuts, len(delivered)], strict=True)]
+    model: dict[str, dict[date, tuple[int, int, int]]] = {}
+    arrived: dict[str, Counts] = {}
+    judged: dict[str, datetime] = {}
+    for batch in batches:
+        latest: dict[str, ScoreChanged] = {}
+        for score in batch:
+            if score.segment not in latest or score.computed_at > latest[score.segment].computed_at:
+                latest[score.segment] = score
+        for segment, score in latest.items():
+            if segment in judged and score.computed_at <= judged[segment]:
+                continue
+            judged[segment] = score.computed_at
+            first = score.daily_first_day or score.baseline.first_day
+            held = model.get(segment, {})
+            days = {d: c for d, c in held.items() if not first <= d <= score.as_of}
+            for day in score.daily or []:
+                if first <= day.day <= score.as_of and day.counts.n:
+                    days[day.day] = (day.promoters, day.passives, day.detractors)
+            before = sum((Counts(*c) for d, c in held.items() if first <= d <= score.as_of), Counts())
+            if before.n:
+                now = sum((Counts(*c) for d, c in days.items() if first <= d <= score.as_of), Counts())
+                arrived[segment] = arrived.get(segment, Counts()) + now - before
+            model[segment] = days
+    engine = make_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("TRUNCATE alerts.days, alerts.segments, alerts.arrivals"))
+        mirror = MirrorScores(Due())
+        for offset, batch in enumerate(batches):
+            async with engine.begin() as conn:
+                await mirror(conn, [Message(score, "scores", 0, offset, 0) for score in batch])
+        async with engine.connect() as conn:
+            held = await repository.days_of(conn, _MIRRORED)
+            rows = await conn.execute(
+                sa.text(
+                    "SELECT segment, sum(promoters), sum(passives), sum(detractors) FROM alerts.arrivals GROUP BY segment"
+                )
+            )
+            arrivals = {r[0]: Counts(*map(int, r[1:])) for r in rows}
+    finally:
+        await engine.dispose()
+    found = {}
+    for segment, row in held.items():
+        dense = list(zip(row.promoters, row.passives, row.detractors, strict=True))
+        assert any(dense[0]) and any(dense[-1])  # stored from the first day with responses to the last
+        found[segment] = {row.first + timedelta(days=i): day for i, day in enumerate(dense) if any(day)}
+    assert found == {segment: days for segment, days in model.items() if days}
+    assert {s: c for s, c in arrivals.items() if c != Counts()} == {s: c for s, c in arrived.items() if c != Counts()}

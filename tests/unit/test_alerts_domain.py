@@ -40,7 +40,7 @@ from alerts_service.domain import (
     step,
 )
 from alerts_service.handlers import Due, EvaluateRounds, round_due, stats_of
-from alerts_service.repository import Days, int4s
+from alerts_service.repository import NO_DAYS, Days, int4s
 from shared.nps import Counts, normal_cdf
 from shared.segments import is_child, parts
 
@@ -359,16 +359,17 @@ def test_rounds_follow_the_schedule_and_batches_at_most_every_gap() -> None:
     assert round_due(160, 160, 100, asked=False, min_gap_s=5)  # the schedule needs no asking
 
 
-def _stats_by_definition(days: Days, rules: Rules, moved: int) -> tuple[Counts, Counts, Ewma | None]:
-    """The windows and the EWMA as the rules define them, `moved` days later than the days were
-    read: each window's days summed as Counts, and `ewma` over one Counts per day of its span, the
-    reference first, oldest first; a day after today is in none."""
+def _by_day(days: Days) -> dict[date, Counts]:
+    held = zip(days.promoters, days.passives, days.detractors, strict=True)
+    return {days.first + timedelta(days=i): Counts(*day) for i, day in enumerate(held) if any(day)}
+
+
+def _stats_by_definition(days: Days, rules: Rules, today: date) -> tuple[Counts, Counts, Ewma | None]:
+    """The windows and the EWMA as the rules define them on `today`: each window's days summed as
+    Counts, and `ewma` over one Counts per day of its span, the reference first, oldest first; a
+    day after today is in none."""
     drop, trend = rules.drop, rules.ewma
-    by_ago = {
-        ago + moved: Counts(p, pa, d)
-        for ago, p, pa, d in zip(days.ago, days.promoters, days.passives, days.detractors, strict=True)
-        if ago + moved >= 0
-    }
+    by_ago = {(today - day).days: c for day, c in _by_day(days).items() if day <= today}
     current = sum((c for ago, c in by_ago.items() if ago < drop.current_days), Counts())
     baseline = sum(
         (c for ago, c in by_ago.items() if drop.current_days <= ago < drop.current_days + drop.baseline_days),
@@ -379,36 +380,75 @@ def _stats_by_definition(days: Days, rules: Rules, moved: int) -> tuple[Counts, 
     return current, baseline, ewma(series, trend)
 
 
+_DAY = st.tuples(st.integers(0, 30), st.integers(0, 30), st.integers(0, 30))
+
+
 @given(
-    st.dictionaries(
-        st.integers(-5, 120),  # below 0: a day after the day read on (a score from a clock ahead)
-        st.tuples(st.integers(0, 30), st.integers(0, 30), st.integers(0, 30)),
-        max_size=120,
-    ),
+    st.lists(_DAY, max_size=130),
+    st.integers(-10, 140),
     st.integers(1, 14),
     st.integers(1, 40),
     st.integers(1, 40),
     st.integers(1, 70),
     st.integers(1, 200),
-    st.integers(0, 10),
 )
 def test_a_segment_s_windows_and_ewma_from_its_days_are_the_rules_definition(
-    found: dict[int, tuple[int, int, int]],
+    held: list[tuple[int, int, int]],
+    first_ago: int,
     current_days: int,
     baseline_days: int,
     reference_days: int,
     monitored_days: int,
     min_reference: int,
-    moved: int,
 ) -> None:
-    """Also days later than they were read (the days kept, worked out again on a new day)."""
+    """Days held from any day before or after today (a score from a clock ahead; days kept and
+    worked out again on a later day), zero days among them."""
     rules = Rules(
         drop=DropRule(current_days=current_days, baseline_days=baseline_days),
         ewma=EwmaRule(reference_days=reference_days, monitored_days=monitored_days, min_reference=min_reference),
     )
-    order = sorted(found, key=lambda ago: (ago * 7919) % 127)  # the database's order is any order
-    days = Days(order, [found[a][0] for a in order], [found[a][1] for a in order], [found[a][2] for a in order])
-    assert stats_of(days, rules, moved) == _stats_by_definition(days, rules, moved)
+    today = date(2026, 11, 27)
+    columns = [[day[i] for day in held] for i in range(3)]
+    days = Days(today - timedelta(days=first_ago), *columns)
+    assert stats_of(days, rules, today) == _stats_by_definition(days, rules, today)
+
+
+def test_no_days_held_give_empty_windows() -> None:
+    assert stats_of(NO_DAYS, Rules(), date(2026, 11, 27)) == (Counts(), Counts(), None)
+
+
+@given(
+    st.lists(_DAY, max_size=40),
+    st.integers(-20, 20),
+    st.integers(-20, 40),
+    st.integers(0, 20),
+    st.dictionaries(st.integers(-5, 25), _DAY, max_size=25),
+)
+def test_a_span_replaced_is_exactly_its_new_days_and_the_rest_kept(
+    held: list[tuple[int, int, int]],
+    first_at: int,
+    span_at: int,
+    span_length: int,
+    given_days: dict[int, tuple[int, int, int]],
+) -> None:
+    """The mirror's step: the span's days become exactly those given in it (one outside it is
+    ignored; a day with none is none), the days outside it stay; held again from the first day
+    with responses to the last, and the span's sum before is what was held in it."""
+    origin = date(2026, 11, 1)
+    days = Days(origin + timedelta(days=first_at), *[[day[i] for day in held] for i in range(3)])
+    first = origin + timedelta(days=span_at)
+    last = first + timedelta(days=span_length)
+    new = [(first + timedelta(days=i), Counts(*c)) for i, c in sorted(given_days.items())]
+    before = _by_day(days)
+    replaced = days.replaced(first, last, new)
+    expected = {day: c for day, c in before.items() if not first <= day <= last}
+    expected |= {day: c for day, c in new if first <= day <= last and c.n}
+    assert _by_day(replaced) == expected
+    if expected:
+        assert replaced.first == min(expected) and len(replaced.promoters) == (max(expected) - min(expected)).days + 1
+    else:
+        assert replaced == NO_DAYS
+    assert days.sum(first, last) == sum((c for day, c in before.items() if first <= day <= last), Counts())
 
 
 @given(st.lists(st.integers(-(2**31), 2**31 - 1), min_size=1, max_size=100))
