@@ -2,7 +2,7 @@
 
 Lock order, so the consumer's batches and the evaluation rounds never deadlock: `segments` rows
 (sorted by segment) before anything else; a round holds the transaction-scoped advisory lock
-ROUND_LOCK, and only reads `segments`."""
+ROUND_LOCK, only reads `segments`, and its prune skips the `days` rows a batch holds."""
 
 from __future__ import annotations
 
@@ -478,19 +478,25 @@ async def delete_silence(conn: AsyncConnection, silence_id: str, now: datetime) 
 
 async def prune(conn: AsyncConnection, arrivals_before: datetime, days_before: date) -> None:
     """Arrivals before `arrivals_before`; the days held before `days_before` (a segment's row with
-    none after it goes)."""
+    none after it goes). A row a mirror batch has locked is left to the next prune: the round never
+    waits on a batch (which holds `segments` rows first, then its days rows: waiting here could
+    close a cycle with a batch waiting on a row this round already trimmed)."""
     await conn.execute(sa.text(f"DELETE FROM {SCHEMA}.arrivals WHERE bucket < :at"), {"at": arrivals_before})
+    due = f"SELECT segment FROM {SCHEMA}.days WHERE first_day < CAST(:day AS date) FOR UPDATE SKIP LOCKED"
     await conn.execute(
-        sa.text(f"DELETE FROM {SCHEMA}.days WHERE first_day + cardinality(promoters) <= CAST(:day AS date)"),
+        sa.text(
+            f"""WITH due AS ({due}) DELETE FROM {SCHEMA}.days d USING due
+                WHERE d.segment = due.segment AND d.first_day + cardinality(d.promoters) <= CAST(:day AS date)"""
+        ),
         {"day": days_before},
     )
     await conn.execute(
         sa.text(
-            f"""UPDATE {SCHEMA}.days SET first_day = CAST(:day AS date),
-                       promoters = promoters[(CAST(:day AS date) - first_day) + 1:],
-                       passives = passives[(CAST(:day AS date) - first_day) + 1:],
-                       detractors = detractors[(CAST(:day AS date) - first_day) + 1:]
-                WHERE first_day < CAST(:day AS date)"""
+            f"""WITH due AS ({due}) UPDATE {SCHEMA}.days d SET first_day = CAST(:day AS date),
+                       promoters = d.promoters[(CAST(:day AS date) - d.first_day) + 1:],
+                       passives = d.passives[(CAST(:day AS date) - d.first_day) + 1:],
+                       detractors = d.detractors[(CAST(:day AS date) - d.first_day) + 1:]
+                FROM due WHERE d.segment = due.segment"""
         ),
         {"day": days_before},
     )

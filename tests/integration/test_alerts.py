@@ -629,28 +629,34 @@ async def test_the_migration_packs_each_segment_s_days_into_one_row_and_back(dat
         await engine.dispose()
 
 
-async def test_prune_keeps_the_days_from_the_cut_on(database_url: str) -> None:
+async def test_prune_keeps_the_days_from_the_cut_on_and_never_waits_for_a_batch(database_url: str) -> None:
     """A row reaching past the cut loses its days before it; a row with none from the cut on goes;
-    a row after it is left as it is."""
+    a row after it is left as it is. A row a mirror batch holds is left to the next prune, at once:
+    waiting for it could deadlock a round with the batch."""
     engine = make_engine(database_url)
     cut = TODAY - timedelta(days=91)
+    names = ["prune:across", "prune:before", "prune:after", "prune:held"]
     try:
-        async with engine.connect() as conn:
-            transaction = await conn.begin()
-            await _insert_days(conn, ["prune:across"], TODAY, 0, 95)  # 95 .. 0 days ago
+        async with engine.begin() as conn:
+            await _insert_days(conn, ["prune:across", "prune:held"], TODAY, 0, 95)  # 95 .. 0 days ago
             await _insert_days(conn, ["prune:before"], TODAY, 92, 99)
             await _insert_days(conn, ["prune:after"], TODAY, 0, 91)
-            before = await repository.days_of(conn, ["prune:across", "prune:after"])
-            await repository.prune(conn, T0 - timedelta(days=2), cut)
-            after = await repository.days_of(conn, ["prune:across", "prune:before", "prune:after"])
-            await transaction.rollback()
+            before = await repository.days_of(conn, names)
+        async with engine.connect() as batch, engine.connect() as conn:
+            await batch.begin()
+            await batch.execute(sa.text("SELECT 1 FROM alerts.days WHERE segment = 'prune:held' FOR UPDATE"))
+            async with conn.begin():
+                await asyncio.wait_for(repository.prune(conn, T0 - timedelta(days=2), cut), timeout=10)
+            await batch.rollback()
+        async with engine.connect() as conn:
+            after = await repository.days_of(conn, names)
     finally:
         await engine.dispose()
-    assert set(after) == {"prune:across", "prune:after"}
+    assert set(after) == {"prune:across", "prune:after", "prune:held"}
     across, was = after["prune:across"], before["prune:across"]
     assert across.first == cut and len(across.promoters) == 92
     assert (list(across.promoters), list(across.detractors)) == (list(was.promoters[4:]), list(was.detractors[4:]))
-    assert after["prune:after"] == before["prune:after"]
+    assert after["prune:after"] == before["prune:after"] and after["prune:held"] == before["prune:held"]
 
 
 _MIRRORED = ("m:a", "m:B", "m:ç")
