@@ -103,7 +103,7 @@ class MirrorScores:
                 if arrived.promoters > 0 or arrived.passives > 0 or arrived.detractors > 0:
                     last_arrival = event.computed_at
             seen[segment] = Seen(event.computed_at, last_arrival)
-        await repository.save_days(conn, kept)
+        await repository.save_days(conn, kept, kept.keys() - held.keys())
         await repository.add_arrivals(conn, arrivals)
         await repository.save_segments(conn, seen)
         if seen:

@@ -9,15 +9,18 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from alerts_service.domain import RuleState, State
+from shared.consumer import RetryBatch
+from shared.db import UNIQUE_VIOLATION, sqlstate_of
 from shared.events import AlertExplanation
 from shared.nps import Counts
 
@@ -64,37 +67,58 @@ async def save_segments(conn: AsyncConnection, seen: Mapping[str, Seen]) -> None
     )
 
 
-async def save_days(conn: AsyncConnection, days: Mapping[str, Days]) -> None:
+_DAYS_ROWS = f"""
+    INSERT INTO {SCHEMA}.days AS k (segment, first_day, promoters, passives, detractors)
+    SELECT s, f, CAST(p AS integer[]), CAST(pa AS integer[]), CAST(d AS integer[])
+    FROM unnest(CAST(:segments AS text[]), CAST(:firsts AS date[]), CAST(:p AS text[]),
+                CAST(:pa AS text[]), CAST(:d AS text[])) AS x(s, f, p, pa, d)"""
+
+
+async def save_days(conn: AsyncConnection, days: Mapping[str, Days], new: Collection[str]) -> None:
     """Each segment's days held become `days` (NO_DAYS: none). Arrays go as their text literals:
-    rows of arrays of different lengths do not fit one parameter array."""
+    rows of arrays of different lengths do not fit one parameter array.
+
+    `new`: the segments that had no row when the batch read them. If one has a row now, another
+    transaction wrote it meanwhile (two consumers on one partition during a rebalance; a new
+    segment has no `segments` row to lock): the unique violation becomes RetryBatch, and the batch
+    is applied again on top of the other's days. A row the batch read is written whatever became of
+    it since: only a prune can have touched it (its `segments` row is held), trimming days no
+    window reads."""
     ordered = sorted(days)
-    held = [s for s in ordered if days[s].promoters]
-    none = [s for s in ordered if not days[s].promoters]
-    if held:
+    read = [s for s in ordered if days[s].promoters and s not in new]
+    added = [s for s in ordered if days[s].promoters and s in new]
+    emptied = [s for s in ordered if not days[s].promoters and s not in new]
+    if read:
         await conn.execute(
             sa.text(
-                f"""
-                INSERT INTO {SCHEMA}.days AS k (segment, first_day, promoters, passives, detractors)
-                SELECT s, f, CAST(p AS integer[]), CAST(pa AS integer[]), CAST(d AS integer[])
-                FROM unnest(CAST(:segments AS text[]), CAST(:firsts AS date[]), CAST(:p AS text[]),
-                            CAST(:pa AS text[]), CAST(:d AS text[])) AS x(s, f, p, pa, d)
+                f"""{_DAYS_ROWS}
                 ON CONFLICT (segment) DO UPDATE SET
                     first_day = EXCLUDED.first_day, promoters = EXCLUDED.promoters,
-                    passives = EXCLUDED.passives, detractors = EXCLUDED.detractors
-                """
+                    passives = EXCLUDED.passives, detractors = EXCLUDED.detractors"""
             ),
-            {
-                "segments": held,
-                "firsts": [days[s].first for s in held],
-                "p": [_literal(days[s].promoters) for s in held],
-                "pa": [_literal(days[s].passives) for s in held],
-                "d": [_literal(days[s].detractors) for s in held],
-            },
+            _days_params(days, read),
         )
-    if none:
+    if added:
+        try:
+            await conn.execute(sa.text(_DAYS_ROWS), _days_params(days, added))
+        except sa.exc.IntegrityError as exc:
+            if sqlstate_of(exc) == UNIQUE_VIOLATION:
+                raise RetryBatch("a segment's days were written by a concurrent transaction") from exc
+            raise
+    if emptied:
         await conn.execute(
-            sa.text(f"DELETE FROM {SCHEMA}.days WHERE segment = ANY(CAST(:segments AS text[]))"), {"segments": none}
+            sa.text(f"DELETE FROM {SCHEMA}.days WHERE segment = ANY(CAST(:segments AS text[]))"), {"segments": emptied}
         )
+
+
+def _days_params(days: Mapping[str, Days], segments: Sequence[str]) -> dict[str, list[Any]]:
+    return {
+        "segments": list(segments),
+        "firsts": [days[s].first for s in segments],
+        "p": [_literal(days[s].promoters) for s in segments],
+        "pa": [_literal(days[s].passives) for s in segments],
+        "d": [_literal(days[s].detractors) for s in segments],
+    }
 
 
 def _literal(values: Sequence[int]) -> str:

@@ -26,7 +26,7 @@ from alerts_service.drivers import ThemeDrivers
 from alerts_service.handlers import BUCKET, Due, EvaluateRounds, MirrorScores
 from alerts_service.repository import Seen
 from alerts_service.settings import AlertSettings
-from shared.consumer import Message
+from shared.consumer import Message, RetryBatch
 from shared.db import SERVICE_SCHEMAS, alembic_config, make_engine
 from shared.events import (
     AlertAcknowledged,
@@ -657,6 +657,52 @@ async def test_prune_keeps_the_days_from_the_cut_on_and_never_waits_for_a_batch(
     assert across.first == cut and len(across.promoters) == 92
     assert (list(across.promoters), list(across.detractors)) == (list(was.promoters[4:]), list(was.detractors[4:]))
     assert after["prune:after"] == before["prune:after"] and after["prune:held"] == before["prune:held"]
+
+
+async def test_two_consumers_mirroring_one_new_segment_at_once_keep_both_scores_days(database_url: str) -> None:
+    """During a rebalance the old owner of a partition may still apply a batch while the new owner
+    applies the next. A new segment has no `segments` row to lock: the second to write its days
+    must not overwrite the first's, so it is rolled back and applied anew (the loop retries
+    RetryBatch), on top of them."""
+    older = {TODAY - timedelta(days=9): Counts(1, 0, 0), TODAY - timedelta(days=2): Counts(0, 1, 0)}
+    newer = {TODAY - timedelta(days=1): Counts(0, 0, 1)}
+    first_score = changed("race:new", older, T0)
+    window = WindowCounts(first_day=TODAY - timedelta(days=2), last_day=TODAY, promoters=0, passives=0, detractors=0)
+    second_score = ScoreChanged(  # a span of the last three days only: the older days must stay
+        segment="race:new",
+        as_of=TODAY,
+        current=window,
+        baseline=window,
+        computed_at=T0 + timedelta(seconds=1),
+        daily_first_day=TODAY - timedelta(days=2),
+        daily=[DayCounts(day=d, **_counts(c)) for d, c in newer.items()],
+    )
+    mirror = MirrorScores(Due())
+    engine = make_engine(database_url)
+    try:
+        async with engine.connect() as first, engine.connect() as second:
+            await first.begin()
+            await mirror(first, [Message(first_score, "t", 0, 0, 0)])
+
+            async def other_owner() -> None:
+                async with second.begin():
+                    await mirror(second, [Message(second_score, "t", 0, 1, 0)])
+
+            racing = asyncio.create_task(other_owner())
+            await asyncio.sleep(0.5)
+            assert not racing.done()  # waiting on the first transaction's row
+            await first.commit()
+            with pytest.raises(RetryBatch):
+                await racing
+        async with engine.begin() as conn:  # the retry
+            await mirror(conn, [Message(second_score, "t", 0, 1, 0)])
+        async with engine.connect() as conn:
+            held = (await repository.days_of(conn, ["race:new"]))["race:new"]
+    finally:
+        await engine.dispose()
+    dense = zip(held.promoters, held.passives, held.detractors, strict=True)
+    found = {held.first + timedelta(days=i): Counts(*day) for i, day in enumerate(dense) if any(day)}
+    assert found == {TODAY - timedelta(days=9): Counts(1, 0, 0), TODAY - timedelta(days=1): Counts(0, 0, 1)}
 
 
 _MIRRORED = ("m:a", "m:B", "m:ç")
