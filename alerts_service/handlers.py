@@ -78,7 +78,7 @@ class MirrorScores:
         metrics.SCORES.labels("applied").inc(len(with_days))
         metrics.SCORES.labels("no_days").inc(len(fresh) - len(with_days))
         spans = {s: (e.daily_first_day or e.baseline.first_day, e.as_of) for s, e in with_days.items()}
-        held = await repository.days_of(conn, list(with_days))  # their segments' rows are locked
+        held = await repository.days_of(conn, list(with_days))  # rows of locked segments (a new one: save_days)
         kept: dict[str, Days] = {}
         arrivals: dict[tuple[str, datetime], Counts] = {}
         seen: dict[str, Seen] = {}
@@ -294,8 +294,8 @@ class EvaluateRounds:
         parts = self._parts(stale)
         if not parts:
             return await then()
-        # Each part's days are read while the part before is worked out: PostgreSQL aggregates
-        # on its core as this one computes (the first round of a start reads every segment).
+        # Each part's days are read while the part before is worked out: PostgreSQL reads and
+        # sends on its core as this one computes (the first round of a start reads every segment).
         # After the last part's read, `then`'s reads go out while that part is worked out.
         reading = asyncio.ensure_future(repository.days_of(conn, parts[0]))
         following: asyncio.Future[T] | None = None
