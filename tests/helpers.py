@@ -16,16 +16,17 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.embedded import free_port
 from services.infra import create_topics, wait_ready
 from shared import service
 from shared.auth import KeyStore, hash_api_key, new_api_key, start_gate
-from shared.consumer import ConsumerLoop
+from shared.consumer import ConsumerLoop, RetryBatch
 from shared.events import AlertContributor, AlertExplanation, AlertFired, AlertWindowCounts, ResponseSubmitted
 from shared.kafka import TopicMissing, reading_from_start
 from shared.ratelimit import RateLimiter
@@ -396,3 +397,26 @@ def fired_alert(alert_id: str, segment: str, at: datetime, current_nps: float = 
             ],
         ),
     )
+
+
+Apply = Callable[[AsyncConnection], Awaitable[None]]
+
+
+async def second_owner_retries(engine: AsyncEngine, first: Apply, second: Apply) -> None:
+    """Two owners of one partition during a rebalance: `first` applies its batch in a transaction
+    left open; `second`, in its own, must wait on the rows the first holds, then, once the first
+    commits, roll back with RetryBatch (the loop applies its batch again, on top of the first's)."""
+    async with engine.connect() as one, engine.connect() as other:
+        transaction = await one.begin()
+        await first(one)
+
+        async def other_owner() -> None:
+            async with other.begin():
+                await second(other)
+
+        late = asyncio.create_task(other_owner())
+        await asyncio.sleep(0.5)
+        assert not late.done()  # waiting on the rows the first transaction holds
+        await transaction.commit()
+        with pytest.raises(RetryBatch):
+            await late

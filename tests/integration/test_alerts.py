@@ -26,7 +26,7 @@ from alerts_service.drivers import ThemeDrivers
 from alerts_service.handlers import BUCKET, Due, EvaluateRounds, MirrorScores
 from alerts_service.repository import Seen
 from alerts_service.settings import AlertSettings
-from shared.consumer import Message, RetryBatch
+from shared.consumer import Message
 from shared.db import SERVICE_SCHEMAS, alembic_config, make_engine
 from shared.events import (
     AlertAcknowledged,
@@ -47,6 +47,7 @@ from tests.helpers import (
     produce,
     read_topic,
     running_loop,
+    second_owner_retries,
     serve_in_process,
     started_producer,
 )
@@ -680,20 +681,11 @@ async def test_two_consumers_mirroring_one_new_segment_at_once_keep_both_scores_
     mirror = MirrorScores(Due())
     engine = make_engine(database_url)
     try:
-        async with engine.connect() as first, engine.connect() as second:
-            await first.begin()
-            await mirror(first, [Message(first_score, "t", 0, 0, 0)])
-
-            async def other_owner() -> None:
-                async with second.begin():
-                    await mirror(second, [Message(second_score, "t", 0, 1, 0)])
-
-            racing = asyncio.create_task(other_owner())
-            await asyncio.sleep(0.5)
-            assert not racing.done()  # waiting on the first transaction's row
-            await first.commit()
-            with pytest.raises(RetryBatch):
-                await racing
+        await second_owner_retries(
+            engine,
+            lambda conn: mirror(conn, [Message(first_score, "t", 0, 0, 0)]),
+            lambda conn: mirror(conn, [Message(second_score, "t", 0, 1, 0)]),
+        )
         async with engine.begin() as conn:  # the retry
             await mirror(conn, [Message(second_score, "t", 0, 1, 0)])
         async with engine.connect() as conn:

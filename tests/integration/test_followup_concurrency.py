@@ -4,7 +4,6 @@ kept, and no follow-up published twice."""
 
 from __future__ import annotations
 
-import asyncio
 import random
 import uuid
 from collections import Counter
@@ -12,11 +11,12 @@ from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from followup_service.bootstrap import load_policy, spec
 from followup_service.handlers import RouteResponses
 from followup_service.settings import FollowUpSettings
-from shared.consumer import FORCE_CUSTOM_PLANS, Message, RetryBatch
+from shared.consumer import FORCE_CUSTOM_PLANS, Message
 from shared.db import make_engine
 from shared.events import FollowUpCreated, ResponseSubmitted, followup_events
 from shared.kafka import group_committed
@@ -28,6 +28,7 @@ from tests.helpers import (
     produce,
     read_topic,
     running_loop,
+    second_owner_retries,
     started_producer,
 )
 from tests.integration.test_followup import settings_for
@@ -119,22 +120,14 @@ async def test_a_batch_another_consumer_wrote_meanwhile_is_retried_whole(databas
     ]  # fmt: skip
     engine = make_engine(database_url)
     try:
-        async with engine.connect() as first, engine.connect() as second:
-            transaction = await first.begin()
-            await first.execute(FORCE_CUSTOM_PLANS)
-            await handler(first, batch)
 
-            async def route_again() -> None:
-                async with second.begin():
-                    await handler(second, batch)
+        async def first(conn: AsyncConnection) -> None:
+            await conn.execute(FORCE_CUSTOM_PLANS)
+            await handler(conn, batch)
 
-            late = asyncio.create_task(route_again())
-            await asyncio.sleep(0.5)
-            assert not late.done()  # waiting for the people the first transaction holds
-            await transaction.commit()
-            events_written = await _outbox_events(engine)
-            with pytest.raises(RetryBatch):
-                await late
+        # The second waits for the people the first transaction holds.
+        await second_owner_retries(engine, first, lambda conn: handler(conn, batch))
+        events_written = await _outbox_events(engine)
         async with engine.begin() as conn:
             await handler(conn, batch)  # the retry: every response is known now
         assert await _routed(engine, run) == len(batch)

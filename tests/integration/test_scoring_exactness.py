@@ -25,7 +25,7 @@ from scoring_service import repository
 from scoring_service.bootstrap import create_app, spec
 from scoring_service.settings import ScoringSettings
 from services.embedded import free_port
-from shared.consumer import Message, RetryBatch
+from shared.consumer import Message
 from shared.db import make_engine
 from shared.events import ResponseEvent, ResponseSubmitted
 from shared.kafka import group_committed
@@ -43,6 +43,7 @@ from tests.helpers import (
     nps_env,
     produce,
     running_loop,
+    second_owner_retries,
     serve_in_process,
     service_settings,
     start_service,
@@ -299,20 +300,7 @@ async def test_two_consumers_applying_one_new_response_at_once_count_it_once(dat
     batch = [Message(wire_of(event), "t", 0, 0, 0)]
     engine = make_engine(database_url)
     try:
-        async with engine.connect() as first, engine.connect() as second:
-            await first.begin()
-            await handler(first, batch)
-
-            async def other_owner() -> None:
-                async with second.begin():
-                    await handler(second, batch)
-
-            racing = asyncio.create_task(other_owner())
-            await asyncio.sleep(0.5)
-            assert not racing.done()  # waiting on the first transaction's row
-            await first.commit()
-            with pytest.raises(RetryBatch):
-                await racing
+        await second_owner_retries(engine, lambda conn: handler(conn, batch), lambda conn: handler(conn, batch))
         async with engine.begin() as conn:  # the retry
             await handler(conn, batch)
         async with engine.connect() as conn:
