@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import AnyStr
 
 import asyncpg
 import sqlalchemy as sa
@@ -56,17 +57,32 @@ class Revision:
 # analyzed the table, so every flush read the whole table for minutes (docs/operations.md). Waiting on a
 # concurrent insert of the same id (DO UPDATE does, a snapshot read did not) also means two
 # workers given one id with two bodies cannot both accept it.
+#
+# The text columns and the events go as one value each, split by PostgreSQL on UNIT (0x1f): asyncpg
+# checks every element of a list parameter against three abstract base classes, ~1.2 us of this
+# process's CPU an item over six lists (a 1,000-item batch: 2.27 -> 1.07 ms). No value can hold
+# UNIT: identifiers and the channel and survey are PLAIN (no control characters), a fingerprint is
+# hex, an event is JSON (control characters escaped). A channel or survey without a value is sent
+# as "", which PLAIN's minimum length of 1 keeps from meaning anything else; a lone "" splits into
+# no element, and unnest pads the shorter array with NULL, which is what it stands for.
+UNIT = "\x1f"
+_SPLIT = "string_to_array({}, E'\\x1f')"
 _RECORD = f"""
     WITH recorded AS (
         INSERT INTO {SCHEMA}.responses AS r
             (response_id, respondent_id, fingerprint, channel, survey_id, answered_at)
-        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
+        SELECT id, respondent, fingerprint, nullif(channel, ''), nullif(survey, ''), answered_at
+        FROM unnest({_SPLIT.format("$1::text")}, {_SPLIT.format("$2::text")}, {_SPLIT.format("$3::text")},
+                    {_SPLIT.format("$4::text")}, {_SPLIT.format("$5::text")}, $6::timestamptz[])
+             AS x(id, respondent, fingerprint, channel, survey, answered_at)
         ON CONFLICT (response_id) DO UPDATE SET fingerprint = r.fingerprint
         RETURNING r.response_id, r.respondent_id, r.fingerprint, r.xmax = 0 AS inserted
     ), logged AS (
         INSERT INTO {SCHEMA}.events (kind, respondent_id, event)
-        SELECT 'response', recorded.respondent_id, e.event
-        FROM recorded JOIN unnest($1::text[], $7::bytea[]) AS e(id, event) ON e.id = recorded.response_id
+        SELECT 'response', recorded.respondent_id, convert_to(e.event, 'UTF8')
+        FROM recorded
+        JOIN unnest({_SPLIT.format("$1::text")}, {_SPLIT.format("convert_from($7::bytea, 'UTF8')")}) AS e(id, event)
+            ON e.id = recorded.response_id
         WHERE recorded.inserted
     )
     SELECT response_id, fingerprint FROM recorded WHERE NOT inserted
@@ -79,15 +95,23 @@ async def record_on(driver: asyncpg.Connection, items: Sequence[Submission]) -> 
     rows = await fetch_alone(
         driver,
         _RECORD,
-        [s.response_id for s in items],
-        [s.respondent_id for s in items],
-        [s.fingerprint for s in items],
-        [s.channel for s in items],
-        [s.survey_id for s in items],
+        _joined([s.response_id for s in items], UNIT),
+        _joined([s.respondent_id for s in items], UNIT),
+        _joined([s.fingerprint for s in items], UNIT),
+        _joined([s.channel or "" for s in items], UNIT),
+        _joined([s.survey_id or "" for s in items], UNIT),
         [s.answered_at for s in items],
-        [s.event for s in items],
+        _joined([s.event for s in items], UNIT.encode()),
     )
     return {row[0]: row[1] for row in rows}
+
+
+def _joined(values: Sequence[AnyStr], unit: AnyStr) -> AnyStr:
+    """The values, `unit` between each two; refused if one holds it (it would be split apart)."""
+    joined = unit.join(values)
+    if joined.count(unit) != max(0, len(values) - 1):
+        raise ValueError("a value holds the unit separator (0x1f)")
+    return joined
 
 
 _LOG = sa.text(f"INSERT INTO {SCHEMA}.events (kind, respondent_id, event) VALUES (:kind, :r, :event)")
