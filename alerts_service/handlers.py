@@ -139,16 +139,13 @@ def stats_of(days: Days, rules: Rules, today: date) -> tuple[Counts, Counts, Ewm
     def ending(ago: int, count: int) -> slice:  # `count` days, the newest `ago` days before today
         return slice(max(0, stop - ago - count), max(0, stop - ago))
 
-    def summed(held: slice) -> Counts:
-        return Counts(sum(days.promoters[held]), sum(days.passives[held]), sum(days.detractors[held]))
-
     drop, trend = rules.drop, rules.ewma
     monitored = ending(1, trend.monitored_days)
     return (
-        summed(ending(0, drop.current_days)),
-        summed(ending(drop.current_days, drop.baseline_days)),
+        days.total(ending(0, drop.current_days)),
+        days.total(ending(drop.current_days, drop.baseline_days)),
         ewma_of(
-            summed(ending(trend.monitored_days + 1, trend.reference_days)),
+            days.total(ending(trend.monitored_days + 1, trend.reference_days)),
             zip(days.promoters[monitored], days.passives[monitored], days.detractors[monitored], strict=True),
             trend,
         ),

@@ -177,7 +177,10 @@ class Days:
         return slice(max(0, (first - self.first).days), max(0, (last - self.first).days + 1))
 
     def sum(self, first: date, last: date) -> Counts:
-        held = self.span(first, last)
+        return self.total(self.span(first, last))
+
+    def total(self, held: slice) -> Counts:
+        """The counts of the elements `held` (a round's windows are slices of the same arrays)."""
         return Counts(sum(self.promoters[held]), sum(self.passives[held]), sum(self.detractors[held]))
 
     def replaced(self, first: date, last: date, days: Iterable[tuple[date, Counts]]) -> Days:
