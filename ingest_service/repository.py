@@ -68,21 +68,21 @@ class Revision:
 UNIT = "\x1f"
 _SPLIT = "string_to_array({}, E'\\x1f')"
 _RECORD = f"""
-    WITH recorded AS (
+    WITH given AS (
+        SELECT * FROM unnest({_SPLIT.format("$1::text")}, {_SPLIT.format("$2::text")}, {_SPLIT.format("$3::text")},
+                             {_SPLIT.format("$4::text")}, {_SPLIT.format("$5::text")}, $6::timestamptz[],
+                             {_SPLIT.format("convert_from($7::bytea, 'UTF8')")})
+             AS x(id, respondent, fingerprint, channel, survey, answered_at, event)
+    ), recorded AS (
         INSERT INTO {SCHEMA}.responses AS r
             (response_id, respondent_id, fingerprint, channel, survey_id, answered_at)
-        SELECT id, respondent, fingerprint, nullif(channel, ''), nullif(survey, ''), answered_at
-        FROM unnest({_SPLIT.format("$1::text")}, {_SPLIT.format("$2::text")}, {_SPLIT.format("$3::text")},
-                    {_SPLIT.format("$4::text")}, {_SPLIT.format("$5::text")}, $6::timestamptz[])
-             AS x(id, respondent, fingerprint, channel, survey, answered_at)
+        SELECT id, respondent, fingerprint, nullif(channel, ''), nullif(survey, ''), answered_at FROM given
         ON CONFLICT (response_id) DO UPDATE SET fingerprint = r.fingerprint
         RETURNING r.response_id, r.respondent_id, r.fingerprint, r.xmax = 0 AS inserted
     ), logged AS (
         INSERT INTO {SCHEMA}.events (kind, respondent_id, event)
-        SELECT 'response', recorded.respondent_id, convert_to(e.event, 'UTF8')
-        FROM recorded
-        JOIN unnest({_SPLIT.format("$1::text")}, {_SPLIT.format("convert_from($7::bytea, 'UTF8')")}) AS e(id, event)
-            ON e.id = recorded.response_id
+        SELECT 'response', recorded.respondent_id, convert_to(given.event, 'UTF8')
+        FROM recorded JOIN given ON given.id = recorded.response_id
         WHERE recorded.inserted
     )
     SELECT response_id, fingerprint FROM recorded WHERE NOT inserted
