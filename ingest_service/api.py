@@ -113,23 +113,25 @@ def unavailable(exc: Exception) -> ProblemError:
 # --- the raw POSTs: each reads the caller's key and its body, calls the use case, answers ---
 
 
-async def post_response(state: State, request: RawRequest) -> Accepted:
+async def post_response(state: State, request: RawRequest) -> bytes:
+    """The answer is Accepted's JSON, encoded by msgspec from a dict: 0.09 us, where building the
+    model and serializing it costs 0.9."""
     source = state.gate(request.header_values(b"authorization"), "responses:write")
     handler: Ingest = state.ingest
     body = request.json(SubmitResponse)
     try:
         item = await handler.submit(body, datetime.now(UTC), source)
     except InvalidResponse as exc:
-        metrics.RESPONSES.labels("rejected").inc()
+        metrics.OUTCOMES["rejected"].inc()
         raise invalid(exc) from exc
     except Conflict as exc:
-        metrics.RESPONSES.labels("conflict").inc()
+        metrics.OUTCOMES["conflict"].inc()
         raise conflict() from exc
     except (OutcomeUnknown, StoreUnavailable) as exc:
-        metrics.RESPONSES.labels("unavailable").inc()
+        metrics.OUTCOMES["unavailable"].inc()
         raise unavailable(exc) from exc
-    metrics.RESPONSES.labels("accepted").inc()
-    return Accepted(response_id=item.response_id)
+    metrics.OUTCOMES["accepted"].inc()
+    return _ANSWER.encode({"response_id": item.response_id})
 
 
 async def validate_response(state: State, request: RawRequest) -> Validated:
@@ -152,13 +154,13 @@ async def post_batch(state: State, request: RawRequest) -> bytes:
     try:
         results = await handler.submit_batch(body.responses, datetime.now(UTC), source)
     except StoreUnavailable as exc:
-        metrics.RESPONSES.labels("unavailable").inc(len(body.responses))
+        metrics.OUTCOMES["unavailable"].inc(len(body.responses))
         raise unavailable(exc) from exc
     counts = {status: 0 for status in ("accepted", "rejected", "conflict", "unavailable")}
     for r in results:
         counts[r.status] += 1
     for status, n in counts.items():
-        metrics.RESPONSES.labels(status).inc(n)
+        metrics.OUTCOMES[status].inc(n)
     if counts["unavailable"] == len(results):
         raise unavailable(PublishFailed("no item acknowledged"))
     return _ANSWER.encode({**counts, "results": results})

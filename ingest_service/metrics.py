@@ -7,8 +7,9 @@ RESPONSES = Counter(
     "Responses answered, by outcome (accepted, rejected, conflict, unavailable).",
     ["outcome"],
 )
-for _outcome in ("accepted", "rejected", "conflict", "unavailable"):  # at 0 from the start: see declare_server_errors
-    RESPONSES.labels(_outcome)
+# Each outcome's child, made once: at 0 from the start (see declare_server_errors), and `labels()`
+# on every request cost ~0.7 us more than the child's `inc()`.
+OUTCOMES = {outcome: RESPONSES.labels(outcome) for outcome in ("accepted", "rejected", "conflict", "unavailable")}
 
 REPLAY_WATERMARK = Gauge(
     "nps_ingest_replay_watermark_seconds",

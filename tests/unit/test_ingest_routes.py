@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from types import SimpleNamespace
 
-from ingest_service.api import _ANSWER, RAW_ROUTES, BatchItem, BatchOut
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ingest_service import metrics
+from ingest_service.api import _ANSWER, RAW_ROUTES, Accepted, BatchItem, BatchOut, post_response
 from ingest_service.bootstrap import create_app
 from ingest_service.handlers import ItemResult
+from ingest_service.raw import RawRequest
 from ingest_service.settings import IngestSettings
 from shared.validation import FieldProblem
 
@@ -87,3 +94,21 @@ def test_the_batch_answer_is_encoded_from_the_results_as_its_document_says() -> 
             BatchItem(index=1, status="rejected", errors=[problem]),
         ],
     ).model_dump(mode="json")
+
+
+@given(response_id=st.text(st.characters(exclude_categories=["Cs", "Cc"]), min_size=1, max_size=64))
+def test_an_accepted_post_answers_the_documented_model_byte_for_byte(response_id: str) -> None:
+    """post_response encodes its answer from a dict, not from Accepted: the bytes must be the
+    model's own, quotes, backslashes and any Unicode included, and the outcome counted."""
+
+    class Submitting:
+        async def submit(self, body: object, now: object, source: str) -> SimpleNamespace:
+            return SimpleNamespace(response_id=response_id)
+
+    state = SimpleNamespace(gate=lambda values, scope: "key", ingest=Submitting())
+    request = RawRequest([], {}, b'{"respondent_id":"u","score":9}')
+    before = metrics.OUTCOMES["accepted"]._value.get()
+    answer = asyncio.run(post_response(state, request))  # type: ignore[arg-type]
+    documented = Accepted(response_id=response_id)
+    assert answer == documented.__pydantic_serializer__.to_json(documented)
+    assert metrics.OUTCOMES["accepted"]._value.get() == before + 1
