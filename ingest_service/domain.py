@@ -11,7 +11,6 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import msgspec
-import pydantic_core
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -124,11 +123,16 @@ def new_id() -> str:
 def fingerprint(command: SubmitResponse) -> str:
     """Identifies the body a response_id was first used with: the same body again is a retry,
     another body under the same id is a conflict. Every field but the id, in a fixed order, the
-    attributes sorted; serialized by pydantic-core (a fifth of what a model dump costs)."""
+    attributes sorted, as pydantic-core's JSON (the first release's definition; stored fingerprints
+    must never change). msgspec writes those same bytes (tests/unit hold them equal over any body)
+    in 0.18 us, where pydantic-core took 0.67."""
     c = command  # the fields in FINGERPRINTED's order, written out (a getattr loop costs 0.5 us)
     canonical = (c.respondent_id, c.score, c.comment, c.survey_id, c.channel, c.answered_at)
     attributes = sorted(c.attributes.items()) if len(c.attributes) > 1 else list(c.attributes.items())
-    return hashlib.sha256(pydantic_core.to_json((*canonical, attributes, c.email))).hexdigest()
+    return hashlib.sha256(_CANONICAL.encode((*canonical, attributes, c.email))).hexdigest()
+
+
+_CANONICAL = msgspec.json.Encoder()
 
 
 # Every field of SubmitResponse but response_id (a unit test keeps this list complete).
