@@ -190,3 +190,37 @@ async def seq_scans(engine: AsyncEngine, inserted: int) -> int:
 
     await eventually(counted, timeout=10)
     return found[0]
+
+
+async def test_the_recorder_keeps_one_connection_and_replaces_it_once_it_dies(database_url: str) -> None:
+    """record_group keeps its connection (and the asyncpg one under it) from group to group; when
+    the server ends it, that group fails as StoreUnavailable and the next one records on a new one."""
+    from ingest_service.repository import StoreUnavailable
+
+    engine = make_engine(database_url)
+    admin = make_engine(database_url)
+    try:
+        store = ResponseStore(engine)
+        pid = sa.text("SELECT pg_backend_pid()")
+        assert await store.record_group([item("k1")]) == {}
+        first = await store._driver.fetchval("SELECT pg_backend_pid()")  # type: ignore[union-attr]
+        assert await store.record_group([item("k2")]) == {}
+        assert await store._driver.fetchval("SELECT pg_backend_pid()") == first  # type: ignore[union-attr]
+        async with admin.connect() as conn:
+            assert (await conn.execute(pid)).scalar() != first
+            await conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": first})
+        driver = store._driver
+        assert driver is not None
+
+        async def closed() -> bool:  # the server's goodbye read (a query racing it is another case)
+            return driver.is_closed()
+
+        await eventually(closed)
+        with pytest.raises(StoreUnavailable):
+            await store.record_group([item("k3")])
+        assert await store.record_group([item("k3"), item("k1")]) == {"k1": item("k1").fingerprint}
+        assert await store._driver.fetchval("SELECT pg_backend_pid()") != first  # type: ignore[union-attr]
+        await store.close()
+    finally:
+        await engine.dispose()
+        await admin.dispose()
