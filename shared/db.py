@@ -129,7 +129,10 @@ def _as_sqlalchemy_errors(statement: str) -> Iterator[None]:
             else DBAPIError
         )
         raise kind(statement, None, exc, hide_parameters=True) from exc
-    except asyncpg.InterfaceError as exc:
+    except (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError) as exc:
+        # InternalClientError: asyncpg's protocol is out of step with the server, as when the server
+        # ends the connection as a statement starts (its FATAL is consumed and no ReadyForQuery
+        # follows): the connection is as unusable as a closed one, and is treated so.
         raise InterfaceError(statement, None, exc, hide_parameters=True) from exc
 
 

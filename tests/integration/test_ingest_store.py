@@ -224,3 +224,27 @@ async def test_the_recorder_keeps_one_connection_and_replaces_it_once_it_dies(da
     finally:
         await engine.dispose()
         await admin.dispose()
+
+
+async def test_a_group_sent_as_the_server_ends_the_connection_is_unavailable_not_a_failure(database_url: str) -> None:
+    """Sent at once after the server ends the recorder's backend, a group meets either a closed
+    connection or asyncpg's protocol still consuming the server's goodbye (InternalClientError):
+    both are the database being away (503, retried), never a failure of ours (500). Five times,
+    as the timing decides which one it meets."""
+    from ingest_service.repository import StoreUnavailable
+
+    engine = make_engine(database_url)
+    admin = make_engine(database_url)
+    try:
+        store = ResponseStore(engine)
+        for attempt in range(5):
+            assert await store.record_group([item(f"t{attempt}")]) == {}
+            backend = await store._driver.fetchval("SELECT pg_backend_pid()")  # type: ignore[union-attr]
+            async with admin.connect() as conn:
+                await conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": backend})
+            with pytest.raises(StoreUnavailable):
+                await store.record_group([item(f"u{attempt}")])
+        await store.close()
+    finally:
+        await engine.dispose()
+        await admin.dispose()
