@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ingest_service.domain import Submission, SubmitResponse, submission
-from ingest_service.repository import ResponseStore, record_on
+from ingest_service.repository import ResponseStore, StoreUnavailable, record_on
 from shared.db import async_url, driver_of, make_engine
 from tests.helpers import eventually
 
@@ -192,34 +192,40 @@ async def seq_scans(engine: AsyncEngine, inserted: int) -> int:
     return found[0]
 
 
+async def backend_of(store: ResponseStore) -> int:
+    """The server process behind the recorder's connection."""
+    assert store._driver is not None
+    return int(await store._driver.fetchval("SELECT pg_backend_pid()"))
+
+
+async def end_backend(admin: AsyncEngine, backend: int) -> None:
+    async with admin.connect() as conn:
+        await conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": backend})
+
+
 async def test_the_recorder_keeps_one_connection_and_replaces_it_once_it_dies(database_url: str) -> None:
     """record_group keeps its connection (and the asyncpg one under it) from group to group; when
     the server ends it, that group fails as StoreUnavailable and the next one records on a new one."""
-    from ingest_service.repository import StoreUnavailable
-
     engine = make_engine(database_url)
     admin = make_engine(database_url)
     try:
         store = ResponseStore(engine)
-        pid = sa.text("SELECT pg_backend_pid()")
         assert await store.record_group([item("k1")]) == {}
-        first = await store._driver.fetchval("SELECT pg_backend_pid()")  # type: ignore[union-attr]
+        first = await backend_of(store)
         assert await store.record_group([item("k2")]) == {}
-        assert await store._driver.fetchval("SELECT pg_backend_pid()") == first  # type: ignore[union-attr]
-        async with admin.connect() as conn:
-            assert (await conn.execute(pid)).scalar() != first
-            await conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": first})
+        assert await backend_of(store) == first
+        await end_backend(admin, first)
         driver = store._driver
         assert driver is not None
 
-        async def closed() -> bool:  # the server's goodbye read (a query racing it is another case)
+        async def closed() -> bool:  # the server's goodbye read (a query racing it: the next test)
             return driver.is_closed()
 
         await eventually(closed)
         with pytest.raises(StoreUnavailable):
             await store.record_group([item("k3")])
         assert await store.record_group([item("k3"), item("k1")]) == {"k1": item("k1").fingerprint}
-        assert await store._driver.fetchval("SELECT pg_backend_pid()") != first  # type: ignore[union-attr]
+        assert await backend_of(store) != first
         await store.close()
     finally:
         await engine.dispose()
@@ -231,17 +237,13 @@ async def test_a_group_sent_as_the_server_ends_the_connection_is_unavailable_not
     connection or asyncpg's protocol still consuming the server's goodbye (InternalClientError):
     both are the database being away (503, retried), never a failure of ours (500). Five times,
     as the timing decides which one it meets."""
-    from ingest_service.repository import StoreUnavailable
-
     engine = make_engine(database_url)
     admin = make_engine(database_url)
     try:
         store = ResponseStore(engine)
         for attempt in range(5):
             assert await store.record_group([item(f"t{attempt}")]) == {}
-            backend = await store._driver.fetchval("SELECT pg_backend_pid()")  # type: ignore[union-attr]
-            async with admin.connect() as conn:
-                await conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": backend})
+            await end_backend(admin, await backend_of(store))
             with pytest.raises(StoreUnavailable):
                 await store.record_group([item(f"u{attempt}")])
         await store.close()
