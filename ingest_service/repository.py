@@ -124,8 +124,8 @@ class ResponseStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._held: AsyncConnection | None = None  # record_group's, and the asyncpg connection under it
-        self._driver: asyncpg.Connection | None = None
+        self._held: AsyncConnection | None = None  # record_group's
+        self._driver: asyncpg.Connection | None = None  # the asyncpg connection under it, dropped with it
 
     async def record_all(self, items: Sequence[Submission]) -> dict[str, str]:
         """Record first uses of response_ids (each id once in `items`); returns {response_id:
