@@ -9,9 +9,12 @@ on a stack of its own (a start each): the medians judged, the ranges shown."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -142,6 +145,7 @@ class Run:
 
 
 def bench_alerts(runs: int = RUNS) -> AlertsResult:
+    print(f"alerts benchmark: {SEGMENTS:,} segments, {DAYS} days of counts each, {runs} runs", flush=True)
     found = [_run() for _ in range(runs)]
     fired = {run.fired for run in found}
     if len(fired) != 1:
@@ -161,11 +165,32 @@ def _run() -> Run:
         pin(infra.pids, 1)
         now = datetime.now(UTC).replace(microsecond=0)
         rows = asyncio.run(_seed(infra.database_url, now))
-        with on_core(0):
+        with on_core(0), _logged_to(Path(work) / "alerts.log"):
             first, steady, next_day, fired = asyncio.run(_rounds(infra.database_url, now))
     if not fired:  # every 100th segment's drop must page: a round that evaluated nothing measured nothing
         raise SystemExit("FAIL: no alert fired over the rounds; the rounds did not evaluate the segments")
+    print(
+        f"  first {first:.3f} s  steady {statistics.median(steady):.3f} s (slowest {max(steady):.3f} s)  "
+        f"new day {next_day:.3f} s  alerts fired {fired}",
+        flush=True,
+    )
     return Run(rows, first, steady, next_day, fired)
+
+
+@contextlib.contextmanager
+def _logged_to(path: Path) -> Iterator[None]:
+    """The alerts service's log written to `path` for a while, not to this terminal: each fired
+    alert is a WARNING line (200 a run here), formatted and written as the service writes its own."""
+    logger = logging.getLogger("alerts_service")
+    handler = logging.FileHandler(path)
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.propagate = True
+        logger.removeHandler(handler)
+        handler.close()
 
 
 def write_alerts_report(result: AlertsResult) -> Path:
