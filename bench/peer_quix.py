@@ -42,6 +42,8 @@ def segments(value: dict[str, Any]) -> list[str]:
 
 def main() -> None:
     bootstrap, topic_name, expected, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    # A group of its own for each run over the same topic: Quix names its repartition topic after it.
+    group = sys.argv[5] if len(sys.argv) > 5 else "bench-quix"
     totals: dict[tuple[str, str], list[int]] = {}  # a mirror of the counts' state, for the final check
     progress = {"seen": 0, "emitted": 0, "applied": 0, "first": 0.0, "last": 0.0}
 
@@ -82,7 +84,7 @@ def main() -> None:
     state_dir = tempfile.mkdtemp(prefix="quix-state-")
     app = Application(
         broker_address=bootstrap,
-        consumer_group="bench-quix",
+        consumer_group=group,
         auto_offset_reset="earliest",
         state_dir=state_dir,
         # The local broker (tansu) describes topics without `retention.ms`, which Quix needs to
