@@ -179,10 +179,9 @@ def run_peer(bootstrap: str, topic: str, n: int, work: Path, scoring_url: str) -
         found = json.loads(out.read_text())
         counts = {(s, date.fromisoformat(d)): Counts(p, pa, de) for s, d, p, pa, de in found["daily"]}
         rates.append(found["events"] / found["seconds"])
-        same = same and counts == expected
-        print(
-            f"  peer (Quix)  {rates[-1]:>9,.0f} events/s; its counts equal scoring's: {counts == expected}", flush=True
-        )
+        equal = counts == expected
+        same = same and equal
+        print(f"  peer (Quix)  {rates[-1]:>9,.0f} events/s; its counts equal scoring's: {equal}", flush=True)
     return Peer(rates, same)
 
 
