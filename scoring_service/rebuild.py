@@ -124,9 +124,8 @@ async def run(
     """`nps scoring rebuild`, or with a taxonomy `nps themes rebuild` (theme_responses, theme_daily)."""
     engine = make_engine(settings.require_database_url())
     where = SCORES if taxonomy is None else THEMES
-    # The collector as the consumers have it once started: what is loaded is frozen, and the young
-    # generation collected every 500,000 allocations, not 700. A 200,000-event replay spent ~0.35 s
-    # of its ~4.5 in collections at Python's default, ~0.1 s with this.
+    # The collector as the consumers have it once started. At Python's default, a 200,000-event
+    # replay spent ~0.35 s of its ~4.5 in collections; ~0.1 s with this.
     tune_gc()
     try:
         if check_only:

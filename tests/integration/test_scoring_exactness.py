@@ -234,8 +234,8 @@ async def test_sigkill_at_any_moment_loses_nothing_and_counts_nothing_twice(
 async def test_a_rebuild_runs_with_the_collector_the_consumers_have(
     bootstrap: str, database_url: str, namespace: str
 ) -> None:
-    """A rebuild is one long batch job, as a consumer is: what is loaded frozen, the young generation
-    collected every 500,000 allocations (at Python's 700, a replay spent ~8% of its time collecting)."""
+    """A rebuild is one long batch job, as a consumer is: its collector is set as a consumer's
+    (tune_gc; at Python's default, a replay spent ~8% of its time collecting)."""
     settings_ = scoring_settings(bootstrap, database_url, namespace)
     before, frozen = gc.get_threshold(), gc.get_freeze_count()
     gc.set_threshold(700, 10, 10)  # Python's default
