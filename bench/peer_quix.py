@@ -9,9 +9,10 @@ the topic is, and each segment's daily counts keyed by segment, through Quix's r
 Runs in its own virtualenv (`make bench` creates .venv-peer with bench/peer-requirements.txt):
 Quix is a bench-only dependency and pins its own versions of libraries we use.
 
-    python bench/peer_quix.py BOOTSTRAP TOPIC EXPECTED OUT.json
+    python bench/peer_quix.py BOOTSTRAP TOPIC EXPECTED OUT.json GROUP
 
-writes the seconds from the first event processed to the last (the consumer group's join, ~20 s
+(GROUP: a consumer group of its own for each run over the same topic, since Quix names its
+repartition topic after it) writes the seconds from the first event processed to the last (the consumer group's join, ~20 s
 on the local broker, left out) and the final counts, which the bench compares with scoring's.
 """
 
@@ -41,9 +42,7 @@ def segments(value: dict[str, Any]) -> list[str]:
 
 
 def main() -> None:
-    bootstrap, topic_name, expected, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    # A group of its own for each run over the same topic: Quix names its repartition topic after it.
-    group = sys.argv[5] if len(sys.argv) > 5 else "bench-quix"
+    bootstrap, topic_name, expected, out, group = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
     totals: dict[tuple[str, str], list[int]] = {}  # a mirror of the counts' state, for the final check
     progress = {"seen": 0, "emitted": 0, "applied": 0, "first": 0.0, "last": 0.0}
 
