@@ -20,7 +20,7 @@ from shared.consumer import Message
 from shared.events import (
     RespondentErased,
 )
-from shared.privacy import Pseudonyms
+from shared.pseudonyms import Pseudonyms
 
 OUTGOING: TypeAdapter[Outgoing] = TypeAdapter(Annotated[Outgoing, Field(discriminator="type")])
 

@@ -39,7 +39,7 @@ from shared.consumer import Message, RetryBatch
 from shared.db import InOrder
 from shared.nps import classify
 from shared.outbox import Outgoing
-from shared.privacy import Pseudonyms
+from shared.pseudonyms import Pseudonyms
 from shared.settings import Topics
 from shared.wire import Erased, Response, ResponseWire, Revised, Submitted
 

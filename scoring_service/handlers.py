@@ -26,7 +26,7 @@ from scoring_service.themes import Taxonomy, theme_keys
 from shared import outbox, windows
 from shared.consumer import Message
 from shared.nps import Comparison, Counts, ci95, compare
-from shared.privacy import Pseudonyms
+from shared.pseudonyms import Pseudonyms
 from shared.windows import DayRange, Interval, preceding, retention_cutoff, utc_day, window
 from shared.wire import Erased, Response, ResponseWire, Revised
 

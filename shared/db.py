@@ -21,7 +21,7 @@ from sqlalchemy import Connection, MetaData, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from shared.privacy import Pseudonyms
+from shared.pseudonyms import Pseudonyms
 from shared.settings import async_url
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.privacy import Pseudonyms
+from shared.pseudonyms import Pseudonyms
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from alembic import command
 
 from scoring_service import rebuild, repository
 from shared.db import SERVICE_SCHEMAS, alembic_config, make_engine, upgrade
-from shared.privacy import Pseudonyms
+from shared.pseudonyms import Pseudonyms
 from tests.helpers import TEST_PSEUDONYM_SECRET, with_database
 
 pytestmark = pytest.mark.integration

@@ -24,7 +24,7 @@ from scoring_service.handlers import version_of
 from scoring_service.repository import joined, split
 from shared.events import ResponseEvent
 from shared.nps import Counts
-from shared.privacy import Pseudonyms
+from shared.pseudonyms import Pseudonyms
 from shared.windows import DayRange, Interval, buckets, series
 from shared.wire import Erased, wire_of
 from tests import scoring_model
