@@ -1,4 +1,5 @@
-"""Session-wide real infrastructure: one embedded PostgreSQL and one tansu broker per test run.
+"""Session-wide real infrastructure: one embedded PostgreSQL and one tansu broker per test worker
+(`make test` runs four: tests/scheduling.py).
 Unit tests never touch these fixtures."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ import asyncio
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -21,6 +23,13 @@ from tests.helpers import with_database
 # loaded 2-core machine made a Jinja rendering property test miss it. Speed is `make bench`'s.
 settings.register_profile("nps", deadline=None)
 settings.load_profile("nps")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`pytest -n`: tests that share a dear fixture run on one worker (tests/scheduling.py)."""
+    from tests.scheduling import SharedFixtureScheduling
+
+    return SharedFixtureScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
