@@ -1,4 +1,4 @@
-"""Wires follow-up: the consumer loop's handler, and the lookup API."""
+"""Wires follow-up: the consumer loop's handler and tick, and each sub-domain's router."""
 
 from __future__ import annotations
 
@@ -13,18 +13,17 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from followup_service import metrics, policy
-from followup_service.api import (
-    contact_router,
-    outcomes_router,
-    policy_router,
-    referrals_router,
-    router,
-    tickets_router,
-)
-from followup_service.handlers import RouteResponses, WatchSlas
-from followup_service.repository import SCHEMA
+from followup_service import metrics
+from followup_service.contact import api as contact_api
+from followup_service.handlers import RouteResponses
+from followup_service.outcomes import api as outcomes_api
+from followup_service.referrals import api as referrals_api
+from followup_service.routing import api as routing_api
+from followup_service.routing import policy
 from followup_service.settings import FollowUpSettings
+from followup_service.tables import SCHEMA
+from followup_service.tickets import api as tickets_api
+from followup_service.tickets.handlers import WatchSlas
 from shared.http import create_base_app, health_router
 from shared.service import ConsumerSpec, consuming_lifespan
 from shared.wire import ResponseWire, decode_response
@@ -102,10 +101,10 @@ def create_app(settings: FollowUpSettings | None = None) -> FastAPI:
     app.state.policy = routing
     app.state.pseudonyms = settings.pseudonyms()
     app.include_router(health_router(lambda: app.state.resources.checks(), settings.metrics_secret))
-    app.include_router(router)
-    app.include_router(tickets_router)
-    app.include_router(policy_router)
-    app.include_router(contact_router)
-    app.include_router(referrals_router)
-    app.include_router(outcomes_router)
+    app.include_router(routing_api.router)
+    app.include_router(tickets_api.router)
+    app.include_router(routing_api.policy_router)
+    app.include_router(contact_api.router)
+    app.include_router(referrals_api.router)
+    app.include_router(outcomes_api.router)
     return app

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from followup_service.domain import PRIORITIES
+from followup_service.tickets.domain import PRIORITIES
 
 FOLLOWUPS_CREATED = Counter("nps_followups_created_total", "Follow-ups created, by kind.", ["kind"])
 FOLLOWUPS_DUPLICATE = Counter(

@@ -7,7 +7,7 @@ from typing import Any
 
 import pydantic_core
 
-from followup_service.domain import FollowUp
+from followup_service.routing.domain import FollowUp
 from shared.events import TicketSlaBreached
 from shared.outbox import Outgoing
 from shared.settings import Topics

@@ -5,7 +5,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import SettingsConfigDict
 
-from followup_service.domain import ContactRules, Priority
+from followup_service.contact.domain import ContactRules
+from followup_service.tickets.domain import Priority
 from shared.settings import ServiceSettings
 
 

@@ -76,7 +76,7 @@ from shared.workers import inherited_socket, supervise
 
 
 def run_service(name: str) -> int:
-    from followup_service.policy import PolicyError
+    from followup_service.routing.policy import PolicyError
 
     settings_cls, create_app = service_entry(name)
     settings = settings_cls()

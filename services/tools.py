@@ -199,7 +199,7 @@ def prune_counts(*, dry_run: bool) -> int:
 
 
 def policy_check(file: str) -> int:
-    from followup_service import policy
+    from followup_service.routing import policy
 
     try:
         checked = policy.load(Path(file))
@@ -214,8 +214,8 @@ def policy_check(file: str) -> int:
 def policy_explain(file: str | None, sample: str) -> int:
     from pydantic import ValidationError
 
-    from followup_service import policy
-    from followup_service.api import SampleResponse, answer_for
+    from followup_service.routing import policy
+    from followup_service.routing.api import SampleResponse, answer_for
     from followup_service.settings import FollowUpSettings
 
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from followup_service.policy import DEFAULT_POLICY
+from followup_service.routing.policy import DEFAULT_POLICY
 from services.embedded import free_ports
 from services.infra import is_ready
 from tests.helpers import FAST_GROUP_ENV

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from followup_service.policy import DEFAULT_POLICY
+from followup_service.routing.policy import DEFAULT_POLICY
 from shared.events import (
     AlertAcknowledged,
     AlertFired,

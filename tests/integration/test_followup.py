@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from followup_service.bootstrap import spec
-from followup_service.domain import ticket_id
 from followup_service.settings import FollowUpSettings
+from followup_service.tickets.domain import ticket_id
 from shared.db import make_engine
 from shared.events import RespondentErased, ResponseSubmitted, followup_events, ticket_events
 from tests.helpers import (

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from followup_service.bootstrap import create_app, spec
-from followup_service.domain import ticket_id
+from followup_service.tickets.domain import ticket_id
 from services.embedded import free_port
 from shared.events import FollowUpCreated, ResponseSubmitted, followup_events
 from tests.helpers import (

@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy as sa
 
 from followup_service.bootstrap import create_app, spec
-from followup_service.domain import revision_ticket_id, ticket_id
 from followup_service.settings import DEFAULT_SLA, Sla
+from followup_service.tickets.domain import revision_ticket_id, ticket_id
 from shared.events import (
     RespondentErased,
     ResponseRevised,

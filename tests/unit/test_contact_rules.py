@@ -1,4 +1,4 @@
-"""Contact rules (followup_service/domain.py): survey fatigue and consent. No person ever gets two
+"""Contact rules (followup_service/contact/domain.py): survey fatigue and consent. No person ever gets two
 messages of a kind inside the gap or more than the limit in the window, whatever the batches;
 an opt-out stops every message; a detractor still reaches support."""
 
@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from followup_service.domain import ContactHistory, ContactRules, Routed, Routing, plan_batch
+from followup_service.contact.domain import ContactHistory, ContactRules
+from followup_service.routing.domain import Routed, Routing, plan_batch
 from shared.wire import Submitted
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

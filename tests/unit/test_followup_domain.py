@@ -1,4 +1,4 @@
-"""Routing rules (followup_service/domain.py): one follow-up per response, one active ticket per
+"""Routing rules (followup_service/routing/domain.py): one follow-up per response, one active ticket per
 person, revisions re-routed, erased people never contacted; whatever the batches and redeliveries."""
 
 import uuid
@@ -8,18 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from followup_service.domain import (
-    _NAMESPACE,
-    BatchPlan,
-    NewTicket,
-    Routed,
-    followup_id,
-    plan_batch,
-    revision_ticket_id,
-    route,
-    stable_hex,
-    ticket_id,
-)
+from followup_service.ids import _NAMESPACE, stable_hex
+from followup_service.routing.domain import BatchPlan, Routed, followup_id, plan_batch, route
+from followup_service.tickets.domain import NewTicket, revision_ticket_id, ticket_id
 from shared.wire import Revised, Submitted
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)

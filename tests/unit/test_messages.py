@@ -1,4 +1,4 @@
-"""Follow-up messages (followup_service/messages.py, the policy's templates): checked at load,
+"""Follow-up messages (followup_service/routing/messages.py, the policy's templates): checked at load,
 rendered sandboxed and autoescaped, in the respondent's locale or the default."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from followup_service.messages import _HTML, _TEXT, Part, RenderFailed
-from followup_service.policy import DEFAULT_POLICY, PolicyError, load
+from followup_service.routing.messages import _HTML, _TEXT, Part, RenderFailed
+from followup_service.routing.policy import DEFAULT_POLICY, PolicyError, load
 
 POLICY = """
 version: v1

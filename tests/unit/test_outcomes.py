@@ -1,4 +1,4 @@
-"""The outcome report's arithmetic (followup_service/outcomes.py)."""
+"""The outcome report's arithmetic (followup_service/outcomes/domain.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from followup_service.outcomes import VALUE, Cell, paired, report, wilson
+from followup_service.outcomes.domain import VALUE, Cell, paired, report, wilson
 
 CATEGORIES = ["promoter", "passive", "detractor"]
 

@@ -1,4 +1,4 @@
-"""The follow-up policy (followup_service/policy.py): checked with errors that name the file, the
+"""The follow-up policy (followup_service/routing/policy.py): checked with errors that name the file, the
 rule and the field; the first matching rule wins; the default policy does what the README says."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from followup_service.domain import route
-from followup_service.policy import DEFAULT_POLICY, Facts, Matcher, PolicyError, When, load, why_not
+from followup_service.routing.domain import route
+from followup_service.routing.policy import DEFAULT_POLICY, Facts, Matcher, PolicyError, When, load, why_not
 
 
 def write(tmp_path: Path, text: str) -> Path:

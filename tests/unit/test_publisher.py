@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from followup_service.domain import FollowUp
-from followup_service.messages import Rendered
 from followup_service.publisher import outgoing, ticket_updated
-from followup_service.repository import TicketRow
+from followup_service.routing.domain import FollowUp
+from followup_service.routing.messages import Rendered
+from followup_service.tickets.repository import TicketRow
 from shared.events import ResponseRevised, ResponseSubmitted, followup_events, ticket_events
 from shared.settings import Topics
 

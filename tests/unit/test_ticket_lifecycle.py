@@ -1,4 +1,4 @@
-"""The ticket state machine (followup_service/domain.py): the allowed transitions, and what each
+"""The ticket state machine (followup_service/tickets/domain.py): the allowed transitions, and what each
 change stamps."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from followup_service.domain import (
+from followup_service.tickets.domain import (
     ACTIVE,
     TICKET_STATUSES,
     TRANSITIONS,

@@ -1,38 +1,19 @@
-"""Routing rules. Pure: which follow-up a response gets, and its stable ids."""
+"""Routing rules. Pure: which follow-up each response of a batch gets, on top of what is known."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Literal, get_args
+from datetime import datetime
+from typing import Literal
 
-from followup_service.messages import Rendered
+from followup_service.contact.domain import ContactHistory, ContactRules
+from followup_service.ids import stable_hex
+from followup_service.routing.messages import Rendered
+from followup_service.tickets.domain import NewTicket, Priority, TicketOp, revision_ticket_id, ticket_id
 from shared.events import FollowUpKind
 from shared.nps import Category, classify
-from shared.wire import Response, Revised, Submitted
-
-# Ids derive from the response_id, so a redelivered response maps to the same follow-up and
-# ticket, and a consumer seeing a ticket event twice can tell it is the same ticket.
-_NAMESPACE = uuid.UUID("6f1c1f8e-5b1a-4c53-9d3e-2b8f0c4a7e11")
-
-
-def stable_hex(name: str) -> str:
-    """`uuid.uuid5(_NAMESPACE, name).hex`, without building UUID objects (twice as quick, and
-    every response needs one or two)."""
-    digest = bytearray(hashlib.sha1(_NAMESPACE.bytes + name.encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    return digest.hex()
-
-
-TicketStatus = Literal["open", "in_progress", "contacted", "resolved", "closed"]
-TICKET_STATUSES: tuple[TicketStatus, ...] = get_args(TicketStatus)
-Priority = Literal["low", "normal", "high", "urgent"]
-PRIORITIES: tuple[Priority, ...] = get_args(Priority)
+from shared.wire import Response, Submitted
 
 ROUTES: dict[Category, FollowUpKind] = {
     Category.PROMOTER: "referral",
@@ -49,20 +30,6 @@ def followup_id(response_id: str, version: int = 1) -> str:
     """A response's follow-up; a revision that re-routes it gets another (its own version's)."""
     name = f"followup:{response_id}" if version == 1 else f"followup:{response_id}:v{version}"
     return f"fu_{stable_hex(name)}"
-
-
-def ticket_id(response_id: str) -> str:
-    return f"tk_{stable_hex('ticket:' + response_id)}"
-
-
-def referral_code(token: bytes) -> str:
-    """A referral code from an unguessable token: 16 URL-safe characters (80 bits), `r` first."""
-    return "r" + base64.b32encode(token[:10]).decode().lower()
-
-
-def revision_ticket_id(event: Revised) -> str:
-    """The ticket a revision into detractor opens: stable per response and version."""
-    return f"tk_{stable_hex(f'ticket:{event.response_id}:v{event.version}')}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,64 +52,6 @@ Decide = Callable[[Response, "int | None"], Routing]
 def by_category(event: Response, previous_score: int | None) -> Routing:
     """The default policy's decisions, without a policy file (for tests of the routing rules)."""
     return Routing(route(event.score))
-
-
-@dataclass
-class ContactHistory:
-    """What the contact rules look at for one person: an opt-out, and the messages sent to them
-    (kind, when), oldest first."""
-
-    opted_out: bool = False
-    sent: list[tuple[str, datetime]] = field(default_factory=list)
-
-
-# Not frozen: a frozen dataclass's __init__ (object.__setattr__ per field) costs ~8x, and one is made per event.
-@dataclass(slots=True)
-class Verdict:
-    allowed: bool
-    reason: str | None = None  # opted_out, throttled
-    eligible_at: datetime | None = None  # when a message of that kind would be allowed (never: None)
-
-
-@dataclass(frozen=True, slots=True)
-class ContactRules:
-    """Survey fatigue and consent: at most one message of a kind per `min_days_between` (per kind,
-    `default_min_days` otherwise), at most `max_per_window` messages in any `window_days`, none after
-    an opt-out. Tickets are not messages: a detractor always reaches support."""
-
-    default_min_days: float = 30
-    min_days_between: Mapping[str, float] = field(default_factory=dict)
-    max_per_window: int = 3
-    window_days: float = 90
-
-    def gap(self, kind: str) -> timedelta:
-        return timedelta(days=self.min_days_between.get(kind, self.default_min_days))
-
-    @property
-    def window(self) -> timedelta:
-        return timedelta(days=self.window_days)
-
-    @property
-    def lookback(self) -> timedelta:
-        """How far back the history must reach for every rule."""
-        return max([self.window, timedelta(days=self.default_min_days)] + [self.gap(k) for k in self.min_days_between])
-
-    def verdict(self, history: ContactHistory, kind: str, now: datetime, any_kind: bool = False) -> Verdict:
-        """May a message of `kind` go to this person now? With `any_kind`: a message of any kind
-        (the gap is the default one, counted from their latest message whatever its kind)."""
-        if history.opted_out:
-            return Verdict(False, "opted_out")
-        waits = []
-        gap = timedelta(days=self.default_min_days) if any_kind else self.gap(kind)
-        same = [at for k, at in history.sent if (any_kind or k == kind) and at > now - gap]
-        if same:
-            waits.append(max(same) + gap)
-        recent = sorted(at for _, at in history.sent if at > now - self.window)
-        if len(recent) >= self.max_per_window:
-            waits.append(recent[len(recent) - self.max_per_window] + self.window)
-        if waits:
-            return Verdict(False, "throttled", max(waits))
-        return Verdict(True)
 
 
 # Not frozen: a frozen dataclass's __init__ (object.__setattr__ per field) costs ~8x, and one is made per event.
@@ -186,29 +95,6 @@ class Routed:
     version: int
     ticket_id: str | None
     score: int
-
-
-# Not frozen: a frozen dataclass's __init__ (object.__setattr__ per field) costs ~8x, and one is made per event.
-@dataclass(slots=True)
-class NewTicket:
-    ticket_id: str
-    response: Response
-    respondent_key: str
-    priority: Priority = "normal"
-    first_contact_s: float | None = None  # its rule's own SLA (None: the priority's)
-    resolution_s: float | None = None
-
-
-# Not frozen: a frozen dataclass's __init__ (object.__setattr__ per field) costs ~8x, and one is made per event.
-@dataclass(slots=True)
-class TicketOp:
-    """A change the loop makes to a ticket: another detractor response of the same person joins
-    their active ticket (`attach`), a revision in the same category updates its score and comment
-    (`revise`), a revision out of detractor resolves it (`resolve`, resolution `score_revised`)."""
-
-    ticket_id: str
-    op: Literal["attach", "revise", "resolve"]
-    response: Response
 
 
 @dataclass
@@ -348,69 +234,3 @@ def plan_batch(
         plan.rerouted.append(f)
         routed[rid] = Routed(rid, rkey, f.kind, event.version, f.ticket_id, event.score)
     return plan
-
-
-# --- the ticket lifecycle ---
-
-
-# Where a ticket may go from each status. Reopening (resolved or closed -> open) is allowed; a
-# closed ticket is otherwise final. Staying in the same status is not a transition.
-TRANSITIONS: dict[TicketStatus, frozenset[TicketStatus]] = {
-    "open": frozenset({"in_progress", "contacted", "resolved"}),
-    "in_progress": frozenset({"open", "contacted", "resolved"}),
-    "contacted": frozenset({"in_progress", "resolved"}),
-    "resolved": frozenset({"closed", "open"}),
-    "closed": frozenset({"open"}),
-}
-ACTIVE: frozenset[TicketStatus] = frozenset({"open", "in_progress", "contacted"})
-
-
-class IllegalTransition(Exception):
-    def __init__(self, current: TicketStatus, wanted: TicketStatus) -> None:
-        allowed = ", ".join(sorted(TRANSITIONS[current])) or "nothing"
-        super().__init__(f"a ticket cannot go from {current} to {wanted} (from {current}: {allowed})")
-        self.current, self.wanted = current, wanted
-
-
-# Not frozen: a frozen dataclass's __init__ (object.__setattr__ per field) costs ~8x, and one is made per event.
-@dataclass(slots=True)
-class TicketState:
-    status: TicketStatus
-    assignee: str | None
-    resolution: str | None
-    version: int
-    first_contact_at: datetime | None
-    resolved_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class TicketChange:
-    """What a PATCH asks for; None leaves a field as it is (an empty assignee unassigns)."""
-
-    status: TicketStatus | None = None
-    assignee: str | None = None
-    note: str | None = None
-    resolution: str | None = None
-
-
-def change_ticket(state: TicketState, change: TicketChange, now: datetime) -> TicketState:
-    """The ticket after `change`, one version later. Reaching `contacted` (or resolving without it)
-    stamps the first contact once; resolving stamps `resolved_at`, reopening clears it and the
-    resolution. Raises IllegalTransition."""
-    status = state.status
-    if change.status is not None and change.status != state.status:
-        if change.status not in TRANSITIONS[state.status]:
-            raise IllegalTransition(state.status, change.status)
-        status = change.status
-    reopened = status == "open" and state.status in ("resolved", "closed")
-    first_contact = state.first_contact_at
-    if first_contact is None and status in ("contacted", "resolved"):
-        first_contact = now
-    resolved_at = state.resolved_at
-    if status == "resolved" and state.status != "resolved":
-        resolved_at = now
-    resolution = change.resolution if change.resolution is not None else state.resolution
-    if reopened:
-        resolved_at, resolution = None, change.resolution
-    assignee = state.assignee if change.assignee is None else (change.assignee or None)
-    return TicketState(status, assignee, resolution, state.version + 1, first_contact, resolved_at)

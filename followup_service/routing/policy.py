@@ -27,8 +27,9 @@ from pydantic import (
     model_validator,
 )
 
-from followup_service import messages
-from followup_service.domain import Priority, Routing
+from followup_service.routing import messages
+from followup_service.routing.domain import Routing
+from followup_service.tickets.domain import Priority
 from shared.nps import Category, classify
 
 CategoryName = Literal["promoter", "passive", "detractor"]
