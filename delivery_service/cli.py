@@ -18,7 +18,7 @@ from delivery_service.settings import DeliverySettings
 from delivery_service.subscriptions import NewSubscription, NotFound, NotRetryable, SubscriptionPatch, UrlRefused
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Any) -> Any:
     hooks = sub.add_parser("webhooks", help="webhook subscriptions: create, list, pause, rotate, test, deliveries")
     actions = hooks.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="subscribe an endpoint; prints its id and secret (shown once)")
@@ -51,6 +51,7 @@ def add_parser(sub: Any) -> None:
     retry = actions.add_parser("retry", help="attempt a failed delivery again now")
     retry.add_argument("id")
     retry.add_argument("delivery_id")
+    return hooks
 
 
 def _problems(exc: ValidationError) -> str:

@@ -47,7 +47,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable, Coroutine
 from datetime import date, datetime
+from typing import Any
 
 from delivery_service import cli as webhooks_cli
 from services.infra import create_topics
@@ -104,19 +106,82 @@ def aware_time(text: str) -> datetime:
     return value
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="nps", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+Command = Callable[[argparse.Namespace], int]
+
+
+def needs_the_loop(run: Command) -> Command:
+    """A command that works on a running loop's database or topics: NotRunning (nothing to work on,
+    and what to do about it) is its message and exit 2."""
+
+    def command(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except NotRunning as exc:
+            print(exc, file=sys.stderr)
+            return 2
+
+    return command
+
+
+def with_logs(run: Callable[[argparse.Namespace, LauncherSettings], int]) -> Command:
+    """A command run from the launcher's settings, its logs configured as the launcher's."""
+
+    def command(args: argparse.Namespace) -> int:
+        settings = LauncherSettings()
+        logs.configure(settings.log_level, "nps", settings.log_format)
+        return run(args, settings)
+
+    return command
+
+
+def on_the_database(run: Callable[[argparse.Namespace, str], Coroutine[Any, Any, int]]) -> Command:
+    """A command on the loop's database (keys, audit, webhooks), found as `nps up` left it."""
+
+    def command(args: argparse.Namespace, settings: LauncherSettings) -> int:
+        try:
+            url = tool_database_url(settings)
+        except NotRunning as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        return asyncio.run(run(args, url))
+
+    return with_logs(command)
+
+
+def migrate(args: argparse.Namespace, settings: LauncherSettings) -> int:
+    secret = settings.pseudonym_secret.get_secret_value() if settings.pseudonym_secret else None
+    upgrade(settings.require_database_url(), pseudonym_secret=secret)
+    return 0
+
+
+def topics(args: argparse.Namespace, settings: LauncherSettings) -> int:
+    created = asyncio.run(create_topics(settings))
+    print("created: " + (", ".join(created) or "nothing (all exist)"))
+    return 0
+
+
+def add_loop_commands(sub: Any) -> None:
+    sub.add_parser("up", help="run the whole loop").set_defaults(func=lambda args: up())
+    sub.add_parser("migrate", help="apply every service's migrations").set_defaults(func=with_logs(migrate))
+    sub.add_parser("topics", help="create the topics").set_defaults(func=with_logs(topics))
+    status = sub.add_parser(
+        "status", help="each service's readiness, consumer lag, outbox, deliveries, alerts, tickets"
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="run the whole loop")
-    sub.add_parser("migrate", help="apply every service's migrations")
-    sub.add_parser("topics", help="create the topics")
-    sub.add_parser("status", help="each service's readiness, consumer lag, outbox, deliveries, alerts, tickets")
-    sub.add_parser("probe", help="exit 0 if a service's /healthz answers (the image's HEALTHCHECK)").add_argument(
+    status.set_defaults(func=lambda args: status_command())
+    probe_parser = sub.add_parser("probe", help="exit 0 if a service's /healthz answers (the image's HEALTHCHECK)")
+    probe_parser.add_argument(
         "service", nargs="?", help="default: the service PID 1 runs (in a container: its command)"
     )
+    probe_parser.set_defaults(func=lambda args: probe(args.service))
+
+
+def add_admin_commands(sub: Any) -> None:
     keys = sub.add_parser("keys", help="manage API keys and their scopes")
+    keys.set_defaults(
+        func=on_the_database(
+            lambda args, url: keys_command(url, args.action, getattr(args, "name", None), getattr(args, "scope", None))
+        )
+    )
     keys_sub = keys.add_subparsers(dest="action", required=True)
     create = keys_sub.add_parser("create", help="create a key and print it (once)")
     create.add_argument("name")
@@ -128,161 +193,156 @@ def main(argv: list[str] | None = None) -> int:
     )
     keys_sub.add_parser("revoke", help="revoke a key").add_argument("name")
     keys_sub.add_parser("list", help="list keys: names, scopes, dates, last use (never the keys)")
-    webhooks_cli.add_parser(sub)
+    webhooks = webhooks_cli.add_parser(sub)
+    webhooks.set_defaults(func=on_the_database(lambda args, url: webhooks_command(url, args)))
     audit_parser = sub.add_parser("audit", help="the audit log, newest first: keys made and revoked, erasures")
     audit_parser.add_argument("--limit", type=int, default=50)
     audit_parser.add_argument("--action", help="only this action, e.g. key.created")
+    audit_parser.set_defaults(func=on_the_database(lambda args, url: audit_command(url, args.limit, args.action)))
+
+
+def add_ingest_actions(actions: Any) -> None:
+    replay = actions.add_parser("replay", help="publish the logged events again (see `nps --help`)")
+    replay.add_argument(
+        "--since",
+        type=aware_time,
+        help="ISO 8601 with a zone (2026-11-26T09:00:00Z); default: the replay watermark less its margin",
+    )
+    replay.set_defaults(func=needs_the_loop(lambda args: replay_ingest(args.since)))
+
+
+def policy_command(args: argparse.Namespace) -> int:
+    if args.policy_action == "check":
+        return policy_check(args.file)
+    if args.policy_action == "reload":
+        return policy_reload()
+    return policy_explain(args.file, args.response)
+
+
+def add_followup_actions(actions: Any) -> None:
+    policy = actions.add_parser("policy", help="check a policy file, explain a decision (see `nps --help`)")
+    policy.set_defaults(func=policy_command)
+    policy_actions = policy.add_subparsers(dest="policy_action", required=True)
+    policy_actions.add_parser("check", help="check a policy file: exit 1 listing every problem").add_argument("file")
+    policy_actions.add_parser("reload", help="the running `nps up`'s follow-up reads its policy file again")
+    explain = policy_actions.add_parser("explain", help="which rule a sample response matches, and why")
+    explain.add_argument("--file", help="the policy file (default: NPS_FOLLOWUP_POLICY, else the default policy)")
+    explain.add_argument(
+        "--response",
+        required=True,
+        help='the sample as JSON: {"score": 3, "channel": "web", "attributes": {"plan": "pro"}, '
+        '"comment": "...", "previous_score": 9}',
+    )
+
+
+def simulate_alerts(args: argparse.Namespace) -> int:
+    from alerts_service import simulate
+
+    return simulate.main(args.seed, args.quick, args.write)
+
+
+def add_alerts_actions(actions: Any) -> None:
+    sim = actions.add_parser("simulate", help="the alert rules' error rates on simulated streams")
+    sim.add_argument("--seed", type=int, default=1, help="the same seed prints the same table")
+    sim.add_argument("--quick", action="store_true", help="a small run (seconds): a smoke test")
+    sim.add_argument("--write", metavar="FILE", help="replace the simulator's table in FILE (docs/alerts.md)")
+    sim.set_defaults(func=simulate_alerts)
+
+
+def add_rebuild(actions: Any, themes: bool, help: str) -> None:
+    rebuild = actions.add_parser("rebuild", help=help)
+    how = rebuild.add_mutually_exclusive_group()
+    how.add_argument("--check", action="store_true", help="compare with a recompute, change nothing")
+    how.add_argument(
+        "--replay",
+        action="store_true",
+        help="replay the responses topic into empty theme tables"
+        if themes
+        else "replay the responses topic into an empty schema",
+    )
+    rebuild.set_defaults(
+        func=needs_the_loop(lambda args: rebuild_counts(replay_log=args.replay, check_only=args.check, themes=themes))
+    )
+
+
+def taxonomy_command(args: argparse.Namespace) -> int:
+    from scoring_service import themes
+
+    if args.action == "check":
+        return themes.check_command(args.file)
+    return themes.evaluate_command(args.taxonomy, args.labelled)
+
+
+def add_themes_actions(actions: Any) -> None:
+    check = actions.add_parser("check", help="check a theme taxonomy: exit 1 listing every problem")
+    check.add_argument("file")
+    check.set_defaults(func=taxonomy_command)
+    suggest = actions.add_parser(
+        "suggest", help="candidate themes from the comments the taxonomy does not tag (docs/themes.md)"
+    )
+    suggest.add_argument("--window", default="30d", help="N days ending on --as-of (default 30d)")
+    suggest.add_argument("--segment", default="all", help="all, dimension:value or a:1,b:2 (default all)")
+    suggest.add_argument("--category", choices=["promoter", "passive", "detractor"], help="only their comments")
+    suggest.add_argument(
+        "--as-of", type=date.fromisoformat, help="YYYY-MM-DD, the window's last day (default today, UTC)"
+    )
+    suggest.add_argument("--taxonomy", help="the taxonomy (default: NPS_THEMES_TAXONOMY, else the shipped one)")
+    suggest.add_argument("--top", type=int, default=10, help="at most this many candidates (default 10)")
+    suggest.add_argument(
+        "--min-count", type=int, help="comments a candidate needs (default 0.5%% of the untagged, at least 5)"
+    )
+    suggest.add_argument("--format", choices=["table", "yaml"], default="table", help="yaml: paste into the taxonomy")
+    suggest.set_defaults(func=needs_the_loop(suggest_themes))
+    add_rebuild(actions, themes=True, help="recompute the theme counts (like `nps scoring rebuild`; see `nps --help`)")
+    evaluate = actions.add_parser("evaluate", help="precision and recall per theme on a labelled set")
+    evaluate.add_argument("--taxonomy", help="the taxonomy file (default: NPS_THEMES_TAXONOMY, else the shipped one)")
+    evaluate.add_argument(
+        "--labelled", help="JSON lines of {comment, themes} (default: the shipped tests/data/themes_eval.jsonl)"
+    )
+    evaluate.set_defaults(func=taxonomy_command)
+
+
+def add_scoring_actions(actions: Any) -> None:
+    add_rebuild(actions, themes=False, help="recompute the aggregates (see `nps --help`)")
+    prune = actions.add_parser(
+        "prune", help="delete counts answered before NPS_SCORING_RETENTION_DAYS (scoring's and themes')"
+    )
+    prune.add_argument("--dry-run", action="store_true", help="count what would be deleted, delete nothing")
+    prune.set_defaults(func=needs_the_loop(lambda args: prune_counts(dry_run=args.dry_run)))
+
+
+# Each service's own actions (`nps ingest replay`, ...); without one, `nps NAME` runs the service.
+SERVICE_ACTIONS: dict[str, Callable[[Any], None]] = {
+    "ingest": add_ingest_actions,
+    "followup": add_followup_actions,
+    "alerts": add_alerts_actions,
+    "themes": add_themes_actions,
+    "scoring": add_scoring_actions,
+}
+
+
+def add_service_commands(sub: Any) -> None:
     for name in SERVICES:
         service = sub.add_parser(name, help=f"run the {name} service alone")
-        if name == "ingest":
-            actions = service.add_subparsers(dest="action")
-            replay = actions.add_parser("replay", help="publish the logged events again (see `nps --help`)")
-            replay.add_argument(
-                "--since",
-                type=aware_time,
-                help="ISO 8601 with a zone (2026-11-26T09:00:00Z); default: the replay watermark less its margin",
-            )
-        if name == "followup":
-            actions = service.add_subparsers(dest="action")
-            policy = actions.add_parser("policy", help="check a policy file, explain a decision (see `nps --help`)")
-            policy_actions = policy.add_subparsers(dest="policy_action", required=True)
-            policy_actions.add_parser("check", help="check a policy file: exit 1 listing every problem").add_argument(
-                "file"
-            )
-            policy_actions.add_parser("reload", help="the running `nps up`'s follow-up reads its policy file again")
-            explain = policy_actions.add_parser("explain", help="which rule a sample response matches, and why")
-            explain.add_argument(
-                "--file", help="the policy file (default: NPS_FOLLOWUP_POLICY, else the default policy)"
-            )
-            explain.add_argument(
-                "--response",
-                required=True,
-                help='the sample as JSON: {"score": 3, "channel": "web", "attributes": {"plan": "pro"}, '
-                '"comment": "...", "previous_score": 9}',
-            )
-        if name == "alerts":
-            actions = service.add_subparsers(dest="action")
-            sim = actions.add_parser("simulate", help="the alert rules' error rates on simulated streams")
-            sim.add_argument("--seed", type=int, default=1, help="the same seed prints the same table")
-            sim.add_argument("--quick", action="store_true", help="a small run (seconds): a smoke test")
-            sim.add_argument("--write", metavar="FILE", help="replace the simulator's table in FILE (docs/alerts.md)")
-        if name == "themes":
-            actions = service.add_subparsers(dest="action")
-            actions.add_parser("check", help="check a theme taxonomy: exit 1 listing every problem").add_argument(
-                "file"
-            )
-            suggest = actions.add_parser(
-                "suggest", help="candidate themes from the comments the taxonomy does not tag (docs/themes.md)"
-            )
-            suggest.add_argument("--window", default="30d", help="N days ending on --as-of (default 30d)")
-            suggest.add_argument("--segment", default="all", help="all, dimension:value or a:1,b:2 (default all)")
-            suggest.add_argument("--category", choices=["promoter", "passive", "detractor"], help="only their comments")
-            suggest.add_argument(
-                "--as-of", type=date.fromisoformat, help="YYYY-MM-DD, the window's last day (default today, UTC)"
-            )
-            suggest.add_argument("--taxonomy", help="the taxonomy (default: NPS_THEMES_TAXONOMY, else the shipped one)")
-            suggest.add_argument("--top", type=int, default=10, help="at most this many candidates (default 10)")
-            suggest.add_argument(
-                "--min-count", type=int, help="comments a candidate needs (default 0.5%% of the untagged, at least 5)"
-            )
-            suggest.add_argument(
-                "--format", choices=["table", "yaml"], default="table", help="yaml: paste into the taxonomy"
-            )
-            rebuild_themes = actions.add_parser(
-                "rebuild", help="recompute the theme counts (like `nps scoring rebuild`; see `nps --help`)"
-            )
-            how_themes = rebuild_themes.add_mutually_exclusive_group()
-            how_themes.add_argument("--check", action="store_true", help="compare with a recompute, change nothing")
-            how_themes.add_argument(
-                "--replay", action="store_true", help="replay the responses topic into empty theme tables"
-            )
-            evaluate = actions.add_parser("evaluate", help="precision and recall per theme on a labelled set")
-            evaluate.add_argument(
-                "--taxonomy", help="the taxonomy file (default: NPS_THEMES_TAXONOMY, else the shipped one)"
-            )
-            evaluate.add_argument(
-                "--labelled", help="JSON lines of {comment, themes} (default: the shipped tests/data/themes_eval.jsonl)"
-            )
-        if name == "scoring":
-            actions = service.add_subparsers(dest="action")
-            rebuild = actions.add_parser("rebuild", help="recompute the aggregates (see `nps --help`)")
-            how = rebuild.add_mutually_exclusive_group()
-            how.add_argument("--check", action="store_true", help="compare with a recompute, change nothing")
-            how.add_argument("--replay", action="store_true", help="replay the responses topic into an empty schema")
-            prune = actions.add_parser(
-                "prune", help="delete counts answered before NPS_SCORING_RETENTION_DAYS (scoring's and themes')"
-            )
-            prune.add_argument("--dry-run", action="store_true", help="count what would be deleted, delete nothing")
-    args = parser.parse_args(argv)
+        service.set_defaults(func=lambda args, name=name: run_service(name))
+        if name in SERVICE_ACTIONS:
+            SERVICE_ACTIONS[name](service.add_subparsers(dest="action"))
 
-    if args.command == "up":
-        return up()
-    if args.command == "probe":
-        return probe(args.service)
-    if args.command == "status":
-        return status_command()
-    if args.command == "followup" and getattr(args, "action", None) == "policy":
-        if args.policy_action == "check":
-            return policy_check(args.file)
-        if args.policy_action == "reload":
-            return policy_reload()
-        return policy_explain(args.file, args.response)
-    if args.command in ("scoring", "themes") and getattr(args, "action", None) == "rebuild":
-        try:
-            return rebuild_counts(replay_log=args.replay, check_only=args.check, themes=args.command == "themes")
-        except NotRunning as exc:
-            print(exc, file=sys.stderr)
-            return 2
-    if args.command == "scoring" and getattr(args, "action", None) == "prune":
-        try:
-            return prune_counts(dry_run=args.dry_run)
-        except NotRunning as exc:
-            print(exc, file=sys.stderr)
-            return 2
-    if args.command == "themes" and getattr(args, "action", None) == "suggest":
-        try:
-            return suggest_themes(args)
-        except NotRunning as exc:
-            print(exc, file=sys.stderr)
-            return 2
-    if args.command == "themes" and getattr(args, "action", None) in ("check", "evaluate"):
-        from scoring_service import themes
 
-        if args.action == "check":
-            return themes.check_command(args.file)
-        return themes.evaluate_command(args.taxonomy, args.labelled)
-    if args.command == "alerts" and getattr(args, "action", None) == "simulate":
-        from alerts_service import simulate
+def parser() -> argparse.ArgumentParser:
+    """`nps` and its commands; each command's parser sets `func`, the function that carries it out."""
+    nps = argparse.ArgumentParser(prog="nps", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = nps.add_subparsers(dest="command", required=True)
+    add_loop_commands(sub)
+    add_admin_commands(sub)
+    add_service_commands(sub)
+    return nps
 
-        return simulate.main(args.seed, args.quick, args.write)
-    if args.command == "ingest" and getattr(args, "action", None) == "replay":
-        try:
-            return replay_ingest(args.since)
-        except NotRunning as exc:
-            print(exc, file=sys.stderr)
-            return 2
-    if args.command in SERVICES:
-        return run_service(args.command)
-    settings = LauncherSettings()
-    logs.configure(settings.log_level, "nps", settings.log_format)
-    if args.command in ("keys", "audit", "webhooks"):
-        try:
-            url = tool_database_url(settings)
-        except NotRunning as exc:
-            print(exc, file=sys.stderr)
-            return 2
-        if args.command == "audit":
-            return asyncio.run(audit_command(url, args.limit, args.action))
-        if args.command == "webhooks":
-            return asyncio.run(webhooks_command(url, args))
-        return asyncio.run(keys_command(url, args.action, getattr(args, "name", None), getattr(args, "scope", None)))
-    if args.command == "migrate":
-        secret = settings.pseudonym_secret.get_secret_value() if settings.pseudonym_secret else None
-        upgrade(settings.require_database_url(), pseudonym_secret=secret)
-    elif args.command == "topics":
-        created = asyncio.run(create_topics(settings))
-        print("created: " + (", ".join(created) or "nothing (all exist)"))
-    return 0
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
 
 
 if __name__ == "__main__":
