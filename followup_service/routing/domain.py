@@ -13,7 +13,7 @@ from followup_service.routing.messages import Rendered
 from followup_service.tickets.domain import NewTicket, Priority, TicketOp, revision_ticket_id, ticket_id
 from shared.events import FollowUpKind
 from shared.nps import Category, classify
-from shared.wire import Response, Submitted
+from shared.wire import Response, Revised, Submitted
 
 ROUTES: dict[Category, FollowUpKind] = {
     Category.PROMOTER: "referral",
@@ -143,48 +143,79 @@ def plan_batch(
 
     What a response is routed to is `decide`'s (the policy's), given the person's previous score
     (`previous`, by respondent key; None: their first answer); an action `ticket` opens a ticket."""
-    plan = BatchPlan()
-    routed = dict(routed)
-    active = dict(active)
-    previous = dict(previous or {})
-    rules = rules or ContactRules()
-    stored_histories = contacts or {}
-    histories: dict[str, ContactHistory] = {}  # copies, made when a person's history is first needed
+    planner = _Planner(routed, active, key, now, decide, previous, contacts, rules or ContactRules())
+    for event in events:
+        rkey = key(event.respondent_id)
+        at = event.submitted_at if isinstance(event, Submitted) else event.revised_at
+        erased_at = erasures.get(rkey)
+        if erased_at is not None and erased_at >= at:
+            planner.erased(event, rkey)
+        elif isinstance(event, Submitted):
+            planner.submitted(event, rkey)
+        else:
+            planner.revised(event, rkey)
+    return planner.plan
 
-    def history_of(rkey: str) -> ContactHistory:
-        history = histories.get(rkey)
+
+class _Planner:
+    """plan_batch's state as it goes through the batch: what is routed, each person's active ticket,
+    previous score and contact history, all as the events before the current one left them."""
+
+    __slots__ = ("active", "contacts", "decide", "histories", "key", "now", "plan", "previous", "routed", "rules")
+
+    def __init__(
+        self,
+        routed: Mapping[str, Routed],
+        active: Mapping[str, str],
+        key: Callable[[str], str],
+        now: datetime,
+        decide: Decide,
+        previous: Mapping[str, int] | None,
+        contacts: Mapping[str, ContactHistory] | None,
+        rules: ContactRules,
+    ) -> None:
+        self.plan = BatchPlan()
+        self.routed = dict(routed)
+        self.active = dict(active)
+        self.key, self.now, self.decide, self.rules = key, now, decide, rules
+        self.previous = dict(previous or {})
+        self.contacts = contacts or {}
+        self.histories: dict[str, ContactHistory] = {}  # copies, made when a person's history is first needed
+
+    def history_of(self, rkey: str) -> ContactHistory:
+        history = self.histories.get(rkey)
         if history is None:
-            stored = stored_histories.get(rkey)
-            history = histories[rkey] = (
+            stored = self.contacts.get(rkey)
+            history = self.histories[rkey] = (
                 ContactHistory(stored.opted_out, list(stored.sent)) if stored is not None else ContactHistory()
             )
         return history
 
-    def ticket_for(event: Response, rkey: str, routing: Routing) -> str:
-        if rkey in active:
-            plan.ticket_steps.append(TicketOp(active[rkey], "attach", event))
-            return active[rkey]
+    def ticket_for(self, event: Response, rkey: str, routing: Routing) -> str:
+        if rkey in self.active:
+            self.plan.ticket_steps.append(TicketOp(self.active[rkey], "attach", event))
+            return self.active[rkey]
         tid = ticket_id(event.response_id) if isinstance(event, Submitted) else revision_ticket_id(event)
-        plan.ticket_steps.append(
+        self.plan.ticket_steps.append(
             NewTicket(tid, event, rkey, routing.priority, routing.first_contact_s, routing.resolution_s)
         )
-        active[rkey] = tid
+        self.active[rkey] = tid
         return tid
 
-    def follow_up(event: Response, rkey: str, fid: str, version: int) -> FollowUp:
-        routing = decide(event, previous.get(rkey))
-        history = history_of(rkey)
-        action, rule, policy = routing.action, routing.rule, routing.policy_version
+    def follow_up(self, event: Response, rkey: str, fid: str, version: int) -> FollowUp:
+        routing = self.decide(event, self.previous.get(rkey))
+        history = self.history_of(rkey)
+        action, rule, policy, now = routing.action, routing.rule, routing.policy_version, self.now
         if action == "none":
             return FollowUp(
                 fid, action, event, now, None, version, rule, policy, status="suppressed", reason="policy_none"
             )
         if action == "ticket":
             # A detractor always reaches support; only the message to an opted-out person is dropped.
-            tid = ticket_for(event, rkey, routing)
+            tid = self.ticket_for(event, rkey, routing)
             template = None if history.opted_out else routing.template
             return FollowUp(fid, action, event, now, tid, version, rule, policy, template)
-        verdict = rules.verdict(history, action, now)
+        verdict = self.rules.verdict(history, action, now)
         if not verdict.allowed:
             return FollowUp(
                 fid, action, event, now, None, version, rule, policy,
@@ -193,44 +224,42 @@ def plan_batch(
         history.sent.append((action, now))
         return FollowUp(fid, action, event, now, None, version, rule, policy, routing.template)
 
-    for event in events:
-        rkey = key(event.respondent_id)
-        at = event.submitted_at if isinstance(event, Submitted) else event.revised_at
-        erased_at = erasures.get(rkey)
+    def erased(self, event: Response, rkey: str) -> None:
+        self.plan.skipped_erased += 1
         rid = event.response_id
-        if erased_at is not None and erased_at >= at:
-            plan.skipped_erased += 1
-            if isinstance(event, Submitted) and rid not in routed:
-                # Recorded, so the answer about this response says why nothing happened; without
-                # the person's id (the handler stores none for reason `erased`).
-                f = FollowUp(followup_id(rid), "none", event, now, status="suppressed", reason="erased")
-                plan.new.append(f)
-                routed[rid] = Routed(rid, rkey, f.kind, 1, None, event.score)
-            continue
-        known = routed.get(rid)
-        if isinstance(event, Submitted):
-            if known is not None:
-                plan.duplicates += 1
-                continue
-            f = follow_up(event, rkey, followup_id(rid), 1)
-            plan.new.append(f)
-            routed[rid] = Routed(rid, rkey, f.kind, 1, f.ticket_id, event.score)
-            previous[rkey] = event.score
-            continue
+        if isinstance(event, Submitted) and rid not in self.routed:
+            # Recorded, so the answer about this response says why nothing happened; without
+            # the person's id (the handler stores none for reason `erased`).
+            f = FollowUp(followup_id(rid), "none", event, self.now, status="suppressed", reason="erased")
+            self.plan.new.append(f)
+            self.routed[rid] = Routed(rid, rkey, f.kind, 1, None, event.score)
+
+    def submitted(self, event: Submitted, rkey: str) -> None:
+        rid = event.response_id
+        if rid in self.routed:
+            self.plan.duplicates += 1
+            return
+        f = self.follow_up(event, rkey, followup_id(rid), 1)
+        self.plan.new.append(f)
+        self.routed[rid] = Routed(rid, rkey, f.kind, 1, f.ticket_id, event.score)
+        self.previous[rkey] = event.score
+
+    def revised(self, event: Revised, rkey: str) -> None:
+        rid = event.response_id
+        known = self.routed.get(rid)
         if known is None or event.version <= known.version:
-            plan.duplicates += 1  # a stale or repeated revision (or one of a response never routed)
-            continue
+            self.plan.duplicates += 1  # a stale or repeated revision (or one of a response never routed)
+            return
         if classify(event.score) == classify(known.score):
             if known.ticket_id is not None:
-                plan.ticket_steps.append(TicketOp(known.ticket_id, "revise", event))
-            plan.revised[rid] = event.version
-            routed[rid] = Routed(rid, rkey, known.kind, event.version, known.ticket_id, event.score)
-            continue
-        if known.ticket_id is not None and active.get(rkey) == known.ticket_id:
-            plan.ticket_steps.append(TicketOp(known.ticket_id, "resolve", event))
-            del active[rkey]
-        plan.revised.pop(rid, None)  # an earlier revision of this batch is superseded
-        f = follow_up(event, rkey, followup_id(rid, event.version), event.version)
-        plan.rerouted.append(f)
-        routed[rid] = Routed(rid, rkey, f.kind, event.version, f.ticket_id, event.score)
-    return plan
+                self.plan.ticket_steps.append(TicketOp(known.ticket_id, "revise", event))
+            self.plan.revised[rid] = event.version
+            self.routed[rid] = Routed(rid, rkey, known.kind, event.version, known.ticket_id, event.score)
+            return
+        if known.ticket_id is not None and self.active.get(rkey) == known.ticket_id:
+            self.plan.ticket_steps.append(TicketOp(known.ticket_id, "resolve", event))
+            del self.active[rkey]
+        self.plan.revised.pop(rid, None)  # an earlier revision of this batch is superseded
+        f = self.follow_up(event, rkey, followup_id(rid, event.version), event.version)
+        self.plan.rerouted.append(f)
+        self.routed[rid] = Routed(rid, rkey, f.kind, event.version, f.ticket_id, event.score)
