@@ -12,7 +12,8 @@ import secrets
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,7 +29,8 @@ from shared.settings import InfraSettings, ServiceSettings
 
 if TYPE_CHECKING:
     from ingest_service.settings import IngestSettings
-    from services.embedded import EmbeddedBroker
+    from services.embedded import EmbeddedBroker, EmbeddedPostgres
+    from services.supervisor import Supervisor
 
 log = logging.getLogger("nps")
 
@@ -199,9 +201,108 @@ class StopRequested(Exception):
     pass
 
 
+@dataclass
+class Embedded:
+    """The embedded PostgreSQL and broker `nps up` started (None: the settings named real ones), and
+    the environment the services get from them."""
+
+    var_dir: Path
+    pg: EmbeddedPostgres | None = None
+    broker: EmbeddedBroker | None = None
+    overrides: dict[str, str] = field(default_factory=dict)
+
+    def start(self, settings: LauncherSettings, checkpoint: Callable[[], None]) -> None:
+        from services.embedded import EmbeddedBroker, EmbeddedPostgres
+
+        if settings.database_url is None:
+            self.pg = EmbeddedPostgres(self.var_dir / "pg")
+            self.overrides["DATABASE_URL"] = self.pg.start()
+            log.info("embedded PostgreSQL: data in %s", self.pg.data_dir)
+            # For `nps keys` (and friends) in another terminal while the loop runs.
+            url_file = self.var_dir / DATABASE_URL_FILE
+            url_file.write_text(self.overrides["DATABASE_URL"] + "\n")
+            url_file.chmod(0o600)
+        checkpoint()
+        if not settings.kafka_bootstrap_servers:
+            self.broker = EmbeddedBroker(settings.broker_port, self.var_dir / "log" / "broker.log")
+            self.overrides["KAFKA_BOOTSTRAP_SERVERS"] = self.broker.start()
+            log.info("embedded broker (tansu, memory storage) on %s", self.broker.bootstrap)
+            (self.var_dir / BOOTSTRAP_FILE).write_text(self.broker.bootstrap + "\n")
+        checkpoint()
+        if self.pg is not None and "NPS_DELIVERY_ALLOW_PRIVATE_URLS" not in os.environ:
+            # A laptop: webhooks may go to a receiver on this machine (http://localhost:...).
+            self.overrides["NPS_DELIVERY_ALLOW_PRIVATE_URLS"] = "true"
+
+    def effective(self, settings: LauncherSettings) -> LauncherSettings:
+        """The settings with the embedded parts' addresses (and the local pseudonym secret) in them."""
+        overrides = self.overrides
+        return settings.model_copy(
+            update={
+                "database_url": SecretStr(overrides["DATABASE_URL"]) if self.pg else settings.database_url,
+                "kafka_bootstrap_servers": overrides.get("KAFKA_BOOTSTRAP_SERVERS", settings.kafka_bootstrap_servers),
+                "pseudonym_secret": SecretStr(overrides["NPS_PSEUDONYM_SECRET"])
+                if "NPS_PSEUDONYM_SECRET" in overrides
+                else settings.pseudonym_secret,
+            }
+        )
+
+    def watched_by(self, supervisor: Supervisor, effective: LauncherSettings) -> None:
+        """The supervisor restarts an embedded part that dies, as it restarts a service."""
+        from services.supervisor import Dependency
+
+        pg, broker = self.pg, self.broker
+        if pg is not None:
+            supervisor.dependencies.append(Dependency("the embedded PostgreSQL", pg.running, pg.restart))
+        if broker is not None:
+            supervisor.dependencies.append(
+                Dependency("the embedded broker", broker.running, lambda: restart_broker(broker, effective))
+            )
+
+    def stop(self) -> None:
+        if self.broker is not None:
+            self.broker.stop()
+            (self.var_dir / BOOTSTRAP_FILE).unlink(missing_ok=True)
+        if self.pg is not None:
+            self.pg.stop()
+            (self.var_dir / DATABASE_URL_FILE).unlink(missing_ok=True)
+
+
+def add_services(supervisor: Supervisor, env: dict[str, str], links: dict[str, dict[str, str]]) -> dict[str, str]:
+    """Every service as the supervisor's child; returns where each will listen."""
+    from services.supervisor import Child, child_env, python_argv
+
+    urls = {}
+    for name in SERVICES:
+        service_settings = service_entry(name)[0]()
+        # One replica of each service: a stable static member id lets a restarted one rejoin at once.
+        member_key = f"NPS_{name.upper()}_CONSUMER_INSTANCE_ID"
+        member = {member_key: os.environ.get(member_key, f"{name}-{socket.gethostname()}")}
+        supervisor.children.append(Child(name, python_argv(name), child_env({**member, **env, **links.get(name, {})})))
+        urls[name] = local_url(service_settings)
+    return urls
+
+
+def print_banner(
+    urls: dict[str, str],
+    not_ready: Collection[str],
+    effective: LauncherSettings,
+    embedded: Embedded,
+    dev_key: str | None,
+) -> None:
+    print("\nThe NPS feedback loop is running:", flush=True)
+    for name, url in urls.items():
+        state = "NOT READY" if name in not_ready else "ready"
+        print(f"  {name:<9} {url}   ({state}; {url}/docs, {url}/metrics)", flush=True)
+    print(f"  broker    {effective.require_bootstrap()}", flush=True)
+    pg = embedded.pg
+    print(f"  database  {'embedded, data in ' + str(pg.data_dir) if pg else 'DATABASE_URL'}", flush=True)
+    if dev_key:
+        print(f"  API key   {dev_key}   (also in {embedded.var_dir / 'dev-api-key'})", flush=True)
+    print("Ctrl-C stops everything.\n", flush=True)
+
+
 def up() -> int:
-    from services.embedded import EmbeddedBroker, EmbeddedPostgres
-    from services.supervisor import Child, Dependency, Supervisor, child_env, python_argv
+    from services.supervisor import Supervisor
 
     settings = LauncherSettings()
     logs.configure(settings.log_level, "launcher", settings.log_format)
@@ -225,84 +326,33 @@ def up() -> int:
         if supervisor.stopping:
             raise StopRequested
 
-    overrides: dict[str, str] = {}
+    embedded = Embedded(settings.var_dir)
     if settings.pseudonym_secret is None:
-        overrides["NPS_PSEUDONYM_SECRET"] = ensure_pseudonym_secret(settings.var_dir / PSEUDONYM_SECRET_FILE)
-    pg: EmbeddedPostgres | None = None
-    broker: EmbeddedBroker | None = None
+        secret = ensure_pseudonym_secret(settings.var_dir / PSEUDONYM_SECRET_FILE)
+        embedded.overrides["NPS_PSEUDONYM_SECRET"] = secret
     try:
-        if settings.database_url is None:
-            pg = EmbeddedPostgres(settings.var_dir / "pg")
-            overrides["DATABASE_URL"] = pg.start()
-            log.info("embedded PostgreSQL: data in %s", pg.data_dir)
-            # For `nps keys` (and friends) in another terminal while the loop runs.
-            url_file = settings.var_dir / DATABASE_URL_FILE
-            url_file.write_text(overrides["DATABASE_URL"] + "\n")
-            url_file.chmod(0o600)
-        checkpoint()
-        if not settings.kafka_bootstrap_servers:
-            broker = EmbeddedBroker(settings.broker_port, settings.var_dir / "log" / "broker.log")
-            overrides["KAFKA_BOOTSTRAP_SERVERS"] = broker.start()
-            log.info("embedded broker (tansu, memory storage) on %s", broker.bootstrap)
-            (settings.var_dir / BOOTSTRAP_FILE).write_text(broker.bootstrap + "\n")
-        checkpoint()
-        if pg is not None and "NPS_DELIVERY_ALLOW_PRIVATE_URLS" not in os.environ:
-            # A laptop: webhooks may go to a receiver on this machine (http://localhost:...).
-            overrides["NPS_DELIVERY_ALLOW_PRIVATE_URLS"] = "true"
-        effective = settings.model_copy(
-            update={
-                "database_url": SecretStr(overrides["DATABASE_URL"]) if pg else settings.database_url,
-                "kafka_bootstrap_servers": overrides.get("KAFKA_BOOTSTRAP_SERVERS", settings.kafka_bootstrap_servers),
-                "pseudonym_secret": SecretStr(overrides["NPS_PSEUDONYM_SECRET"])
-                if "NPS_PSEUDONYM_SECRET" in overrides
-                else settings.pseudonym_secret,
-            }
-        )
+        embedded.start(settings, checkpoint)
+        effective = embedded.effective(settings)
         prepare(effective)
-        if broker is not None:  # new, so empty: what the consumers had not read went with the last one
+        if embedded.broker is not None:  # new, so empty: what the consumers had not read went with the last one
             replay_into_new_broker(effective, replay_since(effective))
-        dev_key = ensure_key(effective.require_database_url(), settings.var_dir / "dev-api-key") if pg else None
+        dev_key = (
+            ensure_key(effective.require_database_url(), settings.var_dir / "dev-api-key") if embedded.pg else None
+        )
         links = service_links(effective, settings.var_dir)
         checkpoint()
-
-        urls = {}
-        for name in SERVICES:
-            service_settings = service_entry(name)[0]()
-            # One replica of each service: a stable static member id lets a restarted one rejoin at once.
-            member_key = f"NPS_{name.upper()}_CONSUMER_INSTANCE_ID"
-            member = {member_key: os.environ.get(member_key, f"{name}-{socket.gethostname()}")}
-            env = child_env({**member, **overrides, **links.get(name, {})})
-            supervisor.children.append(Child(name, python_argv(name), env))
-            urls[name] = local_url(service_settings)
-        if pg is not None:
-            supervisor.dependencies.append(Dependency("the embedded PostgreSQL", pg.running, pg.restart))
-        if broker is not None:
-            supervisor.dependencies.append(
-                Dependency("the embedded broker", broker.running, lambda: restart_broker(broker, effective))
-            )
+        urls = add_services(supervisor, embedded.overrides, links)
+        embedded.watched_by(supervisor, effective)
         supervisor.start_all()
         not_ready = wait_ready(urls, give_up=lambda: supervisor.stopping)
         checkpoint()
-        print("\nThe NPS feedback loop is running:", flush=True)
-        for name, url in urls.items():
-            state = "NOT READY" if name in not_ready else "ready"
-            print(f"  {name:<9} {url}   ({state}; {url}/docs, {url}/metrics)", flush=True)
-        print(f"  broker    {effective.require_bootstrap()}", flush=True)
-        print(f"  database  {'embedded, data in ' + str(pg.data_dir) if pg else 'DATABASE_URL'}", flush=True)
-        if dev_key:
-            print(f"  API key   {dev_key}   (also in {settings.var_dir / 'dev-api-key'})", flush=True)
-        print("Ctrl-C stops everything.\n", flush=True)
+        print_banner(urls, not_ready, effective, embedded, dev_key)
         supervisor.watch()
     except StopRequested:
         log.info("stop requested during startup")
     finally:
         supervisor.stop_all()
-        if broker is not None:
-            broker.stop()
-            (settings.var_dir / BOOTSTRAP_FILE).unlink(missing_ok=True)
-        if pg is not None:
-            pg.stop()
-            (settings.var_dir / DATABASE_URL_FILE).unlink(missing_ok=True)
+        embedded.stop()
         (settings.var_dir / PID_FILE).unlink(missing_ok=True)
     return 0
 
