@@ -15,6 +15,7 @@ COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY ingest_service ./ingest_service
 COPY scoring_service ./scoring_service
+COPY themes_service ./themes_service
 COPY followup_service ./followup_service
 COPY alerts_service ./alerts_service
 COPY delivery_service ./delivery_service

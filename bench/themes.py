@@ -18,12 +18,12 @@ import sqlalchemy as sa
 from bench.common import ROOT, machine, write_section
 from bench.consumers import ConsumerResult, run_consumer
 from bench.scoring import backlog
-from scoring_service import suggest
 from scoring_service.domain import Dimensions
-from scoring_service.themes import load_taxonomy
 from shared.db import make_engine
 from shared.windows import MAX_WINDOW_DAYS
 from tests.data.suggest_corpus import corpus
+from themes_service import suggest
+from themes_service.taxonomy import load_taxonomy
 
 COMMENTS = ROOT / "tests" / "data" / "themes_eval.jsonl"
 

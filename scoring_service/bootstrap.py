@@ -9,10 +9,9 @@ from typing import Any
 from fastapi import FastAPI
 
 from scoring_service.api import router
-from scoring_service.handlers import CountResponses, PublishChanges, SegmentGauges
+from scoring_service.handlers import SCORING, Counting, CountResponses, PublishChanges, SegmentGauges
 from scoring_service.repository import SCHEMA
 from scoring_service.settings import ScoringSettings
-from scoring_service.themes import Taxonomy
 from shared.consumer import Every, ticks
 from shared.http import create_base_app, health_router
 from shared.service import ConsumerSpec, consuming_lifespan
@@ -25,17 +24,17 @@ def clock() -> datetime:
 
 
 def count_responses(
-    settings: ScoringSettings, taxonomy: Taxonomy | None = None, now: Callable[[], datetime] = clock
+    settings: ScoringSettings, counting: Counting = SCORING, now: Callable[[], datetime] = clock
 ) -> CountResponses:
     """The batch handler of the responses topic (the service's, and `nps scoring rebuild --replay`'s);
-    with a taxonomy, the themes consumer's."""
+    with themes' counting (themes_service.handlers.ThemeCounts), the themes consumer's."""
     return CountResponses(
         dimensions=settings.segment_dimensions,
         max_values=settings.max_values_per_dimension,
         pseudonyms=settings.pseudonyms(),
         clock=now,
         retention_days=settings.retention_days,
-        taxonomy=taxonomy,
+        counting=counting,
     )
 
 

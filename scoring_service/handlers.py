@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -13,16 +14,14 @@ from scoring_service import metrics, publisher, repository
 from scoring_service.domain import (
     BreakdownSort,
     Dimensions,
+    Outcome,
     SegmentPlan,
-    Stored,
     Version,
     apply,
     candidate_values,
-    newest,
     ordered,
     segments_of,
 )
-from scoring_service.themes import Taxonomy, theme_keys
 from shared import outbox, windows
 from shared.consumer import Message
 from shared.nps import Comparison, Counts, ci95, compare
@@ -50,6 +49,42 @@ def version_of(event: Response, pseudonyms: Pseudonyms) -> Version:
     )
 
 
+class Counting(Protocol):
+    """What a consumer of the responses topic counts, under the one exactness rule (domain.apply):
+    where its rows go, under which keys a response counts (from the response and its segments),
+    and its own last step of a batch. Scoring's is `Scores`; themes' (themes_service) counts each
+    response under its comment's themes per segment."""
+
+    @property
+    def service(self) -> str: ...
+
+    @property
+    def store(self) -> repository.Store: ...
+
+    def keys(self, version: Version, segments: tuple[str, ...]) -> tuple[str, ...]: ...
+
+    async def finish(self, conn: AsyncConnection, outcome: Outcome, versions: Sequence[Version]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Scores:
+    """Scoring's counting: each response under its segments; the segments catalogued (for the
+    cardinality cap and breakdowns) and marked changed, for their ScoreChanged."""
+
+    service: str = "scoring"
+    store: repository.Store = repository.SCORES
+
+    def keys(self, version: Version, segments: tuple[str, ...]) -> tuple[str, ...]:
+        return segments
+
+    async def finish(self, conn: AsyncConnection, outcome: Outcome, versions: Sequence[Version]) -> None:
+        await repository.catalog_segments(conn, {s for row in outcome.rows for s in row.segments})
+        await repository.mark_changed(conn, {segment for segment, _ in outcome.deltas})
+
+
+SCORING = Scores()
+
+
 @dataclass(frozen=True, slots=True)
 class CountResponses:
     """The batch handler of the responses topic: submissions, revisions and erasures."""
@@ -58,9 +93,7 @@ class CountResponses:
     max_values: int
     pseudonyms: Pseudonyms
     clock: Callable[[], datetime]
-    # The themes consumer (`nps themes`): the same rule, counting each response under its comment's
-    # themes per segment (theme_responses, theme_daily) instead; it publishes no ScoreChanged.
-    taxonomy: Taxonomy | None = None
+    counting: Counting = SCORING
     # NPS_SCORING_RETENTION_DAYS: versions answered before the cutoff are ignored (their day's counts
     # are, or will be, pruned); an erasure still reaches the rows not pruned yet.
     retention_days: int = 0
@@ -80,34 +113,18 @@ class CountResponses:
         requested = self.pseudonyms.latest_requests(m.event for m in batch)
 
         erasures = await repository.ERASURES.record(conn, requested)
-        where = repository.SCORES if self.taxonomy is None else repository.THEMES
+        where = self.counting.store
         existing = await repository.lock_responses(conn, (v.response_id for v in versions), requested, where)
         others = {v.respondent_key for v in versions} | {r.respondent_key for r in existing.values()}
         erasures.update(await repository.ERASURES.of(conn, others - erasures.keys()))
         known, per_dimension = await repository.known_segments(conn, candidate_values(versions, self.dimensions))
         plan = SegmentPlan(known, per_dimension, self.max_values)
-        taxonomy = self.taxonomy
-        if taxonomy is None:
-            outcome = apply(existing, versions, erasures, lambda v: segments_of(v, self.dimensions, plan))
-            await repository.catalog_segments(conn, {s for row in outcome.rows for s in row.segments})
-        else:  # the catalog is scoring's to keep: the themes consumer reads it for the same segments
-            outcome = apply(
-                existing,
-                versions,
-                erasures,
-                lambda v: theme_keys(
-                    segments_of(v, self.dimensions, plan),
-                    taxonomy.tag(v.comment),
-                    bool(v.comment and v.comment.strip()),
-                ),
-            )
+        keys, dimensions = self.counting.keys, self.dimensions
+        outcome = apply(existing, versions, erasures, lambda v: keys(v, segments_of(v, dimensions, plan)))
         await repository.update_responses(conn, [r for r in outcome.rows if r.response_id in existing], where)
         await repository.insert_responses(conn, [r for r in outcome.rows if r.response_id not in existing], where)
         await repository.add_daily(conn, outcome.deltas, where)
-        if taxonomy is None:
-            await repository.mark_changed(conn, {segment for segment, _ in outcome.deltas})
-        else:
-            await repository.keep_comments(conn, current_comments(outcome.rows, versions))
+        await self.counting.finish(conn, outcome, versions)
 
         metrics.EVENTS.labels("applied").inc(outcome.versions_applied)
         metrics.EVENTS.labels("ignored").inc(outcome.versions_ignored)
@@ -117,20 +134,6 @@ class CountResponses:
         metrics.RESPONSES_ERASED.inc(outcome.erased)
         metrics.LATE_RESPONSES.inc(sum(1 for v in versions if v.version == 1 and v.day < today))
         metrics.SEGMENTS_CAPPED.inc(sum(1 for row in outcome.rows for s in row.segments if s.endswith(":other")))
-
-
-def current_comments(rows: Sequence[Stored], versions: Sequence[Version]) -> dict[str, str | None]:
-    """For each changed row, the comment its state now holds: its new version's (stripped), or None
-    when it is erased or that version has none. A row that only changed its first moment is left out."""
-    best = newest(versions)
-    found: dict[str, str | None] = {}
-    for row in rows:
-        incoming = best.get(row.response_id)
-        if row.erased:
-            found[row.response_id] = None
-        elif incoming is not None and incoming.version == row.version and incoming.respondent_key == row.respondent_key:
-            found[row.response_id] = (incoming.comment or "").strip() or None
-    return found
 
 
 @dataclass(frozen=True, slots=True)

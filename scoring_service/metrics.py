@@ -41,13 +41,3 @@ SEGMENT_RESPONSES = Gauge(
     ["segment", "category"],
 )
 SEGMENT_WINDOW_DAYS = Gauge("nps_segment_window_days", "Days in the window of the nps_segment_* gauges.")
-# One series per theme of the taxonomy (an operator's file, not the data) and category, over the
-# whole population (segment `all`) in the same window as nps_segment_*.
-THEME_MENTIONS = Gauge(
-    "nps_theme_mentions",
-    "Comments of the last metric window that mention each theme of the taxonomy, by category.",
-    ["theme", "category"],
-)
-THEME_COMMENTED = Gauge(
-    "nps_theme_commented", "Responses of the last metric window with a comment, by category.", ["category"]
-)

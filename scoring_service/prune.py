@@ -5,10 +5,11 @@ daily job (deploy/kubernetes/prune-cronjob.yaml); `--dry-run` only counts."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
 from scoring_service import repository
-from scoring_service.repository import SCORES, THEMES, Pruned
+from scoring_service.repository import SCORES, Pruned, Store
 from scoring_service.settings import ScoringSettings
 from shared.db import make_engine
 from shared.windows import utc_day
@@ -20,7 +21,14 @@ class RetentionNotSet(Exception):
     pass
 
 
-async def run(settings: ScoringSettings, *, dry_run: bool, today: date | None = None) -> dict[str, Pruned]:
+async def run(
+    settings: ScoringSettings,
+    *,
+    dry_run: bool,
+    today: date | None = None,
+    stores: Sequence[tuple[str, Store]] = (("scoring", SCORES),),
+) -> dict[str, Pruned]:
+    """Prune each of `stores`, by name (scoring's own; `nps scoring prune` adds themes')."""
     cutoff = settings.retention_cutoff(today or utc_day(datetime.now(UTC)))
     if cutoff is None:
         raise RetentionNotSet(
@@ -30,7 +38,7 @@ async def run(settings: ScoringSettings, *, dry_run: bool, today: date | None = 
     engine = make_engine(settings.require_database_url())
     done: dict[str, Pruned] = {}
     try:
-        for name, where in (("scoring", SCORES), ("themes", THEMES)):
+        for name, where in stores:
             if dry_run:
                 async with engine.connect() as conn:
                     done[name] = await repository.count_before(conn, cutoff, where)
@@ -51,7 +59,7 @@ async def run(settings: ScoringSettings, *, dry_run: bool, today: date | None = 
     for name, pruned in done.items():
         print(
             f"{name}: {verb} {pruned.responses:,} responses, {pruned.daily:,} daily rows"
-            + (f", {pruned.comments:,} kept comments" if name == "themes" else "")
+            + (f", {pruned.comments:,} kept comments" if dict(stores)[name].comments else "")
             + f" answered before {cutoff} (NPS_SCORING_RETENTION_DAYS={settings.retention_days})"
         )
     return done

@@ -19,9 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scoring_service import repository
 from scoring_service.bootstrap import count_responses
-from scoring_service.repository import SCORES, THEMES, Store
+from scoring_service.handlers import SCORING, Counting
+from scoring_service.repository import SCORES, Store
 from scoring_service.settings import ScoringSettings
-from scoring_service.themes import Taxonomy
 from shared.consumer import Message
 from shared.db import make_engine
 from shared.kafka import reading_from_start
@@ -76,20 +76,20 @@ async def replay(
     *,
     batch: int = 10_000,
     idle_polls: int = 3,
-    taxonomy: Taxonomy | None = None,
+    counting: Counting = SCORING,
 ) -> Report:
     """The responses topic from offset 0, through the service's handler (the themes consumer's with
-    a taxonomy), one transaction a batch."""
-    where = SCORES if taxonomy is None else THEMES
+    themes' counting), one transaction a batch."""
+    where = counting.store
     async with engine.connect() as conn:
         stored = await repository.count_rows(conn, where.responses)
     if stored:
-        command = "nps scoring rebuild" if taxonomy is None else "nps themes rebuild"
+        command = f"nps {counting.service} rebuild"
         raise NotEmpty(
             f"scoring.{where.responses} already holds {stored:,} responses: replay fills an empty one "
             f"(use plain `{command}` to recompute from them)"
         )
-    handler = count_responses(settings, taxonomy)
+    handler = count_responses(settings, counting)
     events = undecodable = 0
     started = time.perf_counter()
     async with reading_from_start(settings.require_bootstrap(), settings.topics.responses) as consumer:
@@ -118,12 +118,10 @@ async def replay(
     return Report("replay", events=events, undecodable=undecodable, seconds=max(seconds, 1e-9), daily_rows=rows)
 
 
-async def run(
-    settings: ScoringSettings, *, replay_log: bool, check_only: bool, taxonomy: Taxonomy | None = None
-) -> int:
-    """`nps scoring rebuild`, or with a taxonomy `nps themes rebuild` (theme_responses, theme_daily)."""
+async def run(settings: ScoringSettings, *, replay_log: bool, check_only: bool, counting: Counting = SCORING) -> int:
+    """`nps scoring rebuild`, or with themes' counting `nps themes rebuild` (theme_responses, theme_daily)."""
     engine = make_engine(settings.require_database_url())
-    where = SCORES if taxonomy is None else THEMES
+    where = counting.store
     # The collector as the consumers have it once started. At Python's default, a 200,000-event
     # replay spent ~0.35 s of its ~4.5 in collections; ~0.1 s with this.
     tune_gc()
@@ -131,11 +129,11 @@ async def run(
         if check_only:
             report = await check(engine, where)
         elif replay_log:
-            report = await replay(settings, engine, taxonomy=taxonomy)
+            report = await replay(settings, engine, counting=counting)
         else:
             report = await from_responses(engine, where)
     except NotEmpty as exc:
-        print(f"nps {'scoring' if taxonomy is None else 'themes'} rebuild --replay: {exc}")
+        print(f"nps {counting.service} rebuild --replay: {exc}")
         return 2
     finally:
         await engine.dispose()

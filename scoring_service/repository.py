@@ -12,7 +12,6 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from scoring_service.domain import SEPARATOR, Stored, split_segment
-from scoring_service.themes import ALL
 from shared.consumer import RetryBatch
 from shared.db import UNIQUE_VIOLATION, copy_rows, sqlstate_of
 from shared.nps import Counts
@@ -58,15 +57,17 @@ class Store:
 
     responses: str
     daily: str
+    comments: str | None  # the kept comments of the responses (themes), pruned with them
     lock: sa.TextClause
     update: sa.TextClause
     upsert_daily: sa.TextClause
 
 
-def store(responses: str, daily: str) -> Store:
+def store(responses: str, daily: str, comments: str | None = None) -> Store:
     return Store(
         responses,
         daily,
+        comments,
         lock=sa.text(
             f"""
             SELECT {_COLUMNS} FROM {SCHEMA}.{responses}
@@ -100,7 +101,6 @@ def store(responses: str, daily: str) -> Store:
 
 
 SCORES = store("responses", "daily_counts")
-THEMES = store("theme_responses", "theme_daily")
 
 _SUM_RANGE = sa.text(
     f"""
@@ -214,46 +214,6 @@ def _response_params(rows: Sequence[Stored]) -> dict[str, list[Any]]:
         "days": [r.day for r in rows],
         "segments": [joined(r.segments) for r in rows],
     }
-
-
-_KEEP_COMMENTS = sa.text(
-    f"""
-    INSERT INTO {SCHEMA}.theme_comments (response_id, comment)
-    SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:comments AS text[]))
-    ON CONFLICT (response_id) DO UPDATE SET comment = EXCLUDED.comment
-    """
-)
-_DROP_COMMENTS = sa.text(f"DELETE FROM {SCHEMA}.theme_comments WHERE response_id = ANY(CAST(:ids AS text[]))")
-
-
-async def keep_comments(conn: AsyncConnection, comments: Mapping[str, str | None]) -> None:
-    """The themes consumer's comments: each response's current one, or None to forget it (erased,
-    revised to none)."""
-    kept = sorted((rid, text) for rid, text in comments.items() if text is not None)
-    dropped = sorted(rid for rid, text in comments.items() if text is None)
-    if kept:
-        await conn.execute(_KEEP_COMMENTS, {"ids": [r for r, _ in kept], "comments": [t for _, t in kept]})
-    if dropped:
-        await conn.execute(_DROP_COMMENTS, {"ids": dropped})
-
-
-async def comments_in(
-    conn: AsyncConnection, segment: str, days: DayRange, scores: tuple[int, int] = (0, 10)
-) -> list[str]:
-    """The comments the themes consumer holds for a segment's responses answered in `days` with a
-    score in `scores` (both ends included), by response id."""
-    rows = await conn.execute(
-        sa.text(
-            f"""
-            SELECT c.comment FROM {SCHEMA}.theme_comments c JOIN {SCHEMA}.theme_responses r USING (response_id)
-            WHERE NOT r.erased AND r.day BETWEEN :first AND :last AND r.score BETWEEN :low AND :high
-              AND :key = ANY({split_in_sql("r.segments")})
-            ORDER BY c.response_id
-            """
-        ),
-        {"first": days.first, "last": days.last, "low": scores[0], "high": scores[1], "key": f"{ALL}@{segment}"},
-    )
-    return [r.comment for r in rows]
 
 
 ERASURES = Erasures(SCHEMA)  # scoring.erasures: requests remembered for late events
@@ -397,19 +357,6 @@ async def current_and_baseline(
     return {s: found.get(s, (Counts(), Counts())) for s in segments}
 
 
-async def theme_sums(conn: AsyncConnection, keys: Sequence[str], days: DayRange) -> dict[str, Counts]:
-    """The counts of these theme keys (`<theme>@<segment>`) over the days (absent: none)."""
-    rows = await conn.execute(
-        sa.text(
-            f"""SELECT segment, sum(promoters) AS p, sum(passives) AS pa, sum(detractors) AS d
-                FROM {SCHEMA}.{THEMES.daily} WHERE segment = ANY(CAST(:keys AS text[]))
-                AND day BETWEEN :first AND :last GROUP BY segment"""
-        ),
-        {"keys": list(keys), "first": days.first, "last": days.last},
-    )
-    return {r.segment: Counts(int(r.p), int(r.pa), int(r.d)) for r in rows}
-
-
 async def days_of(conn: AsyncConnection, segments: Sequence[str], days: DayRange) -> dict[str, dict[date, Counts]]:
     """Each segment's non-zero days in the range (a segment with none maps to {})."""
     rows = await conn.execute(_DAYS_OF, {"segments": list(segments), "first": days.first, "last": days.last})
@@ -448,9 +395,9 @@ async def prune_before(conn: AsyncConnection, cutoff: date, where: Store, limit:
             {"ids": ids},
         )
         comments = 0
-        if where is THEMES:
+        if where.comments is not None:
             gone = await conn.execute(
-                sa.text(f"DELETE FROM {SCHEMA}.theme_comments WHERE response_id = ANY(CAST(:ids AS text[]))"),
+                sa.text(f"DELETE FROM {SCHEMA}.{where.comments} WHERE response_id = ANY(CAST(:ids AS text[]))"),
                 {"ids": ids},
             )
             comments = gone.rowcount
@@ -474,10 +421,10 @@ async def count_before(conn: AsyncConnection, cutoff: date, where: Store) -> Pru
         sa.text(f"SELECT count(*) FROM {SCHEMA}.{where.daily} WHERE day < :cutoff"), {"cutoff": cutoff}
     )
     comments = 0
-    if where is THEMES:
+    if where.comments is not None:
         comments = await conn.scalar(
             sa.text(
-                f"""SELECT count(*) FROM {SCHEMA}.theme_comments c JOIN {SCHEMA}.{where.responses} r
+                f"""SELECT count(*) FROM {SCHEMA}.{where.comments} c JOIN {SCHEMA}.{where.responses} r
                     USING (response_id) WHERE r.day < :cutoff"""
             ),
             {"cutoff": cutoff},

@@ -266,7 +266,7 @@ def add_rebuild(actions: Any, themes: bool, help: str) -> None:
 
 
 def taxonomy_command(args: argparse.Namespace) -> int:
-    from scoring_service import themes
+    from themes_service import taxonomy as themes
 
     if args.action == "check":
         return themes.check_command(args.file)

@@ -15,9 +15,9 @@ from delivery_service.settings import DeliverySettings
 from followup_service.settings import FollowUpSettings
 from ingest_service.settings import IngestSettings
 from scoring_service.settings import ScoringSettings
-from scoring_service.themes_service.settings import ThemesSettings
 from services.launcher import LauncherSettings
 from shared.settings import InfraSettings, ServiceSettings
+from themes_service.settings import ThemesSettings
 
 PATH = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 

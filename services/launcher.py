@@ -56,8 +56,8 @@ SERVICE_MODULES = {
     "followup": ("followup_service", "FollowUpSettings"),
     "alerts": ("alerts_service", "AlertSettings"),
     "delivery": ("delivery_service", "DeliverySettings"),
-    # scoring's second consumer: comments tagged with themes (its own process: tagging never slows scoring)
-    "themes": ("scoring_service.themes_service", "ThemesSettings"),
+    # comments tagged with themes, counted by scoring's rule (its own process: tagging never slows scoring)
+    "themes": ("themes_service", "ThemesSettings"),
 }
 
 

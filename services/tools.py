@@ -150,7 +150,8 @@ def replay_ingest(since: datetime | None) -> int:
 def rebuild_counts(*, replay_log: bool, check_only: bool, themes: bool = False) -> int:
     """`nps scoring rebuild`, or `nps themes rebuild` (the theme counts, with NPS_THEMES_TAXONOMY)."""
     from scoring_service import rebuild
-    from scoring_service.themes_service.settings import ThemesSettings
+    from scoring_service.handlers import SCORING, Counting
+    from themes_service.settings import ThemesSettings
 
     launcher = LauncherSettings()
     logs.configure(launcher.log_level, "themes-rebuild" if themes else "scoring-rebuild", launcher.log_format)
@@ -162,16 +163,17 @@ def rebuild_counts(*, replay_log: bool, check_only: bool, themes: bool = False) 
         )
     else:
         settings = ThemesSettings(database_url=url, pseudonym_secret=secret)
-    taxonomy = None
+    counting: Counting = SCORING
     if themes:
-        from scoring_service.themes import ThemesError, load_taxonomy
+        from themes_service.handlers import ThemeCounts
+        from themes_service.taxonomy import ThemesError, load_taxonomy
 
         try:
-            taxonomy = load_taxonomy(settings.taxonomy)
+            counting = ThemeCounts(load_taxonomy(settings.taxonomy))
         except ThemesError as exc:
             print(exc, file=sys.stderr)
             return 2
-    return asyncio.run(rebuild.run(settings, replay_log=replay_log, check_only=check_only, taxonomy=taxonomy))
+    return asyncio.run(rebuild.run(settings, replay_log=replay_log, check_only=check_only, counting=counting))
 
 
 def prune_counts(*, dry_run: bool) -> int:
@@ -191,7 +193,10 @@ def prune_counts(*, dry_run: bool) -> int:
         print(f"nps scoring prune: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(prune.run(settings, dry_run=dry_run))
+        from scoring_service.repository import SCORES
+        from themes_service.repository import THEMES
+
+        asyncio.run(prune.run(settings, dry_run=dry_run, stores=(("scoring", SCORES), ("themes", THEMES))))
     except prune.RetentionNotSet as exc:
         print(f"nps scoring prune: {exc}", file=sys.stderr)
         return 2
@@ -251,8 +256,8 @@ def policy_reload() -> int:
 
 
 def suggest_themes(args: argparse.Namespace) -> int:
-    from scoring_service import suggest
     from scoring_service.settings import ScoringSettings
+    from themes_service import suggest
 
     launcher = LauncherSettings()
     logs.configure(launcher.log_level, "themes-suggest", launcher.log_format)

@@ -12,8 +12,6 @@ from prometheus_client import REGISTRY
 
 from scoring_service.bootstrap import spec as scoring_spec
 from scoring_service.settings import ScoringSettings
-from scoring_service.themes_service.bootstrap import spec as themes_spec
-from scoring_service.themes_service.settings import ThemesSettings
 from shared.db import make_engine
 from shared.events import RespondentErased, ResponseRevised, ResponseSubmitted
 from tests.helpers import (
@@ -28,6 +26,8 @@ from tests.helpers import (
     submitted_event,
 )
 from tests.helpers import started_producer as producer_on
+from themes_service.bootstrap import spec as themes_spec
+from themes_service.settings import ThemesSettings
 
 pytestmark = pytest.mark.integration
 

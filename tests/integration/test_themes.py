@@ -22,11 +22,7 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from alerts_service.drivers import ThemeDrivers, describe
-from scoring_service import suggest
 from scoring_service.domain import Dimensions, SegmentPlan, Version, segments_of
-from scoring_service.themes import load_taxonomy, theme_keys
-from scoring_service.themes_service.bootstrap import create_app, spec
-from scoring_service.themes_service.settings import ThemesSettings
 from services.cli import main
 from shared.db import make_engine
 from shared.events import RespondentErased, ResponseRevised, ResponseSubmitted
@@ -44,6 +40,10 @@ from tests.helpers import (
     service_settings,
     started_producer,
 )
+from themes_service import suggest
+from themes_service.bootstrap import create_app, spec
+from themes_service.settings import ThemesSettings
+from themes_service.taxonomy import load_taxonomy, theme_keys
 
 pytestmark = pytest.mark.integration
 

@@ -16,6 +16,7 @@ import followup_service.metrics
 import ingest_service.metrics
 import scoring_service.metrics
 import shared.metrics
+import themes_service.metrics
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 LOADED = (
@@ -25,6 +26,7 @@ LOADED = (
     ingest_service.metrics,
     scoring_service.metrics,
     shared.metrics,
+    themes_service.metrics,
 )
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scoring_service import suggest
-from scoring_service.themes import DEFAULT_THEMES, load_taxonomy
 from tests.data.suggest_corpus import HIDDEN, corpus
+from themes_service import suggest
+from themes_service.taxonomy import DEFAULT_THEMES, load_taxonomy
 
 TAXONOMY = load_taxonomy()
 COMMENTS, TRUTH = corpus(3_000)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scoring_service.themes import ThemesError, evaluate, load_taxonomy, normalise
+from themes_service.taxonomy import ThemesError, evaluate, load_taxonomy, normalise
 
 TAXONOMY = load_taxonomy()
 EVAL = Path(__file__).resolve().parents[1] / "data" / "themes_eval.jsonl"
@@ -111,7 +111,7 @@ def test_the_commands_check_a_taxonomy_and_evaluate_a_labelled_set(
     from services.cli import main
 
     assert (
-        main(["themes", "check", str(Path(__file__).resolve().parents[2] / "scoring_service" / "default_themes.yaml")])
+        main(["themes", "check", str(Path(__file__).resolve().parents[2] / "themes_service" / "default_themes.yaml")])
         == 0
     )
     bad = tmp_path / "bad.yaml"

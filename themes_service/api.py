@@ -11,15 +11,15 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
-from scoring_service import repository
 from scoring_service.api import Interval, days_of, figures
 from scoring_service.deps import AsOf, Segment, Span, WindowQ, invalid_query, window_days
 from scoring_service.repository import SCHEMA
-from scoring_service.themes import ALL, COMMENTED, Taxonomy
 from shared.auth import KEY_PROBLEMS, requires
 from shared.nps import Counts, normal_cdf
 from shared.service import ReadConnection
 from shared.windows import DayRange, preceding, series, window
+from themes_service.repository import THEMES, theme_sums
+from themes_service.taxonomy import ALL, COMMENTED, Taxonomy
 
 CategoryQ = Literal["promoter", "passive", "detractor"]
 
@@ -136,7 +136,7 @@ async def get_themes(
     category: Annotated[CategoryQ | None, Query(description="only comments of this category")] = None,
 ) -> ThemesAnswer:
     days = _window(as_of, window)
-    found = await repository.theme_sums(conn, [f"{t}@{segment}" for t in [ALL, COMMENTED, *themes.themes]], days)
+    found = await theme_sums(conn, [f"{t}@{segment}" for t in [ALL, COMMENTED, *themes.themes]], days)
     everyone, commented = found.get(f"{ALL}@{segment}", Counts()), found.get(f"{COMMENTED}@{segment}", Counts())
     rows = []
     for theme in themes.themes:
@@ -193,7 +193,7 @@ async def get_drivers(
     current = _window(as_of, window)
     before = preceding(current, window_days(baseline, "baseline"))
     keys = [f"{t}@{segment}" for t in [COMMENTED, *themes.themes]]
-    now, then = await repository.theme_sums(conn, keys, current), await repository.theme_sums(conn, keys, before)
+    now, then = await theme_sums(conn, keys, current), await theme_sums(conn, keys, before)
     d_now = now.get(f"{COMMENTED}@{segment}", Counts())
     d_then = then.get(f"{COMMENTED}@{segment}", Counts())
     drivers = []
@@ -252,7 +252,7 @@ async def get_series(
     mentioned, commented = f"{theme}@{segment}", f"{COMMENTED}@{segment}"
     rows = await conn.execute(
         sa.text(
-            f"""SELECT segment, day, promoters, passives, detractors FROM {SCHEMA}.theme_daily
+            f"""SELECT segment, day, promoters, passives, detractors FROM {SCHEMA}.{THEMES.daily}
                 WHERE segment = ANY(CAST(:keys AS text[])) AND day BETWEEN :first AND :last"""
         ),
         {"keys": [mentioned, commented], "first": span.days.first, "last": span.days.last},

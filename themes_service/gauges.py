@@ -9,11 +9,12 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from scoring_service import metrics, repository
-from scoring_service.themes import COMMENTED, Taxonomy
 from shared.nps import Counts
 from shared.segments import OVERALL
 from shared.windows import utc_day, window
+from themes_service import metrics
+from themes_service.repository import theme_sums
+from themes_service.taxonomy import COMMENTED, Taxonomy
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +26,7 @@ class ThemeGauges:
     async def __call__(self, conn: AsyncConnection) -> None:
         days = window(utc_day(self.clock()), self.window_days)
         names = [COMMENTED, *self.taxonomy.themes]
-        found = await repository.theme_sums(conn, [f"{name}@{OVERALL}" for name in names], days)
+        found = await theme_sums(conn, [f"{name}@{OVERALL}" for name in names], days)
         for category, n in found.get(f"{COMMENTED}@{OVERALL}", Counts()).by_category():
             metrics.THEME_COMMENTED.labels(category).set(n)
         for theme in self.taxonomy.themes:

@@ -10,14 +10,15 @@ from fastapi import FastAPI
 
 from scoring_service.bootstrap import clock, count_responses
 from scoring_service.repository import SCHEMA
-from scoring_service.themes import Taxonomy, load_taxonomy
-from scoring_service.themes_service.api import router
-from scoring_service.themes_service.gauges import ThemeGauges
-from scoring_service.themes_service.settings import ThemesSettings
 from shared.http import create_base_app, health_router
 from shared.service import ConsumerSpec, consuming_lifespan
 from shared.windows import parse_window
 from shared.wire import decode_response
+from themes_service.api import router
+from themes_service.gauges import ThemeGauges
+from themes_service.handlers import ThemeCounts
+from themes_service.settings import ThemesSettings
+from themes_service.taxonomy import Taxonomy, load_taxonomy
 
 
 def spec(
@@ -31,7 +32,7 @@ def spec(
         topic=settings.topics.responses,
         group_id=settings.group_id,
         decode=decode_response,
-        handler=count_responses(settings, taxonomy, now),
+        handler=count_responses(settings, ThemeCounts(taxonomy), now),
         tick=ThemeGauges(taxonomy, parse_window(settings.metric_window), now),  # the only periodic step
         tick_s=settings.metric_interval_s,
     )

@@ -37,11 +37,11 @@ from datetime import UTC, date, datetime
 
 import yaml
 
-from scoring_service import repository
 from scoring_service.domain import Dimensions, parse_segment
-from scoring_service.themes import Taxonomy, ThemesError, load_taxonomy, normalise, stems
 from shared.db import make_engine
 from shared.windows import parse_window, window
+from themes_service.repository import comments_in
+from themes_service.taxonomy import Taxonomy, ThemesError, load_taxonomy, normalise, stems
 
 
 def _words(text: str) -> frozenset[str]:
@@ -421,7 +421,7 @@ async def run(database_url: str, request: Request, dimensions: Dimensions) -> in
     engine = make_engine(database_url)
     try:
         async with engine.connect() as conn:
-            comments = await repository.comments_in(
+            comments = await comments_in(
                 conn, segment, days, CATEGORY_SCORES[request.category] if request.category else (0, 10)
             )
     finally:

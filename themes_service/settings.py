@@ -25,5 +25,5 @@ class ThemesSettings(ScoringSettings):
         default=None,
         validation_alias="NPS_THEMES_TAXONOMY",
         description="the theme taxonomy (YAML; docs/themes.md); default: the one shipped "
-        "(scoring_service/default_themes.yaml)",
+        "(themes_service/default_themes.yaml)",
     )
