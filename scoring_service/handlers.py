@@ -51,7 +51,8 @@ def version_of(event: Response, pseudonyms: Pseudonyms) -> Version:
 
 class Counting(Protocol):
     """What a consumer of the responses topic counts, under the one exactness rule (domain.apply):
-    where its rows go, under which keys a response counts (from the response and its segments),
+    where its rows go (a Store: responses, daily counts, the segment catalog and erasures of its
+    service's schema), under which keys a response counts (from the response and its segments),
     and its own last step of a batch. Scoring's is `Scores`; themes' (themes_service) counts each
     response under its comment's themes per segment."""
 
@@ -78,7 +79,7 @@ class Scores:
         return segments
 
     async def finish(self, conn: AsyncConnection, outcome: Outcome, versions: Sequence[Version]) -> None:
-        await repository.catalog_segments(conn, {s for row in outcome.rows for s in row.segments})
+        await repository.catalog_segments(conn, {s for row in outcome.rows for s in row.segments}, self.store.schema)
         await repository.mark_changed(conn, {segment for segment, _ in outcome.deltas})
 
 
@@ -112,12 +113,13 @@ class CountResponses:
                     versions.append(version)
         requested = self.pseudonyms.latest_requests(m.event for m in batch)
 
-        erasures = await repository.ERASURES.record(conn, requested)
         where = self.counting.store
+        erasures = await where.erasures.record(conn, requested)
         existing = await repository.lock_responses(conn, (v.response_id for v in versions), requested, where)
         others = {v.respondent_key for v in versions} | {r.respondent_key for r in existing.values()}
-        erasures.update(await repository.ERASURES.of(conn, others - erasures.keys()))
-        known, per_dimension = await repository.known_segments(conn, candidate_values(versions, self.dimensions))
+        erasures.update(await where.erasures.of(conn, others - erasures.keys()))
+        candidates = candidate_values(versions, self.dimensions)
+        known, per_dimension = await repository.known_segments(conn, candidates, where.schema)
         plan = SegmentPlan(known, per_dimension, self.max_values)
         keys, dimensions = self.counting.keys, self.dimensions
         outcome = apply(existing, versions, erasures, lambda v: keys(v, segments_of(v, dimensions, plan)))

@@ -62,7 +62,7 @@ async def from_responses(engine: AsyncEngine, where: Store = SCORES) -> Report:
 async def check(engine: AsyncEngine, where: Store = SCORES) -> Report:
     async with engine.connect() as conn:
         differences = await repository.differences(conn, where)
-        rows = await repository.count_rows(conn, where.daily)
+        rows = await repository.count_rows(conn, where, where.daily)
     return Report("check", daily_rows=rows, differences=differences)
 
 
@@ -82,11 +82,11 @@ async def replay(
     themes' counting), one transaction a batch."""
     where = counting.store
     async with engine.connect() as conn:
-        stored = await repository.count_rows(conn, where.responses)
+        stored = await repository.count_rows(conn, where, where.responses)
     if stored:
         command = f"nps {counting.service} rebuild"
         raise NotEmpty(
-            f"scoring.{where.responses} already holds {stored:,} responses: replay fills an empty one "
+            f"{where.schema}.{where.responses} already holds {stored:,} responses: replay fills an empty one "
             f"(use plain `{command}` to recompute from them)"
         )
     handler = count_responses(settings, counting)
@@ -114,7 +114,7 @@ async def replay(
             events += sum(len(v) for v in records.values())
     seconds = time.perf_counter() - started - 0.5 * idle_polls  # the idle polls that ended it
     async with engine.connect() as conn:
-        rows = await repository.count_rows(conn, where.daily)
+        rows = await repository.count_rows(conn, where, where.daily)
     return Report("replay", events=events, undecodable=undecodable, seconds=max(seconds, 1e-9), daily_rows=rows)
 
 

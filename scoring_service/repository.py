@@ -55,22 +55,28 @@ class Store:
     `theme_daily`, whose segment keys are `<theme>@<segment>`). The same statements, so both follow
     the same exactness rule the same way."""
 
+    schema: str
     responses: str
     daily: str
     comments: str | None  # the kept comments of the responses (themes), pruned with them
+    erasures: Erasures  # <schema>.erasures: requests remembered for late events
     lock: sa.TextClause
     update: sa.TextClause
     upsert_daily: sa.TextClause
 
 
-def store(responses: str, daily: str, comments: str | None = None) -> Store:
+def store(schema: str, responses: str, daily: str, comments: str | None = None) -> Store:
+    """A Store's statements for these tables of `schema` (each also has `segments`, the catalog of
+    the segments it counts, and `erasures`)."""
     return Store(
+        schema,
         responses,
         daily,
         comments,
+        Erasures(schema),
         lock=sa.text(
             f"""
-            SELECT {_COLUMNS} FROM {SCHEMA}.{responses}
+            SELECT {_COLUMNS} FROM {schema}.{responses}
             WHERE response_id = ANY(CAST(:ids AS text[])) OR respondent_key = ANY(CAST(:erased AS text[]))
             ORDER BY response_id
             FOR UPDATE
@@ -78,7 +84,7 @@ def store(responses: str, daily: str, comments: str | None = None) -> Store:
         ),
         update=sa.text(
             f"""
-            UPDATE {SCHEMA}.{responses} AS r SET
+            UPDATE {schema}.{responses} AS r SET
                 version = n.versions, first_at = n.firsts, erased = n.erased, score = n.scores, day = n.days,
                 segments = n.segs
             FROM {_UNNEST}
@@ -87,7 +93,7 @@ def store(responses: str, daily: str, comments: str | None = None) -> Store:
         ),
         upsert_daily=sa.text(
             f"""
-            INSERT INTO {SCHEMA}.{daily} AS d (segment, day, promoters, passives, detractors)
+            INSERT INTO {schema}.{daily} AS d (segment, day, promoters, passives, detractors)
             SELECT * FROM unnest(
                 CAST(:segments AS text[]), CAST(:days AS date[]),
                 CAST(:promoters AS integer[]), CAST(:passives AS integer[]), CAST(:detractors AS integer[]))
@@ -100,7 +106,7 @@ def store(responses: str, daily: str, comments: str | None = None) -> Store:
     )
 
 
-SCORES = store("responses", "daily_counts")
+SCORES = store(SCHEMA, "responses", "daily_counts")
 
 _SUM_RANGE = sa.text(
     f"""
@@ -189,7 +195,7 @@ async def insert_responses(conn: AsyncConnection, rows: Sequence[Stored], where:
         for r in rows
     ]
     try:
-        await copy_rows(conn, f"{SCHEMA}.{where.responses}", _COLUMN_NAMES, values)
+        await copy_rows(conn, f"{where.schema}.{where.responses}", _COLUMN_NAMES, values)
     except sa.exc.IntegrityError as exc:
         if sqlstate_of(exc) == UNIQUE_VIOLATION:
             raise RetryBatch("a response was written by a concurrent transaction") from exc
@@ -216,21 +222,18 @@ def _response_params(rows: Sequence[Stored]) -> dict[str, list[Any]]:
     }
 
 
-ERASURES = Erasures(SCHEMA)  # scoring.erasures: requests remembered for late events
-
-
 async def known_segments(
-    conn: AsyncConnection, candidates: Iterable[tuple[str, str]]
+    conn: AsyncConnection, candidates: Iterable[tuple[str, str]], schema: str = SCHEMA
 ) -> tuple[set[tuple[str, str]], dict[str, int]]:
-    """Which of these (dimension, value) pairs are catalogued, and how many values each of their
-    dimensions has (for the cardinality cap)."""
+    """Which of these (dimension, value) pairs are catalogued (in `schema`'s catalog), and how many
+    values each of their dimensions has (for the cardinality cap)."""
     pairs = sorted(set(candidates))
     if not pairs:
         return set(), {}
     known = await conn.execute(
         sa.text(
             f"""
-            SELECT s.dimension, s.value FROM {SCHEMA}.segments s
+            SELECT s.dimension, s.value FROM {schema}.segments s
             JOIN unnest(CAST(:dims AS text[]), CAST(:vals AS text[])) AS c(d, v) ON s.dimension = c.d AND s.value = c.v
             """
         ),
@@ -242,7 +245,7 @@ async def known_segments(
     if dims:
         rows = await conn.execute(
             sa.text(
-                f"SELECT dimension, count(*) AS n FROM {SCHEMA}.segments WHERE dimension = ANY(:dims) GROUP BY dimension"
+                f"SELECT dimension, count(*) AS n FROM {schema}.segments WHERE dimension = ANY(:dims) GROUP BY dimension"
             ),
             {"dims": dims},
         )
@@ -250,7 +253,7 @@ async def known_segments(
     return found, counts
 
 
-async def catalog_segments(conn: AsyncConnection, segments: Iterable[str]) -> None:
+async def catalog_segments(conn: AsyncConnection, segments: Iterable[str], schema: str = SCHEMA) -> None:
     keys = sorted({s for s in segments if s != "all"})
     if not keys:
         return
@@ -258,7 +261,7 @@ async def catalog_segments(conn: AsyncConnection, segments: Iterable[str]) -> No
     await conn.execute(
         sa.text(
             f"""
-            INSERT INTO {SCHEMA}.segments (segment, dimension, value)
+            INSERT INTO {schema}.segments (segment, dimension, value)
             SELECT * FROM unnest(CAST(:keys AS text[]), CAST(:dims AS text[]), CAST(:vals AS text[]))
             ON CONFLICT DO NOTHING
             """
@@ -384,28 +387,28 @@ async def prune_before(conn: AsyncConnection, cutoff: date, where: Store, limit:
     ids = list(
         (
             await conn.execute(
-                sa.text(f"SELECT response_id FROM {SCHEMA}.{where.responses} WHERE day < :cutoff LIMIT :limit"),
+                sa.text(f"SELECT response_id FROM {where.schema}.{where.responses} WHERE day < :cutoff LIMIT :limit"),
                 {"cutoff": cutoff, "limit": limit},
             )
         ).scalars()
     )
     if ids:
         await conn.execute(
-            sa.text(f"DELETE FROM {SCHEMA}.{where.responses} WHERE response_id = ANY(CAST(:ids AS text[]))"),
+            sa.text(f"DELETE FROM {where.schema}.{where.responses} WHERE response_id = ANY(CAST(:ids AS text[]))"),
             {"ids": ids},
         )
         comments = 0
         if where.comments is not None:
             gone = await conn.execute(
-                sa.text(f"DELETE FROM {SCHEMA}.{where.comments} WHERE response_id = ANY(CAST(:ids AS text[]))"),
+                sa.text(f"DELETE FROM {where.schema}.{where.comments} WHERE response_id = ANY(CAST(:ids AS text[]))"),
                 {"ids": ids},
             )
             comments = gone.rowcount
         return Pruned(len(ids), 0, comments)
     daily = await conn.execute(
         sa.text(
-            f"""DELETE FROM {SCHEMA}.{where.daily} WHERE (segment, day) IN
-                (SELECT segment, day FROM {SCHEMA}.{where.daily} WHERE day < :cutoff LIMIT :limit)"""
+            f"""DELETE FROM {where.schema}.{where.daily} WHERE (segment, day) IN
+                (SELECT segment, day FROM {where.schema}.{where.daily} WHERE day < :cutoff LIMIT :limit)"""
         ),
         {"cutoff": cutoff, "limit": limit},
     )
@@ -415,16 +418,16 @@ async def prune_before(conn: AsyncConnection, cutoff: date, where: Store, limit:
 async def count_before(conn: AsyncConnection, cutoff: date, where: Store) -> Pruned:
     """What `prune_before` would delete in all (a dry run)."""
     responses = await conn.scalar(
-        sa.text(f"SELECT count(*) FROM {SCHEMA}.{where.responses} WHERE day < :cutoff"), {"cutoff": cutoff}
+        sa.text(f"SELECT count(*) FROM {where.schema}.{where.responses} WHERE day < :cutoff"), {"cutoff": cutoff}
     )
     daily = await conn.scalar(
-        sa.text(f"SELECT count(*) FROM {SCHEMA}.{where.daily} WHERE day < :cutoff"), {"cutoff": cutoff}
+        sa.text(f"SELECT count(*) FROM {where.schema}.{where.daily} WHERE day < :cutoff"), {"cutoff": cutoff}
     )
     comments = 0
     if where.comments is not None:
         comments = await conn.scalar(
             sa.text(
-                f"""SELECT count(*) FROM {SCHEMA}.{where.comments} c JOIN {SCHEMA}.{where.responses} r
+                f"""SELECT count(*) FROM {where.schema}.{where.comments} c JOIN {where.schema}.{where.responses} r
                     USING (response_id) WHERE r.day < :cutoff"""
             ),
             {"cutoff": cutoff},
@@ -440,7 +443,7 @@ def recomputed(where: Store = SCORES) -> str:
                count(*) FILTER (WHERE score >= 9) AS promoters,
                count(*) FILTER (WHERE score BETWEEN 7 AND 8) AS passives,
                count(*) FILTER (WHERE score <= 6) AS detractors
-        FROM {SCHEMA}.{where.responses}, unnest({split_in_sql("segments")}) AS segment
+        FROM {where.schema}.{where.responses}, unnest({split_in_sql("segments")}) AS segment
         WHERE NOT erased
         GROUP BY segment, day
     """
@@ -449,11 +452,11 @@ def recomputed(where: Store = SCORES) -> str:
 async def rebuild_daily(conn: AsyncConnection, where: Store = SCORES) -> int:
     """Recompute every daily count from the stored responses, in one statement; scoring's also marks
     every segment changed so its ScoreChanged goes out again. Returns the number of daily counts."""
-    await conn.execute(sa.text(f"LOCK TABLE {SCHEMA}.{where.daily} IN EXCLUSIVE MODE"))
-    await conn.execute(sa.text(f"DELETE FROM {SCHEMA}.{where.daily}"))
+    await conn.execute(sa.text(f"LOCK TABLE {where.schema}.{where.daily} IN EXCLUSIVE MODE"))
+    await conn.execute(sa.text(f"DELETE FROM {where.schema}.{where.daily}"))
     inserted = await conn.execute(
         sa.text(
-            f"INSERT INTO {SCHEMA}.{where.daily} (segment, day, promoters, passives, detractors) {recomputed(where)}"
+            f"INSERT INTO {where.schema}.{where.daily} (segment, day, promoters, passives, detractors) {recomputed(where)}"
         )
     )
     if where is SCORES:
@@ -487,7 +490,7 @@ async def differences(conn: AsyncConnection, where: Store = SCORES) -> int:
     """How many daily counts differ from a recompute from the stored responses (both ways)."""
     query = f"""
         WITH recomputed AS ({recomputed(where)}), live AS (
-            SELECT segment, day, promoters, passives, detractors FROM {SCHEMA}.{where.daily}
+            SELECT segment, day, promoters, passives, detractors FROM {where.schema}.{where.daily}
             WHERE promoters + passives + detractors > 0
         )
         SELECT count(*) FROM ((SELECT * FROM recomputed EXCEPT SELECT * FROM live)
@@ -496,10 +499,8 @@ async def differences(conn: AsyncConnection, where: Store = SCORES) -> int:
     return int((await conn.execute(sa.text(query))).scalar_one())
 
 
-_COUNTED = frozenset({"responses", "daily_counts", "theme_responses", "theme_daily", "theme_comments"})
-
-
-async def count_rows(conn: AsyncConnection, table: str) -> int:
-    if table not in _COUNTED:  # a table name goes into the SQL: only ours
-        raise ValueError(f"not one of scoring's counted tables: {table!r}")
-    return int((await conn.execute(sa.text(f"SELECT count(*) FROM {SCHEMA}.{table}"))).scalar_one())
+async def count_rows(conn: AsyncConnection, where: Store, table: str) -> int:
+    """Rows in one of the store's tables (`where.responses`, `where.daily`): names of ours only."""
+    if table not in (where.responses, where.daily, where.comments):
+        raise ValueError(f"not one of the store's tables: {table!r}")
+    return int((await conn.execute(sa.text(f"SELECT count(*) FROM {where.schema}.{table}"))).scalar_one())

@@ -29,11 +29,14 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Every schema's migrations, in order: `auth` (the API keys every service reads) first, since its
-# first migration takes over the keys ingest kept before; the services have no order between them.
+# first migration takes over the keys ingest kept before; `themes` after `scoring`, since its first
+# migration (themes_0001) moves the theme tables scoring's history created (scoring_0005-0007) into
+# its own schema. The other services have no order between them.
 SERVICE_SCHEMAS = {
     "auth": "shared:migrations",
     "ingest": "ingest_service:migrations",
     "scoring": "scoring_service:migrations",
+    "themes": "themes_service:migrations",
     "followup": "followup_service:migrations",
     "alerts": "alerts_service:migrations",
     "delivery": "delivery_service:migrations",

@@ -13,12 +13,11 @@ from pydantic import BaseModel, Field
 
 from scoring_service.api import Interval, days_of, figures
 from scoring_service.deps import AsOf, Segment, Span, WindowQ, invalid_query, window_days
-from scoring_service.repository import SCHEMA
 from shared.auth import KEY_PROBLEMS, requires
 from shared.nps import Counts, normal_cdf
 from shared.service import ReadConnection
 from shared.windows import DayRange, preceding, series, window
-from themes_service.repository import THEMES, theme_sums
+from themes_service.repository import SCHEMA, THEMES, theme_sums
 from themes_service.taxonomy import ALL, COMMENTED, Taxonomy
 
 CategoryQ = Literal["promoter", "passive", "detractor"]

@@ -9,7 +9,6 @@ from typing import Any
 from fastapi import FastAPI
 
 from scoring_service.bootstrap import clock, count_responses
-from scoring_service.repository import SCHEMA
 from shared.http import create_base_app, health_router
 from shared.service import ConsumerSpec, consuming_lifespan
 from shared.windows import parse_window
@@ -17,6 +16,7 @@ from shared.wire import decode_response
 from themes_service.api import router
 from themes_service.gauges import ThemeGauges
 from themes_service.handlers import ThemeCounts
+from themes_service.repository import SCHEMA
 from themes_service.settings import ThemesSettings
 from themes_service.taxonomy import Taxonomy, load_taxonomy
 

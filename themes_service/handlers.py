@@ -10,15 +10,17 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from scoring_service.domain import Outcome, Stored, Version, newest
-from scoring_service.repository import Store
+from scoring_service.repository import Store, catalog_segments
 from themes_service.repository import THEMES, keep_comments
-from themes_service.taxonomy import Taxonomy, theme_keys
+from themes_service.taxonomy import ALL, Taxonomy, theme_keys
+
+EVERY = f"{ALL}@"  # every response counts under `_all@<segment>` for each of its segments
 
 
 @dataclass(frozen=True, slots=True)
 class ThemeCounts:
-    """The themes consumer's Counting: it publishes no ScoreChanged and leaves the segment catalog
-    to scoring (it reads it for the same segments)."""
+    """The themes consumer's Counting: it catalogues the segments it counts in its own schema (for
+    the same cardinality cap as scoring's) and keeps the comments; it publishes no ScoreChanged."""
 
     taxonomy: Taxonomy
     service: str = "themes"
@@ -29,7 +31,9 @@ class ThemeCounts:
         return theme_keys(segments, self.taxonomy.tag(comment), bool(comment and comment.strip()))
 
     async def finish(self, conn: AsyncConnection, outcome: Outcome, versions: Sequence[Version]) -> None:
-        await keep_comments(conn, current_comments(outcome.rows, versions))
+        segments = {key[len(EVERY) :] for row in outcome.rows for key in row.segments if key.startswith(EVERY)}
+        await catalog_segments(conn, segments, self.store.schema)
+        await keep_comments(conn, current_comments(outcome.rows, versions), self.store)
 
 
 def current_comments(rows: Sequence[Stored], versions: Sequence[Version]) -> dict[str, str | None]:

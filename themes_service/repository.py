@@ -9,33 +9,35 @@ from collections.abc import Mapping, Sequence
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from scoring_service.repository import SCHEMA, split_in_sql, store
+from scoring_service.repository import Store, split_in_sql, store
 from shared.nps import Counts
 from shared.windows import DayRange
 from themes_service.taxonomy import ALL
 
-THEMES = store("theme_responses", "theme_daily", "theme_comments")
+SCHEMA = "themes"
+# Its tables keep the names they had in scoring's schema, which held them until themes_0001.
+THEMES = store(SCHEMA, "theme_responses", "theme_daily", "theme_comments")
 
 
-_KEEP_COMMENTS = sa.text(
-    f"""
-    INSERT INTO {SCHEMA}.{THEMES.comments} (response_id, comment)
-    SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:comments AS text[]))
-    ON CONFLICT (response_id) DO UPDATE SET comment = EXCLUDED.comment
-    """
-)
-_DROP_COMMENTS = sa.text(f"DELETE FROM {SCHEMA}.{THEMES.comments} WHERE response_id = ANY(CAST(:ids AS text[]))")
-
-
-async def keep_comments(conn: AsyncConnection, comments: Mapping[str, str | None]) -> None:
+async def keep_comments(conn: AsyncConnection, comments: Mapping[str, str | None], where: Store = THEMES) -> None:
     """The themes consumer's comments: each response's current one, or None to forget it (erased,
     revised to none)."""
+    table = f"{where.schema}.{where.comments}"
     kept = sorted((rid, text) for rid, text in comments.items() if text is not None)
     dropped = sorted(rid for rid, text in comments.items() if text is None)
     if kept:
-        await conn.execute(_KEEP_COMMENTS, {"ids": [r for r, _ in kept], "comments": [t for _, t in kept]})
+        await conn.execute(
+            sa.text(
+                f"""INSERT INTO {table} (response_id, comment)
+                    SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:comments AS text[]))
+                    ON CONFLICT (response_id) DO UPDATE SET comment = EXCLUDED.comment"""
+            ),
+            {"ids": [r for r, _ in kept], "comments": [t for _, t in kept]},
+        )
     if dropped:
-        await conn.execute(_DROP_COMMENTS, {"ids": dropped})
+        await conn.execute(
+            sa.text(f"DELETE FROM {table} WHERE response_id = ANY(CAST(:ids AS text[]))"), {"ids": dropped}
+        )
 
 
 async def comments_in(

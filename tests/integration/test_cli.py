@@ -45,7 +45,7 @@ async def schemas_and_versions(url: str) -> dict[str, str]:
         async with engine.connect() as conn:
             return {
                 schema: (await conn.execute(sa.text(f"SELECT version_num FROM {schema}.alembic_version"))).scalar_one()
-                for schema in ("auth", "ingest", "scoring", "followup", "alerts", "delivery")
+                for schema in ("auth", "ingest", "scoring", "themes", "followup", "alerts", "delivery")
             }
     finally:
         await engine.dispose()
@@ -77,7 +77,9 @@ def test_nps_migrate_brings_every_schema_to_head_and_is_idempotent(pg_admin_url:
         name: ScriptDirectory.from_config(alembic_config(location, url)).get_current_head()
         for name, location in SERVICE_SCHEMAS.items()
     }
-    assert set(heads) == {"auth", "ingest", "scoring", "followup", "alerts", "delivery"} and all(heads.values())
+    assert set(heads) == {"auth", "ingest", "scoring", "themes", "followup", "alerts", "delivery"} and all(
+        heads.values()
+    )
     assert asyncio.run(schemas_and_versions(url)) == heads
 
 

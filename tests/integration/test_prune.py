@@ -43,13 +43,12 @@ async def rows_before_cutoff(database_url: str, cutoff: date) -> dict[str, int]:
     try:
         async with engine.connect() as conn:
             found = {}
-            for table in ("responses", "daily_counts", "theme_responses", "theme_daily"):
-                found[table] = int(
-                    await conn.scalar(sa.text(f"SELECT count(*) FROM scoring.{table} WHERE day < :c"), {"c": cutoff})
-                    or 0
+            for table in ("scoring.responses", "scoring.daily_counts", "themes.theme_responses", "themes.theme_daily"):
+                found[table.split(".")[1]] = int(
+                    await conn.scalar(sa.text(f"SELECT count(*) FROM {table} WHERE day < :c"), {"c": cutoff}) or 0
                 )
             found["theme_comments"] = int(
-                await conn.scalar(sa.text("SELECT count(*) FROM scoring.theme_comments WHERE response_id LIKE 'old-%'"))
+                await conn.scalar(sa.text("SELECT count(*) FROM themes.theme_comments WHERE response_id LIKE 'old-%'"))
                 or 0
             )
             return found

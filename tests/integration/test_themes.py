@@ -110,7 +110,7 @@ async def stored(database_url: str) -> dict[tuple[str, date], Counts]:
     engine = make_engine(database_url)
     try:
         async with engine.connect() as conn:
-            rows = await conn.execute(sa.text("SELECT * FROM scoring.theme_daily"))
+            rows = await conn.execute(sa.text("SELECT * FROM themes.theme_daily"))
             return {
                 (r.segment, r.day): Counts(r.promoters, r.passives, r.detractors)
                 for r in rows
@@ -238,7 +238,7 @@ async def kept_comments(database_url: str, run: str) -> dict[str, str]:
     try:
         async with engine.connect() as conn:
             rows = await conn.execute(
-                sa.text("SELECT response_id, comment FROM scoring.theme_comments WHERE response_id LIKE :run"),
+                sa.text("SELECT response_id, comment FROM themes.theme_comments WHERE response_id LIKE :run"),
                 {"run": f"{run}-%"},
             )
             return {r.response_id: r.comment for r in rows}
@@ -356,7 +356,7 @@ async def test_a_drop_alert_s_drivers_come_from_the_themes_api(
     await engine.dispose()
 
 
-THEME_TABLES = ("theme_responses", "theme_daily", "theme_comments", "erasures")
+THEME_TABLES = ("theme_responses", "theme_daily", "theme_comments", "erasures", "segments")
 
 
 @settings(
@@ -376,7 +376,7 @@ async def test_theme_counts_and_kept_comments_equal_a_recompute_under_any_delive
     max_batch = data.draw(st.integers(1, 25), label="max_batch")
     engine = make_engine(database_url)
     async with engine.begin() as conn:
-        await conn.execute(sa.text(f"TRUNCATE {', '.join(f'scoring.{t}' for t in THEME_TABLES)}"))
+        await conn.execute(sa.text(f"TRUNCATE {', '.join(f'themes.{t}' for t in THEME_TABLES)}"))
     namespace = f"t{uuid.uuid4().hex[:10]}"
     settings_ = service_settings(
         bootstrap, database_url, namespace, ThemesSettings, group_id=f"g-{namespace}", consumer_max_batch=max_batch
@@ -389,7 +389,7 @@ async def test_theme_counts_and_kept_comments_equal_a_recompute_under_any_delive
     try:
         assert await stored(database_url) == scoring_model.recompute_themes(history, TAXONOMY.tag)
         async with engine.connect() as conn:
-            rows = await conn.execute(sa.text("SELECT response_id, comment FROM scoring.theme_comments"))
+            rows = await conn.execute(sa.text("SELECT response_id, comment FROM themes.theme_comments"))
             assert {r.response_id: r.comment for r in rows} == scoring_model.kept_comments(history)
     finally:
         await engine.dispose()
@@ -416,7 +416,7 @@ async def test_themes_rebuild_checks_repairs_and_replays_the_theme_counts(
     engine = make_engine(database_url)
     async with engine.begin() as conn:
         await conn.execute(
-            sa.text("UPDATE scoring.theme_daily SET detractors = detractors + 3 WHERE segment = '_all@all'")
+            sa.text("UPDATE themes.theme_daily SET detractors = detractors + 3 WHERE segment = '_all@all'")
         )
     await engine.dispose()
     damaged = nps("themes", "rebuild", "--check", env=env)
@@ -431,7 +431,7 @@ async def test_themes_rebuild_checks_repairs_and_replays_the_theme_counts(
     engine = make_engine(empty)
     try:
         async with engine.connect() as conn:
-            rows = await conn.execute(sa.text("SELECT response_id, comment FROM scoring.theme_comments"))
+            rows = await conn.execute(sa.text("SELECT response_id, comment FROM themes.theme_comments"))
             assert {r.response_id: r.comment for r in rows} == scoring_model.kept_comments(events)
     finally:
         await engine.dispose()
