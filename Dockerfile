@@ -32,12 +32,13 @@ ENV PATH=/opt/nps/bin:$PATH \
     NPS_SCORING_HOST=0.0.0.0 \
     NPS_FOLLOWUP_HOST=0.0.0.0 \
     NPS_ALERTS_HOST=0.0.0.0 \
-    NPS_DELIVERY_HOST=0.0.0.0
+    NPS_DELIVERY_HOST=0.0.0.0 \
+    NPS_THEMES_HOST=0.0.0.0
 RUN groupadd --system --gid 10001 nps \
     && useradd --system --uid 10001 --gid nps --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin nps
 COPY --from=build /opt/nps /opt/nps
 USER 10001:10001
-# ingest, scoring, followup, alerts, delivery, themes (themes binds NPS_SCORING_HOST: it reads scoring's settings)
+# ingest, scoring, followup, alerts, delivery, themes
 EXPOSE 8000 8001 8002 8003 8004 8005
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 CMD ["nps", "probe"]
 ENTRYPOINT ["nps"]

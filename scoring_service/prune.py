@@ -1,5 +1,6 @@
-"""`nps scoring prune`: delete the counts of days older than NPS_SCORING_RETENTION_DAYS, for
-scoring and for themes (responses, daily rows, kept comments), in steps of their own transaction,
+"""`nps scoring prune` (and `nps themes prune`, the same for the theme counts): delete the counts of
+days older than NPS_SCORING_RETENTION_DAYS (NPS_THEMES_RETENTION_DAYS: responses, daily rows, kept
+comments), in steps of their own transaction,
 while the services keep running (they ignore versions answered before the cutoff). Run it from a
 daily job (deploy/kubernetes/prune-cronjob.yaml); `--dry-run` only counts."""
 
@@ -28,12 +29,12 @@ async def run(
     today: date | None = None,
     stores: Sequence[tuple[str, Store]] = (("scoring", SCORES),),
 ) -> dict[str, Pruned]:
-    """Prune each of `stores`, by name (scoring's own; `nps scoring prune` adds themes')."""
+    """Prune each of `stores`, by name (scoring's own; `nps themes prune` passes themes')."""
     cutoff = settings.retention_cutoff(today or utc_day(datetime.now(UTC)))
     if cutoff is None:
         raise RetentionNotSet(
-            "NPS_SCORING_RETENTION_DAYS is not set (0 keeps everything): set it for the services too, "
-            "so that they ignore what was answered before the cutoff"
+            f"{settings.prefix}RETENTION_DAYS is not set (0 keeps everything): set it for the service too, "
+            "so that it ignores what was answered before the cutoff"
         )
     engine = make_engine(settings.require_database_url())
     done: dict[str, Pruned] = {}
@@ -60,6 +61,6 @@ async def run(
         print(
             f"{name}: {verb} {pruned.responses:,} responses, {pruned.daily:,} daily rows"
             + (f", {pruned.comments:,} kept comments" if dict(stores)[name].comments else "")
-            + f" answered before {cutoff} (NPS_SCORING_RETENTION_DAYS={settings.retention_days})"
+            + f" answered before {cutoff} ({settings.prefix}RETENTION_DAYS={settings.retention_days})"
         )
     return done

@@ -65,18 +65,24 @@ class ScoringSettings(ServiceSettings):
     metric_window: str = Field(default="7d", description="the rolling window of the `nps_segment_*` gauges")
     metric_interval_s: float = Field(default=30.0, gt=0, description="how often the `nps_segment_*` gauges are read")
 
+    @property
+    def prefix(self) -> str:
+        """The environment variables' prefix of these settings (themes' differ from scoring's)."""
+        return str(self.model_config.get("env_prefix", ""))
+
     @model_validator(mode="after")
     def _dimensions_parse(self) -> ScoringSettings:
         Dimensions.parse(self.dimensions, self.combinations)  # a typo fails at start-up, not per event
         if not self.rolling_windows:
-            raise ValueError("NPS_SCORING_WINDOWS names no window")
+            raise ValueError(f"{self.prefix}WINDOWS names no window")
         for window in self.rolling_windows:
             parse_window(window)
         parse_window(self.metric_window)
         if self.retention_days and self.retention_days < self.longest_window_days:
             raise ValueError(
-                f"NPS_SCORING_RETENTION_DAYS={self.retention_days} is shorter than the {self.longest_window_days} days "
-                "the services read (NPS_SCORING_WINDOWS, current + baseline days, score_event_days, metric window)"
+                f"{self.prefix}RETENTION_DAYS={self.retention_days} is shorter than the {self.longest_window_days} "
+                "days the services read (NPS_SCORING_WINDOWS, current + baseline days, score_event_days, metric "
+                "window)"
             )
         segments = self._named_segments  # each must be a segment the API would answer
         if len(segments) > MAX_METRIC_SEGMENTS:

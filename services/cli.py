@@ -38,8 +38,10 @@ nps scoring rebuild [--check | --replay]
 nps themes rebuild [--check | --replay]
                 the same for the theme counts (theme_responses, theme_daily; NPS_THEMES_TAXONOMY)
 nps scoring prune [--dry-run]
-                delete scoring's and themes' counts of days before NPS_SCORING_RETENTION_DAYS
+                delete scoring's counts of days before NPS_SCORING_RETENTION_DAYS
                 (docs/scaling.md); the services keep running
+nps themes prune [--dry-run]
+                the same for the theme counts and kept comments (NPS_THEMES_RETENTION_DAYS)
 """
 
 from __future__ import annotations
@@ -300,15 +302,19 @@ def add_themes_actions(actions: Any) -> None:
         "--labelled", help="JSON lines of {comment, themes} (default: the shipped tests/data/themes_eval.jsonl)"
     )
     evaluate.set_defaults(func=taxonomy_command)
+    add_prune(actions, themes=True)
+
+
+def add_prune(actions: Any, themes: bool) -> None:
+    retention = "NPS_THEMES_RETENTION_DAYS" if themes else "NPS_SCORING_RETENTION_DAYS"
+    prune = actions.add_parser("prune", help=f"delete counts answered before {retention} (see `nps --help`)")
+    prune.add_argument("--dry-run", action="store_true", help="count what would be deleted, delete nothing")
+    prune.set_defaults(func=needs_the_loop(lambda args: prune_counts(dry_run=args.dry_run, themes=themes)))
 
 
 def add_scoring_actions(actions: Any) -> None:
     add_rebuild(actions, themes=False, help="recompute the aggregates (see `nps --help`)")
-    prune = actions.add_parser(
-        "prune", help="delete counts answered before NPS_SCORING_RETENTION_DAYS (scoring's and themes')"
-    )
-    prune.add_argument("--dry-run", action="store_true", help="count what would be deleted, delete nothing")
-    prune.set_defaults(func=needs_the_loop(lambda args: prune_counts(dry_run=args.dry_run)))
+    add_prune(actions, themes=False)
 
 
 # Each service's own actions (`nps ingest replay`, ...); without one, `nps NAME` runs the service.

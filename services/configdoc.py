@@ -84,8 +84,15 @@ SERVICES: list[tuple[str, type[BaseSettings]]] = [
     ("Follow-up", FollowUpSettings),
     ("Alerts", AlertSettings),
     ("Delivery (webhooks)", DeliverySettings),
-    ("Themes (`nps themes`: its own; everything else it reads is scoring's, NPS_SCORING_*)", ThemesSettings),
+    (
+        "Themes (`nps themes`; the segment settings and the retention must equal scoring's. Until the next "
+        "release a variable given only under scoring's name, NPS_SCORING_*, is read too, with a warning)",
+        ThemesSettings,
+    ),
 ]
+# What themes counts by, besides its own settings: scoring's rules, under its own names.
+THEMES_COUNTING = ["dimensions", "combinations", "max_values_per_dimension", "retention_days", "metric_window",
+                   "metric_interval_s"]  # fmt: skip
 
 
 def render() -> str:
@@ -94,8 +101,8 @@ def render() -> str:
         lines += [f"## {title}", ""] + ([text, ""] if text else []) + table(cls, names) + [""]
     for title, cls in SERVICES:
         names = [*PER_SERVICE, *(n for n in cls.__annotations__ if n in cls.model_fields and n not in PER_SERVICE)]
-        if cls is ThemesSettings:  # scoring's settings, with a few of its own
-            names = list(cls.__annotations__)
+        if cls is ThemesSettings:  # scoring's settings it counts by, and a few of its own
+            names = [*PER_SERVICE, *THEMES_COUNTING, *(n for n in cls.__annotations__ if n not in PER_SERVICE)]
         lines += [f"## {title}", "", *table(cls, names), ""]
     return "\n".join(lines)
 

@@ -12,7 +12,7 @@ import signal
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import SecretStr
 
@@ -20,6 +20,9 @@ from services.infra import create_api_key
 from services.launcher import BOOTSTRAP_FILE, DATABASE_URL_FILE, PSEUDONYM_SECRET_FILE, LauncherSettings
 from shared import logs
 from shared.settings import async_url
+
+if TYPE_CHECKING:
+    from scoring_service.settings import ScoringSettings
 
 
 class NotRunning(Exception):
@@ -147,58 +150,66 @@ def replay_ingest(since: datetime | None) -> int:
     return 0
 
 
+def counting_settings(themes: bool, **values: Any) -> ScoringSettings:
+    """Scoring's settings, or themes' (NPS_THEMES_*), for a tool working on one service's counts."""
+    from scoring_service.settings import ScoringSettings
+    from themes_service.settings import ThemesSettings
+
+    cls = ThemesSettings if themes else ScoringSettings
+    return cls(**values)
+
+
 def rebuild_counts(*, replay_log: bool, check_only: bool, themes: bool = False) -> int:
     """`nps scoring rebuild`, or `nps themes rebuild` (the theme counts, with NPS_THEMES_TAXONOMY)."""
     from scoring_service import rebuild
     from scoring_service.handlers import SCORING, Counting
-    from themes_service.settings import ThemesSettings
 
     launcher = LauncherSettings()
     logs.configure(launcher.log_level, "themes-rebuild" if themes else "scoring-rebuild", launcher.log_format)
-    url = SecretStr(tool_database_url(launcher))
-    secret = tool_pseudonym_secret(launcher)
+    values: dict[str, Any] = {
+        "database_url": SecretStr(tool_database_url(launcher)),
+        "pseudonym_secret": tool_pseudonym_secret(launcher),
+    }
     if replay_log:
-        settings = ThemesSettings(
-            database_url=url, kafka_bootstrap_servers=tool_bootstrap(launcher), pseudonym_secret=secret
-        )
-    else:
-        settings = ThemesSettings(database_url=url, pseudonym_secret=secret)
+        values["kafka_bootstrap_servers"] = tool_bootstrap(launcher)
+    settings = counting_settings(themes, **values)
     counting: Counting = SCORING
     if themes:
         from themes_service.handlers import ThemeCounts
         from themes_service.taxonomy import ThemesError, load_taxonomy
 
         try:
-            counting = ThemeCounts(load_taxonomy(settings.taxonomy))
+            counting = ThemeCounts(load_taxonomy(getattr(settings, "taxonomy", None)))
         except ThemesError as exc:
             print(exc, file=sys.stderr)
             return 2
     return asyncio.run(rebuild.run(settings, replay_log=replay_log, check_only=check_only, counting=counting))
 
 
-def prune_counts(*, dry_run: bool) -> int:
-    """`nps scoring prune`."""
+def prune_counts(*, dry_run: bool, themes: bool = False) -> int:
+    """`nps scoring prune`, or `nps themes prune` (the theme counts and kept comments)."""
     from pydantic import ValidationError
 
     from scoring_service import prune
-    from scoring_service.settings import ScoringSettings
+    from scoring_service.repository import SCORES
+    from themes_service.repository import THEMES
 
+    name = "themes" if themes else "scoring"
     launcher = LauncherSettings()
-    logs.configure(launcher.log_level, "scoring-prune", launcher.log_format)
+    logs.configure(launcher.log_level, f"{name}-prune", launcher.log_format)
     try:
-        settings = ScoringSettings(
-            database_url=SecretStr(tool_database_url(launcher)), pseudonym_secret=tool_pseudonym_secret(launcher)
+        settings = counting_settings(
+            themes,
+            database_url=SecretStr(tool_database_url(launcher)),
+            pseudonym_secret=tool_pseudonym_secret(launcher),
         )
     except ValidationError as exc:
-        print(f"nps scoring prune: {exc}", file=sys.stderr)
+        print(f"nps {name} prune: {exc}", file=sys.stderr)
         return 2
     try:
-        from scoring_service.repository import SCORES
-        from themes_service.repository import THEMES
-
-        asyncio.run(prune.run(settings, dry_run=dry_run, stores=(("scoring", SCORES), ("themes", THEMES))))
+        asyncio.run(prune.run(settings, dry_run=dry_run, stores=((name, THEMES if themes else SCORES),)))
     except prune.RetentionNotSet as exc:
-        print(f"nps scoring prune: {exc}", file=sys.stderr)
+        print(f"nps {name} prune: {exc}", file=sys.stderr)
         return 2
     return 0
 

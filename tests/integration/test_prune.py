@@ -1,4 +1,5 @@
-"""Retention (NPS_SCORING_RETENTION_DAYS): `nps scoring prune` deletes scoring's and themes' counts
+"""Retention (NPS_SCORING_RETENTION_DAYS, NPS_THEMES_RETENTION_DAYS): `nps scoring prune` and `nps
+themes prune` delete each service's counts
 of days before the cutoff, the counts kept still equal a recompute, and once it is set the consumers
 ignore whatever arrives for a day before the cutoff (a late revision cannot bring a day back)."""
 
@@ -113,7 +114,15 @@ async def test_prune_deletes_what_is_older_than_the_retention_and_late_events_st
     assert (await rows_before_cutoff(database_url, cutoff))["responses"] == 2  # a dry run deletes nothing
     pruned = nps("scoring", "prune", env=env)
     assert pruned.returncode == 0, pruned.stderr
-    assert "scoring: deleted 2 responses, 4 daily rows" in pruned.stdout
+    assert "scoring: deleted 2 responses, 4 daily rows" in pruned.stdout and "themes" not in pruned.stdout
+    left = await rows_before_cutoff(database_url, cutoff)
+    assert left["responses"] == left["daily_counts"] == 0 and left["theme_responses"] == 2  # themes' are its own
+    without = {k: v for k, v in env.items() if k != "NPS_SCORING_RETENTION_DAYS"}
+    refused = nps("themes", "prune", env=without)
+    assert refused.returncode == 2 and "NPS_THEMES_RETENTION_DAYS is not set" in refused.stderr
+    pruned = nps("themes", "prune", env=env)  # scoring's old name, still read for one release
+    assert pruned.returncode == 0, pruned.stderr
+    assert "set NPS_THEMES_RETENTION_DAYS instead" in pruned.stderr
     assert "themes: deleted 2 responses" in pruned.stdout and "1 kept comments" in pruned.stdout
     assert await rows_before_cutoff(database_url, cutoff) == dict.fromkeys(
         ("responses", "daily_counts", "theme_responses", "theme_daily", "theme_comments"), 0

@@ -98,7 +98,7 @@ async def test_themes_0001_moves_every_row_and_counting_goes_on(pg_admin_url: st
             answered_at=NOW,
             attributes={},
             revised_at=NOW,
-        ),  # fmt: skip
+        ),
         submitted_event("e", 6, NOW, 0, "email", "the price went up"),
         late,
     )

@@ -94,7 +94,7 @@ def test_every_service_has_a_hardened_deployment_probed_on_its_own_port() -> Non
         assert {"cpu", "memory"} <= set(container["resources"]["limits"])
         assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp"}  # the only writable place
         binds = {e["name"]: e.get("value") for e in container["env"]}
-        host_var = f"NPS_{'SCORING' if name == 'themes' else name.upper()}_HOST"  # themes reads scoring's
+        host_var = f"NPS_{name.upper()}_HOST"
         assert binds[host_var] == "0.0.0.0", name
 
 
@@ -282,15 +282,17 @@ def test_probe_asks_the_service_pid_1_runs(tmp_path: Path, monkeypatch: pytest.M
         server.server_close()
 
 
-def test_the_prune_cronjob_runs_nps_scoring_prune_with_a_retention_set() -> None:
+def test_the_prune_cronjob_runs_scoring_s_and_themes_prune_with_a_retention_set() -> None:
     (cron,) = of_kind("CronJob")
-    (container,) = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
-    assert container["args"] == ["scoring", "prune"]
+    containers = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert sorted(c["args"] for c in containers) == [["scoring", "prune"], ["themes", "prune"]]
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
     (config,) = of_kind("ConfigMap")
     from ingest_service.settings import IngestSettings
     from scoring_service.settings import ScoringSettings
+    from themes_service.settings import ThemesSettings
 
-    settings = ScoringSettings(retention_days=int(config["data"]["NPS_SCORING_RETENTION_DAYS"]))
-    # Nothing ingest still accepts (NPS_INGEST_MAX_AGE_DAYS) is ignored by scoring.
-    assert settings.retention_days >= IngestSettings().max_age_days
+    for cls, name in ((ScoringSettings, "NPS_SCORING_RETENTION_DAYS"), (ThemesSettings, "NPS_THEMES_RETENTION_DAYS")):
+        settings = cls(retention_days=int(config["data"][name]))
+        # Nothing ingest still accepts (NPS_INGEST_MAX_AGE_DAYS) is ignored by scoring or themes.
+        assert settings.retention_days >= IngestSettings().max_age_days
