@@ -13,7 +13,7 @@ from alerts_service import handlers, repository
 from shared import audit
 from shared.auth import KEY_PROBLEMS, requires
 from shared.events import AlertExplanation, AlertRule
-from shared.http import Problem, ProblemError, decode_cursor, encode_cursor, invalid_field
+from shared.problems import Problem, ProblemError, decode_cursor, encode_cursor, invalid_field
 from shared.service import ReadConnection
 from shared.validation import PLAIN
 

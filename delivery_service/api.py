@@ -24,7 +24,7 @@ from delivery_service.subscriptions import (
 )
 from delivery_service.worker import send_test
 from shared.auth import KEY_PROBLEMS, requires
-from shared.http import Problem, ProblemError
+from shared.problems import Problem, ProblemError
 from shared.service import ReadConnection
 from shared.validation import FieldProblem
 

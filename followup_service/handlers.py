@@ -21,8 +21,9 @@ from followup_service.outcomes.domain import Transition, category_of
 from followup_service.outcomes.repository import insert_transitions
 from followup_service.referrals.domain import referral_code
 from followup_service.routing.domain import BatchPlan, FollowUp, Routing, plan_batch
+from followup_service.routing.matching import CATEGORY_NAMES, Facts
 from followup_service.routing.messages import RenderFailed
-from followup_service.routing.policy import CATEGORY_NAMES, Facts, PolicyHolder, Router
+from followup_service.routing.policy import PolicyHolder, Router
 from followup_service.routing.repository import (
     PreviousAnswer,
     insert_new,

@@ -20,7 +20,7 @@ from ingest_service.handlers import CONFLICT_PROBLEM, Conflict, Ingest, NotFound
 from ingest_service.publisher import PublishFailed
 from ingest_service.raw import RawRequest, RawRoute
 from shared import audit
-from shared.http import Problem, ProblemError
+from shared.problems import Problem, ProblemError
 from shared.service import ReadConnection
 from shared.validation import PLAIN, FieldProblem
 

@@ -24,8 +24,9 @@ from starlette.datastructures import State
 from starlette.types import Receive, Scope, Send
 
 from shared import logs
-from shared.http import ProblemError, internal_error, invalid_request, log_failure, read_body, record_request
+from shared.http import log_failure, read_body, record_request
 from shared.logs import REQUEST_ID_BYTES, accept_request_id
+from shared.problems import ProblemError, internal_error, invalid_request
 from shared.validation import FieldProblem, field_problems
 
 log = logging.getLogger(__name__)

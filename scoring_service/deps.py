@@ -12,7 +12,7 @@ from fastapi import Depends, Query, Request
 
 from scoring_service.domain import parse_dimension, parse_segment
 from scoring_service.settings import ScoringSettings
-from shared.http import ProblemError
+from shared.problems import ProblemError
 from shared.service import ReadConnection
 from shared.validation import FieldProblem
 from shared.windows import MAX_WINDOW_DAYS, DayRange, Interval, buckets, default_start, parse_window

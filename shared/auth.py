@@ -26,7 +26,8 @@ from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import audit
-from shared.http import Problem, ProblemError, report_worker_failure
+from shared.http import report_worker_failure
+from shared.problems import Problem, ProblemError
 from shared.ratelimit import RateLimiter
 from shared.settings import ServiceSettings
 

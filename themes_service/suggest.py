@@ -185,6 +185,24 @@ def discover(
     max_phrases: int = 8,
 ) -> Suggestions:
     """Candidate themes from the comments the taxonomy does not tag (see the module's docstring)."""
+    commented, docs = _untagged(comments, taxonomy)
+    untagged = len(docs)
+    floor = min_count if min_count is not None else max(5, math.ceil(0.005 * untagged))
+    index = _Index.of(docs, floor, candidates_considered)
+    if not index.frequent:
+        return Suggestions(commented, untagged, floor, [])
+    kept = _clusters(index, floor, top)
+    if not kept:
+        return Suggestions(commented, untagged, floor, [])
+    average = sum(own.bit_count() for _, own in kept) / len(kept)
+    taken = set(taxonomy.labels)
+    found = [_candidate(index, members, own, average, max_phrases, taken, commented) for members, own in kept]
+    found.sort(key=lambda c: (-c.count, c.key))
+    return Suggestions(commented, untagged, floor, found)
+
+
+def _untagged(comments: Iterable[str], taxonomy: Taxonomy) -> tuple[int, list[_Doc]]:
+    """How many comments were not blank, and those the taxonomy does not tag, as documents."""
     languages = [language.code for language in taxonomy.languages]
     docs: list[_Doc] = []
     commented = 0
@@ -200,30 +218,48 @@ def discover(
             continue
         language = _language(words, languages)
         docs.append(_Doc(text, language, words, stems(words, language)))
-    untagged = len(docs)
-    floor = min_count if min_count is not None else max(5, math.ceil(0.005 * untagged))
+    return commented, docs
 
-    df: Counter[str] = Counter()
-    per_doc: list[set[str]] = []
-    for doc in docs:
-        keys = {key for key, _, _ in _phrases(doc)}
-        per_doc.append(keys)
-        df.update(keys)
-    frequent = [k for k, n in df.most_common(candidates_considered) if n >= floor]
-    if not frequent:
-        return Suggestions(commented, len(docs), floor, [])
-    index = {k: i for i, k in enumerate(frequent)}
-    postings: list[list[int]] = [[] for _ in frequent]
-    for d, keys in enumerate(per_doc):
-        for key in keys:
-            i = index.get(key)
-            if i is not None:
-                postings[i].append(d)
-    bits = [_bits(p, untagged) for p in postings]
-    sizes = [len(p) for p in postings]
 
-    # Merge candidates whose comment sets cover more than half of each other (union-find).
-    parent = list(range(len(frequent)))
+@dataclass(frozen=True, slots=True)
+class _Index:
+    """The phrases said in at least `floor` documents (the `considered` commonest), and for each the
+    documents saying it, as a bit set over the documents."""
+
+    docs: list[_Doc]
+    per_doc: list[set[str]]  # each document's phrase keys
+    frequent: list[str]
+    bits: list[int]
+    sizes: list[int]
+
+    @classmethod
+    def of(cls, docs: list[_Doc], floor: int, considered: int) -> _Index:
+        df: Counter[str] = Counter()
+        per_doc: list[set[str]] = []
+        for doc in docs:
+            keys = {key for key, _, _ in _phrases(doc)}
+            per_doc.append(keys)
+            df.update(keys)
+        frequent = [k for k, n in df.most_common(considered) if n >= floor]
+        index = {k: i for i, k in enumerate(frequent)}
+        postings: list[list[int]] = [[] for _ in frequent]
+        for d, keys in enumerate(per_doc):
+            for key in keys:
+                i = index.get(key)
+                if i is not None:
+                    postings[i].append(d)
+        return cls(docs, per_doc, frequent, [_bits(p, len(docs)) for p in postings], [len(p) for p in postings])
+
+    def surface(self, surfaces: dict[str, str], i: int) -> str:
+        """Phrase i as people wrote it most often (else its stems)."""
+        return surfaces.get(self.frequent[i], self.frequent[i].split(":", 1)[1])
+
+
+def _clusters(index: _Index, floor: int, top: int) -> list[tuple[list[int], int]]:
+    """Phrases whose documents cover more than half of each other's merged (union-find); the largest
+    clusters first, each keeping the documents no larger one claimed, if at least `floor`."""
+    bits, sizes, n = index.bits, index.sizes, len(index.frequent)
+    parent = list(range(n))
 
     def root(i: int) -> int:
         while parent[i] != i:
@@ -231,13 +267,13 @@ def discover(
             i = parent[i]
         return i
 
-    for i in range(len(frequent)):
-        for j in range(i + 1, len(frequent)):
+    for i in range(n):
+        for j in range(i + 1, n):
             both = (bits[i] & bits[j]).bit_count()
             if 2 * both > sizes[i] and 2 * both > sizes[j]:
                 parent[root(j)] = root(i)
     clusters: dict[int, list[int]] = {}
-    for i in range(len(frequent)):
+    for i in range(n):
         clusters.setdefault(root(i), []).append(i)
     merged = []
     for members in clusters.values():
@@ -257,70 +293,71 @@ def discover(
         kept.append((members, own))
         if len(kept) == top:
             break
-    if not kept:
-        return Suggestions(commented, untagged, floor, [])
+    return kept
 
-    average = sum(own.bit_count() for _, own in kept) / len(kept)
-    taken = set(taxonomy.labels)
-    found = []
-    for members, own in kept:
-        n_own = own.bit_count()
-        weights = []
-        for i in range(len(frequent)):
-            inside = (bits[i] & own).bit_count()
-            if inside:
-                weights.append((inside / n_own * math.log(1 + average / sizes[i]), inside, i))
-        weights.sort(key=lambda w: (-w[0], frequent[w[2]]))
-        ranked = [i for _, _, i in weights[:max_phrases]]
-        surfaces = _surfaces(docs, per_doc, own, {frequent[i] for _, _, i in weights[: max_phrases * 2]})
-        # The YAML's phrases, greedily: the best by weight that is specific (most comments saying
-        # it are in this cluster) and adds at least a tenth of the cluster's comments to what the
-        # phrases before it already match.
-        # A phrase inside a longer one that says nearly all of it ("calendar" in "calendar view") gives
-        # way to the longer: more precise in a taxonomy.
-        considered = weights[: max_phrases * 2]
-        stem_of = {i: f" {frequent[i].split(':', 1)[1]} " for _, _, i in considered}
-        proposed: list[int] = []
-        matched = 0
-        for _, inside, shorter in considered:
-            longer = [
-                (len(stem_of[j]), j)
-                for _, other, j in considered
-                if j != shorter and stem_of[shorter] in stem_of[j] and 10 * other >= 9 * inside
-            ]
-            i = max(longer)[1] if longer else shorter
-            if i in proposed or (bits[i] & own).bit_count() * 5 < sizes[i] * 3:
-                continue
-            if 10 * (bits[i] & own & ~matched).bit_count() < n_own:
-                continue
-            proposed.append(i)
-            matched |= bits[i]
-            if len(proposed) == max_phrases:
-                break
-        # The name: the best phrase, or a longer one of the top ones nearly as common in the cluster.
-        best_inside = weights[0][1]
-        named = max(
-            (w for w in weights[:max_phrases] if 10 * w[1] >= 7 * best_inside),
-            key=lambda w: (len(frequent[w[2]].split()), w[1]),
-        )[2]
-        name = surfaces.get(frequent[named], frequent[named].split(":", 1)[1])
-        language = frequent[named].split(":", 1)[0]
-        examples = _examples(docs, per_doc, own, {frequent[i] for i in members} | {frequent[i] for i in ranked})
-        found.append(
-            Candidate(
-                key=_slug(name, taken),
-                label=name[:1].upper() + name[1:],
-                language=language,
-                phrases=tuple(surfaces.get(frequent[i], frequent[i].split(":", 1)[1]) for i in proposed),
-                top_phrases=tuple(surfaces.get(frequent[i], frequent[i].split(":", 1)[1]) for i in ranked),
-                count=n_own,
-                share_untagged=n_own / untagged,
-                share_commented=n_own / commented,
-                examples=tuple(redact(docs[d].text) for d in examples),
-            )
-        )
-    found.sort(key=lambda c: (-c.count, c.key))
-    return Suggestions(commented, untagged, floor, found)
+
+def _proposed(index: _Index, own: int, considered: list[tuple[float, int, int]], max_phrases: int) -> list[int]:
+    """The YAML's phrases, greedily: the best by weight that is specific (most comments saying it are
+    in this cluster) and adds at least a tenth of the cluster's comments to what the phrases before it
+    already match. A phrase inside a longer one that says nearly all of it ("calendar" in "calendar
+    view") gives way to the longer: more precise in a taxonomy."""
+    bits, sizes, n_own = index.bits, index.sizes, own.bit_count()
+    stem_of = {i: f" {index.frequent[i].split(':', 1)[1]} " for _, _, i in considered}
+    proposed: list[int] = []
+    matched = 0
+    for _, inside, shorter in considered:
+        longer = [
+            (len(stem_of[j]), j)
+            for _, other, j in considered
+            if j != shorter and stem_of[shorter] in stem_of[j] and 10 * other >= 9 * inside
+        ]
+        i = max(longer)[1] if longer else shorter
+        if i in proposed or (bits[i] & own).bit_count() * 5 < sizes[i] * 3:
+            continue
+        if 10 * (bits[i] & own & ~matched).bit_count() < n_own:
+            continue
+        proposed.append(i)
+        matched |= bits[i]
+        if len(proposed) == max_phrases:
+            break
+    return proposed
+
+
+def _candidate(
+    index: _Index, members: list[int], own: int, average: float, max_phrases: int, taken: set[str], commented: int
+) -> Candidate:
+    """One cluster as a candidate theme: its phrases, its name, its counts and examples."""
+    frequent, n_own = index.frequent, own.bit_count()
+    weights = []
+    for i in range(len(frequent)):
+        inside = (index.bits[i] & own).bit_count()
+        if inside:
+            weights.append((inside / n_own * math.log(1 + average / index.sizes[i]), inside, i))
+    weights.sort(key=lambda w: (-w[0], frequent[w[2]]))
+    ranked = [i for _, _, i in weights[:max_phrases]]
+    considered = weights[: max_phrases * 2]
+    surfaces = _surfaces(index.docs, index.per_doc, own, {frequent[i] for _, _, i in considered})
+    proposed = _proposed(index, own, considered, max_phrases)
+    # The name: the best phrase, or a longer one of the top ones nearly as common in the cluster.
+    best_inside = weights[0][1]
+    named = max(
+        (w for w in weights[:max_phrases] if 10 * w[1] >= 7 * best_inside),
+        key=lambda w: (len(frequent[w[2]].split()), w[1]),
+    )[2]
+    name = index.surface(surfaces, named)
+    examples = _examples(index.docs, index.per_doc, own, {frequent[i] for i in members} | {frequent[i] for i in ranked})
+    untagged = len(index.docs)
+    return Candidate(
+        key=_slug(name, taken),
+        label=name[:1].upper() + name[1:],
+        language=frequent[named].split(":", 1)[0],
+        phrases=tuple(index.surface(surfaces, i) for i in proposed),
+        top_phrases=tuple(index.surface(surfaces, i) for i in ranked),
+        count=n_own,
+        share_untagged=n_own / untagged,
+        share_commented=n_own / commented,
+        examples=tuple(redact(index.docs[d].text) for d in examples),
+    )
 
 
 def _surfaces(docs: Sequence[_Doc], per_doc: Sequence[set[str]], own: int, keys: set[str]) -> dict[str, str]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from followup_service.routing.policy import CATEGORY_NAMES, CategoryName
+from followup_service.routing.matching import CATEGORY_NAMES, CategoryName
 from shared.nps import Z95, classify
 
 VALUE: dict[CategoryName, int] = {"promoter": 1, "passive": 0, "detractor": -1}

@@ -11,8 +11,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from followup_service.deps import SegmentFilter, WindowDays, time_and_segment
 from followup_service.referrals import repository
 from shared.auth import KEY_PROBLEMS, requires
-from shared.http import Problem, ProblemError
-from shared.http import invalid_field as _invalid
+from shared.problems import Problem, ProblemError
+from shared.problems import invalid_field as _invalid
 from shared.service import ReadConnection
 from shared.validation import PLAIN
 

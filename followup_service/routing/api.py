@@ -10,11 +10,12 @@ from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from followup_service.routing import repository
-from followup_service.routing.policy import Facts, Policy
+from followup_service.routing.matching import Facts
+from followup_service.routing.policy import Policy
 from followup_service.tickets.domain import Priority
 from shared.auth import KEY_PROBLEMS, requires
 from shared.events import FollowUpKind
-from shared.http import ProblemError
+from shared.problems import ProblemError
 from shared.service import ReadConnection
 from shared.validation import PLAIN
 

@@ -12,8 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from followup_service.tickets import handlers, repository
 from followup_service.tickets.domain import IllegalTransition, Priority, TicketChange, TicketStatus
 from shared.auth import KEY_PROBLEMS, requires
-from shared.http import Problem, ProblemError, decode_cursor, encode_cursor
-from shared.http import invalid_field as _invalid
+from shared.problems import Problem, ProblemError, decode_cursor, encode_cursor
+from shared.problems import invalid_field as _invalid
 from shared.service import ReadConnection
 from shared.validation import PLAIN
 

@@ -34,7 +34,7 @@ from shared.events import (
     ticket_events,
 )
 from tests.e2e.conftest import SERVICES, Loop
-from tests.helpers import eventually, fuzz_openapi, nps_env, read_topic, received, receiving
+from tests.helpers import INVALID_BASICS, eventually, fuzz_openapi, nps_env, read_topic, received, receiving
 from tests.helpers import nps as nps_command
 
 pytestmark = pytest.mark.e2e
@@ -108,12 +108,7 @@ async def test_responses_become_scores_follow_ups_and_exactly_one_ticket_per_det
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"respondent_id": "u", "score": 11}, "score"),
-        ({"respondent_id": "u", "score": -1}, "score"),
-        ({"respondent_id": "u", "score": 6.5}, "score"),
-        ({"respondent_id": "u", "score": "7"}, "score"),
-        ({"respondent_id": "u", "score": True}, "score"),
-        ({"score": 7}, "respondent_id"),
+        *INVALID_BASICS,
         ({"respondent_id": "u", "score": 7, "answered_at": "2999-01-01T00:00:00Z"}, "answered_at"),
         ({"respondent_id": "u", "score": 7, "answered_at": "last tuesday"}, "answered_at"),
     ],

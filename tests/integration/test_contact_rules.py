@@ -4,16 +4,13 @@ still gets a ticket, and product apps can ask whether to show the prompt."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-import httpx
 import pytest
 import sqlalchemy as sa
 
 from followup_service.bootstrap import create_app, spec
-from shared.events import ResponseSubmitted
-from tests.helpers import add_key, create_topics, eventually, produce, running_loop, serve_in_process, started_producer
+from tests.helpers import Run, create_topics, eventually, served
 from tests.integration.test_followup import settings_for
 
 pytestmark = pytest.mark.integration
@@ -24,84 +21,75 @@ async def test_fatigue_and_opt_out_hold_back_messages_and_the_contact_api_says_w
 ) -> None:
     settings = settings_for(bootstrap, database_url, namespace)
     await create_topics(settings)
-    run = uuid.uuid4().hex[:6]
-    now = datetime.now(UTC)
-    ann, bob = f"{run}-ann", f"{run}-bob"
-
-    def response(rid: str, who: str, score: int) -> ResponseSubmitted:
-        return ResponseSubmitted(
-            response_id=f"{run}-{rid}", respondent_id=who, score=score, answered_at=now, submitted_at=now
-        )
+    run = Run()
+    now = run.now
+    ann, bob = run.of("ann"), run.of("bob")
 
     app = create_app(settings)
-    async with (
-        started_producer(bootstrap) as producer,
-        running_loop(settings, spec(settings, app.state.policy)) as loop,
-    ):
-        admin = await serve_in_process(app, loop.engine)
-        reader = await add_key(app, loop.engine, ["followups:read"])
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://f", headers=admin
-        ) as client:
-            opted = await client.post(f"/v1/respondents/{bob}/opt-out")
-            assert opted.status_code == 200 and opted.json() == {
-                "respondent_id": bob,
-                "opted_out": True,
-                "changed": True,
-            }
-            assert (await client.post(f"/v1/respondents/{bob}/opt-out")).json()["changed"] is False
+    async with served(app, settings, spec(settings, app.state.policy)) as service:
+        loop, client = service.loop, service.client
+        reader = await service.key(["followups:read"])
+        opted = await client.post(f"/v1/respondents/{bob}/opt-out")
+        assert opted.status_code == 200 and opted.json() == {
+            "respondent_id": bob,
+            "opted_out": True,
+            "changed": True,
+        }
+        assert (await client.post(f"/v1/respondents/{bob}/opt-out")).json()["changed"] is False
 
-            first = [response("a1", ann, 10), response("a2", ann, 9), response("b1", bob, 10), response("b2", bob, 1)]
-            await produce(
-                producer, settings.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in first]
-            )
+        first = [
+            run.submitted("a1", 10, "ann"),
+            run.submitted("a2", 9, "ann"),
+            run.submitted("b1", 10, "bob"),
+            run.submitted("b2", 1, "bob"),
+        ]
+        await service.publish(settings.topics.responses, first)
 
-            async def rows() -> dict[str, tuple[str, str, str | None, datetime | None]]:
-                async with loop.engine.connect() as conn:
-                    found = await conn.execute(
-                        sa.text(
-                            "SELECT response_id, kind, status, reason, eligible_at FROM followup.followups "
-                            "WHERE response_id LIKE :r"
-                        ),
-                        {"r": f"{run}-%"},
-                    )
-                    return {
-                        r.response_id.removeprefix(f"{run}-"): (r.kind, r.status, r.reason, r.eligible_at)
-                        for r in found
-                    }
+        async def rows() -> dict[str, tuple[str, str, str | None, datetime | None]]:
+            async with loop.engine.connect() as conn:
+                found = await conn.execute(
+                    sa.text(
+                        "SELECT response_id, kind, status, reason, eligible_at FROM followup.followups "
+                        "WHERE response_id LIKE :r"
+                    ),
+                    {"r": f"{run.id}-%"},
+                )
+                return {
+                    r.response_id.removeprefix(f"{run.id}-"): (r.kind, r.status, r.reason, r.eligible_at) for r in found
+                }
 
-            async def routed() -> bool:
-                return len(await rows()) == 4
+        async def routed() -> bool:
+            return len(await rows()) == 4
 
-            await eventually(routed)
-            found = await rows()
-            assert found["a1"][:3] == ("referral", "created", None)
-            assert found["a2"][:3] == ("referral", "suppressed", "throttled")
-            assert found["a2"][3] is not None and found["a2"][3] > now + timedelta(days=29)
-            assert found["b1"][:3] == ("referral", "suppressed", "opted_out")
-            assert found["b2"][:3] == ("ticket", "created", None)  # support still hears from bob
+        await eventually(routed)
+        found = await rows()
+        assert found["a1"][:3] == ("referral", "created", None)
+        assert found["a2"][:3] == ("referral", "suppressed", "throttled")
+        assert found["a2"][3] is not None and found["a2"][3] > now + timedelta(days=29)
+        assert found["b1"][:3] == ("referral", "suppressed", "opted_out")
+        assert found["b2"][:3] == ("ticket", "created", None)  # support still hears from bob
 
-            answer = (await client.get(f"/v1/respondents/{ann}/contact")).json()
-            assert (answer["may_survey"], answer["may_contact"]) == (False, False)
-            assert set(answer["reasons"]) == {"surveyed_recently", "throttled"}
-            assert answer["survey_eligible_at"] > (now + timedelta(days=89)).isoformat()
-            barred = (await client.get(f"/v1/respondents/{bob}/contact")).json()
-            assert (barred["may_contact"], barred["contact_eligible_at"], "opted_out" in barred["reasons"]) == (
-                False,
-                None,
-                True,
-            )
-            stranger = (await client.get(f"/v1/respondents/{run}-new/contact")).json()
-            assert (stranger["may_survey"], stranger["may_contact"], stranger["reasons"]) == (True, True, [])
+        answer = (await client.get(f"/v1/respondents/{ann}/contact")).json()
+        assert (answer["may_survey"], answer["may_contact"]) == (False, False)
+        assert set(answer["reasons"]) == {"surveyed_recently", "throttled"}
+        assert answer["survey_eligible_at"] > (now + timedelta(days=89)).isoformat()
+        barred = (await client.get(f"/v1/respondents/{bob}/contact")).json()
+        assert (barred["may_contact"], barred["contact_eligible_at"], "opted_out" in barred["reasons"]) == (
+            False,
+            None,
+            True,
+        )
+        stranger = (await client.get(f"/v1/respondents/{run.of('new')}/contact")).json()
+        assert (stranger["may_survey"], stranger["may_contact"], stranger["reasons"]) == (True, True, [])
 
-            assert (await client.delete(f"/v1/respondents/{bob}/opt-out")).json()["opted_out"] is False
-            assert "opted_out" not in (await client.get(f"/v1/respondents/{bob}/contact")).json()["reasons"]
+        assert (await client.delete(f"/v1/respondents/{bob}/opt-out")).json()["opted_out"] is False
+        assert "opted_out" not in (await client.get(f"/v1/respondents/{bob}/contact")).json()["reasons"]
 
-            for method, path in (("GET", f"/v1/respondents/{ann}/contact"), ("POST", f"/v1/respondents/{ann}/opt-out")):
-                refused = await client.request(method, path, headers=reader)
-                assert refused.status_code == 403 and refused.json()["code"] == "insufficient_scope"
-            bad = await client.get("/v1/respondents/a%00b/contact")
-            assert bad.status_code == 422 and bad.json()["code"] == "invalid_request"
+        for method, path in (("GET", f"/v1/respondents/{ann}/contact"), ("POST", f"/v1/respondents/{ann}/opt-out")):
+            refused = await client.request(method, path, headers=reader)
+            assert refused.status_code == 403 and refused.json()["code"] == "insufficient_scope"
+        bad = await client.get("/v1/respondents/a%00b/contact")
+        assert bad.status_code == 422 and bad.json()["code"] == "invalid_request"
 
         async with loop.engine.connect() as conn:
             actions = [

@@ -19,6 +19,7 @@ from tests.helpers import (
     TEST_PSEUDONYM_SECRET,
     create_topics,
     eventually,
+    keyed,
     produce,
     read_topic,
     running_loop,
@@ -61,9 +62,7 @@ async def test_one_follow_up_per_response_and_one_ticket_per_detractor(
     await create_topics(settings)
     responses = [event("p", 10), event("pa", 7), event("d1", 6, "too slow"), event("d2", 0), event("d1", 6, "too slow")]
     async with started_producer(bootstrap) as producer:
-        await produce(
-            producer, settings.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in responses]
-        )
+        await produce(producer, settings.topics.responses, keyed(responses))
         async with running_loop(settings, spec(settings)) as run:
             await eventually(run.committed_at_least(len(responses)))
     # Redelivery of everything (a new group reads from offset 0): nothing new may appear.

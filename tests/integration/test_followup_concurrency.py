@@ -25,6 +25,7 @@ from tests.helpers import (
     TEST_PSEUDONYM_SECRET,
     create_topics,
     eventually,
+    keyed,
     produce,
     read_topic,
     running_loop,
@@ -56,7 +57,7 @@ async def test_two_consumers_on_the_same_responses_route_each_once(
         for i in range(1_500)
     ]
     async with started_producer(bootstrap) as producer:
-        await produce(producer, first.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in events])
+        await produce(producer, first.topics.responses, keyed(events))
     async with running_loop(first, spec(first)) as a, running_loop(second, spec(second)) as b:
 
         async def both_done() -> bool:  # each group has read (and committed) every event

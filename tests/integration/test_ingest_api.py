@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from shared.db import make_engine
 from shared.events import RespondentErased, ResponseRevised, ResponseSubmitted, response_events
-from tests.helpers import eventually, nps, read_topic
+from tests.helpers import INVALID_BASICS, eventually, nps, read_topic
 from tests.integration.conftest import LiveIngest
 
 pytestmark = pytest.mark.integration
@@ -47,13 +47,7 @@ async def post(ingest: LiveIngest, body: Any, path: str = "/v1/responses", **kw:
 
 
 INVALID = [
-    ({"respondent_id": "u", "score": 11}, "score"),
-    ({"respondent_id": "u", "score": -1}, "score"),
-    ({"respondent_id": "u", "score": 6.5}, "score"),
-    ({"respondent_id": "u", "score": "7"}, "score"),
-    ({"respondent_id": "u", "score": True}, "score"),
-    ({"respondent_id": "u", "score": None}, "score"),
-    ({"score": 7}, "respondent_id"),
+    *INVALID_BASICS,
     ({"respondent_id": "x" * 129, "score": 7}, "respondent_id"),
     ({"respondent_id": "u", "score": 7, "comment": "c" * 5001}, "comment"),
     ({"respondent_id": "u", "score": 7, "channel": "c" * 65}, "channel"),

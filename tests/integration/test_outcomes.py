@@ -7,12 +7,11 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 
 from followup_service.bootstrap import create_app, spec
 from shared.events import RespondentErased, ResponseSubmitted
-from tests.helpers import create_topics, eventually, produce, running_loop, serve_in_process, started_producer
+from tests.helpers import create_topics, eventually, served
 from tests.integration.test_followup import settings_for
 
 pytestmark = pytest.mark.integration
@@ -38,45 +37,38 @@ async def test_answers_again_are_compared_by_the_follow_up_the_previous_answer_g
         for i, (who, score) in enumerate(answers)
     ]
     app = create_app(settings)
-    async with (
-        started_producer(bootstrap) as producer,
-        running_loop(settings, spec(settings, app.state.policy)) as loop,
-    ):
-        admin = await serve_in_process(app, loop.engine)
-        await produce(producer, settings.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in events])
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://f", headers=admin
-        ) as client:
+    async with served(app, settings, spec(settings, app.state.policy)) as service:
+        client = service.client
+        await service.publish(settings.topics.responses, events)
 
-            async def report() -> dict:  # type: ignore[type-arg]
-                return (await client.get("/v1/outcomes", params={"window": "30d", "segment": "channel:web"})).json()
+        async def report() -> dict:  # type: ignore[type-arg]
+            return (await client.get("/v1/outcomes", params={"window": "30d", "segment": "channel:web"})).json()
 
-            async def all_moves() -> bool:
-                return sum(g["resurveyed"] for g in (await report())["groups"]) == 4
+        async def all_moves() -> bool:
+            return sum(g["resurveyed"] for g in (await report())["groups"]) == 4
 
-            await eventually(all_moves)
-            result = await report()
-            groups = {g["followup"]: g for g in result["groups"]}
-            assert set(groups) == {"ticket", "referral", "education", "none"}
-            assert (
-                groups["ticket"]["detractors_moved_up"]["moved"] == 1
-                and groups["ticket"]["nps_change"]["points"] == 100.0
-            )
-            assert groups["referral"]["nps_change"]["points"] == 0.0
-            # cat's second 8 was throttled (no message): her move to a 9 counts as not followed up
-            assert groups["none"]["passives_to_promoters"]["share"] == 1.0
-            assert (result["followed_up"]["n"], result["followed_up"]["points"]) == (3, 33.33)
-            assert (result["not_followed_up"]["n"], result["difference"]["points"]) == (1, -66.67)
-            assert (await client.get("/v1/outcomes", params={"segment": "channel:email"})).json()["groups"] == []
-            for params in ({"window": "180"}, {"segment": "plan:pro"}, {"window": "0d"}):
-                assert (await client.get("/v1/outcomes", params=params)).status_code == 422
+        await eventually(all_moves)
+        result = await report()
+        groups = {g["followup"]: g for g in result["groups"]}
+        assert set(groups) == {"ticket", "referral", "education", "none"}
+        assert (
+            groups["ticket"]["detractors_moved_up"]["moved"] == 1 and groups["ticket"]["nps_change"]["points"] == 100.0
+        )
+        assert groups["referral"]["nps_change"]["points"] == 0.0
+        # cat's second 8 was throttled (no message): her move to a 9 counts as not followed up
+        assert groups["none"]["passives_to_promoters"]["share"] == 1.0
+        assert (result["followed_up"]["n"], result["followed_up"]["points"]) == (3, 33.33)
+        assert (result["not_followed_up"]["n"], result["difference"]["points"]) == (1, -66.67)
+        assert (await client.get("/v1/outcomes", params={"segment": "channel:email"})).json()["groups"] == []
+        for params in ({"window": "180"}, {"segment": "plan:pro"}, {"window": "0d"}):
+            assert (await client.get("/v1/outcomes", params=params)).status_code == 422
 
-            erased = RespondentErased(
-                erasure_id=uuid.uuid4().hex, respondent_id=f"{run}-ann", requested_at=datetime.now(UTC)
-            )
-            await produce(producer, settings.topics.responses, [(erased.respondent_id.encode(), erased.to_bytes())])
+        erased = RespondentErased(
+            erasure_id=uuid.uuid4().hex, respondent_id=f"{run}-ann", requested_at=datetime.now(UTC)
+        )
+        await service.publish(settings.topics.responses, [erased])
 
-            async def ann_gone() -> bool:
-                return {g["followup"] for g in (await report())["groups"]} == {"referral", "education", "none"}
+        async def ann_gone() -> bool:
+            return {g["followup"] for g in (await report())["groups"]} == {"referral", "education", "none"}
 
-            await eventually(ann_gone)
+        await eventually(ann_gone)

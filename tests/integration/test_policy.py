@@ -22,12 +22,9 @@ from tests.helpers import (
     eventually,
     nps,
     nps_env,
-    produce,
     read_topic,
-    running_loop,
-    serve_in_process,
+    served,
     start_service,
-    started_producer,
 )
 from tests.integration.test_followup import settings_for
 
@@ -91,11 +88,9 @@ async def test_a_policy_file_decides_every_follow_up_and_is_recorded_on_it(
     ]
     later = [response("x2", "xena", 2)]  # xena was a promoter: now she relapsed
     app = create_app(settings)
-    async with (
-        started_producer(bootstrap) as producer,
-        running_loop(settings, spec(settings, app.state.policy)) as loop,
-    ):
-        await produce(producer, settings.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in first])
+    async with served(app, settings, spec(settings, app.state.policy)) as service:
+        loop, client = service.loop, service.client
+        await service.publish(settings.topics.responses, first)
 
         async def rows() -> dict[str, tuple[str, str | None, str | None]]:
             async with loop.engine.connect() as conn:
@@ -111,7 +106,7 @@ async def test_a_policy_file_decides_every_follow_up_and_is_recorded_on_it(
             return len(await rows()) == n
 
         await eventually(lambda: routed(3))
-        await produce(producer, settings.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in later])
+        await service.publish(settings.topics.responses, later)
         await eventually(lambda: routed(4))
         assert await rows() == {
             "x1": ("referral", "promoters", "acme-7"),
@@ -134,18 +129,14 @@ async def test_a_policy_file_decides_every_follow_up_and_is_recorded_on_it(
         assert messages["x1"] == ("created", None, "ask")  # the message itself is in FollowUpCreated only
         assert messages["z1"][0] == "failed" and "template thanks (en)" in messages["z1"][1]
 
-        admin = await serve_in_process(app, loop.engine)
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://f", headers=admin
-        ) as client:
-            explained = await client.post("/v1/policy/explain", json={"score": 1, "previous_score": 9})
-            assert explained.status_code == 200, explained.text
-            body = explained.json()
-            assert (body["rule"], body["action"], body["policy_version"]) == ("relapsed-promoter", "csm_call", "acme-7")
-            assert [s["rule"] for s in body["skipped"]] == ["enterprise-detractor-with-comment"]
-            for bad in ({"score": 11}, {"score": "3"}, {"score": 3, "plan": "x"}, {}):
-                refused = await client.post("/v1/policy/explain", json=bad)
-                assert refused.status_code == 422 and refused.json()["code"] == "invalid_request", refused.text
+        explained = await client.post("/v1/policy/explain", json={"score": 1, "previous_score": 9})
+        assert explained.status_code == 200, explained.text
+        body = explained.json()
+        assert (body["rule"], body["action"], body["policy_version"]) == ("relapsed-promoter", "csm_call", "acme-7")
+        assert [s["rule"] for s in body["skipped"]] == ["enterprise-detractor-with-comment"]
+        for bad in ({"score": 11}, {"score": "3"}, {"score": 3, "plan": "x"}, {}):
+            refused = await client.post("/v1/policy/explain", json=bad)
+            assert refused.status_code == 422 and refused.json()["code"] == "invalid_request", refused.text
 
     records = await read_topic(bootstrap, settings.topics.followups, expect=3)
     created = [followup_events.validate_json(r.value) for r in records]

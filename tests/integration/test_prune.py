@@ -19,6 +19,7 @@ from tests.helpers import (
     clear_of_midnight,
     create_topics,
     eventually,
+    keyed,
     nps,
     nps_env,
     produce,
@@ -97,7 +98,7 @@ async def test_prune_deletes_what_is_older_than_the_retention_and_late_events_st
         answer(now, "new-2", 8, 1),
     ]
     async with producer_on(bootstrap) as producer:
-        await produce(producer, scoring.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in first])
+        await produce(producer, scoring.topics.responses, keyed(first))
     await consume(scoring, themes, len(first))  # no retention yet: all counted
     assert await counts_of(database_url) == (2, 1, 2)
     assert (await rows_before_cutoff(database_url, cutoff))["responses"] == 2
@@ -150,7 +151,7 @@ async def test_prune_deletes_what_is_older_than_the_retention_and_late_events_st
     ]
     expired_before = REGISTRY.get_sample_value("nps_scoring_events_total", {"outcome": "expired"}) or 0
     async with producer_on(bootstrap) as producer:
-        await produce(producer, scoring.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in late])
+        await produce(producer, scoring.topics.responses, keyed(late))
     await consume(scoring, themes, len(first) + len(late))
     assert await counts_of(database_url) == (1, 1, 0)  # the erasure counted; the late old ones did not
     assert (await rows_before_cutoff(database_url, cutoff))["responses"] == 0

@@ -5,23 +5,13 @@ conversion id, and the stats give the conversion rate per segment."""
 from __future__ import annotations
 
 import re
-import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-import httpx
 import pytest
 
 from followup_service.bootstrap import create_app, spec
-from shared.events import FollowUpCreated, ResponseSubmitted, followup_events
-from tests.helpers import (
-    add_key,
-    create_topics,
-    produce,
-    read_topic,
-    running_loop,
-    serve_in_process,
-    started_producer,
-)
+from shared.events import FollowUpCreated, followup_events
+from tests.helpers import Run, create_topics, read_topic, served
 from tests.integration.test_followup import settings_for
 
 pytestmark = pytest.mark.integration
@@ -33,31 +23,20 @@ async def test_referral_codes_are_issued_converted_once_and_counted(
 ) -> None:
     settings = settings_for(bootstrap, database_url, namespace)
     await create_topics(settings)
-    run = uuid.uuid4().hex[:6]
-    now = datetime.now(UTC)
-
-    def response(rid: str, score: int, channel: str) -> ResponseSubmitted:
-        return ResponseSubmitted(
-            response_id=f"{run}-{rid}",
-            respondent_id=f"{run}-{rid}",
-            score=score,
-            channel=channel,
-            answered_at=now,
-            submitted_at=now,
-        )
-
-    sent = [response("p1", 10, "web"), response("p2", 9, "email"), response("n1", 7, "web")]
+    run = Run()
+    now = run.now
+    sent = [
+        run.submitted("p1", 10, channel="web"),
+        run.submitted("p2", 9, channel="email"),
+        run.submitted("n1", 7, channel="web"),
+    ]
     app = create_app(settings)
-    async with (
-        started_producer(bootstrap) as producer,
-        running_loop(settings, spec(settings, app.state.policy)) as loop,
-    ):
-        admin = await serve_in_process(app, loop.engine)
-        reader = await add_key(app, loop.engine, ["followups:read"])
-        await produce(producer, settings.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in sent])
+    async with served(app, settings, spec(settings, app.state.policy)) as service:
+        reader = await service.key(["followups:read"])
+        await service.publish(settings.topics.responses, sent)
         records = await read_topic(bootstrap, settings.topics.followups, expect=3)
         created = {
-            e.response_id.removeprefix(f"{run}-"): e
+            e.response_id.removeprefix(f"{run.id}-"): e
             for e in map(followup_events.validate_json, (r.value for r in records))
         }
         assert all(isinstance(e, FollowUpCreated) for e in created.values())
@@ -66,43 +45,41 @@ async def test_referral_codes_are_issued_converted_once_and_counted(
         assert codes["p1"] != codes["p2"]
         assert f"Your referral code: {codes['p1']}" in (created["p1"].body_text or "")
 
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://f", headers=admin
-        ) as client:
-            path = f"/v1/referrals/{codes['p1']}/conversions"
-            first = await client.post(path, json={"conversion_id": f"{run}-signup-1"})
-            assert first.status_code == 201 and first.json()["recorded"] is True
-            again = await client.post(path, json={"conversion_id": f"{run}-signup-1"})
-            assert again.status_code == 200 and again.json()["recorded"] is False
-            elsewhere = await client.post(
-                f"/v1/referrals/{codes['p2']}/conversions", json={"conversion_id": f"{run}-signup-1"}
-            )
-            assert elsewhere.status_code == 409 and elsewhere.json()["code"] == "conversion_conflict"
-            unknown = await client.post(f"/v1/referrals/r{'a' * 16}/conversions", json={"conversion_id": "x"})
-            assert unknown.status_code == 404 and unknown.json()["code"] == "unknown_referral_code"
-            for bad_path, body in (
-                ("/v1/referrals/NOTACODE/conversions", {"conversion_id": "x"}),
-                (path, {"conversion_id": "x", "converted_at": (now + timedelta(days=2)).isoformat()}),
-                (path, {"conversion_id": "x", "converted_at": "2026-11-26T10:00:00"}),
-                (path, {}),
-            ):
-                refused = await client.post(bad_path, json=body)
-                assert refused.status_code == 422 and refused.json()["code"] == "invalid_request", refused.text
-            assert (await client.post(path, json={"conversion_id": "y"}, headers=reader)).status_code == 403
+        client = service.client
+        path = f"/v1/referrals/{codes['p1']}/conversions"
+        first = await client.post(path, json={"conversion_id": f"{run.id}-signup-1"})
+        assert first.status_code == 201 and first.json()["recorded"] is True
+        again = await client.post(path, json={"conversion_id": f"{run.id}-signup-1"})
+        assert again.status_code == 200 and again.json()["recorded"] is False
+        elsewhere = await client.post(
+            f"/v1/referrals/{codes['p2']}/conversions", json={"conversion_id": f"{run.id}-signup-1"}
+        )
+        assert elsewhere.status_code == 409 and elsewhere.json()["code"] == "conversion_conflict"
+        unknown = await client.post(f"/v1/referrals/r{'a' * 16}/conversions", json={"conversion_id": "x"})
+        assert unknown.status_code == 404 and unknown.json()["code"] == "unknown_referral_code"
+        for bad_path, body in (
+            ("/v1/referrals/NOTACODE/conversions", {"conversion_id": "x"}),
+            (path, {"conversion_id": "x", "converted_at": (now + timedelta(days=2)).isoformat()}),
+            (path, {"conversion_id": "x", "converted_at": "2026-11-26T10:00:00"}),
+            (path, {}),
+        ):
+            refused = await client.post(bad_path, json=body)
+            assert refused.status_code == 422 and refused.json()["code"] == "invalid_request", refused.text
+        assert (await client.post(path, json={"conversion_id": "y"}, headers=reader)).status_code == 403
 
-            stats = (await client.get("/v1/referrals/stats", params={"window": "7d"})).json()
-            assert (
-                stats["codes_issued"],
-                stats["conversions"],
-                stats["converting_codes"],
-                stats["conversion_rate"],
-            ) == (
-                2,
-                1,
-                1,
-                0.5,
-            )
-            web = (await client.get("/v1/referrals/stats", params={"segment": "channel:web"})).json()
-            assert (web["codes_issued"], web["conversion_rate"]) == (1, 1.0)
-            for params in ({"window": "0d"}, {"window": "7"}, {"segment": "plan:pro"}, {"segment": "channel:"}):
-                assert (await client.get("/v1/referrals/stats", params=params)).status_code == 422
+        stats = (await client.get("/v1/referrals/stats", params={"window": "7d"})).json()
+        assert (
+            stats["codes_issued"],
+            stats["conversions"],
+            stats["converting_codes"],
+            stats["conversion_rate"],
+        ) == (
+            2,
+            1,
+            1,
+            0.5,
+        )
+        web = (await client.get("/v1/referrals/stats", params={"segment": "channel:web"})).json()
+        assert (web["codes_issued"], web["conversion_rate"]) == (1, 1.0)
+        for params in ({"window": "0d"}, {"window": "7"}, {"segment": "plan:pro"}, {"segment": "channel:"}):
+            assert (await client.get("/v1/referrals/stats", params=params)).status_code == 422

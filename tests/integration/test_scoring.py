@@ -22,6 +22,7 @@ from shared.windows import preceding, window
 from tests.helpers import (
     create_topics,
     eventually,
+    keyed,
     produce,
     read_topic,
     running_loop,
@@ -90,12 +91,10 @@ async def test_aggregates_equal_a_recompute_under_duplicates_late_events_and_rep
     ]
     second = [event("b", 9, product="atlas"), event("f", 8), event("g", 1, days_ago=40)]  # retry + new
     async with started_producer(bootstrap) as producer:
-        await produce(producer, settings.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in first])
+        await produce(producer, settings.topics.responses, keyed(first))
         async with running_loop(settings, pinned_spec(settings)) as run:
             await eventually(run.committed_at_least(len(first)))
-            await produce(
-                producer, settings.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in second]
-            )
+            await produce(producer, settings.topics.responses, keyed(second))
             await eventually(run.committed_at_least(len(first) + len(second)))
 
     everything = first + second

@@ -40,6 +40,7 @@ from tests.helpers import (
     FAST_GROUP_ENV,
     create_topics,
     eventually,
+    keyed,
     nps,
     nps_env,
     produce,
@@ -49,6 +50,7 @@ from tests.helpers import (
     service_settings,
     start_service,
     started_producer,
+    truncate,
 )
 from tests.scoring_model import START
 
@@ -138,13 +140,6 @@ async def served_equals_recompute(
         await engine.dispose()
 
 
-async def truncate(database_url: str) -> None:
-    engine = make_engine(database_url)
-    async with engine.begin() as conn:
-        await conn.execute(sa.text(f"TRUNCATE {', '.join(f'scoring.{t}' for t in TABLES)}"))
-    await engine.dispose()
-
-
 @settings(
     max_examples=20,
     deadline=None,
@@ -157,7 +152,7 @@ async def test_every_served_aggregate_equals_a_recompute_under_any_delivery(
     history = data.draw(scoring_model.histories(max_ops=40), label="history")
     delivered = data.draw(scoring_model.deliveries(history), label="delivered")
     max_batch = data.draw(st.integers(1, 25), label="max_batch")
-    await truncate(database_url)
+    await truncate(database_url, "scoring", TABLES)
     settings_ = scoring_settings(bootstrap, database_url, f"x{uuid.uuid4().hex[:10]}", consumer_max_batch=max_batch)
     await create_topics(settings_)
     async with started_producer(bootstrap) as producer:
@@ -259,9 +254,7 @@ async def test_rebuild_from_responses_and_replay_from_the_log_equal_the_live_sta
     delivered = events + rng.sample(events, len(events) // 4)
     rng.shuffle(delivered)
     async with started_producer(bootstrap) as producer:
-        await produce(
-            producer, settings_.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in delivered]
-        )
+        await produce(producer, settings_.topics.responses, keyed(delivered))
         await produce(producer, settings_.topics.responses, [(b"k", b"not an event")])  # skipped by replay
     async with running_loop(settings_, pinned(settings_)) as run:
         await eventually(run.committed_at_least(len(delivered) + 1), timeout=30)

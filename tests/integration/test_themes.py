@@ -32,6 +32,7 @@ from tests.conftest import fresh_database
 from tests.helpers import (
     create_topics,
     eventually,
+    keyed,
     nps,
     nps_env,
     produce,
@@ -39,6 +40,7 @@ from tests.helpers import (
     serve_in_process,
     service_settings,
     started_producer,
+    truncate,
 )
 from themes_service import suggest
 from themes_service.bootstrap import create_app, spec
@@ -150,7 +152,7 @@ async def test_theme_counts_equal_a_recompute_and_the_api_reads_them(
     )
     events.append(RespondentErased(erasure_id=f"{run}-e", respondent_id="erased-one", requested_at=NOW))
     async with started_producer(bootstrap) as producer:
-        await produce(producer, settings.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in events])
+        await produce(producer, settings.topics.responses, keyed(events))
 
     def gauge(name: str, **labels: str) -> float | None:
         return REGISTRY.get_sample_value(name, labels)
@@ -215,7 +217,7 @@ async def test_theme_counts_equal_a_recompute_and_the_api_reads_them(
         ),
     ]  # fmt: skip
     async with started_producer(bootstrap) as producer:
-        await produce(producer, settings.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in later])
+        await produce(producer, settings.topics.responses, keyed(later))
     async with running_loop(settings, spec(settings, now=pinned)) as run_loop:
         await eventually(run_loop.committed_at_least(len(events) + len(later)))
     assert await kept_comments(database_url, run) == {f"{run}-3": "Actually the app crashes constantly"}
@@ -273,7 +275,7 @@ async def test_suggest_finds_what_the_taxonomy_misses_among_the_kept_comments(
         for i in range(6)
     ]  # fmt: skip
     async with started_producer(bootstrap) as producer:
-        await produce(producer, settings.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in events])
+        await produce(producer, settings.topics.responses, keyed(events))
     async with running_loop(settings, spec(settings)) as run_loop:
         await eventually(run_loop.committed_at_least(len(events)))
 
@@ -333,7 +335,7 @@ async def test_a_drop_alert_s_drivers_come_from_the_themes_api(
     events += [detractor(10 + i, "My parcel never arrived", 0) for i in range(6)]
     events += [detractor(20 + i, "Too expensive", 1) for i in range(2)]
     async with started_producer(bootstrap) as producer:
-        await produce(producer, settings.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in events])
+        await produce(producer, settings.topics.responses, keyed(events))
     async with running_loop(settings, spec(settings, now=pinned)) as run_loop:
         await eventually(run_loop.committed_at_least(len(events)))
 
@@ -374,9 +376,8 @@ async def test_theme_counts_and_kept_comments_equal_a_recompute_under_any_delive
     history = data.draw(scoring_model.histories(max_ops=30), label="history")
     delivered = data.draw(scoring_model.deliveries(history), label="delivered")
     max_batch = data.draw(st.integers(1, 25), label="max_batch")
+    await truncate(database_url, "themes", THEME_TABLES)
     engine = make_engine(database_url)
-    async with engine.begin() as conn:
-        await conn.execute(sa.text(f"TRUNCATE {', '.join(f'themes.{t}' for t in THEME_TABLES)}"))
     namespace = f"t{uuid.uuid4().hex[:10]}"
     settings_ = service_settings(
         bootstrap, database_url, namespace, ThemesSettings, group_id=f"g-{namespace}", consumer_max_batch=max_batch
@@ -405,7 +406,7 @@ async def test_themes_rebuild_checks_repairs_and_replays_the_theme_counts(
     rng = random.Random(5)
     events = [e for n in range(10) for e in scoring_model.build_history(scoring_model.Seeded(rng), 30, f"rb{n}-")]
     async with started_producer(bootstrap) as producer:
-        await produce(producer, settings.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in events])
+        await produce(producer, settings.topics.responses, keyed(events))
     async with running_loop(settings, spec(settings)) as run_loop:
         await eventually(run_loop.committed_at_least(len(events)))
     live = await stored(database_url)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +19,20 @@ from followup_service.settings import DEFAULT_SLA, Sla
 from followup_service.tickets.domain import revision_ticket_id, ticket_id
 from shared.events import (
     RespondentErased,
-    ResponseRevised,
-    ResponseSubmitted,
     TicketOpened,
     TicketSlaBreached,
     TicketUpdated,
     ticket_events,
 )
 from tests.helpers import (
-    add_key,
+    Run,
     create_topics,
     eventually,
+    keyed,
     produce,
     read_topic,
     running_loop,
-    serve_in_process,
+    served,
     started_producer,
 )
 from tests.integration.test_followup import event, settings_for
@@ -65,93 +64,89 @@ async def test_a_ticket_goes_through_its_lifecycle_and_every_change_is_published
     tickets = [ticket_id(r.response_id) for r in responses if r.score <= 6]
     first = tickets[0]
     app = create_app(settings)
-    async with started_producer(bootstrap) as producer, running_loop(settings, spec(settings)) as loop:
-        admin = await serve_in_process(app, loop.engine)
-        reader = await add_key(app, loop.engine, ["followups:read"])
-        await produce(
-            producer, settings.topics.responses, [(r.respondent_id.encode(), r.to_bytes()) for r in responses]
+    async with served(app, settings, spec(settings)) as service:
+        loop, client = service.loop, service.client
+        reader = await service.key(["followups:read"])
+        await service.publish(settings.topics.responses, responses)
+
+        async def listed() -> bool:
+            page = await client.get("/v1/tickets", params={"status": "open"})
+            return page.status_code == 200 and len(page.json()["tickets"]) == 3
+
+        await eventually(listed)
+
+        # Newest first, a page at a time; the cursor walks them all once.
+        seen, cursor = [], None
+        while True:
+            params: dict[str, str | int] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+            page = (await client.get("/v1/tickets", params=params)).json()
+            seen += [t["ticket_id"] for t in page["tickets"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert sorted(seen) == sorted(tickets)
+        assert (await client.get("/v1/tickets", params={"older_than": "1h"})).json()["tickets"] == []
+        assert (await client.get("/v1/tickets", params={"channel": "email"})).json()["tickets"] == []
+
+        got = await client.get(f"/v1/tickets/{first}")
+        assert got.status_code == 200 and got.headers["etag"] == '"1"'
+        assert got.json()["status"] == "open" and got.json()["history"] == []
+
+        path = f"/v1/tickets/{first}"
+        assert (await client.patch(path, json={"status": "contacted"})).status_code == 428
+        forbidden = await client.patch(path, json={"status": "contacted"}, headers={**reader, "If-Match": '"1"'})
+        assert forbidden.status_code == 403 and forbidden.json()["code"] == "insufficient_scope"
+
+        contacted = await client.patch(
+            path,
+            json={"status": "contacted", "assignee": "ana", "note": "called, will refund"},
+            headers={"If-Match": '"1"'},
         )
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://followup", headers=admin) as client:
+        assert contacted.status_code == 200, contacted.text
+        assert contacted.headers["etag"] == '"2"' and contacted.json()["first_contact_at"] is not None
 
-            async def listed() -> bool:
-                page = await client.get("/v1/tickets", params={"status": "open"})
-                return page.status_code == 200 and len(page.json()["tickets"]) == 3
+        stale = await client.patch(path, json={"status": "resolved"}, headers={"If-Match": '"1"'})
+        assert stale.status_code == 412 and stale.json()["code"] == "version_mismatch"
+        assert stale.headers["etag"] == '"2"'
+        illegal = await client.patch(path, json={"status": "closed"}, headers={"If-Match": '"2"'})
+        assert illegal.status_code == 409 and illegal.json()["code"] == "illegal_transition"
+        assert "contacted to closed" in illegal.json()["message"]
 
-            await eventually(listed)
+        resolved = await client.patch(
+            path, json={"status": "resolved", "resolution": "refund"}, headers={"If-Match": '"2"'}
+        )
+        assert resolved.status_code == 200 and resolved.json()["resolved_at"] is not None
+        closed = await client.patch(path, json={"status": "closed"}, headers={"If-Match": "*"})
+        reopened = await client.patch(path, json={"status": "open"}, headers={"If-Match": '"4"'})
+        assert closed.json()["version"] == 4 and reopened.json()["version"] == 5
+        assert reopened.json()["resolution"] is None and reopened.json()["resolved_at"] is None
 
-            # Newest first, a page at a time; the cursor walks them all once.
-            seen, cursor = [], None
-            while True:
-                params: dict[str, str | int] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
-                page = (await client.get("/v1/tickets", params=params)).json()
-                seen += [t["ticket_id"] for t in page["tickets"]]
-                cursor = page["next_cursor"]
-                if cursor is None:
-                    break
-            assert sorted(seen) == sorted(tickets)
-            assert (await client.get("/v1/tickets", params={"older_than": "1h"})).json()["tickets"] == []
-            assert (await client.get("/v1/tickets", params={"channel": "email"})).json()["tickets"] == []
+        history = (await client.get(path)).json()["history"]
+        assert [(h["version"], h["status_from"], h["status_to"]) for h in history] == [
+            (2, "open", "contacted"),
+            (3, "contacted", "resolved"),
+            (4, "resolved", "closed"),
+            (5, "closed", "open"),
+        ]
+        assert history[0]["note"] == "called, will refund" and history[0]["actor"].startswith("tests-")
 
-            got = await client.get(f"/v1/tickets/{first}")
-            assert got.status_code == 200 and got.headers["etag"] == '"1"'
-            assert got.json()["status"] == "open" and got.json()["history"] == []
-
-            path = f"/v1/tickets/{first}"
-            assert (await client.patch(path, json={"status": "contacted"})).status_code == 428
-            forbidden = await client.patch(path, json={"status": "contacted"}, headers={**reader, "If-Match": '"1"'})
-            assert forbidden.status_code == 403 and forbidden.json()["code"] == "insufficient_scope"
-
-            contacted = await client.patch(
-                path,
-                json={"status": "contacted", "assignee": "ana", "note": "called, will refund"},
-                headers={"If-Match": '"1"'},
-            )
-            assert contacted.status_code == 200, contacted.text
-            assert contacted.headers["etag"] == '"2"' and contacted.json()["first_contact_at"] is not None
-
-            stale = await client.patch(path, json={"status": "resolved"}, headers={"If-Match": '"1"'})
-            assert stale.status_code == 412 and stale.json()["code"] == "version_mismatch"
-            assert stale.headers["etag"] == '"2"'
-            illegal = await client.patch(path, json={"status": "closed"}, headers={"If-Match": '"2"'})
-            assert illegal.status_code == 409 and illegal.json()["code"] == "illegal_transition"
-            assert "contacted to closed" in illegal.json()["message"]
-
-            resolved = await client.patch(
-                path, json={"status": "resolved", "resolution": "refund"}, headers={"If-Match": '"2"'}
-            )
-            assert resolved.status_code == 200 and resolved.json()["resolved_at"] is not None
-            closed = await client.patch(path, json={"status": "closed"}, headers={"If-Match": "*"})
-            reopened = await client.patch(path, json={"status": "open"}, headers={"If-Match": '"4"'})
-            assert closed.json()["version"] == 4 and reopened.json()["version"] == 5
-            assert reopened.json()["resolution"] is None and reopened.json()["resolved_at"] is None
-
-            history = (await client.get(path)).json()["history"]
-            assert [(h["version"], h["status_from"], h["status_to"]) for h in history] == [
-                (2, "open", "contacted"),
-                (3, "contacted", "resolved"),
-                (4, "resolved", "closed"),
-                (5, "closed", "open"),
-            ]
-            assert history[0]["note"] == "called, will refund" and history[0]["actor"].startswith("tests-")
-
-            # Bad input: every parameter is validated, one problem shape.
-            for bad in (
-                client.get("/v1/tickets/tk_nothex"),
-                client.get("/v1/tickets", params={"status": "lost"}),
-                client.get("/v1/tickets", params={"limit": 0}),
-                client.get("/v1/tickets", params={"older_than": "soon"}),
-                client.get("/v1/tickets", params={"cursor": "bm90LWEtY3Vyc29y"}),
-                client.patch(path, json={}, headers={"If-Match": "*"}),
-                client.patch(path, json={"status": "done"}, headers={"If-Match": "*"}),
-                client.patch(path, json={"priority": "high"}, headers={"If-Match": "*"}),
-                client.patch(path, json={"note": "x"}, headers={"If-Match": "three"}),
-            ):
-                reply = await bad
-                assert reply.status_code == 422, reply.text
-                assert reply.json()["code"] == "invalid_request" and reply.json()["errors"], reply.text
-            missing = await client.patch(f"/v1/tickets/tk_{'0' * 32}", json={"note": "x"}, headers={"If-Match": "*"})
-            assert missing.status_code == 404 and missing.json()["code"] == "not_found"
+        # Bad input: every parameter is validated, one problem shape.
+        for bad in (
+            client.get("/v1/tickets/tk_nothex"),
+            client.get("/v1/tickets", params={"status": "lost"}),
+            client.get("/v1/tickets", params={"limit": 0}),
+            client.get("/v1/tickets", params={"older_than": "soon"}),
+            client.get("/v1/tickets", params={"cursor": "bm90LWEtY3Vyc29y"}),
+            client.patch(path, json={}, headers={"If-Match": "*"}),
+            client.patch(path, json={"status": "done"}, headers={"If-Match": "*"}),
+            client.patch(path, json={"priority": "high"}, headers={"If-Match": "*"}),
+            client.patch(path, json={"note": "x"}, headers={"If-Match": "three"}),
+        ):
+            reply = await bad
+            assert reply.status_code == 422, reply.text
+            assert reply.json()["code"] == "invalid_request" and reply.json()["errors"], reply.text
+        missing = await client.patch(f"/v1/tickets/tk_{'0' * 32}", json={"note": "x"}, headers={"If-Match": "*"})
+        assert missing.status_code == 404 and missing.json()["code"] == "not_found"
 
         # Every change is on the tickets topic with the ticket's full state, in version order.
         records = await read_topic(bootstrap, settings.topics.tickets, expect=7)
@@ -183,7 +178,7 @@ async def test_a_ticket_goes_through_its_lifecycle_and_every_change_is_published
         erased = RespondentErased(
             erasure_id=uuid.uuid4().hex, respondent_id=responses[0].respondent_id, requested_at=datetime.now(UTC)
         )
-        await produce(producer, settings.topics.responses, [(erased.respondent_id.encode(), erased.to_bytes())])
+        await service.publish(settings.topics.responses, [erased])
 
         async def notes_gone() -> bool:
             async with loop.engine.connect() as conn:
@@ -205,41 +200,19 @@ async def test_one_active_ticket_per_person_revisions_re_route_and_erasure_close
 ) -> None:
     settings = settings_for(bootstrap, database_url, namespace)
     await create_topics(settings)
-    run = uuid.uuid4().hex[:6]
-    now = datetime.now(UTC)
-
-    def submitted(rid: str, who: str, score: int, comment: str | None = None) -> ResponseSubmitted:
-        return ResponseSubmitted(
-            response_id=f"{run}-{rid}",
-            respondent_id=f"{run}-{who}",
-            score=score,
-            comment=comment,
-            answered_at=now,
-            submitted_at=now,
-        )
-
-    def revised(rid: str, who: str, score: int, version: int) -> ResponseRevised:
-        return ResponseRevised(
-            response_id=f"{run}-{rid}",
-            respondent_id=f"{run}-{who}",
-            version=version,
-            score=score,
-            answered_at=now,
-            revised_at=now + timedelta(seconds=version),
-        )
-
+    run = Run()
     first = [
-        submitted("a1", "ann", 2, "slow"),
-        submitted("a2", "ann", 4, "still slow"),  # joins ann's open ticket
-        submitted("b1", "bob", 1),
-        submitted("c1", "cyd", 10),
-        revised("b1", "bob", 9, 2),  # bob changed his mind: his ticket resolves, he is a promoter now
-        revised("c1", "cyd", 3, 2),  # cyd too, the other way: a ticket
-        revised("a1", "ann", 5, 2),  # within detractor: ann's ticket gets the new score
-        submitted("a1", "ann", 2, "slow"),  # a redelivery changes nothing
+        run.submitted("a1", 2, "ann", comment="slow"),
+        run.submitted("a2", 4, "ann", comment="still slow"),  # joins ann's open ticket
+        run.submitted("b1", 1, "bob"),
+        run.submitted("c1", 10, "cyd"),
+        run.revised("b1", 9, 2, "bob"),  # bob changed his mind: his ticket resolves, he is a promoter now
+        run.revised("c1", 3, 2, "cyd"),  # cyd too, the other way: a ticket
+        run.revised("a1", 5, 2, "ann"),  # within detractor: ann's ticket gets the new score
+        run.submitted("a1", 2, "ann", comment="slow"),  # a redelivery changes nothing
     ]
     async with started_producer(bootstrap) as producer, running_loop(settings, spec(settings)) as loop:
-        await produce(producer, settings.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in first])
+        await produce(producer, settings.topics.responses, keyed(first))
 
         async def tickets() -> dict[str, Any]:
             async with loop.engine.connect() as conn:
@@ -248,9 +221,9 @@ async def test_one_active_ticket_per_person_revisions_re_route_and_erasure_close
                         "SELECT t.ticket_id, t.response_id, t.status, t.resolution, t.score, t.version, t.comment "
                         "FROM followup.tickets t WHERE t.response_id LIKE :run"
                     ),
-                    {"run": f"{run}-%"},
+                    {"run": f"{run.id}-%"},
                 )
-                return {r.response_id.removeprefix(f"{run}-"): r for r in rows}
+                return {r.response_id.removeprefix(f"{run.id}-"): r for r in rows}
 
         async def settled() -> bool:
             found = await tickets()
@@ -260,29 +233,31 @@ async def test_one_active_ticket_per_person_revisions_re_route_and_erasure_close
         found = await tickets()
         assert (found["a1"].status, found["a1"].score, found["a1"].comment) == ("open", 5, "still slow")
         assert (found["b1"].status, found["b1"].resolution) == ("resolved", "score_revised")
-        assert found["c1"].status == "open" and found["c1"].ticket_id == revision_ticket_id(revised("c1", "cyd", 3, 2))
+        assert found["c1"].status == "open" and found["c1"].ticket_id == revision_ticket_id(
+            run.revised("c1", 3, 2, "cyd")
+        )
         async with loop.engine.connect() as conn:
             kinds = {
-                r.response_id.removeprefix(f"{run}-"): (r.kind, r.version, r.ticket_id)
+                r.response_id.removeprefix(f"{run.id}-"): (r.kind, r.version, r.ticket_id)
                 for r in await conn.execute(
                     sa.text(
                         "SELECT response_id, kind, version, ticket_id FROM followup.followups WHERE response_id LIKE :r"
                     ),
-                    {"r": f"{run}-%"},
+                    {"r": f"{run.id}-%"},
                 )
             }
         assert kinds == {
-            "a1": ("ticket", 2, ticket_id(f"{run}-a1")),
-            "a2": ("ticket", 1, ticket_id(f"{run}-a1")),
+            "a1": ("ticket", 2, ticket_id(run.of("a1"))),
+            "a2": ("ticket", 1, ticket_id(run.of("a1"))),
             "b1": ("referral", 2, None),
             "c1": ("ticket", 2, found["c1"].ticket_id),
         }
 
         # Erasure closes ann's active ticket, clears her data, and says so on the topic, redacted.
         erased = RespondentErased(
-            erasure_id=uuid.uuid4().hex, respondent_id=f"{run}-ann", requested_at=datetime.now(UTC)
+            erasure_id=uuid.uuid4().hex, respondent_id=run.of("ann"), requested_at=datetime.now(UTC)
         )
-        await produce(producer, settings.topics.responses, [(erased.respondent_id.encode(), erased.to_bytes())])
+        await produce(producer, settings.topics.responses, keyed([erased]))
 
         async def closed() -> bool:
             return (await tickets())["a1"].resolution == "erased"
@@ -292,15 +267,15 @@ async def test_one_active_ticket_per_person_revisions_re_route_and_erasure_close
 
     records = await read_topic(bootstrap, settings.topics.tickets, expect=None, timeout=3)
     events = [ticket_events.validate_json(r.value) for r in records]
-    opened = sorted(e.response_id.removeprefix(f"{run}-") for e in events if isinstance(e, TicketOpened))
+    opened = sorted(e.response_id.removeprefix(f"{run.id}-") for e in events if isinstance(e, TicketOpened))
     assert opened == ["a1", "b1", "c1"]  # a2 joined a1's ticket: no second TicketOpened
     ann = sorted(
-        (e for e in events if isinstance(e, TicketUpdated) and e.ticket_id == ticket_id(f"{run}-a1")),
+        (e for e in events if isinstance(e, TicketUpdated) and e.ticket_id == ticket_id(run.of("a1"))),
         key=lambda e: e.version,
     )
     assert [(e.version, e.change.get("response_id"), e.actor) for e in ann[:2]] == [
-        (2, f"{run}-a2", "follow-up"),
-        (3, f"{run}-a1", "follow-up"),
+        (2, run.of("a2"), "follow-up"),
+        (3, run.of("a1"), "follow-up"),
     ]
     last = ann[-1]
     assert (last.status, last.resolution, last.respondent_id, last.comment, last.actor) == (
@@ -325,37 +300,32 @@ async def test_a_missed_sla_deadline_is_published_once_per_ticket_and_deadline(
     run = uuid.uuid4().hex[:6]
     late, quick = event(f"{run}-late", 2), event(f"{run}-quick", 3)
     app = create_app(settings)
-    async with started_producer(bootstrap) as producer, running_loop(settings, spec(settings)) as loop:
-        admin = await serve_in_process(app, loop.engine)
-        await produce(
-            producer, settings.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in (late, quick)]
+    async with served(app, settings, spec(settings)) as service:
+        client = service.client
+        await service.publish(settings.topics.responses, [late, quick])
+        await tickets_listed(client, 2)
+        # The quick one is contacted in time: it never misses its first-contact deadline.
+        contacted = await client.patch(
+            f"/v1/tickets/{ticket_id(quick.response_id)}", json={"status": "contacted"}, headers={"If-Match": "*"}
         )
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://f", headers=admin
-        ) as client:
-            await tickets_listed(client, 2)
-            # The quick one is contacted in time: it never misses its first-contact deadline.
-            contacted = await client.patch(
-                f"/v1/tickets/{ticket_id(quick.response_id)}", json={"status": "contacted"}, headers={"If-Match": "*"}
-            )
-            assert contacted.status_code == 200
+        assert contacted.status_code == 200
 
-            async def breaches() -> list[tuple[str, str]]:
-                return await sla_breaches(bootstrap, settings.topics.tickets)
+        async def breaches() -> list[tuple[str, str]]:
+            return await sla_breaches(bootstrap, settings.topics.tickets)
 
-            async def both_missed() -> bool:
-                return len(await breaches()) == 3
+        async def both_missed() -> bool:
+            return len(await breaches()) == 3
 
-            await eventually(both_missed, timeout=20, every=0.5)
-            await asyncio.sleep(1)  # five more ticks: nothing is published twice
-            assert await breaches() == sorted(
-                [
-                    (ticket_id(late.response_id), "first_contact"),
-                    (ticket_id(late.response_id), "resolution"),
-                    (ticket_id(quick.response_id), "resolution"),
-                ]
-            )
-            exposed = (await client.get("/metrics")).text
+        await eventually(both_missed, timeout=20, every=0.5)
+        await asyncio.sleep(1)  # five more ticks: nothing is published twice
+        assert await breaches() == sorted(
+            [
+                (ticket_id(late.response_id), "first_contact"),
+                (ticket_id(late.response_id), "resolution"),
+                (ticket_id(quick.response_id), "resolution"),
+            ]
+        )
+        exposed = (await client.get("/metrics")).text
         assert 'nps_ticket_sla_breaches_total{deadline="first_contact",priority="normal"}' in exposed
         assert 'nps_tickets_active{age="1h",priority="normal"} 2.0' in exposed
         assert 'nps_ticket_first_contact_seconds_count{priority="normal"}' in exposed
@@ -380,26 +350,18 @@ async def test_a_rule_s_own_sla_holds_for_the_tickets_it_opens(
     vip = event(f"{run}-vip", 1).model_copy(update={"attributes": {"plan": "enterprise"}})
     other = event(f"{run}-other", 1)
     app = create_app(settings)
-    async with (
-        started_producer(bootstrap) as producer,
-        running_loop(settings, spec(settings, app.state.policy)) as loop,
-    ):
-        admin = await serve_in_process(app, loop.engine)
-        await produce(
-            producer, settings.topics.responses, [(e.respondent_id.encode(), e.to_bytes()) for e in (vip, other)]
-        )
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://f", headers=admin
-        ) as client:
-            await tickets_listed(client, 2)
-            shown = (await client.get(f"/v1/tickets/{ticket_id(vip.response_id)}")).json()
-            assert (shown["priority"], shown["first_contact_sla_s"], shown["resolution_sla_s"]) == ("high", 1.0, 2.0)
-            plain = (await client.get(f"/v1/tickets/{ticket_id(other.response_id)}")).json()
-            assert (plain["first_contact_sla_s"], plain["resolution_sla_s"]) == (None, None)
-            explained = (
-                await client.post("/v1/policy/explain", json={"score": 1, "attributes": {"plan": "enterprise"}})
-            ).json()
-            assert (explained["first_contact_sla_s"], explained["resolution_sla_s"]) == (1.0, 2.0)
+    async with served(app, settings, spec(settings, app.state.policy)) as service:
+        client = service.client
+        await service.publish(settings.topics.responses, [vip, other])
+        await tickets_listed(client, 2)
+        shown = (await client.get(f"/v1/tickets/{ticket_id(vip.response_id)}")).json()
+        assert (shown["priority"], shown["first_contact_sla_s"], shown["resolution_sla_s"]) == ("high", 1.0, 2.0)
+        plain = (await client.get(f"/v1/tickets/{ticket_id(other.response_id)}")).json()
+        assert (plain["first_contact_sla_s"], plain["resolution_sla_s"]) == (None, None)
+        explained = (
+            await client.post("/v1/policy/explain", json={"score": 1, "attributes": {"plan": "enterprise"}})
+        ).json()
+        assert (explained["first_contact_sla_s"], explained["resolution_sla_s"]) == (1.0, 2.0)
 
         async def breaches() -> list[tuple[str, str]]:
             return await sla_breaches(bootstrap, settings.topics.tickets)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.auth import SCOPES, Gate, Key, KeyCache, KeyStore, hash_api_key, new_api_key, parse_scopes
-from shared.http import ProblemError
+from shared.problems import ProblemError
 from shared.ratelimit import RateLimiter, TokenBucket
 
 

@@ -17,7 +17,8 @@ from followup_service.settings import FollowUpSettings
 from services.embedded import free_port
 from shared.auth import Gate, Key
 from shared.db import make_engine
-from shared.http import ProblemError, read_body
+from shared.http import read_body
+from shared.problems import ProblemError
 from tests.helpers import TEST_PSEUDONYM_SECRET
 from tests.unit.test_auth import FakeKeys
 

@@ -19,6 +19,7 @@ from ingest_service.domain import (
     submission,
 )
 from shared.events import ResponseSubmitted, response_events
+from tests.helpers import INVALID_BASICS
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 SKEW = Limits(max_future_skew=timedelta(minutes=5), max_age=timedelta(days=1095))
@@ -27,13 +28,7 @@ SKEW = Limits(max_future_skew=timedelta(minutes=5), max_age=timedelta(days=1095)
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"respondent_id": "u", "score": 11}, "score"),
-        ({"respondent_id": "u", "score": -1}, "score"),
-        ({"respondent_id": "u", "score": 6.5}, "score"),
-        ({"respondent_id": "u", "score": "7"}, "score"),
-        ({"respondent_id": "u", "score": True}, "score"),
-        ({"respondent_id": "u", "score": None}, "score"),
-        ({"score": 7}, "respondent_id"),
+        *INVALID_BASICS,
         ({"respondent_id": "", "score": 7}, "respondent_id"),
         ({"respondent_id": 42, "score": 7}, "respondent_id"),
         ({"respondent_id": "u", "score": 7, "answered_at": "yesterday"}, "answered_at"),

@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from followup_service.routing.domain import route
-from followup_service.routing.policy import DEFAULT_POLICY, Facts, Matcher, PolicyError, When, load, why_not
+from followup_service.routing.matching import Facts, Matcher, When, why_not
+from followup_service.routing.policy import DEFAULT_POLICY, PolicyError, load
 
 
 def write(tmp_path: Path, text: str) -> Path:
