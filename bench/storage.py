@@ -28,7 +28,7 @@ from services.embedded import free_port
 from services.infra import create_api_key, private_infrastructure
 from shared.db import make_engine
 
-SCHEMAS = ("ingest", "scoring", "followup")
+SCHEMAS = ("ingest", "scoring", "themes", "followup")
 CONSUMERS = {"scoring": "bench-scoring", "themes": "bench-themes", "followup": "bench-followup"}
 COMMENTS = ROOT / "tests" / "data" / "themes_eval.jsonl"
 

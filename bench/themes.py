@@ -23,6 +23,7 @@ from shared.db import make_engine
 from shared.windows import MAX_WINDOW_DAYS
 from tests.data.suggest_corpus import corpus
 from themes_service import suggest
+from themes_service.repository import THEMES
 from themes_service.taxonomy import load_taxonomy
 
 COMMENTS = ROOT / "tests" / "data" / "themes_eval.jsonl"
@@ -69,7 +70,8 @@ async def _count_comments(database_url: str) -> int:
     engine = make_engine(database_url)
     try:
         async with engine.connect() as conn:
-            return int((await conn.execute(sa.text("SELECT count(*) FROM scoring.theme_comments"))).scalar_one())
+            table = f"{THEMES.schema}.{THEMES.comments}"
+            return int((await conn.execute(sa.text(f"SELECT count(*) FROM {table}"))).scalar_one())
     finally:
         await engine.dispose()
 
