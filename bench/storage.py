@@ -115,6 +115,7 @@ def bench_storage(n: int) -> StorageResult:
                 "NPS_LOG_LEVEL": "WARNING",
                 "NPS_INGEST_RATE_LIMIT_PER_S": "0",
                 "NPS_SCORING_MAX_VALUES_PER_DIMENSION": "100000",
+                "NPS_THEMES_MAX_VALUES_PER_DIMENSION": "100000",  # the same segments as scoring's
             }
             ingest_port = free_port()
             for service in ("ingest", *CONSUMERS):
