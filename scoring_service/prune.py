@@ -57,10 +57,11 @@ async def run(
     finally:
         await engine.dispose()
     verb = "would delete" if dry_run else "deleted"
-    for name, pruned in done.items():
+    for name, where in stores:
+        pruned = done[name]
         print(
             f"{name}: {verb} {pruned.responses:,} responses, {pruned.daily:,} daily rows"
-            + (f", {pruned.comments:,} kept comments" if dict(stores)[name].comments else "")
+            + (f", {pruned.comments:,} kept comments" if where.comments else "")
             + f" answered before {cutoff} ({settings.prefix}RETENTION_DAYS={settings.retention_days})"
         )
     return done

@@ -29,6 +29,7 @@ from services.infra import create_topics, wait_ready
 from shared import service
 from shared.auth import KeyStore, hash_api_key, new_api_key, start_gate
 from shared.consumer import ConsumerLoop, RetryBatch
+from shared.db import make_engine
 from shared.events import (
     AlertContributor,
     AlertExplanation,
@@ -83,8 +84,6 @@ S = TypeVar("S", bound=ServiceSettings)
 
 async def truncate(database_url: str, schema: str, tables: Sequence[str]) -> None:
     """Empty these tables of `schema` (a property test's examples share one database)."""
-    from shared.db import make_engine
-
     engine = make_engine(database_url)
     try:
         async with engine.begin() as conn:
@@ -263,8 +262,7 @@ class Served:
     app: FastAPI
     loop: LoopUnderTest
     producer: AIOKafkaProducer
-    client: httpx.AsyncClient
-    admin: dict[str, str]
+    client: httpx.AsyncClient  # holding an admin key
 
     async def publish(self, topic: str, events: Sequence[Keyed]) -> None:
         await produce(self.producer, topic, keyed(events))
@@ -280,7 +278,7 @@ async def served(app: FastAPI, settings: ServiceSettings, spec: ConsumerSpec[Any
         admin = await serve_in_process(app, loop.engine)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://service", headers=admin) as client:
-            yield Served(app, loop, producer, client, admin)
+            yield Served(app, loop, producer, client)
 
 
 @dataclass(frozen=True)
