@@ -52,7 +52,9 @@ def spec(
 
 def create_app(settings: AlertSettings | None = None) -> FastAPI:
     settings = settings or AlertSettings()
-    app = create_base_app("alerts", "NPS alerts", consuming_lifespan(settings, spec(settings)))
+    app = create_base_app(
+        "alerts", "NPS alerts", consuming_lifespan(settings, spec(settings)), db_timeout_s=settings.db_timeout_s
+    )
     app.state.settings = settings
     app.include_router(health_router(lambda: app.state.resources.checks(), settings.metrics_secret))
     app.include_router(router)

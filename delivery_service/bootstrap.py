@@ -53,7 +53,10 @@ def with_worker(settings: DeliverySettings, inner: Callable[[FastAPI], Any]) -> 
 def create_app(settings: DeliverySettings | None = None) -> FastAPI:
     settings = settings or DeliverySettings()
     app = create_base_app(
-        "delivery", "NPS delivery (webhooks)", with_worker(settings, consuming_lifespan(settings, spec(settings)))
+        "delivery",
+        "NPS delivery (webhooks)",
+        with_worker(settings, consuming_lifespan(settings, spec(settings))),
+        db_timeout_s=settings.db_timeout_s,
     )
     app.state.settings = settings
 

@@ -96,7 +96,7 @@ def create_app(settings: FollowUpSettings | None = None) -> FastAPI:
     settings = settings or FollowUpSettings()
     routing = load_policy(settings)
     lifespan = reloading_on_sighup(routing, consuming_lifespan(settings, spec(settings, routing)))
-    app = create_base_app("followup", "NPS follow-up", lifespan)
+    app = create_base_app("followup", "NPS follow-up", lifespan, db_timeout_s=settings.db_timeout_s)
     app.state.settings = settings
     app.state.policy = routing
     app.state.pseudonyms = settings.pseudonyms()

@@ -16,7 +16,15 @@ from starlette.datastructures import State
 from ingest_service import metrics
 from ingest_service.deps import Admin, Eraser, Handler, Writer
 from ingest_service.domain import EXAMPLE, MAX_BATCH_ITEMS, InvalidResponse, ReviseResponse, SubmitResponse
-from ingest_service.handlers import CONFLICT_PROBLEM, Conflict, Ingest, NotFound, OutcomeUnknown, StoreUnavailable
+from ingest_service.handlers import (
+    CONFLICT_PROBLEM,
+    BatchOutcomeUnknown,
+    Conflict,
+    Ingest,
+    NotFound,
+    OutcomeUnknown,
+    StoreUnavailable,
+)
 from ingest_service.publisher import PublishFailed
 from ingest_service.raw import RawRequest, RawRoute
 from shared import audit
@@ -94,16 +102,33 @@ def conflict() -> ProblemError:
 
 
 def unavailable(exc: Exception) -> ProblemError:
-    what = "database" if isinstance(exc, StoreUnavailable) else "broker"
+    what = (
+        exc.where
+        if isinstance(exc, OutcomeUnknown)
+        else "database"
+        if isinstance(exc, StoreUnavailable | BatchOutcomeUnknown)
+        else "broker"
+    )
     log.warning("%s did not answer in time (%s); answering 503", what, type(exc).__name__)
     if isinstance(exc, OutcomeUnknown):
+        late = (
+            "the broker did not acknowledge in time" if exc.where == "broker" else "the database did not answer in time"
+        )
         return ProblemError(
             503,
-            "broker_unavailable",
-            "the broker did not acknowledge in time, so the response may or may not be stored: retry with "
-            f"response_id {exc.response_id!r}, which counts it once either way",
+            f"{exc.where}_unavailable",
+            f"{late}, so the response may or may not be stored: retry with response_id {exc.response_id!r}, "
+            "which counts it once either way",
             headers=RETRY,
             response_id=exc.response_id,
+        )
+    if isinstance(exc, BatchOutcomeUnknown):
+        return ProblemError(
+            503,
+            "database_unavailable",
+            "the database did not answer in time, so the batch's items may or may not be stored: send it again as it "
+            "was (an item with a response_id counts once either way)",
+            headers=RETRY,
         )
     return ProblemError(
         503, f"{what}_unavailable", f"the {what} did not answer in time; nothing was stored: retry", headers=RETRY
@@ -153,7 +178,7 @@ async def post_batch(state: State, request: RawRequest) -> bytes:
     body = request.json(BatchIn)
     try:
         results = await handler.submit_batch(body.responses, datetime.now(UTC), source)
-    except StoreUnavailable as exc:
+    except (StoreUnavailable, BatchOutcomeUnknown) as exc:
         metrics.OUTCOMES["unavailable"].inc(len(body.responses))
         raise unavailable(exc) from exc
     counts = {status: 0 for status in ("accepted", "rejected", "conflict", "unavailable")}

@@ -32,7 +32,7 @@ def create_app(settings: IngestSettings | None = None) -> RawFirst:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.require_database_url())
+        engine = make_engine(settings.require_database_url(), timeout_s=settings.db_timeout_s)
         producer = make_producer(settings, client_id="nps-ingest", linger_ms=settings.producer_linger_ms)
         await producer.start()
         store = ResponseStore(engine)
@@ -41,6 +41,7 @@ def create_app(settings: IngestSettings | None = None) -> RawFirst:
             store,
             settings.topics.responses,
             limits,
+            db_timeout_s=settings.db_timeout_s,
         )
         recorder = asyncio.create_task(ingest.run(), name="recorder")
         recorder.add_done_callback(lambda t: report_worker_failure(app, t))
@@ -72,13 +73,13 @@ def create_app(settings: IngestSettings | None = None) -> RawFirst:
             await store.close()
             await engine.dispose()
 
-    app = base_app(RawFirst, "ingest", "NPS ingest", lifespan)
+    app = base_app(RawFirst, "ingest", "NPS ingest", lifespan, db_timeout_s=settings.db_timeout_s)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     app.include_router(
         health_router(
             lambda: {
                 "broker": lambda: broker_reachable(app.state.producer),
-                "database": lambda: database_reachable(app.state.engine),
+                "database": lambda: database_reachable(app.state.engine, settings.db_timeout_s),
             },
             settings.metrics_secret,
         )

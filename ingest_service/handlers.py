@@ -27,6 +27,7 @@ from ingest_service import domain
 from ingest_service.domain import InvalidResponse, Limits, ReviseResponse, Submission, SubmitResponse
 from ingest_service.publisher import Publisher, PublishFailed
 from ingest_service.repository import Revision, StoreUnavailable
+from shared.deadline import Deadline, DeadlineExceeded
 from shared.events import RespondentErased, ResponseRevised
 from shared.logs import current_request_id
 from shared.validation import FieldProblem
@@ -45,12 +46,20 @@ class NotFound(Exception):
 
 
 class OutcomeUnknown(Exception):
-    """The broker did not acknowledge in time: the event may still reach it (the producer keeps
-    trying) or not. A retry with `response_id` counts once whichever happened."""
+    """The broker did not acknowledge in time (`where` "broker": the event may still reach it, the
+    producer keeps trying, or not), or the database did not answer the statement recording it in
+    time (`where` "database": it may have been recorded, or not). A retry with `response_id`
+    counts once whichever happened."""
 
-    def __init__(self, response_id: str) -> None:
+    def __init__(self, response_id: str, where: Literal["broker", "database"] = "broker") -> None:
         super().__init__(response_id)
         self.response_id = response_id
+        self.where = where
+
+
+class BatchOutcomeUnknown(Exception):
+    """The database did not answer the statement recording a batch in time: each item may have
+    been recorded, or not. Sent again as it was, an item with a response_id counts once."""
 
 
 class ResponseStore(Protocol):
@@ -71,8 +80,9 @@ class ItemResult(msgspec.Struct, frozen=True, gc=False):
 
 
 # A grouped submission's outcome, besides an exception (StoreUnavailable).
-ACCEPTED, CONFLICT, UNACKNOWLEDGED = "accepted", "conflict", "unacknowledged"
-Waiting = tuple[Submission, str | None, "asyncio.Future[str]"]  # the item, its request's id, its outcome
+ACCEPTED, CONFLICT, UNACKNOWLEDGED, UNRECORDED = "accepted", "conflict", "unacknowledged", "unrecorded"
+# The item, its request's id, its outcome, and when it arrived (the event loop's clock).
+Waiting = tuple[Submission, str | None, "asyncio.Future[str]", float]
 
 
 class FirstUses:
@@ -91,9 +101,15 @@ class FirstUses:
 
 
 def fail(group: list[Waiting], exc: Exception) -> None:
-    for _, _, outcome in group:
+    for _, _, outcome, _ in group:
         if not outcome.done():
             outcome.set_exception(exc)
+
+
+def settle(group: list[Waiting], result: str) -> None:
+    for _, _, outcome, _ in group:
+        if not outcome.done():  # done: the request went away (its client hung up)
+            outcome.set_result(result)
 
 
 @dataclass
@@ -102,6 +118,10 @@ class Ingest:
     store: ResponseStore
     topic: str
     limits: Limits
+    # A request is answered within the larger of the database's and the broker's timeouts (and
+    # the time it takes to answer): its recording must be done within `db_timeout_s` of its arrival,
+    # the broker's acknowledgement within `publisher.timeout_s` of the recording and that bound.
+    db_timeout_s: float = 2.0
     max_group: int = 2_000
     _waiting: list[Waiting] = field(default_factory=list, init=False, repr=False)
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
@@ -119,14 +139,17 @@ class Ingest:
         and consumers keep one response per response_id whatever they receive."""
         domain.check(command, now, self.limits)
         item = domain.submission(command, now, source)
-        outcome: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._waiting.append((item, current_request_id(), outcome))
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[str] = loop.create_future()
+        self._waiting.append((item, current_request_id(), outcome, loop.time()))
         self._wakeup.set()
         result = await outcome
         if result == CONFLICT:
             raise Conflict(item.response_id)
         if result == UNACKNOWLEDGED:
             raise OutcomeUnknown(item.response_id)
+        if result == UNRECORDED:
+            raise OutcomeUnknown(item.response_id, "database")
         if log.isEnabledFor(logging.DEBUG):
             log.debug("response published", extra={"response_id": item.response_id})
         return item
@@ -141,24 +164,39 @@ class Ingest:
                 group, self._waiting = self._waiting[: self.max_group], self._waiting[self.max_group :]
                 await self._record(group)
 
+    @property
+    def budget_s(self) -> float:
+        """The longest a submission waits for its answer (besides the time to send it)."""
+        return max(self.db_timeout_s, self.publisher.timeout_s)
+
     async def _record(self, group: list[Waiting]) -> None:
-        uses = FirstUses(item for item, _, _ in group)
+        loop = asyncio.get_running_loop()
+        arrived = group[0][3]  # the group's first: the others came after it
+        recorded_by = arrived + self.db_timeout_s
+        if loop.time() >= recorded_by:  # it waited out its time behind a group the database did not answer
+            fail(group, StoreUnavailable("no time left to record"))
+            return
+        uses = FirstUses(item for item, _, _, _ in group)
         try:
-            existing = await self.store.record_group(list(uses.first.values()))
+            async with Deadline(self.db_timeout_s, "recording responses", at=recorded_by):
+                existing = await self.store.record_group(list(uses.first.values()))
+        except DeadlineExceeded:
+            settle(group, UNRECORDED)  # the statement was sent: it may or may not have been applied
+            return
         except Exception as exc:  # StoreUnavailable, or a bug: each request answers for it
             fail(group, exc)
             return
         publish: list[Waiting] = []
         for waiting in group:
-            item, _, outcome = waiting
+            item, _, outcome, _ = waiting
             if uses.conflicts(item, existing):
                 if not outcome.done():
                     outcome.set_result(CONFLICT)
             else:
                 publish.append(waiting)
         if publish:
-            loop = asyncio.get_running_loop()
-            self._outgoing.append((publish, loop.time() + self.publisher.timeout_s))
+            acked_by = min(loop.time() + self.publisher.timeout_s, arrived + self.budget_s)
+            self._outgoing.append((publish, acked_by))
             if self._sending is None or self._sending.done():
                 self._sending = asyncio.create_task(self._send())
 
@@ -171,21 +209,23 @@ class Ingest:
         while self._outgoing:
             taken, self._outgoing = self._outgoing, []
             group = [waiting for part, _ in taken for waiting in part]
-            timeout = max(0.0, taken[0][1] - loop.time())
+            timeout = max(0.0, min(acked_by for _, acked_by in taken) - loop.time())
             try:
                 acked = await self.publisher.publish_many(
                     self.topic,
-                    [(item.key, item.event) for item, _, _ in group],
-                    [request_id for _, request_id, _ in group],
+                    [(item.key, item.event) for item, _, _, _ in group],
+                    [request_id for _, request_id, _, _ in group],
                     timeout,
                 )
-                for (_, _, outcome), ok in zip(group, acked, strict=True):
+                for (_, _, outcome, _), ok in zip(group, acked, strict=True):
                     if not outcome.done():  # done: the request went away (its client hung up)
                         outcome.set_result(ACCEPTED if ok else UNACKNOWLEDGED)
             except Exception as exc:  # a bug: each request still waiting answers for it
                 fail(group, exc)
 
     async def submit_batch(self, items: Sequence[Any], now: datetime, source: str) -> list[ItemResult]:
+        loop = asyncio.get_running_loop()
+        arrived = loop.time()
         results: dict[int, ItemResult] = {}
         valid: list[tuple[int, Submission]] = []
         for index, raw in enumerate(items):
@@ -195,7 +235,11 @@ class Ingest:
                 results[index] = ItemResult(index, "rejected", errors=exc.problems)
 
         uses = FirstUses(item for _, item in valid)
-        existing = await self.store.record_all(list(uses.first.values()))
+        try:
+            async with Deadline(self.db_timeout_s, "recording a batch"):
+                existing = await self.store.record_all(list(uses.first.values()))
+        except DeadlineExceeded as exc:
+            raise BatchOutcomeUnknown from exc
 
         to_publish: list[tuple[int, Submission]] = []
         for index, item in valid:
@@ -204,7 +248,10 @@ class Ingest:
                 results[index] = ItemResult(index, "conflict", item.response_id, (problem,))
             else:
                 to_publish.append((index, item))
-        acked = await self.publisher.publish_many(self.topic, [(item.key, item.event) for _, item in to_publish])
+        timeout = max(0.0, min(loop.time() + self.publisher.timeout_s, arrived + self.budget_s) - loop.time())
+        acked = await self.publisher.publish_many(
+            self.topic, [(item.key, item.event) for _, item in to_publish], timeout_s=timeout
+        )
         debug = log.isEnabledFor(logging.DEBUG)
         for (index, item), ok in zip(to_publish, acked, strict=True):
             results[index] = ItemResult(index, "accepted" if ok else "unavailable", item.response_id)
@@ -248,4 +295,13 @@ class Ingest:
         return event
 
 
-__all__ = ["Conflict", "Ingest", "ItemResult", "NotFound", "OutcomeUnknown", "PublishFailed", "StoreUnavailable"]
+__all__ = [
+    "BatchOutcomeUnknown",
+    "Conflict",
+    "Ingest",
+    "ItemResult",
+    "NotFound",
+    "OutcomeUnknown",
+    "PublishFailed",
+    "StoreUnavailable",
+]

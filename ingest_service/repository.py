@@ -145,8 +145,10 @@ class ResponseStore:
         commits on its own: one round trip, where the pool, BEGIN and COMMIT made four and cost
         ~400 us of this process's CPU a group. The asyncpg connection under it is looked up once
         (SQLAlchemy's `get_raw_connection` costs ~8 us, a greenlet's round trip, every time). A failed
-        connection is dropped; the next group opens another."""
+        connection is dropped, and one a deadline closed; the next group opens another."""
         try:
+            if self._driver is not None and self._driver.is_closed():
+                await self._drop()  # closed under a group whose deadline passed (shared/deadline.py)
             if self._held is None:
                 self._held = await self._engine.connect()
             if self._driver is None:
@@ -155,12 +157,16 @@ class ResponseStore:
         except Exception as exc:
             if not database_unavailable(exc):
                 raise
-            self._driver = None
-            if self._held is not None:
-                held, self._held = self._held, None
-                with contextlib.suppress(Exception):
-                    await held.invalidate()
+            await self._drop()
             raise StoreUnavailable(type(exc).__name__) from exc
+
+    async def _drop(self) -> None:
+        """Give up record_group's connection: the pool closes it, the next group opens another."""
+        self._driver = None
+        if self._held is not None:
+            held, self._held = self._held, None
+            with contextlib.suppress(Exception):
+                await held.invalidate()
 
     async def close(self) -> None:
         """Give record_group's connection back (at shutdown, before the engine is disposed)."""

@@ -69,7 +69,9 @@ def spec(settings: ScoringSettings, now: Callable[[], datetime] = clock) -> Cons
 def create_app(settings: ScoringSettings | None = None, now: Callable[[], datetime] = clock) -> FastAPI:
     """The service; `now` is the clock of its consumer and of the API's "today" (tests pin it)."""
     settings = settings or ScoringSettings()
-    app = create_base_app("scoring", "NPS scoring", consuming_lifespan(settings, spec(settings, now)))
+    app = create_base_app(
+        "scoring", "NPS scoring", consuming_lifespan(settings, spec(settings, now)), db_timeout_s=settings.db_timeout_s
+    )
     app.state.settings = settings
     app.state.clock = now
     app.include_router(health_router(lambda: app.state.resources.checks(), settings.metrics_secret))

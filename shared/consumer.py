@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared import metrics
 from shared.db import database_unavailable, describe_failure, lost_a_race
+from shared.deadline import Deadline
 from shared.logs import IDS, REQUEST_ID_HEADER, request_id_of
 from shared.outbox import OutboxRelay
 
@@ -162,6 +163,7 @@ class ConsumerLoop(Generic[E]):
         tick: Tick | None = None,
         tick_s: float = 1.0,
         stuck_after_s: float = 60.0,
+        batch_timeout_s: float = 5.0,
         shard: Callable[[E], int] | None = None,
         shards: int = 1,
     ) -> None:
@@ -185,6 +187,7 @@ class ConsumerLoop(Generic[E]):
         self._stopping = asyncio.Event()
         self._lag: dict[TopicPartition, int] = {}
         self._stuck_after_s = stuck_after_s
+        self._batch_timeout_s = batch_timeout_s
         self._failing_since: float | None = None  # when the step being retried first failed
         self._uncommitted: dict[TopicPartition, int] = {}  # first offset of the batch in flight
         self.batches_committed = 0
@@ -369,7 +372,7 @@ class ConsumerLoop(Generic[E]):
 
     async def _run_tick(self) -> None:
         assert self._tick is not None
-        async with self._engine.begin() as conn:
+        async with Deadline(self._batch_timeout_s, f"{self.service}'s periodic step"), self._engine.begin() as conn:
             await self._tick(conn)
         self._relay_wanted.set()
 
@@ -393,7 +396,14 @@ class ConsumerLoop(Generic[E]):
             raise
 
     async def _transact(self, batch: Sequence[Message[E]]) -> None:
-        async with self._engine.begin() as conn:  # the one commit point
+        # Past the deadline (a database that hangs) the transaction is abandoned: its connection is
+        # closed, so the server rolls it back, and `_retrying` applies the batch again from the start.
+        # A COMMIT already sent may have been applied: the handlers' idempotent writes absorb the
+        # second application, as they absorb a redelivery.
+        async with (
+            Deadline(self._batch_timeout_s, f"{self.service}'s batch"),
+            self._engine.begin() as conn,  # the one commit point
+        ):
             # A batch's statements carry thousands of values: after five runs of a prepared
             # statement PostgreSQL may switch to a generic plan that ignores them (follow-up's
             # latest-answer lookup went from 30 ms to 1 s per batch, from the sixth batch on).

@@ -19,8 +19,10 @@ from alembic import command, context
 from alembic.config import Config
 from sqlalchemy import Connection, MetaData, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from shared import deadline
 from shared.pseudonyms import Pseudonyms
 from shared.settings import async_url
 
@@ -43,10 +45,23 @@ SERVICE_SCHEMAS = {
 }
 
 
-def make_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
+def make_engine(url: str, *, pool_size: int = 5, timeout_s: float = 10.0) -> AsyncEngine:
+    """An engine whose waits are bounded by `timeout_s`: for a connection from a full pool
+    (`pool_timeout`) and for a new one to be opened (asyncpg's connect timeout: a server that
+    accepts the socket but never answers). Work inside a `shared.deadline.Deadline` holds the
+    connections it checks out, and a connection the pool gives up on is terminated (`track`)."""
     # hide_parameters: a database error's message never carries the statement's values (respondent
     # ids, comments); those messages reach logs at WARNING and above.
-    return create_async_engine(async_url(url), pool_size=pool_size, pool_pre_ping=True, hide_parameters=True)
+    engine = create_async_engine(
+        async_url(url),
+        pool_size=pool_size,
+        pool_pre_ping=True,
+        pool_timeout=timeout_s,
+        connect_args={"timeout": timeout_s},
+        hide_parameters=True,
+    )
+    deadline.track(engine)
+    return engine
 
 
 def sqlstate_of(exc: BaseException) -> str | None:
@@ -67,7 +82,8 @@ def database_unavailable(exc: BaseException) -> bool:
             or isinstance(exc, OperationalError | InterfaceError)
             or state.startswith(("08", "57"))
         )
-    return isinstance(exc, OSError | TimeoutError | ConnectionError)
+    # SQLAlchemy's TimeoutError: no connection came free in the pool within its timeout.
+    return isinstance(exc, OSError | TimeoutError | ConnectionError | SQLAlchemyTimeoutError)
 
 
 # SQLSTATEs of a transaction that lost a race with another, not a bug: deadlock_detected (two
@@ -103,6 +119,7 @@ async def fetch_alone(driver: asyncpg.Connection, statement: str, *args: Any) ->
     """One statement straight through asyncpg on `driver`: committed on its own outside a
     transaction (`driver_of`), part of it inside one (`fetch`); errors are SQLAlchemy's, as from
     `conn.execute`."""
+    deadline.hold(driver)
     with _as_sqlalchemy_errors(statement):
         rows: list[asyncpg.Record] = await driver.fetch(statement, *args)
         return rows
@@ -111,6 +128,7 @@ async def fetch_alone(driver: asyncpg.Connection, statement: str, *args: Any) ->
 async def _driver(conn: AsyncConnection) -> asyncpg.Connection:
     """The asyncpg connection under `conn`, inside the caller's transaction."""
     driver = await driver_of(conn)
+    deadline.hold(driver)
     if not driver.is_in_transaction():
         await conn.execute(text("SELECT 1"))  # SQLAlchemy begins the transaction on first use
     return driver
@@ -250,13 +268,12 @@ class InOrder:
 
 
 async def database_reachable(engine: AsyncEngine, timeout: float = 1.0) -> bool:
-    async def probe() -> None:
-        async with engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-
+    """Whether the database answers a query within `timeout` (a hung one does not: the probe's
+    connection is terminated then, and the answer is False at the deadline, not after the hang)."""
     try:
-        await asyncio.wait_for(probe(), timeout)
-    except (TimeoutError, OSError, DBAPIError, OperationalError):
+        async with deadline.Deadline(timeout, "readiness probe"), engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except (TimeoutError, OSError, DBAPIError, OperationalError, SQLAlchemyTimeoutError):
         return False
     return True
 

@@ -28,6 +28,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from shared import logs, metrics
 from shared.db import database_unavailable, describe_failure
+from shared.deadline import Deadline, DeadlineExceeded
 from shared.logs import REQUEST_ID_BYTES, accept_request_id
 from shared.problems import (
     ProblemError,
@@ -61,15 +62,23 @@ def log_failure(method: str, route: str, exc: BaseException) -> None:
     log.debug("%s %s failed", method, route, exc_info=exc)
 
 
+# Answered without the request deadline: they bound their own waits (the readiness probe's own
+# deadline), and /readyz must answer its JSON, not the 503 a deadline gives.
+UNBOUNDED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
 class RequestMiddleware:
     """Every request the framework answers (raw routes do the same themselves): a path that is not
-    UTF-8 gets 422 (decoded, it would silently name another resource); a database that is away
-    gets 503 with Retry-After; an unexpected error becomes the problem body, 500, logged by
-    log_failure; and the request is counted and timed by route."""
+    UTF-8 gets 422 (decoded, it would silently name another resource); a request is answered
+    within `db_timeout_s` of the service's time (the time the client takes to send its body is not
+    counted; `shared.deadline`), else 503 with Retry-After; a database that is away gets the same
+    503; an unexpected error becomes the problem body, 500, logged by log_failure; and the request
+    is counted and timed by route."""
 
-    def __init__(self, app: ASGIApp, service: str) -> None:
+    def __init__(self, app: ASGIApp, service: str, db_timeout_s: float | None = None) -> None:
         self.app = app
         self.service = service
+        self.db_timeout_s = db_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -80,20 +89,38 @@ class RequestMiddleware:
         answered = False
         request_id = accept_request_id(_header(scope, REQUEST_ID_BYTES))
         logs.set_request_id(request_id)
+        limit = (
+            Deadline(self.db_timeout_s, f"{scope['method']} request")
+            if self.db_timeout_s is not None and scope["path"] not in UNBOUNDED_PATHS
+            else None
+        )
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status, answered
             if message["type"] == "http.response.start":
                 status, answered = message["status"], True
+                if limit is not None:
+                    limit.disarm()  # the answer is decided; a slow reader is not the database
                 message["headers"] = [*message.get("headers", ()), (REQUEST_ID_BYTES, request_id.encode())]
             await send(message)
+
+        async def receive_unclocked() -> Message:
+            assert limit is not None
+            remaining = limit.pause()
+            try:
+                return await receive()
+            finally:
+                limit.resume(remaining)
 
         try:
             if "\ufffd" in scope["path"] and not utf8_path(scope):
                 bad_path = FieldProblem(field="path", problem="the path is not valid UTF-8 once percent-decoded")
                 await problem_response(invalid_request([bad_path]))(scope, receive, send_wrapper)
-            else:
+            elif limit is None:
                 await self.app(scope, receive, send_wrapper)
+            else:
+                async with limit:
+                    await self.app(scope, receive_unclocked, send_wrapper)
         except Exception as exc:
             if database_unavailable(exc):  # not a bug: the database is away (it also fails /readyz)
                 log.warning(
@@ -102,9 +129,7 @@ class RequestMiddleware:
                     route_template(scope),
                     describe_failure(exc),
                 )
-                problem = ProblemError(
-                    503, "database_unavailable", "the database did not answer; retry", headers={"Retry-After": "1"}
-                )
+                problem = database_unavailable_problem(exc)
             else:
                 log_failure(scope["method"], route_template(scope), exc)
                 problem = internal_error()
@@ -112,6 +137,15 @@ class RequestMiddleware:
                 await problem_response(problem)(scope, receive, send_wrapper)
         finally:
             record_request(self.service, scope["method"], route_template(scope), status, time.perf_counter() - started)
+
+
+def database_unavailable_problem(exc: BaseException) -> ProblemError:
+    """The 503 for a database that refused, failed or (past the deadline) did not answer."""
+    if isinstance(exc, DeadlineExceeded):
+        message = f"the database did not answer within {exc.seconds:g}s; retry"
+    else:
+        message = "the database did not answer; retry"
+    return ProblemError(503, "database_unavailable", message, headers={"Retry-After": "1"})
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -320,12 +354,17 @@ def health_router(checks: Callable[[], Mapping[str, ReadinessCheck]], metrics_to
 A = TypeVar("A", bound=FastAPI)
 
 
-def create_base_app(service: str, title: str, lifespan: Any, version: str = "1") -> FastAPI:
-    return base_app(FastAPI, service, title, lifespan, version)
+def create_base_app(
+    service: str, title: str, lifespan: Any, version: str = "1", db_timeout_s: float | None = None
+) -> FastAPI:
+    return base_app(FastAPI, service, title, lifespan, version, db_timeout_s)
 
 
-def base_app(app_class: type[A], service: str, title: str, lifespan: Any, version: str = "1") -> A:
-    """A service's app: the lifespan (then a frozen heap), the error bodies, the request metrics."""
+def base_app(
+    app_class: type[A], service: str, title: str, lifespan: Any, version: str = "1", db_timeout_s: float | None = None
+) -> A:
+    """A service's app: the lifespan (then a frozen heap), the error bodies, the request metrics
+    and deadline (`db_timeout_s`: the service's NPS_<SERVICE>_DB_TIMEOUT_S)."""
 
     @asynccontextmanager
     async def frozen_after_start(app: FastAPI) -> AsyncIterator[Any]:
@@ -339,7 +378,7 @@ def base_app(app_class: type[A], service: str, title: str, lifespan: Any, versio
 
     app = app_class(title=title, version=version, lifespan=frozen_after_start)
     install_error_handlers(app)
-    app.add_middleware(RequestMiddleware, service=service)
+    app.add_middleware(RequestMiddleware, service=service, db_timeout_s=db_timeout_s)
     return app
 
 

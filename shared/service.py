@@ -54,10 +54,11 @@ class Resources:
     engine: AsyncEngine
     producer: AIOKafkaProducer
     loop: ConsumerLoop[Any]
+    db_timeout_s: float = 2.0
 
     def checks(self) -> Mapping[str, ReadinessCheck]:
         return {
-            "database": lambda: database_reachable(self.engine),
+            "database": lambda: database_reachable(self.engine, self.db_timeout_s),
             "broker": lambda: broker_reachable(self.producer),
             "consumer": self.loop.healthy,
         }
@@ -79,7 +80,7 @@ async def running_loop(
     """Engine, producer, consumer and the consumer loop of one service, the loop running as a task.
     On exit the loop is asked to stop (it finishes and commits its batch), then all is closed. What
     a service's lifespan runs, and what the integration tests run the real wiring with."""
-    engine = make_engine(settings.require_database_url())
+    engine = make_engine(settings.require_database_url(), timeout_s=settings.db_timeout_s)
     producer = make_producer(settings, client_id=client_id)
     topics = (spec.topic, *spec.more_topics)
     consumer = make_consumer(settings, *topics, group_id=spec.group_id, client_id=client_id)
@@ -100,13 +101,14 @@ async def running_loop(
         tick=spec.tick,
         tick_s=spec.tick_s,
         stuck_after_s=settings.consumer_stuck_after_s,
+        batch_timeout_s=settings.consumer_batch_timeout_s,
         shard=spec.shard,
         shards=spec.shards,
     )
     task = asyncio.create_task(loop.run(), name=f"{spec.service}-consumer")
     log.info("%s consuming %s as group %s", spec.service, ", ".join(topics), spec.group_id)
     try:
-        yield RunningLoop(Resources(engine, producer, loop), consumer, task)
+        yield RunningLoop(Resources(engine, producer, loop, settings.db_timeout_s), consumer, task)
     finally:
         loop.stop()
         await _stopped(spec.service, task, consumer, producer)

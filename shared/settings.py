@@ -147,6 +147,15 @@ class ServiceSettings(InfraSettings):
     body_timeout_s: float = Field(
         default=10.0, gt=0, description="a request body not all received within this many seconds gets 408"
     )
+    # A database that hangs (a partition, a server stuck on I/O or a lock, a failover) answers
+    # nothing rather than an error: without a deadline every request waits as long as it does.
+    db_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="a request that uses the database is answered within this many seconds: with its result, or "
+        "with 503 and Retry-After (its connections closed, its transaction rolled back); also the wait for a "
+        "pooled or new connection, and the readiness probe's",
+    )
 
     # Consumer group timings. Apache Kafka's floor for the session timeout is 6 s
     # (group.min.session.timeout.ms); the local broker accepts less, and the tests use less
@@ -186,6 +195,16 @@ class ServiceSettings(InfraSettings):
         gt=0,
         validation_alias="NPS_CONSUMER_STUCK_AFTER_S",
         description="a consumer retrying one step (database or broker away) for longer reports not ready",
+    )
+    # A batch is ~0.5 s of database work at 10,000 events (make bench); past this the database is
+    # taken to hang: the transaction is abandoned (its connection closed, so it rolls back) and the
+    # batch retried from its offsets.
+    consumer_batch_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        validation_alias="NPS_CONSUMER_BATCH_TIMEOUT_S",
+        description="a batch's (or a periodic step's) transaction still running after this many seconds is "
+        "abandoned and retried",
     )
     consumer_poll_ms: int = Field(
         default=200, ge=1, validation_alias="NPS_CONSUMER_POLL_MS", description="longest wait for a batch"

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -517,3 +518,48 @@ async def second_owner_retries(engine: AsyncEngine, first: Apply, second: Apply)
         await transaction.commit()
         with pytest.raises(RetryBatch):
             await late
+
+
+def children_of(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    return found
+
+
+def signal_all(pids: Sequence[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):  # a backend that ended meanwhile
+            os.kill(pid, sig)
+
+
+@contextmanager
+def postgres_hung(data_dir: Path) -> Iterator[None]:
+    """Every process of the PostgreSQL of `data_dir` stopped (SIGSTOP: sockets open, nothing
+    answered) for the block, then continued, whatever the block raised. The postmaster first, so
+    it forks no backend after its children were listed."""
+    postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
+    stopped = [postmaster]
+    signal_all(stopped, signal.SIGSTOP)
+    try:
+        children = children_of(postmaster)
+        stopped += children
+        signal_all(children, signal.SIGSTOP)
+        yield
+    finally:
+        signal_all(stopped, signal.SIGCONT)
+
+
+@contextmanager
+def process_hung(pid: int) -> Iterator[None]:
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)

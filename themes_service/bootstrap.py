@@ -42,7 +42,12 @@ def create_app(settings: ThemesSettings | None = None, now: Callable[[], datetim
     """The service; `now` is the clock of its consumer and of the API's "today" (tests pin it)."""
     settings = settings or ThemesSettings()
     taxonomy = load_taxonomy(settings.taxonomy)  # ThemesError: the service refuses to start
-    app = create_base_app("themes", "NPS themes", consuming_lifespan(settings, spec(settings, taxonomy, now)))
+    app = create_base_app(
+        "themes",
+        "NPS themes",
+        consuming_lifespan(settings, spec(settings, taxonomy, now)),
+        db_timeout_s=settings.db_timeout_s,
+    )
     app.state.settings = settings
     app.state.clock = now
     app.state.taxonomy = taxonomy
