@@ -235,7 +235,7 @@ class ConsumerLoop(Generic[E]):
                 if decoded is not None:
                     applying = asyncio.create_task(self._apply(decoded), name=f"{self.service}-batch")
                 else:
-                    self._record_idle_lag()
+                    await self._record_idle_lag()
                 if self._tick is not None and time.monotonic() >= self._next_tick:
                     # Behind the batch in flight, never beside it; meanwhile the loop fetches and
                     # decodes the next batch, as it does while a batch applies.
@@ -485,10 +485,18 @@ class ConsumerLoop(Generic[E]):
             self._lag[tp] = max(0, end - first)
         self._publish_lag()
 
-    def _record_idle_lag(self) -> None:
-        # An empty poll means every assigned partition is caught up.
+    async def _record_idle_lag(self) -> None:
+        """An empty poll: each assigned partition is as far behind as the high watermark its last
+        fetch saw is ahead of the consumer's position. Caught up, that is 0; with a broker that
+        stopped answering fetches, the lag it had stays (it used to read 0: an empty poll was
+        taken for caught up)."""
         for tp in self._consumer.assignment():
-            self._lag[tp] = 0
+            highwater = self._consumer.highwater(tp)
+            try:  # known locally once consuming; a partition just assigned may need the broker
+                position = await asyncio.wait_for(self._consumer.position(tp), 0.1)
+            except (TimeoutError, KafkaError, IllegalStateError):
+                position = None
+            self._lag[tp] = max(0, highwater - position) if highwater is not None and position is not None else 0
         self._publish_lag()
 
     def _publish_lag(self) -> None:

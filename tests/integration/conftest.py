@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -8,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from services.embedded import free_port
+from services.embedded import EmbeddedBroker, free_port
 from shared.kafka import ensure_topics
 from shared.settings import Topics
 from tests.conftest import fresh_database
@@ -54,3 +56,14 @@ def ingest(pg_admin_url: str, bootstrap: str, tmp_path_factory: pytest.TempPathF
     live = live_ingest(pg_admin_url, bootstrap, tmp_path_factory.mktemp("ingest"), NPS_INGEST_RATE_LIMIT_PER_S="0")
     yield live
     assert live.process.stop() == 0, live.process.log.read_text()[-3000:]
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    """A broker of the test's own, to stop or hang without disturbing the session's."""
+    broker = EmbeddedBroker(free_port(), tmp_path / "broker.log")
+    broker.start()
+    yield broker
+    if broker.pid is not None:
+        os.kill(broker.pid, signal.SIGCONT)  # in case a test left it stopped
+    broker.stop()

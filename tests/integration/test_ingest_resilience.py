@@ -9,13 +9,12 @@ import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from services.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
+from services.embedded import EmbeddedBroker, EmbeddedPostgres
 from shared.db import upgrade
 from shared.events import response_events
 from shared.kafka import ensure_topics
@@ -23,16 +22,6 @@ from tests.helpers import eventually, read_topic
 from tests.integration.conftest import LiveIngest, live_ingest
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
-    broker = EmbeddedBroker(free_port(), tmp_path / "broker.log")
-    broker.start()
-    yield broker
-    if broker.pid is not None:
-        os.kill(broker.pid, signal.SIGCONT)  # in case a test left it stopped
-    broker.stop()
 
 
 async def post_one(client: httpx.AsyncClient, ingest: LiveIngest) -> tuple[str, httpx.Response, float]:

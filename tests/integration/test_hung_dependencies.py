@@ -1,8 +1,9 @@
-"""PostgreSQL hung, not dead (every process SIGSTOPped: sockets open, nothing answered): every
-answer still comes within the service's deadline, 503 with Retry-After when the database was
-needed; readiness says 503; a consumer abandons its batch and retries it; and afterwards nothing
-is lost or counted twice. Each test hangs a PostgreSQL of its own: stopping the session's would
-stall every other test."""
+"""PostgreSQL or the broker hung, not dead (SIGSTOPped: sockets open, nothing answered). With the
+database hung every answer still comes within the service's deadline, 503 with Retry-After when
+the database was needed; readiness says 503; a consumer abandons its batch and retries it. With
+the broker hung, consumers behind report not ready and go on soon after it does. Afterwards
+nothing is lost or counted twice. Each test hangs a PostgreSQL or broker of its own: stopping the
+session's would stall every other test."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import httpx
 import pytest
 
 from scoring_service.bootstrap import create_app
-from services.embedded import EmbeddedPostgres
+from services.embedded import EmbeddedBroker, EmbeddedPostgres
 from shared import metrics
 from shared.db import upgrade
 from shared.events import response_events
@@ -31,6 +32,7 @@ from tests.helpers import (
     eventually,
     nps,
     postgres_hung,
+    process_hung,
     produce,
     read_topic,
     serve_in_process,
@@ -207,18 +209,21 @@ async def test_a_consumer_abandons_a_hung_batch_reports_not_ready_and_counts_not
             with postgres_hung(pg.data_dir):
                 # The rest arrives while the database hangs: the consumer falls behind.
                 await produce(producer, settings.topics.responses, [(b"k", e.to_bytes()) for e in delivered[half:]])
-                asked = time.monotonic()
-                reply = await client.get("/v1/nps", params={"segment": "all"})
-                answered_s = time.monotonic() - asked
-                asked = time.monotonic()
-                ready = await client.get("/readyz")
-                ready_s = time.monotonic() - asked
 
                 # The batch in flight is abandoned at its deadline and retried, not left waiting.
                 async def retried() -> bool:
                     return bool(retries._value.get() > retried_before)
 
-                await eventually(retried, timeout=settings.consumer_batch_timeout_s + 2)
+                async def timed(path: str, **params: str) -> tuple[httpx.Response, float]:
+                    asked = time.monotonic()
+                    reply = await client.get(path, params=params)
+                    return reply, time.monotonic() - asked
+
+                (reply, answered_s), (ready, ready_s), _ = await asyncio.gather(
+                    timed("/v1/nps", segment="all"),
+                    timed("/readyz"),
+                    eventually(retried, timeout=settings.consumer_batch_timeout_s + 5),
+                )
                 await asyncio.sleep(1.0)  # the lag is read while the batch is retried
                 lag = metrics.CONSUMER_LAG.labels("scoring", settings.topics.responses)._value.get()
                 stuck_at = running.resources.loop.batches_committed
@@ -237,3 +242,62 @@ async def test_a_consumer_abandons_a_hung_batch_reports_not_ready_and_counts_not
             await eventually(caught_up, timeout=60, every=0.3)
             assert (await client.get("/readyz")).status_code == 200
     await served_equals_recompute(settings, url, events)
+
+
+async def test_consumers_behind_a_hung_broker_report_not_ready_and_go_on_soon_after(
+    own_broker: EmbeddedBroker, database_url: str, namespace: str
+) -> None:
+    """The broker SIGSTOPped while scoring works through a backlog and nothing new arrives: readiness
+    says 503 within the consumer's stuck limit, the lag metric keeps what it was (not 0), and
+    within 10 s of SIGCONT batches commit again; afterwards every aggregate equals a recompute."""
+    settings = scoring_settings(own_broker.bootstrap, database_url, namespace, consumer_max_batch=100)
+    await create_topics(settings)
+    rng = random.Random(36)
+    events = [e for n in range(150) for e in scoring_model.build_history(scoring_model.Seeded(rng), 30, f"k{n}-")]
+    delivered = events + rng.sample(events, len(events) // 4)
+    rng.shuffle(delivered)
+    async with started_producer(own_broker.bootstrap) as producer:
+        await produce(producer, settings.topics.responses, [(b"k", e.to_bytes()) for e in delivered])
+    lag = metrics.CONSUMER_LAG.labels("scoring", settings.topics.responses)
+    async with running_loop(settings, pinned(settings), "hung-broker") as running:
+        loop = running.resources.loop
+        app = create_app(settings)
+        headers = await serve_in_process(app, running.resources.engine)
+        app.state.resources = running.resources
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://scoring", headers=headers
+        ) as client:
+
+            async def working() -> bool:
+                return loop.batches_committed >= 3
+
+            await eventually(working, timeout=30)
+            assert own_broker.pid is not None
+            with process_hung(own_broker.pid):
+                asked = time.monotonic()
+                ready = await client.get("/readyz")
+                ready_s = time.monotonic() - asked
+                await asyncio.sleep(HANG_S)
+                behind = lag._value.get()
+                committed = loop.batches_committed
+                resumed = time.monotonic()
+            assert ready.status_code == 503 and ready.json()["checks"]["broker"] == "failing", ready.text
+            assert ready_s < settings.consumer_stuck_after_s
+            assert behind > 0  # the backlog is still there; an empty poll is not "caught up"
+            # The API answers from the database meanwhile and after.
+            assert (await client.get("/v1/nps", params={"segment": "all"})).status_code == 200
+
+            async def going_on() -> bool:
+                return loop.batches_committed > committed + 1
+
+            await eventually(going_on, timeout=20, every=0.1)
+            assert time.monotonic() - resumed < 10.0
+
+            async def caught_up() -> bool:
+                return (
+                    await group_committed(own_broker.bootstrap, settings.group_id, settings.topics.responses)
+                ) >= len(delivered)
+
+            await eventually(caught_up, timeout=60, every=0.3)
+            assert (await client.get("/readyz")).status_code == 200
+    await served_equals_recompute(settings, database_url, events)
