@@ -1,5 +1,7 @@
-"""The short version of `make chaos`, in `make test`: the loop under load while scoring is killed
-and poison messages arrive; every acknowledged response counted exactly once, routed once."""
+"""The short version of `make chaos`, in `make test`: the loop under load while scoring is killed,
+PostgreSQL hangs (5 s here, 20 s in `make chaos`) and poison messages arrive; every acknowledged
+response counted exactly once, routed once; while the database hangs every service answers within
+3 s (its 2 s deadline and the answer), with 503s."""
 
 from __future__ import annotations
 
@@ -12,13 +14,16 @@ from tests.chaos.scenario import Scenario
 pytestmark = pytest.mark.e2e
 
 
-async def test_under_load_a_killed_consumer_and_poison_lose_and_double_nothing(tmp_path: Path) -> None:
-    scenario = Scenario(tmp_path / "var", rate=150)
+async def test_under_load_a_killed_consumer_a_hung_database_and_poison_lose_and_double_nothing(tmp_path: Path) -> None:
+    scenario = Scenario(tmp_path / "var", rate=150, hang_s=5)
     try:
         outcomes = await scenario.execute(full=False, warm_s=3, recover_s=60, min_acked=150)
         assert scenario.driver.violations == []
-        assert [o.fault for o in outcomes] == ["SIGKILL scoring", "poison messages"]
+        assert [o.fault for o in outcomes] == ["SIGKILL scoring", "PostgreSQL hung 5 s", "poison messages"]
         assert all(o.recovered_s is not None and o.acknowledged > 100 for o in outcomes), outcomes
+        hang = outcomes[1]
+        assert hang.unavailable > 0, hang  # the hang was felt: ingest and the readers got 503s
+        assert hang.slowest_s < 3.0, hang
         assert scenario.driver.answers["202"] >= sum(o.acknowledged for o in outcomes)
         assert scenario.recompute_matches()
     finally:
