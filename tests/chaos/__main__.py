@@ -51,7 +51,7 @@ def report(outcomes: list[Outcome], scenario: Scenario, rate: float, recompute: 
         )
     lines += [
         "",
-        f"Answers the load saw over the run: {answers}. Only 202, 503 (always with `Retry-After`) and",
+        f"Answers the load saw over the run: {answers}. Only 200 (the reads), 202, 503 (always with `Retry-After`) and",
         "connection errors while a process was down are allowed.",
         f"Scoring's aggregates equal a recompute at the end (`nps scoring rebuild --check`): {'yes' if recompute else '**no**'}.",
         f"Problems found: {'; '.join(scenario.driver.violations) if scenario.driver.violations else 'none'}.",
