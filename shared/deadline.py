@@ -131,6 +131,21 @@ def current() -> Deadline | None:
     return _CURRENT.get()
 
 
+class paused:
+    """The running deadline stopped while the block waits on something that is not the database and
+    bounds its own wait (a webhook endpoint answering a test send, with its own timeout)."""
+
+    __slots__ = ("_remaining", "_scope")
+
+    async def __aenter__(self) -> None:
+        self._scope = _CURRENT.get()
+        self._remaining = self._scope.pause() if self._scope is not None else None
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._scope is not None:
+            self._scope.resume(self._remaining)
+
+
 def hold(connection: Any) -> None:
     """The block running now (if any) holds this asyncpg connection: closed if its time is up."""
     scope = _CURRENT.get()

@@ -608,3 +608,22 @@ async def test_alerts_reach_a_slack_channel_for_their_segment(delivery: LiveDeli
     assert "region:eu" in body["text"] and "20.0 points" in body["text"]
     fields = json.dumps(body["blocks"])
     assert "product:atlas (-15.0)" in fields and "0.004 / 0.01" in fields
+
+
+async def test_a_test_send_waits_for_a_slow_endpoint_beyond_the_database_deadline(
+    pg_admin_url: str, bootstrap: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    """The request deadline (NPS_DELIVERY_DB_TIMEOUT_S) is the database's: a test send waits for the
+    endpoint as long as the delivery timeout allows, and reports its answer, not a 503."""
+    delivery = await asyncio.to_thread(
+        live_delivery, pg_admin_url, bootstrap, tmp_path, NPS_DELIVERY_DB_TIMEOUT_S="0.5", NPS_DELIVERY_TIMEOUT_S="4"
+    )
+    receiver.delay["/slow"] = 1.5
+    try:
+        async with httpx.AsyncClient(timeout=10, headers=delivery.auth) as client:
+            made = await delivery.subscribe(client, url=receiver.url("/slow"), events=["TicketOpened"])
+            tested = await client.post(f"{delivery.process.url}/v1/webhooks/{made['subscription_id']}/test")
+    finally:
+        assert delivery.process.stop() == 0, delivery.process.log.read_text()[-3000:]
+    assert tested.status_code == 200, tested.text
+    assert tested.json()["delivered"] is True and tested.json()["latency_ms"] >= 1_500, tested.json()

@@ -115,3 +115,12 @@ async def test_each_task_has_its_own_deadline() -> None:
         return "done"
 
     assert await asyncio.gather(work(0.05), work(1.0)) == ["done", "late"]
+
+
+async def test_a_paused_deadline_does_not_count_the_block() -> None:
+    async with Deadline(0.2, "the work"):
+        async with deadline.paused():
+            await asyncio.sleep(0.4)  # e.g. a webhook endpoint answering, with its own timeout
+        await asyncio.sleep(0.05)
+    async with deadline.paused():  # outside any deadline: nothing to pause
+        await asyncio.sleep(0)
