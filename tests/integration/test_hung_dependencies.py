@@ -18,11 +18,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from scoring_service.bootstrap import create_app
 from services.embedded import EmbeddedBroker, EmbeddedPostgres
 from shared import metrics
-from shared.db import upgrade
+from shared.db import database_reachable, database_unavailable, make_engine, upgrade
 from shared.events import response_events
 from shared.kafka import group_committed
 from shared.service import running_loop
@@ -301,3 +302,40 @@ async def test_consumers_behind_a_hung_broker_report_not_ready_and_go_on_soon_af
             await eventually(caught_up, timeout=60, every=0.3)
             assert (await client.get("/readyz")).status_code == 200
     await served_equals_recompute(settings, database_url, events)
+
+
+async def test_waiting_for_a_connection_from_a_full_pool_is_bounded_too(database_url: str) -> None:
+    """Every pooled connection held (by requests the database is slow to answer): the next waits
+    the engine's timeout, not for ever, and that counts as the database being away (503)."""
+    engine = make_engine(database_url, pool_size=1, timeout_s=0.5)
+    release = asyncio.Event()
+    held = 0
+
+    async def hold() -> None:
+        nonlocal held
+        async with engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+            held += 1
+            await release.wait()
+
+    # pool_size 1, plus the 10 more SQLAlchemy opens beyond it (max_overflow's default)
+    holders = [asyncio.create_task(hold()) for _ in range(1 + 10)]
+    try:
+
+        async def all_held() -> bool:
+            return held == len(holders)
+
+        await eventually(all_held)
+        asked = time.monotonic()
+        with pytest.raises(Exception) as raised:
+            async with engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        assert 0.4 < time.monotonic() - asked < 1.5
+        assert database_unavailable(raised.value), raised.value
+        asked = time.monotonic()
+        assert not await database_reachable(engine, 5.0)  # the probe too: the pool's timeout, not its own
+        assert time.monotonic() - asked < 1.5
+    finally:
+        release.set()
+        await asyncio.gather(*holders)
+        await engine.dispose()
