@@ -24,6 +24,8 @@ from shared.kafka import group_committed
 ROOT = Path(__file__).resolve().parents[1]
 # The pseudonym secret of the services the benchmarks start (NPS_PSEUDONYM_SECRET).
 BENCH_SECRET = "bench-pseudonym-secret-0123456789abcdef"
+# The key that seals the secrets delivery keeps (NPS_SECRETS_KEY): 32 bytes, base64url.
+BENCH_SECRETS_KEY = "YmVuY2gtc2VjcmV0cy1rZXktMDEyMzQ1Njc4OWFiY2Q="
 
 HEADER = [
     "# Benchmarks",

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from bench.common import BENCH_SECRET, machine, pinned, start_service, verdict, write_section
+from bench.common import BENCH_SECRET, BENCH_SECRETS_KEY, machine, pinned, start_service, verdict, write_section
 from bench.profile import Profiler
 from bench.scoring import fill
 from delivery_service import subscriptions
@@ -29,6 +29,7 @@ from services.embedded import free_port
 from services.infra import pin, private_infrastructure
 from shared.db import make_engine
 from shared.events import TicketOpened
+from shared.sealed import Sealer
 
 TARGET_RATE = 1_000
 TARGET_P99_S = 1.0
@@ -79,7 +80,11 @@ async def subscribe(url: str, endpoint: str) -> None:
     engine = make_engine(url)
     try:
         await subscriptions.create(
-            engine, NewSubscription.model_validate({"url": endpoint, "events": ["TicketOpened"]}), True, "bench"
+            engine,
+            Sealer.of(BENCH_SECRETS_KEY),
+            NewSubscription.model_validate({"url": endpoint, "events": ["TicketOpened"]}),
+            True,
+            "bench",
         )
     finally:
         await engine.dispose()
@@ -140,6 +145,7 @@ def bench_delivery(
                 "NPS_DELIVERY_PORT": str(free_port()),
                 "NPS_DELIVERY_ALLOW_PRIVATE_URLS": "true",
                 "NPS_PSEUDONYM_SECRET": BENCH_SECRET,
+                "NPS_SECRETS_KEY": BENCH_SECRETS_KEY,
                 "NPS_LOG_LEVEL": "WARNING",
             }
             delivery = start_service("delivery", env, work / "delivery.log", cpu="0")

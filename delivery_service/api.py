@@ -96,7 +96,9 @@ async def create_subscription(
 ) -> SubscriptionAnswer:
     """Subscribe an endpoint to events; the answer holds its signing secret, shown only here."""
     try:
-        return await subscriptions.create(request.app.state.engine, body, _allow_private(request), actor)
+        return await subscriptions.create(
+            request.app.state.engine, request.app.state.sealer, body, _allow_private(request), actor
+        )
     except UrlRefused as exc:
         raise _refused(exc) from None
 
@@ -142,7 +144,7 @@ async def patch_subscription(
     description, or rotate the secret (the old one keeps signing beside it for `overlap_s`)."""
     try:
         return await subscriptions.change(
-            request.app.state.engine, subscription_id, body, _allow_private(request), actor
+            request.app.state.engine, request.app.state.sealer, subscription_id, body, _allow_private(request), actor
         )
     except UrlRefused as exc:
         raise _refused(exc) from None
@@ -171,7 +173,7 @@ async def delete_subscription(
 async def test_subscription(request: Request, subscription_id: SubscriptionId) -> TestAnswer:
     """Send a signed `WebhookTest` event to the endpoint now (a paused one too) and say how it answered."""
     async with request.app.state.engine.connect() as conn:
-        target = await repository.target(conn, subscription_id)
+        target = await repository.target(conn, request.app.state.sealer, subscription_id)
     if target is None:
         raise ProblemError(404, "not_found", "no such subscription")
     now = datetime.now(UTC)

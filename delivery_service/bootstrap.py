@@ -38,7 +38,7 @@ def with_worker(settings: DeliverySettings, inner: Callable[[FastAPI], Any]) -> 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with inner(app), client_session(settings) as http:
             app.state.http = http  # the API's test sends
-            worker = app.state.worker = DeliveryWorker(app.state.engine, settings)
+            worker = app.state.worker = DeliveryWorker(app.state.engine, settings, app.state.sealer)
             task = asyncio.create_task(worker.run(), name="delivery-worker")
             task.add_done_callback(lambda t: report_worker_failure(app, t))
             try:
@@ -59,6 +59,9 @@ def create_app(settings: DeliverySettings | None = None) -> FastAPI:
         db_timeout_s=settings.db_timeout_s,
     )
     app.state.settings = settings
+    # The webhook signing secrets are sealed (shared/sealed.py): without the key delivery cannot
+    # sign, so it refuses to start, saying which setting is missing.
+    app.state.sealer = settings.sealer()
 
     def checks() -> Any:
         return {**app.state.resources.checks(), "worker": app.state.worker.healthy}

@@ -16,6 +16,7 @@ from delivery_service import repository, subscriptions
 from delivery_service.domain import EVENT_TYPES, host_of, webhook_id
 from delivery_service.settings import DeliverySettings
 from delivery_service.subscriptions import NewSubscription, NotFound, NotRetryable, SubscriptionPatch, UrlRefused
+from shared.sealed import Sealer
 
 
 def add_parser(sub: Any) -> Any:
@@ -58,11 +59,11 @@ def _problems(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors())
 
 
-async def run(engine: AsyncEngine, args: argparse.Namespace, actor: str) -> int:
+async def run(engine: AsyncEngine, args: argparse.Namespace, actor: str, sealer: Sealer) -> int:
     settings = DeliverySettings()
     allow_private = settings.allow_private_urls
     try:
-        return await _run(engine, args, actor, allow_private, settings)
+        return await _run(engine, args, actor, allow_private, settings, sealer)
     except ValidationError as exc:
         print(f"nps webhooks {args.action}: {_problems(exc)}", file=sys.stderr)
     except UrlRefused as exc:
@@ -77,7 +78,12 @@ async def run(engine: AsyncEngine, args: argparse.Namespace, actor: str) -> int:
 
 
 async def _run(
-    engine: AsyncEngine, args: argparse.Namespace, actor: str, allow_private: bool, settings: DeliverySettings
+    engine: AsyncEngine,
+    args: argparse.Namespace,
+    actor: str,
+    allow_private: bool,
+    settings: DeliverySettings,
+    sealer: Sealer,
 ) -> int:
     action = args.action
     if action == "create":
@@ -90,7 +96,7 @@ async def _run(
                 "description": args.description,
             }
         )
-        created = await subscriptions.create(engine, body, allow_private, actor)
+        created = await subscriptions.create(engine, sealer, body, allow_private, actor)
         print(created.subscription_id)
         print(created.secret)
         print("subscribed; the secret above is shown only this once: give it to the endpoint", file=sys.stderr)
@@ -116,7 +122,7 @@ async def _run(
             else {"status": "paused" if action == "pause" else "active"}
         )
         changed = await subscriptions.change(
-            engine, args.id, SubscriptionPatch.model_validate(patch), allow_private, actor
+            engine, sealer, args.id, SubscriptionPatch.model_validate(patch), allow_private, actor
         )
         if action == "rotate":
             print(changed.secret)
@@ -129,7 +135,7 @@ async def _run(
         print(f"{args.id} deleted", file=sys.stderr)
         return 0
     if action == "test":
-        return await _test(engine, args.id, settings)
+        return await _test(engine, args.id, settings, sealer)
     if action == "deliveries":
         async with engine.connect() as conn:
             if await repository.subscription(conn, args.id) is None:
@@ -144,11 +150,11 @@ async def _run(
     return 0
 
 
-async def _test(engine: AsyncEngine, subscription_id: str, settings: DeliverySettings) -> int:
+async def _test(engine: AsyncEngine, subscription_id: str, settings: DeliverySettings, sealer: Sealer) -> int:
     from delivery_service.worker import client_session, send_test
 
     async with engine.connect() as conn:
-        target = await repository.target(conn, subscription_id)
+        target = await repository.target(conn, sealer, subscription_id)
     if target is None:
         raise NotFound(subscription_id)
     now = datetime.now(UTC)

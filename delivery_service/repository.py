@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from delivery_service.domain import Format, Subscription
 from shared.db import copy_rows, fetch, split_list
 from shared.privacy import Erasures
+from shared.sealed import Sealer
 
 SCHEMA = "delivery"
 ERASURES = Erasures(SCHEMA)
@@ -63,8 +64,15 @@ def _stored(row: Any) -> StoredSubscription:
     return StoredSubscription(**dict(row._mapping))
 
 
+def place(subscription_id: str) -> str:
+    """What a subscription's sealed secrets are bound to (shared/sealed.py): both columns alike, so a
+    rotation moves `secret` into `previous_secret` as it is."""
+    return f"{SCHEMA}.subscriptions:{subscription_id}"
+
+
 async def insert_subscription(
     conn: AsyncConnection,
+    sealer: Sealer,
     *,
     url: str,
     description: str | None,
@@ -75,6 +83,7 @@ async def insert_subscription(
     secret: str,
     now: datetime,
 ) -> StoredSubscription:
+    subscription_id = new_subscription_id()
     row = (
         await conn.execute(
             sa.text(
@@ -85,14 +94,14 @@ async def insert_subscription(
                 RETURNING {SUBSCRIPTION_COLUMNS}"""
             ),
             {
-                "id": new_subscription_id(),
+                "id": subscription_id,
                 "url": url,
                 "description": description,
                 "events": list(events),
                 "kinds": None if kinds is None else list(kinds),
                 "segments": None if segments is None else list(segments),
                 "format": format,
-                "secret": secret,
+                "secret": sealer.seal(secret, place(subscription_id)),
                 "now": now,
             },
         )
@@ -141,13 +150,13 @@ async def update_subscription(
     return _stored(row)
 
 
-async def rotate_secret(conn: AsyncConnection, subscription_id: str, secret: str) -> None:
+async def rotate_secret(conn: AsyncConnection, sealer: Sealer, subscription_id: str, secret: str) -> None:
     """The new secret signs from now; the current one becomes the previous (its end set by the caller)."""
     await conn.execute(
         sa.text(
             f"UPDATE {SCHEMA}.subscriptions SET previous_secret = secret, secret = :secret WHERE subscription_id = :id"
         ),
-        {"secret": secret, "id": subscription_id},
+        {"secret": sealer.seal(secret, place(subscription_id)), "id": subscription_id},
     )
 
 
@@ -227,19 +236,33 @@ _TARGETS = f"""SELECT subscription_id, url, format, secret,
                FROM {SCHEMA}.subscriptions WHERE """
 
 
-def _target(row: Any) -> Target:
-    return Target(row[0], row[1], row[2], (row[3],) if row[4] is None else (row[3], row[4]))
+def _target(row: Any, sealer: Sealer) -> Target:
+    sealed = (row[3],) if row[4] is None else (row[3], row[4])
+    return Target(row[0], row[1], row[2], tuple(sealer.open(s, place(row[0])) for s in sealed))
 
 
-async def targets(conn: AsyncConnection) -> dict[str, Target]:
-    """Active subscriptions, with the secrets that sign for them now."""
-    return {r[0]: _target(r) for r in await fetch(conn, _TARGETS + "status = 'active'")}
+async def targets(conn: AsyncConnection, sealer: Sealer) -> dict[str, Target]:
+    """Active subscriptions, with the secrets that sign for them now (opened)."""
+    return {r[0]: _target(r, sealer) for r in await fetch(conn, _TARGETS + "status = 'active'")}
 
 
-async def target(conn: AsyncConnection, subscription_id: str) -> Target | None:
+async def target(conn: AsyncConnection, sealer: Sealer, subscription_id: str) -> Target | None:
     """One subscription, whatever its status (a test goes to a paused one too)."""
     rows = await fetch(conn, _TARGETS + "subscription_id = $1", subscription_id)
-    return _target(rows[0]) if rows else None
+    return _target(rows[0], sealer) if rows else None
+
+
+async def sealed_secrets(conn: AsyncConnection) -> list[tuple[str, str, str | None]]:
+    """Every subscription's (id, sealed secret, sealed previous secret), locked: for a key rotation."""
+    rows = await fetch(conn, f"SELECT subscription_id, secret, previous_secret FROM {SCHEMA}.subscriptions FOR UPDATE")
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+async def reseal(conn: AsyncConnection, subscription_id: str, secret: str, previous: str | None) -> None:
+    await conn.execute(
+        sa.text(f"UPDATE {SCHEMA}.subscriptions SET secret = :s, previous_secret = :p WHERE subscription_id = :id"),
+        {"s": secret, "p": previous, "id": subscription_id},
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from delivery_service import repository
 from delivery_service.domain import EVENT_TYPES, EventType, Format, new_secret, url_problem
 from shared import audit
+from shared.sealed import Sealer
 
 Kind = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
 Segment = Annotated[str, StringConstraints(pattern=r"^(all|[a-z][a-z0-9_]{0,39}:[^\x00-\x1f\x7f]{1,256})$")]
@@ -125,13 +126,15 @@ def checked_url(url: AnyUrl, allow_private: bool) -> str:
     return text
 
 
-async def create(engine: AsyncEngine, body: NewSubscription, allow_private: bool, actor: str) -> SubscriptionAnswer:
+async def create(
+    engine: AsyncEngine, sealer: Sealer, body: NewSubscription, allow_private: bool, actor: str
+) -> SubscriptionAnswer:
     """A new subscription; its answer holds the signing secret, the only time it is shown."""
     url = checked_url(body.url, allow_private)
     secret = new_secret()
     async with engine.begin() as conn:
         stored = await repository.insert_subscription(
-            conn, url=url, description=body.description, events=sorted(set(body.events)),
+            conn, sealer, url=url, description=body.description, events=sorted(set(body.events)),
             kinds=body.filters.kinds, segments=body.filters.segments, format=body.format, secret=secret,
             now=datetime.now(UTC),
         )  # fmt: skip
@@ -140,7 +143,12 @@ async def create(engine: AsyncEngine, body: NewSubscription, allow_private: bool
 
 
 async def change(
-    engine: AsyncEngine, subscription_id: str, body: SubscriptionPatch, allow_private: bool, actor: str
+    engine: AsyncEngine,
+    sealer: Sealer,
+    subscription_id: str,
+    body: SubscriptionPatch,
+    allow_private: bool,
+    actor: str,
 ) -> SubscriptionAnswer:
     """Pause, resume (a disabled one too), change what it receives or where, or rotate its secret
     (the old one signs beside the new for `overlap_s`; the new one is in the answer)."""
@@ -167,7 +175,7 @@ async def change(
             raise NotFound(subscription_id)
         if body.rotate_secret:
             secret = new_secret()
-            await repository.rotate_secret(conn, subscription_id, secret)
+            await repository.rotate_secret(conn, sealer, subscription_id, secret)
             changes["previous_secret_until"] = now + timedelta(seconds=body.overlap_s)
         stored = await repository.update_subscription(conn, subscription_id, changes, now)
         detail = {"fields": sorted(fields - {"overlap_s"}), "status": stored.status}

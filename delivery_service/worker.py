@@ -35,6 +35,7 @@ from delivery_service.settings import DeliverySettings
 from delivery_service.slack import slack_body, slack_test_body
 from shared.audit import record as audit
 from shared.db import database_unavailable
+from shared.sealed import Sealer
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +126,12 @@ def body_for(
 
 
 class DeliveryWorker:
-    def __init__(self, engine: AsyncEngine, settings: DeliverySettings, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, settings: DeliverySettings, sealer: Sealer, rng: random.Random | None = None
+    ) -> None:
         self._engine = engine
         self._settings = settings
+        self._sealer = sealer
         self._rng = rng or random.Random()
         self._stop = asyncio.Event()
         self._targets: dict[str, repository.Target] = {}
@@ -175,7 +179,7 @@ class DeliveryWorker:
             try:
                 if time.monotonic() - refreshed >= self._settings.refresh_s:
                     async with self._engine.connect() as conn:
-                        self._targets = await repository.targets(conn)
+                        self._targets = await repository.targets(conn, self._sealer)
                     refreshed = time.monotonic()
                 # Claim for a subscription once a quarter of its room is free (or it has nothing
                 # outstanding): claims come in batches, not one per finished attempt.

@@ -55,7 +55,7 @@ from typing import Any
 
 from delivery_service import cli as webhooks_cli
 from services.infra import create_topics
-from services.launcher import SERVICES, LauncherSettings, service_entry, up
+from services.launcher import SERVICES, LauncherSettings, sealer_if_set, service_entry, up
 from services.tools import (
     NotRunning,
     audit_command,
@@ -67,6 +67,7 @@ from services.tools import (
     prune_counts,
     rebuild_counts,
     replay_ingest,
+    rotate_secrets,
     status_command,
     suggest_themes,
     tool_database_url,
@@ -76,6 +77,7 @@ from shared import logs
 from shared.auth import SCOPES
 from shared.db import upgrade
 from shared.http import serve
+from shared.sealed import new_key
 from shared.workers import inherited_socket, supervise
 
 
@@ -152,7 +154,7 @@ def on_the_database(run: Callable[[argparse.Namespace, str], Coroutine[Any, Any,
 
 def migrate(args: argparse.Namespace, settings: LauncherSettings) -> int:
     secret = settings.pseudonym_secret.get_secret_value() if settings.pseudonym_secret else None
-    upgrade(settings.require_database_url(), pseudonym_secret=secret)
+    upgrade(settings.require_database_url(), pseudonym_secret=secret, sealer=sealer_if_set(settings))
     return 0
 
 
@@ -197,6 +199,15 @@ def add_admin_commands(sub: Any) -> None:
     keys_sub.add_parser("list", help="list keys: names, scopes, dates, last use (never the keys)")
     webhooks = webhooks_cli.add_parser(sub)
     webhooks.set_defaults(func=on_the_database(lambda args, url: webhooks_command(url, args)))
+    sealed = sub.add_parser("secrets", help="the key that seals stored secrets (NPS_SECRETS_KEY)")
+    sealed_actions = sealed.add_subparsers(dest="action", required=True)
+    sealed_actions.add_parser("new-key", help="print a new random key (32 bytes, base64url)").set_defaults(
+        func=lambda args: print(new_key()) or 0
+    )
+    sealed_actions.add_parser(
+        "rotate",
+        help="seal every stored secret again with NPS_SECRETS_KEY (the old key as NPS_SECRETS_KEY_PREVIOUS)",
+    ).set_defaults(func=on_the_database(lambda args, url: rotate_secrets(url)))
     audit_parser = sub.add_parser("audit", help="the audit log, newest first: keys made and revoked, erasures")
     audit_parser.add_argument("--limit", type=int, default=50)
     audit_parser.add_argument("--action", help="only this action, e.g. key.created")

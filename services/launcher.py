@@ -25,6 +25,7 @@ from services.infra import create_api_key, create_topics, wait_ready
 from shared import logs
 from shared.auth import Scope
 from shared.db import upgrade
+from shared.sealed import Sealer, new_key
 from shared.settings import InfraSettings, ServiceSettings
 
 if TYPE_CHECKING:
@@ -77,13 +78,15 @@ DATABASE_URL_FILE = "database-url"
 BOOTSTRAP_FILE = "kafka-bootstrap"
 # Kept across runs, like the embedded database it belongs to: the keys in it were made with it.
 PSEUDONYM_SECRET_FILE = "pseudonym-secret"
+SECRETS_KEY_FILE = "secrets-key"  # NPS_SECRETS_KEY of the embedded database: what it seals opens only with it
 
 
-def ensure_pseudonym_secret(path: Path) -> str:
-    """The embedded database's pseudonym secret (var/pseudonym-secret): the one there, else a new one."""
+def ensure_local_secret(path: Path, make: Callable[[], str] = lambda: secrets.token_urlsafe(32)) -> str:
+    """A secret `nps up` keeps for the embedded database (var/pseudonym-secret, var/secrets-key): the
+    one there, else a new one (`make`), readable by its owner only."""
     if path.exists():
         return path.read_text().strip()
-    secret = secrets.token_urlsafe(32)
+    secret = make()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600)
     path.write_text(secret + "\n")
@@ -194,7 +197,12 @@ def prepare(settings: InfraSettings) -> None:
     if created:
         log.info("created topics: %s", ", ".join(created))
     secret = settings.pseudonym_secret.get_secret_value() if settings.pseudonym_secret else None
-    upgrade(settings.require_database_url(), pseudonym_secret=secret)
+    upgrade(settings.require_database_url(), pseudonym_secret=secret, sealer=sealer_if_set(settings))
+
+
+def sealer_if_set(settings: InfraSettings) -> Sealer | None:
+    """For the migrations: the sealer when NPS_SECRETS_KEY is set (one that must seal refuses without)."""
+    return settings.sealer() if settings.secrets_key is not None else None
 
 
 class StopRequested(Exception):
@@ -243,6 +251,9 @@ class Embedded:
                 "pseudonym_secret": SecretStr(overrides["NPS_PSEUDONYM_SECRET"])
                 if "NPS_PSEUDONYM_SECRET" in overrides
                 else settings.pseudonym_secret,
+                "secrets_key": SecretStr(overrides["NPS_SECRETS_KEY"])
+                if "NPS_SECRETS_KEY" in overrides
+                else settings.secrets_key,
             }
         )
 
@@ -328,8 +339,13 @@ def up() -> int:
 
     embedded = Embedded(settings.var_dir)
     if settings.pseudonym_secret is None:
-        secret = ensure_pseudonym_secret(settings.var_dir / PSEUDONYM_SECRET_FILE)
+        secret = ensure_local_secret(settings.var_dir / PSEUDONYM_SECRET_FILE)
         embedded.overrides["NPS_PSEUDONYM_SECRET"] = secret
+    if settings.secrets_key is None:
+        if settings.database_url is not None:
+            print("nps up: NPS_SECRETS_KEY is not set (it is required with DATABASE_URL)", file=sys.stderr)
+            return 2
+        embedded.overrides["NPS_SECRETS_KEY"] = ensure_local_secret(settings.var_dir / SECRETS_KEY_FILE, new_key)
     try:
         embedded.start(settings, checkpoint)
         effective = embedded.effective(settings)

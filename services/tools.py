@@ -17,8 +17,15 @@ from typing import TYPE_CHECKING, Any, cast
 from pydantic import SecretStr
 
 from services.infra import create_api_key
-from services.launcher import BOOTSTRAP_FILE, DATABASE_URL_FILE, PSEUDONYM_SECRET_FILE, LauncherSettings
-from shared import logs
+from services.launcher import (
+    BOOTSTRAP_FILE,
+    DATABASE_URL_FILE,
+    PSEUDONYM_SECRET_FILE,
+    SECRETS_KEY_FILE,
+    LauncherSettings,
+)
+from shared import audit, logs
+from shared.sealed import CannotOpen, Sealer
 from shared.settings import async_url
 
 if TYPE_CHECKING:
@@ -63,6 +70,16 @@ def tool_pseudonym_secret(settings: LauncherSettings) -> SecretStr:
     if not secret_file.exists():
         raise NotRunning(f"NPS_PSEUDONYM_SECRET is not set and {secret_file} is missing: export it")
     return SecretStr(secret_file.read_text().strip())
+
+
+def tool_sealer(settings: LauncherSettings) -> Sealer:
+    """NPS_SECRETS_KEY (and NPS_SECRETS_KEY_PREVIOUS), else the key `nps up` keeps for the embedded database."""
+    if settings.secrets_key is None:
+        key_file = settings.var_dir / SECRETS_KEY_FILE
+        if not key_file.exists():
+            raise NotRunning(f"NPS_SECRETS_KEY is not set and {key_file} is missing: export it")
+        settings = settings.model_copy(update={"secrets_key": SecretStr(key_file.read_text().strip())})
+    return settings.sealer()
 
 
 def cli_actor() -> str:
@@ -129,11 +146,49 @@ async def webhooks_command(url: str, args: argparse.Namespace) -> int:
     from delivery_service.cli import run
     from shared.db import make_engine
 
+    try:
+        sealer = tool_sealer(LauncherSettings())
+    except (NotRunning, ValueError) as exc:
+        print(f"nps webhooks: {exc}", file=sys.stderr)
+        return 2
     engine = make_engine(url)
     try:
-        return await run(engine, args, cli_actor())
+        return await run(engine, args, cli_actor(), sealer)
     finally:
         await engine.dispose()
+
+
+async def rotate_secrets(url: str) -> int:
+    """`nps secrets rotate`: every sealed secret sealed again with NPS_SECRETS_KEY (what the previous
+    key sealed opens with NPS_SECRETS_KEY_PREVIOUS), in one transaction."""
+    from delivery_service import repository
+    from shared.db import make_engine
+
+    try:
+        sealer = tool_sealer(LauncherSettings())
+    except (NotRunning, ValueError) as exc:
+        print(f"nps secrets rotate: {exc}", file=sys.stderr)
+        return 2
+    engine = make_engine(url)
+    resealed = 0
+    try:
+        async with engine.begin() as conn:
+            for subscription_id, secret, previous in await repository.sealed_secrets(conn):
+                if sealer.is_current(secret) and (previous is None or sealer.is_current(previous)):
+                    continue
+                place = repository.place(subscription_id)
+                fresh = sealer.seal(sealer.open(secret, place), place)
+                fresh_previous = None if previous is None else sealer.seal(sealer.open(previous, place), place)
+                await repository.reseal(conn, subscription_id, fresh, fresh_previous)
+                resealed += 1
+            await audit.record(conn, cli_actor(), "secrets.rotated", sealer.current_id, {"resealed": resealed})
+    except CannotOpen as exc:
+        print(f"nps secrets rotate: nothing changed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await engine.dispose()
+    print(f"{resealed} subscription(s) sealed again with key {sealer.current_id}; NPS_SECRETS_KEY_PREVIOUS may go")
+    return 0
 
 
 def replay_ingest(since: datetime | None) -> int:

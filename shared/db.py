@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from shared import deadline
 from shared.pseudonyms import Pseudonyms
+from shared.sealed import Sealer
 from shared.settings import async_url
 
 log = logging.getLogger(__name__)
@@ -278,21 +279,28 @@ async def database_reachable(engine: AsyncEngine, timeout: float = 1.0) -> bool:
     return True
 
 
-def alembic_config(script_location: str, url: str, pseudonym_secret: str | None = None) -> Config:
+def alembic_config(
+    script_location: str, url: str, pseudonym_secret: str | None = None, sealer: Sealer | None = None
+) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", script_location)
     cfg.attributes["url"] = async_url(url)
     # For migrations that convert stored respondent keys (shared.privacy.rekey_columns).
     cfg.attributes["pseudonyms"] = Pseudonyms(pseudonym_secret) if pseudonym_secret else None
+    # For migrations that seal stored secrets (delivery_0003).
+    cfg.attributes["sealer"] = sealer
     return cfg
 
 
-def upgrade(url: str, services: list[str] | None = None, pseudonym_secret: str | None = None) -> None:
+def upgrade(
+    url: str, services: list[str] | None = None, pseudonym_secret: str | None = None, sealer: Sealer | None = None
+) -> None:
     """`alembic upgrade head` for each service's schema. Synchronous: call it from a thread
-    when an event loop is running. The secret is needed only where stored keys must be converted."""
+    when an event loop is running. The secret is needed only where stored keys must be converted,
+    the sealer only where stored secrets must be sealed."""
     for name in services or list(SERVICE_SCHEMAS):
         log.info("migrating %s", name)
-        command.upgrade(alembic_config(SERVICE_SCHEMAS[name], url, pseudonym_secret), "head")
+        command.upgrade(alembic_config(SERVICE_SCHEMAS[name], url, pseudonym_secret, sealer), "head")
 
 
 def run_migrations_env(schema: str, metadata: MetaData | None = None) -> None:

@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.pseudonyms import Pseudonyms
+from shared.sealed import Sealer, SecretsKeyMissing
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,19 @@ class InfraSettings(BaseSettings):
         "keep for erasure; the same for every service, never changed. `nps up` with the embedded database makes "
         "one in var/pseudonym-secret",
     )
+    secrets_key: SecretStr | None = Field(
+        default=None,
+        validation_alias="NPS_SECRETS_KEY",
+        description="the key (32 bytes, base64url: `nps secrets new-key`) that seals the secrets the loop keeps usable "
+        "(webhook signing secrets) in the database; delivery refuses to start without it once such secrets exist. "
+        "`nps up` with the embedded database makes one in var/secrets-key",
+    )
+    secrets_key_previous: SecretStr | None = Field(
+        default=None,
+        validation_alias="NPS_SECRETS_KEY_PREVIOUS",
+        description="during a key rotation: the old key, so values it sealed still open until `nps secrets rotate` "
+        "has re-sealed them",
+    )
     log_level: str = Field(
         default="INFO",
         validation_alias="NPS_LOG_LEVEL",
@@ -118,6 +132,15 @@ class InfraSettings(BaseSettings):
                 "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`, and keep it with DATABASE_URL)"
             )
         return Pseudonyms(self.pseudonym_secret.get_secret_value())
+
+    def sealer(self) -> Sealer:
+        if self.secrets_key is None:
+            raise SecretsKeyMissing(
+                "NPS_SECRETS_KEY is not set: the webhook signing secrets are kept sealed with it (`nps up` makes "
+                "one for the embedded database; in production `nps secrets new-key`, kept with DATABASE_URL)"
+            )
+        previous = self.secrets_key_previous.get_secret_value() if self.secrets_key_previous else None
+        return Sealer.of(self.secrets_key.get_secret_value(), previous)
 
     def require_database_url(self) -> str:
         if self.database_url is None:

@@ -47,6 +47,8 @@ from shared.settings import ServiceSettings
 # Short group timings: a consumer joins in ~1 s and a replacement rejoins in ~4 s.
 # The pseudonym secret every test service runs with (NPS_PSEUDONYM_SECRET).
 TEST_PSEUDONYM_SECRET = "test-pseudonym-secret-0123456789abcdef"
+# The key that seals the secrets delivery keeps (NPS_SECRETS_KEY), in every test service.
+TEST_SECRETS_KEY = "dGVzdC1zZWNyZXRzLWtleS0wMTIzNDU2Nzg5YWJjZGU="
 FAST_GROUP = {
     "consumer_session_timeout_ms": 2_000,
     "consumer_heartbeat_ms": 300,
@@ -107,6 +109,7 @@ def service_settings(
         topic_namespace=namespace,
         topic_partitions=3,
         pseudonym_secret=TEST_PSEUDONYM_SECRET,
+        secrets_key=TEST_SECRETS_KEY,
         **{**FAST_GROUP, **extra},
     )
 
@@ -339,6 +342,7 @@ def nps_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")}
     env.update(FAST_GROUP_ENV)
     env["NPS_PSEUDONYM_SECRET"] = TEST_PSEUDONYM_SECRET
+    env["NPS_SECRETS_KEY"] = TEST_SECRETS_KEY
     env.update(overrides)
     return env
 

@@ -19,7 +19,7 @@ from alembic.script import ScriptDirectory
 
 from services.embedded import free_port
 from shared.db import SERVICE_SCHEMAS, alembic_config, make_engine
-from tests.helpers import FAST_GROUP_ENV, TEST_PSEUDONYM_SECRET, nps, with_database
+from tests.helpers import FAST_GROUP_ENV, TEST_PSEUDONYM_SECRET, TEST_SECRETS_KEY, nps, with_database
 
 pytestmark = pytest.mark.integration
 
@@ -96,10 +96,19 @@ def test_nps_up_uses_the_given_database_and_broker_instead_of_embedded_ones(
     refused = nps("up", env=base_env(DATABASE_URL=database_url, NPS_VAR_DIR=str(tmp_path / "var")), timeout=30)
     assert refused.returncode == 2 and "NPS_PSEUDONYM_SECRET" in refused.stderr
     assert not (tmp_path / "var" / "pseudonym-secret").exists()
+    # Nor the key its sealed secrets open with.
+    without_key = base_env(
+        DATABASE_URL=database_url, NPS_PSEUDONYM_SECRET=TEST_PSEUDONYM_SECRET, NPS_VAR_DIR=str(tmp_path / "var")
+    )
+    without_key.pop("NPS_SECRETS_KEY", None)
+    refused = nps("up", env=without_key, timeout=30)
+    assert refused.returncode == 2 and "NPS_SECRETS_KEY" in refused.stderr
+    assert not (tmp_path / "var" / "secrets-key").exists()
 
     ports = {name: free_port() for name in ("ingest", "scoring", "followup", "alerts", "delivery", "themes")}
     env = base_env(
         NPS_PSEUDONYM_SECRET=TEST_PSEUDONYM_SECRET,
+        NPS_SECRETS_KEY=TEST_SECRETS_KEY,
         DATABASE_URL=database_url,
         KAFKA_BOOTSTRAP_SERVERS=bootstrap,
         NPS_TOPIC_NAMESPACE=namespace,

@@ -26,9 +26,11 @@ from services.embedded import free_port
 from shared.db import make_engine
 from shared.events import FollowUpCreated, RespondentErased, TicketOpened, TicketUpdated
 from shared.kafka import ensure_topics
+from shared.sealed import Sealer
 from shared.settings import Topics
 from tests.conftest import fresh_database
 from tests.helpers import (
+    TEST_SECRETS_KEY,
     Call,
     Receiver,
     ServiceProcess,
@@ -518,7 +520,7 @@ async def test_finished_deliveries_past_retention_are_pruned_pending_ones_never(
     engine = make_engine(database_url)
     try:
         body = NewSubscription.model_validate({"url": "https://hooks.example.com/x", "events": ["TicketOpened"]})
-        sub = await subscriptions.create(engine, body, False, "tests")
+        sub = await subscriptions.create(engine, Sealer.of(TEST_SECRETS_KEY), body, False, "tests")
         now = datetime.now(UTC)
         old = now - timedelta(days=40)
         rows = [
