@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI
 from ingest_service.api import RAW_ROUTES, router
 from ingest_service.domain import Limits
 from ingest_service.handlers import Ingest
+from ingest_service.public import PUBLIC_PATHS, PublicCalls
 from ingest_service.publisher import KafkaPublisher
 from ingest_service.raw import RawFirst, serve_raw
 from ingest_service.replay import Watermark
@@ -21,6 +22,7 @@ from shared.auth import bearer, gate_for
 from shared.db import database_reachable, make_engine
 from shared.http import BodyLimitMiddleware, base_app, health_router, report_worker_failure
 from shared.kafka import broker_reachable, make_producer
+from shared.ratelimit import RateLimiter
 from shared.workers import is_first_worker
 
 
@@ -62,6 +64,12 @@ def create_app(settings: IngestSettings | None = None) -> RawFirst:
         watermark.add_done_callback(lambda t: report_worker_failure(app, t))
         app.state.engine, app.state.producer = engine, producer
         app.state.ingest = ingest
+        # Publishable keys' identity secrets open with NPS_SECRETS_KEY; without it none verifies.
+        app.state.public = PublicCalls(
+            settings.sealer() if settings.secrets_key is not None else None,
+            RateLimiter(settings.public_rate_per_address_s, settings.public_burst_per_address),
+            RateLimiter(settings.public_rate_per_respondent_s, settings.public_burst_per_respondent),
+        )
         try:
             async with gate_for(app, engine, settings):
                 yield
@@ -74,6 +82,8 @@ def create_app(settings: IngestSettings | None = None) -> RawFirst:
             await engine.dispose()
 
     app = base_app(RawFirst, "ingest", "NPS ingest", lifespan, db_timeout_s=settings.db_timeout_s)
+    app.preflight = PUBLIC_PATHS
+    app.preflight_origins = lambda: app.state.gate.keys.publishable_origins()
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     app.include_router(
         health_router(

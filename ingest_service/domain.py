@@ -86,6 +86,11 @@ class SubmitResponse(BaseModel):
     email: Annotated[str | None, plain(0, 254)] = Field(
         default=None, description="Personal data: never logged above debug, never a metric label."
     )
+    respondent_hash: Annotated[str | None, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")] = Field(
+        default=None,
+        description="With a publishable key (required): hex HMAC-SHA256 of respondent_id under the key's identity "
+        "secret, computed by your server. Proves who answers; neither stored nor part of the body's identity.",
+    )
 
 
 class ReviseResponse(BaseModel):

@@ -38,12 +38,17 @@ JSON_HEADER = (b"content-type", b"application/json")
 class RawRequest:
     """What a raw route's handler sees: the headers (lower-cased names) and the whole body."""
 
-    __slots__ = ("body", "headers", "pairs")
+    __slots__ = ("body", "client", "headers", "pairs", "reply_headers")
 
-    def __init__(self, pairs: list[tuple[bytes, bytes]], headers: dict[bytes, bytes], body: bytes) -> None:
+    def __init__(
+        self, pairs: list[tuple[bytes, bytes]], headers: dict[bytes, bytes], body: bytes, client: str | None = None
+    ) -> None:
         self.pairs = pairs  # as sent, repeated names included
         self.headers = headers
         self.body = body
+        # The client's address: the peer's, or X-Forwarded-For's from a proxy in NPS_TRUSTED_PROXIES.
+        self.client = client
+        self.reply_headers: list[tuple[bytes, bytes]] = []  # the handler's own, on its answer or its error
 
     def header_values(self, name: bytes) -> list[str]:
         """Every value of a header the client sent (a repeated header is more than one)."""
@@ -66,6 +71,32 @@ class RawRequest:
             return model.model_validate_json(self.body)
         except ValidationError as exc:
             raise invalid_request(field_problems(exc.errors())) from exc
+
+
+# What a browser may send and read on the public operations (publishable keys: ingest_service/public.py).
+ALLOW_HEADERS = b"authorization, content-type, x-request-id"
+EXPOSE_HEADERS = b"x-request-id, retry-after"
+PREFLIGHT_MAX_AGE_S = 600
+
+
+def cors_headers(origin: str) -> list[tuple[bytes, bytes]]:
+    """What a browser needs to read the answer to a request from `origin`: that origin echoed
+    (never `*`), no credentials, and `Vary: Origin` so caches keep answers apart."""
+    return [
+        (b"access-control-allow-origin", origin.encode("latin-1")),
+        (b"access-control-expose-headers", EXPOSE_HEADERS),
+        (b"vary", b"Origin"),
+    ]
+
+
+def preflight_cors(origin: str, methods: str) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"access-control-allow-origin", origin.encode("latin-1")),
+        (b"access-control-allow-methods", methods.encode()),
+        (b"access-control-allow-headers", ALLOW_HEADERS),
+        (b"access-control-max-age", str(PREFLIGHT_MAX_AGE_S).encode()),
+        (b"vary", b"Origin"),
+    ]
 
 
 # A handler answers a model, or JSON it serialized itself (a large answer built without models).
@@ -135,9 +166,12 @@ class RawRoutes:
         request_id = accept_request_id(headers.get(REQUEST_ID_BYTES))
         logs.set_request_id(request_id)
         extra: Mapping[str, str] = {}
+        request: RawRequest | None = None
         try:
             body = await read_body(headers, receive, limit, self.body_timeout_s)
-            answer = await route.handle(state, RawRequest(scope["headers"], headers, body))
+            peer = scope.get("client")
+            request = RawRequest(scope["headers"], headers, body, peer[0] if peer else None)
+            answer = await route.handle(state, request)
             status = route.status
             payload = answer if isinstance(answer, bytes) else answer.__pydantic_serializer__.to_json(answer)
         except ProblemError as exc:
@@ -154,6 +188,7 @@ class RawRoutes:
                     (b"content-length", str(len(payload)).encode()),
                     (REQUEST_ID_BYTES, request_id.encode()),
                     *((k.lower().encode(), v.encode()) for k, v in extra.items()),
+                    *(request.reply_headers if request is not None else ()),
                 ],
             }
         )
@@ -167,6 +202,10 @@ class RawFirst(FastAPI):
     POST, measured in-process), a tenth of what the whole request costs."""
 
     raw: RawRoutes | None = None
+    # A browser's preflight of a public operation (path -> its methods): answered here, for the
+    # origins `preflight_origins` gives (no key comes with a preflight).
+    preflight: Mapping[str, str] = {}
+    preflight_origins: Callable[[], frozenset[str]] = frozenset
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.raw is not None and scope["type"] == "http":
@@ -174,7 +213,26 @@ class RawFirst(FastAPI):
             if found is not None:
                 await self.raw.answer(*found, self.state, scope, receive, send)
                 return
+            if scope["method"] == "OPTIONS" and scope["path"] in self.preflight:
+                await self._preflight(scope, send)
+                return
         await super().__call__(scope, receive, send)
+
+    async def _preflight(self, scope: Scope, send: Send) -> None:
+        """204 with the CORS headers for an origin some active publishable key lists; otherwise 403
+        `origin_not_allowed` with none, which the browser takes as a refusal. Each real request is
+        then checked against its own key's origins."""
+        origin = dict(scope["headers"]).get(b"origin", b"").decode("latin-1")
+        if origin and origin.lower() in self.preflight_origins():
+            status, payload = 204, b""
+            headers = [*preflight_cors(origin, self.preflight[scope["path"]])]
+        else:
+            problem = ProblemError(403, "origin_not_allowed", "no publishable key is for pages of this origin")
+            status, payload, headers = 403, problem.body(), [JSON_HEADER]
+        headers.append((b"content-length", str(len(payload)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+        record_request("ingest", "OPTIONS", scope["path"], status, 0.0)
 
 
 def serve_raw(

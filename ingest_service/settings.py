@@ -42,6 +42,19 @@ class IngestSettings(ServiceSettings):
         description="processes serving ingest's port (one per core; each its own database pool and Kafka producer; "
         "rate limits are per process)",
     )
+    # Publishable keys serve a whole site, so the per-key limit does not apply to them: these do.
+    public_rate_per_address_s: float = Field(
+        default=20, ge=0, description="with a publishable key: requests per second from one client address (0: off)"
+    )
+    public_burst_per_address: float = Field(
+        default=40, ge=1, description="with a publishable key: a client address's burst"
+    )
+    public_rate_per_respondent_s: float = Field(
+        default=1, ge=0, description="with a publishable key: responses per second for one respondent_id (0: off)"
+    )
+    public_burst_per_respondent: float = Field(
+        default=5, ge=1, description="with a publishable key: one person's burst"
+    )
     replay_check_s: float = Field(default=5.0, gt=0, description="how often the replay watermark is advanced")
     replay_margin_s: float = Field(
         default=60.0,

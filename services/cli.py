@@ -59,6 +59,7 @@ from services.launcher import SERVICES, LauncherSettings, sealer_if_set, service
 from services.tools import (
     NotRunning,
     audit_command,
+    create_publishable_key,
     keys_command,
     policy_check,
     policy_explain,
@@ -97,7 +98,7 @@ def run_service(name: str) -> int:
         for problem in exc.problems:
             print(f"nps {name}: policy: {problem}", file=sys.stderr)
         return 2
-    return serve(app, settings.host, settings.port, settings.head_timeout_s, sock)
+    return serve(app, settings.host, settings.port, settings.head_timeout_s, sock, settings.trusted_proxies)
 
 
 def aware_time(text: str) -> datetime:
@@ -183,7 +184,11 @@ def add_admin_commands(sub: Any) -> None:
     keys = sub.add_parser("keys", help="manage API keys and their scopes")
     keys.set_defaults(
         func=on_the_database(
-            lambda args, url: keys_command(url, args.action, getattr(args, "name", None), getattr(args, "scope", None))
+            lambda args, url: (
+                create_publishable_key(url, args)
+                if getattr(args, "publishable", False)
+                else keys_command(url, args.action, getattr(args, "name", None), getattr(args, "scope", None))
+            )
         )
     )
     keys_sub = keys.add_subparsers(dest="action", required=True)
@@ -195,6 +200,18 @@ def add_admin_commands(sub: Any) -> None:
         metavar="SCOPE",
         help=f"what the key may do (repeat, or comma-separate; default responses:write): {', '.join(SCOPES)}",
     )
+    create.add_argument(
+        "--publishable",
+        action="store_true",
+        help="a key for a web page or an app (nps_pk_…): it may only post a response, record an impression and ask "
+        "for the prompt, from its origins; prints the key and the identity secret your server hashes ids with",
+    )
+    create.add_argument("--origin", action="append", metavar="ORIGIN", help="with --publishable: a page's origin "
+                        "(https://app.example.com; repeat)")  # fmt: skip
+    create.add_argument("--survey", action="append", metavar="ID", help="with --publishable: the only survey ids "
+                        "it may answer (repeat; default: any)")  # fmt: skip
+    create.add_argument("--channel", help="with --publishable: the channel set on its responses (e.g. web)")
+    create.add_argument("--native", action="store_true", help="with --publishable: also from apps that send no Origin")
     keys_sub.add_parser("revoke", help="revoke a key").add_argument("name")
     keys_sub.add_parser("list", help="list keys: names, scopes, dates, last use (never the keys)")
     webhooks = webhooks_cli.add_parser(sub)

@@ -8,6 +8,7 @@ import asyncio
 import getpass
 import json
 import os
+import re
 import signal
 import sys
 from datetime import datetime
@@ -99,6 +100,59 @@ async def audit_command(url: str, limit: int, action: str | None) -> int:
                 print(f"{entry.at:%Y-%m-%d %H:%M:%S}\t{entry.actor}\t{entry.action}\t{entry.subject}{detail}")
     finally:
         await engine.dispose()
+    return 0
+
+
+async def create_publishable_key(url: str, args: argparse.Namespace) -> int:
+    """`nps keys create NAME --publishable --origin …`: prints the key, then its identity secret."""
+    from shared.auth import (
+        KeyExists,
+        KeyStore,
+        Publishable,
+        hash_api_key,
+        identity_place,
+        new_identity_secret,
+        new_publishable_key,
+        parse_origin,
+    )
+    from shared.db import make_engine
+    from shared.validation import PLAIN
+
+    try:
+        if args.scope:
+            raise ValueError("a publishable key has no scopes: it may only post a response, record an impression "
+                             "and ask for the prompt")  # fmt: skip
+        origins = frozenset(parse_origin(o) for o in args.origin or ())
+        if not origins and not args.native:
+            raise ValueError("give the --origin of every page that uses the key, or --native for an app's")
+        for value in [*(args.survey or ()), *([args.channel] if args.channel else [])]:
+            if not re.fullmatch(PLAIN, value) or len(value) > 64:
+                raise ValueError(f"{value!r} is not a survey id or channel (1-64 plain characters)")
+        sealer = tool_sealer(LauncherSettings())
+    except (ValueError, NotRunning) as exc:
+        print(f"nps keys create: {exc}", file=sys.stderr)
+        return 2
+    key, identity = new_publishable_key(), new_identity_secret()
+    bound = Publishable(origins, frozenset(args.survey or ()), args.channel, args.native)
+    engine = make_engine(url)
+    try:
+        await KeyStore(engine).create(
+            args.name, hash_api_key(key), (), cli_actor(), bound, sealer.seal(identity, identity_place(args.name))
+        )
+    except KeyExists:
+        print(f"a key named {args.name!r} exists; revoke it first", file=sys.stderr)
+        return 1
+    finally:
+        await engine.dispose()
+    print(key)
+    print(identity)
+    print(
+        f"publishable key {args.name!r} created for {', '.join(sorted(origins)) or 'native apps'}. The first line goes "
+        "in your page or app; the second, the identity secret, stays on your server, which sends "
+        "respondent_hash = hex HMAC-SHA256(identity secret, respondent_id) with each response (docs/collect.md). "
+        "Both are shown only this once.",
+        file=sys.stderr,
+    )
     return 0
 
 

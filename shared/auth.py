@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 
 SCHEMA = "auth"
 KEY_PREFIX = "nps_"
+PUBLISHABLE_PREFIX = "nps_pk_"  # shown to people; the kind that counts is the one stored with the key
+KeyKind = Literal["secret", "publishable"]
 
 Scope = Literal[
     "responses:write",  # submit, validate, batch-import and revise responses
@@ -64,7 +67,40 @@ bearer = HTTPBearer(auto_error=False, description="An API key made with `nps key
 
 
 def new_api_key() -> str:
-    return KEY_PREFIX + secrets.token_urlsafe(32)
+    """A secret key: never one that reads as publishable (`nps_pk_…`)."""
+    while True:
+        token = secrets.token_urlsafe(32)
+        if not token.startswith("pk_"):
+            return KEY_PREFIX + token
+
+
+def new_publishable_key() -> str:
+    return PUBLISHABLE_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_identity_secret() -> str:
+    """What an app's server hashes its respondent ids with for a publishable key (shown once)."""
+    return "idsec_" + secrets.token_urlsafe(32)
+
+
+ORIGIN = re.compile(r"^https?://[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:[0-9]{1,5})?$")
+
+
+def parse_origin(text: str) -> str:
+    """An origin a publishable key may be used from, as browsers send it: `https://app.example.com`
+    (scheme, host, optional port; no path, no wildcard). ValueError says what is wrong."""
+    origin = text.strip().lower()
+    if not ORIGIN.match(origin):
+        raise ValueError(
+            f"{text!r} is not an origin: give scheme://host[:port] exactly as the browser sends it "
+            "(https://app.example.com), no path, no trailing slash, no wildcard"
+        )
+    return origin
+
+
+def identity_place(key_name: str) -> str:
+    """What a key's sealed identity secret is bound to (shared/sealed.py)."""
+    return f"{SCHEMA}.api_keys:{key_name}"
 
 
 def hash_api_key(key: str) -> str:
@@ -81,12 +117,32 @@ def parse_scopes(names: Sequence[str]) -> tuple[Scope, ...]:
 
 
 @dataclass(frozen=True, slots=True)
+class Publishable:
+    """What a publishable key is bound to: the origins of the pages that may use it (none: a native
+    app's, which sends no Origin, and then `native` must be set), the surveys it may answer (none:
+    any), the channel it sets on every response (None: the client's own)."""
+
+    origins: frozenset[str] = frozenset()
+    surveys: frozenset[str] = frozenset()
+    channel: str | None = None
+    native: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Key:
     name: str
     scopes: frozenset[str]
+    kind: KeyKind = "secret"
+    bound: Publishable = field(default_factory=Publishable)
+    identity: tuple[str, ...] = ()  # sealed identity secrets that verify now: the current one first
+
+    @property
+    def publishable(self) -> bool:
+        return self.kind == "publishable"
 
     def allows(self, scope: Scope) -> bool:
-        return scope in self.scopes or "admin" in self.scopes
+        """A secret key's scopes; a publishable key has none (it may only do the public operations)."""
+        return not self.publishable and (scope in self.scopes or "admin" in self.scopes)
 
 
 class KeyExists(Exception):
@@ -108,22 +164,49 @@ class KeyStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def create(self, name: str, key_hash: str, scopes: Sequence[Scope], actor: str) -> None:
+    async def create(
+        self,
+        name: str,
+        key_hash: str,
+        scopes: Sequence[Scope],
+        actor: str,
+        publishable: Publishable | None = None,
+        identity_sealed: str | None = None,
+    ) -> None:
         async with self._engine.begin() as conn:
             existing = (
                 await conn.execute(sa.text(f"SELECT revoked_at FROM {SCHEMA}.api_keys WHERE name = :n"), {"n": name})
             ).first()
             if existing is not None and existing.revoked_at is None:
                 raise KeyExists(name)
+            bound = publishable or Publishable()
             await conn.execute(
                 sa.text(
-                    f"INSERT INTO {SCHEMA}.api_keys (name, key_hash, scopes) VALUES (:n, :h, :s) ON CONFLICT (name) "
-                    "DO UPDATE SET key_hash = EXCLUDED.key_hash, scopes = EXCLUDED.scopes, created_at = now(), "
-                    "revoked_at = NULL, last_used_at = NULL"
+                    f"INSERT INTO {SCHEMA}.api_keys (name, key_hash, scopes, kind, origins, surveys, channel, native, "
+                    "identity_secret) VALUES (:n, :h, :s, :kind, :origins, :surveys, :channel, :native, :identity) "
+                    "ON CONFLICT (name) DO UPDATE SET key_hash = EXCLUDED.key_hash, scopes = EXCLUDED.scopes, "
+                    "kind = EXCLUDED.kind, origins = EXCLUDED.origins, surveys = EXCLUDED.surveys, "
+                    "channel = EXCLUDED.channel, native = EXCLUDED.native, identity_secret = EXCLUDED.identity_secret, "
+                    "identity_previous = NULL, identity_previous_until = NULL, created_at = now(), revoked_at = NULL, "
+                    "last_used_at = NULL"
                 ),
-                {"n": name, "h": key_hash, "s": list(scopes)},
+                {
+                    "n": name,
+                    "h": key_hash,
+                    "s": list(scopes),
+                    "kind": "publishable" if publishable is not None else "secret",
+                    "origins": sorted(bound.origins),
+                    "surveys": sorted(bound.surveys),
+                    "channel": bound.channel,
+                    "native": bound.native,
+                    "identity": identity_sealed,
+                },
             )
-            await audit.record(conn, actor, "key.created", name, {"scopes": list(scopes)})
+            detail: dict[str, Any] = {"scopes": list(scopes)}
+            if publishable is not None:
+                detail = {"kind": "publishable", "origins": sorted(bound.origins), "surveys": sorted(bound.surveys),
+                          "channel": bound.channel, "native": bound.native}  # fmt: skip
+            await audit.record(conn, actor, "key.created", name, detail)
 
     async def revoke(self, name: str, actor: str) -> bool:
         async with self._engine.begin() as conn:
@@ -148,9 +231,22 @@ class KeyStore:
         """{key hash: key} of every key not revoked."""
         async with self._engine.connect() as conn:
             rows = await conn.execute(
-                sa.text(f"SELECT key_hash, name, scopes FROM {SCHEMA}.api_keys WHERE revoked_at IS NULL")
+                sa.text(
+                    f"SELECT key_hash, name, scopes, kind, origins, surveys, channel, native, identity_secret, "
+                    f"CASE WHEN identity_previous_until > now() THEN identity_previous END AS identity_previous "
+                    f"FROM {SCHEMA}.api_keys WHERE revoked_at IS NULL"
+                )
             )
-            return {r.key_hash: Key(r.name, frozenset(r.scopes)) for r in rows}
+            return {
+                r.key_hash: Key(
+                    r.name,
+                    frozenset(r.scopes),
+                    r.kind,
+                    Publishable(frozenset(r.origins), frozenset(r.surveys), r.channel, r.native),
+                    tuple(s for s in (r.identity_secret, r.identity_previous) if s is not None),
+                )
+                for r in rows
+            }
 
     async def mark_used(self, names: Sequence[str]) -> None:
         async with self._engine.begin() as conn:
@@ -169,7 +265,12 @@ class KeyCache:
         self._store = store
         self._refresh_s = refresh_s
         self._keys: dict[str, Key] = {}
+        self._origins: frozenset[str] = frozenset()
         self._used: set[str] = set()
+
+    def publishable_origins(self) -> frozenset[str]:
+        """Every origin an active publishable key lists (a preflight carries no key)."""
+        return self._origins
 
     def find(self, key_hash: str) -> Key | None:
         key = self._keys.get(key_hash)
@@ -179,6 +280,7 @@ class KeyCache:
 
     async def load(self) -> None:
         self._keys = await self._store.active()
+        self._origins = frozenset(o for k in self._keys.values() if k.publishable for o in k.bound.origins)
 
     async def run(self) -> None:
         while True:
@@ -205,8 +307,14 @@ class Gate:
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0, 1))
 
     def __call__(self, authorization: Sequence[str] | str | None, scope: Scope) -> str:
+        """The calling key's name (`key`); no publishable key is let through."""
+        return self.key(authorization, scope).name
+
+    def key(self, authorization: Sequence[str] | str | None, scope: Scope, public: bool = False) -> Key:
         """`authorization`: every Authorization header the request carried. More than one is
-        refused, whichever way a proxy or framework would have picked one."""
+        refused, whichever way a proxy or framework would have picked one. `public`: the operation
+        is one a publishable key may call (post a response, record an impression, ask for the
+        prompt); the caller then checks what the key is bound to, and its own limits apply."""
         values = [authorization] if isinstance(authorization, str) else list(authorization or ())
         if len(values) > 1:
             raise _unauthorized("duplicate_authorization", "send exactly one Authorization header")
@@ -216,6 +324,15 @@ class Gate:
         key = self.keys.find(hash_api_key(credentials))
         if key is None:
             raise _unauthorized("invalid_api_key", "unknown or revoked API key")
+        if key.publishable:
+            if not public:
+                raise ProblemError(
+                    403,
+                    "insufficient_scope",
+                    f"key '{key.name}' is publishable: it may only post a response, record an impression and ask "
+                    "whether to show the prompt",
+                )
+            return key  # its limits are per client address and per person, not per key
         if not key.allows(scope):
             raise ProblemError(403, "insufficient_scope", f"key '{key.name}' lacks the scope '{scope}'")
         wait = self.limiter.retry_after(key.name, time.monotonic())
@@ -226,7 +343,7 @@ class Gate:
                 f"rate limit of key '{key.name}' reached; retry in {wait}s",
                 headers={"Retry-After": str(wait)},
             )
-        return key.name
+        return key
 
 
 def requires(scope: Scope) -> Any:

@@ -14,7 +14,7 @@ import socket
 import time
 import urllib.parse
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -446,13 +446,23 @@ def head_deadline_protocol(timeout_s: float) -> type[HttpToolsProtocol]:
     return HeadDeadline
 
 
-def serve(app: FastAPI, host: str, port: int, head_timeout_s: float = 10.0, sock: socket.socket | None = None) -> int:
+def serve(
+    app: FastAPI,
+    host: str,
+    port: int,
+    head_timeout_s: float = 10.0,
+    sock: socket.socket | None = None,
+    trusted_proxies: Sequence[str] = (),
+) -> int:
     """Run one service in this process (on `sock`, a listening socket a parent handed it, when
-    several processes share the port); returns the exit code."""
+    several processes share the port); returns the exit code. X-Forwarded-For is believed only
+    from `trusted_proxies` (uvicorn's own default trusts loopback's)."""
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
+        proxy_headers=bool(trusted_proxies),
+        forwarded_allow_ips=list(trusted_proxies) or None,
         http=head_deadline_protocol(head_timeout_s),
         log_config=None,
         access_log=False,

@@ -1,4 +1,5 @@
-"""Rate limits: one token bucket per API key. Pure: the clock comes in as `now` (monotonic seconds)."""
+"""Rate limits: one token bucket per name (an API key; for publishable keys, a client address or a
+person). Pure: the clock comes in as `now` (monotonic seconds)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ class RateLimiter:
     rate: float
     burst: float
     buckets: dict[str, TokenBucket] = field(default_factory=dict)
+    # Names come from outside (addresses, people): past this many buckets, the ones that have
+    # refilled (as good as absent) are dropped, then the oldest, so memory stays bounded.
+    max_buckets: int = 100_000
 
     def retry_after(self, key: str, now: float) -> int:
         """0 when the request may go ahead, else the whole seconds to wait (for Retry-After)."""
@@ -35,6 +39,14 @@ class RateLimiter:
             return 0
         bucket = self.buckets.get(key)
         if bucket is None:
+            if len(self.buckets) >= self.max_buckets:
+                self._prune(now)
             bucket = self.buckets[key] = TokenBucket(self.rate, self.burst, self.burst, now)
         wait = bucket.take(now)
         return 0 if wait == 0 else max(1, math.ceil(wait))
+
+    def _prune(self, now: float) -> None:
+        refill_s = self.burst / self.rate
+        self.buckets = {k: b for k, b in self.buckets.items() if now - b.updated < refill_s}
+        if len(self.buckets) >= self.max_buckets:  # a flood of fresh names: the older half goes
+            self.buckets = dict(list(self.buckets.items())[len(self.buckets) // 2 :])

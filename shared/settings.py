@@ -161,6 +161,12 @@ class ServiceSettings(InfraSettings):
     )
     rate_limit_burst: float = Field(default=4_000, ge=1, description="per API key: the burst a client may use at once")
     key_refresh_s: float = Field(default=5.0, gt=0, description="how soon a new or revoked API key takes effect")
+    trusted_proxies: list[str] = Field(
+        default=[],
+        validation_alias="NPS_TRUSTED_PROXIES",
+        description="addresses (or CIDR ranges) of the proxies whose X-Forwarded-For names the client (JSON list); "
+        "none by default: the client is the peer that connected (publishable keys' limits are per client address)",
+    )
     head_timeout_s: float = Field(
         default=10.0,
         gt=0,

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from shared.auth import SCOPES, Gate, Key, KeyCache, KeyStore, hash_api_key, new_api_key, parse_scopes
+from shared import auth
+from shared.auth import (
+    SCOPES,
+    Gate,
+    Key,
+    KeyCache,
+    KeyStore,
+    Publishable,
+    hash_api_key,
+    new_api_key,
+    parse_origin,
+    parse_scopes,
+)
 from shared.problems import ProblemError
 from shared.ratelimit import RateLimiter, TokenBucket
 
@@ -98,3 +110,42 @@ def test_more_than_one_authorization_header_is_refused_whichever_comes_first() -
         problem = refused(gate, pair, "responses:write")  # type: ignore[arg-type]
         assert (problem.status, problem.problem.code) == (401, "duplicate_authorization")
     assert gate(["Bearer nps_app"], "responses:write") == "app"
+
+
+def test_a_publishable_key_does_only_the_public_operations_and_skips_the_per_key_limit() -> None:
+    page = Key("web", frozenset(), "publishable", Publishable(frozenset({"https://app.example.com"})))
+    gate = Gate(FakeKeys({**KEYS, "nps_pk_page": page}), RateLimiter(rate=1, burst=1))
+    for scope in SCOPES:
+        problem = refused(gate, "Bearer nps_pk_page", scope)
+        assert (problem.status, problem.problem.code) == (403, "insufficient_scope")
+        assert "publishable" in problem.problem.message
+    for _ in range(3):  # a whole site's traffic: its limits are per address and per person instead
+        assert gate.key("Bearer nps_pk_page", "responses:write", public=True) is page
+    assert gate.keys.publishable_origins() == frozenset()  # loaded by `load`, not by this fake
+    # A secret key on a public operation still needs its scope.
+    assert refused(gate, "Bearer nps_reader", "responses:write").status == 403
+
+
+def test_a_secret_key_never_reads_as_publishable(monkeypatch: pytest.MonkeyPatch) -> None:
+    tokens = iter(["pk_looks_public", "pk_again", "plain_token"])
+    monkeypatch.setattr(auth.secrets, "token_urlsafe", lambda _: next(tokens))
+    assert new_api_key() == "nps_plain_token"
+
+
+def test_origins_are_exact_and_without_paths() -> None:
+    assert parse_origin("https://App.Example.com") == "https://app.example.com"
+    assert parse_origin("http://localhost:5173") == "http://localhost:5173"
+    for bad in ("*", "https://app.example.com/", "https://app.example.com/path", "app.example.com", "ftp://x.example",
+                "https://*.example.com", "null"):  # fmt: skip
+        with pytest.raises(ValueError, match="not an origin"):
+            parse_origin(bad)
+
+
+def test_a_limiter_of_names_from_outside_stays_bounded() -> None:
+    limiter = RateLimiter(rate=1, burst=2, max_buckets=100)
+    for i in range(1_000):  # a flood of fresh addresses
+        assert limiter.retry_after(f"10.0.{i // 256}.{i % 256}", now=0.0) == 0
+    assert len(limiter.buckets) <= 100
+    last = "10.0.3.231"  # the newest, kept: one of its two tokens left
+    assert limiter.retry_after(last, now=0.0) == 0
+    assert limiter.retry_after(last, now=0.0) == 1  # a name still tracked keeps its limit
