@@ -174,7 +174,15 @@ YIELD_EVERY = 50
 
 def facts_of(event: Response, previous_score: int | None) -> Facts:
     """What the policy's rules look at, from a response and the person's previous score."""
-    return Facts.of(event.score, event.channel, event.survey_id, event.attributes, event.comment, previous_score)
+    return Facts.of(
+        event.score,
+        event.channel,
+        event.survey_id,
+        event.attributes,
+        event.comment,
+        previous_score,
+        getattr(event, "identity", "server"),  # a revision comes from a server
+    )
 
 
 def variables_of(event: Response, referral_code: str | None = None) -> dict[str, object]:

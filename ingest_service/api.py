@@ -29,6 +29,7 @@ from ingest_service.public import PublicCalls
 from ingest_service.publisher import PublishFailed
 from ingest_service.raw import RawRequest, RawRoute
 from shared import audit
+from shared.events import Identity
 from shared.problems import Problem, ProblemError
 from shared.service import ReadConnection
 from shared.validation import PLAIN, FieldProblem
@@ -144,14 +145,16 @@ async def post_response(state: State, request: RawRequest) -> bytes:
     model and serializing it costs 0.9."""
     key = state.gate.key(request.header_values(b"authorization"), "responses:write", public=True)
     handler: Ingest = state.ingest
+    identity: Identity = "server"
     if key.publishable:
         public: PublicCalls = state.public
         public.admit_request(key, request)
         body = public.admit(key, request, request.json(SubmitResponse))
+        identity = "anonymous" if key.bound.anonymous else "verified"
     else:
         body = request.json(SubmitResponse)
     try:
-        item = await handler.submit(body, datetime.now(UTC), key.name)
+        item = await handler.submit(body, datetime.now(UTC), key.name, identity)
     except InvalidResponse as exc:
         metrics.OUTCOMES["rejected"].inc()
         raise invalid(exc) from exc

@@ -22,7 +22,7 @@ from pydantic import (
     ValidationError,
 )
 
-from shared.events import Score, encode_submitted
+from shared.events import Identity, Score, encode_submitted
 from shared.validation import PLAIN, FieldProblem, field_problems
 
 RESERVED_ATTRIBUTES = frozenset({"channel", "survey_id"})
@@ -204,7 +204,7 @@ class Submission(msgspec.Struct, frozen=True, gc=False):
         return self.respondent_id.encode()
 
 
-def submission(command: SubmitResponse, now: datetime, source: str) -> Submission:
+def submission(command: SubmitResponse, now: datetime, source: str, identity: Identity = "server") -> Submission:
     response_id = command.response_id or new_id()
     answered_at = command.answered_at or now
     event = encode_submitted(
@@ -219,6 +219,7 @@ def submission(command: SubmitResponse, now: datetime, source: str) -> Submissio
         email=command.email,
         submitted_at=now,
         source=source,
+        identity=identity,
     )
     return Submission(
         response_id, command.respondent_id, command.channel, command.survey_id, answered_at, fingerprint(command), event

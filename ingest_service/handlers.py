@@ -28,7 +28,7 @@ from ingest_service.domain import InvalidResponse, Limits, ReviseResponse, Submi
 from ingest_service.publisher import Publisher, PublishFailed
 from ingest_service.repository import Revision, StoreUnavailable
 from shared.deadline import Deadline, DeadlineExceeded
-from shared.events import RespondentErased, ResponseRevised
+from shared.events import Identity, RespondentErased, ResponseRevised
 from shared.logs import current_request_id
 from shared.validation import FieldProblem
 
@@ -133,12 +133,14 @@ class Ingest:
     def validate(self, command: SubmitResponse, now: datetime) -> None:
         domain.check(command, now, self.limits)
 
-    async def submit(self, command: SubmitResponse, now: datetime, source: str) -> Submission:
+    async def submit(
+        self, command: SubmitResponse, now: datetime, source: str, identity: Identity = "server"
+    ) -> Submission:
         """Record and publish one response with the others in flight (`run` must be running). A
         retry (same body) is published again: the first attempt may never have reached the broker,
         and consumers keep one response per response_id whatever they receive."""
         domain.check(command, now, self.limits)
-        item = domain.submission(command, now, source)
+        item = domain.submission(command, now, source, identity)
         loop = asyncio.get_running_loop()
         outcome: asyncio.Future[str] = loop.create_future()
         self._waiting.append((item, current_request_id(), outcome, loop.time()))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import time
 from collections.abc import Iterable
 
@@ -26,6 +27,7 @@ from shared.sealed import CannotOpen, Sealer
 log = logging.getLogger(__name__)
 
 PUBLIC_BODY_LIMIT = 8 * 1024
+RANDOM_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 # The operations a publishable key may call, with their methods (a browser's preflight asks).
 PUBLIC_PATHS = {"/v1/responses": "POST"}
 
@@ -84,8 +86,11 @@ class PublicCalls:
         """The response as the key may post it (its channel set by the server), or the error."""
         if body.email is not None:
             raise invalid_field("email", "not accepted with a publishable key (a page must not hold people's emails)")
-        self._verify(key, body.respondent_id, body.respondent_hash)  # who, before what they may answer
         bound = key.bound
+        if bound.anonymous:
+            self._anonymous(body)
+        else:
+            self._verify(key, body.respondent_id, body.respondent_hash)  # who, before what they may answer
         if bound.surveys and body.survey_id not in bound.surveys:
             raise ProblemError(
                 403,
@@ -96,6 +101,19 @@ class PublicCalls:
             raise ProblemError(403, "channel_not_allowed", f"key '{key.name}' posts to the channel {bound.channel!r}")
         self._limit(self._per_respondent, f"{key.name}/{body.respondent_id}", "this respondent")
         return body.model_copy(update={"channel": bound.channel or body.channel, "respondent_hash": None})
+
+    @staticmethod
+    def _anonymous(body: SubmitResponse) -> None:
+        """An anonymous key vouches for nobody: the respondent id is the random one the client made
+        (a UUID, as `crypto.randomUUID()` makes), so it cannot name a known person."""
+        if body.respondent_hash is not None:
+            raise invalid_field("respondent_hash", "an anonymous key takes no respondent_hash")
+        if not RANDOM_ID.match(body.respondent_id):
+            raise invalid_field(
+                "respondent_id",
+                "an anonymous key takes a random id the client made: a version 4 UUID (crypto.randomUUID()), kept "
+                "by the client for this person",
+            )
 
     def _verify(self, key: Key, respondent_id: str, given: str | None) -> None:
         if given is None:

@@ -212,6 +212,11 @@ def add_admin_commands(sub: Any) -> None:
                         "it may answer (repeat; default: any)")  # fmt: skip
     create.add_argument("--channel", help="with --publishable: the channel set on its responses (e.g. web)")
     create.add_argument("--native", action="store_true", help="with --publishable: also from apps that send no Origin")
+    create.add_argument(
+        "--anonymous",
+        action="store_true",
+        help="with --publishable: no identity (a random id the client makes; no follow-up reaches the person)",
+    )
     keys_sub.add_parser("revoke", help="revoke a key").add_argument("name")
     keys_sub.add_parser("list", help="list keys: names, scopes, dates, last use (never the keys)")
     webhooks = webhooks_cli.add_parser(sub)

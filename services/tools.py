@@ -132,25 +132,32 @@ async def create_publishable_key(url: str, args: argparse.Namespace) -> int:
     except (ValueError, NotRunning) as exc:
         print(f"nps keys create: {exc}", file=sys.stderr)
         return 2
-    key, identity = new_publishable_key(), new_identity_secret()
-    bound = Publishable(origins, frozenset(args.survey or ()), args.channel, args.native)
+    key = new_publishable_key()
+    identity = None if args.anonymous else new_identity_secret()
+    bound = Publishable(origins, frozenset(args.survey or ()), args.channel, args.native, args.anonymous)
     engine = make_engine(url)
     try:
-        await KeyStore(engine).create(
-            args.name, hash_api_key(key), (), cli_actor(), bound, sealer.seal(identity, identity_place(args.name))
-        )
+        sealed = None if identity is None else sealer.seal(identity, identity_place(args.name))
+        await KeyStore(engine).create(args.name, hash_api_key(key), (), cli_actor(), bound, sealed)
     except KeyExists:
         print(f"a key named {args.name!r} exists; revoke it first", file=sys.stderr)
         return 1
     finally:
         await engine.dispose()
     print(key)
+    where = ", ".join(sorted(origins)) or "native apps"
+    if identity is None:
+        print(
+            f"anonymous publishable key {args.name!r} created for {where}: it goes in your page or app, which makes a "
+            "random respondent id (a UUID) per person; no follow-up reaches them. Shown only this once.",
+            file=sys.stderr,
+        )
+        return 0
     print(identity)
     print(
-        f"publishable key {args.name!r} created for {', '.join(sorted(origins)) or 'native apps'}. The first line goes "
-        "in your page or app; the second, the identity secret, stays on your server, which sends "
-        "respondent_hash = hex HMAC-SHA256(identity secret, respondent_id) with each response (docs/collect.md). "
-        "Both are shown only this once.",
+        f"publishable key {args.name!r} created for {where}. The first line goes in your page or app; the second, "
+        "the identity secret, stays on your server, which sends respondent_hash = hex HMAC-SHA256(identity "
+        "secret, respondent_id) with each response (docs/collect.md). Both are shown only this once.",
         file=sys.stderr,
     )
     return 0

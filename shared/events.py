@@ -34,6 +34,9 @@ Score = Annotated[StrictInt, Field(ge=0, le=10)]
 # --- nps.responses.v1: keyed by respondent_id, so one respondent's events stay in order ---
 
 
+Identity = Literal["server", "verified", "anonymous"]
+
+
 class ResponseSubmitted(Event):
     type: Literal["ResponseSubmitted"] = "ResponseSubmitted"
     response_id: str
@@ -47,6 +50,10 @@ class ResponseSubmitted(Event):
     email: str | None = None
     submitted_at: AwareDatetime
     source: str | None = None  # which API key (source app) sent it
+    # Who vouches for respondent_id: "server", a secret key (the app's backend); "verified", a
+    # publishable key with the hash the app's server computed; "anonymous", a publishable key made
+    # --anonymous (a random id the client made: no follow-up reaches such a person by default).
+    identity: Identity = "server"
 
 
 class ResponseRevised(Event):
@@ -93,6 +100,7 @@ def encode_submitted(
     email: str | None,
     submitted_at: datetime,
     source: str | None,
+    identity: Identity = "server",
 ) -> bytes:
     """The JSON of `ResponseSubmitted(...).to_bytes()`, byte for byte (tests/unit hold them equal,
     fields, order, escapes and timestamps), without building the model: for values ingest has
@@ -113,6 +121,7 @@ def encode_submitted(
             "email": email,
             "submitted_at": submitted_at,
             "source": source,
+            "identity": identity,
         }
     )
 

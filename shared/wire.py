@@ -42,6 +42,7 @@ class Submitted(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag_field="
     email: str | None = None
     submitted_at: AwareDatetime
     source: str | None = None
+    identity: Literal["server", "verified", "anonymous"] = "server"  # events before it: a server's
 
 
 class Revised(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag_field="type", tag="ResponseRevised"):

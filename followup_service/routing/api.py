@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from followup_service.routing import repository
-from followup_service.routing.matching import Facts
+from followup_service.routing.matching import Facts, IdentityName
 from followup_service.routing.policy import Policy
 from followup_service.tickets.domain import Priority
 from shared.auth import KEY_PROBLEMS, requires
@@ -71,6 +71,9 @@ class SampleResponse(BaseModel):
     previous_score: StrictInt | None = Field(
         default=None, ge=0, le=10, description="the person's previous score; null: this is their first answer"
     )
+    identity: IdentityName = Field(
+        default="server", description="who vouches for the person: server, verified (a page's key) or anonymous"
+    )
 
 
 class Skipped(BaseModel):
@@ -117,5 +120,11 @@ def answer_for(policy: Policy, sample: SampleResponse) -> PolicyAnswer:
 
 def facts_of_sample(sample: SampleResponse) -> Facts:
     return Facts.of(
-        sample.score, sample.channel, sample.survey_id, sample.attributes, sample.comment, sample.previous_score
+        sample.score,
+        sample.channel,
+        sample.survey_id,
+        sample.attributes,
+        sample.comment,
+        sample.previous_score,
+        sample.identity,
     )

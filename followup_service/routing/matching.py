@@ -30,6 +30,9 @@ def _listed(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
+IdentityName = Literal["server", "verified", "anonymous"]
+
+
 class ScoreRange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -68,8 +71,11 @@ class When(BaseModel):
     attributes: dict[str, OneOrMore] = Field(default_factory=dict)
     comment: Literal["present", "absent"] | None = None
     history: History | None = None
+    # Who vouches for the respondent: `server` (a secret key), `verified` (a publishable key with the
+    # hash the app's server made), `anonymous` (a random id a page made: nobody to follow up with).
+    identity: list[IdentityName] | None = None
 
-    _one_or_many = field_validator("category", "channel", "survey_id", mode="before")(_listed)
+    _one_or_many = field_validator("category", "channel", "survey_id", "identity", mode="before")(_listed)
 
     @field_validator("attributes", mode="before")
     @classmethod
@@ -87,7 +93,7 @@ class When(BaseModel):
 
     def unconditional(self) -> bool:
         return self.scores() == frozenset(range(11)) and not (
-            self.channel or self.survey_id or self.attributes or self.comment or self.history
+            self.channel or self.survey_id or self.attributes or self.comment or self.history or self.identity
         )
 
 
@@ -103,6 +109,7 @@ class Facts:
     has_comment: bool = False
     first_answer: bool = True
     previous_category: CategoryName | None = None
+    identity: IdentityName = "server"
 
     @property
     def category(self) -> CategoryName:
@@ -117,6 +124,7 @@ class Facts:
         attributes: Mapping[str, str],
         comment: str | None,
         previous_score: int | None,
+        identity: IdentityName = "server",
     ) -> Facts:
         """From a response and the person's previous score (None: this is their first answer)."""
         return cls(
@@ -127,6 +135,7 @@ class Facts:
             has_comment=bool(comment and comment.strip()),
             first_answer=previous_score is None,
             previous_category=CATEGORY_NAMES[classify(previous_score)] if previous_score is not None else None,
+            identity=identity,
         )
 
 
@@ -149,6 +158,7 @@ class Matcher:
     comment: bool | None
     first_answer: bool | None
     previous_category: frozenset[str] | None
+    identity: frozenset[str] | None = None
 
     @classmethod
     def of(cls, when: When) -> Matcher:
@@ -161,6 +171,7 @@ class Matcher:
             comment=None if when.comment is None else when.comment == "present",
             first_answer=history.first_answer,
             previous_category=frozenset(history.previous_category) if history.previous_category is not None else None,
+            identity=frozenset(when.identity) if when.identity is not None else None,
         )
 
     def matches(self, facts: Facts) -> bool:
@@ -172,6 +183,7 @@ class Matcher:
             and (self.comment is None or self.comment == facts.has_comment)
             and (self.first_answer is None or self.first_answer == facts.first_answer)
             and (self.previous_category is None or facts.previous_category in self.previous_category)
+            and (self.identity is None or facts.identity in self.identity)
         )
 
 
@@ -195,4 +207,6 @@ def why_not(when: When, facts: Facts) -> list[str]:
         previous = when.history.previous_category
         if previous is not None and facts.previous_category not in previous:
             reasons.append(f"the previous category {facts.previous_category!r} is not one of {previous}")
+    if when.identity is not None and facts.identity not in when.identity:
+        reasons.append(f"the identity {facts.identity!r} is not one of {when.identity}")
     return reasons

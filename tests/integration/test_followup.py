@@ -166,3 +166,32 @@ TEXT_COLUMNS = """
     SELECT table_name, column_name FROM information_schema.columns
     WHERE table_schema = 'followup' AND data_type = 'text' AND table_name IN ('followups', 'tickets')
 """
+
+
+async def test_an_anonymous_detractor_counts_but_gets_no_ticket_and_no_message(
+    bootstrap: str, database_url: str, namespace: str
+) -> None:
+    """A page's anonymous key vouches for nobody: the default policy's first rule routes its answers
+    to nothing (suppressed, rule `anonymous`); the same score vouched for gets its ticket."""
+    settings = settings_for(bootstrap, database_url, namespace)
+    await create_topics(settings)
+    anonymous = event("anon", 1).model_copy(update={"identity": "anonymous"})
+    verified = event("vouched", 1).model_copy(update={"identity": "verified"})
+    async with started_producer(bootstrap) as producer:
+        await produce(producer, settings.topics.responses, keyed([anonymous, verified]))
+        async with running_loop(settings, spec(settings)) as run:
+            await eventually(run.committed_at_least(2))
+    engine = make_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(sa.text("SELECT response_id, kind, status, reason, rule FROM followup.followups"))
+            ).all()
+            tickets = (await conn.execute(sa.text("SELECT response_id FROM followup.tickets"))).scalars().all()
+    finally:
+        await engine.dispose()
+    assert {r.response_id: (r.kind, r.status, r.reason, r.rule) for r in rows} == {
+        "anon": ("none", "suppressed", "policy_none", "anonymous"),
+        "vouched": ("ticket", "created", None, "detractors"),
+    }
+    assert tickets == ["vouched"]

@@ -200,3 +200,37 @@ def test_bad_publishable_keys_are_refused_at_creation(public: LiveIngest, tmp_pa
     ):
         made = nps("keys", "create", f"bad-{uuid.uuid4().hex[:6]}", "--publishable", *args, env=public.env)
         assert made.returncode == 2 and says in made.stderr, (args, made.stderr)
+
+
+async def test_events_say_who_vouches_and_an_anonymous_key_takes_only_a_random_id(public: LiveIngest) -> None:
+    verified_key, identity = make_key(public, "--origin", PAGE)
+    made = nps("keys", "create", f"anon-{uuid.uuid4().hex[:6]}", "--publishable", "--origin", PAGE, "--anonymous",
+               env=public.env)  # fmt: skip
+    assert made.returncode == 0 and len(made.stdout.split()) == 1, made.stdout  # no identity secret to keep
+    anonymous_key = made.stdout.strip()
+    url = f"{public.url}/v1/responses"
+    random_id = str(uuid.uuid4())
+    async with httpx.AsyncClient(timeout=10) as client:
+        await known(client, public, verified_key)
+        await known(client, public, anonymous_key)
+        anonymous = {"Authorization": f"Bearer {anonymous_key}", "Origin": PAGE}
+        for body, field in (
+            ({"respondent_id": "user-1842", "score": 2}, "respondent_id"),  # a known person's id: refused
+            ({"respondent_id": random_id.upper(), "score": 2}, "respondent_id"),
+            ({"respondent_id": random_id, "score": 2, "respondent_hash": "a" * 64}, "respondent_hash"),
+        ):
+            refused = await client.post(url, headers=anonymous, json=body)
+            assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == field, refused.text
+        ids = {}
+        for who, headers, body in (
+            ("anonymous", anonymous, {"respondent_id": random_id, "score": 2}),
+            ("verified", {"Authorization": f"Bearer {verified_key}", "Origin": PAGE}, answer(identity, "p-v")),
+            ("server", public.auth, {"respondent_id": "p-s", "score": 2}),
+        ):
+            reply = await client.post(url, headers=headers, json={**body, "response_id": f"id-{uuid.uuid4().hex}"})
+            assert reply.status_code == 202, reply.text
+            ids[reply.json()["response_id"]] = who
+    records = await read_topic(public.bootstrap, public.topics.responses, expect=None, timeout=5, settle=1)
+    events = [response_events.validate_json(r.value) for r in records]  # type: ignore[arg-type]
+    seen = {e.response_id: e.identity for e in events if e.response_id in ids}  # type: ignore[union-attr]
+    assert seen == ids

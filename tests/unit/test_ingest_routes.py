@@ -102,10 +102,13 @@ def test_an_accepted_post_answers_the_documented_model_byte_for_byte(response_id
     model's own, quotes, backslashes and any Unicode included, and the outcome counted."""
 
     class Submitting:
-        async def submit(self, body: object, now: object, source: str) -> SimpleNamespace:
+        async def submit(self, body: object, now: object, source: str, identity: str) -> SimpleNamespace:
             return SimpleNamespace(response_id=response_id)
 
-    state = SimpleNamespace(gate=lambda values, scope: "key", ingest=Submitting())
+    from shared.auth import Key
+
+    secret = Key("key", frozenset({"responses:write"}))
+    state = SimpleNamespace(gate=SimpleNamespace(key=lambda values, scope, public: secret), ingest=Submitting())
     request = RawRequest([], {}, b'{"respondent_id":"u","score":9}')
     before = accepted()
     answer = asyncio.run(post_response(state, request))  # type: ignore[arg-type]

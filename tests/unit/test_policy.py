@@ -51,6 +51,17 @@ def test_the_default_policy_routes_every_score_as_documented(score: int) -> None
     assert decision.action == route(score) and decision.rule is not None
 
 
+@given(st.integers(0, 10))
+def test_the_default_policy_follows_up_no_anonymous_answer_and_every_vouched_one(score: int) -> None:
+    policy = load(DEFAULT_POLICY)
+    anonymous = policy.decide(Facts(score=score, identity="anonymous"))
+    assert (anonymous.action, anonymous.rule) == ("none", "anonymous")
+    verified = policy.decide(Facts(score=score, identity="verified"))
+    assert verified.action == route(score) and verified.rule != "anonymous"
+    explained = policy.explain(Facts(score=score, identity="verified"))
+    assert ("anonymous", ["the identity 'verified' is not one of ['anonymous']"]) in explained.skipped
+
+
 def test_the_first_matching_rule_decides(tmp_path: Path) -> None:
     policy = load(write(tmp_path, FULL))
     enterprise = Facts(score=3, attributes={"plan": "enterprise"}, has_comment=True)
@@ -168,6 +179,7 @@ def test_a_missing_file_and_an_unknown_template_are_refused(tmp_path: Path) -> N
 
 
 CATEGORIES = st.sampled_from(["promoter", "passive", "detractor"])
+IDENTITIES = st.sampled_from(["server", "verified", "anonymous"])
 WHENS = st.builds(
     dict,
     category=st.none() | st.lists(CATEGORIES, min_size=1, max_size=2),
@@ -179,6 +191,7 @@ WHENS = st.builds(
     history=st.none()
     | st.builds(dict, first_answer=st.none() | st.just(False), previous_category=st.none() | st.lists(CATEGORIES))
     | st.builds(dict, first_answer=st.just(True)),
+    identity=st.none() | st.lists(IDENTITIES, min_size=1, max_size=2),
 ).map(lambda d: When.model_validate({k: v for k, v in d.items() if v is not None}))
 FACTS = st.builds(
     Facts,
@@ -189,6 +202,7 @@ FACTS = st.builds(
     has_comment=st.booleans(),
     first_answer=st.booleans(),
     previous_category=st.none() | CATEGORIES,
+    identity=IDENTITIES,
 )
 
 

@@ -31,7 +31,8 @@ def upgrade() -> None:
             schema=SCHEMA,
         )
     op.add_column("api_keys", sa.Column("channel", sa.Text), schema=SCHEMA)
-    op.add_column("api_keys", sa.Column("native", sa.Boolean, nullable=False, server_default=sa.false()), schema=SCHEMA)
+    for flag in ("native", "anonymous"):
+        op.add_column("api_keys", sa.Column(flag, sa.Boolean, nullable=False, server_default=sa.false()), schema=SCHEMA)
     # Sealed (shared/sealed.py, bound to the key's name): the current secret, and the previous one
     # until `identity_previous_until` during a rotation's overlap.
     op.add_column("api_keys", sa.Column("identity_secret", sa.Text), schema=SCHEMA)
@@ -45,6 +46,7 @@ def downgrade() -> None:
         "identity_previous_until",
         "identity_previous",
         "identity_secret",
+        "anonymous",
         "native",
         "channel",
         "surveys",
