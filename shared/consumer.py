@@ -104,6 +104,9 @@ DEAD_LETTER_KEEP_BYTES = 64 * 1024
 FORCE_CUSTOM_PLANS = text("SET LOCAL plan_cache_mode = force_custom_plan")
 
 
+RELAY_STOP_S = 10.0  # how long a stop waits for the relay's flush under way
+
+
 class DeadLetterLimitExceeded(RuntimeError):
     """Too many undecodable messages in a row: more likely our bug than bad input."""
 
@@ -192,6 +195,7 @@ class ConsumerLoop(Generic[E]):
         self._uncommitted: dict[TopicPartition, int] = {}  # first offset of the batch in flight
         self.batches_committed = 0
         self._relay_wanted = asyncio.Event()  # committed outbox rows wait for the relay task
+        self._relay_done = False  # set when stopping: the relay ends after the flush under way
 
     def stop(self) -> None:
         self._stopping.set()
@@ -259,7 +263,7 @@ class ConsumerLoop(Generic[E]):
         sends and the next batch's database work overlap. Offsets need not wait for it (the rows
         are committed; a crash leaves them for the next start)."""
         assert self._outbox is not None
-        while True:
+        while not self._relay_done:
             await self._relay_wanted.wait()
             self._relay_wanted.clear()
             sent = await self._retrying(self._outbox.flush)
@@ -267,8 +271,13 @@ class ConsumerLoop(Generic[E]):
 
     async def _stop_relay(self, relay: asyncio.Task[None]) -> None:
         """A last flush of what the loop committed, unless the broker is away (then the rows wait
-        in the outbox for the next start)."""
-        relay.cancel()
+        in the outbox for the next start). A flush under way is let finish first: cancelled after
+        its events went out but before its transaction deleted their rows, it left them to be
+        published a second time (by the last flush here, or the next start)."""
+        self._relay_done = True
+        self._relay_wanted.set()
+        await asyncio.wait({relay}, timeout=RELAY_STOP_S)
+        relay.cancel()  # still retrying a broker or database that is away: the rows wait for the next start
         with contextlib.suppress(asyncio.CancelledError, _Stopped):
             await relay
         assert self._outbox is not None

@@ -38,9 +38,11 @@ from shared.events import (
     alert_events,
 )
 from shared.nps import Counts
+from shared.sealed import Sealer
 from tests.helpers import (
     FAST_GROUP,
     TEST_PSEUDONYM_SECRET,
+    TEST_SECRETS_KEY,
     add_key,
     create_topics,
     eventually,
@@ -385,7 +387,9 @@ async def test_the_migration_keeps_v1_alerts_and_goes_back(database_url: str) ->
     subscriptions to the v1 alert types."""
     engine = make_engine(database_url)
     config = alembic_config(SERVICE_SCHEMAS["alerts"], database_url, TEST_PSEUDONYM_SECRET)
-    delivery = alembic_config(SERVICE_SCHEMAS["delivery"], database_url, TEST_PSEUDONYM_SECRET)
+    delivery = alembic_config(
+        SERVICE_SCHEMAS["delivery"], database_url, TEST_PSEUDONYM_SECRET, Sealer.of(TEST_SECRETS_KEY)
+    )
     try:
         await asyncio.to_thread(command.downgrade, config, "alerts_0002")
         await asyncio.to_thread(command.downgrade, delivery, "delivery_0001")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any, cast
+
 import pytest
 from aiokafka.errors import KafkaConnectionError
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-from shared.consumer import RetryBatch, is_transient
+from shared.consumer import ConsumerLoop, RetryBatch, is_transient
 
 
 @pytest.mark.parametrize(
@@ -56,3 +59,29 @@ async def test_an_instance_id_makes_the_consumer_a_static_member_and_an_empty_on
     assert dynamic._group_instance_id is None
     for consumer in (static, dynamic):
         await consumer.stop()
+
+
+async def test_a_stop_lets_the_outbox_flush_under_way_finish() -> None:
+    """Cancelled between publishing and deleting its rows, a flush left them to go out twice: a stop
+    now lets it finish (then makes its own last flush)."""
+
+    class SlowOutbox:
+        started = finished = 0
+
+        async def flush(self) -> int:
+            self.started += 1
+            await asyncio.sleep(0.3)  # the broker acknowledging
+            self.finished += 1
+            return 0
+
+    outbox = SlowOutbox()
+    loop: ConsumerLoop[Any] = ConsumerLoop(
+        service="t", consumer=cast(Any, None), producer=cast(Any, None), engine=cast(Any, None),
+        decode=lambda b: b, handler=cast(Any, None), deadletter_topic="dlq", outbox=cast(Any, outbox),
+    )  # fmt: skip
+    relay = asyncio.create_task(loop._relay())
+    loop._relay_wanted.set()
+    await asyncio.sleep(0.05)  # a flush under way
+    await loop._stop_relay(relay)
+    assert outbox.started == outbox.finished == 2  # the one under way, then the last one
+    assert relay.done() and not relay.cancelled()
