@@ -68,6 +68,7 @@ from services.tools import (
     prune_counts,
     rebuild_counts,
     replay_ingest,
+    rotate_identity,
     rotate_secrets,
     status_command,
     suggest_themes,
@@ -180,17 +181,24 @@ def add_loop_commands(sub: Any) -> None:
     probe_parser.set_defaults(func=lambda args: probe(args.service))
 
 
+def keys_dispatch(args: argparse.Namespace, url: str) -> Coroutine[Any, Any, int]:
+    if getattr(args, "publishable", False):
+        return create_publishable_key(url, args)
+    if args.action == "rotate-identity":
+        return rotate_identity(url, args)
+    if args.action == "create" and (args.origin or args.survey or args.channel or args.native or args.anonymous):
+        return refused("nps keys create: --origin, --survey, --channel, --native and --anonymous need --publishable")
+    return keys_command(url, args.action, getattr(args, "name", None), getattr(args, "scope", None))
+
+
+async def refused(message: str) -> int:
+    print(message, file=sys.stderr)
+    return 2
+
+
 def add_admin_commands(sub: Any) -> None:
     keys = sub.add_parser("keys", help="manage API keys and their scopes")
-    keys.set_defaults(
-        func=on_the_database(
-            lambda args, url: (
-                create_publishable_key(url, args)
-                if getattr(args, "publishable", False)
-                else keys_command(url, args.action, getattr(args, "name", None), getattr(args, "scope", None))
-            )
-        )
-    )
+    keys.set_defaults(func=on_the_database(keys_dispatch))
     keys_sub = keys.add_subparsers(dest="action", required=True)
     create = keys_sub.add_parser("create", help="create a key and print it (once)")
     create.add_argument("name")
@@ -218,6 +226,11 @@ def add_admin_commands(sub: Any) -> None:
         help="with --publishable: no identity (a random id the client makes; no follow-up reaches the person)",
     )
     keys_sub.add_parser("revoke", help="revoke a key").add_argument("name")
+    rotate = keys_sub.add_parser(
+        "rotate-identity", help="a publishable key's new identity secret (printed once); the old one verifies a while"
+    )
+    rotate.add_argument("name")
+    rotate.add_argument("--overlap-s", type=float, default=86_400, help="how long the old secret still verifies")
     keys_sub.add_parser("list", help="list keys: names, scopes, dates, last use (never the keys)")
     webhooks = webhooks_cli.add_parser(sub)
     webhooks.set_defaults(func=on_the_database(lambda args, url: webhooks_command(url, args)))

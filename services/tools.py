@@ -163,6 +163,39 @@ async def create_publishable_key(url: str, args: argparse.Namespace) -> int:
     return 0
 
 
+async def rotate_identity(url: str, args: argparse.Namespace) -> int:
+    """`nps keys rotate-identity NAME`: prints the new identity secret; the old one verifies beside it
+    for --overlap-s while the app's servers switch."""
+    from shared.auth import KeyStore, identity_place, new_identity_secret
+    from shared.db import make_engine
+
+    if args.overlap_s < 0:
+        print("nps keys rotate-identity: --overlap-s cannot be negative", file=sys.stderr)
+        return 2
+    try:
+        sealer = tool_sealer(LauncherSettings())
+    except (NotRunning, ValueError) as exc:
+        print(f"nps keys rotate-identity: {exc}", file=sys.stderr)
+        return 2
+    identity = new_identity_secret()
+    engine = make_engine(url)
+    try:
+        sealed = sealer.seal(identity, identity_place(args.name))
+        rotated = await KeyStore(engine).rotate_identity(args.name, sealed, args.overlap_s, cli_actor())
+    finally:
+        await engine.dispose()
+    if not rotated:
+        print(f"no active publishable key named {args.name!r} with an identity secret", file=sys.stderr)
+        return 1
+    print(identity)
+    print(
+        f"the old identity secret of {args.name!r} verifies too for {args.overlap_s:g} s: give the new one to your "
+        "servers meanwhile. Shown only this once.",
+        file=sys.stderr,
+    )
+    return 0
+
+
 async def keys_command(url: str, action: str, name: str | None, scopes: list[str] | None = None) -> int:
     from shared.auth import KeyExists, KeyStore, parse_scopes
     from shared.db import make_engine
@@ -223,6 +256,7 @@ async def rotate_secrets(url: str) -> int:
     """`nps secrets rotate`: every sealed secret sealed again with NPS_SECRETS_KEY (what the previous
     key sealed opens with NPS_SECRETS_KEY_PREVIOUS), in one transaction."""
     from delivery_service import repository
+    from shared.auth import KeyStore, identity_place
     from shared.db import make_engine
 
     try:
@@ -231,24 +265,30 @@ async def rotate_secrets(url: str) -> int:
         print(f"nps secrets rotate: {exc}", file=sys.stderr)
         return 2
     engine = make_engine(url)
-    resealed = 0
+    resealed = {"webhook subscription(s)": 0, "publishable key(s)": 0}
     try:
         async with engine.begin() as conn:
-            for subscription_id, secret, previous in await repository.sealed_secrets(conn):
-                if sealer.is_current(secret) and (previous is None or sealer.is_current(previous)):
-                    continue
-                place = repository.place(subscription_id)
-                fresh = sealer.seal(sealer.open(secret, place), place)
-                fresh_previous = None if previous is None else sealer.seal(sealer.open(previous, place), place)
-                await repository.reseal(conn, subscription_id, fresh, fresh_previous)
-                resealed += 1
-            await audit.record(conn, cli_actor(), "secrets.rotated", sealer.current_id, {"resealed": resealed})
+            stores = (
+                ("webhook subscription(s)", repository.sealed_secrets, repository.place, repository.reseal),
+                ("publishable key(s)", KeyStore.sealed_identities, identity_place, KeyStore.reseal_identity),
+            )
+            for label, sealed_rows, place_of, reseal in stores:
+                for owner, secret, previous in await sealed_rows(conn):
+                    if sealer.is_current(secret) and (previous is None or sealer.is_current(previous)):
+                        continue
+                    place = place_of(owner)
+                    fresh = sealer.seal(sealer.open(secret, place), place)
+                    fresh_previous = None if previous is None else sealer.seal(sealer.open(previous, place), place)
+                    await reseal(conn, owner, fresh, fresh_previous)
+                    resealed[label] += 1
+            await audit.record(conn, cli_actor(), "secrets.rotated", sealer.current_id, dict(resealed))
     except CannotOpen as exc:
         print(f"nps secrets rotate: nothing changed: {exc}", file=sys.stderr)
         return 1
     finally:
         await engine.dispose()
-    print(f"{resealed} subscription(s) sealed again with key {sealer.current_id}; NPS_SECRETS_KEY_PREVIOUS may go")
+    counts = ", ".join(f"{n} {label}" for label, n in resealed.items())
+    print(f"{counts} sealed again with key {sealer.current_id}; NPS_SECRETS_KEY_PREVIOUS may go")
     return 0
 
 

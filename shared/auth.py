@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared import audit
 from shared.http import report_worker_failure
@@ -253,6 +253,40 @@ class KeyStore:
                 )
                 for r in rows
             }
+
+    @staticmethod
+    async def sealed_identities(conn: AsyncConnection) -> Sequence[tuple[str, str, str | None]]:
+        """Every key's (name, sealed identity secret, sealed previous one), locked: for a key rotation."""
+        rows = await conn.execute(
+            sa.text(
+                f"SELECT name, identity_secret, identity_previous FROM {SCHEMA}.api_keys "
+                "WHERE identity_secret IS NOT NULL FOR UPDATE"
+            )
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    @staticmethod
+    async def reseal_identity(conn: AsyncConnection, name: str, secret: str, previous: str | None) -> None:
+        await conn.execute(
+            sa.text(f"UPDATE {SCHEMA}.api_keys SET identity_secret = :s, identity_previous = :p WHERE name = :n"),
+            {"s": secret, "p": previous, "n": name},
+        )
+
+    async def rotate_identity(self, name: str, sealed: str, overlap_s: float, actor: str) -> bool:
+        """A new identity secret for a publishable key; the current one keeps verifying beside it for
+        `overlap_s` (the app's servers switch meanwhile). False: no such active publishable key with one."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                sa.text(
+                    f"UPDATE {SCHEMA}.api_keys SET identity_previous = identity_secret, identity_secret = :s, "
+                    "identity_previous_until = now() + make_interval(secs => :overlap) "
+                    "WHERE name = :n AND kind = 'publishable' AND identity_secret IS NOT NULL AND revoked_at IS NULL"
+                ),
+                {"s": sealed, "overlap": overlap_s, "n": name},
+            )
+            if result.rowcount:
+                await audit.record(conn, actor, "key.identity_rotated", name, {"overlap_s": overlap_s})
+        return bool(result.rowcount)
 
     async def mark_used(self, names: Sequence[str]) -> None:
         async with self._engine.begin() as conn:

@@ -38,10 +38,15 @@ def public(pg_admin_url: str, bootstrap: str, tmp_path_factory: pytest.TempPathF
     assert live.process.stop() == 0, live.process.log.read_text()[-3000:]
 
 
+created_names: dict[str, str] = {}  # key -> its name
+
+
 def make_key(ingest: LiveIngest, *args: str) -> tuple[str, str]:
-    made = nps("keys", "create", f"web-{uuid.uuid4().hex[:6]}", "--publishable", *args, env=ingest.env)
+    name = f"web-{uuid.uuid4().hex[:6]}"
+    made = nps("keys", "create", name, "--publishable", *args, env=ingest.env)
     assert made.returncode == 0, made.stderr
     key, identity = made.stdout.split()
+    created_names[key] = name
     assert key.startswith("nps_pk_") and identity.startswith("idsec_") and "only this once" in made.stderr
     return key, identity
 
@@ -200,6 +205,8 @@ def test_bad_publishable_keys_are_refused_at_creation(public: LiveIngest, tmp_pa
     ):
         made = nps("keys", "create", f"bad-{uuid.uuid4().hex[:6]}", "--publishable", *args, env=public.env)
         assert made.returncode == 2 and says in made.stderr, (args, made.stderr)
+    secret_with_origin = nps("keys", "create", f"bad-{uuid.uuid4().hex[:6]}", "--origin", PAGE, env=public.env)
+    assert secret_with_origin.returncode == 2 and "need --publishable" in secret_with_origin.stderr
 
 
 async def test_events_say_who_vouches_and_an_anonymous_key_takes_only_a_random_id(public: LiveIngest) -> None:
@@ -234,3 +241,36 @@ async def test_events_say_who_vouches_and_an_anonymous_key_takes_only_a_random_i
     events = [response_events.validate_json(r.value) for r in records]  # type: ignore[arg-type]
     seen = {e.response_id: e.identity for e in events if e.response_id in ids}  # type: ignore[union-attr]
     assert seen == ids
+
+
+async def test_an_identity_secret_rotates_with_an_overlap(public: LiveIngest) -> None:
+    key, old = make_key(public, "--origin", PAGE)
+    page = {"Authorization": f"Bearer {key}", "Origin": PAGE}
+    url = f"{public.url}/v1/responses"
+
+    async def status(secret: str) -> int:
+        return (await client.post(url, headers=page, json=answer(secret, f"r-{uuid.uuid4().hex[:8]}"))).status_code
+
+    async def until(secret: str, want: int) -> None:
+        for _ in range(100):
+            if await status(secret) == want:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"never {want}")
+
+    key_name = created_names[key]
+    async with httpx.AsyncClient(timeout=10) as client:
+        await known(client, public, key)
+        assert await status(old) == 202
+        overlapping = nps("keys", "rotate-identity", key_name, "--overlap-s", "600", env=public.env)
+        assert overlapping.returncode == 0, overlapping.stderr
+        new = overlapping.stdout.strip()
+        await until(new, 202)
+        assert await status(old) == 202  # the servers still on the old one keep working meanwhile
+        ended = nps("keys", "rotate-identity", key_name, "--overlap-s", "0", env=public.env)
+        assert ended.returncode == 0, ended.stderr
+        newest = ended.stdout.strip()
+        await until(newest, 202)
+        assert await status(new) == 401 and await status(old) == 401
+    missing = nps("keys", "rotate-identity", "no-such-key", env=public.env)
+    assert missing.returncode == 1 and "no active publishable key" in missing.stderr

@@ -16,6 +16,7 @@ from alembic import command
 from delivery_service import repository, subscriptions
 from delivery_service.subscriptions import NewSubscription, SubscriptionPatch
 from services.embedded import free_port
+from shared.auth import KeyStore, Publishable, hash_api_key, identity_place
 from shared.db import SERVICE_SCHEMAS, alembic_config, make_engine
 from shared.sealed import CannotOpen, Sealer, new_key
 from tests.helpers import TEST_SECRETS_KEY, nps, nps_env
@@ -108,6 +109,10 @@ async def test_a_rotation_seals_everything_again_with_the_new_key(database_url: 
     engine = make_engine(database_url)
     try:
         made = await subscriptions.create(engine, Sealer.of(old), BODY, True, "tests")
+        # A publishable key's identity secret is sealed with the same key, and rotates with it.
+        page = Publishable(frozenset({"https://app.example.com"}))
+        sealed_identity = Sealer.of(old).seal("idsec_page", identity_place("page"))
+        await KeyStore(engine).create("page", hash_api_key("nps_pk_x"), (), "tests", page, sealed_identity)
     finally:
         await engine.dispose()
     env = nps_env(DATABASE_URL=database_url, NPS_SECRETS_KEY=fresh)
@@ -116,7 +121,15 @@ async def test_a_rotation_seals_everything_again_with_the_new_key(database_url: 
     assert Sealer.of(old).is_current((await sealed_row(database_url, made.subscription_id))[0])
 
     rotated = await asyncio.to_thread(nps, "secrets", "rotate", env={**env, "NPS_SECRETS_KEY_PREVIOUS": old})
-    assert rotated.returncode == 0 and "1 subscription(s) sealed again" in rotated.stdout, rotated.stderr
+    assert rotated.returncode == 0, rotated.stderr
+    assert "1 webhook subscription(s), 1 publishable key(s) sealed again" in rotated.stdout, rotated.stdout
+    engine = make_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            identity = (await KeyStore.sealed_identities(conn))[0]
+    finally:
+        await engine.dispose()
+    assert identity[0] == "page" and Sealer.of(fresh).open(identity[1], identity_place("page")) == "idsec_page"
     secret, _ = await sealed_row(database_url, made.subscription_id)
     assert Sealer.of(fresh).is_current(secret)
     assert Sealer.of(fresh).open(secret, repository.place(made.subscription_id)) == made.secret
