@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from ingest_service.domain import SubmitResponse
 from ingest_service.raw import RawRequest, cors_headers
 from shared.auth import Key, identity_place
-from shared.problems import ProblemError, invalid_field, too_large
+from shared.problems import ProblemError, invalid_field, rate_limited, too_large
 from shared.ratelimit import RateLimiter
 from shared.sealed import CannotOpen, Sealer
 
@@ -58,15 +58,10 @@ class PublicCalls:
         if len(request.body) > PUBLIC_BODY_LIMIT:
             raise too_large(PUBLIC_BODY_LIMIT)
 
-    def _limit(self, limiter: RateLimiter, name: str, whom: str) -> None:
+    def _limit(self, limiter: RateLimiter, name: str, whose: str) -> None:
         wait = limiter.retry_after(name, time.monotonic())
         if wait:
-            raise ProblemError(
-                429,
-                "rate_limited",
-                f"too many requests from {whom}; retry in {wait}s",
-                headers={"Retry-After": str(wait)},
-            )
+            raise rate_limited(whose, wait)
 
     def admit_origin(self, key: Key, request: RawRequest) -> None:
         """A web key answers only its origins (and, with CORS headers, lets the page read the answer);

@@ -83,6 +83,15 @@ def tool_sealer(settings: LauncherSettings) -> Sealer:
     return settings.sealer()
 
 
+def sealer_for(command: str) -> Sealer | None:
+    """`tool_sealer`, or None once `command` has said on stderr why there is none (exit 2)."""
+    try:
+        return tool_sealer(LauncherSettings())
+    except (NotRunning, ValueError) as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return None
+
+
 def cli_actor() -> str:
     """Who is at the terminal, for the audit log."""
     return f"cli:{getpass.getuser()}"
@@ -172,10 +181,8 @@ async def rotate_identity(url: str, args: argparse.Namespace) -> int:
     if args.overlap_s < 0:
         print("nps keys rotate-identity: --overlap-s cannot be negative", file=sys.stderr)
         return 2
-    try:
-        sealer = tool_sealer(LauncherSettings())
-    except (NotRunning, ValueError) as exc:
-        print(f"nps keys rotate-identity: {exc}", file=sys.stderr)
+    sealer = sealer_for("nps keys rotate-identity")
+    if sealer is None:
         return 2
     identity = new_identity_secret()
     engine = make_engine(url)
@@ -240,10 +247,8 @@ async def webhooks_command(url: str, args: argparse.Namespace) -> int:
     from delivery_service.cli import run
     from shared.db import make_engine
 
-    try:
-        sealer = tool_sealer(LauncherSettings())
-    except (NotRunning, ValueError) as exc:
-        print(f"nps webhooks: {exc}", file=sys.stderr)
+    sealer = sealer_for("nps webhooks")
+    if sealer is None:
         return 2
     engine = make_engine(url)
     try:
@@ -259,10 +264,8 @@ async def rotate_secrets(url: str) -> int:
     from shared.auth import KeyStore, identity_place
     from shared.db import make_engine
 
-    try:
-        sealer = tool_sealer(LauncherSettings())
-    except (NotRunning, ValueError) as exc:
-        print(f"nps secrets rotate: {exc}", file=sys.stderr)
+    sealer = sealer_for("nps secrets rotate")
+    if sealer is None:
         return 2
     engine = make_engine(url)
     resealed = {"webhook subscription(s)": 0, "publishable key(s)": 0}

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared import audit
 from shared.http import report_worker_failure
-from shared.problems import Problem, ProblemError
+from shared.problems import Problem, ProblemError, rate_limited
 from shared.ratelimit import RateLimiter
 from shared.settings import ServiceSettings
 
@@ -377,12 +377,7 @@ class Gate:
             raise ProblemError(403, "insufficient_scope", f"key '{key.name}' lacks the scope '{scope}'")
         wait = self.limiter.retry_after(key.name, time.monotonic())
         if wait:
-            raise ProblemError(
-                429,
-                "rate_limited",
-                f"rate limit of key '{key.name}' reached; retry in {wait}s",
-                headers={"Retry-After": str(wait)},
-            )
+            raise rate_limited(f"key '{key.name}'", wait)
         return key
 
 

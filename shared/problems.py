@@ -70,6 +70,13 @@ def too_large(limit: int) -> ProblemError:
     return ProblemError(413, "body_too_large", f"the request body is larger than {limit} bytes")
 
 
+def rate_limited(whose: str, wait: int) -> ProblemError:
+    """429: past `whose` rate (a key's, an address's, a person's), with the seconds to wait."""
+    return ProblemError(
+        429, "rate_limited", f"rate limit of {whose} reached; retry in {wait}s", headers={"Retry-After": str(wait)}
+    )
+
+
 def internal_error() -> ProblemError:
     return ProblemError(500, "internal_error", "internal error; the service logged it")
 

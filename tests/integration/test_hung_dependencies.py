@@ -13,6 +13,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,12 +22,13 @@ import pytest
 import sqlalchemy as sa
 
 from scoring_service.bootstrap import create_app
+from scoring_service.settings import ScoringSettings
 from services.embedded import EmbeddedBroker, EmbeddedPostgres
 from shared import metrics
 from shared.db import database_reachable, database_unavailable, make_engine, upgrade
 from shared.events import response_events
 from shared.kafka import group_committed
-from shared.service import running_loop
+from shared.service import RunningLoop, running_loop
 from tests import scoring_model
 from tests.helpers import (
     create_topics,
@@ -57,6 +59,18 @@ async def own_postgres(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedPostgres, 
     await asyncio.to_thread(upgrade, url)
     yield pg, url
     pg.stop()
+
+
+@asynccontextmanager
+async def scoring_api(settings: ScoringSettings, running: RunningLoop) -> AsyncIterator[httpx.AsyncClient]:
+    """Scoring's API in-process, on the running loop's engine and with its readiness checks."""
+    app = create_app(settings)
+    headers = await serve_in_process(app, running.resources.engine)
+    app.state.resources = running.resources
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://scoring", headers=headers
+    ) as client:
+        yield client
 
 
 @dataclass
@@ -199,12 +213,7 @@ async def test_a_consumer_abandons_a_hung_batch_reports_not_ready_and_counts_not
             return await group_committed(bootstrap, settings.group_id, settings.topics.responses) > 0
 
         await eventually(started, timeout=30)
-        app = create_app(settings)
-        headers = await serve_in_process(app, running.resources.engine)
-        app.state.resources = running.resources
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://scoring", headers=headers
-        ) as client:
+        async with scoring_api(settings, running) as client:
             retried_before = retries._value.get()
             committed_before = running.resources.loop.batches_committed
             with postgres_hung(pg.data_dir):
@@ -262,12 +271,7 @@ async def test_consumers_behind_a_hung_broker_report_not_ready_and_go_on_soon_af
     lag = metrics.CONSUMER_LAG.labels("scoring", settings.topics.responses)
     async with running_loop(settings, pinned(settings), "hung-broker") as running:
         loop = running.resources.loop
-        app = create_app(settings)
-        headers = await serve_in_process(app, running.resources.engine)
-        app.state.resources = running.resources
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://scoring", headers=headers
-        ) as client:
+        async with scoring_api(settings, running) as client:
 
             async def working() -> bool:
                 return loop.batches_committed >= 3
