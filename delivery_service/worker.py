@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 RECORD_EVERY_S = 0.05  # outcomes are written in batches at most this far apart
 STATE_EVERY_S = 5.0  # queue depth, oldest pending, subscriptions by status
 PRUNE_EVERY_S = 3_600.0
+GONE_KEPT_S = 30.0  # a 410's subscription is kept out this long at most, waiting for its recorded disable
 MAX_ANSWER_BYTES = 64 * 1024  # read of an endpoint's answer, so the connection can be reused
 
 
@@ -135,6 +136,7 @@ class DeliveryWorker:
         self._rng = rng or random.Random()
         self._stop = asyncio.Event()
         self._targets: dict[str, repository.Target] = {}
+        self._gone: dict[str, float] = {}  # subscription -> when it answered 410 (monotonic)
         # Claimed and not yet recorded, per subscription: at most `per_endpoint_concurrency` of them
         # in flight (the semaphore), the rest claimed ahead so one claim serves many attempts. How
         # many ahead is bounded so even a hanging endpoint's last one starts well inside its lease.
@@ -179,7 +181,13 @@ class DeliveryWorker:
             try:
                 if time.monotonic() - refreshed >= self._settings.refresh_s:
                     async with self._engine.connect() as conn:
-                        self._targets = await repository.targets(conn, self._sealer)
+                        found = await repository.targets(conn, self._sealer)
+                    # One that answered 410 stays out until the database says it is disabled (its
+                    # outcome is recorded a moment later): a refresh in between brought it back,
+                    # and with it more attempts at an endpoint that had said it was gone.
+                    now = time.monotonic()
+                    self._gone = {s: at for s, at in self._gone.items() if s in found and now - at < GONE_KEPT_S}
+                    self._targets = {s: t for s, t in found.items() if s not in self._gone}
                     refreshed = time.monotonic()
                 # Claim for a subscription once a quarter of its room is free (or it has nothing
                 # outstanding): claims come in batches, not one per finished attempt.
@@ -241,6 +249,7 @@ class DeliveryWorker:
                 outcome = self._outcome(item, target, at, answer)
                 if outcome.gone:
                     self._targets.pop(item.subscription_id, None)
+                    self._gone[item.subscription_id] = time.monotonic()
                 self._outcomes.append(outcome)
         finally:
             self._outstanding[item.subscription_id] -= 1

@@ -24,6 +24,7 @@ Deadlines nest: an inner block's connections are held by the outer ones too."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any
@@ -46,7 +47,7 @@ class DeadlineExceeded(TimeoutError):
 class Deadline:
     """`async with Deadline(2.0, "GET /v1/nps"):` (or `at=` a time of the running loop's clock)."""
 
-    __slots__ = ("_timer", "_token", "at", "connections", "expired", "parent", "seconds", "task", "what")
+    __slots__ = ("_timer", "_token", "at", "connections", "expired", "on_expire", "parent", "seconds", "task", "what")
 
     def __init__(self, seconds: float, what: str, *, at: float | None = None) -> None:
         self.seconds = seconds
@@ -56,6 +57,7 @@ class Deadline:
         self.expired = False
         self.parent: Deadline | None = None
         self.task: asyncio.Task[Any] | None = None
+        self.on_expire: Callable[[], object] | None = None  # told once the block is cancelled
         self._timer: asyncio.TimerHandle | None = None
         self._token: Token[Deadline | None] | None = None
 
@@ -125,6 +127,8 @@ class Deadline:
         self.connections.clear()
         if self.task is not None:
             self.task.cancel()
+        if self.on_expire is not None:
+            self.on_expire()
 
 
 def current() -> Deadline | None:

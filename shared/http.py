@@ -95,8 +95,12 @@ class RequestMiddleware:
             else None
         )
 
+        abandoned = False  # answered 503 by this middleware while the handler still unwinds
+
         async def send_wrapper(message: Message) -> None:
             nonlocal status, answered
+            if abandoned:
+                return  # the client already has its 503
             if message["type"] == "http.response.start":
                 status, answered = message["status"], True
                 if limit is not None:
@@ -104,13 +108,24 @@ class RequestMiddleware:
                 message["headers"] = [*message.get("headers", ()), (REQUEST_ID_BYTES, request_id.encode())]
             await send(message)
 
+        body_pending = scope["method"] not in ("GET", "HEAD", "OPTIONS")
+
         async def receive_unclocked() -> Message:
+            """The client's body does not count against the deadline while it arrives; once it has
+            (or for a method without one), receive() is a wait for the client to go away, which
+            some layers start beside the handler: that must not stop the clock."""
+            nonlocal body_pending
             assert limit is not None
+            if not body_pending:
+                return await receive()
             remaining = limit.pause()
             try:
-                return await receive()
+                message = await receive()
             finally:
                 limit.resume(remaining)
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_pending = False
+            return message
 
         try:
             if "\ufffd" in scope["path"] and not utf8_path(scope):
@@ -119,8 +134,18 @@ class RequestMiddleware:
             elif limit is None:
                 await self.app(scope, receive, send_wrapper)
             else:
-                async with limit:
-                    await self.app(scope, receive_unclocked, send_wrapper)
+                if await self._within(limit, scope, receive_unclocked, send_wrapper, lambda: answered):
+                    abandoned = True  # from here on the handler's sends are dropped
+                    log.warning(
+                        "%s %s: no answer %g s after its deadline; answering 503 while it unwinds",
+                        scope["method"],
+                        route_template(scope),
+                        ANSWER_GRACE_S,
+                    )
+                    status = 503
+                    late = problem_response(database_unavailable_problem(DeadlineExceeded(limit.what, limit.seconds)))
+                    late.headers[REQUEST_ID_BYTES.decode()] = request_id
+                    await late(scope, receive, send)
         except Exception as exc:
             if database_unavailable(exc):  # not a bug: the database is away (it also fails /readyz)
                 log.warning(
@@ -138,6 +163,46 @@ class RequestMiddleware:
         finally:
             record_request(self.service, scope["method"], route_template(scope), status, time.perf_counter() - started)
 
+    async def _within(
+        self, limit: Deadline, scope: Scope, receive: Receive, send: Send, answered: Callable[[], bool]
+    ) -> bool:
+        """Run the app under `limit` in a task of its own; True when it has not finished
+        ANSWER_GRACE_S after the deadline expired and has not started its answer (the caller then
+        answers, and the task finishes in the background, its output dropped)."""
+        loop = asyncio.get_running_loop()
+        gave_up: asyncio.Future[None] = loop.create_future()
+
+        def give_up() -> None:
+            if not gave_up.done():
+                gave_up.set_result(None)
+
+        limit.on_expire = lambda: loop.call_later(ANSWER_GRACE_S, give_up)
+
+        async def run() -> None:
+            async with limit:
+                await self.app(scope, receive, send)
+
+        work = asyncio.ensure_future(run())
+        try:
+            await asyncio.wait({work, gave_up}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done() and answered():
+                await asyncio.wait({work})  # its answer has begun: it finishes it
+        except asyncio.CancelledError:  # the server stops this request: the handler with it
+            work.cancel()
+            raise
+        if work.done():
+            give_up()
+            work.result()  # its exception is the request's
+            return False
+        work.add_done_callback(_drop_outcome)
+        return True
+
+
+# How long after its deadline a request's handler may take to unwind (the cancellation reaching it,
+# its clean-up) before the middleware answers 503 itself: an await that does not give way to the
+# cancellation must not hold the answer.
+ANSWER_GRACE_S = 0.5
+
 
 def database_unavailable_problem(exc: BaseException) -> ProblemError:
     """The 503 for a database that refused, failed or (past the deadline) did not answer."""
@@ -146,6 +211,12 @@ def database_unavailable_problem(exc: BaseException) -> ProblemError:
     else:
         message = "the database did not answer; retry"
     return ProblemError(503, "database_unavailable", message, headers={"Retry-After": "1"})
+
+
+def _drop_outcome(task: asyncio.Task[Any]) -> None:
+    """An abandoned handler's outcome (its client was answered 503): retrieved, logged at debug."""
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("an abandoned request ended with %s", describe_failure(task.exception()))  # type: ignore[arg-type]
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:

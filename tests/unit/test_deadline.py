@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
+import httpx
 import pytest
 
 from shared import deadline
 from shared.db import database_unavailable
 from shared.deadline import Deadline, DeadlineExceeded
+from shared.http import ANSWER_GRACE_S, RequestMiddleware
 
 
 class Held:
@@ -124,3 +127,40 @@ async def test_a_paused_deadline_does_not_count_the_block() -> None:
         await asyncio.sleep(0.05)
     async with deadline.paused():  # outside any deadline: nothing to pause
         await asyncio.sleep(0)
+
+
+async def test_a_handler_that_ignores_its_deadline_still_gets_its_client_a_503_in_time() -> None:
+    """An await that does not give way to the cancellation (a shielded clean-up waiting on a hung
+    server) must not hold the answer: the middleware answers 503 once the grace after the deadline
+    is over, and drops what the handler sends later."""
+    finished = asyncio.Event()
+
+    async def stubborn(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            await asyncio.shield(asyncio.sleep(1.5))  # its clean-up, deaf to the cancellation
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"late"})
+        finished.set()
+
+    app = RequestMiddleware(stubborn, "tests", db_timeout_s=0.3)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        asked = time.monotonic()
+        reply = await client.get("/v1/anything")
+        took = time.monotonic() - asked
+    assert reply.status_code == 503 and reply.json()["code"] == "database_unavailable", reply.text
+    assert reply.headers["retry-after"] == "1" and "x-request-id" in reply.headers
+    assert 0.3 + ANSWER_GRACE_S - 0.05 < took < 0.3 + ANSWER_GRACE_S + 0.5
+    await asyncio.wait_for(finished.wait(), 3)  # it unwound in the background, its answer dropped
+
+
+async def test_a_handler_that_answers_in_time_is_not_touched() -> None:
+    async def quick(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    app = RequestMiddleware(quick, "tests", db_timeout_s=0.3)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        reply = await client.get("/v1/anything")
+    assert (reply.status_code, reply.content) == (200, b"ok") and "x-request-id" in reply.headers
