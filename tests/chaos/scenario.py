@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaProducer
 from services.infra import is_ready
 from shared.events import ResponseSubmitted
 from tests.e2e.conftest import SERVICES, Loop, start_loop, stop_loop
-from tests.helpers import postgres_hung, process_hung, read_topic
+from tests.helpers import children_of, postgres_hung, process_hung, read_topic
 
 REPO = Path(__file__).resolve().parents[2]
 BACKLOG = 10_000  # responses the consumers are behind when the broker hangs
@@ -199,10 +199,8 @@ class Scenario:
         return fault
 
     async def stop_broker(self) -> str:
-        pid = broker_pid(self.loop.process.pid)
-        os.kill(pid, signal.SIGSTOP)
-        await asyncio.sleep(10)
-        os.kill(pid, signal.SIGCONT)
+        with process_hung(broker_pid(self.loop.process.pid)):
+            await asyncio.sleep(10)
         return "SIGSTOP for 10 s"
 
     async def hang_postgres(self) -> str:
@@ -452,13 +450,10 @@ def pid_alive(pid: int) -> bool:
 
 
 def broker_pid(launcher: int) -> int:
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid in children_of(launcher):
         with contextlib.suppress(OSError):
-            stat = (entry / "stat").read_text()
-            if int(stat.rsplit(")", 1)[1].split()[1]) == launcher and b"tansu" in (entry / "cmdline").read_bytes():
-                return int(entry.name)
+            if b"tansu" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
     raise LookupError("no broker under the launcher")
 
 
