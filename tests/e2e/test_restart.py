@@ -281,7 +281,7 @@ async def test_nothing_acknowledged_is_lost_when_the_loop_stops_with_its_consume
 
             await eventually(routed, timeout=20)
         held = _hold_consumers(first)
-        posted = await _post_many(first, run, 5_000)
+        posted = await _post_many(first, run, 2_000)
         await _stop_now(first, held)
     finally:
         if first.process.poll() is None:

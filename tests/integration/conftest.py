@@ -14,7 +14,7 @@ from services.embedded import EmbeddedBroker, free_port
 from shared.kafka import ensure_topics
 from shared.settings import Topics
 from tests.conftest import fresh_database
-from tests.helpers import ServiceProcess, nps, nps_env, start_service
+from tests.helpers import ServiceProcess, nps_env, nps_here, start_service
 
 
 @dataclass
@@ -44,7 +44,7 @@ def live_ingest(pg_admin_url: str, bootstrap: str, workdir: Path, **settings: st
         NPS_INGEST_KEY_REFRESH_S="0.2",
         **settings,
     )
-    created = nps("keys", "create", "app-tests", "--scope", "responses:write,respondents:erase", env=env)
+    created = nps_here("keys", "create", "app-tests", "--scope", "responses:write,respondents:erase", env=env)
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip()
     process = start_service("ingest", env, workdir / "ingest.log", free_port())

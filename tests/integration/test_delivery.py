@@ -38,6 +38,7 @@ from tests.helpers import (
     fired_alert,
     nps,
     nps_env,
+    nps_here,
     produce,
     received,
     receiving,
@@ -100,7 +101,9 @@ def live_delivery(pg_admin_url: str, bootstrap: str, workdir: Path, **settings: 
         NPS_TOPIC_NAMESPACE=topics.namespace,
         **{**fast, **settings},
     )
-    created = nps("keys", "create", f"hooks-{uuid.uuid4().hex[:6]}", "--scope", "webhooks:read,webhooks:write", env=env)
+    created = nps_here(
+        "keys", "create", f"hooks-{uuid.uuid4().hex[:6]}", "--scope", "webhooks:read,webhooks:write", env=env
+    )
     assert created.returncode == 0, created.stderr
     process = start_service("delivery", env, workdir / "delivery.log", free_port())
     return LiveDelivery(process, topics, bootstrap, database_url, created.stdout.strip())
@@ -392,11 +395,13 @@ async def test_the_cli_manages_subscriptions_like_the_api(delivery: LiveDelivery
     env = {**delivery.process.env}
 
     def run(*args: str) -> Any:
-        return nps("webhooks", *args, env=env)
+        return nps_here("webhooks", *args, env=env)
 
+    # The first command from a terminal of its own (the entry point), the rest in this process.
     created = await asyncio.to_thread(
-        run, "create", "--url", receiver.url("/cli"), "--event", "TicketOpened", "--segment", "channel:web"
-    )
+        nps, "webhooks", "create", "--url", receiver.url("/cli"), "--event", "TicketOpened", "--segment", "channel:web",
+        env=env,
+    )  # fmt: skip
     assert created.returncode == 0, created.stderr
     subscription_id, secret = created.stdout.split()
     assert subscription_id.startswith("wh_") and secret.startswith("whsec_") and "only this once" in created.stderr
@@ -430,7 +435,7 @@ async def test_the_cli_manages_subscriptions_like_the_api(delivery: LiveDelivery
     assert unknown.returncode == 2 and "events" in unknown.stderr
     assert (await asyncio.to_thread(run, "delete", subscription_id)).returncode == 0
     assert (await asyncio.to_thread(run, "show", subscription_id)).returncode == 1
-    audit = await asyncio.to_thread(nps, "audit", "--action", "webhook.changed", env=env)
+    audit = await asyncio.to_thread(nps_here, "audit", "--action", "webhook.changed", env=env)
     assert audit.stdout.count(subscription_id) == 3  # pause, rotate, resume
 
 

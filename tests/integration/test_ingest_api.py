@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from shared.db import make_engine
 from shared.events import RespondentErased, ResponseRevised, ResponseSubmitted, response_events
-from tests.helpers import INVALID_BASICS, eventually, nps, read_topic
+from tests.helpers import INVALID_BASICS, eventually, nps_here, read_topic
 from tests.integration.conftest import LiveIngest
 
 pytestmark = pytest.mark.integration
@@ -94,23 +94,23 @@ async def test_missing_and_wrong_keys_get_401(ingest: LiveIngest) -> None:
 
 
 async def test_a_new_key_works_and_a_revoked_key_stops_working(ingest: LiveIngest) -> None:
-    created = nps("keys", "create", "short-lived", env=ingest.env)
+    created = nps_here("keys", "create", "short-lived", env=ingest.env)
     assert created.returncode == 0, created.stderr
     headers = {"Authorization": f"Bearer {created.stdout.strip()}"}
-    listed = nps("keys", "list", env=ingest.env).stdout
+    listed = nps_here("keys", "list", env=ingest.env).stdout
     assert "short-lived" in listed and created.stdout.strip() not in listed  # names only, never keys
 
     async def accepted() -> bool:
         return (await post(ingest, {"respondent_id": "u", "score": 9}, headers=headers)).status_code == 202
 
     await eventually(accepted, timeout=5)
-    assert nps("keys", "revoke", "short-lived", env=ingest.env).returncode == 0
+    assert nps_here("keys", "revoke", "short-lived", env=ingest.env).returncode == 0
 
     async def refused() -> bool:
         return (await post(ingest, {"respondent_id": "u", "score": 9}, headers=headers)).status_code == 401
 
     await eventually(refused, timeout=5)
-    assert nps("keys", "revoke", "short-lived", env=ingest.env).returncode == 1  # already revoked
+    assert nps_here("keys", "revoke", "short-lived", env=ingest.env).returncode == 1  # already revoked
 
 
 async def test_oversized_bodies_get_413(ingest: LiveIngest) -> None:
@@ -281,8 +281,8 @@ async def test_openapi_documents_every_operation_with_examples_and_auth(ingest: 
 
 
 async def test_a_key_without_the_scope_gets_403(ingest: LiveIngest) -> None:
-    reader = nps("keys", "create", f"reader-{rid()}", "--scope", "scores:read", env=ingest.env)
-    writer = nps("keys", "create", f"writer-{rid()}", "--scope", "responses:write", env=ingest.env)
+    reader = nps_here("keys", "create", f"reader-{rid()}", "--scope", "scores:read", env=ingest.env)
+    writer = nps_here("keys", "create", f"writer-{rid()}", "--scope", "responses:write", env=ingest.env)
     assert reader.returncode == 0 and writer.returncode == 0, reader.stderr + writer.stderr
     as_reader = {"Authorization": f"Bearer {reader.stdout.strip()}"}
     as_writer = {"Authorization": f"Bearer {writer.stdout.strip()}"}
@@ -300,12 +300,12 @@ async def test_a_key_without_the_scope_gets_403(ingest: LiveIngest) -> None:
         erase = await client.delete(f"{ingest.url}/v1/respondents/u", headers=as_writer)
         assert erase.status_code == 403 and erase.json()["code"] == "insufficient_scope", erase.text
         assert (await client.delete(f"{ingest.url}/v1/respondents/u", headers=ingest.auth)).status_code == 202
-    listed = nps("keys", "list", env=ingest.env).stdout
+    listed = nps_here("keys", "list", env=ingest.env).stdout
     assert "\tscores:read\t" in listed and "\tresponses:write\t" in listed
 
 
 def test_keys_with_an_unknown_scope_are_refused(ingest: LiveIngest) -> None:
-    made = nps("keys", "create", f"bad-{rid()}", "--scope", "scores:write", env=ingest.env)
+    made = nps_here("keys", "create", f"bad-{rid()}", "--scope", "scores:write", env=ingest.env)
     assert made.returncode == 2 and "unknown scope scores:write" in made.stderr
 
 
@@ -324,7 +324,7 @@ async def test_two_authorization_headers_are_refused_on_raw_and_framework_routes
 
 
 async def test_the_audit_log_records_keys_and_erasures_for_admins_only(ingest: LiveIngest) -> None:
-    auditor = nps("keys", "create", f"auditor-{rid()}", "--scope", "admin", env=ingest.env)
+    auditor = nps_here("keys", "create", f"auditor-{rid()}", "--scope", "admin", env=ingest.env)
     assert auditor.returncode == 0, auditor.stderr
     as_admin = {"Authorization": f"Bearer {auditor.stdout.strip()}"}
     person = f"erased-{rid()}"
@@ -347,7 +347,7 @@ async def test_the_audit_log_records_keys_and_erasures_for_admins_only(ingest: L
     created = [e for e in entries if e["action"] == "key.created" and e["subject"].startswith("auditor-")]
     assert created and created[0]["actor"].startswith("cli:") and created[0]["detail"] == {"scopes": ["admin"]}
     assert {e["action"] for e in only_keys.json()["entries"]} == {"key.created"}
-    cli = nps("audit", "--action", "respondent.erasure_requested", env=ingest.env)
+    cli = nps_here("audit", "--action", "respondent.erasure_requested", env=ingest.env)
     assert cli.returncode == 0 and erased.json()["erasure_id"] in cli.stdout
 
 

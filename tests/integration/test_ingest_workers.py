@@ -15,7 +15,7 @@ import pytest
 
 from ingest_service.settings import IngestSettings
 from services.embedded import free_port
-from tests.helpers import create_topics, eventually, nps, nps_env, read_topic, service_settings, start_service
+from tests.helpers import create_topics, eventually, nps_env, nps_here, read_topic, service_settings, start_service
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,7 @@ async def test_two_workers_share_the_port_their_metrics_and_survive_one_dying(
         NPS_TOPIC_NAMESPACE=namespace,
         NPS_INGEST_WORKERS="2",
     )
-    made = nps("keys", "create", f"workers-{uuid.uuid4().hex[:6]}", "--scope", "responses:write", env=env)
+    made = nps_here("keys", "create", f"workers-{uuid.uuid4().hex[:6]}", "--scope", "responses:write", env=env)
     assert made.returncode == 0, made.stderr
     auth = {"Authorization": f"Bearer {made.stdout.strip()}"}
     service = start_service("ingest", env, tmp_path / "ingest.log", free_port())

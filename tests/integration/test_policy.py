@@ -22,6 +22,7 @@ from tests.helpers import (
     eventually,
     nps,
     nps_env,
+    nps_here,
     read_topic,
     served,
     start_service,
@@ -178,7 +179,7 @@ async def test_sighup_reloads_a_good_policy_and_keeps_the_running_one_when_the_f
         NPS_FOLLOWUP_POLICY=str(path),
     )
     await create_topics(settings_for(bootstrap, database_url, namespace))
-    created = nps("keys", "create", "policy-tests", "--scope", "followups:read", env=env)
+    created = nps_here("keys", "create", "policy-tests", "--scope", "followups:read", env=env)
     assert created.returncode == 0, created.stderr
     service = start_service("followup", env, tmp_path / "followup.log", free_port())
     headers = {"Authorization": f"Bearer {created.stdout.strip()}"}

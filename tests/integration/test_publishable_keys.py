@@ -18,7 +18,7 @@ from shared.auth import KeyStore, Publishable, hash_api_key, identity_place, new
 from shared.db import make_engine
 from shared.events import response_events
 from shared.sealed import Sealer
-from tests.helpers import TEST_SECRETS_KEY, nps, read_topic
+from tests.helpers import TEST_SECRETS_KEY, nps_here, read_topic
 from tests.integration.conftest import LiveIngest, live_ingest
 
 pytestmark = pytest.mark.integration
@@ -36,6 +36,8 @@ def public(pg_admin_url: str, bootstrap: str, tmp_path_factory: pytest.TempPathF
         NPS_INGEST_PUBLIC_BURST_PER_ADDRESS="60",
         NPS_INGEST_PUBLIC_RATE_PER_RESPONDENT_S="0.1",
         NPS_INGEST_PUBLIC_BURST_PER_RESPONDENT="3",
+        # As behind a load balancer on this host: the client's address is X-Forwarded-For's.
+        NPS_TRUSTED_PROXIES='["127.0.0.1"]',
     )
     yield live
     assert live.process.stop() == 0, live.process.log.read_text()[-3000:]
@@ -47,7 +49,7 @@ created_names: dict[str, str] = {}  # key -> its name
 def make_key(ingest: LiveIngest, *args: str) -> tuple[str, str]:
     """A publishable key made as an operator makes one: `nps keys create --publishable` (a process)."""
     name = f"web-{uuid.uuid4().hex[:6]}"
-    made = nps("keys", "create", name, "--publishable", *args, env=ingest.env)
+    made = nps_here("keys", "create", name, "--publishable", *args, env=ingest.env)
     assert made.returncode == 0, made.stderr
     key, identity = made.stdout.split()
     assert key.startswith("nps_pk_") and identity.startswith("idsec_") and "only this once" in made.stderr
@@ -203,15 +205,19 @@ async def test_a_flood_from_one_address_or_for_one_person_gets_429(public: LiveI
             for _ in range(5)
         ]
         assert statuses[:3] == [202, 202, 202] and statuses[3] == 429  # one person's burst is 3
-        flood = [
-            await client.post(
-                f"{public.url}/v1/responses", headers=page, json=answer(identity, f"f-{uuid.uuid4().hex[:8]}")
-            )
-            for _ in range(80)
-        ]
+
+        async def from_address(address: str) -> httpx.Response:
+            forwarded = {**page, "X-Forwarded-For": address}  # the trusted proxy names the client
+            body = answer(identity, f"f-{uuid.uuid4().hex[:8]}")
+            return await client.post(f"{public.url}/v1/responses", headers=forwarded, json=body)
+
+        flood = [await from_address("203.0.113.9") for _ in range(80)]
         limited = [r for r in flood if r.status_code == 429]
         assert limited and int(limited[0].headers["retry-after"]) >= 1  # one address's burst is 60
         assert limited[0].headers["access-control-allow-origin"] == PAGE  # the page may read when to retry
+        # Every other client keeps its own allowance (a flood from one address stops only that one).
+        assert (await from_address("203.0.113.10")).status_code == 202
+        assert (await from_address("203.0.113.9")).status_code == 429
 
 
 def test_bad_publishable_keys_are_refused_at_creation(public: LiveIngest, tmp_path: Path) -> None:
@@ -221,15 +227,15 @@ def test_bad_publishable_keys_are_refused_at_creation(public: LiveIngest, tmp_pa
         (["--origin", PAGE, "--scope", "admin"], "no scopes"),
         (["--origin", PAGE, "--survey", "s" * 65], "survey id"),
     ):
-        made = nps("keys", "create", f"bad-{uuid.uuid4().hex[:6]}", "--publishable", *args, env=public.env)
+        made = nps_here("keys", "create", f"bad-{uuid.uuid4().hex[:6]}", "--publishable", *args, env=public.env)
         assert made.returncode == 2 and says in made.stderr, (args, made.stderr)
-    secret_with_origin = nps("keys", "create", f"bad-{uuid.uuid4().hex[:6]}", "--origin", PAGE, env=public.env)
+    secret_with_origin = nps_here("keys", "create", f"bad-{uuid.uuid4().hex[:6]}", "--origin", PAGE, env=public.env)
     assert secret_with_origin.returncode == 2 and "need --publishable" in secret_with_origin.stderr
 
 
 async def test_events_say_who_vouches_and_an_anonymous_key_takes_only_a_random_id(public: LiveIngest) -> None:
     verified_key, identity = await quick_key(public, PAGE)
-    made = nps("keys", "create", f"anon-{uuid.uuid4().hex[:6]}", "--publishable", "--origin", PAGE, "--anonymous",
+    made = nps_here("keys", "create", f"anon-{uuid.uuid4().hex[:6]}", "--publishable", "--origin", PAGE, "--anonymous",
                env=public.env)  # fmt: skip
     assert made.returncode == 0 and len(made.stdout.split()) == 1, made.stdout  # no identity secret to keep
     anonymous_key = made.stdout.strip()
@@ -280,15 +286,15 @@ async def test_an_identity_secret_rotates_with_an_overlap(public: LiveIngest) ->
     async with httpx.AsyncClient(timeout=10) as client:
         await known(client, public, key)
         assert await status(old) == 202
-        overlapping = nps("keys", "rotate-identity", key_name, "--overlap-s", "600", env=public.env)
+        overlapping = nps_here("keys", "rotate-identity", key_name, "--overlap-s", "600", env=public.env)
         assert overlapping.returncode == 0, overlapping.stderr
         new = overlapping.stdout.strip()
         await until(new, 202)
         assert await status(old) == 202  # the servers still on the old one keep working meanwhile
-        ended = nps("keys", "rotate-identity", key_name, "--overlap-s", "0", env=public.env)
+        ended = nps_here("keys", "rotate-identity", key_name, "--overlap-s", "0", env=public.env)
         assert ended.returncode == 0, ended.stderr
         newest = ended.stdout.strip()
         await until(newest, 202)
         assert await status(new) == 401 and await status(old) == 401
-    missing = nps("keys", "rotate-identity", "no-such-key", env=public.env)
+    missing = nps_here("keys", "rotate-identity", "no-such-key", env=public.env)
     assert missing.returncode == 1 and "no active publishable key" in missing.stderr
