@@ -25,6 +25,16 @@ from ingest_service.handlers import (
     OutcomeUnknown,
     StoreUnavailable,
 )
+from ingest_service.invitations import (
+    INVITATION_EXAMPLE,
+    MAX_INVITATIONS,
+    Impression,
+    ImpressionOut,
+    InvitationConflict,
+    Invitations,
+    InvitationsIn,
+    InvitationsOut,
+)
 from ingest_service.public import PublicCalls
 from ingest_service.publisher import PublishFailed
 from ingest_service.raw import RawRequest, RawRoute
@@ -83,7 +93,7 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
         401: "missing or unknown API key",
         403: "the API key lacks the scope this call needs",
         404: "no such response",
-        409: "the response_id was already used with a different body",
+        409: "the id was already used with a different body",
         413: "the body is too large",
         422: "invalid input; `errors` names each field",
         429: "rate limit of this API key; retry after Retry-After seconds",
@@ -200,6 +210,47 @@ async def post_batch(state: State, request: RawRequest) -> bytes:
     return _ANSWER.encode({**counts, "results": results})
 
 
+async def post_invitations(state: State, request: RawRequest) -> InvitationsOut:
+    source = state.gate(request.header_values(b"authorization"), "invitations:write")
+    handler: Invitations = state.invitations
+    body = request.json(InvitationsIn)
+    try:
+        return await handler.invite(body, datetime.now(UTC), source)
+    except InvalidResponse as exc:
+        raise ProblemError(422, "invalid_request", "the invitations are invalid", list(exc.problems)) from exc
+    except (PublishFailed, StoreUnavailable) as exc:
+        raise unavailable(exc) from exc
+
+
+async def post_impression(state: State, request: RawRequest) -> ImpressionOut:
+    """A prompt shown or dismissed: a publishable key's (the widget's), or a secret key's with
+    invitations:write (an app that shows its own prompt)."""
+    key = state.gate.key(request.header_values(b"authorization"), "invitations:write", public=True)
+    handler: Invitations = state.invitations
+    if key.publishable:
+        public: PublicCalls = state.public
+        public.admit_request(key, request)
+        body = request.json(Impression)
+        channel = public.admit_person(key, body.respondent_id, body.respondent_hash, body.survey_id, body.channel)
+    else:
+        body = request.json(Impression)
+        channel = body.channel
+    try:
+        return await handler.impression(body, channel, datetime.now(UTC), key.name)
+    except InvalidResponse as exc:
+        raise invalid(exc) from exc
+    except InvitationConflict as exc:
+        problem = "already used for another person, survey or channel"
+        raise ProblemError(
+            409,
+            "impression_id_conflict",
+            f"impression_id {problem}",
+            [FieldProblem(field="impression_id", problem=problem)],
+        ) from exc
+    except (PublishFailed, StoreUnavailable) as exc:
+        raise unavailable(exc) from exc
+
+
 def _problem_of(value: object) -> dict[str, str]:
     if isinstance(value, FieldProblem):
         return {"field": value.field, "problem": value.problem}
@@ -250,6 +301,34 @@ RAW_ROUTES = (
         },
         responses=problems(401, 403, 413, 422, 429, 503),
         tags=["responses"],
+    ),
+    RawRoute(
+        "/v1/invitations",
+        "post_invitations",
+        post_invitations,
+        InvitationsIn,
+        InvitationsOut,
+        202,
+        f"Record who was asked: up to {MAX_INVITATIONS} invitations (for response rates)",
+        description="Idempotent on `invitation_id`: the same invitation again counts once, one reused with another "
+        "body is listed in `conflicts` and not recorded. A response names its invitation with `invitation_id`, or "
+        "answers the person's latest invitation to its survey within the match window.",
+        examples={"one": {"value": {"invitations": [INVITATION_EXAMPLE]}}},
+        responses=problems(401, 403, 413, 422, 429, 503),
+        tags=["invitations"],
+    ),
+    RawRoute(
+        "/v1/impressions",
+        "post_impression",
+        post_impression,
+        Impression,
+        ImpressionOut,
+        202,
+        "The prompt was shown to a person, or they dismissed it (publishable keys)",
+        description="One invitation of the prompt's channel per `impression_id`: its `dismissed` after its `shown` "
+        "is the same invitation. With a publishable key, `respondent_hash` as on POST /v1/responses.",
+        responses=problems(401, 403, 409, 413, 422, 429, 503),
+        tags=["invitations"],
     ),
 )
 

@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI
 from ingest_service.api import RAW_ROUTES, router
 from ingest_service.domain import Limits
 from ingest_service.handlers import Ingest
+from ingest_service.invitations import Invitations
 from ingest_service.public import PUBLIC_PATHS, PublicCalls
 from ingest_service.publisher import KafkaPublisher
 from ingest_service.raw import RawFirst, serve_raw
@@ -44,6 +45,7 @@ def create_app(settings: IngestSettings | None = None) -> RawFirst:
             settings.topics.responses,
             limits,
             db_timeout_s=settings.db_timeout_s,
+            invitations_topic=settings.topics.invitations,
         )
         recorder = asyncio.create_task(ingest.run(), name="recorder")
         recorder.add_done_callback(lambda t: report_worker_failure(app, t))
@@ -64,6 +66,9 @@ def create_app(settings: IngestSettings | None = None) -> RawFirst:
         watermark.add_done_callback(lambda t: report_worker_failure(app, t))
         app.state.engine, app.state.producer = engine, producer
         app.state.ingest = ingest
+        app.state.invitations = Invitations(
+            store, KafkaPublisher(producer, settings.publish_timeout_s), settings.topics.invitations, limits
+        )
         # Publishable keys' identity secrets open with NPS_SECRETS_KEY; without it none verifies.
         app.state.public = PublicCalls(
             settings.sealer() if settings.secrets_key is not None else None,

@@ -91,6 +91,12 @@ class SubmitResponse(BaseModel):
         description="With a publishable key (required): hex HMAC-SHA256 of respondent_id under the key's identity "
         "secret, computed by your server. Proves who answers; neither stored nor part of the body's identity.",
     )
+    invitation_id: Annotated[str | None, plain(1, 128)] = Field(
+        default=None,
+        description="The invitation this answers (POST /v1/invitations, or the widget's impression_id), when the app "
+        "knows it; otherwise the person's latest invitation to the survey within the match window counts as "
+        "answered. Not part of the body's identity.",
+    )
 
 
 class ReviseResponse(BaseModel):
@@ -220,6 +226,7 @@ def submission(command: SubmitResponse, now: datetime, source: str, identity: Id
         submitted_at=now,
         source=source,
         identity=identity,
+        invitation_id=command.invitation_id,
     )
     return Submission(
         response_id, command.respondent_id, command.channel, command.survey_id, answered_at, fingerprint(command), event

@@ -123,6 +123,7 @@ class Ingest:
     # the broker's acknowledgement within `publisher.timeout_s` of the recording and that bound.
     db_timeout_s: float = 2.0
     max_group: int = 2_000
+    invitations_topic: str | None = None  # nps.invitations.v1: an erasure goes there too
     _waiting: list[Waiting] = field(default_factory=list, init=False, repr=False)
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
     # Recorded groups waiting for the broker, each with the time its wait ends; and the task that
@@ -293,6 +294,8 @@ class Ingest:
         # erasure (publishing it again is harmless: erasing twice erases the same data).
         payload = event.to_bytes()
         await self.publisher.publish(self.topic, key=respondent_id.encode(), value=payload)
+        if self.invitations_topic is not None:  # their invitations' topic forgets them too
+            await self.publisher.publish(self.invitations_topic, key=respondent_id.encode(), value=payload)
         await self.store.forget_respondent(respondent_id, event.erasure_id, source, payload)
         return event
 

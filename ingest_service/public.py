@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 PUBLIC_BODY_LIMIT = 8 * 1024
 RANDOM_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 # The operations a publishable key may call, with their methods (a browser's preflight asks).
-PUBLIC_PATHS = {"/v1/responses": "POST"}
+PUBLIC_PATHS = {"/v1/responses": "POST", "/v1/impressions": "POST"}
 
 
 def identity_hash(secret: str, respondent_id: str) -> str:
@@ -81,29 +81,38 @@ class PublicCalls:
         """The response as the key may post it (its channel set by the server), or the error."""
         if body.email is not None:
             raise invalid_field("email", "not accepted with a publishable key (a page must not hold people's emails)")
+        channel = self.admit_person(key, body.respondent_id, body.respondent_hash, body.survey_id, body.channel)
+        return body.model_copy(update={"channel": channel, "respondent_hash": None})
+
+    def admit_person(
+        self, key: Key, respondent_id: str, respondent_hash: str | None, survey_id: str | None, channel: str | None
+    ) -> str | None:
+        """Whether the key may speak for this person about this survey (every public operation asks
+        it): their identity proven (or, for an anonymous key, an id nobody else has), the survey and
+        channel the key names, the person's rate. Returns the channel the server sets."""
         bound = key.bound
         if bound.anonymous:
-            self._anonymous(body)
+            self._anonymous(respondent_id, respondent_hash)
         else:
-            self._verify(key, body.respondent_id, body.respondent_hash)  # who, before what they may answer
-        if bound.surveys and body.survey_id not in bound.surveys:
+            self._verify(key, respondent_id, respondent_hash)  # who, before what they may answer
+        if bound.surveys and survey_id not in bound.surveys:
             raise ProblemError(
                 403,
                 "survey_not_allowed",
                 f"key '{key.name}' answers only the surveys {', '.join(sorted(bound.surveys))}",
             )
-        if bound.channel is not None and body.channel not in (None, bound.channel):
+        if bound.channel is not None and channel not in (None, bound.channel):
             raise ProblemError(403, "channel_not_allowed", f"key '{key.name}' posts to the channel {bound.channel!r}")
-        self._limit(self._per_respondent, f"{key.name}/{body.respondent_id}", "this respondent")
-        return body.model_copy(update={"channel": bound.channel or body.channel, "respondent_hash": None})
+        self._limit(self._per_respondent, f"{key.name}/{respondent_id}", "this respondent")
+        return bound.channel or channel
 
     @staticmethod
-    def _anonymous(body: SubmitResponse) -> None:
+    def _anonymous(respondent_id: str, respondent_hash: str | None) -> None:
         """An anonymous key vouches for nobody: the respondent id is the random one the client made
         (a UUID, as `crypto.randomUUID()` makes), so it cannot name a known person."""
-        if body.respondent_hash is not None:
+        if respondent_hash is not None:
             raise invalid_field("respondent_hash", "an anonymous key takes no respondent_hash")
-        if not RANDOM_ID.match(body.respondent_id):
+        if not RANDOM_ID.match(respondent_id):
             raise invalid_field(
                 "respondent_id",
                 "an anonymous key takes a random id the client made: a version 4 UUID (crypto.randomUUID()), kept "

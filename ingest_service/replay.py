@@ -183,16 +183,19 @@ class Watermark:
             log.debug("event log: %d events purged", purged.rowcount)
 
 
-async def replay(engine: AsyncEngine, producer: AIOKafkaProducer, topic: str, since: datetime | None) -> int:
+async def replay(
+    engine: AsyncEngine, producer: AIOKafkaProducer, topic: str, since: datetime | None, invitations: str | None = None
+) -> int:
     """Publish the logged events accepted at or after `since` (all of them if None), in the order
-    they were accepted, each acknowledged by the broker; returns how many."""
+    they were accepted, each acknowledged by the broker; returns how many. Responses and erasures go
+    to `topic`, invitations to `invitations` (erasures to both: each topic forgets the person)."""
     after, total = 0, 0
     while True:
         async with engine.connect() as conn:
             rows = (
                 await conn.execute(
                     sa.text(
-                        f"SELECT seq, respondent_id, event FROM {SCHEMA}.events "
+                        f"SELECT seq, kind, respondent_id, event FROM {SCHEMA}.events "
                         "WHERE seq > :after AND (CAST(:since AS timestamptz) IS NULL OR accepted_at >= :since) "
                         "ORDER BY seq LIMIT :n"
                     ),
@@ -204,7 +207,13 @@ async def replay(engine: AsyncEngine, producer: AIOKafkaProducer, topic: str, si
             async with engine.begin() as conn:
                 await conn.execute(sa.text(f"UPDATE {SCHEMA}.replay_watermark SET ends = NULL"))
             return total
-        sent = [await producer.send(topic, value=bytes(r.event), key=r.respondent_id.encode()) for r in rows]
+        sent = []
+        for r in rows:
+            value, key = bytes(r.event), r.respondent_id.encode()
+            if r.kind != "invitation":
+                sent.append(await producer.send(topic, value=value, key=key))
+            if invitations is not None and r.kind != "response":
+                sent.append(await producer.send(invitations, value=value, key=key))
         await asyncio.gather(*sent)  # raises if the broker refused one: the replay stops, loudly
         after, total = rows[-1].seq, total + len(rows)
 
@@ -225,7 +234,7 @@ async def run_replay(settings: IngestSettings, since: datetime | Literal["waterm
         producer = make_producer(settings, client_id="nps-replay")
         await producer.start()
         try:
-            count = await replay(engine, producer, settings.topics.responses, since)
+            count = await replay(engine, producer, settings.topics.responses, since, settings.topics.invitations)
         finally:
             await producer.stop()
     finally:

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ingest_service.domain import Submission
+from ingest_service.invitations import Asked, Recorded
 from shared import audit
 from shared.db import database_unavailable, driver_of, fetch_alone
 
@@ -197,6 +198,69 @@ class ResponseStore:
         async with transaction(self._engine) as conn:
             await conn.execute(_LOG, {"kind": "response", "r": respondent_id, "event": event})
 
+    async def record_invitations(self, items: Sequence[Asked]) -> Recorded:
+        """Record invitations (each id once in `items`) and log the events of the new ones, in one
+        transaction: an id first seen is inserted; one seen before with the same body is a repeat,
+        except a prompt's `dismissed` after its `shown`, which changes it; another body is a conflict.
+        Ids are inserted and locked in order, so concurrent requests wait rather than deadlock."""
+        items = sorted(items, key=lambda a: a.invitation_id)
+        given = {a.invitation_id: a for a in items}
+        async with transaction(self._engine) as conn:
+            inserted = await conn.execute(
+                sa.text(
+                    f"""INSERT INTO {SCHEMA}.invitations (invitation_id, respondent_id, survey_id, how, invited_at, fingerprint)
+                        SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:people AS text[]), CAST(:surveys AS text[]),
+                                             CAST(:hows AS text[]), CAST(:ats AS timestamptz[]), CAST(:prints AS text[]))
+                        ON CONFLICT (invitation_id) DO NOTHING
+                        RETURNING invitation_id"""
+                ),
+                {
+                    "ids": list(given), "people": [a.respondent_id for a in items], "surveys": [a.survey_id for a in items],
+                    "hows": [a.how for a in items], "ats": [a.invited_at for a in items],
+                    "prints": [a.fingerprint for a in items],
+                },
+            )  # fmt: skip
+            new = {r.invitation_id for r in inserted}
+            rest = [i for i in given if i not in new]
+            conflicts: set[str] = set()
+            behind: set[str] = set()
+            if rest:
+                stored = await conn.execute(
+                    sa.text(
+                        f"SELECT invitation_id, fingerprint, how FROM {SCHEMA}.invitations "
+                        "WHERE invitation_id = ANY(CAST(:ids AS text[])) ORDER BY invitation_id FOR UPDATE"
+                    ),
+                    {"ids": rest},
+                )
+                dismissed = []
+                for row in stored:
+                    item = given[row.invitation_id]
+                    if row.fingerprint != item.fingerprint:
+                        conflicts.add(row.invitation_id)
+                    elif row.how == "shown" and item.how == "dismissed":
+                        dismissed.append(row.invitation_id)
+                    elif row.how == "dismissed" and item.how == "shown":
+                        behind.add(row.invitation_id)
+                if dismissed:
+                    await conn.execute(
+                        sa.text(
+                            f"UPDATE {SCHEMA}.invitations SET how = 'dismissed', changed_at = now() "
+                            "WHERE invitation_id = ANY(CAST(:ids AS text[]))"
+                        ),
+                        {"ids": dismissed},
+                    )
+                    new.update(dismissed)
+            logged = [given[i] for i in sorted(new)]
+            if logged:
+                await conn.execute(
+                    sa.text(
+                        f"""INSERT INTO {SCHEMA}.events (kind, respondent_id, event)
+                            SELECT 'invitation', * FROM unnest(CAST(:people AS text[]), CAST(:events AS bytea[]))"""
+                    ),
+                    {"people": [a.respondent_id for a in logged], "events": [a.event for a in logged]},
+                )
+        return Recorded(frozenset(new), frozenset(conflicts), frozenset(behind))
+
     async def forget_respondent(self, respondent_id: str, erasure_id: str, actor: str, event: bytes) -> int:
         """Delete the respondent's rows and logged events, log the erasure event itself (kept only
         until every consumer has read it: `replay.Watermark.purge`), and record the erasure (by its
@@ -206,6 +270,9 @@ class ResponseStore:
                 sa.text(f"DELETE FROM {SCHEMA}.responses WHERE respondent_id = :r"), {"r": respondent_id}
             )
             await conn.execute(sa.text(f"DELETE FROM {SCHEMA}.events WHERE respondent_id = :r"), {"r": respondent_id})
+            await conn.execute(
+                sa.text(f"DELETE FROM {SCHEMA}.invitations WHERE respondent_id = :r"), {"r": respondent_id}
+            )
             await conn.execute(_LOG, {"kind": "erasure", "r": respondent_id, "event": event})
             await audit.record(conn, actor, "respondent.erasure_requested", erasure_id, {"responses": result.rowcount})
         return int(result.rowcount)

@@ -42,6 +42,7 @@ KeyKind = Literal["secret", "publishable"]
 Scope = Literal[
     "responses:write",  # submit, validate, batch-import and revise responses
     "respondents:erase",  # erase a respondent everywhere
+    "invitations:write",  # record who was asked: invitations, and prompts shown or dismissed
     "scores:read",  # scoring's queries
     "followups:read",  # follow-up's lookups, tickets included
     "tickets:write",  # change a ticket's status, assignee, note, resolution

@@ -54,6 +54,9 @@ class ResponseSubmitted(Event):
     # publishable key with the hash the app's server computed; "anonymous", a publishable key made
     # --anonymous (a random id the client made: no follow-up reaches such a person by default).
     identity: Identity = "server"
+    # The invitation this answers (nps.invitations.v1), when the app knows it; otherwise the
+    # person's latest invitation to the survey within the match window is (docs/collect.md).
+    invitation_id: str | None = None
 
 
 class ResponseRevised(Event):
@@ -101,6 +104,7 @@ def encode_submitted(
     submitted_at: datetime,
     source: str | None,
     identity: Identity = "server",
+    invitation_id: str | None = None,
 ) -> bytes:
     """The JSON of `ResponseSubmitted(...).to_bytes()`, byte for byte (tests/unit hold them equal,
     fields, order, escapes and timestamps), without building the model: for values ingest has
@@ -122,6 +126,7 @@ def encode_submitted(
             "submitted_at": submitted_at,
             "source": source,
             "identity": identity,
+            "invitation_id": invitation_id,
         }
     )
 
@@ -130,6 +135,33 @@ _JSON = msgspec.json.Encoder()
 
 ResponseEvent = Annotated[ResponseSubmitted | ResponseRevised | RespondentErased, Field(discriminator="type")]
 response_events: TypeAdapter[ResponseEvent] = TypeAdapter(ResponseEvent)
+
+
+# --- nps.invitations.v1: keyed by respondent_id, like the responses of the same people ---
+
+How = Literal["invited", "shown", "dismissed"]
+
+
+class InvitationSent(Event):
+    """Somebody was asked: invited by the app's server (`POST /v1/invitations`, `how: invited`), or
+    shown the prompt by a widget (`POST /v1/impressions`: `shown`, and `dismissed` if they closed
+    it). A `dismissed` after its `shown` carries the same invitation_id: one invitation, not two.
+    Consumers keep the first event of an invitation_id; response rates count invitations."""
+
+    type: Literal["InvitationSent"] = "InvitationSent"
+    invitation_id: str
+    respondent_id: str
+    survey_id: str | None = None
+    channel: str | None = None
+    invited_at: AwareDatetime
+    attributes: dict[str, str] = Field(default_factory=dict)
+    how: How = "invited"
+    recorded_at: AwareDatetime
+    source: str | None = None
+
+
+InvitationEvent = Annotated[InvitationSent | RespondentErased, Field(discriminator="type")]
+invitation_events: TypeAdapter[InvitationEvent] = TypeAdapter(InvitationEvent)
 
 
 # --- nps.scores.v1: keyed by segment ---

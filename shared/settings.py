@@ -41,11 +41,23 @@ class Topics:
         return f"{self.namespace}.alerts.v2"
 
     @property
+    def invitations(self) -> str:
+        return f"{self.namespace}.invitations.v1"
+
+    @property
     def deadletter(self) -> str:
         return f"{self.namespace}.deadletter.v1"
 
     def all(self) -> list[str]:
-        return [self.responses, self.scores, self.followups, self.tickets, self.alerts, self.deadletter]
+        return [
+            self.responses,
+            self.scores,
+            self.followups,
+            self.tickets,
+            self.alerts,
+            self.invitations,
+            self.deadletter,
+        ]
 
 
 class InfraSettings(BaseSettings):

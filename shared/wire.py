@@ -43,6 +43,7 @@ class Submitted(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag_field="
     submitted_at: AwareDatetime
     source: str | None = None
     identity: Literal["server", "verified", "anonymous"] = "server"  # events before it: a server's
+    invitation_id: str | None = None
 
 
 class Revised(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag_field="type", tag="ResponseRevised"):

@@ -4,13 +4,21 @@ import json
 import re
 from pathlib import Path
 
-from shared.events import alert_events, followup_events, response_events, score_events, ticket_events
+from shared.events import (
+    alert_events,
+    followup_events,
+    invitation_events,
+    response_events,
+    score_events,
+    ticket_events,
+)
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "events.md"
 ADAPTERS = {
     "ResponseSubmitted": response_events,
     "ResponseRevised": response_events,
     "RespondentErased": response_events,
+    "InvitationSent": invitation_events,
     "ScoreChanged": score_events,
     "FollowUpCreated": followup_events,
     "TicketOpened": ticket_events,

@@ -111,7 +111,7 @@ def test_answers_older_than_the_horizon_are_refused() -> None:
 
 def test_the_fingerprint_covers_every_field_but_the_id() -> None:
     # respondent_hash proves who answers (publishable keys); it is not part of what was answered.
-    assert set(FINGERPRINTED) == set(SubmitResponse.model_fields) - {"response_id", "respondent_hash"}
+    assert set(FINGERPRINTED) == set(SubmitResponse.model_fields) - {"response_id", "respondent_hash", "invitation_id"}
 
 
 def test_the_fingerprint_of_a_body_never_changes_across_releases() -> None:

@@ -17,7 +17,13 @@ from ingest_service.raw import RawRequest
 from ingest_service.settings import IngestSettings
 from shared.validation import FieldProblem
 
-HOT = {("POST", "/v1/responses"), ("POST", "/v1/responses/validate"), ("POST", "/v1/responses/batch")}
+HOT = {
+    ("POST", "/v1/responses"),
+    ("POST", "/v1/responses/validate"),
+    ("POST", "/v1/responses/batch"),
+    ("POST", "/v1/invitations"),
+    ("POST", "/v1/impressions"),
+}
 
 
 def test_the_hot_posts_are_raw_routes_and_no_framework_route_serves_them() -> None:
