@@ -182,6 +182,8 @@ class InvitationStore(Protocol):
 
     async def record_invitations(self, items: Sequence[Asked]) -> Recorded: ...
 
+    async def invited_at(self, invitation_id: str) -> datetime | None: ...
+
 
 class Invitations:
     """Records, then publishes: every accepted invitation of the request is published, new or
@@ -219,9 +221,12 @@ class Invitations:
 
     async def impression(self, item: Impression, channel: str | None, now: datetime, source: str) -> ImpressionOut:
         check_attributes(item.attributes)
+        # A prompt is asked when it was first shown: its `dismissed`, and any retry, carry that time,
+        # so whichever of its events a consumer keeps first counts it on the same day.
+        shown_at = await self.store.invited_at(item.impression_id) or now
         made = asked(
-            item.impression_id, item.respondent_id, item.survey_id, channel, item.attributes, item.action, now, now,
-            source,
+            item.impression_id, item.respondent_id, item.survey_id, channel, item.attributes, item.action, shown_at,
+            now, source,
         )  # fmt: skip
         recorded = await self.store.record_invitations([made])
         if recorded.conflicts:

@@ -261,6 +261,13 @@ class ResponseStore:
                 )
         return Recorded(frozenset(new), frozenset(conflicts), frozenset(behind))
 
+    async def invited_at(self, invitation_id: str) -> datetime | None:
+        async with transaction(self._engine) as conn:
+            found: datetime | None = await conn.scalar(
+                sa.text(f"SELECT invited_at FROM {SCHEMA}.invitations WHERE invitation_id = :id"), {"id": invitation_id}
+            )
+        return found
+
     async def forget_respondent(self, respondent_id: str, erasure_id: str, actor: str, event: bytes) -> int:
         """Delete the respondent's rows and logged events, log the erasure event itself (kept only
         until every consumer has read it: `replay.Watermark.purge`), and record the erasure (by its

@@ -6,11 +6,12 @@ from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from scoring_service import handlers
 from scoring_service.deps import AsOf, Dimension, ReadConnection, Segment, Settings, Span, WindowQ, window_days
 from scoring_service.domain import BreakdownSort
+from scoring_service.rates.api import RateFigures, rate_figures, rate_in
 from shared.auth import KEY_PROBLEMS, requires
 from shared.nps import Counts, ci95
 from shared.windows import DayRange
@@ -35,6 +36,11 @@ class NpsAnswer(Figures):
     window: str
     first_day: date
     last_day: date
+    response_rate: RateFigures | None = Field(
+        default=None,
+        description="of the people invited in the window, how many answered (GET /v1/response-rates); null when "
+        "nobody was invited in it",
+    )
 
 
 class WindowsAnswer(BaseModel):
@@ -114,7 +120,11 @@ router = APIRouter(tags=["scores"], dependencies=[requires("scores:read")], resp
 
 @router.get("/v1/nps", response_model=NpsAnswer, summary="NPS of a segment over a rolling window")
 async def get_nps(conn: ReadConnection, segment: Segment, as_of: AsOf, window: WindowQ = "30d") -> NpsAnswer:
-    return nps_answer(window, await handlers.score(conn, segment, window_days(window), as_of))
+    answer = nps_answer(window, await handlers.score(conn, segment, window_days(window), as_of))
+    asked = await rate_in(conn, segment, DayRange(answer.first_day, answer.last_day))
+    if asked.invited:
+        answer.response_rate = RateFigures(**rate_figures(asked))
+    return answer
 
 
 @router.get(

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import FastAPI
 
 from scoring_service.api import router
 from scoring_service.handlers import SCORING, Counting, CountResponses, PublishChanges, SegmentGauges
+from scoring_service.rates.api import router as rates_router
+from scoring_service.rates.handlers import CountRates, decode_rate_event
 from scoring_service.repository import SCHEMA
 from scoring_service.settings import ScoringSettings
 from shared.consumer import Every, ticks
@@ -66,14 +68,36 @@ def spec(settings: ScoringSettings, now: Callable[[], datetime] = clock) -> Cons
     )
 
 
+def rates_spec(settings: ScoringSettings) -> ConsumerSpec[Any]:
+    """The response-rate consumer: invitations and responses, in a group of its own."""
+    return ConsumerSpec(
+        service="rates",
+        schema=SCHEMA,
+        topic=settings.topics.invitations,
+        more_topics=(settings.topics.responses,),
+        group_id=settings.rates_group_id,
+        decode=decode_rate_event,
+        handler=CountRates(
+            dimensions=settings.segment_dimensions,
+            max_values=settings.max_values_per_dimension,
+            pseudonyms=settings.pseudonyms(),
+            match_window=timedelta(days=settings.match_window_days),
+        ),
+    )
+
+
 def create_app(settings: ScoringSettings | None = None, now: Callable[[], datetime] = clock) -> FastAPI:
     """The service; `now` is the clock of its consumer and of the API's "today" (tests pin it)."""
     settings = settings or ScoringSettings()
     app = create_base_app(
-        "scoring", "NPS scoring", consuming_lifespan(settings, spec(settings, now)), db_timeout_s=settings.db_timeout_s
+        "scoring",
+        "NPS scoring",
+        consuming_lifespan(settings, spec(settings, now), rates_spec(settings)),
+        db_timeout_s=settings.db_timeout_s,
     )
     app.state.settings = settings
     app.state.clock = now
     app.include_router(health_router(lambda: app.state.resources.checks(), settings.metrics_secret))
     app.include_router(router)
+    app.include_router(rates_router)
     return app

@@ -41,3 +41,7 @@ SEGMENT_RESPONSES = Gauge(
     ["segment", "category"],
 )
 SEGMENT_WINDOW_DAYS = Gauge("nps_segment_window_days", "Days in the window of the nps_segment_* gauges.")
+
+INVITATIONS = Counter(
+    "nps_scoring_invitations_total", "Invitations counted for response rates (each invitation_id once)."
+)

@@ -63,6 +63,17 @@ class ScoringSettings(ServiceSettings):
         "longest window the services read (windows, current + baseline, the ScoreChanged days, the metric window)",
     )
     metric_window: str = Field(default="7d", description="the rolling window of the `nps_segment_*` gauges")
+    rates_group_id: str = Field(
+        default="nps-scoring-rates",
+        description="the consumer group that counts response rates (reads the invitations and responses topics)",
+    )
+    match_window_days: float = Field(
+        default=14,
+        gt=0,
+        le=366,
+        description="a response without an invitation_id answers the person's latest invitation to its survey "
+        "sent at most this many days before it",
+    )
     metric_interval_s: float = Field(default=30.0, gt=0, description="how often the `nps_segment_*` gauges are read")
 
     @property

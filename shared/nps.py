@@ -154,3 +154,24 @@ def compare(baseline: Counts, current: Counts) -> Comparison:
 def normal_cdf(x: float) -> float:
     """Phi(x), through erfc so the lower tail keeps its precision (Phi(-10) is 7.6e-24, not 0)."""
     return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+
+# --- response rates: a proportion (responded of invited) ---
+
+
+def wilson95(successes: int, n: int, z: float = Z95) -> Interval | None:
+    """The Wilson score 95% interval of a proportion, in 0..1 (None when n = 0: no rate). Unlike the
+    plain Wald interval it stays inside 0..1 and keeps its coverage at small n and rates near 0 or 1,
+    which response rates of small segments are."""
+    if n <= 0:
+        return None
+    if not 0 <= successes <= n:
+        raise ValueError(f"{successes} successes of {n}")
+    p = successes / n
+    z2 = z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    # At 0 or n the bound is exactly 0 or 1; computed, it is a rounding away (0.9999999999999999).
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return Interval(low=low, high=high)

@@ -5,11 +5,12 @@ serving, then the loop finishes its batch, commits and returns)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -56,11 +57,15 @@ class Resources:
     loop: ConsumerLoop[Any]
     db_timeout_s: float = 2.0
 
+    # Further consumer loops of the same service (their own groups), by readiness check name.
+    more: Mapping[str, ReadinessCheck] = field(default_factory=dict)
+
     def checks(self) -> Mapping[str, ReadinessCheck]:
         return {
             "database": lambda: database_reachable(self.engine, self.db_timeout_s),
             "broker": lambda: broker_reachable(self.producer),
             "consumer": self.loop.healthy,
+            **self.more,
         }
 
 
@@ -162,13 +167,28 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLD)
 
 
-def consuming_lifespan(settings: ServiceSettings, spec: ConsumerSpec[Any]) -> Callable[[FastAPI], Any]:
+def consuming_lifespan(
+    settings: ServiceSettings, spec: ConsumerSpec[Any], *more: ConsumerSpec[Any]
+) -> Callable[[FastAPI], Any]:
+    """The service's consumer loop (and `more` loops of their own groups, e.g. scoring's response
+    rates), running while the app serves; `app.state.resources` is the first loop's, and readiness
+    checks every loop."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tune_gc()
-        async with running_loop(settings, spec, client_id=f"nps-{spec.service}") as running:
+        async with contextlib.AsyncExitStack() as stack:
+            running = await stack.enter_async_context(running_loop(settings, spec, client_id=f"nps-{spec.service}"))
+            others = [
+                await stack.enter_async_context(running_loop(settings, other, client_id=f"nps-{other.service}"))
+                for other in more
+            ]
             app.state.resources, app.state.engine = running.resources, running.resources.engine
-            running.task.add_done_callback(lambda t: report_worker_failure(app, t))
+            running.resources.more = {
+                f"consumer:{o_spec.service}": o.resources.loop.healthy for o, o_spec in zip(others, more, strict=True)
+            }
+            for loop in (running, *others):
+                loop.task.add_done_callback(lambda t: report_worker_failure(app, t))
             async with gate_for(app, running.resources.engine, settings):
                 yield
 

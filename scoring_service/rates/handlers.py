@@ -1,0 +1,104 @@
+"""The response-rate consumer: invitations (nps.invitations.v1) and responses (nps.responses.v1),
+read by one consumer group of their own, counted into `rate_daily` by the day and segments of each
+invitation. Its own group, so response rates never slow the scores."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated
+
+from pydantic import Field, TypeAdapter
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from scoring_service import metrics, repository
+from scoring_service.domain import Dimensions, SegmentPlan, Version, candidate_values, segments_of
+from scoring_service.rates import repository as rates
+from scoring_service.rates.domain import Answer, Invited
+from shared.consumer import Message
+from shared.events import InvitationSent, RespondentErased, ResponseRevised, ResponseSubmitted
+from shared.privacy import Erasures
+from shared.pseudonyms import Pseudonyms
+from shared.windows import utc_day
+
+RateEvent = Annotated[
+    ResponseSubmitted | ResponseRevised | RespondentErased | InvitationSent, Field(discriminator="type")
+]
+_events: TypeAdapter[RateEvent] = TypeAdapter(RateEvent)
+
+
+def decode_rate_event(value: bytes) -> RateEvent:
+    """Either topic's events, by the contracts (shared/events.py)."""
+    return _events.validate_json(value)
+
+
+ERASURES = Erasures(repository.SCHEMA)
+
+
+@dataclass(frozen=True, slots=True)
+class CountRates:
+    dimensions: Dimensions
+    max_values: int
+    pseudonyms: Pseudonyms
+    match_window: timedelta
+
+    def _invited(self, event: InvitationSent, key: str) -> Version:
+        """The invitation as a response-shaped row, for the segment rules responses are counted by."""
+        return Version(
+            response_id=event.invitation_id,
+            respondent_key=key,
+            version=1,
+            score=0,
+            day=utc_day(event.invited_at),
+            channel=event.channel,
+            survey_id=event.survey_id,
+            attributes=event.attributes,
+            at=event.recorded_at,
+            comment=None,
+        )
+
+    async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[RateEvent]]) -> None:
+        key = self.pseudonyms.key
+        requested = self.pseudonyms.latest_requests(m.event for m in batch)
+        sent: dict[str, tuple[InvitationSent, str]] = {}  # the first of each invitation_id
+        answered: dict[str, tuple[ResponseSubmitted, str]] = {}
+        for message in batch:
+            event = message.event
+            if isinstance(event, InvitationSent):
+                sent.setdefault(event.invitation_id, (event, key(event.respondent_id)))
+            elif isinstance(event, ResponseSubmitted):
+                answered.setdefault(event.response_id, (event, key(event.respondent_id)))
+        people = {k for _, k in sent.values()} | {k for _, k in answered.values()} | set(requested)
+        await rates.lock_people(conn, people)
+        erasures = await ERASURES.record(conn, requested)
+        erasures.update(await ERASURES.of(conn, people - erasures.keys()))
+        # An erasure covers what was accepted before it, whenever that arrives.
+        invitations = [(e, k) for e, k in sent.values() if not (k in erasures and e.recorded_at <= erasures[k])]
+        answers = [(e, k) for e, k in answered.values() if not (k in erasures and e.submitted_at <= erasures[k])]
+
+        versions = [self._invited(e, k) for e, k in invitations]
+        known, per_dimension = await repository.known_segments(
+            conn, candidate_values(versions, self.dimensions), repository.SCHEMA
+        )
+        plan = SegmentPlan(known, per_dimension, self.max_values)
+        rows = [
+            Invited(v.response_id, v.respondent_key, v.survey_id or "", e.invited_at, v.day,
+                    segments_of(v, self.dimensions, plan), e.recorded_at)
+            for v, (e, _) in zip(versions, invitations, strict=True)
+        ]  # fmt: skip
+        await repository.catalog_segments(conn, {s for r in rows for s in r.segments}, repository.SCHEMA)
+
+        deltas = rates.new_deltas()
+        await rates.forget(conn, {k: erasures[k] for k in requested}, deltas)
+        changed = set(requested) | await rates.store_answers(
+            conn,
+            [
+                Answer(e.response_id, k, e.survey_id or "", e.answered_at, e.invitation_id, e.submitted_at)
+                for e, k in answers
+            ],
+        )
+        changed |= await rates.store_invitations(conn, rows, deltas)
+        await rates.rematch(conn, changed, self.match_window, deltas)
+        await rates.add_daily(conn, deltas)
+        metrics.INVITATIONS.inc(len(rows))

@@ -1,0 +1,216 @@
+"""Response rates' exactness against the real PostgreSQL: whatever the delivery (duplicates,
+redeliveries, an invitation after the response that answers it, a prompt's `dismissed` before its
+`shown`, erasures before and after a person's events, any batch boundaries), the stored daily
+counts equal a from-scratch recompute of what the rules say stays; and the API serves them."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from scoring_service.bootstrap import create_app, rates_spec
+from scoring_service.domain import segment_key
+from scoring_service.rates import repository as rates
+from scoring_service.rates.domain import Answer, Invited, Rate, recompute
+from scoring_service.settings import ScoringSettings
+from shared.consumer import Message
+from shared.db import make_engine
+from shared.events import InvitationSent, RespondentErased, ResponseSubmitted
+from shared.pseudonyms import Pseudonyms
+from shared.segments import OVERALL
+from tests.conftest import fresh_database
+from tests.helpers import TEST_PSEUDONYM_SECRET, serve_in_process, service_settings, truncate
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 11, 1, 8, tzinfo=UTC)
+WINDOW = timedelta(days=14)
+PEOPLE = ("p0", "p1", "p2")
+SURVEYS = ("q1", "q2", None)
+KEYS = Pseudonyms(TEST_PSEUDONYM_SECRET)
+
+
+@pytest.fixture(scope="module")
+def rates_db(pg_admin_url: str) -> Iterator[str]:
+    yield fresh_database(pg_admin_url)
+
+
+def settings_for(database_url: str) -> ScoringSettings:
+    return service_settings("127.0.0.1:1", database_url, "rates", ScoringSettings, match_window_days=14)
+
+
+def at(hours: int) -> datetime:
+    return T0 + timedelta(hours=hours)
+
+
+invitation_st = st.fixed_dictionaries(
+    {
+        "person": st.sampled_from(PEOPLE),
+        "survey": st.sampled_from(SURVEYS),
+        "channel": st.sampled_from(("email", "web")),
+        "hours": st.integers(0, 40).map(lambda day: 24 * day),  # a coarse grid: erasures land on it
+        "dismissed": st.booleans(),  # a widget's prompt: shown, then dismissed (one invitation)
+    }
+)
+answer_st = st.fixed_dictionaries(
+    {
+        "person": st.sampled_from(PEOPLE),
+        "survey": st.sampled_from(SURVEYS),
+        "hours": st.integers(0, 24 * 45),
+        "names": st.one_of(st.none(), st.integers(0, 30), st.just(-1)),  # an invitation by index; -1: unknown
+    }
+)
+# On the invitations' grid: a request at the very moment of an invitation's event (just before ingest
+# took it: it stays) or a second after (it goes).
+erasure_st = st.fixed_dictionaries(
+    {"person": st.sampled_from(PEOPLE), "hours": st.integers(0, 40).map(lambda day: 24 * day), "after": st.booleans()}
+)
+
+
+def events_of(
+    invitations: list[dict[str, Any]], answers: list[dict[str, Any]], erasures: list[dict[str, Any]]
+) -> list[Any]:
+    made: list[Any] = []
+    for i, inv in enumerate(invitations):
+        shown = InvitationSent(
+            invitation_id=f"i{i}", respondent_id=inv["person"], survey_id=inv["survey"], channel=inv["channel"],
+            invited_at=at(inv["hours"]), attributes={"plan": "pro" if i % 2 else "free"},
+            how="shown" if inv["dismissed"] else "invited", recorded_at=at(inv["hours"]) + timedelta(seconds=1),
+        )  # fmt: skip
+        made.append(shown)
+        if inv["dismissed"]:
+            made.append(shown.model_copy(update={"how": "dismissed", "recorded_at": at(inv["hours"] + 1)}))
+    for j, ans in enumerate(answers):
+        names = ans["names"]
+        named = None if names is None else ("missing" if names < 0 else f"i{names}")
+        made.append(
+            ResponseSubmitted(
+                response_id=f"r{j}",
+                respondent_id=ans["person"],
+                score=7,
+                survey_id=ans["survey"],
+                answered_at=at(ans["hours"]),
+                submitted_at=at(ans["hours"]) + timedelta(seconds=1),
+                invitation_id=named,
+            )
+        )
+    for k, erasure in enumerate(erasures):
+        requested = at(erasure["hours"]) + timedelta(seconds=2 if erasure["after"] else 0)
+        made.append(RespondentErased(erasure_id=f"e{k}", respondent_id=erasure["person"], requested_at=requested))
+    return made
+
+
+def expected(events: list[Any]) -> dict[tuple[str, date], Rate]:
+    """What the rules say stays: a person's events taken at or before their latest erasure go; of
+    each invitation or response, any copy that stays makes it stay (copies share what counts)."""
+    erased: dict[str, datetime] = {}
+    for e in events:
+        if isinstance(e, RespondentErased):
+            erased[e.respondent_id] = max(erased.get(e.respondent_id, e.requested_at), e.requested_at)
+
+    def stays(person: str, taken: datetime) -> bool:
+        return person not in erased or taken > erased[person]
+
+    invitations: dict[str, Invited] = {}
+    answers: dict[str, Answer] = {}
+    for e in events:
+        if isinstance(e, InvitationSent) and stays(e.respondent_id, e.recorded_at):
+            segments = (OVERALL, segment_key("channel", e.channel or ""), *([segment_key("survey_id", e.survey_id)] if e.survey_id else []), segment_key("plan", e.attributes["plan"]))  # fmt: skip
+            invitations.setdefault(
+                e.invitation_id,
+                Invited(e.invitation_id, KEYS.key(e.respondent_id), e.survey_id or "", e.invited_at,
+                        e.invited_at.date(), segments, e.recorded_at),
+            )  # fmt: skip
+        elif isinstance(e, ResponseSubmitted) and stays(e.respondent_id, e.submitted_at):
+            answers.setdefault(
+                e.response_id,
+                Answer(e.response_id, KEYS.key(e.respondent_id), e.survey_id or "", e.answered_at, e.invitation_id, e.submitted_at),
+            )  # fmt: skip
+    return recompute(invitations.values(), answers.values(), WINDOW)
+
+
+async def delivered(database_url: str, events: list[Any], rng: random.Random) -> dict[tuple[str, date], Rate]:
+    """The events, a quarter of them twice, shuffled, in batches of 1 to 12, each batch in its own
+    transaction as the consumer loop runs it; then what the tables hold."""
+    handler = rates_spec(settings_for(database_url)).handler
+    stream = events + rng.sample(events, len(events) // 4)
+    rng.shuffle(stream)
+    engine = make_engine(database_url)
+    try:
+        offset = 0
+        while offset < len(stream):
+            size = rng.randint(1, 12)
+            batch = [Message(e, "t", 0, offset + n, 0) for n, e in enumerate(stream[offset : offset + size])]
+            async with engine.begin() as conn:
+                await handler(conn, batch)
+            offset += size
+        async with engine.connect() as conn:
+            counts = await rates.all_daily(conn)
+            invitations, answers = await rates.stored(conn)
+        # The stored rows themselves recompute to the counts (nothing counted that is not kept).
+        assert {k: v for k, v in recompute(invitations, answers, WINDOW).items()} == counts
+        return counts
+    finally:
+        await engine.dispose()
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(
+    st.lists(invitation_st, min_size=1, max_size=30),
+    st.lists(answer_st, max_size=25),
+    st.lists(erasure_st, max_size=2),
+    st.randoms(use_true_random=False),
+)
+def test_counted_rates_equal_a_recompute_under_any_delivery(
+    rates_db: str, invitations: list[dict[str, Any]], answers: list[dict[str, Any]], erasures: list[dict[str, Any]],
+    rng: random.Random,
+) -> None:  # fmt: skip
+    asyncio.run(
+        truncate(rates_db, "scoring", ("rate_invitations", "rate_answers", "rate_daily", "erasures", "segments"))
+    )
+    events = events_of(invitations, answers, erasures)
+    counts = asyncio.run(delivered(rates_db, events, rng))
+    assert counts == expected(events)
+
+
+async def test_the_api_serves_rates_with_intervals_fatigue_and_beside_the_score(database_url: str) -> None:
+    events = events_of(
+        [{"person": p, "survey": "q1", "channel": "email", "hours": h, "dismissed": False}
+         for p, h in (("p0", 0), ("p1", 0), ("p2", 1), ("p0", 30))],
+        [{"person": "p0", "survey": "q1", "hours": 2, "names": None}, {"person": "p2", "survey": "q1", "hours": 3, "names": 2}],
+        [],
+    )  # fmt: skip
+    await delivered(database_url, events, random.Random(7))
+    app = create_app(settings_for(database_url), now=lambda: at(24 * 3))
+    engine = make_engine(database_url)
+    headers = await serve_in_process(app, engine)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://scoring", headers=headers) as client:
+        reply = await client.get("/v1/response-rates", params={"segment": "channel:email", "window": "7d"})
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        assert (body["invited"], body["responded"]) == (4, 2) and body["rate"] == 0.5
+        assert 0 < body["ci95"]["low"] < 0.5 < body["ci95"]["high"] < 1
+        assert [(d["day"], d["invited"], d["responded"]) for d in body["series"] if d["invited"]] == [
+            ("2026-11-01", 3, 2), ("2026-11-02", 1, 0)
+        ]  # fmt: skip
+        assert len(body["series"]) == 7 and body["series"][0]["rate"] is None
+        assert body["fatigue"] == {"days": 30, "people": 3, "asked_twice": 1, "share": pytest.approx(1 / 3)}
+        nps = (await client.get("/v1/nps", params={"segment": "channel:email", "window": "7d"})).json()
+        assert nps["response_rate"]["invited"] == 4 and nps["response_rate"]["rate"] == 0.5
+        nobody = (await client.get("/v1/nps", params={"segment": "channel:sms", "window": "7d"})).json()
+        assert nobody["response_rate"] is None
+        for params in ({"window": "0d"}, {"segment": "nope"}, {"as_of": "2999-01-01"}, {"window": "abc"}):
+            bad = await client.get("/v1/response-rates", params=params)
+            assert bad.status_code == 422 and bad.json()["errors"], (params, bad.text)
+    await engine.dispose()
