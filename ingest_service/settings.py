@@ -32,7 +32,7 @@ class IngestSettings(ServiceSettings):
         default=168, gt=0, description="how long accepted events are kept for `nps ingest replay` (personal data)"
     )
     replay_groups: list[str] = Field(
-        default=["nps-scoring", "nps-followup", "nps-delivery", "nps-scoring-themes"],
+        default=["nps-scoring", "nps-followup", "nps-delivery", "nps-scoring-themes", "nps-scoring-rates"],
         description="the consumer groups of the responses topic the replay watermark follows (JSON list)",
     )
     workers: int = Field(

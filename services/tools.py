@@ -491,6 +491,8 @@ def status_command() -> int:
             ("delivery", (topics.followups, topics.tickets, topics.alerts, topics.responses)),
         )
     ]
+    rates = str(cast(Any, services["scoring"]).rates_group_id)
+    groups.insert(1, status.Group("rates", rates, (topics.invitations, topics.responses)))
     try:
         url: str | None = tool_database_url(launcher)
     except NotRunning:

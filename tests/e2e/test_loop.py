@@ -11,7 +11,7 @@ import shutil
 import signal
 import socket
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -380,6 +380,8 @@ NEEDS = {
 
 
 def needs(service: str, method: str, path: str) -> str:
+    if service == "ingest" and path in ("/v1/invitations", "/v1/impressions"):
+        return "invitations:write"
     if service == "followup" and path.startswith("/v1/respondents/"):  # the contact rules
         return "contact:read" if method == "get" else "contact:write"
     if service == "followup" and path.startswith("/v1/referrals/") and method == "post":
@@ -407,7 +409,7 @@ async def test_every_api_needs_a_key_with_its_scope(loop: Loop) -> None:
     assert page.returncode == 0, page.stderr
     keys["page"] = {"Authorization": f"Bearer {page.stdout.split()[0]}"}
     granted = {"reader": set(readers.split(",")), "writer": {"responses:write"}, "page": set()}
-    public = {("ingest", "post", "/v1/responses")}  # what a publishable key may call
+    public = {("ingest", "post", "/v1/responses"), ("ingest", "post", "/v1/impressions")}  # a publishable key's
     checked = 0
     async with httpx.AsyncClient(timeout=10) as client:
         await eventually(lambda: _known_everywhere(client, loop, keys.values()), timeout=20)
@@ -435,7 +437,7 @@ async def test_every_api_needs_a_key_with_its_scope(loop: Loop) -> None:
                             assert reply.status_code == 403, (service, method, path, role, reply.text)
                             assert reply.json()["code"] == "insufficient_scope"
                     checked += 1
-    assert checked >= 39  # 6 ingest, 5 scoring, 11 follow-up, 6 alerts, 8 delivery, 3 themes
+    assert checked >= 42  # 8 ingest, 6 scoring, 11 follow-up, 6 alerts, 8 delivery, 3 themes
 
 
 async def _known_everywhere(client: httpx.AsyncClient, loop: Loop, keys: Iterable[dict[str, str]]) -> bool:
@@ -734,7 +736,14 @@ def test_nps_status_reports_every_service_its_lag_and_what_waits(loop: Loop) -> 
     assert done.returncode == 0, done.stdout + done.stderr
     for name in SERVICES:
         assert re.search(rf"^  {name}\s+ready\s+{re.escape(loop.urls[name])}/readyz$", done.stdout, re.M), name
-    for group in ("nps-scoring", "nps-scoring-themes", "nps-followup", "nps-alerts", "nps-delivery"):
+    for group in (
+        "nps-scoring",
+        "nps-scoring-rates",
+        "nps-scoring-themes",
+        "nps-followup",
+        "nps-alerts",
+        "nps-delivery",
+    ):
         assert re.search(rf"^  \w+\s+{group}: [\d,]+  \(", done.stdout, re.M), group
     for section in ("outbox rows waiting", "webhook deliveries pending", "alerts firing", "tickets active"):
         assert f"\n{section}" in done.stdout, section
@@ -799,3 +808,46 @@ async def test_under_load_every_log_line_is_json_with_its_service_and_no_persona
     parsed = [json.loads(line) for line in lines]
     assert all({"time", "level", "service", "logger", "message"} <= set(line) for line in parsed)
     assert {line["service"] for line in parsed} >= {"launcher", *SERVICES}
+
+
+async def test_invitations_and_answers_become_a_response_rate_beside_the_score(loop: Loop) -> None:
+    """Who was asked (ingest), who answered (ingest), the rate (scoring), end to end over HTTP."""
+    run = uuid.uuid4().hex[:8]
+    asked_at = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    invitations = [
+        {"invitation_id": f"{run}-i{n}", "respondent_id": f"{run}-u{n}", "survey_id": "q4", "channel": "email",
+         "invited_at": asked_at, "attributes": {"run": run}}
+        for n in range(4)
+    ]  # fmt: skip
+    async with httpx.AsyncClient(timeout=10) as client:
+        sent = await client.post(
+            f"{loop.urls['ingest']}/v1/invitations", json={"invitations": invitations}, headers=loop.auth
+        )
+        assert sent.status_code == 202 and sent.json() == {"recorded": 4, "repeated": 0, "conflicts": []}, sent.text
+        answers = [
+            {"respondent_id": f"{run}-u0", "score": 9, "survey_id": "q4", "invitation_id": f"{run}-i0"},  # named
+            {"respondent_id": f"{run}-u1", "score": 3, "survey_id": "q4"},  # its latest invitation to q4
+            {"respondent_id": f"{run}-u9", "score": 7, "survey_id": "q4"},  # never invited: a score, no rate
+        ]
+        for body in answers:
+            reply = await post(client, loop, {**body, "channel": "email", "attributes": {"run": run}})
+            assert reply.status_code == 202, reply.text
+
+        async def rated() -> dict[str, Any] | None:
+            reply = await client.get(
+                f"{loop.urls['scoring']}/v1/response-rates", params={"segment": f"run:{run}", "window": "7d"},
+                headers=loop.auth,
+            )  # fmt: skip
+            body: dict[str, Any] = reply.json()
+            return body if body["responded"] == 2 else None
+
+        await eventually(lambda: _is_some(rated), timeout=20)
+        rate = await rated()
+        assert rate is not None and (rate["invited"], rate["rate"]) == (4, 0.5)
+        assert 0 < rate["ci95"]["low"] < 0.5 < rate["ci95"]["high"] < 1
+        score = await nps(client, loop, window="7d", segment=f"run:{run}")
+        assert score["n"] == 3 and score["response_rate"]["invited"] == 4 and score["response_rate"]["responded"] == 2
+
+
+async def _is_some(read: Callable[[], Awaitable[object | None]]) -> bool:
+    return await read() is not None

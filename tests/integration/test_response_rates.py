@@ -56,7 +56,7 @@ invitation_st = st.fixed_dictionaries(
         "person": st.sampled_from(PEOPLE),
         "survey": st.sampled_from(SURVEYS),
         "channel": st.sampled_from(("email", "web")),
-        "hours": st.integers(0, 40).map(lambda day: 24 * day),  # a coarse grid: erasures land on it
+        "hours": st.integers(0, 24 * 40),
         "dismissed": st.booleans(),  # a widget's prompt: shown, then dismissed (one invitation)
     }
 )
@@ -68,11 +68,9 @@ answer_st = st.fixed_dictionaries(
         "names": st.one_of(st.none(), st.integers(0, 30), st.just(-1)),  # an invitation by index; -1: unknown
     }
 )
-# On the invitations' grid: a request at the very moment of an invitation's event (just before ingest
-# took it: it stays) or a second after (it goes).
-erasure_st = st.fixed_dictionaries(
-    {"person": st.sampled_from(PEOPLE), "hours": st.integers(0, 40).map(lambda day: 24 * day), "after": st.booleans()}
-)
+# At the very moment of one of the invitations: just before ingest took it (it stays) or a second
+# after (it goes), with whatever that person had before and after.
+erasure_st = st.fixed_dictionaries({"of": st.integers(0, 29), "after": st.booleans()})
 
 
 def events_of(
@@ -103,8 +101,9 @@ def events_of(
             )
         )
     for k, erasure in enumerate(erasures):
-        requested = at(erasure["hours"]) + timedelta(seconds=2 if erasure["after"] else 0)
-        made.append(RespondentErased(erasure_id=f"e{k}", respondent_id=erasure["person"], requested_at=requested))
+        of = invitations[erasure["of"] % len(invitations)]
+        requested = at(of["hours"]) + timedelta(seconds=2 if erasure["after"] else 0)
+        made.append(RespondentErased(erasure_id=f"e{k}", respondent_id=of["person"], requested_at=requested))
     return made
 
 
