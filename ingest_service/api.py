@@ -35,10 +35,12 @@ from ingest_service.invitations import (
     InvitationsIn,
     InvitationsOut,
 )
+from ingest_service.prompt import PromptAnswer, PromptQuery, PromptRules, decide, facts_of
 from ingest_service.public import PublicCalls
 from ingest_service.publisher import PublishFailed
 from ingest_service.raw import RawRequest, RawRoute
 from shared import audit
+from shared.db import database_unavailable
 from shared.events import Identity
 from shared.problems import Problem, ProblemError
 from shared.service import ReadConnection
@@ -251,6 +253,32 @@ async def post_impression(state: State, request: RawRequest) -> ImpressionOut:
         raise unavailable(exc) from exc
 
 
+async def get_prompt(state: State, request: RawRequest) -> PromptAnswer:
+    """Whether to show this person the prompt now: a publishable key's (the widget's), with the
+    person's identity proven as for a response, or a secret key's with contact:read."""
+    key = state.gate.key(request.header_values(b"authorization"), "contact:read", public=True)
+    asked = request.params(PromptQuery)
+    share = 1.0
+    rules: PromptRules = state.prompt_rules
+    if key.publishable:
+        public: PublicCalls = state.public
+        public.admit_request(key, request)
+        public.admit_person(
+            key, asked.respondent_id, asked.respondent_hash, asked.survey_id, asked.channel, limit=False
+        )
+        share = key.bound.sample or share
+    if asked.survey_id is not None and key.bound.sample is None:
+        share = rules.samples.get(asked.survey_id, share)
+    respondent_key = state.pseudonyms.key(asked.respondent_id)
+    try:
+        facts = await facts_of(state.engine, asked.respondent_id, respondent_key)
+    except Exception as exc:
+        if database_unavailable(exc):
+            raise unavailable(StoreUnavailable(type(exc).__name__)) from exc
+        raise
+    return decide(facts, datetime.now(UTC), rules, respondent_key, share)
+
+
 def _problem_of(value: object) -> dict[str, str]:
     if isinstance(value, FieldProblem):
         return {"field": value.field, "problem": value.problem}
@@ -316,6 +344,21 @@ RAW_ROUTES = (
         examples={"one": {"value": {"invitations": [INVITATION_EXAMPLE]}}},
         responses=problems(401, 403, 413, 422, 429, 503),
         tags=["invitations"],
+    ),
+    RawRoute(
+        "/v1/prompt",
+        "get_prompt",
+        get_prompt,
+        PromptQuery,
+        PromptAnswer,
+        200,
+        "Should this person see the NPS prompt now? (publishable keys; secret keys with contact:read)",
+        description="No when they opted out of follow-up, were erased, answered within NPS_INGEST_SURVEY_MIN_DAYS, "
+        "were invited or shown the prompt within NPS_INGEST_PROMPT_GAP_DAYS, or are not in the key's (or survey's) "
+        "sample this period; `reason` says which, `next_at` from when it may be yes.",
+        responses=problems(401, 403, 413, 422, 429, 503),
+        tags=["invitations"],
+        method="GET",
     ),
     RawRoute(
         "/v1/impressions",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ from ingest_service.api import RAW_ROUTES, router
 from ingest_service.domain import Limits
 from ingest_service.handlers import Ingest
 from ingest_service.invitations import Invitations
+from ingest_service.prompt import MirrorContact, PromptRules
 from ingest_service.public import PUBLIC_PATHS, PublicCalls
 from ingest_service.publisher import KafkaPublisher
 from ingest_service.raw import RawFirst, serve_raw
@@ -21,10 +23,24 @@ from ingest_service.repository import ResponseStore
 from ingest_service.settings import IngestSettings
 from shared.auth import bearer, gate_for
 from shared.db import database_reachable, make_engine
+from shared.events import ContactChanged, contact_events
 from shared.http import BodyLimitMiddleware, base_app, health_router, report_worker_failure
 from shared.kafka import broker_reachable, make_producer
 from shared.ratelimit import RateLimiter
+from shared.service import ConsumerSpec, running_loop
 from shared.workers import is_first_worker
+
+
+def contact_spec(settings: IngestSettings) -> ConsumerSpec[ContactChanged]:
+    """The mirror of follow-up's opt-outs that GET /v1/prompt reads (ingest_service/prompt.py)."""
+    return ConsumerSpec(
+        service="ingest-contact",
+        schema="ingest",
+        topic=settings.topics.contact,
+        group_id=settings.contact_group_id,
+        decode=contact_events.validate_json,
+        handler=MirrorContact(settings.pseudonyms()),
+    )
 
 
 def create_app(settings: IngestSettings | None = None) -> RawFirst:
@@ -46,6 +62,7 @@ def create_app(settings: IngestSettings | None = None) -> RawFirst:
             limits,
             db_timeout_s=settings.db_timeout_s,
             invitations_topic=settings.topics.invitations,
+            pseudonyms=settings.pseudonyms(),
         )
         recorder = asyncio.create_task(ingest.run(), name="recorder")
         recorder.add_done_callback(lambda t: report_worker_failure(app, t))
@@ -75,9 +92,21 @@ def create_app(settings: IngestSettings | None = None) -> RawFirst:
             RateLimiter(settings.public_rate_per_address_s, settings.public_burst_per_address),
             RateLimiter(settings.public_rate_per_respondent_s, settings.public_burst_per_respondent),
         )
+        app.state.pseudonyms = settings.pseudonyms()
+        app.state.prompt_rules = PromptRules(
+            survey_gap=timedelta(days=settings.survey_min_days),
+            asked_gap=timedelta(days=settings.prompt_gap_days),
+            period_days=settings.sample_period_days,
+            samples=settings.prompt_samples,
+        )
         try:
-            async with gate_for(app, engine, settings):
-                yield
+            async with contextlib.AsyncExitStack() as stack:
+                if is_first_worker():  # one mirror of the opt-outs per service
+                    await stack.enter_async_context(
+                        running_loop(settings, contact_spec(settings), "nps-ingest-contact")
+                    )
+                async with gate_for(app, engine, settings):
+                    yield
         finally:
             recorder.cancel()
             watermark.cancel()

@@ -30,6 +30,7 @@ from ingest_service.repository import Revision, StoreUnavailable
 from shared.deadline import Deadline, DeadlineExceeded
 from shared.events import Identity, RespondentErased, ResponseRevised
 from shared.logs import current_request_id
+from shared.pseudonyms import Pseudonyms
 from shared.validation import FieldProblem
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,9 @@ class ResponseStore(Protocol):
     async def record_group(self, items: Sequence[Submission]) -> dict[str, str]: ...
     async def next_revision(self, response_id: str) -> Revision | None: ...
     async def log_revision(self, respondent_id: str, event: bytes) -> None: ...
-    async def forget_respondent(self, respondent_id: str, erasure_id: str, actor: str, event: bytes) -> int: ...
+    async def forget_respondent(
+        self, respondent_id: str, erasure_id: str, actor: str, event: bytes, respondent_key: str | None = None
+    ) -> int: ...
 
 
 # One per batch item (0.1 us to build); the answer encodes them as they are: the fields are
@@ -124,6 +127,7 @@ class Ingest:
     db_timeout_s: float = 2.0
     max_group: int = 2_000
     invitations_topic: str | None = None  # nps.invitations.v1: an erasure goes there too
+    pseudonyms: Pseudonyms | None = None  # an erasure is remembered by the person's keyed pseudonym
     _waiting: list[Waiting] = field(default_factory=list, init=False, repr=False)
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
     # Recorded groups waiting for the broker, each with the time its wait ends; and the task that
@@ -296,7 +300,8 @@ class Ingest:
         await self.publisher.publish(self.topic, key=respondent_id.encode(), value=payload)
         if self.invitations_topic is not None:  # their invitations' topic forgets them too
             await self.publisher.publish(self.invitations_topic, key=respondent_id.encode(), value=payload)
-        await self.store.forget_respondent(respondent_id, event.erasure_id, source, payload)
+        key = self.pseudonyms.key(respondent_id) if self.pseudonyms is not None else None
+        await self.store.forget_respondent(respondent_id, event.erasure_id, source, payload, key)
         return event
 
 

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 PUBLIC_BODY_LIMIT = 8 * 1024
 RANDOM_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 # The operations a publishable key may call, with their methods (a browser's preflight asks).
-PUBLIC_PATHS = {"/v1/responses": "POST", "/v1/impressions": "POST"}
+PUBLIC_PATHS = {"/v1/responses": "POST", "/v1/impressions": "POST", "/v1/prompt": "GET"}
 
 
 def identity_hash(secret: str, respondent_id: str) -> str:
@@ -85,7 +85,13 @@ class PublicCalls:
         return body.model_copy(update={"channel": channel, "respondent_hash": None})
 
     def admit_person(
-        self, key: Key, respondent_id: str, respondent_hash: str | None, survey_id: str | None, channel: str | None
+        self,
+        key: Key,
+        respondent_id: str,
+        respondent_hash: str | None,
+        survey_id: str | None,
+        channel: str | None,
+        limit: bool = True,
     ) -> str | None:
         """Whether the key may speak for this person about this survey (every public operation asks
         it): their identity proven (or, for an anonymous key, an id nobody else has), the survey and
@@ -103,7 +109,8 @@ class PublicCalls:
             )
         if bound.channel is not None and channel not in (None, bound.channel):
             raise ProblemError(403, "channel_not_allowed", f"key '{key.name}' posts to the channel {bound.channel!r}")
-        self._limit(self._per_respondent, f"{key.name}/{respondent_id}", "this respondent")
+        if limit:  # (asking whether to show the prompt reads; a page may ask on every load)
+            self._limit(self._per_respondent, f"{key.name}/{respondent_id}", "this respondent")
         return bound.channel or channel
 
     @staticmethod

@@ -15,8 +15,9 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
+from urllib.parse import parse_qsl
 
-from fastapi import Body, FastAPI, params
+from fastapi import Body, FastAPI, Query, params
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
@@ -38,14 +39,20 @@ JSON_HEADER = (b"content-type", b"application/json")
 class RawRequest:
     """What a raw route's handler sees: the headers (lower-cased names) and the whole body."""
 
-    __slots__ = ("body", "client", "headers", "pairs", "reply_headers")
+    __slots__ = ("body", "client", "headers", "pairs", "query", "reply_headers")
 
     def __init__(
-        self, pairs: list[tuple[bytes, bytes]], headers: dict[bytes, bytes], body: bytes, client: str | None = None
+        self,
+        pairs: list[tuple[bytes, bytes]],
+        headers: dict[bytes, bytes],
+        body: bytes,
+        client: str | None = None,
+        query: bytes = b"",
     ) -> None:
         self.pairs = pairs  # as sent, repeated names included
         self.headers = headers
         self.body = body
+        self.query = query  # the raw query string (a GET's parameters)
         # The client's address: the peer's, or X-Forwarded-For's from a proxy in NPS_TRUSTED_PROXIES.
         self.client = client
         self.reply_headers: list[tuple[bytes, bytes]] = []  # the handler's own, on its answer or its error
@@ -71,6 +78,32 @@ class RawRequest:
             return model.model_validate_json(self.body)
         except ValidationError as exc:
             raise invalid_request(field_problems(exc.errors())) from exc
+
+    def params(self, model: type[M]) -> M:
+        """The query parameters, each given at most once, validated by `model`: errors name the
+        parameter (422 `invalid_query`), as the framework routes' do."""
+        try:
+            pairs = parse_qsl(
+                self.query.decode("utf-8"), keep_blank_values=True, strict_parsing=False, max_num_fields=32
+            )
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ProblemError(422, "invalid_query", "the query string is not UTF-8 key=value pairs") from exc
+        given: dict[str, str] = {}
+        for name, value in pairs:
+            if name in given:
+                raise invalid_query(name, "given more than once")
+            given[name] = value
+        try:
+            return model.model_validate(given)
+        except ValidationError as exc:
+            problems = field_problems(exc.errors())
+            raise ProblemError(422, "invalid_query", f"invalid {problems[0].field}", list(problems)) from exc
+
+
+def invalid_query(field: str, problem: str) -> ProblemError:
+    return ProblemError(
+        422, "invalid_query", f"invalid {field}: {problem}", [FieldProblem(field=field, problem=problem)]
+    )
 
 
 # What a browser may send and read on the public operations (publishable keys: ingest_service/public.py).
@@ -127,12 +160,25 @@ class RawRoute:
         async def endpoint(**_: Any) -> None:  # never called: the request is answered by RawRoutes
             raise NotImplementedError
 
-        body = inspect.Parameter(
-            "body",
-            inspect.Parameter.KEYWORD_ONLY,
-            annotation=Annotated[self.body, Body(openapi_examples=dict(self.examples) or None)],
-        )
-        endpoint.__signature__ = inspect.Signature([body], return_annotation=self.response)  # type: ignore[attr-defined]
+        if self.method == "GET":  # the model's fields are the query parameters
+            parameters = [
+                inspect.Parameter(
+                    name,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    annotation=Annotated[spec.annotation, Query(description=spec.description)],
+                    default=inspect.Parameter.empty if spec.is_required() else spec.default,
+                )
+                for name, spec in self.body.model_fields.items()
+            ]
+        else:
+            parameters = [
+                inspect.Parameter(
+                    "body",
+                    inspect.Parameter.KEYWORD_ONLY,
+                    annotation=Annotated[self.body, Body(openapi_examples=dict(self.examples) or None)],
+                )
+            ]
+        endpoint.__signature__ = inspect.Signature(parameters, return_annotation=self.response)  # type: ignore[attr-defined]
         return APIRoute(
             self.path,
             endpoint,
@@ -170,7 +216,7 @@ class RawRoutes:
         try:
             body = await read_body(headers, receive, limit, self.body_timeout_s)
             peer = scope.get("client")
-            request = RawRequest(scope["headers"], headers, body, peer[0] if peer else None)
+            request = RawRequest(scope["headers"], headers, body, peer[0] if peer else None, scope["query_string"])
             answer = await route.handle(state, request)
             status = route.status
             payload = answer if isinstance(answer, bytes) else answer.__pydantic_serializer__.to_json(answer)

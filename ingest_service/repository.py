@@ -268,7 +268,9 @@ class ResponseStore:
             )
         return found
 
-    async def forget_respondent(self, respondent_id: str, erasure_id: str, actor: str, event: bytes) -> int:
+    async def forget_respondent(
+        self, respondent_id: str, erasure_id: str, actor: str, event: bytes, respondent_key: str | None = None
+    ) -> int:
         """Delete the respondent's rows and logged events, log the erasure event itself (kept only
         until every consumer has read it: `replay.Watermark.purge`), and record the erasure (by its
         id, never the person's) in the audit log, in one transaction."""
@@ -281,5 +283,13 @@ class ResponseStore:
                 sa.text(f"DELETE FROM {SCHEMA}.invitations WHERE respondent_id = :r"), {"r": respondent_id}
             )
             await conn.execute(_LOG, {"kind": "erasure", "r": respondent_id, "event": event})
+            if respondent_key is not None:  # the prompt is not shown to them again (ingest_service/prompt.py)
+                await conn.execute(
+                    sa.text(
+                        f"INSERT INTO {SCHEMA}.erasures VALUES (:k, now()) "
+                        "ON CONFLICT (respondent_key) DO UPDATE SET requested_at = now()"
+                    ),
+                    {"k": respondent_key},
+                )
             await audit.record(conn, actor, "respondent.erasure_requested", erasure_id, {"responses": result.rowcount})
         return int(result.rowcount)

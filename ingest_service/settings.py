@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -55,12 +55,42 @@ class IngestSettings(ServiceSettings):
     public_burst_per_respondent: float = Field(
         default=5, ge=1, description="with a publishable key: one person's burst"
     )
+    # GET /v1/prompt (ingest_service/prompt.py): whether a widget shows a person the prompt now.
+    survey_min_days: float = Field(
+        default=90, ge=0, description="GET /v1/prompt: not again within this many days of the person's last answer"
+    )
+    prompt_gap_days: float = Field(
+        default=7,
+        ge=0,
+        description="GET /v1/prompt: not again within this many days of their last invitation or prompt shown "
+        "(answered or not)",
+    )
+    prompt_samples: dict[str, float] = Field(
+        default={},
+        description='GET /v1/prompt: per survey id, the share of people shown its prompt (JSON, {"q4": 0.25}); a '
+        "publishable key's --sample wins; default everyone",
+    )
+    sample_period_days: int = Field(
+        default=30, ge=1, le=366, description="a sampled person stays in (or out) for a period of this many days"
+    )
+    contact_group_id: str = Field(
+        default="nps-ingest-contact",
+        description="the consumer group that mirrors follow-up's opt-outs (nps.contact.v1) for GET /v1/prompt",
+    )
     replay_check_s: float = Field(default=5.0, gt=0, description="how often the replay watermark is advanced")
     replay_margin_s: float = Field(
         default=60.0,
         ge=0,
         description="a replay from the watermark starts this much earlier (clock skew, publishes in flight)",
     )
+
+    @field_validator("prompt_samples")
+    @classmethod
+    def _shares(cls, samples: dict[str, float]) -> dict[str, float]:
+        for survey, share in samples.items():
+            if not 0 < share <= 1:
+                raise ValueError(f"the share of survey {survey!r} is {share}: give 0 < share <= 1")
+        return samples
 
     @property
     def replay_margin(self) -> timedelta:

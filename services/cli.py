@@ -186,8 +186,12 @@ def keys_dispatch(args: argparse.Namespace, url: str) -> Coroutine[Any, Any, int
         return create_publishable_key(url, args)
     if args.action == "rotate-identity":
         return rotate_identity(url, args)
-    if args.action == "create" and (args.origin or args.survey or args.channel or args.native or args.anonymous):
-        return refused("nps keys create: --origin, --survey, --channel, --native and --anonymous need --publishable")
+    if args.action == "create" and any(
+        (args.origin, args.survey, args.channel, args.native, args.anonymous, args.sample is not None)
+    ):
+        return refused(
+            "nps keys create: --origin, --survey, --channel, --native, --anonymous and --sample need --publishable"
+        )
     return keys_command(url, args.action, getattr(args, "name", None), getattr(args, "scope", None))
 
 
@@ -224,6 +228,13 @@ def add_admin_commands(sub: Any) -> None:
         "--anonymous",
         action="store_true",
         help="with --publishable: no identity (a random id the client makes; no follow-up reaches the person)",
+    )
+    create.add_argument(
+        "--sample",
+        type=float,
+        metavar="SHARE",
+        help="with --publishable: GET /v1/prompt shows the prompt to this share of people (0 < SHARE <= 1), the same "
+        "people all through a period (default: the survey's NPS_INGEST_PROMPT_SAMPLES share, or everyone)",
     )
     keys_sub.add_parser("revoke", help="revoke a key").add_argument("name")
     rotate = keys_sub.add_parser(

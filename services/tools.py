@@ -137,13 +137,15 @@ async def create_publishable_key(url: str, args: argparse.Namespace) -> int:
         for value in [*(args.survey or ()), *([args.channel] if args.channel else [])]:
             if not re.fullmatch(PLAIN, value) or len(value) > 64:
                 raise ValueError(f"{value!r} is not a survey id or channel (1-64 plain characters)")
+        if args.sample is not None and not 0 < args.sample <= 1:
+            raise ValueError(f"--sample {args.sample} is not a share: 0 < SHARE <= 1 (0.25: a quarter of people)")
         sealer = tool_sealer(LauncherSettings())
     except (ValueError, NotRunning) as exc:
         print(f"nps keys create: {exc}", file=sys.stderr)
         return 2
     key = new_publishable_key()
     identity = None if args.anonymous else new_identity_secret()
-    bound = Publishable(origins, frozenset(args.survey or ()), args.channel, args.native, args.anonymous)
+    bound = Publishable(origins, frozenset(args.survey or ()), args.channel, args.native, args.anonymous, args.sample)
     engine = make_engine(url)
     try:
         sealed = None if identity is None else sealer.seal(identity, identity_place(args.name))

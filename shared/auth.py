@@ -130,6 +130,8 @@ class Publishable:
     # No identity: the client makes a random respondent id, and no follow-up reaches the person by
     # default (the policy sees `identity: anonymous`).
     anonymous: bool = False
+    # GET /v1/prompt shows the prompt to this share of people (None: the survey's configured share, or all).
+    sample: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,12 +189,12 @@ class KeyStore:
             await conn.execute(
                 sa.text(
                     f"INSERT INTO {SCHEMA}.api_keys (name, key_hash, scopes, kind, origins, surveys, channel, native, "
-                    "anonymous, identity_secret) VALUES (:n, :h, :s, :kind, :origins, :surveys, :channel, :native, "
-                    ":anonymous, :identity) "
+                    "anonymous, sample, identity_secret) VALUES (:n, :h, :s, :kind, :origins, :surveys, :channel, "
+                    ":native, :anonymous, :sample, :identity) "
                     "ON CONFLICT (name) DO UPDATE SET key_hash = EXCLUDED.key_hash, scopes = EXCLUDED.scopes, "
                     "kind = EXCLUDED.kind, origins = EXCLUDED.origins, surveys = EXCLUDED.surveys, "
                     "channel = EXCLUDED.channel, native = EXCLUDED.native, anonymous = EXCLUDED.anonymous, "
-                    "identity_secret = EXCLUDED.identity_secret, "
+                    "sample = EXCLUDED.sample, identity_secret = EXCLUDED.identity_secret, "
                     "identity_previous = NULL, identity_previous_until = NULL, created_at = now(), revoked_at = NULL, "
                     "last_used_at = NULL"
                 ),
@@ -206,13 +208,15 @@ class KeyStore:
                     "channel": bound.channel,
                     "native": bound.native,
                     "anonymous": bound.anonymous,
+                    "sample": bound.sample,
                     "identity": identity_sealed,
                 },
             )
             detail: dict[str, Any] = {"scopes": list(scopes)}
             if publishable is not None:
                 detail = {"kind": "publishable", "origins": sorted(bound.origins), "surveys": sorted(bound.surveys),
-                          "channel": bound.channel, "native": bound.native, "anonymous": bound.anonymous}  # fmt: skip
+                          "channel": bound.channel, "native": bound.native, "anonymous": bound.anonymous,
+                          "sample": bound.sample}  # fmt: skip
             await audit.record(conn, actor, "key.created", name, detail)
 
     async def revoke(self, name: str, actor: str) -> bool:
@@ -239,7 +243,8 @@ class KeyStore:
         async with self._engine.connect() as conn:
             rows = await conn.execute(
                 sa.text(
-                    f"SELECT key_hash, name, scopes, kind, origins, surveys, channel, native, anonymous, identity_secret, "
+                    f"SELECT key_hash, name, scopes, kind, origins, surveys, channel, native, anonymous, sample, "
+                    "identity_secret, "
                     f"CASE WHEN identity_previous_until > now() THEN identity_previous END AS identity_previous "
                     f"FROM {SCHEMA}.api_keys WHERE revoked_at IS NULL"
                 )
@@ -249,7 +254,7 @@ class KeyStore:
                     r.name,
                     frozenset(r.scopes),
                     r.kind,
-                    Publishable(frozenset(r.origins), frozenset(r.surveys), r.channel, r.native, r.anonymous),
+                    Publishable(frozenset(r.origins), frozenset(r.surveys), r.channel, r.native, r.anonymous, r.sample),
                     tuple(s for s in (r.identity_secret, r.identity_previous) if s is not None),
                 )
                 for r in rows

@@ -164,6 +164,23 @@ InvitationEvent = Annotated[InvitationSent | RespondentErased, Field(discriminat
 invitation_events: TypeAdapter[InvitationEvent] = TypeAdapter(InvitationEvent)
 
 
+# --- nps.contact.v1: keyed by respondent_id ---
+
+
+class ContactChanged(Event):
+    """A person opted out of follow-up messages, or back in (follow-up's contact rules). Ingest keeps
+    the latest per person (by `changed_at`), so its prompt is not shown to somebody who opted out."""
+
+    type: Literal["ContactChanged"] = "ContactChanged"
+    respondent_id: str
+    opted_out: bool
+    changed_at: AwareDatetime
+    source: str | None = None
+
+
+contact_events: TypeAdapter[ContactChanged] = TypeAdapter(ContactChanged)
+
+
 # --- nps.scores.v1: keyed by segment ---
 
 

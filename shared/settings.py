@@ -45,6 +45,10 @@ class Topics:
         return f"{self.namespace}.invitations.v1"
 
     @property
+    def contact(self) -> str:
+        return f"{self.namespace}.contact.v1"
+
+    @property
     def deadletter(self) -> str:
         return f"{self.namespace}.deadletter.v1"
 

@@ -10,8 +10,11 @@ from pydantic import BaseModel, Field
 
 from followup_service.contact import repository
 from followup_service.contact.domain import ContactRules
-from shared import audit
+from followup_service.tables import SCHEMA
+from shared import audit, outbox
 from shared.auth import KEY_PROBLEMS, requires
+from shared.events import ContactChanged
+from shared.outbox import Outgoing
 from shared.service import ReadConnection
 from shared.validation import PLAIN
 
@@ -44,6 +47,10 @@ async def _opt(request: Request, respondent_id: str, actor: str, out: bool) -> O
         if changed:
             action = "respondent.opted_out" if out else "respondent.opted_in"
             await audit.record(conn, actor, action, key[:16])  # the key's prefix: never the person's id
+            # Ingest's prompt follows it (nps.contact.v1), published once this commits.
+            event = ContactChanged(respondent_id=respondent_id, opted_out=out, changed_at=now, source=actor)
+            topic = request.app.state.settings.topics.contact
+            await outbox.enqueue(conn, SCHEMA, [Outgoing(topic, respondent_id.encode(), event.to_bytes())])
     return OptOut(respondent_id=respondent_id, opted_out=out, changed=changed)
 
 

@@ -10,7 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from followup_service.bootstrap import create_app, spec
-from tests.helpers import Run, create_topics, eventually, served
+from shared.events import contact_events
+from tests.helpers import Run, create_topics, eventually, read_topic, served
 from tests.integration.test_followup import settings_for
 
 pytestmark = pytest.mark.integration
@@ -101,3 +102,8 @@ async def test_fatigue_and_opt_out_hold_back_messages_and_the_contact_api_says_w
             stored = "\n".join(str(r) for r in await conn.execute(sa.text("SELECT * FROM followup.opt_outs")))
         assert actions == ["respondent.opted_out", "respondent.opted_in"]
         assert bob not in stored  # only the keyed hash is kept
+    # Each change (not the repeat) reaches nps.contact.v1, for ingest's GET /v1/prompt.
+    records = await read_topic(bootstrap, settings.topics.contact, expect=2)
+    changes = [contact_events.validate_json(r.value) for r in records]  # type: ignore[arg-type]
+    assert [(c.respondent_id, c.opted_out) for c in changes] == [(bob, True), (bob, False)]
+    assert all(r.key == bob.encode() for r in records)

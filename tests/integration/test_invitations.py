@@ -16,10 +16,10 @@ import sqlalchemy as sa
 
 from ingest_service.public import identity_hash
 from shared.db import make_engine
-from shared.events import InvitationSent, RespondentErased, invitation_events, response_events
+from shared.events import ContactChanged, InvitationSent, RespondentErased, invitation_events, response_events
 from shared.kafka import ensure_topics
 from shared.settings import Topics
-from tests.helpers import nps, nps_here, read_topic
+from tests.helpers import eventually, keyed, nps, nps_here, produce, read_topic, started_producer
 from tests.integration.conftest import LiveIngest, live_ingest
 from tests.integration.test_publishable_keys import known, quick_key
 
@@ -30,7 +30,10 @@ PAGE = "https://app.example.com"
 
 @pytest.fixture(scope="module")
 def asking(pg_admin_url: str, bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveIngest]:
-    live = live_ingest(pg_admin_url, bootstrap, tmp_path_factory.mktemp("asking"), NPS_INGEST_RATE_LIMIT_PER_S="0")
+    live = live_ingest(
+        pg_admin_url, bootstrap, tmp_path_factory.mktemp("asking"), NPS_INGEST_RATE_LIMIT_PER_S="0",
+        NPS_INGEST_PUBLIC_RATE_PER_ADDRESS_S="0",  # the tests of the address limit are test_publishable_keys.py
+    )  # fmt: skip
     yield live
     assert live.process.stop() == 0, live.process.log.read_text()[-3000:]
 
@@ -235,3 +238,110 @@ async def test_a_replay_brings_invitations_back_to_their_own_topic(asking: LiveI
         ("RespondentErased", erased),
     ]
     assert [(type(e).__name__, e.respondent_id) for e in responses] == [("RespondentErased", erased)]
+
+
+# --- GET /v1/prompt ---
+
+
+async def prompt(client: httpx.AsyncClient, ingest: LiveIngest, headers: dict[str, str], **params: str) -> Any:
+    reply = await client.get(f"{ingest.url}/v1/prompt", headers=headers, params=params)
+    assert reply.status_code == 200, reply.text
+    return reply.json()
+
+
+async def test_the_prompt_says_no_after_an_answer_an_invitation_an_erasure_or_an_opt_out(asking: LiveIngest) -> None:
+    reader = inviter(asking, "contact:read,invitations:write,responses:write,respondents:erase")
+    fresh, answered, invited, erased, opted = (f"{w}-{uuid.uuid4().hex[:8]}" for w in ("f", "a", "i", "e", "o"))
+    async with httpx.AsyncClient(timeout=10) as client:
+        assert await prompt(client, asking, reader, respondent_id=fresh) == {
+            "show": True,
+            "reason": None,
+            "next_at": None,
+        }
+        posted = await client.post(
+            f"{asking.url}/v1/responses", headers=reader, json={"respondent_id": answered, "score": 9}
+        )
+        assert posted.status_code == 202, posted.text
+        said = await prompt(client, asking, reader, respondent_id=answered, survey_id="q4")
+        assert said["show"] is False and said["reason"] == "surveyed_recently"
+        assert datetime.fromisoformat(said["next_at"]) > datetime.now(UTC) + timedelta(days=89)  # 90 days on
+        sent = await client.post(
+            f"{asking.url}/v1/invitations", headers=reader, json={"invitations": [invitation(invited)]}
+        )
+        assert sent.status_code == 202, sent.text
+        said = await prompt(client, asking, reader, respondent_id=invited)
+        assert said["reason"] == "asked_recently" and datetime.fromisoformat(said["next_at"]) < datetime.now(
+            UTC
+        ) + timedelta(days=7)
+        assert (await client.delete(f"{asking.url}/v1/respondents/{erased}", headers=reader)).status_code == 202
+        assert await prompt(client, asking, reader, respondent_id=erased) == {
+            "show": False,
+            "reason": "erased",
+            "next_at": None,
+        }
+
+        # Follow-up's opt-outs arrive on nps.contact.v1; the latest change per person wins, whatever the order.
+        now = datetime.now(UTC)
+        changes = [
+            ContactChanged(respondent_id=opted, opted_out=True, changed_at=now - timedelta(minutes=2)),
+            ContactChanged(respondent_id=opted, opted_out=False, changed_at=now - timedelta(minutes=1)),
+            ContactChanged(respondent_id=opted, opted_out=True, changed_at=now - timedelta(minutes=3)),  # late, older
+            ContactChanged(respondent_id=fresh, opted_out=True, changed_at=now),
+        ]
+        async with started_producer(asking.bootstrap) as producer:
+            await produce(producer, asking.topics.contact, keyed(changes))
+
+        async def mirrored() -> bool:
+            return bool((await prompt(client, asking, reader, respondent_id=fresh))["reason"] == "opted_out")
+
+        await eventually(mirrored, timeout=30)
+        assert (await prompt(client, asking, reader, respondent_id=opted))["show"] is True  # opted back in
+
+
+async def test_a_page_asks_for_its_vouched_person_only_and_a_sample_stays_put(asking: LiveIngest) -> None:
+    key, identity = await quick_key(asking, PAGE)
+    sampled_key, sampled_identity = await quick_key(asking, PAGE, sample=0.5)
+    page = {"Authorization": f"Bearer {key}", "Origin": PAGE}
+    person = f"w-{uuid.uuid4().hex[:8]}"
+    async with httpx.AsyncClient(timeout=10) as client:
+        await known(client, asking, sampled_key)
+        preflight = await client.options(
+            f"{asking.url}/v1/prompt", headers={"Origin": PAGE, "Access-Control-Request-Method": "GET"}
+        )
+        assert preflight.status_code == 204 and "GET" in preflight.headers["access-control-allow-methods"]
+        reply = await client.get(
+            f"{asking.url}/v1/prompt", headers=page,
+            params={"respondent_id": person, "respondent_hash": identity_hash(identity, person), "survey_id": "q4"},
+        )  # fmt: skip
+        assert reply.status_code == 200 and reply.json()["show"] is True, reply.text
+        assert reply.headers["access-control-allow-origin"] == PAGE
+
+        # What an attacker with the page's key tries: somebody else's answer, another origin, no origin.
+        for headers, params, status, code in (
+            (page, {"respondent_id": "user-1842"}, 401, "identity_unverified"),
+            (page, {"respondent_id": "user-1842", "respondent_hash": identity_hash(identity, person)}, 401,
+             "identity_unverified"),
+            ({**page, "Origin": "https://evil.example"}, {"respondent_id": person}, 403, "origin_not_allowed"),
+            ({"Authorization": page["Authorization"]}, {"respondent_id": person}, 403, "origin_required"),
+            (page, {"respondent_id": person, "extra": "x"}, 422, "invalid_query"),
+            (page, {}, 422, "invalid_query"),
+        ):  # fmt: skip
+            bad = await client.get(f"{asking.url}/v1/prompt", headers=headers, params=params)
+            assert bad.status_code == status and bad.json()["code"] == code, (params, bad.text)
+        twice = await client.get(f"{asking.url}/v1/prompt?respondent_id=a&respondent_id=b", headers=page)
+        assert twice.status_code == 422 and twice.json()["errors"][0]["field"] == "respondent_id", twice.text
+
+        # --sample 0.5: about half the people, each the same on every ask.
+        sampled = {"Authorization": f"Bearer {sampled_key}", "Origin": PAGE}
+        people = [f"s-{n}-{uuid.uuid4().hex[:6]}" for n in range(80)]
+
+        async def shown(who: str) -> bool:
+            body = await prompt(
+                client, asking, sampled, respondent_id=who, respondent_hash=identity_hash(sampled_identity, who)
+            )
+            assert body["show"] or (body["reason"] == "not_sampled" and body["next_at"] is not None), body
+            return bool(body["show"])
+
+        first = [await shown(p) for p in people]
+        assert 20 <= sum(first) <= 60, sum(first)
+        assert [await shown(p) for p in people[:20]] == first[:20]

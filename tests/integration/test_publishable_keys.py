@@ -57,14 +57,16 @@ def make_key(ingest: LiveIngest, *args: str) -> tuple[str, str]:
     return key, identity
 
 
-async def quick_key(ingest: LiveIngest, *origins: str, native: bool = False) -> tuple[str, str]:
+async def quick_key(
+    ingest: LiveIngest, *origins: str, native: bool = False, sample: float | None = None
+) -> tuple[str, str]:
     """The same key written straight into the database (what the command does, without a process
     start of ~2 s on a busy machine): for the tests about using a key, not making one."""
     name, key, identity = f"web-{uuid.uuid4().hex[:6]}", new_publishable_key(), new_identity_secret()
     sealed = Sealer.of(TEST_SECRETS_KEY).seal(identity, identity_place(name))
     engine = make_engine(ingest.database_url)
     try:
-        bound = Publishable(frozenset(origins), native=native)
+        bound = Publishable(frozenset(origins), native=native, sample=sample)
         await KeyStore(engine).create(name, hash_api_key(key), (), "tests", bound, sealed)
     finally:
         await engine.dispose()

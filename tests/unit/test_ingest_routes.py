@@ -23,6 +23,7 @@ HOT = {
     ("POST", "/v1/responses/batch"),
     ("POST", "/v1/invitations"),
     ("POST", "/v1/impressions"),
+    ("GET", "/v1/prompt"),
 }
 
 

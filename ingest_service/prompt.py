@@ -1,0 +1,144 @@
+"""Should this person see the prompt now? (`GET /v1/prompt`, served by ingest so that a widget has
+one address for all it calls.) Decided from what ingest holds itself: the person's last answer
+(`ingest.responses`) and last invitation or prompt shown (`ingest.invitations`), the erasures it was
+asked for, and follow-up's opt-outs, mirrored from nps.contact.v1 by a small consumer of its own
+(`ingest.contact`). Then sampling: a stable share of people per period, by a keyed hash of the
+person and the period, so one person is not in on one page and out on the next.
+
+Who may ask: a publishable key, for a person whose identity the app's server vouched for (the same
+check as a response: nobody learns anything about a person they could not already post for), or a
+secret key with `contact:read`."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Literal
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ingest_service.domain import Identifier, plain
+from shared.consumer import Message
+from shared.events import ContactChanged
+from shared.pseudonyms import Pseudonyms
+
+SCHEMA = "ingest"
+Reason = Literal["opted_out", "erased", "surveyed_recently", "asked_recently", "not_sampled"]
+EPOCH = date(1970, 1, 1)
+
+
+class PromptQuery(BaseModel):
+    """GET /v1/prompt's query parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    respondent_id: Identifier
+    survey_id: Annotated[str | None, plain(1, 64)] = None
+    channel: Annotated[str | None, plain(1, 64)] = None
+    respondent_hash: Annotated[str | None, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")] = Field(
+        default=None, description="With a publishable key: as on POST /v1/responses."
+    )
+
+
+class PromptAnswer(BaseModel):
+    show: bool
+    reason: Reason | None = Field(description="why not (the first that applies); null when show is true")
+    next_at: datetime | None = Field(
+        description="from when the answer may be yes (null: now, or not foreseeable: opted out, erased)"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What ingest holds about one person, for the prompt."""
+
+    last_answer: datetime | None = None
+    last_asked: datetime | None = None
+    opted_out: bool = False
+    erased: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PromptRules:
+    survey_gap: timedelta  # after an answer
+    asked_gap: timedelta  # after an invitation or a prompt shown
+    period_days: int  # a sample's period
+    samples: Mapping[str, float]  # per survey id
+
+
+def period_of(day: date, period_days: int) -> int:
+    return (day - EPOCH).days // period_days
+
+
+def sampled(respondent_key: str, share: float, period: int) -> bool:
+    """Whether the person is in a `share` sample in this period: the keyed pseudonym (which nobody
+    outside can compute) and the period, hashed to a number in [0, 1)."""
+    if share >= 1:
+        return True
+    digest = hashlib.sha256(f"{respondent_key}\x1f{period}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+def decide(facts: Facts, now: datetime, rules: PromptRules, respondent_key: str, share: float) -> PromptAnswer:
+    """Pure: the answer for this person now."""
+    if facts.opted_out:
+        return PromptAnswer(show=False, reason="opted_out", next_at=None)
+    if facts.erased:
+        return PromptAnswer(show=False, reason="erased", next_at=None)
+    if facts.last_answer is not None and facts.last_answer + rules.survey_gap > now:
+        return PromptAnswer(show=False, reason="surveyed_recently", next_at=facts.last_answer + rules.survey_gap)
+    if facts.last_asked is not None and facts.last_asked + rules.asked_gap > now:
+        return PromptAnswer(show=False, reason="asked_recently", next_at=facts.last_asked + rules.asked_gap)
+    period = period_of(now.astimezone(UTC).date(), rules.period_days)
+    if not sampled(respondent_key, share, period):
+        starts = EPOCH + timedelta(days=(period + 1) * rules.period_days)
+        return PromptAnswer(
+            show=False, reason="not_sampled", next_at=datetime(starts.year, starts.month, starts.day, tzinfo=UTC)
+        )
+    return PromptAnswer(show=True, reason=None, next_at=None)
+
+
+_FACTS = f"""
+    SELECT (SELECT max(answered_at) FROM {SCHEMA}.responses WHERE respondent_id = $1) AS last_answer,
+           (SELECT max(invited_at) FROM {SCHEMA}.invitations WHERE respondent_id = $1) AS last_asked,
+           coalesce((SELECT opted_out FROM {SCHEMA}.contact WHERE respondent_key = $2), false) AS opted_out,
+           EXISTS (SELECT 1 FROM {SCHEMA}.erasures WHERE respondent_key = $2) AS erased
+"""
+
+
+async def facts_of(engine: AsyncEngine, respondent_id: str, respondent_key: str) -> Facts:
+    async with engine.connect() as conn:
+        row = (await conn.exec_driver_sql(_FACTS, (respondent_id, respondent_key))).one()
+    return Facts(row.last_answer, row.last_asked, bool(row.opted_out), bool(row.erased))
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorContact:
+    """The batch handler of nps.contact.v1: each person's latest preference (by changed_at, so the
+    order of delivery does not matter)."""
+
+    pseudonyms: Pseudonyms
+
+    async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[ContactChanged]]) -> None:
+        latest: dict[str, ContactChanged] = {}
+        for message in batch:
+            key = self.pseudonyms.key(message.event.respondent_id)
+            if key not in latest or latest[key].changed_at < message.event.changed_at:
+                latest[key] = message.event
+        keys = sorted(latest)
+        if not keys:
+            return
+        await conn.execute(
+            sa.text(
+                f"""INSERT INTO {SCHEMA}.contact AS c (respondent_key, opted_out, changed_at)
+                    SELECT * FROM unnest(CAST(:keys AS text[]), CAST(:outs AS boolean[]), CAST(:ats AS timestamptz[]))
+                    ON CONFLICT (respondent_key) DO UPDATE SET
+                        opted_out = EXCLUDED.opted_out, changed_at = EXCLUDED.changed_at
+                    WHERE c.changed_at < EXCLUDED.changed_at"""
+            ),
+            {"keys": keys, "outs": [latest[k].opted_out for k in keys], "ats": [latest[k].changed_at for k in keys]},
+        )
