@@ -5,7 +5,8 @@ scoring  bench/scoring.py: a backlog consumed raw, by `nps scoring` and by a rep
 followup bench/followup.py: the same kind of backlog routed by `nps followup`
 delivery bench/delivery.py: webhooks sent by `nps delivery` to a local receiver, and their latency
 alerts   bench/alerts.py: evaluation rounds over 10,000 segments
-themes   bench/themes.py: the backlog, with comments, tagged and counted by `nps themes`"""
+themes   bench/themes.py: the backlog, with comments, tagged and counted by `nps themes`
+collect  bench/collect.py: GET /v1/prompt at 2,000/s, publishable POSTs, response-rate counting"""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 from bench.alerts import bench_alerts, write_alerts_report
+from bench.collect import bench_collect, write_collect_report
 from bench.delivery import bench_delivery, write_delivery_report
 from bench.followup import bench_followup, write_followup_report
 from bench.ingest import bench_ingest, ensure_wrk, write_report
@@ -30,7 +32,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["ingest", "scoring", "followup", "delivery", "alerts", "themes", "storage"],
+        choices=["ingest", "scoring", "followup", "delivery", "alerts", "themes", "storage", "collect"],
         help="run one benchmark (its section is rewritten)",
     )
     parser.add_argument("--events", type=int, default=200_000, help="scoring backlog size")
@@ -51,6 +53,9 @@ def main() -> int:
         print(f"wrote {write_alerts_report(bench_alerts())}")
     if args.only in (None, "themes"):
         print(f"wrote {write_themes_report(*bench_themes(args.events))}")
+    if args.only in (None, "collect"):
+        ensure_wrk()
+        print(f"wrote {write_collect_report(bench_collect(args.seconds))}")
     if args.only in (None, "storage"):
         print(f"wrote {write_storage_report(bench_storage(args.events))}")
     return 0

@@ -75,7 +75,7 @@ def rates_spec(settings: ScoringSettings) -> ConsumerSpec[Any]:
         schema=SCHEMA,
         topic=settings.topics.invitations,
         more_topics=(settings.topics.responses,),
-        group_id=settings.rates_group_id,
+        group_id=settings.rates_group,
         decode=decode_rate_event,
         handler=CountRates(
             dimensions=settings.segment_dimensions,

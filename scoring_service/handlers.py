@@ -22,6 +22,8 @@ from scoring_service.domain import (
     ordered,
     segments_of,
 )
+from scoring_service.rates import repository as rates_repository
+from scoring_service.rates.domain import FATIGUE_DAYS, summed
 from shared import outbox, windows
 from shared.consumer import Message
 from shared.nps import Comparison, Counts, ci95, compare
@@ -195,6 +197,18 @@ class SegmentGauges:
             metrics.SEGMENT_SCORE_HIGH.labels(segment).set(math.nan if score is None else interval.high)
             for category, n in counts.by_category():
                 metrics.SEGMENT_RESPONSES.labels(segment, category).set(n)
+        await rate_gauges(conn, self.segments, days)
+
+
+async def rate_gauges(conn: AsyncConnection, segments: Sequence[str], days: DayRange) -> None:
+    """The response rate and fatigue of the configured segments (scoring_service/rates)."""
+    fatigue_days = window(days.last, FATIGUE_DAYS)
+    for segment in segments:
+        asked = summed(await rates_repository.days_of(conn, segment, days))
+        people, twice = await rates_repository.asked_twice(conn, segment, fatigue_days)
+        metrics.SEGMENT_INVITED.labels(segment).set(asked.invited)
+        metrics.SEGMENT_RESPONSE_RATE.labels(segment).set(math.nan if asked.rate is None else asked.rate)
+        metrics.SEGMENT_ASKED_TWICE.labels(segment).set(twice / people if people else math.nan)
 
 
 # --- queries ---

@@ -45,3 +45,20 @@ SEGMENT_WINDOW_DAYS = Gauge("nps_segment_window_days", "Days in the window of th
 INVITATIONS = Counter(
     "nps_scoring_invitations_total", "Invitations counted for response rates (each invitation_id once)."
 )
+SEGMENT_INVITED = Gauge(
+    "nps_segment_invited",
+    "People invited (invitations and prompts shown) in each configured segment over the metric window.",
+    ["segment"],
+)
+SEGMENT_RESPONSE_RATE = Gauge(
+    "nps_segment_response_rate",
+    "Share (0..1) of the invitations of each configured segment over the metric window that a response answered; "
+    "NaN with no invitation.",
+    ["segment"],
+)
+SEGMENT_ASKED_TWICE = Gauge(
+    "nps_segment_asked_twice_share",
+    "Of the people of each configured segment invited in the last 30 days, the share invited two or more times "
+    "(survey fatigue); NaN with nobody invited.",
+    ["segment"],
+)

@@ -63,9 +63,10 @@ class ScoringSettings(ServiceSettings):
         "longest window the services read (windows, current + baseline, the ScoreChanged days, the metric window)",
     )
     metric_window: str = Field(default="7d", description="the rolling window of the `nps_segment_*` gauges")
-    rates_group_id: str = Field(
-        default="nps-scoring-rates",
-        description="the consumer group that counts response rates (reads the invitations and responses topics)",
+    rates_group_id: str | None = Field(
+        default=None,
+        description="the consumer group that counts response rates (reads the invitations and responses topics); "
+        "default: scoring's group with `-rates` (nps-scoring-rates)",
     )
     match_window_days: float = Field(
         default=14,
@@ -75,6 +76,10 @@ class ScoringSettings(ServiceSettings):
         "sent at most this many days before it",
     )
     metric_interval_s: float = Field(default=30.0, gt=0, description="how often the `nps_segment_*` gauges are read")
+
+    @property
+    def rates_group(self) -> str:
+        return self.rates_group_id or f"{self.group_id}-rates"
 
     @property
     def prefix(self) -> str:

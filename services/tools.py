@@ -493,7 +493,7 @@ def status_command() -> int:
             ("delivery", (topics.followups, topics.tickets, topics.alerts, topics.responses)),
         )
     ]
-    rates = str(cast(Any, services["scoring"]).rates_group_id)
+    rates = str(cast(Any, services["scoring"]).rates_group)
     groups.insert(1, status.Group("rates", rates, (topics.invitations, topics.responses)))
     try:
         url: str | None = tool_database_url(launcher)

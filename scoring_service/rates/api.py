@@ -11,13 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from scoring_service.deps import AsOf, ReadConnection, Segment, WindowQ, window_days
 from scoring_service.rates import repository
-from scoring_service.rates.domain import Rate, summed
+from scoring_service.rates.domain import FATIGUE_DAYS, Rate, summed
 from shared.auth import KEY_PROBLEMS, requires
 from shared.nps import wilson95
 from shared.windows import DayRange
 from shared.windows import window as days_ending
-
-FATIGUE_DAYS = 30
 
 
 class RateInterval(BaseModel):

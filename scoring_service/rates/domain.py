@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+FATIGUE_DAYS = 30  # survey fatigue: the share of people asked twice or more in these many days
+
 
 @dataclass(frozen=True, slots=True)
 class Invited:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from pydantic import Field, TypeAdapter
@@ -61,21 +61,33 @@ class CountRates:
     async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[RateEvent]]) -> None:
         key = self.pseudonyms.key
         requested = self.pseudonyms.latest_requests(m.event for m in batch)
-        sent: dict[str, tuple[InvitationSent, str]] = {}  # the first of each invitation_id
+        sent: list[tuple[InvitationSent, str]] = []
         answered: dict[str, tuple[ResponseSubmitted, str]] = {}
         for message in batch:
             event = message.event
             if isinstance(event, InvitationSent):
-                sent.setdefault(event.invitation_id, (event, key(event.respondent_id)))
+                sent.append((event, key(event.respondent_id)))
             elif isinstance(event, ResponseSubmitted):
                 answered.setdefault(event.response_id, (event, key(event.respondent_id)))
-        people = {k for _, k in sent.values()} | {k for _, k in answered.values()} | set(requested)
+        people = {k for _, k in sent} | {k for _, k in answered.values()} | set(requested)
         await rates.lock_people(conn, people)
         erasures = await ERASURES.record(conn, requested)
         erasures.update(await ERASURES.of(conn, people - erasures.keys()))
-        # An erasure covers what was accepted before it, whenever that arrives.
-        invitations = [(e, k) for e, k in sent.values() if not (k in erasures and e.recorded_at <= erasures[k])]
-        answers = [(e, k) for e, k in answered.values() if not (k in erasures and e.submitted_at <= erasures[k])]
+
+        def stays(k: str, taken: datetime) -> bool:
+            """An erasure covers what ingest took before it, whenever that arrives."""
+            return k not in erasures or taken > erasures[k]
+
+        # The copies of an invitation (a prompt's shown and dismissed, redeliveries) count the same;
+        # it stays while any copy taken after the person's erasure does: the latest copy is kept.
+        latest: dict[str, tuple[InvitationSent, str]] = {}
+        for event, k in sent:
+            if stays(k, event.recorded_at):
+                kept = latest.get(event.invitation_id)
+                if kept is None or kept[0].recorded_at < event.recorded_at:
+                    latest[event.invitation_id] = (event, k)
+        invitations = list(latest.values())
+        answers = [(e, k) for e, k in answered.values() if stays(k, e.submitted_at)]
 
         versions = [self._invited(e, k) for e, k in invitations]
         known, per_dimension = await repository.known_segments(

@@ -93,11 +93,15 @@ async def store_invitations(conn: AsyncConnection, invitations: Sequence[Invited
             (i.invitation_id, i.respondent_key, i.survey_id, i.invited_at, i.day, joined(i.segments), i.accepted_at)
             for i in invitations
         ],
-        then="ON CONFLICT (invitation_id) DO NOTHING RETURNING respondent_key, segments, day",
+        # A copy taken later than the one stored keeps the invitation past an erasure between them.
+        then="ON CONFLICT (invitation_id) DO UPDATE SET accepted_at = EXCLUDED.accepted_at "
+        "WHERE rate_invitations.accepted_at < EXCLUDED.accepted_at "
+        "RETURNING respondent_key, segments, day, xmax = 0 AS inserted",
     )
-    for _, segments, day in rows:
-        _add(deltas, segments, day, 1, 0)
-    return {r[0] for r in rows}
+    for _, segments, day, inserted in rows:
+        if inserted:
+            _add(deltas, segments, day, 1, 0)
+    return {r[0] for r in rows if r[3]}
 
 
 # domain.answered, for the given people, against everything stored of them; each invitation whose

@@ -382,6 +382,8 @@ NEEDS = {
 def needs(service: str, method: str, path: str) -> str:
     if service == "ingest" and path in ("/v1/invitations", "/v1/impressions"):
         return "invitations:write"
+    if service == "ingest" and path == "/v1/prompt":
+        return "contact:read"
     if service == "followup" and path.startswith("/v1/respondents/"):  # the contact rules
         return "contact:read" if method == "get" else "contact:write"
     if service == "followup" and path.startswith("/v1/referrals/") and method == "post":
@@ -409,7 +411,11 @@ async def test_every_api_needs_a_key_with_its_scope(loop: Loop) -> None:
     assert page.returncode == 0, page.stderr
     keys["page"] = {"Authorization": f"Bearer {page.stdout.split()[0]}"}
     granted = {"reader": set(readers.split(",")), "writer": {"responses:write"}, "page": set()}
-    public = {("ingest", "post", "/v1/responses"), ("ingest", "post", "/v1/impressions")}  # a publishable key's
+    public = {
+        ("ingest", "post", "/v1/responses"),
+        ("ingest", "post", "/v1/impressions"),
+        ("ingest", "get", "/v1/prompt"),
+    }
     checked = 0
     async with httpx.AsyncClient(timeout=10) as client:
         await eventually(lambda: _known_everywhere(client, loop, keys.values()), timeout=20)
@@ -437,7 +443,7 @@ async def test_every_api_needs_a_key_with_its_scope(loop: Loop) -> None:
                             assert reply.status_code == 403, (service, method, path, role, reply.text)
                             assert reply.json()["code"] == "insufficient_scope"
                     checked += 1
-    assert checked >= 42  # 8 ingest, 6 scoring, 11 follow-up, 6 alerts, 8 delivery, 3 themes
+    assert checked >= 43  # 9 ingest, 6 scoring, 11 follow-up, 6 alerts, 8 delivery, 3 themes
 
 
 async def _known_everywhere(client: httpx.AsyncClient, loop: Loop, keys: Iterable[dict[str, str]]) -> bool:
@@ -472,8 +478,20 @@ async def test_personal_data_stays_out_of_logs_and_metrics_and_erasure_reaches_e
         "email": email,
         "attributes": {"run": run},
     }
+    asked = {"invitation_id": f"{run}-inv", "respondent_id": person, "channel": "email",
+             "invited_at": datetime.now(UTC).isoformat(), "attributes": {"run": run}}  # fmt: skip
     async with httpx.AsyncClient(timeout=10) as client:
+        invited = await client.post(
+            f"{loop.urls['ingest']}/v1/invitations", json={"invitations": [asked]}, headers=loop.auth
+        )
+        assert invited.status_code == 202, invited.text
         assert (await post(client, loop, body)).status_code == 202
+
+        async def rated(invited: int) -> bool:
+            reply = await client.get(
+                f"{loop.urls['scoring']}/v1/response-rates", params={"segment": f"run:{run}"}, headers=loop.auth
+            )
+            return bool(reply.json()["invited"] == invited)
 
         async def routed_and_counted() -> bool:
             followup = await client.get(f"{loop.urls['followup']}/v1/followups/{run}-pd", headers=loop.auth)
@@ -484,6 +502,7 @@ async def test_personal_data_stays_out_of_logs_and_metrics_and_erasure_reaches_e
                 followup.status_code == 200
                 and (await nps(client, loop, segment=f"run:{run}"))["n"] == 1
                 and themes.json()["commented"] == 1
+                and await rated(1)
             )
 
         await eventually(routed_and_counted, timeout=20)
@@ -499,7 +518,7 @@ async def test_personal_data_stays_out_of_logs_and_metrics_and_erasure_reaches_e
         async def forgotten() -> bool:
             followup = await client.get(f"{loop.urls['followup']}/v1/followups/{run}-pd", headers=loop.auth)
             counted = (await nps(client, loop, segment=f"run:{run}"))["n"]
-            return followup.json()["respondent_id"] is None and counted == 0
+            return followup.json()["respondent_id"] is None and counted == 0 and await rated(0)
 
         await eventually(forgotten, timeout=20)
 
@@ -839,7 +858,8 @@ async def test_invitations_and_answers_become_a_response_rate_beside_the_score(l
                 headers=loop.auth,
             )  # fmt: skip
             body: dict[str, Any] = reply.json()
-            return body if body["responded"] == 2 else None
+            scored = (await nps(client, loop, window="7d", segment=f"run:{run}"))["n"] == 3  # scoring's own group
+            return body if body["responded"] == 2 and scored else None
 
         await eventually(lambda: _is_some(rated), timeout=20)
         rate = await rated()

@@ -42,6 +42,8 @@ def live_ingest(pg_admin_url: str, bootstrap: str, workdir: Path, **settings: st
         KAFKA_BOOTSTRAP_SERVERS=bootstrap,
         NPS_TOPIC_NAMESPACE=topics.namespace,
         NPS_INGEST_KEY_REFRESH_S="0.2",
+        # Its mirror of the opt-outs in a group of its own (the session's broker serves every test).
+        NPS_INGEST_CONTACT_GROUP_ID=f"{topics.namespace}-contact",
         **settings,
     )
     created = nps_here("keys", "create", "app-tests", "--scope", "responses:write,respondents:erase", env=env)

@@ -119,7 +119,8 @@ def test_nps_up_uses_the_given_database_and_broker_instead_of_embedded_ones(
         # The session broker is shared with the worker's other tests: groups and static members of
         # this test's own (a group another test left members in waits for them to time out).
         **{f"NPS_{n.upper()}_GROUP_ID": f"{namespace}-{n}" for n in ports if n != "ingest"},
-        **{f"NPS_{n.upper()}_CONSUMER_INSTANCE_ID": f"{namespace}-{n}" for n in ports if n != "ingest"},
+        **{f"NPS_{n.upper()}_CONSUMER_INSTANCE_ID": f"{namespace}-{n}" for n in ports},
+        NPS_INGEST_CONTACT_GROUP_ID=f"{namespace}-ingest-contact",  # ingest's mirror of the opt-outs
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "services", "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

@@ -6,6 +6,7 @@ counts equal a from-scratch recompute of what the rules say stays; and the API s
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -16,8 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from scoring_service import metrics
 from scoring_service.bootstrap import create_app, rates_spec
 from scoring_service.domain import segment_key
+from scoring_service.handlers import rate_gauges
 from scoring_service.rates import repository as rates
 from scoring_service.rates.domain import Answer, Invited, Rate, recompute
 from scoring_service.settings import ScoringSettings
@@ -26,6 +29,7 @@ from shared.db import make_engine
 from shared.events import InvitationSent, RespondentErased, ResponseSubmitted
 from shared.pseudonyms import Pseudonyms
 from shared.segments import OVERALL
+from shared.windows import DayRange
 from tests.conftest import fresh_database
 from tests.helpers import TEST_PSEUDONYM_SECRET, serve_in_process, service_settings, truncate
 
@@ -182,6 +186,18 @@ def test_counted_rates_equal_a_recompute_under_any_delivery(
     assert counts == expected(events)
 
 
+async def test_a_prompt_dismissed_after_the_person_s_erasure_stays_whatever_the_order(rates_db: str) -> None:
+    """Found by the property test: the prompt's `shown` was taken before the erasure, its `dismissed`
+    after; the invitation stays (the dismissed copy is the person's anew), in every order and batching."""
+    shown = [{"person": "p0", "survey": "q1", "channel": "email", "hours": 24, "dismissed": True}]
+    events = events_of(shown, [], [{"of": 0, "after": True}])  # erased 2 s after the shown, before the dismissed
+    want = expected(events)
+    assert want[("all", date(2026, 11, 2))] == Rate(1, 0)
+    for seed in range(12):
+        await truncate(rates_db, "scoring", ("rate_invitations", "rate_answers", "rate_daily", "erasures", "segments"))
+        assert await delivered(rates_db, events, random.Random(seed)) == want, seed
+
+
 async def test_the_api_serves_rates_with_intervals_fatigue_and_beside_the_score(database_url: str) -> None:
     events = events_of(
         [{"person": p, "survey": "q1", "channel": "email", "hours": h, "dismissed": False}
@@ -212,4 +228,11 @@ async def test_the_api_serves_rates_with_intervals_fatigue_and_beside_the_score(
         for params in ({"window": "0d"}, {"segment": "nope"}, {"as_of": "2999-01-01"}, {"window": "abc"}):
             bad = await client.get("/v1/response-rates", params=params)
             assert bad.status_code == 422 and bad.json()["errors"], (params, bad.text)
+    # The gauges of the configured segments (NPS_SCORING_METRIC_SEGMENTS) say the same.
+    async with engine.connect() as conn:
+        await rate_gauges(conn, ["channel:email", "channel:sms"], DayRange(date(2026, 10, 29), date(2026, 11, 4)))
+    assert metrics.SEGMENT_INVITED.labels("channel:email")._value.get() == 4
+    assert metrics.SEGMENT_RESPONSE_RATE.labels("channel:email")._value.get() == 0.5
+    assert metrics.SEGMENT_ASKED_TWICE.labels("channel:email")._value.get() == pytest.approx(1 / 3)
+    assert math.isnan(metrics.SEGMENT_RESPONSE_RATE.labels("channel:sms")._value.get())
     await engine.dispose()

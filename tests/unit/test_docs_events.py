@@ -6,6 +6,7 @@ from pathlib import Path
 
 from shared.events import (
     alert_events,
+    contact_events,
     followup_events,
     invitation_events,
     response_events,
@@ -19,6 +20,7 @@ ADAPTERS = {
     "ResponseRevised": response_events,
     "RespondentErased": response_events,
     "InvitationSent": invitation_events,
+    "ContactChanged": contact_events,
     "ScoreChanged": score_events,
     "FollowUpCreated": followup_events,
     "TicketOpened": ticket_events,
