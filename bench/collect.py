@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import machine, start_service, verdict, write_section
+from bench.common import BENCH_SECRETS_KEY, machine, start_service, verdict, write_section
 from bench.ingest import WrkResult, run_wrk
 from ingest_service.public import identity_hash
 from scoring_service.bootstrap import rates_spec
@@ -40,7 +40,6 @@ from shared.db import make_engine
 from shared.events import InvitationSent, ResponseSubmitted
 from shared.sealed import Sealer
 
-BENCH_SECRETS_KEY = "nps-bench-secrets-key-0123456789abcdef0123456789abcdef"
 PAGE = "https://app.example.com"
 PEOPLE = 5_000
 PROMPT_RATE = 2_000

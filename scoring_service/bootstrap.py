@@ -11,14 +11,14 @@ from fastapi import FastAPI
 from scoring_service.api import router
 from scoring_service.handlers import SCORING, Counting, CountResponses, PublishChanges, SegmentGauges
 from scoring_service.rates.api import router as rates_router
-from scoring_service.rates.handlers import CountRates, decode_rate_event
+from scoring_service.rates.handlers import CountRates
 from scoring_service.repository import SCHEMA
 from scoring_service.settings import ScoringSettings
 from shared.consumer import Every, ticks
 from shared.http import create_base_app, health_router
 from shared.service import ConsumerSpec, consuming_lifespan
 from shared.windows import parse_window
-from shared.wire import decode_response
+from shared.wire import decode_rate_event, decode_response
 
 
 def clock() -> datetime:

@@ -20,8 +20,16 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
+from pydantic import Field, TypeAdapter
 
-from shared.events import RespondentErased, ResponseEvent, ResponseRevised, ResponseSubmitted, response_events
+from shared.events import (
+    InvitationSent,
+    RespondentErased,
+    ResponseEvent,
+    ResponseRevised,
+    ResponseSubmitted,
+    response_events,
+)
 
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 Score = Annotated[int, msgspec.Meta(ge=0, le=10)]
@@ -98,3 +106,42 @@ def wire_of(event: ResponseEvent) -> ResponseWire:
     """The struct of a decoded (or built) model: the slow path's answer, and the tests' events."""
     fields = {name: getattr(event, name) for name in type(event).model_fields if name != "type"}
     return _WIRE_OF[type(event)](**fields)  # type: ignore[no-any-return]
+
+
+# --- nps.invitations.v1 with nps.responses.v1: what scoring's response-rate consumer reads ---
+
+
+class Invited(msgspec.Struct, frozen=True, kw_only=True, gc=False, tag_field="type", tag="InvitationSent"):
+    """shared.events.InvitationSent."""
+
+    schema_version: Literal[1] = 1
+    invitation_id: str
+    respondent_id: str
+    survey_id: str | None = None
+    channel: str | None = None
+    invited_at: AwareDatetime
+    attributes: dict[str, str] = {}
+    how: Literal["invited", "shown", "dismissed"] = "invited"
+    recorded_at: AwareDatetime
+    source: str | None = None
+
+
+RateWire = Submitted | Revised | Erased | Invited
+_RATE_DECODER: msgspec.json.Decoder[RateWire] = msgspec.json.Decoder(RateWire)
+_RATE_MODELS: TypeAdapter[ResponseEvent | InvitationSent] = TypeAdapter(
+    Annotated[ResponseSubmitted | ResponseRevised | RespondentErased | InvitationSent, Field(discriminator="type")]
+)
+
+
+def decode_rate_event(raw: bytes) -> RateWire:
+    """An event of either topic, as the contracts read it (the same fallback as decode_response)."""
+    if _MODEL_ONLY.search(raw) is None:
+        try:
+            return _RATE_DECODER.decode(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            pass
+    event = _RATE_MODELS.validate_json(raw)
+    if isinstance(event, InvitationSent):
+        fields = {name: getattr(event, name) for name in InvitationSent.model_fields if name != "type"}
+        return Invited(**fields)
+    return wire_of(event)

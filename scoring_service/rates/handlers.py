@@ -7,9 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated
 
-from pydantic import Field, TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from scoring_service import metrics, repository
@@ -17,21 +15,11 @@ from scoring_service.domain import Dimensions, SegmentPlan, Version, candidate_v
 from scoring_service.rates import repository as rates
 from scoring_service.rates.domain import Answer, Invited
 from shared.consumer import Message
-from shared.events import InvitationSent, RespondentErased, ResponseRevised, ResponseSubmitted
 from shared.privacy import Erasures
 from shared.pseudonyms import Pseudonyms
 from shared.windows import utc_day
-
-RateEvent = Annotated[
-    ResponseSubmitted | ResponseRevised | RespondentErased | InvitationSent, Field(discriminator="type")
-]
-_events: TypeAdapter[RateEvent] = TypeAdapter(RateEvent)
-
-
-def decode_rate_event(value: bytes) -> RateEvent:
-    """Either topic's events, by the contracts (shared/events.py)."""
-    return _events.validate_json(value)
-
+from shared.wire import Invited as InvitedWire
+from shared.wire import RateWire, Submitted
 
 ERASURES = Erasures(repository.SCHEMA)
 
@@ -43,7 +31,7 @@ class CountRates:
     pseudonyms: Pseudonyms
     match_window: timedelta
 
-    def _invited(self, event: InvitationSent, key: str) -> Version:
+    def _invited(self, event: InvitedWire, key: str) -> Version:
         """The invitation as a response-shaped row, for the segment rules responses are counted by."""
         return Version(
             response_id=event.invitation_id,
@@ -58,16 +46,16 @@ class CountRates:
             comment=None,
         )
 
-    async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[RateEvent]]) -> None:
+    async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[RateWire]]) -> None:
         key = self.pseudonyms.key
         requested = self.pseudonyms.latest_requests(m.event for m in batch)
-        sent: list[tuple[InvitationSent, str]] = []
-        answered: dict[str, tuple[ResponseSubmitted, str]] = {}
+        sent: list[tuple[InvitedWire, str]] = []
+        answered: dict[str, tuple[Submitted, str]] = {}
         for message in batch:
             event = message.event
-            if isinstance(event, InvitationSent):
+            if isinstance(event, InvitedWire):
                 sent.append((event, key(event.respondent_id)))
-            elif isinstance(event, ResponseSubmitted):
+            elif isinstance(event, Submitted):
                 answered.setdefault(event.response_id, (event, key(event.respondent_id)))
         people = {k for _, k in sent} | {k for _, k in answered.values()} | set(requested)
         await rates.lock_people(conn, people)
@@ -80,7 +68,7 @@ class CountRates:
 
         # The copies of an invitation (a prompt's shown and dismissed, redeliveries) count the same;
         # it stays while any copy taken after the person's erasure does: the latest copy is kept.
-        latest: dict[str, tuple[InvitationSent, str]] = {}
+        latest: dict[str, tuple[InvitedWire, str]] = {}
         for event, k in sent:
             if stays(k, event.recorded_at):
                 kept = latest.get(event.invitation_id)

@@ -30,6 +30,7 @@ from shared.events import InvitationSent, RespondentErased, ResponseSubmitted
 from shared.pseudonyms import Pseudonyms
 from shared.segments import OVERALL
 from shared.windows import DayRange
+from shared.wire import decode_rate_event
 from tests.conftest import fresh_database
 from tests.helpers import TEST_PSEUDONYM_SECRET, serve_in_process, service_settings, truncate
 
@@ -151,7 +152,8 @@ async def delivered(database_url: str, events: list[Any], rng: random.Random) ->
         offset = 0
         while offset < len(stream):
             size = rng.randint(1, 12)
-            batch = [Message(e, "t", 0, offset + n, 0) for n, e in enumerate(stream[offset : offset + size])]
+            chunk = stream[offset : offset + size]
+            batch = [Message(decode_rate_event(e.to_bytes()), "t", 0, offset + n, 0) for n, e in enumerate(chunk)]
             async with engine.begin() as conn:
                 await handler(conn, batch)
             offset += size

@@ -16,8 +16,16 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from shared import wire
-from shared.events import RespondentErased, ResponseRevised, ResponseSubmitted, encode_submitted, response_events
-from shared.wire import Erased, Revised, Submitted, decode_response, wire_of
+from shared.events import (
+    InvitationSent,
+    RespondentErased,
+    ResponseRevised,
+    ResponseSubmitted,
+    encode_submitted,
+    invitation_events,
+    response_events,
+)
+from shared.wire import Erased, Invited, Revised, Submitted, decode_rate_event, decode_response, wire_of
 
 NOW = datetime(2026, 11, 24, 12, 30, 15, 123456, tzinfo=UTC)
 
@@ -276,3 +284,23 @@ def test_the_documented_examples_decode_the_same() -> None:
             assert fast(raw) == contract(raw) and fast(raw) is not None
             found += 1
     assert found >= 3
+
+
+def test_the_rate_consumer_decodes_both_topics_as_the_contracts_do() -> None:
+    at = datetime(2026, 12, 1, 9, tzinfo=UTC)
+    invited = InvitationSent(invitation_id="i", respondent_id="p", survey_id="q", channel="email", invited_at=at,
+                             attributes={"plan": "pro"}, how="shown", recorded_at=at, source="web")  # fmt: skip
+    fast = decode_rate_event(invited.to_bytes())
+    assert isinstance(fast, Invited)
+    assert {f: getattr(fast, f) for f in InvitationSent.model_fields if f != "type"} == invited.model_dump(
+        exclude={"type"}
+    )
+    # A seventh fractional digit goes the contract's way (truncated), through the model.
+    slow = decode_rate_event(invited.to_bytes().replace(b'09:00:00Z"', b'09:00:00.1234567Z"', 1))
+    model = invitation_events.validate_json(invited.to_bytes().replace(b'09:00:00Z"', b'09:00:00.1234567Z"', 1))
+    assert isinstance(slow, Invited) and slow.invited_at == model.invited_at
+    response = decode_rate_event(b'{"type":"ResponseSubmitted","response_id":"r","respondent_id":"p","score":3,'
+                                 b'"answered_at":"2026-12-01T09:00:00Z","submitted_at":"2026-12-01T09:00:01Z"}')  # fmt: skip
+    assert isinstance(response, Submitted) and response.invitation_id is None
+    with pytest.raises(ValidationError):
+        decode_rate_event(b'{"type":"InvitationSent","invitation_id":"i"}')

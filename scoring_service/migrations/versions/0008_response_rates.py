@@ -32,7 +32,10 @@ def upgrade() -> None:
         sa.Column("accepted_at", sa.DateTime(timezone=True), nullable=False),
         schema=SCHEMA,
     )
-    op.create_index("rate_invitations_person", "rate_invitations", ["respondent_key"], schema=SCHEMA)
+    # a person's invitations to a survey, by time: what matching a response looks up
+    op.create_index(
+        "rate_invitations_person", "rate_invitations", ["respondent_key", "survey_id", "invited_at"], schema=SCHEMA
+    )
     op.create_index("rate_invitations_day", "rate_invitations", ["day"], schema=SCHEMA)
     op.create_table(
         "rate_answers",
