@@ -35,12 +35,11 @@ from ingest_service.invitations import (
     InvitationsIn,
     InvitationsOut,
 )
-from ingest_service.prompt import PromptAnswer, PromptQuery, PromptRules, decide, facts_of
+from ingest_service.prompt import PromptAnswer, PromptQuery, PromptReader, PromptRules, PromptUnavailable, decide
 from ingest_service.public import PublicCalls
 from ingest_service.publisher import PublishFailed
 from ingest_service.raw import RawRequest, RawRoute
 from shared import audit
-from shared.db import database_unavailable
 from shared.events import Identity
 from shared.problems import Problem, ProblemError
 from shared.service import ReadConnection
@@ -270,12 +269,11 @@ async def get_prompt(state: State, request: RawRequest) -> PromptAnswer:
     if asked.survey_id is not None and key.bound.sample is None:
         share = rules.samples.get(asked.survey_id, share)
     respondent_key = state.pseudonyms.key(asked.respondent_id)
+    reader: PromptReader = state.prompt_reader
     try:
-        facts = await facts_of(state.engine, asked.respondent_id, respondent_key)
-    except Exception as exc:
-        if database_unavailable(exc):
-            raise unavailable(StoreUnavailable(type(exc).__name__)) from exc
-        raise
+        facts = await reader.facts(asked.respondent_id, respondent_key)
+    except PromptUnavailable as exc:
+        raise unavailable(StoreUnavailable(str(exc))) from exc
     return decide(facts, datetime.now(UTC), rules, respondent_key, share)
 
 

@@ -14,7 +14,7 @@ from ingest_service.api import RAW_ROUTES, router
 from ingest_service.domain import Limits
 from ingest_service.handlers import Ingest
 from ingest_service.invitations import Invitations
-from ingest_service.prompt import MirrorContact, PromptRules
+from ingest_service.prompt import MirrorContact, PromptReader, PromptRules
 from ingest_service.public import PUBLIC_PATHS, PublicCalls
 from ingest_service.publisher import KafkaPublisher
 from ingest_service.raw import RawFirst, serve_raw
@@ -93,6 +93,9 @@ def create_app(settings: IngestSettings | None = None) -> RawFirst:
             RateLimiter(settings.public_rate_per_respondent_s, settings.public_burst_per_respondent),
         )
         app.state.pseudonyms = settings.pseudonyms()
+        app.state.prompt_reader = PromptReader(engine, settings.db_timeout_s)
+        reader = asyncio.create_task(app.state.prompt_reader.run(), name="prompt-reader")
+        reader.add_done_callback(lambda t: report_worker_failure(app, t))
         app.state.prompt_rules = PromptRules(
             survey_gap=timedelta(days=settings.survey_min_days),
             asked_gap=timedelta(days=settings.prompt_gap_days),
@@ -108,6 +111,8 @@ def create_app(settings: IngestSettings | None = None) -> RawFirst:
                 async with gate_for(app, engine, settings):
                     yield
         finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
             recorder.cancel()
             watermark.cancel()
             await asyncio.gather(watermark, return_exceptions=True)

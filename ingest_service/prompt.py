@@ -11,20 +11,28 @@ secret key with `contact:read`."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Literal
 
+import asyncpg
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ingest_service.domain import Identifier, plain
 from shared.consumer import Message
+from shared.db import database_unavailable, driver_of, fetch_alone
+from shared.deadline import Deadline
 from shared.events import ContactChanged
 from shared.pseudonyms import Pseudonyms
+
+log = logging.getLogger(__name__)
 
 SCHEMA = "ingest"
 Reason = Literal["opted_out", "erased", "surveyed_recently", "asked_recently", "not_sampled"]
@@ -102,18 +110,84 @@ def decide(facts: Facts, now: datetime, rules: PromptRules, respondent_key: str,
     return PromptAnswer(show=True, reason=None, next_at=None)
 
 
+# Every waiting request's person at once: one statement, one round trip, on a connection kept for
+# it (a pool checkout per request cost ~1.4 ms of this process's CPU, the statement ~0.2).
 _FACTS = f"""
-    SELECT (SELECT max(answered_at) FROM {SCHEMA}.responses WHERE respondent_id = $1) AS last_answer,
-           (SELECT max(invited_at) FROM {SCHEMA}.invitations WHERE respondent_id = $1) AS last_asked,
-           coalesce((SELECT opted_out FROM {SCHEMA}.contact WHERE respondent_key = $2), false) AS opted_out,
-           EXISTS (SELECT 1 FROM {SCHEMA}.erasures WHERE respondent_key = $2) AS erased
+    SELECT (SELECT max(answered_at) FROM {SCHEMA}.responses r WHERE r.respondent_id = q.id),
+           (SELECT max(invited_at) FROM {SCHEMA}.invitations v WHERE v.respondent_id = q.id),
+           coalesce((SELECT opted_out FROM {SCHEMA}.contact c WHERE c.respondent_key = q.k), false),
+           EXISTS (SELECT 1 FROM {SCHEMA}.erasures e WHERE e.respondent_key = q.k)
+    FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS q(id, k, n)
+    ORDER BY q.n
 """
+MAX_GROUP = 1_000
 
 
-async def facts_of(engine: AsyncEngine, respondent_id: str, respondent_key: str) -> Facts:
-    async with engine.connect() as conn:
-        row = (await conn.exec_driver_sql(_FACTS, (respondent_id, respondent_key))).one()
-    return Facts(row.last_answer, row.last_asked, bool(row.opted_out), bool(row.erased))
+class PromptUnavailable(Exception):
+    """The database did not answer the prompt's read in time."""
+
+
+class PromptReader:
+    """Reads the facts of every prompt request waiting, as one statement, while the next ones
+    gather: at 2,000 prompts a second that is a few dozen statements, not 2,000 checkouts. A read
+    the database does not answer within `timeout_s` fails its requests (503) and its connection is
+    closed (shared/deadline.py); the next group opens another."""
+
+    def __init__(self, engine: AsyncEngine, timeout_s: float) -> None:
+        self._engine = engine
+        self.timeout_s = timeout_s
+        self._waiting: list[tuple[str, str, asyncio.Future[Facts]]] = []
+        self._wakeup = asyncio.Event()
+        self._held: AsyncConnection | None = None
+        self._driver: asyncpg.Connection | None = None
+
+    async def facts(self, respondent_id: str, respondent_key: str) -> Facts:
+        outcome: asyncio.Future[Facts] = asyncio.get_running_loop().create_future()
+        self._waiting.append((respondent_id, respondent_key, outcome))
+        self._wakeup.set()
+        return await outcome
+
+    async def run(self) -> None:
+        """For the life of the process (ingest's lifespan runs it)."""
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                while self._waiting:
+                    group, self._waiting = self._waiting[:MAX_GROUP], self._waiting[MAX_GROUP:]
+                    await self._read(group)
+        finally:
+            await self._drop()
+
+    async def _read(self, group: list[tuple[str, str, asyncio.Future[Facts]]]) -> None:
+        try:
+            async with Deadline(self.timeout_s, "the prompt's read"):
+                if self._driver is not None and self._driver.is_closed():
+                    await self._drop()
+                if self._held is None:
+                    self._held = await self._engine.connect()
+                if self._driver is None:
+                    self._driver = await driver_of(self._held)
+                rows = await fetch_alone(self._driver, _FACTS, [g[0] for g in group], [g[1] for g in group])
+        except Exception as exc:
+            await self._drop()
+            failure = PromptUnavailable(type(exc).__name__)
+            for _, _, outcome in group:
+                if not outcome.done():
+                    outcome.set_exception(failure)
+            if not (database_unavailable(exc) or isinstance(exc, TimeoutError)):
+                log.error("the prompt's read failed", exc_info=exc)
+            return
+        for (_, _, outcome), row in zip(group, rows, strict=True):
+            if not outcome.done():  # done: its client went away
+                outcome.set_result(Facts(row[0], row[1], bool(row[2]), bool(row[3])))
+
+    async def _drop(self) -> None:
+        self._driver = None
+        if self._held is not None:
+            held, self._held = self._held, None
+            with contextlib.suppress(Exception):
+                await held.invalidate()
 
 
 @dataclass(frozen=True, slots=True)

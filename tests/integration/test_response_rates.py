@@ -192,9 +192,10 @@ async def test_a_prompt_dismissed_after_the_person_s_erasure_stays_whatever_the_
     """Found by the property test: the prompt's `shown` was taken before the erasure, its `dismissed`
     after; the invitation stays (the dismissed copy is the person's anew), in every order and batching."""
     shown = [{"person": "p0", "survey": "q1", "channel": "email", "hours": 24, "dismissed": True}]
-    events = events_of(shown, [], [{"of": 0, "after": True}])  # erased 2 s after the shown, before the dismissed
+    answer = [{"person": "p0", "survey": "q1", "hours": 24, "names": None}]  # answered at once: erased with it
+    events = events_of(shown, answer, [{"of": 0, "after": True}])  # erased 2 s after the shown, before the dismissed
     want = expected(events)
-    assert want[("all", date(2026, 11, 2))] == Rate(1, 0)
+    assert want[("all", date(2026, 11, 2))] == Rate(1, 0)  # still invited, no longer answered
     for seed in range(12):
         await truncate(rates_db, "scoring", ("rate_invitations", "rate_answers", "rate_daily", "erasures", "segments"))
         assert await delivered(rates_db, events, random.Random(seed)) == want, seed
