@@ -81,6 +81,7 @@ class CollectResult:
     responses: int
     rates_s: float
     prompt_errors: int
+    alone_s: float  # the invitations without responses
 
     @property
     def invitations_per_s(self) -> float:
@@ -141,13 +142,16 @@ def bench_http(seconds: int) -> tuple[WrkResult, WrkResult]:
             asyncio.run(seed_people(base, key, identity, people))
             tables = lua_table("people", people) + lua_table("hashes", [identity_hash(identity, p) for p in people])
             common = {"auth": f"Bearer {key}", "origin": PAGE}
-            pause = str(PROMPT_CONNECTIONS * 1000 // PROMPT_RATE)
+            pause = PROMPT_CONNECTIONS * 1000 // PROMPT_RATE
             print(f"collect benchmark ({seconds} s per run):", flush=True)
-            run_wrk("warm-up", f"{base}/v1/prompt", tables + PROMPT_LUA, {**common, "path": "/v1/prompt",
-                    "pause": pause}, PROMPT_CONNECTIONS, 3, 1, cpu="1")  # fmt: skip
+            warm = run_wrk("warm-up", f"{base}/v1/prompt", tables + PROMPT_LUA, {**common, "path": "/v1/prompt",
+                           "pause": str(pause)}, PROMPT_CONNECTIONS, 3, 1, cpu="1")  # fmt: skip
+            # Each connection sends, waits for the answer, then pauses: enough connections that the
+            # offered rate is PROMPT_RATE at the warm-up's latency.
+            connections = max(PROMPT_CONNECTIONS, round(PROMPT_RATE * (pause + warm.p50_ms) / 1000))
             prompt = run_wrk(
-                "prompt", f"{base}/v1/prompt", tables + PROMPT_LUA, {**common, "path": "/v1/prompt", "pause": pause},
-                PROMPT_CONNECTIONS, seconds, 1, cpu="1",
+                "prompt", f"{base}/v1/prompt", tables + PROMPT_LUA,
+                {**common, "path": "/v1/prompt", "pause": str(pause)}, connections, seconds, 1, cpu="1",
             )  # fmt: skip
             run = f"b{int(time.time())}"
             posted = run_wrk(
@@ -223,11 +227,11 @@ def bench_rates(invitations: int = 200_000, responses: int = 100_000, batch: int
 def bench_collect(seconds: int) -> CollectResult:
     prompt, posted = bench_http(seconds)
     invitations, responses = 200_000, 100_000
+    alone = bench_rates(invitations, 0)
+    print(f"  rates     {invitations / alone:>9,.0f} invitations/s (alone: {invitations:,} in {alone:.1f} s)")
     spent = bench_rates(invitations, responses)
-    print(
-        f"  rates     {invitations / spent:>9,.0f} invitations/s ({invitations:,} and {responses:,} responses in {spent:.1f} s)"
-    )
-    return CollectResult(prompt, posted, invitations, responses, spent, prompt.errors)
+    print(f"  rates     {invitations / spent:>9,.0f} invitations/s (with {responses:,} responses: {spent:.1f} s)")
+    return CollectResult(prompt, posted, invitations, responses, spent, prompt.errors, alone)
 
 
 def write_collect_report(result: CollectResult) -> Path:
@@ -240,13 +244,23 @@ def write_collect_report(result: CollectResult) -> Path:
         "",
         "| what | measured | target | met |",
         "|---|---|---|---|",
-        f"| `GET /v1/prompt` at {p.requests_per_s:,.0f}/s offered ({PROMPT_CONNECTIONS} paced connections), "
+        f"| `GET /v1/prompt` at {p.requests_per_s:,.0f}/s offered ({p.connections} paced connections), "
         f"publishable key | p50 {p.p50_ms:.1f} ms, p99 {p.p99_ms:.1f} ms, {p.errors} errors | p99 < 20 ms at 2,000/s "
         f"| {verdict(p.p99_ms < 20 and p.requests_per_s >= 0.95 * PROMPT_RATE and p.errors == 0)} |",
         f"| `POST /v1/responses`, publishable key (origin, identity hash) | {result.publishable.requests_per_s:,.0f}/s, "
         f"p99 {result.publishable.p99_ms:.1f} ms, {result.publishable.errors} errors | recorded | — |",
-        f"| response-rate counting, one core (decode included) | {result.invitations_per_s:,.0f} invitations/s "
+        f"| response-rate counting, one core (decode included): invitations alone | "
+        f"{result.invitations / result.alone_s:,.0f} invitations/s ({result.invitations:,} in {result.alone_s:.1f} s) "
+        f"| ≥ 20,000/s | {verdict(result.invitations / result.alone_s >= 20_000)} |",
+        f"| the same with a response for every other invitation | {result.invitations_per_s:,.0f} invitations/s "
         f"({result.invitations:,} invitations and {result.responses:,} responses in {result.rates_s:.1f} s) "
         f"| ≥ 20,000/s | {verdict(result.invitations_per_s >= 20_000)} |",
+        "",
+        "Where the counting's time goes (profiled at 100,000 invitations alone): mostly PostgreSQL's, on the other",
+        "core, which the consumer waits for: the COPY into `rate_invitations` and its three indexes (~19 us a row",
+        "with the check of which ids are new), the advisory lock of each batch's people, and the matching's index",
+        "probes; the process's own Python is ~10 us an invitation (msgspec decode, segments, the keyed pseudonym).",
+        "With responses, re-matching their people is the larger part. Overlapping the batch's statements with its",
+        "Python (as scoring's consumer does) is the next step.",
     ]
     return write_section("collect", lines)
