@@ -136,6 +136,12 @@ class Traffic:
         while not self.stop.is_set():
             await self._ask(client, "audit", "GET", "/v1/audit", params={"limit": 5}, headers=self.admin)
 
+    async def prompter(self, client: httpx.AsyncClient) -> None:
+        """A widget asking whether to show the prompt (its own reader of the database)."""
+        while not self.stop.is_set():
+            params = {"respondent_id": f"w-{random.randint(0, 999)}"}
+            await self._ask(client, "prompt", "GET", "/v1/prompt", params=params, headers=self.admin)
+
 
 async def test_ingest_answers_every_request_within_its_deadline_while_postgres_hangs(
     own_postgres: tuple[EmbeddedPostgres, str], bootstrap: str, tmp_path: Path
@@ -147,7 +153,8 @@ async def test_ingest_answers_every_request_within_its_deadline_while_postgres_h
     traffic = Traffic(ingest, {"Authorization": f"Bearer {made.stdout.strip()}"})
     try:
         async with httpx.AsyncClient(timeout=30) as client:
-            clients = [traffic.poster(client) for _ in range(3)] + [traffic.batcher(client), traffic.reader(client)]
+            clients = [traffic.poster(client) for _ in range(3)]
+            clients += [traffic.batcher(client), traffic.reader(client), traffic.prompter(client)]
             load = asyncio.gather(*clients)
             await asyncio.sleep(1.0)
             with postgres_hung(pg.data_dir):
@@ -170,7 +177,7 @@ async def test_ingest_answers_every_request_within_its_deadline_while_postgres_h
             slowest = max(traffic.answers, key=lambda a: a.seconds)
             assert slowest.seconds < ANSWER_WITHIN_S, slowest
             assert {a.status for a in during} <= {503}, Counter(a.status for a in during)
-            assert {a.what for a in during} == {"post", "batch", "audit"}
+            assert {a.what for a in during} == {"post", "batch", "audit", "prompt"}
             for answer in during:
                 assert answer.retry_after is not None and int(answer.retry_after) >= 1, answer
                 assert answer.body["code"] == "database_unavailable", answer
