@@ -257,7 +257,6 @@ async def get_prompt(state: State, request: RawRequest) -> PromptAnswer:
     person's identity proven as for a response, or a secret key's with contact:read."""
     key = state.gate.key(request.header_values(b"authorization"), "contact:read", public=True)
     asked = request.params(PromptQuery)
-    share = 1.0
     rules: PromptRules = state.prompt_rules
     if key.publishable:
         public: PublicCalls = state.public
@@ -265,9 +264,8 @@ async def get_prompt(state: State, request: RawRequest) -> PromptAnswer:
         public.admit_person(
             key, asked.respondent_id, asked.respondent_hash, asked.survey_id, asked.channel, limit=False
         )
-        share = key.bound.sample or share
-    if asked.survey_id is not None and key.bound.sample is None:
-        share = rules.samples.get(asked.survey_id, share)
+    # The key's sample, else the survey's, else everyone.
+    share = key.bound.sample or rules.samples.get(asked.survey_id or "", 1.0)
     respondent_key = state.pseudonyms.key(asked.respondent_id)
     reader: PromptReader = state.prompt_reader
     try:

@@ -55,6 +55,10 @@ Attributes = Annotated[
 ]
 Comment = Annotated[str | None, StringConstraints(max_length=5000, pattern=COMMENT)]
 Identifier = Annotated[str, plain(1, 128)]
+SurveyId = Annotated[str | None, plain(1, 64)]
+Channel = Annotated[str | None, plain(1, 64)]
+# With a publishable key: hex HMAC-SHA256 of respondent_id under the key's identity secret.
+RespondentHash = Annotated[str | None, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]
 
 EXAMPLE: dict[str, Any] = {
     "response_id": "5d0c6a3e-web-42",
@@ -79,14 +83,14 @@ class SubmitResponse(BaseModel):
     respondent_id: Identifier
     score: Score = Field(description="An integer 0..10; anything else is rejected, never rounded.")
     comment: Comment = None
-    survey_id: Annotated[str | None, plain(1, 64)] = None
-    channel: Annotated[str | None, plain(1, 64)] = None
+    survey_id: SurveyId = None
+    channel: Channel = None
     answered_at: Timestamp | None = Field(default=None, description="RFC 3339 with a zone; default: now.")
     attributes: Attributes = Field(default_factory=dict)
     email: Annotated[str | None, plain(0, 254)] = Field(
         default=None, description="Personal data: never logged above debug, never a metric label."
     )
-    respondent_hash: Annotated[str | None, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")] = Field(
+    respondent_hash: RespondentHash = Field(
         default=None,
         description="With a publishable key (required): hex HMAC-SHA256 of respondent_id under the key's identity "
         "secret, computed by your server. Proves who answers; neither stored nor part of the body's identity.",

@@ -10,12 +10,22 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import msgspec
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
-from ingest_service.domain import Attributes, Identifier, InvalidResponse, Limits, Timestamp, check_attributes, plain
+from ingest_service.domain import (
+    Attributes,
+    Channel,
+    Identifier,
+    InvalidResponse,
+    Limits,
+    RespondentHash,
+    SurveyId,
+    Timestamp,
+    check_attributes,
+)
 from ingest_service.publisher import Publisher, PublishFailed
 from shared.events import How, InvitationSent
 
@@ -38,8 +48,8 @@ class Invitation(BaseModel):
 
     invitation_id: Identifier = Field(description="Idempotency key: the same invitation again counts once.")
     respondent_id: Identifier
-    survey_id: Annotated[str | None, plain(1, 64)] = None
-    channel: Annotated[str | None, plain(1, 64)] = None
+    survey_id: SurveyId = None
+    channel: Channel = None
     invited_at: Timestamp = Field(description="When they were asked (RFC 3339 with a zone).")
     attributes: Attributes = Field(default_factory=dict)
 
@@ -83,11 +93,11 @@ class Impression(BaseModel):
     )
     action: Literal["shown", "dismissed"]
     respondent_id: Identifier
-    respondent_hash: Annotated[str | None, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")] = Field(
+    respondent_hash: RespondentHash = Field(
         default=None, description="With a publishable key: as on POST /v1/responses."
     )
-    survey_id: Annotated[str | None, plain(1, 64)] = None
-    channel: Annotated[str | None, plain(1, 64)] = None
+    survey_id: SurveyId = None
+    channel: Channel = None
     attributes: Attributes = Field(default_factory=dict)
 
 

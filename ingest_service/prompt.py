@@ -12,22 +12,20 @@ secret key with `contact:read`."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Literal
 
-import asyncpg
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ingest_service.domain import Identifier, plain
+from ingest_service.domain import Channel, Identifier, RespondentHash, SurveyId
 from shared.consumer import Message
-from shared.db import database_unavailable, driver_of, fetch_alone
+from shared.db import HeldConnection, database_unavailable, fetch_alone
 from shared.deadline import Deadline
 from shared.events import ContactChanged
 from shared.pseudonyms import Pseudonyms
@@ -45,9 +43,9 @@ class PromptQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     respondent_id: Identifier
-    survey_id: Annotated[str | None, plain(1, 64)] = None
-    channel: Annotated[str | None, plain(1, 64)] = None
-    respondent_hash: Annotated[str | None, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")] = Field(
+    survey_id: SurveyId = None
+    channel: Channel = None
+    respondent_hash: RespondentHash = Field(
         default=None, description="With a publishable key: as on POST /v1/responses."
     )
 
@@ -134,12 +132,10 @@ class PromptReader:
     closed (shared/deadline.py); the next group opens another."""
 
     def __init__(self, engine: AsyncEngine, timeout_s: float) -> None:
-        self._engine = engine
         self.timeout_s = timeout_s
         self._waiting: list[tuple[str, str, asyncio.Future[Facts]]] = []
         self._wakeup = asyncio.Event()
-        self._held: AsyncConnection | None = None
-        self._driver: asyncpg.Connection | None = None
+        self._held = HeldConnection(engine)
 
     async def facts(self, respondent_id: str, respondent_key: str) -> Facts:
         outcome: asyncio.Future[Facts] = asyncio.get_running_loop().create_future()
@@ -157,20 +153,15 @@ class PromptReader:
                     group, self._waiting = self._waiting[:MAX_GROUP], self._waiting[MAX_GROUP:]
                     await self._read(group)
         finally:
-            await self._drop()
+            await self._held.drop()
 
     async def _read(self, group: list[tuple[str, str, asyncio.Future[Facts]]]) -> None:
         try:
             async with Deadline(self.timeout_s, "the prompt's read"):
-                if self._driver is not None and self._driver.is_closed():
-                    await self._drop()
-                if self._held is None:
-                    self._held = await self._engine.connect()
-                if self._driver is None:
-                    self._driver = await driver_of(self._held)
-                rows = await fetch_alone(self._driver, _FACTS, [g[0] for g in group], [g[1] for g in group])
+                driver = await self._held.driver()
+                rows = await fetch_alone(driver, _FACTS, [g[0] for g in group], [g[1] for g in group])
         except Exception as exc:
-            await self._drop()
+            await self._held.drop()
             failure = PromptUnavailable(type(exc).__name__)
             for _, _, outcome in group:
                 if not outcome.done():
@@ -181,13 +172,6 @@ class PromptReader:
         for (_, _, outcome), row in zip(group, rows, strict=True):
             if not outcome.done():  # done: its client went away
                 outcome.set_result(Facts(row[0], row[1], bool(row[2]), bool(row[3])))
-
-    async def _drop(self) -> None:
-        self._driver = None
-        if self._held is not None:
-            held, self._held = self._held, None
-            with contextlib.suppress(Exception):
-                await held.invalidate()
 
 
 @dataclass(frozen=True, slots=True)

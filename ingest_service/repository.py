@@ -4,7 +4,6 @@ place, so the use cases never see a driver's error."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -19,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ingest_service.domain import Submission
 from ingest_service.invitations import Asked, Recorded
 from shared import audit
-from shared.db import database_unavailable, driver_of, fetch_alone
+from shared.db import HeldConnection, database_unavailable, driver_of, fetch_alone
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +124,7 @@ class ResponseStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._held: AsyncConnection | None = None  # record_group's
-        self._driver: asyncpg.Connection | None = None  # the asyncpg connection under it, dropped with it
+        self._held = HeldConnection(engine)  # record_group's
 
     async def record_all(self, items: Sequence[Submission]) -> dict[str, str]:
         """Record first uses of response_ids (each id once in `items`); returns {response_id:
@@ -148,36 +146,16 @@ class ResponseStore:
         (SQLAlchemy's `get_raw_connection` costs ~8 us, a greenlet's round trip, every time). A failed
         connection is dropped, and one a deadline closed; the next group opens another."""
         try:
-            if self._driver is not None and self._driver.is_closed():
-                await self._drop()  # closed under a group whose deadline passed (shared/deadline.py)
-            if self._held is None:
-                self._held = await self._engine.connect()
-            if self._driver is None:
-                self._driver = await driver_of(self._held)
-            return await record_on(self._driver, items)
+            return await record_on(await self._held.driver(), items)
         except Exception as exc:
             if not database_unavailable(exc):
                 raise
-            await self._drop()
+            await self._held.drop()
             raise StoreUnavailable(type(exc).__name__) from exc
-
-    async def _drop(self) -> None:
-        """Give up record_group's connection: the pool closes it, the next group opens another."""
-        self._driver = None
-        if self._held is not None:
-            held, self._held = self._held, None
-            with contextlib.suppress(Exception):
-                await held.invalidate()
 
     async def close(self) -> None:
         """Give record_group's connection back (at shutdown, before the engine is disposed)."""
-        self._driver = None
-        if self._held is not None:
-            held, self._held = self._held, None
-            try:
-                await held.close()
-            except Exception as exc:  # a statement cut short by the stop: the engine closes it anyway
-                log.debug("closing the recorder's connection failed: %s", type(exc).__name__)
+        await self._held.close()
 
     async def next_revision(self, response_id: str) -> Revision | None:
         async with transaction(self._engine) as conn:

@@ -116,6 +116,46 @@ async def driver_of(conn: AsyncConnection) -> asyncpg.Connection:
     return driver
 
 
+class HeldConnection:
+    """One connection kept by the one task that uses it for all its statements (ingest's recorder,
+    its prompt reader): no pool checkout (and its ping) per use, and the asyncpg connection under it
+    looked up once (SQLAlchemy's `get_raw_connection` costs ~8 us, a greenlet's round trip, each
+    time). One a deadline closed (shared/deadline.py), or `drop`ped after a failure, is given up;
+    the next use opens another."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._held: AsyncConnection | None = None
+        self._driver: asyncpg.Connection | None = None  # the asyncpg connection under it, dropped with it
+
+    async def driver(self) -> asyncpg.Connection:
+        if self._driver is not None and self._driver.is_closed():
+            await self.drop()  # closed under a statement whose deadline passed
+        if self._held is None:
+            self._held = await self._engine.connect()
+        if self._driver is None:
+            self._driver = await driver_of(self._held)
+        return self._driver
+
+    async def drop(self) -> None:
+        """Give the connection up: the pool closes it."""
+        self._driver = None
+        if self._held is not None:
+            held, self._held = self._held, None
+            with contextlib.suppress(Exception):
+                await held.invalidate()
+
+    async def close(self) -> None:
+        """Give the connection back (at shutdown, before the engine is disposed)."""
+        self._driver = None
+        if self._held is not None:
+            held, self._held = self._held, None
+            try:
+                await held.close()
+            except Exception as exc:  # a statement cut short by the stop: the engine closes it anyway
+                log.debug("closing a held connection failed: %s", type(exc).__name__)
+
+
 async def fetch_alone(driver: asyncpg.Connection, statement: str, *args: Any) -> list[asyncpg.Record]:
     """One statement straight through asyncpg on `driver`: committed on its own outside a
     transaction (`driver_of`), part of it inside one (`fetch`); errors are SQLAlchemy's, as from
