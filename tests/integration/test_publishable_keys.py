@@ -213,7 +213,10 @@ async def test_a_flood_from_one_address_or_for_one_person_gets_429(public: LiveI
             body = answer(identity, f"f-{uuid.uuid4().hex[:8]}")
             return await client.post(f"{public.url}/v1/responses", headers=forwarded, json=body)
 
-        flood = [await from_address("203.0.113.9") for _ in range(80)]
+        # Until the first 429 (the burst is 60, refilled at 2/s: a loaded host posts slower, not fewer).
+        flood: list[httpx.Response] = []
+        while len(flood) < 300 and not any(r.status_code == 429 for r in flood[-1:]):
+            flood.append(await from_address("203.0.113.9"))
         limited = [r for r in flood if r.status_code == 429]
         assert limited and int(limited[0].headers["retry-after"]) >= 1  # one address's burst is 60
         assert limited[0].headers["access-control-allow-origin"] == PAGE  # the page may read when to retry
