@@ -128,6 +128,11 @@ class HeldConnection:
         self._held: AsyncConnection | None = None
         self._driver: asyncpg.Connection | None = None  # the asyncpg connection under it, dropped with it
 
+    @property
+    def current(self) -> asyncpg.Connection | None:
+        """The asyncpg connection held now, if any (never opens one)."""
+        return self._driver
+
     async def driver(self) -> asyncpg.Connection:
         if self._driver is not None and self._driver.is_closed():
             await self.drop()  # closed under a statement whose deadline passed

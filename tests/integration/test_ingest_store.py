@@ -195,8 +195,9 @@ async def seq_scans(engine: AsyncEngine, inserted: int) -> int:
 
 async def backend_of(store: ResponseStore) -> int:
     """The server process behind the recorder's connection."""
-    assert store._driver is not None
-    return int(await store._driver.fetchval("SELECT pg_backend_pid()"))
+    driver = store._held.current
+    assert driver is not None
+    return int(await driver.fetchval("SELECT pg_backend_pid()"))
 
 
 async def end_backend(admin: AsyncEngine, backend: int) -> None:
@@ -217,7 +218,7 @@ async def test_the_recorder_keeps_one_connection_and_replaces_it_once_it_dies(da
         assert await store.record_group([item("k2")]) == {}
         assert await backend_of(store) == first
         await end_backend(admin, first)
-        driver = store._driver
+        driver = store._held.current
         assert driver is not None
 
         async def closed() -> bool:  # the server's goodbye read (a query racing it: the next test)
