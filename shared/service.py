@@ -89,8 +89,15 @@ async def running_loop(
     producer = make_producer(settings, client_id=client_id)
     topics = (spec.topic, *spec.more_topics)
     consumer = make_consumer(settings, *topics, group_id=spec.group_id, client_id=client_id)
-    await producer.start()
-    await consumer.start()
+    try:
+        await producer.start()
+        await consumer.start()  # joins the group: seconds on a new group (the broker waits for members)
+    except BaseException:  # the broker away at start, or a sibling loop's start failed (cancelled)
+        for client in (consumer, producer):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.stop(), STOP_CLIENT_S)
+        await engine.dispose()
+        raise
     loop: ConsumerLoop[Any] = ConsumerLoop(
         service=spec.service,
         consumer=consumer,
@@ -178,11 +185,16 @@ def consuming_lifespan(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tune_gc()
         async with contextlib.AsyncExitStack() as stack:
-            running = await stack.enter_async_context(running_loop(settings, spec, client_id=f"nps-{spec.service}"))
-            others = [
-                await stack.enter_async_context(running_loop(settings, other, client_id=f"nps-{other.service}"))
-                for other in more
-            ]
+            # Started side by side: each joins its own group, which takes the broker seconds (5-6 s
+            # on the embedded one, group.initial.rebalance.delay.ms on Apache Kafka), not one after the other.
+            async with asyncio.TaskGroup() as starting:
+                started = [
+                    starting.create_task(
+                        stack.enter_async_context(running_loop(settings, s, client_id=f"nps-{s.service}"))
+                    )
+                    for s in (spec, *more)
+                ]
+            running, *others = [task.result() for task in started]
             app.state.resources, app.state.engine = running.resources, running.resources.engine
             running.resources.more = {
                 f"consumer:{o_spec.service}": o.resources.loop.healthy for o, o_spec in zip(others, more, strict=True)
