@@ -61,15 +61,21 @@ def start_loop(
     ports: dict[str, int] | None = None,
     fast_group: bool = True,
     extra_env: dict[str, str] | None = None,
+    static_members: bool = True,
 ) -> Loop:
     """`nps up` with its data in `var_dir`, on free ports (or these); returns once every service is
-    ready. With `fast_group`, the tests' short consumer-group timings; else the product's defaults."""
+    ready. With `fast_group`, the tests' short consumer-group timings; else the product's defaults.
+    Without `static_members` the consumers join as dynamic members, as `nps up` does not: a static
+    member's first join waits ~6 s on the embedded broker, a dynamic one the rebalance timeout (1 s
+    with `fast_group`). For tests that start loops and never restart one service alone."""
     *service_ports, spare = free_ports(len(SERVICES) + 1)
     ports = ports or dict(zip(SERVICES, service_ports, strict=True))
     broker_port = broker_port or spare
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")}
     if fast_group:
         env.update(FAST_GROUP_ENV)
+    if not static_members:
+        env.update({f"NPS_{name.upper()}_CONSUMER_INSTANCE_ID": "" for name in SERVICES})
     env.update(
         {
             "NPS_VAR_DIR": str(var_dir),

@@ -90,7 +90,7 @@ async def test_a_killed_postgresql_and_broker_come_back_and_a_launcher_killed_wi
     then the launcher itself is SIGKILLed: nothing keeps holding a port, and the next `nps up` on
     the same var/ starts, refuses a third, and stops the PostgreSQL it took over."""
     var = tmp_path / "var"
-    first = start_loop(var, repo_root_session)
+    first = start_loop(var, repo_root_session, static_members=False)
     try:
         async with httpx.AsyncClient(timeout=10) as client:
             for victim, said in (
@@ -140,7 +140,9 @@ async def test_a_killed_postgresql_and_broker_come_back_and_a_launcher_killed_wi
         held = [p for p in ports if port_open("127.0.0.1", p)]
         raise AssertionError(f"{exc}: still running {left}, ports still open {held}") from None
 
-    second = start_loop(var, repo_root_session)  # the same var/: the dead launcher's pid file is there
+    second = start_loop(
+        var, repo_root_session, static_members=False
+    )  # the same var/: the dead launcher's pid file is there
     try:
         assert "ended without stopping" in second.output.read_text()
         async with httpx.AsyncClient(timeout=10) as client:
@@ -264,7 +266,7 @@ async def test_nothing_acknowledged_is_lost_when_the_loop_stops_with_its_consume
     used to lose every acknowledged response they had not read. Ingest's event log replays them.
     And what was counted before the stop is still there after it (the data lives under var/)."""
     var = tmp_path / "var"
-    first = start_loop(var, repo_root_session)
+    first = start_loop(var, repo_root_session, static_members=False)
     run, kept = uuid.uuid4().hex[:8], uuid.uuid4().hex[:8]
     settled = {"response_id": f"{kept}-1", "respondent_id": f"{kept}-u", "score": 4, "attributes": {"run": kept}}
     try:
@@ -288,7 +290,7 @@ async def test_nothing_acknowledged_is_lost_when_the_loop_stops_with_its_consume
             stop_loop(first)
     # only while the loop runs
     assert not (var / "database-url").exists() and not (var / "kafka-bootstrap").exists()
-    second = start_loop(var, repo_root_session)
+    second = start_loop(var, repo_root_session, static_members=False)
     assert second.api_key == first.api_key  # the development key is kept with the data
     try:
         replays = re.findall(r"replayed (\d+) accepted events", second.output.read_text())  # the log is appended to
@@ -310,7 +312,7 @@ async def test_nothing_acknowledged_is_lost_when_the_loop_stops_with_its_consume
     finally:
         if second.process.poll() is None:
             stop_loop(second)
-    third = start_loop(var, repo_root_session)
+    third = start_loop(var, repo_root_session, static_members=False)
     try:
         await _counted_exactly(third, again, more)
         await _counted_exactly(third, run, posted)
