@@ -13,6 +13,11 @@ service's own.
 - incident: detractors among the last `hours` of arrivals vs the baseline's detractor share, exact
   binomial upper tail, with a minimum count.
 - silence: no arrival for `multiple` times the segment's usual gap (and at least `min_silence`).
+- response_rate: the response rate of the invitations of the drop rule's current window against
+  those of its baseline, both windows ending `settle_days` before today (a younger invitation's
+  answer may still come), one-sided two-proportion z test (shared/nps.compare_rates), significant
+  after Benjamini-Hochberg across the round's segments at the drop rule's q AND at least
+  `min_drop_points` lower AND the drop rule's `min_responses` invitations on each side.
 """
 
 from __future__ import annotations
@@ -24,9 +29,9 @@ from datetime import datetime, timedelta
 from typing import get_args
 
 from shared.events import AlertRule
-from shared.nps import Counts, compare, normal_cdf
+from shared.nps import Counts, Rate, compare, compare_rates, normal_cdf
 
-RULES: tuple[str, ...] = get_args(AlertRule)  # the contract names them: drop, ewma, incident, silence
+RULES: tuple[str, ...] = get_args(AlertRule)  # the contract names them: drop, ewma, incident, silence, response_rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +77,24 @@ class SilenceRule:
 
 
 @dataclass(frozen=True, slots=True)
+class RateRule:
+    """Survey fatigue, or a broken invitation: the response rate fell. Its windows, minimum count
+    (of invitations) and false discovery rate are the drop rule's."""
+
+    enabled: bool = True
+    # Both windows end this many days before today: an invitation sent yesterday reads answered
+    # less often only because its answers are still coming (docs/alerts.md: the simulator's delays).
+    settle_days: int = 3
+    min_drop_points: float = 5.0  # percentage points of the rate: 2 points "significant" pages nobody
+
+
+@dataclass(frozen=True, slots=True)
 class Rules:
     drop: DropRule = DropRule()
     ewma: EwmaRule = EwmaRule()
     incident: IncidentRule = IncidentRule()
     silence: SilenceRule = SilenceRule()
+    response_rate: RateRule = RateRule()
 
     def enabled(self) -> list[str]:
         return [name for name in RULES if getattr(self, name).enabled]
@@ -93,14 +111,14 @@ class Verdict:
     drop_points: float | None = None
 
 
-# --- drop ---
+# --- drop (and response_rate: the same test of a proportion) ---
 
 
 @dataclass(frozen=True, slots=True)
 class DropTest:
     z: float
     p_value: float
-    drop_points: float  # baseline NPS - current NPS, plain (not adjusted) points
+    drop_points: float  # baseline - current, plain (not adjusted) points: of NPS, or of the response rate
 
 
 def drop_test(current: Counts, baseline: Counts, rule: DropRule) -> DropTest | None:
@@ -126,8 +144,20 @@ def benjamini_hochberg(p_values: Sequence[float]) -> list[float]:
     return adjusted
 
 
-def drop_round(tests: Sequence[DropTest | None], rule: DropRule) -> list[Verdict | None]:
-    """The drop rule over one round: BH across the segments that had a verdict."""
+def rate_test(current: Rate, baseline: Rate, rule: DropRule) -> DropTest | None:
+    """None when either window has fewer than the drop rule's `min_responses` invitations."""
+    if current.invited < rule.min_responses or baseline.invited < rule.min_responses:
+        return None
+    comparison = compare_rates(baseline, current)
+    return DropTest(z=comparison.z, p_value=comparison.p_value_drop, drop_points=-comparison.difference)
+
+
+def drop_round(
+    tests: Sequence[DropTest | None], rule: DropRule, min_points: float | None = None
+) -> list[Verdict | None]:
+    """The drop rule over one round: BH across the segments that had a verdict (the response-rate
+    rule's round too, with its own `min_points`)."""
+    min_points = rule.min_drop_points if min_points is None else min_points
     tested = [t for t in tests if t is not None]
     q_values = iter(benjamini_hochberg([t.p_value for t in tested]))
     out: list[Verdict | None] = []
@@ -136,7 +166,7 @@ def drop_round(tests: Sequence[DropTest | None], rule: DropRule) -> list[Verdict
             out.append(None)
             continue
         q = next(q_values)
-        condition = q <= rule.q and test.drop_points >= rule.min_drop_points
+        condition = q <= rule.q and test.drop_points >= min_points
         out.append(Verdict(condition, statistic=test.z, p_value=test.p_value, q_value=q, drop_points=test.drop_points))
     return out
 

@@ -35,7 +35,7 @@ from alerts_service.detection import (
     usual_gap,
 )
 from shared.events import AlertContributor, AlertExplanation, AlertWindowCounts
-from shared.nps import Counts, ci95
+from shared.nps import NO_INVITATIONS, Counts, Rate, ci95, wilson95
 from shared.segments import OVERALL, parts
 from shared.windows import DayRange, preceding, window
 
@@ -127,12 +127,19 @@ class SegmentData:
     ewma: Ewma | None  # detection.ewma over the reference then the monitored days
     recent: Counts
     last_arrival: datetime | None
+    # The invitations of the rate windows (Windows.rates_*), and detection.rate_test of them.
+    current_rate: Rate = NO_INVITATIONS
+    baseline_rate: Rate = NO_INVITATIONS
+    rate: DropTest | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Windows:
     current: DayRange
     baseline: DayRange
+    # The response_rate rule's: as long as the drop rule's, ending `settle_days` before today.
+    rates_current: DayRange | None = None
+    rates_baseline: DayRange | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +179,8 @@ def evaluate_round(
         verdicts["silence"] = [
             silence_verdict(d.last_arrival, d.baseline, rules.drop.baseline_days, now, rules.silence) for d in data
         ]
+    if rules.response_rate.enabled:
+        verdicts["response_rate"] = drop_round([d.rate for d in data], rules.drop, rules.response_rate.min_drop_points)
     by_segment = {d.segment: d for d in data}
     family: dict[str, list[str]] | None = None  # parent -> children, built at the round's first change
     saved: list[RuleState] = []
@@ -232,13 +241,26 @@ def explain(
 ) -> AlertExplanation:
     """Everything an alert says about itself: both windows with NPS and 95% intervals, the test's
     numbers, the sub-segments that moved the score most, a one-line summary and rule details."""
-    movers: list[Contribution] = contributions(
-        data.current,
-        data.baseline,
-        {s: (d.current, d.baseline) for s, d in children.items() if d.current.n + d.baseline.n > 0},
+    movers: list[Contribution] = (
+        []  # the sub-segments that moved the NPS say nothing of a response rate
+        if rule == "response_rate"
+        else contributions(
+            data.current,
+            data.baseline,
+            {s: (d.current, d.baseline) for s, d in children.items() if d.current.n + d.baseline.n > 0},
+        )
     )
     detail: dict[str, float | int | str | None] = {}
-    if rule == "drop":
+    if rule == "response_rate":
+        detail = rate_detail(data, windows)
+        moved = verdict.drop_points or 0.0
+        text = (
+            f"Response rate of {data.segment} {'fell' if moved > 0 else 'rose'} {abs(moved):.1f} points: "
+            f"{_pct(data.current_rate)} ({data.current_rate.responded} of {data.current_rate.invited} invited) vs "
+            f"{_pct(data.baseline_rate)} ({data.baseline_rate.responded} of {data.baseline_rate.invited}), "
+            f"q={verdict.q_value:.2g}"
+        )
+    elif rule == "drop":
         moved = verdict.drop_points or 0.0
         text = (
             f"NPS of {data.segment} {'fell' if moved > 0 else 'rose'} {abs(moved):.1f} points: "
@@ -292,6 +314,27 @@ def explain(
     )
 
 
+def rate_detail(data: SegmentData, windows: Windows) -> dict[str, float | int | str | None]:
+    """The response_rate alert's own numbers: each window's days, invitations, answers, and rate
+    with its Wilson 95% interval (percent)."""
+    detail: dict[str, float | int | str | None] = {}
+    for name, days, rate in (
+        ("current", windows.rates_current, data.current_rate),
+        ("baseline", windows.rates_baseline, data.baseline_rate),
+    ):
+        interval = wilson95(rate.responded, rate.invited)
+        detail |= {
+            f"{name}_first_day": None if days is None else days.first.isoformat(),
+            f"{name}_last_day": None if days is None else days.last.isoformat(),
+            f"{name}_invited": rate.invited,
+            f"{name}_responded": rate.responded,
+            f"{name}_rate": None if rate.rate is None else round(100 * rate.rate, 2),
+            f"{name}_ci_low": None if interval is None else round(100 * interval.low, 2),
+            f"{name}_ci_high": None if interval is None else round(100 * interval.high, 2),
+        }
+    return detail
+
+
 def summarise(days: DayRange, counts: Counts) -> AlertWindowCounts:
     interval = ci95(counts)
     return AlertWindowCounts(
@@ -314,6 +357,10 @@ def _pts(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f}"
 
 
+def _pct(rate: Rate) -> str:
+    return "n/a" if rate.rate is None else f"{100 * rate.rate:.1f}%"
+
+
 def _hours(gap: timedelta | None) -> str:
     if gap is None:
         return "n/a"
@@ -323,4 +370,7 @@ def _hours(gap: timedelta | None) -> str:
 
 def round_windows(today: date, rules: Rules) -> Windows:
     current = window(today, rules.drop.current_days)
-    return Windows(current, preceding(current, rules.drop.baseline_days))
+    settled = window(today - timedelta(days=rules.response_rate.settle_days), rules.drop.current_days)
+    return Windows(
+        current, preceding(current, rules.drop.baseline_days), settled, preceding(settled, rules.drop.baseline_days)
+    )

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from alerts_service import metrics, publisher, repository
-from alerts_service.detection import DropTest, Ewma, Rules, drop_test, ewma_of
+from alerts_service.detection import DropTest, Ewma, Rules, drop_test, ewma_of, rate_test
 from alerts_service.domain import (
     Change,
     RuleState,
@@ -28,11 +28,11 @@ from alerts_service.domain import (
     round_windows,
 )
 from alerts_service.drivers import Drivers, describe
-from alerts_service.repository import NO_DAYS, Days, Opened, Seen, Silence
+from alerts_service.repository import NO_DAYS, NO_RATES, Days, Opened, RateDays, Seen, Silence
 from shared import audit, outbox
 from shared.consumer import Message
 from shared.events import AlertExplanation, ScoreChanged, ScoreEvent
-from shared.nps import Counts
+from shared.nps import NO_INVITATIONS, Counts, Rate
 from shared.windows import utc_day
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,14 @@ class MirrorScores:
                     last_arrival = event.computed_at
             seen[segment] = Seen(event.computed_at, last_arrival)
         await repository.save_days(conn, kept, kept.keys() - held.keys())
+        await repository.save_rate_days(
+            conn,
+            {
+                s: (RateDays.of(spans[s][0], ((d.day, Rate(d.invited, d.responded)) for d in e.rates)), e.computed_at)
+                for s, e in with_days.items()
+                if e.rates is not None
+            },
+        )
         await repository.add_arrivals(conn, arrivals)
         await repository.save_segments(conn, seen)
         if seen:
@@ -126,6 +134,10 @@ class Cached:
     drop: DropTest | None
     ewma: Ewma | None
     days: Days
+    rates: RateDays = NO_RATES
+    current_rate: Rate = NO_INVITATIONS
+    baseline_rate: Rate = NO_INVITATIONS
+    rate: DropTest | None = None
 
 
 def stats_of(days: Days, rules: Rules, today: date) -> tuple[Counts, Counts, Ewma | None]:
@@ -150,6 +162,12 @@ def stats_of(days: Days, rules: Rules, today: date) -> tuple[Counts, Counts, Ewm
             trend,
         ),
     )
+
+
+async def _days_and_rates(
+    conn: AsyncConnection, segments: Sequence[str]
+) -> tuple[dict[str, Days], dict[str, RateDays]]:
+    return await repository.days_of(conn, segments), await repository.rate_days_of(conn, segments)
 
 
 def first_day_read(today: date, rules: Rules, windows: Windows) -> date:
@@ -234,6 +252,9 @@ class EvaluateRounds:
                     cached.ewma,
                     recent.get(segment, Counts()),
                     segments[segment].last_arrival_at,
+                    cached.current_rate,
+                    cached.baseline_rate,
+                    cached.rate,
                 )
             )
         result = evaluate_round(data, states, self.rules, windows, now, self.timing)
@@ -267,7 +288,7 @@ class EvaluateRounds:
         for done, (segment, cached) in enumerate(moved):
             if done % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-            self._keep(segment, cached.key[1], cached.days, today)
+            self._keep(segment, cached.key[1], cached.days, cached.rates, today)
         return await self._read(conn, sorted(stale), segments, today, then)
 
     def _parts(self, stale: Sequence[str]) -> list[Sequence[str]]:
@@ -294,19 +315,25 @@ class EvaluateRounds:
         # Each part's days are read while the part before is worked out: PostgreSQL reads and
         # sends on its core as this one computes (the first round of a start reads every segment).
         # After the last part's read, `then`'s reads go out while that part is worked out.
-        reading = asyncio.ensure_future(repository.days_of(conn, parts[0]))
+        reading = asyncio.ensure_future(_days_and_rates(conn, parts[0]))
         following: asyncio.Future[T] | None = None
         try:
             for index, part in enumerate(parts):
-                found = await reading
+                found, rates = await reading
                 if index + 1 < len(parts):
-                    reading = asyncio.ensure_future(repository.days_of(conn, parts[index + 1]))
+                    reading = asyncio.ensure_future(_days_and_rates(conn, parts[index + 1]))
                 else:
                     following = asyncio.ensure_future(then())
                 for done, segment in enumerate(part):
                     if done % YIELD_EVERY == 0:
                         await asyncio.sleep(0)  # lets the next part's query go out and be answered
-                    self._keep(segment, segments[segment].last_computed_at, found.get(segment, NO_DAYS), today)
+                    self._keep(
+                        segment,
+                        segments[segment].last_computed_at,
+                        found.get(segment, NO_DAYS),
+                        rates.get(segment, NO_RATES),
+                        today,
+                    )
             assert following is not None
             return await following
         finally:
@@ -316,10 +343,25 @@ class EvaluateRounds:
                     pending.cancel()
                     await asyncio.gather(pending, return_exceptions=True)
 
-    def _keep(self, segment: str, computed_at: datetime, days: Days, today: date) -> None:
+    def _keep(self, segment: str, computed_at: datetime, days: Days, rates: RateDays, today: date) -> None:
         current, baseline, trend = stats_of(days, self.rules, today)
         test = drop_test(current, baseline, self.rules.drop)
-        self._cache[segment] = Cached((today, computed_at), current, baseline, test, trend, days)
+        windows = round_windows(today, self.rules)
+        assert windows.rates_current is not None and windows.rates_baseline is not None
+        now_rate = rates.sum(windows.rates_current.first, windows.rates_current.last)
+        before_rate = rates.sum(windows.rates_baseline.first, windows.rates_baseline.last)
+        self._cache[segment] = Cached(
+            (today, computed_at),
+            current,
+            baseline,
+            test,
+            trend,
+            days,
+            rates,
+            now_rate,
+            before_rate,
+            rate_test(now_rate, before_rate, self.rules.drop) if self.rules.response_rate.enabled else None,
+        )
 
     async def _with_drivers(self, changes: Sequence[Change], now: datetime) -> dict[int, AlertExplanation]:
         """The explanations of fired drop alerts, with the themes that drive them (by change index)."""

@@ -22,7 +22,7 @@ from alerts_service.domain import RuleState, State
 from shared.consumer import RetryBatch
 from shared.db import UNIQUE_VIOLATION, sqlstate_of
 from shared.events import AlertExplanation
-from shared.nps import Counts
+from shared.nps import NO_INVITATIONS, Counts, Rate
 
 SCHEMA = "alerts"
 ROUND_LOCK = 0x6E707361  # pg_try_advisory_xact_lock key: one evaluation round at a time, any replica
@@ -202,6 +202,71 @@ class Days:
 
 
 NO_DAYS = Days(date.min, (), (), ())
+
+
+@dataclass(frozen=True, slots=True)
+class RateDays:
+    """One segment's response-rate days: invitations and the answered ones for every day from
+    `first` on (by the invitation's day), as parallel arrays of one length."""
+
+    first: date
+    invited: Sequence[int]
+    responded: Sequence[int]
+
+    def sum(self, first: date, last: date) -> Rate:
+        held = slice(max(0, (first - self.first).days), max(0, (last - self.first).days + 1))
+        return Rate(sum(self.invited[held]), sum(self.responded[held]))
+
+    @classmethod
+    def of(cls, first: date, days: Iterable[tuple[date, Rate]]) -> RateDays:
+        """Dense from `first` to the last day given (a day not given has none)."""
+        given = {day: rate for day, rate in days if day >= first}
+        if not given:
+            return cls(first, array("i"), array("i"))
+        length = (max(given) - first).days + 1
+        dense = [given.get(first + timedelta(days=i), NO_INVITATIONS) for i in range(length)]
+        return cls(first, array("i", (r.invited for r in dense)), array("i", (r.responded for r in dense)))
+
+
+NO_RATES = RateDays(date.min, (), ())
+
+
+async def save_rate_days(conn: AsyncConnection, rates: Mapping[str, tuple[RateDays, datetime]]) -> None:
+    """Each segment's rate days become what its newest ScoreChanged said (`computed_at`): a row
+    written by a newer one meanwhile stays."""
+    ordered = sorted(rates)
+    if not ordered:
+        return
+    await conn.execute(
+        sa.text(
+            f"""INSERT INTO {SCHEMA}.rate_days AS r (segment, first_day, invited, responded, computed_at)
+                SELECT s, f, CAST(i AS integer[]), CAST(a AS integer[]), c
+                FROM unnest(CAST(:segments AS text[]), CAST(:firsts AS date[]), CAST(:invited AS text[]),
+                            CAST(:responded AS text[]), CAST(:computed AS timestamptz[])) AS x(s, f, i, a, c)
+                ON CONFLICT (segment) DO UPDATE SET
+                    first_day = EXCLUDED.first_day, invited = EXCLUDED.invited,
+                    responded = EXCLUDED.responded, computed_at = EXCLUDED.computed_at
+                WHERE r.computed_at < EXCLUDED.computed_at"""
+        ),
+        {
+            "segments": ordered,
+            "firsts": [rates[s][0].first for s in ordered],
+            "invited": [_literal(rates[s][0].invited) for s in ordered],
+            "responded": [_literal(rates[s][0].responded) for s in ordered],
+            "computed": [rates[s][1] for s in ordered],
+        },
+    )
+
+
+async def rate_days_of(conn: AsyncConnection, segments: Sequence[str]) -> dict[str, RateDays]:
+    rows = await conn.execute(
+        sa.text(
+            f"""SELECT segment, first_day, array_send(invited) AS i, array_send(responded) AS a
+                FROM {SCHEMA}.rate_days WHERE segment = ANY(CAST(:segments AS text[]))"""
+        ),
+        {"segments": list(segments)},
+    )
+    return {r.segment: RateDays(r.first_day, int4s(r.i), int4s(r.a)) for r in rows}
 
 
 async def days_of(conn: AsyncConnection, segments: Sequence[str]) -> dict[str, Days]:
@@ -524,6 +589,15 @@ async def prune(conn: AsyncConnection, arrivals_before: datetime, days_before: d
                        passives = d.passives[(CAST(:day AS date) - d.first_day) + 1:],
                        detractors = d.detractors[(CAST(:day AS date) - d.first_day) + 1:]
                 FROM due WHERE d.segment = due.segment"""
+        ),
+        {"day": days_before},
+    )
+    await conn.execute(
+        sa.text(
+            f"""WITH due AS (
+                    SELECT segment FROM {SCHEMA}.rate_days
+                    WHERE first_day + cardinality(invited) <= CAST(:day AS date) FOR UPDATE SKIP LOCKED)
+                DELETE FROM {SCHEMA}.rate_days r USING due WHERE r.segment = due.segment"""
         ),
         {"day": days_before},
     )

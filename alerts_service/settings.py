@@ -5,11 +5,12 @@ from datetime import timedelta
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from alerts_service.detection import DropRule, EwmaRule, IncidentRule, Rules, SilenceRule
+from alerts_service.detection import DropRule, EwmaRule, IncidentRule, RateRule, Rules, SilenceRule
 from alerts_service.domain import Timing
 from shared.settings import ServiceSettings
 
 _DROP, _EWMA, _INCIDENT, _SILENCE, _TIMING = DropRule(), EwmaRule(), IncidentRule(), SilenceRule(), Timing()
+_RATE = RateRule()
 
 
 class AlertSettings(ServiceSettings):
@@ -79,6 +80,23 @@ class AlertSettings(ServiceSettings):
     silence_min_baseline: int = Field(
         default=_SILENCE.min_baseline, ge=1, description="silence: baseline responses a segment needs to be watched"
     )
+    response_rate_enabled: bool = Field(
+        default=True,
+        description="the response-rate rule: the invitations' response rate vs the baseline's (the drop rule's "
+        "windows, minimum count of invitations and q)",
+    )
+    response_rate_settle_days: int = Field(
+        default=_RATE.settle_days,
+        ge=0,
+        le=30,
+        description="response_rate: both windows end this many days before today (younger invitations' answers "
+        "are still coming); raise it for surveys answered late",
+    )
+    response_rate_min_points: float = Field(
+        default=_RATE.min_drop_points,
+        ge=0,
+        description="response_rate: fire only for a fall of at least this many percentage points",
+    )
     for_evaluations: int = Field(
         default=_TIMING.for_evaluations, ge=1, description="rounds a condition must hold before an alert fires"
     )
@@ -136,6 +154,9 @@ class AlertSettings(ServiceSettings):
                 self.silence_multiple,
                 timedelta(hours=self.silence_min_hours),
                 self.silence_min_baseline,
+            ),
+            response_rate=RateRule(
+                self.response_rate_enabled, self.response_rate_settle_days, self.response_rate_min_points
             ),
         )
 

@@ -8,10 +8,17 @@ response a promoter, passive or detractor with the truth's shares at that moment
 evaluated every `round_minutes` (the service: every minute and on each ScoreChanged); the state
 machine's `for` counts rounds, so with 15-minute rounds the simulator asks a condition to hold
 for 45 minutes where the service asks 3: delays come out slightly longer than the service's.
+
+Invitation streams (the response_rate rule): Poisson invitations a day (with the weekday factor),
+each answered with the truth's rate at the moment it was sent, after a delay: half within the
+hour, the rest exponential with a 2-day mean (an email survey's shape). A round sees only the
+answers given by then: the youngest invitations read low, which is what the rule's `settle_days`
+is for.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import platform
 import random
@@ -20,13 +27,13 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from alerts_service.detection import Rules, drop_test, ewma
+from alerts_service.detection import Rules, drop_test, ewma, rate_test
 from alerts_service.domain import RuleState, SegmentData, Timing, Transition, evaluate_round, round_windows
-from shared.nps import Counts
+from shared.nps import Counts, Rate
 
 WEEKDAY = (1.15, 1.15, 1.15, 1.15, 1.15, 0.625, 0.625)  # Monday first; the mean is 1
 STABLE = (0.5, 0.3, 0.2)  # NPS 30
@@ -199,6 +206,136 @@ def simulate(
     return outcome
 
 
+# --- invitations and the response rate ---
+
+
+@dataclass(frozen=True, slots=True)
+class RateTruth:
+    per_day: float  # mean invitations a day
+    rate: Callable[[datetime], float]  # the chance an invitation sent at that moment is answered
+
+
+QUICK_SHARE, LATE_MEAN_DAYS = 0.5, 2.0  # half answered within the hour, the rest after ~2 days
+
+
+@dataclass
+class InvitationStream:
+    """One simulated segment's invitations: per day sent, how many, and when each answer comes
+    (hours after the day's start, sorted; answers never given are not in it)."""
+
+    name: str
+    truth: RateTruth
+    first_day: date
+    invited: list[int] = field(default_factory=list)
+    answers: list[list[float]] = field(default_factory=list)
+
+    def send_day(self, rng: random.Random) -> None:
+        day = self.first_day + timedelta(days=len(self.invited))
+        n = poisson(rng, self.truth.per_day * WEEKDAY[day.weekday()])
+        times = []
+        for _ in range(n):
+            sent = rng.random() * 24.0
+            moment = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(hours=sent)
+            if rng.random() < self.truth.rate(moment):
+                late = rng.random() >= QUICK_SHARE
+                times.append(sent + (rng.expovariate(1 / (24 * LATE_MEAN_DAYS)) if late else rng.random()))
+        self.invited.append(n)
+        self.answers.append(sorted(times))
+
+    def rate(self, first: date, last: date, now: datetime) -> Rate:
+        """The invitations of days first..last (all sent by `now`) and those answered by `now`."""
+        invited = responded = 0
+        for i in range(max(0, (first - self.first_day).days), min(len(self.invited), (last - self.first_day).days + 1)):
+            day = self.first_day + timedelta(days=i)
+            hours = (now - datetime(day.year, day.month, day.day, tzinfo=UTC)).total_seconds() / 3600
+            invited += self.invited[i]
+            responded += bisect.bisect_right(self.answers[i], hours)
+        return Rate(invited, responded)
+
+
+def simulate_rates(
+    truths: dict[str, RateTruth],
+    start: datetime,
+    end: datetime,
+    rules: Rules,
+    timing: Timing,
+    seed: int,
+    round_minutes: int = 240,
+) -> Outcome:
+    """The response_rate rule alone (the other rules see no responses), a round every `round_minutes`."""
+    rng = random.Random(seed)
+    first = start.date() - timedelta(days=HISTORY_DAYS)
+    streams = [InvitationStream(name, truth, first) for name, truth in truths.items()]
+    states: dict[tuple[str, str], RuleState] = {}
+    outcome = Outcome()
+    now = start
+    while now < end:
+        now += timedelta(minutes=round_minutes)
+        today = (now - timedelta(microseconds=1)).date()
+        for stream in streams:  # every day up to today's, sent whole at its start (only answers wait)
+            while len(stream.invited) <= (today - first).days:
+                stream.send_day(rng)
+        windows = round_windows(today, rules)
+        assert windows.rates_current is not None and windows.rates_baseline is not None
+        data = []
+        for stream in streams:
+            current = stream.rate(windows.rates_current.first, windows.rates_current.last, now)
+            baseline = stream.rate(windows.rates_baseline.first, windows.rates_baseline.last, now)
+            data.append(
+                SegmentData(
+                    stream.name, Counts(), Counts(), None, None, Counts(), None,
+                    current, baseline, rate_test(current, baseline, rules.drop),
+                )
+            )  # fmt: skip
+        result = evaluate_round(data, states, rules, windows, now, timing)
+        for state in result.states:
+            states[(state.rule, state.segment)] = state
+        outcome.fired.extend(
+            (c.state.rule, c.state.segment, now) for c in result.changes if c.transition is Transition.FIRED
+        )
+        outcome.held.append(result.held)
+    return outcome
+
+
+def rate_rows(seed: int, segments: int, days: int, rules: Rules, timing: Timing) -> list[Row]:
+    """False response_rate alerts on a stable 20% (with the rule's settle_days, and without), and
+    the power to find 20% -> 12% (fatigue, or a broken link), at ~400 invitations a week."""
+    per_day, stable_rate = 400 / 7, 0.20
+    rows = []
+    for settle in (rules.response_rate.settle_days, 0):
+        settled = replace(rules, response_rate=replace(rules.response_rate, settle_days=settle))
+        truths = {_name(f"rate{settle}_", i): RateTruth(per_day, lambda _at: stable_rate) for i in range(segments)}
+        outcome = simulate_rates(truths, START, START + timedelta(days=days), settled, timing, seed)
+        per_30 = sum(1 for r, _, _ in outcome.fired if r == "response_rate") / (segments * days / 30)
+        is_default = settle == rules.response_rate.settle_days
+        rows.append(
+            Row(
+                f"null, rate 20%, ~400 invitations/week, settle {settle} days",
+                "false response_rate alerts per segment per 30 days",
+                f"{per_30:.3f}",
+                "<= 0.05" if is_default else "",
+                per_30 <= 0.05 if is_default else None,
+            )
+        )
+    truths = {
+        _name("ratedrop", i): RateTruth(per_day, lambda at: 0.12 if at >= START else stable_rate)
+        for i in range(segments)
+    }
+    outcome = simulate_rates(truths, START, START + timedelta(days=21), rules, timing, seed + 1)
+    first: dict[str, datetime] = {}
+    for rule, segment, at in outcome.fired:
+        if rule == "response_rate":
+            first.setdefault(segment, at)
+    power = len(first) / segments
+    delays = sorted((at - START).total_seconds() / 86400 for at in first.values())
+    label = "rate 20% -> 12%, ~400 invitations/week"
+    return [
+        *rows,
+        Row(label, "power: detected by response_rate within 21 days", f"{power:.2f}", ">= 0.8", power >= 0.8),
+        Row(label, "median delay to fire", f"{statistics.median(delays):.1f} days" if delays else "none detected"),
+    ]
+
+
 # --- the scenarios and the table ---
 
 
@@ -221,7 +358,9 @@ def null_rows(seed: int, segments: int, days: int, rates: Sequence[float], rules
         truths = {_name(f"null{rate:g}_", i): stable(rate) for i in range(segments)}
         outcome = simulate(truths, START, START + timedelta(days=days), rules, timing, seed)
         months = segments * days / 30
-        per_rule = {rule: sum(1 for r, _, _ in outcome.fired if r == rule) / months for rule in rules.enabled()}
+        # response streams only: the response_rate rule has its own streams of invitations (rate_rows)
+        watched = [rule for rule in rules.enabled() if rule != "response_rate"]
+        per_rule = {rule: sum(1 for r, _, _ in outcome.fired if r == rule) / months for rule in watched}
         for rule, rate_30d in per_rule.items():
             target = "<= 0.05" if rule == "drop" else ""
             met = rate_30d <= 0.05 if rule == "drop" else None
@@ -373,10 +512,12 @@ class Size:
     slow_segments: int
     slow_weeks: int
     incident_segments: int
+    rate_segments: int
+    rate_days: int
 
 
-PUBLISH = Size(400, 30, (8, 400 / 7, 300), 200, 200, 10, 8, 50, 26, 50)
-QUICK = Size(20, 10, (400 / 7,), 20, 40, 4, 1, 5, 10, 5)
+PUBLISH = Size(400, 30, (8, 400 / 7, 300), 200, 200, 10, 8, 50, 26, 50, 200, 60)
+QUICK = Size(20, 10, (400 / 7,), 20, 40, 4, 1, 5, 10, 5, 10, 20)
 
 
 def run(seed: int, size: Size, rules: Rules | None = None, timing: Timing | None = None) -> list[Row]:
@@ -388,6 +529,7 @@ def run(seed: int, size: Size, rules: Rules | None = None, timing: Timing | None
         *fdr_rows(seed + 2, size.fdr_segments, size.fdr_dropping, rules, timing, size.fdr_runs),
         *gradual_rows(seed + 3, size.slow_segments, size.slow_weeks, rules, timing),
         *incident_rows(seed + 4, size.incident_segments, rules, timing),
+        *rate_rows(seed + 5, size.rate_segments, size.rate_days, rules, timing),
     ]
 
 

@@ -162,11 +162,14 @@ class PublishChanges:
         baseline = preceding(current, self.baseline_days)
         span = DayRange(min(baseline.first, today - timedelta(days=self.daily_days - 1)), current.last)
         snapshot = await repository.days_of(conn, segments, span)
+        rates = await rates_repository.spans_of(conn, segments, span)
         await outbox.enqueue(
             conn,
             repository.SCHEMA,
             [
-                publisher.score_changed(self.scores_topic, segment, today, current, baseline, span, days, now)
+                publisher.score_changed(
+                    self.scores_topic, segment, today, current, baseline, span, days, now, rates.get(segment)
+                )
                 for segment, days in snapshot.items()
             ],
         )

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import date, datetime
 
-from shared.events import DayCounts, ScoreChanged, WindowCounts
-from shared.nps import Counts
+from shared.events import DayCounts, DayRates, ScoreChanged, WindowCounts
+from shared.nps import Counts, Rate
 from shared.outbox import Outgoing
 from shared.windows import DayRange
 
@@ -30,9 +30,10 @@ def score_changed(
     span: DayRange,
     days: Mapping[date, Counts],
     now: datetime,
+    rates: Mapping[date, Rate] | None = None,
 ) -> Outgoing:
     """`days`: the segment's non-zero days in `span` (both windows and more); the windows' sums are made
-    from them."""
+    from them. `rates`: its days with invitations in `span` (None: it has no response rates)."""
     event = ScoreChanged(
         segment=segment,
         as_of=as_of,
@@ -44,5 +45,8 @@ def score_changed(
             DayCounts(day=d, promoters=c.promoters, passives=c.passives, detractors=c.detractors)
             for d, c in sorted(days.items())
         ],
+        rates=None
+        if rates is None
+        else [DayRates(day=d, invited=r.invited, responded=r.responded) for d, r in sorted(rates.items())],
     )
     return Outgoing.event(topic, segment, event)

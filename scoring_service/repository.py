@@ -287,14 +287,15 @@ async def add_daily(conn: AsyncConnection, deltas: Mapping[tuple[str, date], Cou
     )
 
 
-async def mark_changed(conn: AsyncConnection, segments: Iterable[str]) -> None:
+async def mark_changed(conn: AsyncConnection, segments: Iterable[str], table: str = "segment_state") -> None:
+    """`table`: segment_state (the counts moved), or rate_state (the response rates moved)."""
     keys = sorted(set(segments))
     if not keys:
         return
     await conn.execute(
         sa.text(
             f"""
-            INSERT INTO {SCHEMA}.segment_state AS s (segment, pending)
+            INSERT INTO {SCHEMA}.{table} AS s (segment, pending)
             SELECT unnest(CAST(:keys AS text[])), true
             ON CONFLICT (segment) DO UPDATE SET pending = true WHERE NOT s.pending
             """
@@ -304,21 +305,25 @@ async def mark_changed(conn: AsyncConnection, segments: Iterable[str]) -> None:
 
 
 async def claim_due(conn: AsyncConnection, now: datetime, min_interval_s: float, limit: int = 5_000) -> list[str]:
-    """Changed segments whose last ScoreChanged is at least `min_interval_s` old; marks them published."""
-    rows = await conn.execute(
-        sa.text(
-            f"""
-            UPDATE {SCHEMA}.segment_state SET pending = false, published_at = :now
-            WHERE segment IN (
-                SELECT segment FROM {SCHEMA}.segment_state
-                WHERE pending AND (published_at IS NULL OR published_at <= :cutoff)
-                ORDER BY segment LIMIT :limit FOR UPDATE SKIP LOCKED)
-            RETURNING segment
-            """
-        ),
-        {"now": now, "cutoff": now - timedelta(seconds=min_interval_s), "limit": limit},
-    )
-    return sorted(r.segment for r in rows)
+    """Changed segments (counts or response rates) whose last ScoreChanged for that change is at
+    least `min_interval_s` old; marks them published."""
+    claimed: set[str] = set()
+    for table in ("segment_state", "rate_state"):
+        rows = await conn.execute(
+            sa.text(
+                f"""
+                UPDATE {SCHEMA}.{table} SET pending = false, published_at = :now
+                WHERE segment IN (
+                    SELECT segment FROM {SCHEMA}.{table}
+                    WHERE pending AND (published_at IS NULL OR published_at <= :cutoff)
+                    ORDER BY segment LIMIT :limit FOR UPDATE SKIP LOCKED)
+                RETURNING segment
+                """
+            ),
+            {"now": now, "cutoff": now - timedelta(seconds=min_interval_s), "limit": limit},
+        )
+        claimed.update(r.segment for r in rows)
+    return sorted(claimed)
 
 
 async def counts_in(conn: AsyncConnection, segment: str, days: DayRange) -> Counts:

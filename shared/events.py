@@ -211,11 +211,23 @@ class DayCounts(BaseModel):
         return Counts(self.promoters, self.passives, self.detractors)
 
 
+class DayRates(BaseModel):
+    """A segment's invitations of one day (the invitation's day), and how many of them were answered."""
+
+    model_config = ConfigDict(frozen=True)
+
+    day: date
+    invited: int = Field(ge=0)
+    responded: int = Field(ge=0)
+
+
 class ScoreChanged(Event):
-    """A segment's counts moved. Carries the current and the baseline window, and (optional fields
-    added to schema version 1) the segment's count for every day from `daily_first_day` to `as_of`
-    that has responses (at least both windows' days), so consumers (alerts) never need to query
-    scoring: a day of that span missing from `daily` has none."""
+    """A segment's counts (or its response rates) moved. Carries the current and the baseline
+    window, and (optional fields added to schema version 1) the segment's count for every day from
+    `daily_first_day` to `as_of` that has responses (at least both windows' days), so consumers
+    (alerts) never need to query scoring: a day of that span missing from `daily` has none. `rates`:
+    the same span's days with invitations (a day missing has none); null from a scoring that does
+    not send them."""
 
     type: Literal["ScoreChanged"] = "ScoreChanged"
     segment: str
@@ -225,6 +237,7 @@ class ScoreChanged(Event):
     computed_at: AwareDatetime
     daily_first_day: date | None = None  # null: the baseline's first day
     daily: list[DayCounts] | None = None
+    rates: list[DayRates] | None = None
 
 
 ScoreEvent = Annotated[ScoreChanged, Field(discriminator="type")]
@@ -383,17 +396,17 @@ class AlertExplanation(BaseModel):
     summary: str
     current: AlertWindowCounts
     baseline: AlertWindowCounts
-    statistic: float | None = None  # drop: z; ewma: distance in SDs; incident: z; silence: usual gaps
+    statistic: float | None = None  # drop, response_rate: z; ewma: distance in SDs; incident: z; silence: usual gaps
     p_value: float | None = None
-    q_value: float | None = None  # drop: Benjamini-Hochberg adjusted across the round's segments
-    drop_points: float | None = None
+    q_value: float | None = None  # drop, response_rate: Benjamini-Hochberg adjusted across the round's segments
+    drop_points: float | None = None  # response_rate: points of the rate (percent), the others: of NPS
     contributors: list[AlertContributor] = Field(default_factory=list)
     # drop: the themes that rose most among detractors' comments, when the themes service answered
     drivers: list[AlertDriver] = Field(default_factory=list)
     detail: dict[str, float | int | str | None] = Field(default_factory=dict)
 
 
-AlertRule = Literal["drop", "ewma", "incident", "silence"]
+AlertRule = Literal["drop", "ewma", "incident", "silence", "response_rate"]
 
 
 class AlertFired(Event):

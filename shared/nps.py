@@ -159,6 +159,35 @@ def normal_cdf(x: float) -> float:
 # --- response rates: a proportion (responded of invited) ---
 
 
+@dataclass(frozen=True, slots=True)
+class Rate:
+    invited: int
+    responded: int
+
+    @property
+    def rate(self) -> float | None:
+        return self.responded / self.invited if self.invited else None
+
+    def __add__(self, other: Rate) -> Rate:
+        return Rate(self.invited + other.invited, self.responded + other.responded)
+
+
+NO_INVITATIONS = Rate(0, 0)
+
+
+def compare_rates(baseline: Rate, current: Rate) -> Comparison:
+    """The two-proportion z test with the pooled proportion: z = (p2 - p1) / sqrt(p(1 - p)(1/n1 +
+    1/n2)), `difference` in percentage points. Both need invitations; a pooled rate of 0 or 1 (every
+    invitation answered, or none) is no difference: z = 0."""
+    if baseline.invited <= 0 or current.invited <= 0:
+        raise ValueError("both periods need invitations")
+    p1, p2 = baseline.responded / baseline.invited, current.responded / current.invited
+    pooled = (baseline.responded + current.responded) / (baseline.invited + current.invited)
+    spread = pooled * (1.0 - pooled) * (1.0 / baseline.invited + 1.0 / current.invited)
+    z = (p2 - p1) / math.sqrt(spread) if spread > 0 else 0.0
+    return Comparison(difference=100.0 * (p2 - p1), z=z, p_value_drop=normal_cdf(z))
+
+
 def wilson95(successes: int, n: int, z: float = Z95) -> Interval | None:
     """The Wilson score 95% interval of a proportion, in 0..1 (None when n = 0: no rate). Unlike the
     plain Wald interval it stays inside 0..1 and keeps its coverage at small n and rates near 0 or 1,

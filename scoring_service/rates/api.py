@@ -11,9 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from scoring_service.deps import AsOf, ReadConnection, Segment, WindowQ, window_days
 from scoring_service.rates import repository
-from scoring_service.rates.domain import FATIGUE_DAYS, Rate, summed
+from scoring_service.rates.domain import FATIGUE_DAYS, summed
 from shared.auth import KEY_PROBLEMS, requires
-from shared.nps import wilson95
+from shared.nps import Rate, wilson95
 from shared.windows import DayRange
 from shared.windows import window as days_ending
 

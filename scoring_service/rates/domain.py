@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from shared.nps import Rate
+
 FATIGUE_DAYS = 30  # survey fatigue: the share of people asked twice or more in these many days
 
 
@@ -60,16 +62,6 @@ def answered(invitations: Iterable[Invited], answers: Iterable[Answer], window: 
     return found
 
 
-@dataclass(frozen=True, slots=True)
-class Rate:
-    invited: int
-    responded: int
-
-    @property
-    def rate(self) -> float | None:
-        return self.responded / self.invited if self.invited else None
-
-
 def recompute(
     invitations: Iterable[Invited], answers: Iterable[Answer], window: timedelta
 ) -> dict[tuple[str, date], Rate]:
@@ -86,4 +78,4 @@ def recompute(
 
 
 def summed(days: Mapping[date, Rate]) -> Rate:
-    return Rate(sum(r.invited for r in days.values()), sum(r.responded for r in days.values()))
+    return sum(days.values(), Rate(0, 0))

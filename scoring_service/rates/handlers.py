@@ -101,4 +101,6 @@ class CountRates:
         changed |= await rates.store_invitations(conn, rows, deltas)
         await rates.rematch(conn, changed, self.match_window, deltas)
         await rates.add_daily(conn, deltas)
+        # Their ScoreChanged goes out again with the rates (alerts' response_rate rule reads them).
+        await repository.mark_changed(conn, {s for (s, _), v in deltas.items() if v != [0, 0]}, "rate_state")
         metrics.INVITATIONS.inc(len(rows))

@@ -13,9 +13,10 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from scoring_service.rates.domain import Answer, Invited, Rate
+from scoring_service.rates.domain import Answer, Invited
 from scoring_service.repository import SCHEMA, joined, split, split_in_sql
 from shared.db import UNIQUE_VIOLATION, copy_rows, fetch, split_list, sqlstate_of
+from shared.nps import Rate
 from shared.windows import DayRange
 
 # pg_advisory_xact_lock(RATES_LOCK, bucket of the person): two consumers of one partition during a
@@ -218,6 +219,25 @@ async def days_of(conn: AsyncConnection, segment: str, days: DayRange) -> dict[d
         {"s": segment, "first": days.first, "last": days.last},
     )
     return {r.day: Rate(r.invited, r.responded) for r in rows}
+
+
+async def spans_of(conn: AsyncConnection, segments: Sequence[str], days: DayRange) -> dict[str, dict[date, Rate]]:
+    """Each segment's days with invitations in the range, for the segments that have rates there
+    (a segment whose invitations were all erased maps to {}: its rates are none now; one that never
+    had any is left out)."""
+    rows = await conn.execute(
+        sa.text(
+            f"""SELECT segment, day, invited, responded FROM {SCHEMA}.rate_daily
+                WHERE segment = ANY(CAST(:segments AS text[])) AND day BETWEEN :first AND :last"""
+        ),
+        {"segments": list(segments), "first": days.first, "last": days.last},
+    )
+    found: dict[str, dict[date, Rate]] = {}
+    for r in rows:
+        held = found.setdefault(r.segment, {})
+        if r.invited > 0:
+            held[r.day] = Rate(r.invited, r.responded)
+    return found
 
 
 async def asked_twice(conn: AsyncConnection, segment: str, days: DayRange) -> tuple[int, int]:

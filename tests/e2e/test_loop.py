@@ -868,6 +868,21 @@ async def test_invitations_and_answers_become_a_response_rate_beside_the_score(l
         score = await nps(client, loop, window="7d", segment=f"run:{run}")
         assert score["n"] == 3 and score["response_rate"]["invited"] == 4 and score["response_rate"]["responded"] == 2
 
+    # The rates reach alerts in the segment's ScoreChanged, for its response_rate rule.
+    async def mirrored() -> bool:
+        conn = await asyncpg.connect((loop.var_dir / "database-url").read_text().strip())
+        try:
+            row = await conn.fetchrow(
+                "SELECT (SELECT sum(x) FROM unnest(invited) x) AS invited, "
+                "(SELECT sum(x) FROM unnest(responded) x) AS responded FROM alerts.rate_days WHERE segment = $1",
+                f"run:{run}",
+            )
+        finally:
+            await conn.close()
+        return row is not None and (row["invited"], row["responded"]) == (4, 2)
+
+    await eventually(mirrored, timeout=20)
+
 
 async def _is_some(read: Callable[[], Awaitable[object | None]]) -> bool:
     return await read() is not None

@@ -33,11 +33,12 @@ from shared.events import (
     AlertFired,
     AlertResolved,
     DayCounts,
+    DayRates,
     ScoreChanged,
     WindowCounts,
     alert_events,
 )
-from shared.nps import Counts
+from shared.nps import Counts, Rate
 from shared.sealed import Sealer
 from tests.helpers import (
     FAST_GROUP,
@@ -71,7 +72,12 @@ class Clock:
 
 
 def settings_for(bootstrap: str, database_url: str, namespace: str, **rules: bool) -> AlertSettings:
-    only: dict[str, Any] = {"drop_enabled": False, "ewma_enabled": False, "incident_enabled": False}
+    only: dict[str, Any] = {
+        "drop_enabled": False,
+        "ewma_enabled": False,
+        "incident_enabled": False,
+        "response_rate_enabled": False,
+    }
     return AlertSettings(
         kafka_bootstrap_servers=bootstrap,
         database_url=database_url,  # type: ignore[arg-type]
@@ -231,6 +237,71 @@ async def test_a_drop_fires_explained_once_and_resolves_once(bootstrap: str, dat
     # what arrived for plan:pro: 7 days went from STABLE to WORSE, then back; the first event is history,
     # and the redelivered one counted nothing
     assert [tuple(r) for r in arrived] == [(T0, -35, 0, 35), (T0 + BUCKET, 35, 0, -35)]
+
+
+def with_rates(event: ScoreChanged, per_day: Mapping[date, Rate]) -> ScoreChanged:
+    """`event` carrying these days of invitations, as scoring's rates consumer has it send them (its
+    span from their first: scoring's reaches 84 days back, beyond the rate windows' 38)."""
+    days = [DayRates(day=d, invited=r.invited, responded=r.responded) for d, r in sorted(per_day.items())]
+    return event.model_copy(update={"rates": days, "daily_first_day": min(per_day)})
+
+
+def invitations(answered_now: int, answered_before: int = 20, today: date = TODAY) -> dict[date, Rate]:
+    """100 invitations a day for 40 days: the 7 days ending 3 days ago (the rule's current window,
+    settled) answered `answered_now` times a day, the 28 before `answered_before`; the youngest 3
+    days with nobody answering yet (their answers still coming, which the rule must not read)."""
+    return {
+        today - timedelta(days=i): Rate(100, 0 if i < 3 else answered_now if i < 10 else answered_before)
+        for i in range(40)
+    }
+
+
+async def test_a_fallen_response_rate_fires_explained_and_resolves(
+    bootstrap: str, database_url: str, namespace: str
+) -> None:
+    settings = settings_for(bootstrap, database_url, namespace, response_rate_enabled=True)
+    await create_topics(settings)
+    clock = Clock()
+    steady = history(STABLE)
+    async with running_loop(settings, spec(settings, clock)) as run:
+        await send(
+            bootstrap, settings.topics.scores, [with_rates(changed("channel:email", steady, T0), invitations(20))]
+        )
+        await eventually(run.committed_at_least(1))
+        clock.now = T0 + timedelta(minutes=1)
+        fallen = with_rates(changed("channel:email", steady, clock.now), invitations(8))  # 20% -> 8%
+        await send(bootstrap, settings.topics.scores, [fallen])
+        await eventually(run.committed_at_least(2))
+        [fired] = await alerts_in(bootstrap, settings.topics.alerts, expect=1)
+        assert isinstance(fired, AlertFired) and (fired.rule, fired.segment) == ("response_rate", "channel:email")
+        x = fired.explanation
+        assert x.drop_points == pytest.approx(12.0) and x.q_value is not None and x.q_value < 0.05
+        assert (x.detail["current_invited"], x.detail["current_responded"]) == (700, 56)
+        assert (x.detail["baseline_invited"], x.detail["baseline_responded"]) == (2800, 560)
+        assert x.detail["current_last_day"] == (TODAY - timedelta(days=3)).isoformat()
+        assert "fell 12.0 points: 8.0% (56 of 700 invited) vs 20.0% (560 of 2800)" in x.summary
+
+        # An older score arriving late changes nothing held; the rate back to 20% resolves the alert.
+        await send(
+            bootstrap, settings.topics.scores, [with_rates(changed("channel:email", steady, T0), invitations(2))]
+        )
+        clock.now = T0 + timedelta(minutes=2)
+        await send(
+            bootstrap,
+            settings.topics.scores,
+            [with_rates(changed("channel:email", steady, clock.now), invitations(20))],
+        )
+        await eventually(run.committed_at_least(4))
+        events = await alerts_in(bootstrap, settings.topics.alerts, expect=2)
+    resolved = events[1]
+    assert isinstance(resolved, AlertResolved) and resolved.alert_id == fired.alert_id
+    engine = make_engine(database_url)
+    async with engine.connect() as conn:
+        held = (await repository.rate_days_of(conn, ["channel:email"]))["channel:email"]
+    await engine.dispose()
+    settled = TODAY - timedelta(days=3)
+    assert held.sum(settled - timedelta(days=6), settled) == Rate(700, 140)  # the newest score's, not the late one's
+    assert held.sum(TODAY - timedelta(days=2), TODAY) == Rate(300, 0)
 
 
 async def test_silence_fires_on_the_schedule_when_traffic_stops(

@@ -14,19 +14,22 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scoring_service import metrics
 from scoring_service.bootstrap import create_app, rates_spec
 from scoring_service.domain import segment_key
-from scoring_service.handlers import rate_gauges
+from scoring_service.handlers import PublishChanges, rate_gauges
 from scoring_service.rates import repository as rates
-from scoring_service.rates.domain import Answer, Invited, Rate, recompute
+from scoring_service.rates.domain import Answer, Invited, recompute
 from scoring_service.settings import ScoringSettings
 from shared.consumer import Message
 from shared.db import make_engine
-from shared.events import InvitationSent, RespondentErased, ResponseSubmitted
+from shared.events import InvitationSent, RespondentErased, ResponseSubmitted, ScoreChanged, score_events
+from shared.nps import Rate
+from shared.outbox import Outgoing, unpack
 from shared.pseudonyms import Pseudonyms
 from shared.segments import OVERALL
 from shared.windows import DayRange
@@ -181,7 +184,11 @@ def test_counted_rates_equal_a_recompute_under_any_delivery(
     rng: random.Random,
 ) -> None:  # fmt: skip
     asyncio.run(
-        truncate(rates_db, "scoring", ("rate_invitations", "rate_answers", "rate_daily", "erasures", "segments"))
+        truncate(
+            rates_db,
+            "scoring",
+            ("rate_invitations", "rate_answers", "rate_daily", "rate_state", "erasures", "segments"),
+        )
     )
     events = events_of(invitations, answers, erasures)
     counts = asyncio.run(delivered(rates_db, events, rng))
@@ -197,7 +204,11 @@ async def test_a_prompt_dismissed_after_the_person_s_erasure_stays_whatever_the_
     want = expected(events)
     assert want[("all", date(2026, 11, 2))] == Rate(1, 0)  # still invited, no longer answered
     for seed in range(12):
-        await truncate(rates_db, "scoring", ("rate_invitations", "rate_answers", "rate_daily", "erasures", "segments"))
+        await truncate(
+            rates_db,
+            "scoring",
+            ("rate_invitations", "rate_answers", "rate_daily", "rate_state", "erasures", "segments"),
+        )
         assert await delivered(rates_db, events, random.Random(seed)) == want, seed
 
 
@@ -239,3 +250,58 @@ async def test_the_api_serves_rates_with_intervals_fatigue_and_beside_the_score(
     assert metrics.SEGMENT_ASKED_TWICE.labels("channel:email")._value.get() == pytest.approx(1 / 3)
     assert math.isnan(metrics.SEGMENT_RESPONSE_RATE.labels("channel:sms")._value.get())
     await engine.dispose()
+
+
+async def published_scores(conn: Any) -> dict[str, ScoreChanged]:
+    """The ScoreChanged events in scoring's outbox, the newest per segment."""
+    rows = await conn.execute(sa.text("SELECT topic, key, value, frames FROM scoring.outbox ORDER BY id"))
+    found: dict[str, ScoreChanged] = {}
+    for r in rows:
+        for item in unpack(r.topic, r.value) if r.frames else [Outgoing(r.topic, r.key, bytes(r.value))]:
+            event = score_events.validate_json(item.value)
+            found[event.segment] = event
+    return found
+
+
+async def test_changed_rates_go_out_in_the_segment_s_score_changed_for_alerts(rates_db: str) -> None:
+    """The rates consumer marks the segments whose rates moved; scoring's next ScoreChanged of each
+    carries its days with invitations (what alerts' response_rate rule reads), also when erasure
+    left it none."""
+    tables = ("rate_invitations", "rate_answers", "rate_daily", "rate_state", "segment_state", "erasures", "segments")
+    await truncate(rates_db, "scoring", (*tables, "outbox"))
+    events = events_of(
+        [{"person": p, "survey": "q1", "channel": "email", "hours": h, "dismissed": False}
+         for p, h in (("p0", 0), ("p1", 0), ("p2", 30))],
+        [{"person": "p0", "survey": "q1", "hours": 2, "names": None}],
+        [],
+    )  # fmt: skip
+    await delivered(rates_db, events, random.Random(3))
+    publish = PublishChanges("nps.scores.v1", 7, 28, interval_s=0.0, clock=lambda: at(24 * 3))
+    engine = make_engine(rates_db)
+    try:
+        async with engine.begin() as conn:
+            await publish(conn)
+            sent = await published_scores(conn)
+        assert {"all", "channel:email", "survey_id:q1"} <= set(sent)  # every segment the invitations count in
+        for segment in ("all", "channel:email", "survey_id:q1"):
+            rates_sent = sent[segment].rates
+            assert rates_sent is not None
+            assert [(d.day, d.invited, d.responded) for d in rates_sent] == [
+                (date(2026, 11, 1), 2, 1), (date(2026, 11, 2), 1, 0)
+            ]  # fmt: skip
+        assert all(e.daily == [] for e in sent.values())  # no response counted by scoring here: only the rates moved
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("DELETE FROM scoring.outbox"))
+            await publish(conn)
+            assert await published_scores(conn) == {}  # nothing moved since
+        # The people erased: the segments' rates are none now, and say so.
+        erased = [
+            RespondentErased(erasure_id=f"e-{p}", respondent_id=p, requested_at=at(40)) for p in ("p0", "p1", "p2")
+        ]
+        await delivered(rates_db, erased, random.Random(4))
+        async with engine.begin() as conn:
+            await publish(conn)
+            after = await published_scores(conn)
+        assert set(after) == set(sent) and all(e.rates == [] for e in after.values())
+    finally:
+        await engine.dispose()

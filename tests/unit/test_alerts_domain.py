@@ -16,6 +16,7 @@ from alerts_service.detection import (
     Ewma,
     EwmaRule,
     IncidentRule,
+    RateRule,
     Rules,
     SilenceRule,
     benjamini_hochberg,
@@ -25,6 +26,7 @@ from alerts_service.detection import (
     drop_test,
     ewma,
     incident_verdict,
+    rate_test,
     silence_verdict,
 )
 from alerts_service.domain import (
@@ -40,9 +42,10 @@ from alerts_service.domain import (
     step,
 )
 from alerts_service.handlers import Due, EvaluateRounds, round_due, stats_of
-from alerts_service.repository import NO_DAYS, Days, int4s
-from shared.nps import Counts, normal_cdf
+from alerts_service.repository import NO_DAYS, NO_RATES, Days, RateDays, int4s
+from shared.nps import Counts, Rate, compare_rates, normal_cdf
 from shared.segments import is_child, parts
+from shared.windows import DayRange
 
 T0 = datetime(2026, 11, 24, 12, tzinfo=UTC)
 
@@ -301,7 +304,10 @@ def test_a_round_fires_with_an_explanation_naming_the_sub_segment() -> None:
     us_now, us_before = Counts(48, 16, 16), Counts(120, 40, 40)  # NPS 40 both times: moved nothing
 
     rules = Rules(
-        ewma=EwmaRule(enabled=False), incident=IncidentRule(enabled=False), silence=SilenceRule(enabled=False)
+        ewma=EwmaRule(enabled=False),
+        incident=IncidentRule(enabled=False),
+        silence=SilenceRule(enabled=False),
+        response_rate=RateRule(enabled=False),
     )
 
     def seg(name: str, now: Counts, before: Counts) -> SegmentData:
@@ -493,3 +499,98 @@ def test_ten_thousand_segments_are_read_in_six_parts() -> None:
         1500,
         500,
     ]
+
+
+# --- response_rate ---
+
+
+def test_two_proportions_by_hand() -> None:
+    # 30% of 1,000 then 25% of 1,000: pooled 0.275, SE sqrt(0.275 x 0.725 x 2/1000) = 0.019969,
+    # z = -0.05 / 0.019969 = -2.5039, one-sided p = Phi(-2.5039) = 0.00614
+    comparison = compare_rates(Rate(1000, 300), Rate(1000, 250))
+    assert comparison.z == pytest.approx(-2.5039, abs=1e-4)
+    assert comparison.p_value_drop == pytest.approx(0.006141, abs=2e-6)
+    assert comparison.difference == pytest.approx(-5.0)
+    assert compare_rates(Rate(50, 0), Rate(70, 0)).z == 0.0  # nobody answered either time: no change
+    assert compare_rates(Rate(50, 50), Rate(70, 70)).p_value_drop == 0.5
+    with pytest.raises(ValueError):
+        compare_rates(Rate(0, 0), Rate(10, 1))
+
+
+@given(
+    st.integers(1, 5000).flatmap(lambda n: st.tuples(st.just(n), st.integers(0, n))),
+    st.integers(1, 5000).flatmap(lambda n: st.tuples(st.just(n), st.integers(0, n))),
+)
+def test_a_lower_current_rate_is_the_one_sided_drop(base: tuple[int, int], now: tuple[int, int]) -> None:
+    comparison = compare_rates(Rate(*base), Rate(*now))
+    assert (comparison.z < 0) == (now[1] / now[0] < base[1] / base[0])
+    assert 0.0 <= comparison.p_value_drop <= 1.0
+    mirrored = compare_rates(Rate(*now), Rate(*base))
+    assert mirrored.z == pytest.approx(-comparison.z, abs=1e-9)
+
+
+def test_the_rate_rule_needs_the_drop_rule_s_minimum_of_invitations_each_side() -> None:
+    rule = DropRule(min_responses=30)
+    assert rate_test(Rate(29, 1), Rate(500, 100), rule) is None
+    assert rate_test(Rate(500, 1), Rate(29, 10), rule) is None
+    test = rate_test(Rate(400, 48), Rate(1600, 320), rule)  # 12% against 20%
+    assert test is not None and test.drop_points == pytest.approx(8.0) and test.z == pytest.approx(-3.693, abs=1e-3)
+
+
+def test_the_rate_windows_end_settle_days_before_today() -> None:
+    windows = round_windows(date(2026, 12, 7), Rules(response_rate=RateRule(settle_days=3)))
+    assert windows.current.last == date(2026, 12, 7)
+    assert (windows.rates_current, windows.rates_baseline) == (
+        DayRange(date(2026, 11, 28), date(2026, 12, 4)),
+        DayRange(date(2026, 10, 31), date(2026, 11, 27)),
+    )
+
+
+RATES_ONLY = Rules(
+    drop=DropRule(),
+    ewma=EwmaRule(enabled=False),
+    incident=IncidentRule(enabled=False),
+    silence=SilenceRule(enabled=False),
+)
+
+
+def rate_segment(name: str, now: Rate, before: Rate) -> SegmentData:
+    return SegmentData(
+        name, Counts(), Counts(), None, None, Counts(), None, now, before, rate_test(now, before, RATES_ONLY.drop)
+    )
+
+
+def test_a_fallen_rate_fires_with_its_numbers_and_a_small_or_stable_one_does_not() -> None:
+    data = [
+        rate_segment("channel:email", Rate(400, 48), Rate(1600, 320)),  # 20% -> 12%
+        rate_segment("channel:web", Rate(400, 78), Rate(1600, 320)),  # 20% -> 19.5%: not 5 points
+        rate_segment("channel:sms", Rate(20, 0), Rate(1600, 320)),  # 20 invitations: no verdict
+    ]
+    windows = round_windows(date(2026, 12, 7), RATES_ONLY)
+    timing = Timing(for_evaluations=2, for_s=0)
+    first = evaluate_round(data, {}, RATES_ONLY, windows, T0, timing)
+    assert first.changes == [] and first.held["response_rate"] == ["channel:email"]
+    assert first.verdicts == 2  # sms: too few invitations to say
+    states = {(s.rule, s.segment): s for s in first.states}
+    second = evaluate_round(data, states, RATES_ONLY, windows, T0 + timedelta(minutes=1), timing)
+    [fired] = second.changes
+    assert (fired.state.rule, fired.state.segment, fired.transition) == ("response_rate", "channel:email", "fired")
+    explanation = fired.explanation
+    assert explanation.drop_points == pytest.approx(8.0) and explanation.contributors == []
+    assert explanation.q_value is not None and explanation.q_value <= 0.05
+    assert "Response rate of channel:email fell 8.0 points: 12.0% (48 of 400 invited) vs 20.0%" in explanation.summary
+    detail = explanation.detail
+    assert (detail["current_invited"], detail["current_responded"], detail["current_rate"]) == (400, 48, 12.0)
+    assert (detail["baseline_first_day"], detail["current_last_day"]) == ("2026-10-31", "2026-12-04")
+    assert detail["current_ci_low"] < 12.0 < detail["current_ci_high"]  # type: ignore[operator]
+    assert second.firing == {"drop": 0, "response_rate": 1}
+
+
+def test_rate_days_sum_the_windows_they_hold() -> None:
+    days = RateDays.of(date(2026, 12, 1), [(date(2026, 12, 2), Rate(10, 3)), (date(2026, 12, 4), Rate(5, 5))])
+    assert list(days.invited) == [0, 10, 0, 5] and list(days.responded) == [0, 3, 0, 5]
+    assert days.sum(date(2026, 11, 1), date(2026, 12, 31)) == Rate(15, 8)
+    assert days.sum(date(2026, 12, 3), date(2026, 12, 4)) == Rate(5, 5)
+    assert days.sum(date(2026, 12, 5), date(2026, 12, 9)) == Rate(0, 0)
+    assert NO_RATES.sum(date(2026, 12, 1), date(2026, 12, 9)) == Rate(0, 0)
+    assert RateDays.of(date(2026, 12, 1), []).sum(date(2026, 12, 1), date(2026, 12, 9)) == Rate(0, 0)

@@ -10,6 +10,8 @@ from alerts_service import simulate
 from alerts_service.detection import DropRule, EwmaRule, IncidentRule, Rules, SilenceRule
 from alerts_service.domain import Timing
 
+PER_30 = "alerts per segment per 30 days"
+
 DROP_ONLY = Rules(
     ewma=EwmaRule(enabled=False), incident=IncidentRule(enabled=False), silence=SilenceRule(enabled=False)
 )
@@ -35,6 +37,13 @@ def test_a_stable_stream_rarely_alerts_and_a_drop_is_found() -> None:
     assert slowest != "none" and float(slowest.split(" / ")[1].split()[0]) <= 180 and int(found) >= 1
     ewma, _ = rows[("1 point a week decline, ~57/day", "ewma: detected / median delay")].value.split(" of ")
     assert int(ewma) >= 1
+    false_rate = rows[("null, rate 20%, ~400 invitations/week, settle 3 days", f"false response_rate {PER_30}")]
+    assert float(false_rate.value) <= 0.5 and false_rate.met is not None
+    fell = rows[("rate 20% -> 12%, ~400 invitations/week", "power: detected by response_rate within 21 days")]
+    assert float(fell.value) >= 0.5
+    # Without settling, the youngest invitations (answers still coming) read as a fall: the table shows it.
+    unsettled = rows[("null, rate 20%, ~400 invitations/week, settle 0 days", f"false response_rate {PER_30}")]
+    assert float(unsettled.value) > 1.0
 
 
 def test_a_broken_rule_shows_in_the_table() -> None:
