@@ -69,8 +69,10 @@ def create_app(settings: IngestSettings | None = None) -> RawFirst:
         follower = Watermark(
             engine,
             settings.require_bootstrap(),
-            settings.topics.responses,
-            settings.replay_groups,
+            {
+                settings.topics.responses: settings.replay_groups,
+                settings.topics.invitations: settings.replay_invitation_groups,
+            },
             margin=settings.replay_margin,
             retention=timedelta(hours=settings.replay_retention_hours),
             clock=lambda: datetime.now(UTC),

@@ -2,9 +2,10 @@
 
 Ingest logs every accepted event in its own database (`ingest.events`, same transaction as the
 record of the response) for `replay_retention_hours`. The `Watermark` task follows the consumer
-groups of the responses topic: it samples the topic's end offsets every `replay_check_s`, and once
-every group has committed past a sample, every event accepted before that sample's time has been
-read by all of them; that time is the replay watermark. `replay()` publishes the logged events
+groups of the topics ingest publishes to (responses: `replay_groups`; invitations:
+`replay_invitation_groups`): it samples the topics' end offsets every `replay_check_s`, and once
+every group has committed past a sample on its topic, every event accepted before that sample's time
+has been read by all of them; that time is the replay watermark. `replay()` publishes the logged events
 accepted since a time (by default the watermark less `replay_margin_s`) in the order they were
 accepted. Consumers are idempotent, so publishing more than was lost is safe.
 
@@ -20,7 +21,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -38,38 +39,58 @@ REPLAY_CHUNK = 5_000
 MAX_SAMPLES = 10_000
 
 
+Ends = dict[str, dict[int, int]]  # topic -> partition -> end offset
+
+
 @dataclass(frozen=True, slots=True)
 class Sample:
     at: datetime
-    ends: dict[int, int]  # partition -> end offset
+    ends: Ends
 
 
-def reached(samples: Sequence[Sample], committed: Sequence[dict[int, int]]) -> int | None:
-    """The index of the newest sample every group has committed past (a group's missing partition
-    counts as offset 0), or None. Pure: the rule the watermark advances by."""
+def reached(samples: Sequence[Sample], committed: Sequence[tuple[str, dict[int, int]]]) -> int | None:
+    """The index of the newest sample every group has committed past on its topic (`committed`: a
+    group's topic and its offsets; a missing partition counts as offset 0), or None. Pure: the rule
+    the watermark advances by."""
     newest = None
     for i, sample in enumerate(samples):
-        if all(group.get(p, 0) >= end for group in committed for p, end in sample.ends.items()):
+        if all(
+            offsets.get(p, 0) >= end for topic, offsets in committed for p, end in sample.ends.get(topic, {}).items()
+        ):
             newest = i
     return newest
 
 
-def went_back(before: dict[int, int], after: dict[int, int]) -> list[int]:
-    """Partitions whose end offset is lower than before: the topic lost events (or was recreated)."""
-    return sorted(p for p, end in before.items() if after.get(p, 0) < end)
+def went_back(before: Ends, after: Ends) -> list[tuple[str, int]]:
+    """The partitions whose end offset is lower than before: the topic lost events (or was recreated)."""
+    return sorted(
+        (topic, p) for topic, ends in before.items() for p, end in ends.items() if after.get(topic, {}).get(p, 0) < end
+    )
 
 
-async def stored(engine: AsyncEngine) -> tuple[datetime | None, dict[int, int]]:
-    """The watermark, and the end offsets the topic had when it last advanced (empty after a replay)."""
+def ends_of(value: dict[str, Any] | None, first_topic: str) -> Ends:
+    """The stored end offsets: {topic: {partition: end}}, or (before the watermark followed more than
+    one topic) {partition: end} of `first_topic`, the responses topic."""
+    if not value:
+        return {}
+    if all(key.isdigit() for key in value):
+        return {first_topic: {int(p): int(end) for p, end in value.items()}}
+    return {topic: {int(p): int(end) for p, end in ends.items()} for topic, ends in value.items()}
+
+
+async def stored(engine: AsyncEngine, first_topic: str) -> tuple[datetime | None, Ends]:
+    """The watermark, and the end offsets the topics had when it last advanced (empty after a replay)."""
     async with engine.connect() as conn:
         row = (await conn.execute(sa.text(f"SELECT at, ends FROM {SCHEMA}.replay_watermark"))).first()
     if row is None:
         return None, {}
-    return row.at, {int(p): int(end) for p, end in (row.ends or {}).items()}
+    return row.at, ends_of(row.ends, first_topic)
 
 
 async def watermark(engine: AsyncEngine) -> datetime | None:
-    return (await stored(engine))[0]
+    async with engine.connect() as conn:
+        mark: datetime | None = await conn.scalar(sa.text(f"SELECT at FROM {SCHEMA}.replay_watermark"))
+    return mark
 
 
 class Watermark:
@@ -80,17 +101,17 @@ class Watermark:
         self,
         engine: AsyncEngine,
         bootstrap: str,
-        topic: str,
-        groups: Sequence[str],
+        follows: dict[str, Sequence[str]],
         *,
         margin: timedelta,
         retention: timedelta,
         clock: Callable[[], datetime],
     ) -> None:
+        """`follows`: each topic (the responses topic first) and the consumer groups that read it."""
         self._engine = engine
         self._bootstrap = bootstrap
-        self._topic = topic
-        self._groups = list(groups)
+        self._topics = list(follows)
+        self._follows = [(topic, group) for topic, groups in follows.items() for group in groups]
         self._margin = margin
         self._retention = retention
         self._clock = clock
@@ -102,7 +123,7 @@ class Watermark:
         # A consumer that names a group but never subscribes reads its committed offsets without joining it.
         groups = [
             AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=g, enable_auto_commit=False)
-            for g in self._groups
+            for _, g in self._follows
         ]
         for consumer in (ends, *groups):
             await consumer.start()
@@ -121,24 +142,26 @@ class Watermark:
 
     async def step(self, ends_reader: AIOKafkaConsumer, groups: Sequence[AIOKafkaConsumer]) -> None:
         now = self._clock()
-        partitions = ends_reader.partitions_for_topic(self._topic)
-        if not partitions:
-            await ends_reader.force_metadata_update()
-            return
-        tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
-        ends = {tp.partition: offset for tp, offset in (await ends_reader.end_offsets(tps)).items()}
-        since, floor = await stored(self._engine)
+        tps: dict[str, list[TopicPartition]] = {}
+        for topic in self._topics:
+            partitions = ends_reader.partitions_for_topic(topic)
+            if not partitions:
+                await ends_reader.force_metadata_update()
+                return
+            tps[topic] = [TopicPartition(topic, p) for p in sorted(partitions)]
+        found = await ends_reader.end_offsets([tp for listed in tps.values() for tp in listed])
+        ends: Ends = {topic: {tp.partition: found[tp] for tp in listed} for topic, listed in tps.items()}
+        since, floor = await stored(self._engine, self._topics[0])
         lost = went_back(floor, ends)
         if lost:
-            # The broker lost events (or the topic was recreated). Until a replay brings them back
+            # The broker lost events (or a topic was recreated). Until a replay brings them back
             # (and clears the floor) the watermark stays, so no erasure event is purged unread.
             self._samples.clear()
             if not self._frozen:
                 log.error(
-                    "the topic %s went back on partitions %s (the broker lost events, or the topic was recreated): "
+                    "topics went back on partitions %s (the broker lost events, or a topic was recreated): "
                     "unless `nps up` replays them, run `nps ingest replay --since %s`",
-                    self._topic,
-                    lost,
+                    ", ".join(f"{topic}[{p}]" for topic, p in lost),
                     (since - self._margin).isoformat() if since else "'<the time the loss began>'",
                 )
             self._frozen = True
@@ -147,11 +170,11 @@ class Watermark:
         self._samples.append(Sample(now, ends))
         del self._samples[:-MAX_SAMPLES]
         committed = []
-        for group in groups:
+        for (topic, _), group in zip(self._follows, groups, strict=True):
             offsets = {}
-            for tp in tps:
+            for tp in tps[topic]:
                 offsets[tp.partition] = await group.committed(tp) or 0
-            committed.append(offsets)
+            committed.append((topic, offsets))
         index = reached(self._samples, committed)
         if index is not None:
             sample = self._samples[index]

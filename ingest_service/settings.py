@@ -35,6 +35,10 @@ class IngestSettings(ServiceSettings):
         default=["nps-scoring", "nps-followup", "nps-delivery", "nps-scoring-themes", "nps-scoring-rates"],
         description="the consumer groups of the responses topic the replay watermark follows (JSON list)",
     )
+    replay_invitation_groups: list[str] = Field(
+        default=["nps-scoring-rates"],
+        description="the consumer groups of the invitations topic the replay watermark follows (JSON list)",
+    )
     workers: int = Field(
         default=1,
         ge=1,

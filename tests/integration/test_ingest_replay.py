@@ -18,7 +18,7 @@ from services.infra import ensure_topics
 from shared.db import make_engine
 from shared.events import RespondentErased, ResponseRevised, ResponseSubmitted, response_events
 from shared.settings import Topics
-from tests.helpers import eventually, nps, read_topic
+from tests.helpers import eventually, nps, nps_here, read_topic
 from tests.integration.conftest import LiveIngest, live_ingest
 
 pytestmark = pytest.mark.integration
@@ -34,6 +34,7 @@ def logged(pg_admin_url: str, bootstrap: str, tmp_path: Path) -> Iterator[LiveIn
         tmp_path,
         NPS_INGEST_RATE_LIMIT_PER_S="0",
         NPS_INGEST_REPLAY_GROUPS='["replay-g1", "replay-g2"]',
+        NPS_INGEST_REPLAY_INVITATION_GROUPS='["replay-g3"]',
         NPS_INGEST_REPLAY_CHECK_S="0.2",
         NPS_INGEST_REPLAY_MARGIN_S="0",
     )
@@ -118,8 +119,12 @@ async def test_accepted_events_are_logged_erasure_reaches_the_log_and_replay_bri
     assert [(e.response_id, e.version) for e in decoded if isinstance(e, ResponseRevised)] == [(f"{run}-r1", 2)]
     assert [e.respondent_id for e in decoded if isinstance(e, RespondentErased)] == [people[2]]
 
-    # Once both groups have read the topic the watermark passes the erasure, which leaves the log.
-    await asyncio.gather(*(consume_all(bootstrap, logged.topics.responses, g, expect=9) for g in GROUPS))
+    # Once both groups have read the topic, and the invitations' group its copy of the erasure, the
+    # watermark passes the erasure, which leaves the log.
+    await asyncio.gather(
+        *(consume_all(bootstrap, logged.topics.responses, g, expect=9) for g in GROUPS),
+        consume_all(bootstrap, logged.topics.invitations, "replay-g3", expect=1),
+    )
 
     async def erasure_purged() -> bool:
         return ("erasure", people[2]) not in await logged_events(logged.database_url)
@@ -178,7 +183,7 @@ async def test_the_watermark_stays_while_the_topic_is_below_what_it_held_until_a
                 )
         finally:
             await engine.dispose()
-        return "went back on partitions [0]" in logged.process.log.read_text()
+        return f"went back on partitions {logged.topics.responses}[0]" in logged.process.log.read_text()
 
     await eventually(frozen_by_the_floor, timeout=15, every=0.3)
     frozen = await mark()
@@ -194,6 +199,52 @@ async def test_the_watermark_stays_while_the_topic_is_below_what_it_held_until_a
         return now is not None and frozen is not None and now > frozen
 
     await eventually(advanced, timeout=15)
+
+
+async def test_the_watermark_waits_for_the_invitations_groups_too(logged: LiveIngest, bootstrap: str) -> None:
+    """An invitation the rates group has not read holds the watermark, however far the responses'
+    groups read: a broker that lost it meanwhile has it replayed from before it."""
+
+    async def mark() -> datetime | None:
+        return await watermark_of(logged.database_url)
+
+    made = nps_here("keys", "create", "mailer", "--scope", "invitations:write,responses:write", env=logged.env)
+    assert made.returncode == 0, made.stderr
+    headers = {"Authorization": f"Bearer {made.stdout.strip()}"}
+    invitation = {
+        "invitation_id": f"inv-{uuid.uuid4().hex[:8]}", "respondent_id": "p-1", "survey_id": "q4", "channel": "email",
+        "invited_at": datetime.now(UTC).isoformat(),
+    }  # fmt: skip
+    async with httpx.AsyncClient(base_url=logged.url, headers=headers, timeout=10) as client:
+
+        async def sent() -> bool:  # ingest reloads its keys every 0.2 s here
+            reply = await client.post("/v1/invitations", json={"invitations": [invitation]})
+            return reply.status_code == 202
+
+        await eventually(sent, timeout=10, every=0.2)
+        posted_at = datetime.now(UTC)
+        assert (await client.post("/v1/responses", json={"respondent_id": "p-2", "score": 9})).status_code == 202
+    await asyncio.gather(*(consume_all(bootstrap, logged.topics.responses, g, expect=1) for g in GROUPS))
+    await asyncio.sleep(2)  # ten checks: every response read, the invitation not
+    held = await mark()
+    assert held is None or held < posted_at, (held, posted_at)
+
+    await consume_all(bootstrap, logged.topics.invitations, "replay-g3", expect=1)
+
+    async def past_it() -> bool:
+        now = await mark()
+        return now is not None and now > posted_at
+
+    await eventually(past_it, timeout=15)
+
+
+async def watermark_of(database_url: str) -> datetime | None:
+    engine = make_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            return await conn.scalar(sa.text("SELECT at FROM ingest.replay_watermark"))  # type: ignore[no-any-return]
+    finally:
+        await engine.dispose()
 
 
 async def _is_set(read: Callable[[], Awaitable[datetime | None]]) -> bool:
