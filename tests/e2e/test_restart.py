@@ -10,6 +10,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -206,6 +207,34 @@ async def _post_many(loop: Loop, run: str, n: int) -> dict[str, int]:
     }
 
 
+async def _invite_many(loop: Loop, run: str, n: int) -> None:
+    """n invitations of people who never answer (one request: at most 1,000)."""
+    asked_at = datetime.now(UTC).isoformat()
+    invitations = [
+        {"invitation_id": f"{run}-i{i}", "respondent_id": f"{run}-invitee-{i}", "invited_at": asked_at,
+         "attributes": {"run": run}}
+        for i in range(n)
+    ]  # fmt: skip
+    async with httpx.AsyncClient(timeout=30) as client:
+        reply = await client.post(
+            f"{loop.urls['ingest']}/v1/invitations", json={"invitations": invitations}, headers=loop.auth
+        )
+    assert reply.status_code == 202 and reply.json()["recorded"] == n, reply.text
+
+
+async def _invited(loop: Loop, run: str, n: int) -> None:
+    """Scoring's rates group counts exactly `n` invitations of the run."""
+
+    async def counted() -> bool:
+        async with httpx.AsyncClient(timeout=10) as client:
+            reply = await client.get(
+                f"{loop.urls['scoring']}/v1/response-rates", params={"segment": f"run:{run}"}, headers=loop.auth
+            )
+        return reply.status_code == 200 and reply.json()["invited"] == n
+
+    await eventually(counted, timeout=60, every=1.0)
+
+
 def _hold_consumers(loop: Loop) -> list[int]:
     """SIGSTOP scoring and follow-up: consumers as far behind as they can be."""
     held = [pid for name, pid in loop.children().items() if name in ("scoring", "followup")]
@@ -284,6 +313,7 @@ async def test_nothing_acknowledged_is_lost_when_the_loop_stops_with_its_consume
             await eventually(routed, timeout=20)
         held = _hold_consumers(first)
         posted = await _post_many(first, run, 2_000)
+        await _invite_many(first, run, 300)  # the rates consumer (in scoring) held too
         await _stop_now(first, held)
     finally:
         if first.process.poll() is None:
@@ -294,8 +324,9 @@ async def test_nothing_acknowledged_is_lost_when_the_loop_stops_with_its_consume
     assert second.api_key == first.api_key  # the development key is kept with the data
     try:
         replays = re.findall(r"replayed (\d+) accepted events", second.output.read_text())  # the log is appended to
-        assert len(replays) == 2 and int(replays[-1]) > 0, replays
+        assert len(replays) == 2 and int(replays[-1]) >= 2_300, replays  # the responses and the invitations
         await _counted_exactly(second, run, posted)
+        await _invited(second, run, 300)
         async with httpx.AsyncClient(timeout=10) as client:
             score = await client.get(
                 f"{second.urls['scoring']}/v1/nps", params={"segment": f"run:{kept}"}, headers=second.auth
