@@ -87,14 +87,24 @@ ResponseWire = Submitted | Revised | Erased
 _DECODER: msgspec.json.Decoder[ResponseWire] = msgspec.json.Decoder(ResponseWire)
 # Inputs the model decodes instead (see above); a false alarm (a comment quoting "v1.2345678") only
 # costs that event the slower decoder.
-_MODEL_ONLY = re.compile(rb"\.\d{7}|\\u00[23]")
+_MORE_DIGITS = re.compile(rb"\.\d{7}")
+_CONTROL_ESCAPE = re.compile(rb"\\u00[23]")
+
+
+def _model_only(raw: bytes) -> bool:
+    """Whether `raw` holds `.` and 7 digits or an escaped \\u002x/\\u003x (see above). Two searches
+    with literal prefixes, the escape's only where `\\u00` occurs at all: 0.8 us an event where
+    one alternation took 2.1 (each of scoring's events is asked)."""
+    return (b"\\u00" in raw and _CONTROL_ESCAPE.search(raw) is not None) or _MORE_DIGITS.search(raw) is not None
+
+
 _WIRE_OF = {ResponseSubmitted: Submitted, ResponseRevised: Revised, RespondentErased: Erased}
 
 
 def decode_response(raw: bytes) -> ResponseWire:
     """An event of nps.responses, as the contract reads it; raises the model's ValidationError for
     one the contract refuses."""
-    if _MODEL_ONLY.search(raw) is None:
+    if not _model_only(raw):
         try:
             return _DECODER.decode(raw)
         except (msgspec.ValidationError, msgspec.DecodeError):
@@ -135,7 +145,7 @@ _RATE_MODELS: TypeAdapter[ResponseEvent | InvitationSent] = TypeAdapter(
 
 def decode_rate_event(raw: bytes) -> RateWire:
     """An event of either topic, as the contracts read it (the same fallback as decode_response)."""
-    if _MODEL_ONLY.search(raw) is None:
+    if not _model_only(raw):
         try:
             return _RATE_DECODER.decode(raw)
         except (msgspec.ValidationError, msgspec.DecodeError):

@@ -91,15 +91,20 @@ class CountRates:
 
         deltas = rates.new_deltas()
         await rates.forget(conn, {k: erasures[k] for k in requested}, deltas)
-        changed = set(requested) | await rates.store_answers(
+        new_invitations = await rates.store_invitations(conn, rows, deltas)
+        # Everything of the erased people, and of those whose earlier answers may now pick a new
+        # invitation (asked before the batch's answers are stored: those pick below), is matched
+        # again; other people's new answers only add their picks.
+        again = set(requested) | await rates.may_be_picked(conn, new_invitations, self.match_window)
+        new_answers = await rates.store_answers(
             conn,
             [
                 Answer(e.response_id, k, e.survey_id or "", e.answered_at, e.invitation_id, e.submitted_at)
                 for e, k in answers
             ],
         )
-        changed |= await rates.store_invitations(conn, rows, deltas)
-        await rates.rematch(conn, changed, self.match_window, deltas)
+        await rates.rematch(conn, again, self.match_window, deltas)
+        await rates.pick(conn, [a for a in new_answers if a.respondent_key not in again], self.match_window, deltas)
         await rates.add_daily(conn, deltas)
         # Their ScoreChanged goes out again with the rates (alerts' response_rate rule reads them).
         await repository.mark_changed(conn, {s for (s, _), v in deltas.items() if v != [0, 0]}, "rate_state")

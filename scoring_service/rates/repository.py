@@ -104,22 +104,22 @@ async def _copy_new(
     return known
 
 
-async def store_answers(conn: AsyncConnection, answers: Sequence[Answer]) -> set[str]:
-    """The answers new to us (a redelivered one is there already); returns their people's keys."""
+async def store_answers(conn: AsyncConnection, answers: Sequence[Answer]) -> list[Answer]:
+    """Stores the answers new to us (a redelivered one is there already) and returns them."""
     if not answers:
-        return set()
+        return []
     rows = [
         (a.response_id, a.respondent_key, a.survey_id, a.answered_at, a.invitation_id, a.accepted_at) for a in answers
     ]
     known = await _copy_new(conn, "rate_answers", _ANSWER_COLUMNS, rows)
-    return {a.respondent_key for a in answers if a.response_id not in known}
+    return [a for a in answers if a.response_id not in known]
 
 
-async def store_invitations(conn: AsyncConnection, invitations: Sequence[Invited], deltas: Deltas) -> set[str]:
-    """The invitations new to us, counted as invited; returns their people's keys. One stored
-    already takes a later copy's time (it then stays past an erasure between the two)."""
+async def store_invitations(conn: AsyncConnection, invitations: Sequence[Invited], deltas: Deltas) -> list[Invited]:
+    """Stores the invitations new to us, counted as invited, and returns them. One stored already
+    takes a later copy's time (it then stays past an erasure between the two)."""
     if not invitations:
-        return set()
+        return []
     rows = [
         (i.invitation_id, i.respondent_key, i.survey_id, i.invited_at, i.day, joined(i.segments), i.accepted_at)
         for i in invitations
@@ -138,7 +138,7 @@ async def store_invitations(conn: AsyncConnection, invitations: Sequence[Invited
     for invitation in new:
         for segment in invitation.segments:
             deltas[(segment, invitation.day)][0] += 1
-    return {i.respondent_key for i in new}
+    return new
 
 
 # domain.answered, for the given people, against everything stored of them; each invitation whose
@@ -174,12 +174,67 @@ _REMATCH = f"""
 
 
 async def rematch(conn: AsyncConnection, keys: Iterable[str], window: timedelta, deltas: Deltas) -> None:
+    """The rule applied again to everything stored of these people (an erasure took some of their
+    rows, or a new invitation may be what one of their answers now picks)."""
     people = sorted(set(keys))
     if not people:
         return
     flipped = await conn.execute(sa.text(_REMATCH), {"keys": people, "window": window})
     for row in flipped:
         _add(deltas, row.segments, row.day, 0, 1 if row.answered else -1)
+
+
+# The people a batch's new invitations can change anything for: an answer of theirs names one, or
+# is to its survey within the window after it (it may now be the answer's latest invitation). Each
+# new invitation is one probe of its person's answers (rate_answers_person).
+_MAY_BE_PICKED = f"""
+    SELECT DISTINCT i.respondent_key FROM {SCHEMA}.rate_invitations i
+    WHERE i.invitation_id = ANY(string_to_array($1, $2)) AND EXISTS (
+        SELECT 1 FROM {SCHEMA}.rate_answers a
+        WHERE a.respondent_key = i.respondent_key AND (
+            a.invitation_id = i.invitation_id
+            OR (a.survey_id = i.survey_id AND a.answered_at >= i.invited_at
+                AND a.answered_at <= i.invited_at + CAST($3 AS interval))))
+"""
+
+
+async def may_be_picked(conn: AsyncConnection, invitations: Sequence[Invited], window: timedelta) -> set[str]:
+    """The keys of the people whose matching these (stored, new) invitations can change."""
+    if not invitations:
+        return set()
+    rows = await fetch(conn, _MAY_BE_PICKED, *split_list([i.invitation_id for i in invitations]), window)
+    return {r[0] for r in rows}
+
+
+# A new answer changes no other answer's pick (each answer's pick depends only on it and its
+# person's invitations): the answered set only gains the new answers' picks. The pick is the rule's
+# (domain.answered): the named invitation if it is the person's, else their latest to the survey
+# within the window.
+_PICK = f"""
+    WITH picked AS (
+        SELECT DISTINCT coalesce(
+            (SELECT n.invitation_id FROM {SCHEMA}.rate_invitations n
+              WHERE n.invitation_id = a.invitation_id AND n.respondent_key = a.respondent_key),
+            (SELECT n.invitation_id FROM {SCHEMA}.rate_invitations n
+              WHERE n.respondent_key = a.respondent_key AND n.survey_id = a.survey_id
+                AND n.invited_at <= a.answered_at AND n.invited_at >= a.answered_at - CAST(:window AS interval)
+              ORDER BY n.invited_at DESC, n.invitation_id DESC LIMIT 1)
+        ) AS invitation_id
+        FROM {SCHEMA}.rate_answers a WHERE a.response_id = ANY(CAST(:ids AS text[]))
+    )
+    UPDATE {SCHEMA}.rate_invitations r SET answered = true
+    FROM picked WHERE r.invitation_id = picked.invitation_id AND NOT r.answered
+    RETURNING r.segments, r.day
+"""
+
+
+async def pick(conn: AsyncConnection, answers: Sequence[Answer], window: timedelta, deltas: Deltas) -> None:
+    """The invitations these new answers pick become answered (those that were not yet)."""
+    if not answers:
+        return
+    picked = await conn.execute(sa.text(_PICK), {"ids": [a.response_id for a in answers], "window": window})
+    for row in picked:
+        _add(deltas, row.segments, row.day, 0, 1)
 
 
 async def add_daily(conn: AsyncConnection, deltas: Deltas) -> None:

@@ -212,6 +212,39 @@ async def test_a_prompt_dismissed_after_the_person_s_erasure_stays_whatever_the_
         assert await delivered(rates_db, events, random.Random(seed)) == want, seed
 
 
+async def in_order(database_url: str, batches: list[list[Any]]) -> dict[tuple[str, date], Rate]:
+    """The batches as given, each in its own transaction; then the counts stored."""
+    handler = rates_spec(settings_for(database_url)).handler
+    engine = make_engine(database_url)
+    try:
+        for n, events in enumerate(batches):
+            async with engine.begin() as conn:
+                await handler(conn, [Message(decode_rate_event(e.to_bytes()), "t", 0, n, 0) for e in events])
+        async with engine.connect() as conn:
+            return await rates.all_daily(conn)
+    finally:
+        await engine.dispose()
+
+
+async def test_an_answer_picks_the_invitation_it_names_when_that_arrives_later(rates_db: str) -> None:
+    """The named invitation, of another survey and sent after the answer (outside any window), is the
+    answer's pick once it arrives: the answered invitation before it is no longer answered."""
+    await truncate(
+        rates_db, "scoring", ("rate_invitations", "rate_answers", "rate_daily", "rate_state", "erasures", "segments")
+    )
+    events = events_of(
+        [{"person": "p0", "survey": "q1", "channel": "email", "hours": 0, "dismissed": False},
+         {"person": "p0", "survey": "q2", "channel": "email", "hours": 72, "dismissed": False}],
+        [{"person": "p0", "survey": "q1", "hours": 2, "names": 1}],
+        [],
+    )  # fmt: skip
+    first, named, answer = events
+    want = expected(events)
+    assert want[("all", date(2026, 11, 1))] == Rate(1, 0) and want[("all", date(2026, 11, 4))] == Rate(1, 1)
+    # the answer before its named invitation: it picks i0 until i1 arrives
+    assert await in_order(rates_db, [[first, answer], [named]]) == want
+
+
 async def test_the_api_serves_rates_with_intervals_fatigue_and_beside_the_score(database_url: str) -> None:
     events = events_of(
         [{"person": p, "survey": "q1", "channel": "email", "hours": h, "dismissed": False}

@@ -304,3 +304,14 @@ def test_the_rate_consumer_decodes_both_topics_as_the_contracts_do() -> None:
     assert isinstance(response, Submitted) and response.invitation_id is None
     with pytest.raises(ValidationError):
         decode_rate_event(b'{"type":"InvitationSent","invitation_id":"i"}')
+
+
+_ONE_PATTERN = re.compile(rb"\.\d{7}|\\u00[23]")  # what the model-only check was written as first
+
+
+@given(st.lists(st.sampled_from([b".", b"1", b"\\", b"u", b"0", b"2", b"3", b"4", b"a", b'"']), max_size=40))
+@example([b".", b"1"] + [b"2"] * 6)
+@example([b"\\", b"u", b"0", b"0", b"3", b"a"])
+def test_the_model_only_check_is_the_one_pattern(parts: list[bytes]) -> None:
+    raw = b"".join(parts)
+    assert wire._model_only(raw) == (_ONE_PATTERN.search(raw) is not None)
