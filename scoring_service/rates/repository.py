@@ -321,7 +321,7 @@ async def all_daily(conn: AsyncConnection) -> dict[tuple[str, date], Rate]:
 
 
 async def stored(conn: AsyncConnection) -> tuple[list[Invited], list[Answer]]:
-    """Everything stored (tests and `--check`: the recompute's input)."""
+    """Everything stored (the tests' recompute input)."""
     invitations = [
         Invited(r.invitation_id, r.respondent_key, r.survey_id, r.invited_at, r.day, split(r.segments), r.accepted_at)
         for r in await conn.execute(sa.text(f"SELECT * FROM {SCHEMA}.rate_invitations"))
