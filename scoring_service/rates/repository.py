@@ -141,6 +141,19 @@ async def store_invitations(conn: AsyncConnection, invitations: Sequence[Invited
     return new
 
 
+# The invitation answer `a` picks (domain.answered): the one it names if that is the person's, else
+# the person's latest to the survey within the window (ties: the greatest id). Both lookups go through
+# an index (the primary key; a person's invitations to a survey by time).
+_PICK_OF = f"""coalesce(
+    (SELECT n.invitation_id FROM {SCHEMA}.rate_invitations n
+      WHERE n.invitation_id = a.invitation_id AND n.respondent_key = a.respondent_key),
+    (SELECT n.invitation_id FROM {SCHEMA}.rate_invitations n
+      WHERE n.respondent_key = a.respondent_key AND n.survey_id = a.survey_id
+        AND n.invited_at <= a.answered_at AND n.invited_at >= a.answered_at - CAST(:window AS interval)
+      ORDER BY n.invited_at DESC, n.invitation_id DESC LIMIT 1)
+)"""
+
+
 # domain.answered, for the given people, against everything stored of them; each invitation whose
 # `answered` differs from the rule's is set and handed back with its new value. Every lookup goes
 # through an index (a person's answers; a person's invitations to a survey by time), and the
@@ -152,14 +165,7 @@ _REMATCH = f"""
            OR EXISTS (SELECT 1 FROM {SCHEMA}.rate_invitations i WHERE i.respondent_key = k AND i.answered)
     ),
     hit AS (
-        SELECT DISTINCT coalesce(
-            (SELECT n.invitation_id FROM {SCHEMA}.rate_invitations n
-              WHERE n.invitation_id = a.invitation_id AND n.respondent_key = a.respondent_key),
-            (SELECT n.invitation_id FROM {SCHEMA}.rate_invitations n
-              WHERE n.respondent_key = a.respondent_key AND n.survey_id = a.survey_id
-                AND n.invited_at <= a.answered_at AND n.invited_at >= a.answered_at - CAST(:window AS interval)
-              ORDER BY n.invited_at DESC, n.invitation_id DESC LIMIT 1)
-        ) AS invitation_id
+        SELECT DISTINCT {_PICK_OF} AS invitation_id
         FROM {SCHEMA}.rate_answers a JOIN people ON a.respondent_key = people.k
     ), wanted AS (
         SELECT i.invitation_id, h.invitation_id IS NOT NULL AS answered
@@ -207,19 +213,10 @@ async def may_be_picked(conn: AsyncConnection, invitations: Sequence[Invited], w
 
 
 # A new answer changes no other answer's pick (each answer's pick depends only on it and its
-# person's invitations): the answered set only gains the new answers' picks. The pick is the rule's
-# (domain.answered): the named invitation if it is the person's, else their latest to the survey
-# within the window.
+# person's invitations): the answered set only gains the new answers' picks.
 _PICK = f"""
     WITH picked AS (
-        SELECT DISTINCT coalesce(
-            (SELECT n.invitation_id FROM {SCHEMA}.rate_invitations n
-              WHERE n.invitation_id = a.invitation_id AND n.respondent_key = a.respondent_key),
-            (SELECT n.invitation_id FROM {SCHEMA}.rate_invitations n
-              WHERE n.respondent_key = a.respondent_key AND n.survey_id = a.survey_id
-                AND n.invited_at <= a.answered_at AND n.invited_at >= a.answered_at - CAST(:window AS interval)
-              ORDER BY n.invited_at DESC, n.invitation_id DESC LIMIT 1)
-        ) AS invitation_id
+        SELECT DISTINCT {_PICK_OF} AS invitation_id
         FROM {SCHEMA}.rate_answers a WHERE a.response_id = ANY(CAST(:ids AS text[]))
     )
     UPDATE {SCHEMA}.rate_invitations r SET answered = true
