@@ -884,5 +884,52 @@ async def test_invitations_and_answers_become_a_response_rate_beside_the_score(l
     await eventually(mirrored, timeout=20)
 
 
+async def test_a_fallen_response_rate_pages_through_the_loop(loop: Loop) -> None:
+    """Invitations and answers over HTTP, back-dated: half of the baseline's invitations answered,
+    one in twenty of the current window's (settled, ending 3 days ago); alerts fires response_rate
+    for the segment, explained with the invitations it counted."""
+    run = uuid.uuid4().hex[:8]
+    now = datetime.now(UTC)
+    waves = [("b", 15, 20), ("c", 5, 2)]  # (tag, days ago, answered of 40)
+    invitations = [
+        {"invitation_id": f"{run}-{tag}{n}", "respondent_id": f"{run}-{tag}{n}", "survey_id": "q4", "channel": "email",
+         "invited_at": (now - timedelta(days=ago)).isoformat(), "attributes": {"run": run}}
+        for tag, ago, _ in waves for n in range(40)
+    ]  # fmt: skip
+    answers = [
+        {"respondent_id": f"{run}-{tag}{n}", "score": 9, "survey_id": "q4", "channel": "email",
+         "invitation_id": f"{run}-{tag}{n}", "answered_at": (now - timedelta(days=ago) + timedelta(hours=2)).isoformat(),
+         "attributes": {"run": run}}
+        for tag, ago, answered in waves for n in range(answered)
+    ]  # fmt: skip
+    async with httpx.AsyncClient(timeout=10) as client:
+        sent = await client.post(
+            f"{loop.urls['ingest']}/v1/invitations", json={"invitations": invitations}, headers=loop.auth
+        )
+        assert sent.status_code == 202 and sent.json()["recorded"] == 80, sent.text
+        posted = await client.post(
+            f"{loop.urls['ingest']}/v1/responses/batch", json={"responses": answers}, headers=loop.auth
+        )
+        assert posted.status_code == 200, posted.text
+
+        async def fired() -> dict[str, Any] | None:
+            reply = await client.get(
+                f"{loop.urls['alerts']}/v1/alerts",
+                params={"segment": f"run:{run}", "rule": "response_rate"},
+                headers=loop.auth,
+            )
+            found: list[dict[str, Any]] = reply.json()["alerts"]
+            return found[0] if found else None
+
+        await eventually(lambda: _is_some(fired), timeout=30)
+        alert = await fired()
+    assert alert is not None
+    x = alert["explanation"]
+    assert (x["detail"]["current_invited"], x["detail"]["current_responded"]) == (40, 2)
+    assert (x["detail"]["baseline_invited"], x["detail"]["baseline_responded"]) == (40, 20)
+    assert x["drop_points"] == pytest.approx(45.0) and x["q_value"] < 0.05
+    assert "Response rate of run:" in x["summary"] and "fell 45.0 points" in x["summary"]
+
+
 async def _is_some(read: Callable[[], Awaitable[object | None]]) -> bool:
     return await read() is not None
