@@ -285,12 +285,16 @@ async def days_of(conn: AsyncConnection, segments: Sequence[str]) -> dict[str, D
 
 
 _ARRAY_HEADER = struct.Struct(">iiiii")  # dimensions, has NULLs, element type, length, lower bound
+_EMPTY_HEADER = struct.Struct(">iii")  # an empty array: no dimensions, so no length and no bound
 _INT4 = 23
 
 
 def int4s(sent: bytes) -> array[int]:
     """An int4[] of one dimension without NULLs, as array_send writes it: the header, then each
-    element as its length (4) and its value, big-endian."""
+    element as its length (4) and its value, big-endian. An empty one ('{}', e.g. a segment's rate
+    days after erasure took all its invitations) has no dimension."""
+    if len(sent) == _EMPTY_HEADER.size and _EMPTY_HEADER.unpack(sent) == (0, 0, _INT4):
+        return array("i")
     dimensions, nulls, element, length, _ = _ARRAY_HEADER.unpack_from(sent)
     if dimensions != 1 or nulls or element != _INT4 or len(sent) != _ARRAY_HEADER.size + 8 * length:
         raise ValueError(f"not a one-dimensional int4[] without NULLs ({dimensions}, {nulls}, {element}, {length})")

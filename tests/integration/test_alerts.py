@@ -293,15 +293,32 @@ async def test_a_fallen_response_rate_fires_explained_and_resolves(
         )
         await eventually(run.committed_at_least(4))
         events = await alerts_in(bootstrap, settings.topics.alerts, expect=2)
+        settled = TODAY - timedelta(days=3)
+        held = await held_rates(database_url, "channel:email")
+        assert held.sum(settled - timedelta(days=6), settled) == Rate(
+            700, 140
+        )  # the newest score's, not the late one's
+        assert held.sum(TODAY - timedelta(days=2), TODAY) == Rate(300, 0)
+        # Every invitation erased: the segment's rates are none ('{}' stored), and rounds go on over them.
+        clock.now = T0 + timedelta(minutes=3)
+        none = changed("channel:email", steady, clock.now).model_copy(update={"rates": []})
+        await send(bootstrap, settings.topics.scores, [none])
+        await eventually(run.committed_at_least(5))
+        await asyncio.sleep(1)  # rounds every 0.2 s
+        assert not run.task.done()
     resolved = events[1]
     assert isinstance(resolved, AlertResolved) and resolved.alert_id == fired.alert_id
+    held = await held_rates(database_url, "channel:email")
+    assert held.sum(TODAY - timedelta(days=60), TODAY) == Rate(0, 0) and list(held.invited) == []
+
+
+async def held_rates(database_url: str, segment: str) -> repository.RateDays:
     engine = make_engine(database_url)
-    async with engine.connect() as conn:
-        held = (await repository.rate_days_of(conn, ["channel:email"]))["channel:email"]
-    await engine.dispose()
-    settled = TODAY - timedelta(days=3)
-    assert held.sum(settled - timedelta(days=6), settled) == Rate(700, 140)  # the newest score's, not the late one's
-    assert held.sum(TODAY - timedelta(days=2), TODAY) == Rate(300, 0)
+    try:
+        async with engine.connect() as conn:
+            return (await repository.rate_days_of(conn, [segment]))[segment]
+    finally:
+        await engine.dispose()
 
 
 async def test_silence_fires_on_the_schedule_when_traffic_stops(

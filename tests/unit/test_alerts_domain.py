@@ -457,10 +457,14 @@ def test_a_span_replaced_is_exactly_its_new_days_and_the_rest_kept(
     assert days.sum(first, last) == sum((c for day, c in before.items() if first <= day <= last), Counts())
 
 
-@given(st.lists(st.integers(-(2**31), 2**31 - 1), min_size=1, max_size=100))
+@given(st.lists(st.integers(-(2**31), 2**31 - 1), max_size=100))
 def test_an_int4_array_reads_back_from_array_send_bytes(values: list[int]) -> None:
-    """PostgreSQL's array_send of a one-dimensional int4[] (lower bound 1, no NULLs)."""
-    sent = struct.pack(">iiiii", 1, 0, 23, len(values), 1) + b"".join(struct.pack(">ii", 4, v) for v in values)
+    """PostgreSQL's array_send of a one-dimensional int4[] (lower bound 1, no NULLs); of '{}', a
+    header without a dimension (the e2e loop's alerts died on one: a segment's rates all erased)."""
+    if values:
+        sent = struct.pack(">iiiii", 1, 0, 23, len(values), 1) + b"".join(struct.pack(">ii", 4, v) for v in values)
+    else:
+        sent = struct.pack(">iii", 0, 0, 23)
     assert list(int4s(sent)) == values
 
 
