@@ -12,6 +12,7 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/nps
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY clients ./clients
 COPY shared ./shared
 COPY ingest_service ./ingest_service
 COPY scoring_service ./scoring_service

@@ -21,6 +21,7 @@ from ingest_service.raw import RawFirst, serve_raw
 from ingest_service.replay import Watermark
 from ingest_service.repository import ResponseStore
 from ingest_service.settings import IngestSettings
+from ingest_service.widget import router as widget_router
 from shared.auth import bearer, gate_for
 from shared.db import database_reachable, make_engine
 from shared.events import ContactChanged, contact_events
@@ -136,6 +137,7 @@ def create_app(settings: IngestSettings | None = None) -> RawFirst:
         )
     )
     app.include_router(router)
+    app.include_router(widget_router)
     limits_by_path = {route.path: settings.max_body_bytes for route in RAW_ROUTES}
     limits_by_path["/v1/responses/batch"] = settings.max_batch_body_bytes
     serve_raw(app, "ingest", RAW_ROUTES, limits_by_path, settings.body_timeout_s, dependencies=[Depends(bearer)])

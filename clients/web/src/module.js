@@ -1,0 +1,1 @@
+export { prompt, VERSION };
