@@ -13,7 +13,7 @@ PYTEST := $(BIN)/pytest -n $(PYTEST_WORKERS)
 .DEFAULT_GOAL := help
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install run docs bench chaos alerts-sim test test-unit test-integration test-e2e test-rules promtool lint format typecheck clean
+.PHONY: help install run docs bench chaos alerts-sim test test-unit test-integration test-e2e test-rules promtool widget chromium lint format typecheck clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -40,8 +40,17 @@ format: $(STAMP) ## ruff: fix what can be fixed, format
 typecheck: $(STAMP) ## mypy, strict, over the packages
 	$(BIN)/mypy
 
-test: lint typecheck test-rules ## everything CI runs: lint, types, alert rules, unit, integration and end-to-end tests (PYTEST_WORKERS=4)
+test: lint typecheck test-rules widget chromium ## everything CI runs: lint, types, alert rules, the widget's build, unit, integration and end-to-end tests (PYTEST_WORKERS=4)
 	$(PYTEST) tests
+
+widget: $(STAMP) ## build the web widget into clients/web/dist (fails over its 8 KiB gzipped budget)
+	$(BIN)/python -m clients.web.build
+
+chromium: ## install Debian's Chromium for the widget's browser tests if it is missing (Playwright never downloads one)
+	@command -v chromium >/dev/null || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 promtool: ## install promtool (Debian's prometheus package) if it is missing
 	@command -v promtool >/dev/null || { \
@@ -60,7 +69,7 @@ test-unit: $(STAMP) ## pure rules only, no infrastructure
 test-integration: $(STAMP) ## real broker and PostgreSQL
 	$(PYTEST) tests/integration
 
-test-e2e: $(STAMP) ## the six services as processes, over HTTP and Kafka
+test-e2e: $(STAMP) chromium ## the six services as processes, over HTTP and Kafka, and the widget in a browser
 	$(PYTEST) tests/e2e
 
 docs: $(STAMP) ## regenerate docs/configuration.md from the settings classes

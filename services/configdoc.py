@@ -60,7 +60,7 @@ SECTIONS: list[tuple[str, str, type[BaseSettings], list[str]]] = [
         InfraSettings,
         list(InfraSettings.model_fields),
     ),
-    ("The launcher (`nps up`)", "", LauncherSettings, ["var_dir", "broker_port"]),
+    ("The launcher (`nps up`)", "", LauncherSettings, ["var_dir", "broker_port", "demo_port"]),
     (
         "Every consuming service",
         "Scoring, follow-up, alerts and delivery run the shared consumer loop with these.",

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 from pydantic import Field, SecretStr
 
+from services.demo import DemoPage, ensure_demo_key
 from services.infra import create_api_key, create_topics, wait_ready
 from shared import logs
 from shared.auth import Scope
@@ -44,6 +45,14 @@ class LauncherSettings(InfraSettings):
     )
     broker_port: int = Field(
         default=9092, validation_alias="NPS_BROKER_PORT", description="port of the embedded broker (127.0.0.1)"
+    )
+    demo_port: int = Field(
+        default=8010,
+        ge=0,
+        le=65535,
+        validation_alias="NPS_DEMO_PORT",
+        description="port of the demo page `nps up` serves with the embedded database (127.0.0.1; 0: none): the web "
+        "widget on another origin than the API (docs/widget.md)",
     )
 
 
@@ -293,12 +302,22 @@ def add_services(supervisor: Supervisor, env: dict[str, str], links: dict[str, d
     return urls
 
 
+def demo_key_for(settings: LauncherSettings, effective: LauncherSettings, overrides: dict[str, str]) -> tuple[str, str]:
+    """The demo page's publishable key and identity secret (services/demo.py), for its own origin."""
+    secrets_key = (
+        settings.secrets_key.get_secret_value() if settings.secrets_key is not None else overrides["NPS_SECRETS_KEY"]
+    )
+    origin = f"http://127.0.0.1:{settings.demo_port}"
+    return ensure_demo_key(effective.require_database_url(), settings.var_dir, origin, secrets_key)
+
+
 def print_banner(
     urls: dict[str, str],
     not_ready: Collection[str],
     effective: LauncherSettings,
     embedded: Embedded,
     dev_key: str | None,
+    demo: str | None = None,
 ) -> None:
     print("\nThe NPS feedback loop is running:", flush=True)
     for name, url in urls.items():
@@ -309,6 +328,8 @@ def print_banner(
     print(f"  database  {'embedded, data in ' + str(pg.data_dir) if pg else 'DATABASE_URL'}", flush=True)
     if dev_key:
         print(f"  API key   {dev_key}   (also in {embedded.var_dir / 'dev-api-key'})", flush=True)
+    if demo:
+        print(f"  demo page {demo}/   (the web widget on another origin: answer it, then GET /v1/nps)", flush=True)
     print("Ctrl-C stops everything.\n", flush=True)
 
 
@@ -338,6 +359,7 @@ def up() -> int:
             raise StopRequested
 
     embedded = Embedded(settings.var_dir)
+    demo: DemoPage | None = None
     if settings.pseudonym_secret is None:
         secret = ensure_local_secret(settings.var_dir / PSEUDONYM_SECRET_FILE)
         embedded.overrides["NPS_PSEUDONYM_SECRET"] = secret
@@ -355,6 +377,8 @@ def up() -> int:
         dev_key = (
             ensure_key(effective.require_database_url(), settings.var_dir / "dev-api-key") if embedded.pg else None
         )
+        # Before the services start, so ingest knows the demo page's key (and origin) from the first request.
+        demo_key = demo_key_for(settings, effective, embedded.overrides) if embedded.pg and settings.demo_port else None
         links = service_links(effective, settings.var_dir)
         checkpoint()
         urls = add_services(supervisor, embedded.overrides, links)
@@ -362,11 +386,19 @@ def up() -> int:
         supervisor.start_all()
         not_ready = wait_ready(urls, give_up=lambda: supervisor.stopping)
         checkpoint()
-        print_banner(urls, not_ready, effective, embedded, dev_key)
+        if demo_key is not None:
+            try:
+                demo = DemoPage("127.0.0.1", settings.demo_port, urls["ingest"], *demo_key)
+                demo.start()
+            except OSError as exc:  # the port is taken: the loop runs without its demo page
+                log.warning("no demo page on port %d (%s); set NPS_DEMO_PORT", settings.demo_port, exc)
+        print_banner(urls, not_ready, effective, embedded, dev_key, demo.url if demo else None)
         supervisor.watch()
     except StopRequested:
         log.info("stop requested during startup")
     finally:
+        if demo is not None:
+            demo.stop()
         supervisor.stop_all()
         embedded.stop()
         (settings.var_dir / PID_FILE).unlink(missing_ok=True)

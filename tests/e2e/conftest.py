@@ -31,6 +31,7 @@ class Loop:
     output: Path
     api_key: str
     var_dir: Path
+    demo: str  # the demo page's address (another origin than the API's)
 
     @property
     def auth(self) -> dict[str, str]:
@@ -68,7 +69,7 @@ def start_loop(
     Without `static_members` the consumers join as dynamic members, as `nps up` does not: a static
     member's first join waits ~6 s on the embedded broker, a dynamic one the rebalance timeout (1 s
     with `fast_group`). For tests that start loops and never restart one service alone."""
-    *service_ports, spare = free_ports(len(SERVICES) + 1)
+    *service_ports, spare, demo_port = free_ports(len(SERVICES) + 2)
     ports = ports or dict(zip(SERVICES, service_ports, strict=True))
     broker_port = broker_port or spare
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")}
@@ -80,6 +81,7 @@ def start_loop(
         {
             "NPS_VAR_DIR": str(var_dir),
             "NPS_BROKER_PORT": str(broker_port),
+            "NPS_DEMO_PORT": str(demo_port),
             "NPS_ALERTS_DROP_MIN_RESPONSES": "10",
             "NPS_ALERTS_EVALUATE_INTERVAL_S": "0.5",
             "NPS_ALERTS_FOR_EVALUATIONS": "2",
@@ -110,7 +112,7 @@ def start_loop(
     # `make run` prints the development key and leaves it in var/dev-api-key
     api_key = (var_dir / "dev-api-key").read_text().strip()
     assert api_key in output.read_text()
-    return Loop(process, urls, f"127.0.0.1:{broker_port}", output, api_key, var_dir)
+    return Loop(process, urls, f"127.0.0.1:{broker_port}", output, api_key, var_dir, f"http://127.0.0.1:{demo_port}")
 
 
 def stop_loop(loop: Loop) -> None:

@@ -1,0 +1,263 @@
+"""The web widget in a real browser (Debian's Chromium driven by Playwright) against the running
+loop: the demo page `nps up` serves on another origin than the API, with its strict
+Content-Security-Policy. Answers, keyboard use, dismissal, a person surveyed recently, an origin the
+key does not list, a network that fails mid-submit, accessibility (axe-core), and screenshots."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, Request, Route, async_playwright
+
+from tests.e2e.conftest import Loop
+from tests.helpers import eventually
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = Path(__file__).resolve().parents[2] / "test-results" / "widget"
+
+
+@asynccontextmanager
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as driver:
+        launched = await driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+@asynccontextmanager
+async def page_of(**context: Any) -> AsyncIterator[tuple[Page, list[str]]]:
+    """A new page (not yet anywhere), and every console error it will log."""
+    async with browser() as chromium:
+        ctx: BrowserContext = await chromium.new_context(**context)
+        page = await ctx.new_page()
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        try:
+            yield page, errors
+        finally:
+            await ctx.close()
+
+
+def demo(loop: Loop, person: str, plan: str) -> str:
+    """The demo page for `person`, their answers counted under the segment plan:`plan`."""
+    return f"{loop.demo}/?person={person}&plan={plan}"
+
+
+async def counted(loop: Loop, plan: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        reply = await client.get(
+            f"{loop.urls['scoring']}/v1/nps", params={"segment": f"plan:{plan}", "window": "7d"}, headers=loop.auth
+        )
+    assert reply.status_code == 200, reply.text
+    body: dict[str, Any] = reply.json()
+    return body
+
+
+def sent_bodies(page: Page, path: str) -> list[dict[str, Any]]:
+    """The JSON bodies the page POSTs to `path` (filled as they go out)."""
+    bodies: list[dict[str, Any]] = []
+
+    def seen(request: Request) -> None:
+        if request.method == "POST" and request.url.endswith(path) and request.post_data:
+            bodies.append(json.loads(request.post_data))
+
+    page.on("request", seen)
+    return bodies
+
+
+async def test_a_detractor_answers_with_a_comment_counted_once_and_a_ticket_opens(loop: Loop) -> None:
+    run = uuid.uuid4().hex[:8]
+    async with page_of() as (page, errors):
+        answers = sent_bodies(page, "/v1/responses")
+        opened = await page.goto(demo(loop, f"w-{run}", run))
+        assert opened is not None and "default-src 'none'" in opened.headers["content-security-policy"]
+        dialog = page.get_by_role("dialog", name="Quick question")
+        await dialog.wait_for()
+        await page.get_by_role("radio", name="3", exact=True).check()
+        await page.get_by_label("We are sorry. What went wrong?").fill("The export keeps failing")
+        async with page.expect_response(lambda r: r.url.endswith("/v1/responses")) as replied:
+            await page.get_by_role("button", name="Send").click()
+        assert (await replied.value).status == 202
+        await page.get_by_text("Thank you! Your answer helps us improve.").wait_for()
+        assert errors == []  # no CSP violation, no script error
+    [answer] = answers
+    assert (answer["score"], answer["comment"], answer["respondent_id"]) == (3, "The export keeps failing", f"w-{run}")
+    assert answer["invitation_id"] and len(answer["respondent_hash"]) == 64
+
+    async def scored() -> bool:
+        return (await counted(loop, run))["n"] == 1
+
+    await eventually(scored, timeout=20)
+    async with httpx.AsyncClient(timeout=10) as client:
+
+        async def ticketed() -> bool:
+            reply = await client.get(f"{loop.urls['followup']}/v1/followups/{answer['response_id']}", headers=loop.auth)
+            return reply.status_code == 200 and reply.json()["kind"] == "ticket"
+
+        await eventually(ticketed, timeout=20)
+    await asyncio.sleep(1)
+    assert (await counted(loop, run))["detractors"] == 1  # once
+
+    # The same person on the next page load: surveyed just now, so nothing is shown.
+    async with page_of() as (page, _):
+        async with page.expect_response(lambda r: "/v1/prompt?" in r.url) as asked:
+            await page.goto(demo(loop, f"w-{run}", run))
+        decision = await (await asked.value).json()
+        assert decision["show"] is False and decision["reason"] == "surveyed_recently"
+        assert await page.get_by_role("dialog").count() == 0
+
+
+async def test_keyboard_only_from_the_scale_to_send(loop: Loop) -> None:
+    run = uuid.uuid4().hex[:8]
+    async with page_of() as (page, _):
+        answers = sent_bodies(page, "/v1/responses")
+        await page.goto(demo(loop, f"k-{run}", run))
+        await page.get_by_role("dialog").wait_for()
+        first = page.get_by_role("radio", name="0", exact=True)
+        assert await first.evaluate("node => node.getRootNode().activeElement === node")  # focus moved into it
+        for _ in range(9):
+            await page.keyboard.press("ArrowRight")
+        await page.keyboard.press("Enter")  # on to the comment
+        await page.keyboard.type("Fast and simple")
+        await page.keyboard.press("Tab")  # the Send button
+        async with page.expect_response(lambda r: r.url.endswith("/v1/responses")) as replied:
+            await page.keyboard.press("Enter")
+        assert (await replied.value).status == 202
+        # focus stays inside the prompt: Tab from the last stop comes round to the first
+        for _ in range(4):
+            await page.keyboard.press("Tab")
+            inside = await page.evaluate("() => document.activeElement?.hasAttribute('data-nps-widget') ?? false")
+            assert inside or await page.get_by_role("dialog").count() == 0
+    assert [(a["score"], a["comment"]) for a in answers] == [(9, "Fast and simple")]
+
+
+async def test_escape_records_a_dismissal_and_gives_focus_back(loop: Loop) -> None:
+    run = uuid.uuid4().hex[:8]
+    async with page_of() as (page, _):
+        impressions = sent_bodies(page, "/v1/impressions")
+        await page.goto(demo(loop, f"e-{run}", run))
+        await page.get_by_role("dialog").wait_for()
+        async with page.expect_response(lambda r: r.url.endswith("/v1/impressions") and r.request.post_data is not None
+                                        and '"dismissed"' in r.request.post_data) as dismissed:  # fmt: skip
+            await page.keyboard.press("Escape")
+        assert (await dismissed.value).status == 202
+        assert await page.get_by_role("dialog").count() == 0
+        assert await page.evaluate("() => document.activeElement === document.body")  # where focus was before
+    assert [i["action"] for i in impressions] == ["shown", "dismissed"]
+    assert impressions[0]["impression_id"] == impressions[1]["impression_id"]
+    assert (await counted(loop, run))["n"] == 0
+
+
+async def test_an_origin_the_key_does_not_list_gets_nothing_past_the_preflight(loop: Loop) -> None:
+    """The demo page itself, reached as http://localhost:<port>: another origin than the one its key
+    lists (http://127.0.0.1:<port>). The browser's preflight is refused, so no prompt shows and
+    nothing is sent or stored."""
+    run = uuid.uuid4().hex[:8]
+    elsewhere = loop.demo.replace("127.0.0.1", "localhost")
+    async with page_of() as (page, errors):
+        failed: list[str] = []
+        page.on("requestfailed", lambda r: failed.append(r.url))
+        await page.goto(f"{elsewhere}/?person=x-{run}&plan={run}")
+        await eventually(lambda: _some(failed, "/v1/prompt?"), timeout=10)
+        await asyncio.sleep(0.5)
+        assert await page.get_by_role("dialog").count() == 0
+        assert any("blocked by CORS policy" in e for e in errors), errors
+    conn = await asyncpg.connect((loop.var_dir / "database-url").read_text().strip())
+    try:
+        stored = await conn.fetchval(
+            "SELECT (SELECT count(*) FROM ingest.invitations WHERE respondent_id = $1)"
+            " + (SELECT count(*) FROM ingest.events WHERE respondent_id = $1)",
+            f"x-{run}",
+        )
+    finally:
+        await conn.close()
+    assert stored == 0
+
+
+async def _some(urls: list[str], part: str) -> bool:
+    return any(part in u for u in urls)
+
+
+async def test_an_answer_lost_on_the_network_is_sent_again_on_reload_and_counted_once(loop: Loop) -> None:
+    """The loop takes the first POST but the browser never hears back (the connection drops): the
+    widget keeps the answer; the next page load sends it again with the same id; it counts once."""
+    run = uuid.uuid4().hex[:8]
+    async with browser() as chromium:
+        ctx = await chromium.new_context()
+        page = await ctx.new_page()
+        answers = sent_bodies(page, "/v1/responses")
+        taken: list[int] = []
+
+        async def drop_after_sending(route: Route) -> None:
+            if route.request.method == "POST":
+                reply = await route.fetch()  # it reaches the loop...
+                taken.append(reply.status)
+            await route.abort("connectionreset")  # ...and the answer never reaches the page
+
+        await page.route("**/v1/responses", drop_after_sending)
+        await page.goto(demo(loop, f"n-{run}", run))
+        await page.get_by_role("radio", name="10", exact=True).check()
+        await page.get_by_role("button", name="Send").click()
+        await eventually(lambda: _len_at_least(taken, 1), timeout=10)
+        kept = await page.evaluate("() => Object.keys(localStorage).filter(k => k.startsWith('nps-widget:pending'))")
+        assert kept, "the answer is kept for the next page load"
+        await page.unroute("**/v1/responses")
+        async with page.expect_response(lambda r: r.url.endswith("/v1/responses") and r.status == 202):
+            await page.reload()
+        left = await page.evaluate("() => Object.keys(localStorage).filter(k => k.startsWith('nps-widget:pending'))")
+        assert left == []
+        await ctx.close()
+    assert taken[0] == 202 and len({a["response_id"] for a in answers}) == 1  # every attempt: one id
+
+    async def once() -> bool:
+        return (await counted(loop, run))["n"] == 1
+
+    await eventually(once, timeout=20)
+    await asyncio.sleep(1)
+    assert (await counted(loop, run))["n"] == 1
+
+
+async def _len_at_least(items: list[int], n: int) -> bool:
+    return len(items) >= n
+
+
+@pytest.mark.parametrize(
+    ("name", "context"),
+    [
+        ("light", {"color_scheme": "light", "viewport": {"width": 1024, "height": 640}}),
+        ("dark", {"color_scheme": "dark", "viewport": {"width": 1024, "height": 640}}),
+        ("narrow", {"color_scheme": "light", "viewport": {"width": 320, "height": 640}}),
+    ],
+)
+async def test_the_open_prompt_has_no_accessibility_violations_and_fits(
+    loop: Loop, name: str, context: dict[str, Any]
+) -> None:
+    from axe_playwright_python.async_playwright import Axe
+
+    run = uuid.uuid4().hex[:8]
+    async with page_of(**context) as (page, errors):
+        await page.goto(demo(loop, f"a-{run}", run))
+        dialog = page.get_by_role("dialog")
+        await dialog.wait_for()
+        await page.get_by_role("radio", name="6", exact=True).check()  # the comment box open too
+        results = await Axe().run(page, context={"include": [["[data-nps-widget]"]]})
+        assert results.violations_count == 0, results.generate_report()
+        box = await dialog.bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= context["viewport"]["width"]
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=SHOTS / f"prompt-{name}.png")
+        assert errors == []
