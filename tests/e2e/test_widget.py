@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,10 +18,12 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, Request, Route, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, Request, Response, Route, async_playwright
 
+from clients.web.build import version
+from services.demo import identity_hash
 from tests.e2e.conftest import Loop
-from tests.helpers import eventually
+from tests.helpers import eventually, nps_here
 
 pytestmark = pytest.mark.e2e
 
@@ -27,10 +31,16 @@ CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parents[2] / "test-results" / "widget"
 
 
+# A page whose bytes a test serves through Playwright (page.route) has no address space Chromium can
+# tell, so its requests to the loop on loopback meet Local Network Access checks a real page of
+# that origin would not: such tests turn them off (CORS and everything else stay on).
+LOCAL_PAGE = "--disable-features=LocalNetworkAccessChecks"
+
+
 @asynccontextmanager
-async def browser() -> AsyncIterator[Browser]:
+async def browser(*args: str) -> AsyncIterator[Browser]:
     async with async_playwright() as driver:
-        launched = await driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        launched = await driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", *args])
         try:
             yield launched
         finally:
@@ -38,9 +48,9 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 @asynccontextmanager
-async def page_of(**context: Any) -> AsyncIterator[tuple[Page, list[str]]]:
+async def page_of(*args: str, **context: Any) -> AsyncIterator[tuple[Page, list[str]]]:
     """A new page (not yet anywhere), and every console error it will log."""
-    async with browser() as chromium:
+    async with browser(*args) as chromium:
         ctx: BrowserContext = await chromium.new_context(**context)
         page = await ctx.new_page()
         errors: list[str] = []
@@ -231,7 +241,7 @@ async def test_an_answer_lost_on_the_network_is_sent_again_on_reload_and_counted
     assert (await counted(loop, run))["n"] == 1
 
 
-async def _len_at_least(items: list[int], n: int) -> bool:
+async def _len_at_least(items: list[Any], n: int) -> bool:
     return len(items) >= n
 
 
@@ -261,3 +271,105 @@ async def test_the_open_prompt_has_no_accessibility_violations_and_fits(
         SHOTS.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=SHOTS / f"prompt-{name}.png")
         assert errors == []
+
+
+async def known_to_ingest(loop: Loop, key: str) -> None:
+    """Until ingest has loaded a new key (it reloads its keys every few seconds)."""
+    async with httpx.AsyncClient(timeout=10) as client:
+
+        async def known() -> bool:
+            reply = await client.get(
+                f"{loop.urls['ingest']}/v1/prompt",
+                params={"respondent_id": str(uuid.uuid4()), "survey_id": "demo"},
+                headers={"Authorization": f"Bearer {key}", "Origin": loop.demo},
+            )
+            return reply.status_code != 401
+
+        await eventually(known, timeout=30, every=0.3)
+
+
+MODULE_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>module</title>
+<script type="module">
+import {{ prompt, VERSION }} from "{api}/widget/nps.mjs";
+window.version = VERSION;
+window.result = prompt({{ key: "{key}", survey: "demo", api: "{api}", attributes: {{ plan: "{plan}" }}, thanksMs: 200 }});
+</script></head><body><h1>module</h1></body></html>"""
+
+
+async def test_the_module_with_an_anonymous_key_makes_and_keeps_a_random_person(loop: Loop) -> None:
+    """`import { prompt }` from ingest's nps.mjs on a page of the key's origin; an anonymous key: the
+    widget makes a random respondent id, keeps it in localStorage, and answers as that person."""
+    run = uuid.uuid4().hex[:8]
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | {"NPS_VAR_DIR": str(loop.var_dir)}
+    made = nps_here("keys", "create", f"anon-{run}", "--publishable", "--anonymous", "--origin", loop.demo,
+                    "--survey", "demo", env=env)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.split()[0]
+    page_url = f"{loop.demo}/module-{run}"  # the demo page's origin; this page is the test's own
+    html = MODULE_PAGE.format(api=loop.urls["ingest"], key=key, plan=run)
+    async with page_of(LOCAL_PAGE) as (page, errors):
+        await page.route(page_url, lambda route: route.fulfill(body=html, content_type="text/html"))
+        answers = sent_bodies(page, "/v1/responses")
+        await known_to_ingest(loop, key)
+        await page.goto(page_url)
+        await page.get_by_role("dialog").wait_for()
+        await page.get_by_role("radio", name="8", exact=True).check()
+        async with page.expect_response(lambda r: r.url.endswith("/v1/responses")) as replied:
+            await page.get_by_role("button", name="Send").click()
+        assert (await replied.value).status == 202
+        result = await page.evaluate("() => window.result")
+        kept = await page.evaluate("() => localStorage.getItem('nps-widget:anonymous-id')")
+        assert await page.evaluate("() => window.version") == version()
+        assert errors == []
+    assert result == {"shown": True, "answered": True, "score": 8}
+    [answer] = answers
+    assert answer["respondent_id"] == kept and uuid.UUID(kept).version == 4 and "respondent_hash" not in answer
+
+    async def scored() -> bool:
+        return (await counted(loop, run))["passives"] == 1
+
+    await eventually(scored, timeout=20)
+
+
+async def test_a_429_s_retry_after_is_waited_for_and_the_answer_sent_again_with_the_same_id(loop: Loop) -> None:
+    """The person's rate at ingest used up (a publishable key's per-respondent limit) just before
+    Send: the loop answers 429 with Retry-After, readable across origins; the widget waits that long
+    and sends the same response id again, which the loop takes."""
+    run, person = uuid.uuid4().hex[:8], f"r-{uuid.uuid4().hex[:8]}"
+    demo_key = json.loads((loop.var_dir / "demo-key.json").read_text())
+    who = {"respondent_id": person, "respondent_hash": identity_hash(demo_key["identity"], person), "survey_id": "demo"}
+    headers = {"Authorization": f"Bearer {demo_key['key']}", "Origin": loop.demo}
+    async with page_of() as (page, console):
+        answers: list[tuple[float, int, str | None, str]] = []
+
+        async def seen(response: Response) -> None:
+            request = response.request
+            if request.method == "POST" and request.url.endswith("/v1/responses"):
+                sent = json.loads(request.post_data or "{}")["response_id"]
+                answers.append((time.monotonic(), response.status, await response.header_value("retry-after"), sent))
+
+        page.on("response", seen)
+        await page.goto(demo(loop, person, run))
+        await page.get_by_role("radio", name="10", exact=True).check()
+        async with httpx.AsyncClient(timeout=10) as client:  # the same person's other tabs, say
+            for _ in range(10):
+                body = {**who, "impression_id": str(uuid.uuid4()), "action": "shown"}
+                if (
+                    await client.post(f"{loop.urls['ingest']}/v1/impressions", json=body, headers=headers)
+                ).status_code == 429:
+                    break
+            else:
+                raise AssertionError("the per-respondent limit never answered 429")
+        await page.get_by_role("button", name="Send").click()
+        try:
+            await eventually(lambda: _len_at_least(answers, 2), timeout=15)
+        except AssertionError:
+            raise AssertionError(f"answers: {answers}, console: {console}") from None
+    (first, status, wait, first_id), (second, again, _, second_id) = answers[:2]
+    assert (status, again) == (429, 202) and wait is not None and first_id == second_id
+    assert second - first >= float(wait) - 0.1  # not the 0.5 s of the widget's own first backoff
+
+    async def scored() -> bool:
+        return (await counted(loop, run))["promoters"] == 1
+
+    await eventually(scored, timeout=20)
