@@ -6,7 +6,8 @@ followup bench/followup.py: the same kind of backlog routed by `nps followup`
 delivery bench/delivery.py: webhooks sent by `nps delivery` to a local receiver, and their latency
 alerts   bench/alerts.py: evaluation rounds over 10,000 segments
 themes   bench/themes.py: the backlog, with comments, tagged and counted by `nps themes`
-collect  bench/collect.py: GET /v1/prompt at 2,000/s, publishable POSTs, response-rate counting"""
+collect  bench/collect.py: GET /v1/prompt at 2,000/s, publishable POSTs, response-rate counting
+widget   bench/widget.py: the web widget's scripts, bytes and gzipped"""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from bench.ingest import bench_ingest, ensure_wrk, write_report
 from bench.scoring import bench_scoring, write_scoring_report
 from bench.storage import bench_storage, write_storage_report
 from bench.themes import bench_themes, write_themes_report
+from bench.widget import write_widget_report
 
 
 def main() -> int:
@@ -32,7 +34,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["ingest", "scoring", "followup", "delivery", "alerts", "themes", "storage", "collect"],
+        choices=["ingest", "scoring", "followup", "delivery", "alerts", "themes", "storage", "collect", "widget"],
         help="run one benchmark (its section is rewritten)",
     )
     parser.add_argument("--events", type=int, default=200_000, help="scoring backlog size")
@@ -56,6 +58,8 @@ def main() -> int:
     if args.only in (None, "collect"):
         ensure_wrk()
         print(f"wrote {write_collect_report(bench_collect(args.seconds))}")
+    if args.only in (None, "widget"):
+        print(f"wrote {write_widget_report()}")
     if args.only in (None, "storage"):
         print(f"wrote {write_storage_report(bench_storage(args.events))}")
     return 0
