@@ -1,0 +1,95 @@
+"""The numbers an experiment's results are made of (issue 38), pure: each re-surveyed person's NPS
+contribution (+100 promoter, 0 passive, -100 detractor) at the answer that assigned them (x) and at
+their next answer (y).
+
+- An arm's change: the mean of y - x, with a 95% interval.
+- An arm's effect against control: the difference of their mean changes (Welch's standard error).
+  Comparing changes, not levels, takes regression to the mean out of the effect: it moves both arms.
+- CUPED (Deng et al. 2013): y - theta (x - mean x), theta = Cov(y, x) / Var(x) over both arms; the same
+  effect in expectation with a variance never larger than the change's (the change is theta = 1).
+- Power: re-surveyed people per arm needed to see an effect with 80% power at a two-sided 5% level.
+
+Not here yet: the anytime-valid interval (a confidence sequence), which is what may be read every
+day; these intervals are fixed-horizon ones and must be labelled so."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+Z95 = 1.959963984540054
+Z80 = 0.8416212335729143
+
+
+def contribution(score: int) -> int:
+    """A person's part in NPS, in points: +100 a promoter (9-10), -100 a detractor (0-6), 0 a passive."""
+    if not 0 <= score <= 10:
+        raise ValueError(f"score {score} is not 0..10")
+    return 100 if score >= 9 else -100 if score <= 6 else 0
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """One re-surveyed person: their contribution at the assigning answer and at the next one."""
+
+    before: int
+    after: int
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    points: float
+    low: float
+    high: float
+    n: int
+
+
+def _interval(points: float, se: float, n: int) -> Estimate:
+    return Estimate(points, points - Z95 * se, points + Z95 * se, n)
+
+
+def _variance(values: Sequence[float]) -> float:
+    return statistics.variance(values) if len(values) >= 2 else math.nan
+
+
+def change(pairs: Sequence[Pair]) -> Estimate | None:
+    """The arm's mean change of contribution; None below two people (no interval)."""
+    if len(pairs) < 2:
+        return None
+    deltas = [p.after - p.before for p in pairs]
+    return _interval(statistics.fmean(deltas), math.sqrt(_variance(deltas) / len(deltas)), len(deltas))
+
+
+def effect(treated: Sequence[Pair], control: Sequence[Pair]) -> Estimate | None:
+    """The treated arm's mean change less the control's, with Welch's standard error."""
+    if len(treated) < 2 or len(control) < 2:
+        return None
+    a = [p.after - p.before for p in treated]
+    c = [p.after - p.before for p in control]
+    se = math.sqrt(_variance(a) / len(a) + _variance(c) / len(c))
+    return _interval(statistics.fmean(a) - statistics.fmean(c), se, len(a) + len(c))
+
+
+def cuped(treated: Sequence[Pair], control: Sequence[Pair]) -> Estimate | None:
+    """The effect with each outcome adjusted for the assigning answer: y - theta (x - mean x)."""
+    if len(treated) < 2 or len(control) < 2:
+        return None
+    everyone = [*treated, *control]
+    xs = [float(p.before) for p in everyone]
+    ys = [float(p.after) for p in everyone]
+    spread = _variance(xs)
+    theta = statistics.covariance(xs, ys) / spread if spread > 0 else 0.0
+    centre = statistics.fmean(xs)
+    a = [p.after - theta * (p.before - centre) for p in treated]
+    c = [p.after - theta * (p.before - centre) for p in control]
+    se = math.sqrt(_variance(a) / len(a) + _variance(c) / len(c))
+    return _interval(statistics.fmean(a) - statistics.fmean(c), se, len(a) + len(c))
+
+
+def needed_per_arm(sd: float, effect_points: float) -> int:
+    """People per arm for 80% power at a two-sided 5% level: 2 (z.975 + z.8)^2 sd^2 / effect^2."""
+    if effect_points <= 0 or sd <= 0:
+        raise ValueError("the effect and the standard deviation must be positive")
+    return math.ceil(2 * (Z95 + Z80) ** 2 * sd * sd / (effect_points * effect_points))
