@@ -140,14 +140,7 @@ def _json(value: object) -> bytes:
 def ensure_demo_key(database_url: str, var_dir: Path, origin: str, secrets_key: str) -> tuple[str, str]:
     """The demo page's publishable key and identity secret: the ones in var/demo-key.json while that
     key is still active for this origin, else new ones (the old key revoked)."""
-    from shared.auth import (
-        KeyStore,
-        Publishable,
-        hash_api_key,
-        identity_place,
-        new_identity_secret,
-        new_publishable_key,
-    )
+    from shared.auth import KeyStore, Publishable, hash_api_key
     from shared.db import make_engine
     from shared.sealed import Sealer
 
@@ -163,10 +156,9 @@ def ensure_demo_key(database_url: str, var_dir: Path, origin: str, secrets_key: 
             if known is not None and kept.get("origin") == origin and origin in known.bound.origins:
                 return kept["key"], kept["identity"]
             await keys.revoke(KEY_NAME, actor="nps up")
-            key, identity = new_publishable_key(), new_identity_secret()
             bound = Publishable(frozenset({origin}), frozenset({SURVEY}), "web")
-            sealed = Sealer.of(secrets_key).seal(identity, identity_place(KEY_NAME))
-            await keys.create(KEY_NAME, hash_api_key(key), (), "nps up", bound, sealed)
+            key, identity = await keys.create_publishable(KEY_NAME, bound, Sealer.of(secrets_key), "nps up")
+            assert identity is not None  # not anonymous
             return key, identity
         finally:
             await engine.dispose()

@@ -114,16 +114,7 @@ async def audit_command(url: str, limit: int, action: str | None) -> int:
 
 async def create_publishable_key(url: str, args: argparse.Namespace) -> int:
     """`nps keys create NAME --publishable --origin …`: prints the key, then its identity secret."""
-    from shared.auth import (
-        KeyExists,
-        KeyStore,
-        Publishable,
-        hash_api_key,
-        identity_place,
-        new_identity_secret,
-        new_publishable_key,
-        parse_origin,
-    )
+    from shared.auth import KeyExists, KeyStore, Publishable, parse_origin
     from shared.db import make_engine
     from shared.validation import PLAIN
 
@@ -143,13 +134,10 @@ async def create_publishable_key(url: str, args: argparse.Namespace) -> int:
     except (ValueError, NotRunning) as exc:
         print(f"nps keys create: {exc}", file=sys.stderr)
         return 2
-    key = new_publishable_key()
-    identity = None if args.anonymous else new_identity_secret()
     bound = Publishable(origins, frozenset(args.survey or ()), args.channel, args.native, args.anonymous, args.sample)
     engine = make_engine(url)
     try:
-        sealed = None if identity is None else sealer.seal(identity, identity_place(args.name))
-        await KeyStore(engine).create(args.name, hash_api_key(key), (), cli_actor(), bound, sealed)
+        key, identity = await KeyStore(engine).create_publishable(args.name, bound, sealer, cli_actor())
     except KeyExists:
         print(f"a key named {args.name!r} exists; revoke it first", file=sys.stderr)
         return 1

@@ -30,6 +30,7 @@ from shared import audit
 from shared.http import report_worker_failure
 from shared.problems import Problem, ProblemError, rate_limited
 from shared.ratelimit import RateLimiter
+from shared.sealed import Sealer
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -218,6 +219,19 @@ class KeyStore:
                           "channel": bound.channel, "native": bound.native, "anonymous": bound.anonymous,
                           "sample": bound.sample}  # fmt: skip
             await audit.record(conn, actor, "key.created", name, detail)
+
+    async def create_publishable(
+        self, name: str, bound: Publishable, sealer: Sealer | None, actor: str
+    ) -> tuple[str, str | None]:
+        """A new publishable key bound to `bound`, and (unless it is anonymous) its identity secret,
+        stored sealed under `sealer` (both shown only to the caller). KeyExists if `name` is active."""
+        key = new_publishable_key()
+        identity = None if bound.anonymous else new_identity_secret()
+        if identity is not None and sealer is None:
+            raise ValueError("an identity secret is stored sealed: NPS_SECRETS_KEY is needed")
+        sealed = None if identity is None or sealer is None else sealer.seal(identity, identity_place(name))
+        await self.create(name, hash_api_key(key), (), actor, bound, sealed)
+        return key, identity
 
     async def revoke(self, name: str, actor: str) -> bool:
         async with self._engine.begin() as conn:
