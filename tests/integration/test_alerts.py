@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from alerts_service import repository
 from alerts_service.bootstrap import create_app, spec
-from alerts_service.detection import Rules
+from alerts_service.detection import RateRule, Rules
 from alerts_service.domain import Timing
 from alerts_service.drivers import ThemeDrivers
 from alerts_service.handlers import BUCKET, Due, EvaluateRounds, MirrorScores
@@ -246,13 +246,16 @@ def with_rates(event: ScoreChanged, per_day: Mapping[date, Rate]) -> ScoreChange
     return event.model_copy(update={"rates": days, "daily_first_day": min(per_day)})
 
 
+SETTLE = RateRule().settle_days
+
+
 def invitations(answered_now: int, answered_before: int = 20, today: date = TODAY) -> dict[date, Rate]:
-    """100 invitations a day for 40 days: the 7 days ending 3 days ago (the rule's current window,
-    settled) answered `answered_now` times a day, the 28 before `answered_before`; the youngest 3
-    days with nobody answering yet (their answers still coming, which the rule must not read)."""
+    """100 invitations a day for 42 days: the 7 days ending SETTLE days ago (the rule's current
+    window) answered `answered_now` times a day, the 28 before `answered_before`; the youngest
+    SETTLE days with nobody answering yet (their answers still coming, which the rule must not read)."""
     return {
-        today - timedelta(days=i): Rate(100, 0 if i < 3 else answered_now if i < 10 else answered_before)
-        for i in range(40)
+        today - timedelta(days=i): Rate(100, 0 if i < SETTLE else answered_now if i < SETTLE + 7 else answered_before)
+        for i in range(42)
     }
 
 
@@ -278,7 +281,7 @@ async def test_a_fallen_response_rate_fires_explained_and_resolves(
         assert x.drop_points == pytest.approx(12.0) and x.q_value is not None and x.q_value < 0.05
         assert (x.detail["current_invited"], x.detail["current_responded"]) == (700, 56)
         assert (x.detail["baseline_invited"], x.detail["baseline_responded"]) == (2800, 560)
-        assert x.detail["current_last_day"] == (TODAY - timedelta(days=3)).isoformat()
+        assert x.detail["current_last_day"] == (TODAY - timedelta(days=SETTLE)).isoformat()
         assert "fell 12.0 points: 8.0% (56 of 700 invited) vs 20.0% (560 of 2800)" in x.summary
 
         # An older score arriving late changes nothing held; the rate back to 20% resolves the alert.
@@ -293,12 +296,11 @@ async def test_a_fallen_response_rate_fires_explained_and_resolves(
         )
         await eventually(run.committed_at_least(4))
         events = await alerts_in(bootstrap, settings.topics.alerts, expect=2)
-        settled = TODAY - timedelta(days=3)
+        settled = TODAY - timedelta(days=SETTLE)
         held = await held_rates(database_url, "channel:email")
-        assert held.sum(settled - timedelta(days=6), settled) == Rate(
-            700, 140
-        )  # the newest score's, not the late one's
-        assert held.sum(TODAY - timedelta(days=2), TODAY) == Rate(300, 0)
+        newest = held.sum(settled - timedelta(days=6), settled)
+        assert newest == Rate(700, 140)  # the newest score's, not the late one's
+        assert held.sum(TODAY - timedelta(days=SETTLE - 1), TODAY) == Rate(100 * SETTLE, 0)
         # Every invitation erased: the segment's rates are none ('{}' stored), and rounds go on over them.
         clock.now = T0 + timedelta(minutes=3)
         none = changed("channel:email", steady, clock.now).model_copy(update={"rates": []})

@@ -585,7 +585,7 @@ def test_a_fallen_rate_fires_with_its_numbers_and_a_small_or_stable_one_does_not
     assert "Response rate of channel:email fell 8.0 points: 12.0% (48 of 400 invited) vs 20.0%" in explanation.summary
     detail = explanation.detail
     assert (detail["current_invited"], detail["current_responded"], detail["current_rate"]) == (400, 48, 12.0)
-    assert (detail["baseline_first_day"], detail["current_last_day"]) == ("2026-10-31", "2026-12-04")
+    assert (detail["baseline_first_day"], detail["current_last_day"]) == ("2026-10-30", "2026-12-03")  # 4 settling days
     assert detail["current_ci_low"] < 12.0 < detail["current_ci_high"]  # type: ignore[operator]
     assert second.firing == {"drop": 0, "response_rate": 1}
 
