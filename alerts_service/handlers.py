@@ -205,6 +205,7 @@ class EvaluateRounds:
     _next: float = 0.0
     _last: float = -1e9
     _cache: dict[str, Cached] = field(default_factory=dict)
+    _windows: tuple[date, Windows] | None = None
     _next_prune: float = 0.0
     # A fired drop alert's drivers, from the themes service (alerts_service/drivers.py); None: off.
     drivers: Drivers | None = None
@@ -343,10 +344,16 @@ class EvaluateRounds:
                     pending.cancel()
                     await asyncio.gather(pending, return_exceptions=True)
 
+    def _windows_of(self, today: date) -> Windows:
+        """The round's windows, worked out once a day (not once per segment kept)."""
+        if self._windows is None or self._windows[0] != today:
+            self._windows = (today, round_windows(today, self.rules))
+        return self._windows[1]
+
     def _keep(self, segment: str, computed_at: datetime, days: Days, rates: RateDays, today: date) -> None:
         current, baseline, trend = stats_of(days, self.rules, today)
         test = drop_test(current, baseline, self.rules.drop)
-        windows = round_windows(today, self.rules)
+        windows = self._windows_of(today)
         assert windows.rates_current is not None and windows.rates_baseline is not None
         now_rate = rates.sum(windows.rates_current.first, windows.rates_current.last)
         before_rate = rates.sum(windows.rates_baseline.first, windows.rates_baseline.last)
