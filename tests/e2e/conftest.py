@@ -90,6 +90,9 @@ def start_loop(
             "NPS_ALERTS_CLEAR_S": "1",
             "NPS_INGEST_REPLAY_CHECK_S": "0.5",
             "NPS_INGEST_REPLAY_MARGIN_S": "1",
+            # One token per 5 s per person for publishable keys (burst 5, as by default): the widget's
+            # 429 test then has 5 s, not 1, between emptying a person's bucket and its Send.
+            "NPS_INGEST_PUBLIC_RATE_PER_RESPONDENT_S": "0.2",
             **{f"NPS_{name.upper()}_PORT": str(port) for name, port in ports.items()},
             **(extra_env or {}),
         }
