@@ -162,6 +162,11 @@ async def all_segments(conn: AsyncConnection) -> dict[str, Seen]:
     return {r.segment: Seen(r.last_computed_at, r.last_arrival_at) for r in rows}
 
 
+def held_span(start: date, first: date, last: date) -> slice:
+    """Of arrays holding one element a day from `start`, the elements of the days `first`..`last`."""
+    return slice(max(0, (first - start).days), max(0, (last - start).days + 1))
+
+
 @dataclass(frozen=True, slots=True)
 class Days:
     """One segment's days held: its counts for every day from `first` on, one element a day (0 on
@@ -174,7 +179,7 @@ class Days:
 
     def span(self, first: date, last: date) -> slice:
         """The elements of the days from `first` to `last` held (none held: an empty slice)."""
-        return slice(max(0, (first - self.first).days), max(0, (last - self.first).days + 1))
+        return held_span(self.first, first, last)
 
     def sum(self, first: date, last: date) -> Counts:
         return self.total(self.span(first, last))
@@ -214,7 +219,7 @@ class RateDays:
     responded: Sequence[int]
 
     def sum(self, first: date, last: date) -> Rate:
-        held = slice(max(0, (first - self.first).days), max(0, (last - self.first).days + 1))
+        held = held_span(self.first, first, last)
         return Rate(sum(self.invited[held]), sum(self.responded[held]))
 
     @classmethod
