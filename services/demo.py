@@ -14,8 +14,6 @@ launcher: nothing to start, and it stops with it."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
 import re
@@ -25,6 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from ingest_service.public import identity_hash
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +71,6 @@ window.NPS = window.NPS || { q: [], identify: function () { window.NPS.q.push(ar
     });
 })();
 """
-
-
-def identity_hash(secret: str, respondent_id: str) -> str:
-    return hmac.new(secret.encode(), respondent_id.encode(), hashlib.sha256).hexdigest()
 
 
 def csp(api: str) -> str:

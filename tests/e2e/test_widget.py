@@ -21,7 +21,7 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, Request, Response, Route, async_playwright
 
 from clients.web.build import version
-from services.demo import identity_hash
+from ingest_service.public import identity_hash
 from tests.e2e.conftest import Loop
 from tests.helpers import eventually, nps_here
 
