@@ -22,16 +22,25 @@ from shared.events import (
     AlertFired,
     AlertResolved,
     FollowUpCreated,
+    FollowUpHeldOut,
     TicketOpened,
     TicketSlaBreached,
     TicketUpdated,
 )
 
 Outgoing = (
-    FollowUpCreated | TicketOpened | TicketUpdated | TicketSlaBreached | AlertFired | AlertResolved | AlertAcknowledged
+    FollowUpCreated
+    | FollowUpHeldOut
+    | TicketOpened
+    | TicketUpdated
+    | TicketSlaBreached
+    | AlertFired
+    | AlertResolved
+    | AlertAcknowledged
 )
 EventType = Literal[
     "FollowUpCreated",
+    "FollowUpHeldOut",
     "TicketOpened",
     "TicketUpdated",
     "TicketSlaBreached",
@@ -76,14 +85,18 @@ def segments_of(event: Outgoing) -> frozenset[str]:
 def wants(subscription: Subscription, event: Outgoing) -> bool:
     if event.type not in subscription.events:
         return False
-    if subscription.kinds is not None and isinstance(event, FollowUpCreated) and event.kind not in subscription.kinds:
+    if (
+        subscription.kinds is not None
+        and isinstance(event, FollowUpCreated | FollowUpHeldOut)
+        and event.kind not in subscription.kinds
+    ):
         return False
     return subscription.segments is None or not subscription.segments.isdisjoint(segments_of(event))
 
 
 def order_key(event: Outgoing) -> str:
     """What an endpoint receives in order: one ticket's events, one alert's, one follow-up."""
-    if isinstance(event, FollowUpCreated):
+    if isinstance(event, FollowUpCreated | FollowUpHeldOut):
         return event.followup_id
     if isinstance(event, AlertFired | AlertResolved | AlertAcknowledged):
         return event.alert_id

@@ -14,6 +14,7 @@ from shared.events import (
     AlertResolved,
     AlertWindowCounts,
     FollowUpCreated,
+    FollowUpHeldOut,
     TicketOpened,
     TicketSlaBreached,
     TicketUpdated,
@@ -81,6 +82,13 @@ def summary(event: Outgoing) -> tuple[str, list[tuple[str, str]], str | None]:
             f":hourglass: Ticket {event.ticket_id} missed its {event.deadline.replace('_', ' ')} SLA",
             [("Priority", event.priority), ("Status", event.status), ("Due", event.due_at.isoformat())],
             f"/v1/tickets/{event.ticket_id}",
+        )
+    if isinstance(event, FollowUpHeldOut):
+        return (
+            f":test_tube: {event.kind.replace('_', ' ').capitalize()} follow-up held out (experiment "
+            f"{event.experiment_id}, arm {event.arm})",
+            [("Rule", event.rule or "-"), ("Score", str(event.score)), ("Survey", event.survey_id or "-")],
+            f"/v1/experiments/{event.experiment_id}",
         )
     assert isinstance(event, FollowUpCreated)
     return (

@@ -23,7 +23,10 @@ class Filters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kinds: list[Kind] | None = Field(
-        default=None, min_length=1, max_length=50, description="follow-up kinds (FollowUpCreated only): referral, ..."
+        default=None,
+        min_length=1,
+        max_length=50,
+        description="follow-up kinds (FollowUpCreated and FollowUpHeldOut only): referral, ...",
     )
     segments: list[Segment] | None = Field(
         default=None,

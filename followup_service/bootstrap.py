@@ -6,15 +6,19 @@ import asyncio
 import logging
 import signal
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from followup_service import metrics
 from followup_service.contact import api as contact_api
+from followup_service.experiments import api as experiments_api
+from followup_service.experiments import repository as experiments_repository
 from followup_service.handlers import RouteResponses
 from followup_service.outcomes import api as outcomes_api
 from followup_service.referrals import api as referrals_api
@@ -36,15 +40,46 @@ def load_policy(settings: FollowUpSettings) -> policy.PolicyHolder:
     return policy.PolicyHolder(settings.policy or policy.DEFAULT_POLICY)
 
 
-def reload_policy(holder: policy.PolicyHolder) -> None:
-    """On SIGHUP: the policy file again, if it checks out; else the running policy stays, loudly."""
+async def record_experiments(engine: AsyncEngine, candidate: policy.Policy, path: Path) -> None:
+    """Record the policy's experiments; PolicyError if one reuses a recorded id with other arms."""
+    async with engine.begin() as conn:
+        refused = await experiments_repository.record_experiments(
+            conn, candidate.experiments, candidate.version, datetime.now(UTC)
+        )
+    if refused:
+        raise policy.PolicyError([policy.PolicyProblem(str(path), None, "experiment", text) for text in refused])
+
+
+def checking_experiments(holder: policy.PolicyHolder) -> Callable[[AsyncEngine], Awaitable[None]]:
+    """Before the loop consumes: the policy's experiments against those recorded (a restart with
+    changed arms does not start)."""
+
+    async def prepare(engine: AsyncEngine) -> None:
+        try:
+            await record_experiments(engine, holder.current, holder.path)
+        except policy.PolicyError as exc:
+            log.error("policy %s refused: %s", holder.current.version, exc)
+            raise
+
+    return prepare
+
+
+async def reload_policy(holder: policy.PolicyHolder, engine: AsyncEngine) -> None:
+    """On SIGHUP: the policy file again, if it checks out (its experiments too, against those
+    recorded); else the running policy stays, loudly."""
     running = holder.current.version
     try:
-        loaded = holder.reload()
+        loaded = holder.read()
+        await record_experiments(engine, loaded, holder.path)
     except policy.PolicyError as exc:
         metrics.POLICY_RELOADS.labels("refused").inc()
         log.error("policy not reloaded, version %s keeps running: %s", running, exc)
         return
+    except Exception as exc:  # the database away: the running policy stays
+        metrics.POLICY_RELOADS.labels("refused").inc()
+        log.error("policy not reloaded, version %s keeps running: experiments not checked: %r", running, exc)
+        return
+    holder.current = loaded
     metrics.POLICY_RELOADS.labels("reloaded").inc()
     log.info("policy reloaded from %s: version %s, %d rules", holder.path, loaded.version, len(loaded.rules))
 
@@ -53,9 +88,16 @@ def reloading_on_sighup(holder: policy.PolicyHolder, inner: Callable[[FastAPI], 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, reload_policy, holder)
+        reloads: set[asyncio.Task[None]] = set()
+
+        def on_sighup() -> None:
+            task = loop.create_task(reload_policy(holder, app.state.engine))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
         try:
             async with inner(app):
+                loop.add_signal_handler(signal.SIGHUP, on_sighup)
                 yield
         finally:
             loop.remove_signal_handler(signal.SIGHUP)
@@ -64,6 +106,7 @@ def reloading_on_sighup(holder: policy.PolicyHolder, inner: Callable[[FastAPI], 
 
 
 def spec(settings: FollowUpSettings, routing: policy.PolicyHolder | None = None) -> ConsumerSpec[Any]:
+    routing = routing or load_policy(settings)
     return ConsumerSpec(
         service="followup",
         schema=SCHEMA,
@@ -74,7 +117,7 @@ def spec(settings: FollowUpSettings, routing: policy.PolicyHolder | None = None)
             topics=settings.topics,
             pseudonyms=settings.pseudonyms(),
             clock=lambda: datetime.now(UTC),
-            policy=routing or load_policy(settings),
+            policy=routing,
             contact=settings.contact_rules(),
         ),
         # The API writes TicketUpdated to the outbox too: the loop's tick publishes it even while
@@ -83,6 +126,7 @@ def spec(settings: FollowUpSettings, routing: policy.PolicyHolder | None = None)
         tick_s=settings.outbox_interval_s,
         shard=person_shard,
         shards=settings.shards,
+        prepare=checking_experiments(routing),
     )
 
 
@@ -107,4 +151,5 @@ def create_app(settings: FollowUpSettings | None = None) -> FastAPI:
     app.include_router(contact_api.router)
     app.include_router(referrals_api.router)
     app.include_router(outcomes_api.router)
+    app.include_router(experiments_api.router)
     return app

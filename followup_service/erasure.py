@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from followup_service.experiments.repository import forget_assignments
 from followup_service.tables import SCHEMA
 from followup_service.tickets.repository import ACTIVE_STATUSES, TICKET_COLUMNS
 from shared import outbox
@@ -80,6 +81,7 @@ async def forget(
         ),
         params,
     )
+    await forget_assignments(conn, params)
     cleared = await conn.execute(
         sa.text(
             f"UPDATE {SCHEMA}.followups SET respondent_id = NULL "

@@ -17,6 +17,9 @@ from followup_service import metrics, publisher
 from followup_service.contact.domain import ContactRules
 from followup_service.contact.repository import contact_histories, lock_people
 from followup_service.erasure import ERASURES, forget
+from followup_service.experiments.assignment import arm_of
+from followup_service.experiments.repository import assignments_of, insert_assignments
+from followup_service.experiments.spec import Experiment
 from followup_service.outcomes.domain import Transition, category_of
 from followup_service.outcomes.repository import insert_transitions
 from followup_service.referrals.domain import referral_code
@@ -106,6 +109,7 @@ class RouteResponses:
         # The statements with most for PostgreSQL to do are queued first; the events, which only
         # end up in one outbox row per topic, are built while it works through them.
         writes.then(partial(insert_transitions, conn, transitions_of(plan.new, answers, key)))
+        writes.then(partial(insert_assignments, conn, assignments_of(plan.new + plan.rerouted, key)))
         await asyncio.sleep(0)
         changes = ticket_changes(self.topics, plan.ticket_steps, await stored, now)
         writes.then(partial(write_tickets, conn, changes.changed, changes.new))
@@ -140,7 +144,10 @@ class RouteResponses:
         def decide(event: Response, previous_score: int | None) -> Routing:
             return router.route(facts_of(event, previous_score))
 
-        plan = plan_batch(events, routed, active, erasures, key, now, decide, previous, contacts, self.contact)
+        def assign(experiment: Experiment, rkey: str) -> str:
+            return arm_of(self.pseudonyms, experiment.experiment_id, rkey, experiment.weights)
+
+        plan = plan_batch(events, routed, active, erasures, key, now, decide, previous, contacts, self.contact, assign)
         try:
             async with InOrder() as writes:
                 await self.write_plan(conn, writes, plan, answers, router, events, now)

@@ -20,7 +20,10 @@ from shared.settings import Topics
 
 def outgoing(topics: Topics, followup: FollowUp, opens_ticket: bool) -> list[Outgoing]:
     """FollowUpCreated, and TicketOpened when the follow-up opened its ticket (one that joined the
-    person's active ticket publishes TicketUpdated instead)."""
+    person's active ticket publishes TicketUpdated instead); FollowUpHeldOut for an experiment's
+    held-out arm."""
+    if followup.status == "held_out":
+        return [held_out(topics, followup)]
     if followup.status != "created":  # failed or suppressed: recorded; nothing for anyone to send
         return []
     message = followup.message
@@ -45,6 +48,8 @@ def outgoing(topics: Topics, followup: FollowUp, opens_ticket: bool) -> list[Out
         "body_text": message.body_text if message else None,
         "body_html": message.body_html if message else None,
         "referral_code": followup.referral_code,
+        "experiment_id": followup.experiment_id,
+        "arm": followup.arm,
     }
     events = [Outgoing(topics.followups, key, pydantic_core.to_json(created))]
     if followup.ticket_id is not None and opens_ticket:
@@ -63,6 +68,27 @@ def outgoing(topics: Topics, followup: FollowUp, opens_ticket: bool) -> list[Out
         }
         events.append(Outgoing(topics.tickets, key, pydantic_core.to_json(opened)))
     return events
+
+
+def held_out(topics: Topics, followup: FollowUp) -> Outgoing:
+    response = followup.response
+    event = {
+        "schema_version": 1,
+        "type": "FollowUpHeldOut",
+        "followup_id": followup.followup_id,
+        "kind": followup.kind,
+        "response_id": response.response_id,
+        "respondent_id": response.respondent_id,
+        "score": response.score,
+        "channel": response.channel,
+        "survey_id": response.survey_id,
+        "created_at": followup.created_at,
+        "rule": followup.rule,
+        "policy_version": followup.policy_version,
+        "experiment_id": followup.experiment_id,
+        "arm": followup.arm,
+    }
+    return Outgoing(topics.followups, response.respondent_id.encode(), pydantic_core.to_json(event))
 
 
 def ticket_updated(topics: Topics, ticket: Any, change: dict[str, str | None], actor: str) -> Outgoing:

@@ -275,6 +275,29 @@ class FollowUpCreated(Event):
     # A referral follow-up's code: put it in the invitation link; sign-ups report it back
     # (POST /v1/referrals/{code}/conversions).
     referral_code: str | None = None
+    # The rule's experiment and the person's arm in it (docs/experiments.md); null: the rule has none.
+    experiment_id: str | None = None
+    arm: str | None = None
+
+
+class FollowUpHeldOut(Event):
+    """A follow-up the policy's rule would have made, held back because the person's arm of the
+    rule's experiment gets nothing from it (a holdout): no message, no ticket, and no contact as the
+    contact rules count. `kind` is the action held back."""
+
+    type: Literal["FollowUpHeldOut"] = "FollowUpHeldOut"
+    followup_id: str
+    kind: FollowUpKind
+    response_id: str
+    respondent_id: str
+    score: Score
+    channel: str | None = None
+    survey_id: str | None = None
+    created_at: AwareDatetime
+    rule: str | None = None
+    policy_version: str | None = None
+    experiment_id: str
+    arm: str
 
 
 class TicketOpened(Event):
@@ -335,7 +358,7 @@ class TicketSlaBreached(Event):
     detected_at: AwareDatetime
 
 
-FollowUpEvent = Annotated[FollowUpCreated, Field(discriminator="type")]
+FollowUpEvent = Annotated[FollowUpCreated | FollowUpHeldOut, Field(discriminator="type")]
 followup_events: TypeAdapter[FollowUpEvent] = TypeAdapter(FollowUpEvent)
 TicketEvent = Annotated[TicketOpened | TicketUpdated | TicketSlaBreached, Field(discriminator="type")]
 ticket_events: TypeAdapter[TicketEvent] = TypeAdapter(TicketEvent)

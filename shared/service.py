@@ -48,6 +48,9 @@ class ConsumerSpec(Generic[E]):
     more_topics: tuple[str, ...] = ()
     # Closed after the loop stops (e.g. alerts' HTTP client to the themes service).
     closers: tuple[Callable[[], Awaitable[None]], ...] = ()
+    # Run with the engine before the loop starts; an error refuses the start (e.g. follow-up's
+    # policy experiments against those recorded).
+    prepare: Callable[[AsyncEngine], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -86,6 +89,12 @@ async def running_loop(
     On exit the loop is asked to stop (it finishes and commits its batch), then all is closed. What
     a service's lifespan runs, and what the integration tests run the real wiring with."""
     engine = make_engine(settings.require_database_url(), timeout_s=settings.db_timeout_s)
+    if spec.prepare is not None:
+        try:
+            await spec.prepare(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
     producer = make_producer(settings, client_id=client_id)
     topics = (spec.topic, *spec.more_topics)
     consumer = make_consumer(settings, *topics, group_id=spec.group_id, client_id=client_id)

@@ -9,8 +9,15 @@ their next answer (y).
   effect in expectation with a variance never larger than the change's (the change is theta = 1).
 - Power: re-surveyed people per arm needed to see an effect with 80% power at a two-sided 5% level.
 
-Not here yet: the anytime-valid interval (a confidence sequence), which is what may be read every
-day; these intervals are fixed-horizon ones and must be labelled so."""
+- The anytime-valid interval: a confidence sequence (Howard, Ramdas, McAuliffe, Sekhon 2021, the
+  two-sided normal-mixture boundary), which may be read every day: the chance that it ever, at any
+  look, misses the true effect is at most 5% (asymptotically, with the variance estimated). The
+  other intervals are fixed-horizon ones: valid at one planned look, and labelled so.
+
+The normal mixture: for a sum S of n terms of variance s^2, with V = n s^2 and mixing precision rho,
+|S| <= sqrt((V + rho) log((V + rho) / (rho alpha^2))) at every n with probability >= 1 - alpha. For
+the mean, with rho = N0 s^2 (the boundary is tightest near n ~ N0 people): radius = se *
+sqrt((1 + N0/n) log((1 + n/N0) / alpha^2))."""
 
 from __future__ import annotations
 
@@ -93,3 +100,23 @@ def needed_per_arm(sd: float, effect_points: float) -> int:
     if effect_points <= 0 or sd <= 0:
         raise ValueError("the effect and the standard deviation must be positive")
     return math.ceil(2 * (Z95 + Z80) ** 2 * sd * sd / (effect_points * effect_points))
+
+
+# Where the confidence sequence is tightest, in re-surveyed people (both arms). Any fixed value keeps
+# it valid; this one suits the volumes the simulator's seed scenario sees (hundreds per arm).
+N0 = 400
+ALPHA = 0.05
+
+
+def anytime_radius(se: float, n: int, n0: float = N0, alpha: float = ALPHA) -> float:
+    """The confidence sequence's half-width at n people (its standard error `se`)."""
+    if n <= 0:
+        raise ValueError("no people, no interval")
+    return se * math.sqrt((1 + n0 / n) * math.log((1 + n / n0) / (alpha * alpha)))
+
+
+def anytime(estimate: Estimate) -> Estimate:
+    """The same estimate with the confidence sequence's interval instead of the fixed one."""
+    se = (estimate.high - estimate.low) / (2 * Z95)
+    radius = anytime_radius(se, estimate.n)
+    return Estimate(estimate.points, estimate.points - radius, estimate.points + radius, estimate.n)

@@ -27,16 +27,21 @@ class FollowUpAnswer(BaseModel):
     respondent_id: str | None = Field(description="null once the respondent was erased")
     score: int
     created_at: datetime
-    status: Literal["created", "failed", "suppressed"] = Field(
+    status: Literal["created", "failed", "suppressed", "held_out"] = Field(
         description="created: its message is out (FollowUpCreated); failed: its template failed on this response; "
-        "suppressed: held back (see reason)"
+        "suppressed: held back (see reason); held_out: the person's experiment arm gets nothing from the rule "
+        "(FollowUpHeldOut)"
     )
     reason: str | None = Field(
-        description="why it failed, or why it was suppressed: throttled, opted_out, erased, policy_none"
+        description="why it failed, or why it was suppressed: throttled, opted_out, erased, policy_none; "
+        "held out: `experiment <id>: arm <arm>`"
     )
     eligible_at: datetime | None = Field(description="throttled: when a message of this kind would be allowed")
     rule: str | None = Field(description="the policy rule that decided (null: none matched, or erased)")
     policy_version: str | None
+    experiment_id: str | None = Field(default=None, description="the rule's experiment (docs/experiments.md)")
+    arm: str | None = Field(default=None, description="the person's arm in it")
+    referral_code: str | None = Field(default=None, description="a referral follow-up's code")
     ticket_id: str | None
     ticket_status: str | None
 

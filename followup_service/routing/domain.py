@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal
 
 from followup_service.contact.domain import ContactHistory, ContactRules
+from followup_service.experiments.spec import Experiment
 from followup_service.ids import stable_hex
 from followup_service.routing.messages import Rendered
 from followup_service.tickets.domain import NewTicket, Priority, TicketOp, revision_ticket_id, ticket_id
@@ -44,9 +45,18 @@ class Routing:
     template: str | None = None
     first_contact_s: float | None = None  # a ticket rule's own SLA (None: its priority's)
     resolution_s: float | None = None
+    experiment: Experiment | None = None  # the rule's holdout or experiment: its arm decides
 
 
 Decide = Callable[[Response, "int | None"], Routing]
+
+
+# Which arm of an experiment a person (by respondent key) is in: experiments/assignment.arm_of.
+Assign = Callable[[Experiment, str], str]
+
+
+def no_experiments(experiment: Experiment, respondent_key: str) -> str:
+    raise AssertionError(f"experiment {experiment.experiment_id} planned without assignment")
 
 
 def by_category(event: Response, previous_score: int | None) -> Routing:
@@ -69,11 +79,14 @@ class FollowUp:
     policy_version: str | None = None
     template: str | None = None  # the message to render for it (the handler renders it)
     message: Rendered | None = None
-    # failed: its message could not be rendered; suppressed: the contact rules (or the policy) held it back
-    status: Literal["created", "failed", "suppressed"] = "created"
+    # failed: its message could not be rendered; suppressed: the contact rules (or the policy) held it
+    # back; held_out: its experiment's arm gets nothing from the rule
+    status: Literal["created", "failed", "suppressed", "held_out"] = "created"
     reason: str | None = None
     eligible_at: datetime | None = None  # suppressed by the contact rules: when it would have been allowed
     referral_code: str | None = None  # a referral follow-up's code, for the sign-ups it brings
+    experiment_id: str | None = None  # the rule's experiment, and the person's arm in it
+    arm: str | None = None
 
     def with_message(self, message: Rendered | None, referral_code: str | None) -> FollowUp:
         """The same follow-up with its message and code (dataclasses.replace, at a tenth of its cost:
@@ -81,6 +94,7 @@ class FollowUp:
         return FollowUp(
             self.followup_id, self.kind, self.response, self.created_at, self.ticket_id, self.version, self.rule,
             self.policy_version, self.template, message, self.status, self.reason, self.eligible_at, referral_code,
+            self.experiment_id, self.arm,
         )  # fmt: skip
 
 
@@ -129,6 +143,7 @@ def plan_batch(
     previous: Mapping[str, int] | None = None,
     contacts: Mapping[str, ContactHistory] | None = None,
     rules: ContactRules | None = None,
+    assign: Assign = no_experiments,
 ) -> BatchPlan:
     """Route a batch, in order, on top of what is known: `routed` (by response_id), `active` (the
     active ticket of each respondent key) and the erasures (by respondent key). Pure; the rules:
@@ -142,8 +157,10 @@ def plan_batch(
       response's active ticket and is routed again; into detractor it gets routed again too.
 
     What a response is routed to is `decide`'s (the policy's), given the person's previous score
-    (`previous`, by respondent key; None: their first answer); an action `ticket` opens a ticket."""
-    planner = _Planner(routed, active, key, now, decide, previous, contacts, rules or ContactRules())
+    (`previous`, by respondent key; None: their first answer); an action `ticket` opens a ticket.
+    A rule with an experiment: the person's arm (`assign`) decides; a held-out arm gets nothing
+    (status `held_out`), and sends nothing the contact rules count."""
+    planner = _Planner(routed, active, key, now, decide, previous, contacts, rules or ContactRules(), assign)
     for event in events:
         rkey = key(event.respondent_id)
         at = event.submitted_at if isinstance(event, Submitted) else event.revised_at
@@ -161,7 +178,9 @@ class _Planner:
     """plan_batch's state as it goes through the batch: what is routed, each person's active ticket,
     previous score and contact history, all as the events before the current one left them."""
 
-    __slots__ = ("active", "contacts", "decide", "histories", "key", "now", "plan", "previous", "routed", "rules")
+    __slots__ = (
+        "active", "assign", "contacts", "decide", "histories", "key", "now", "plan", "previous", "routed", "rules",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -173,8 +192,10 @@ class _Planner:
         previous: Mapping[str, int] | None,
         contacts: Mapping[str, ContactHistory] | None,
         rules: ContactRules,
+        assign: Assign,
     ) -> None:
         self.plan = BatchPlan()
+        self.assign = assign
         self.routed = dict(routed)
         self.active = dict(active)
         self.key, self.now, self.decide, self.rules = key, now, decide, rules
@@ -204,6 +225,22 @@ class _Planner:
 
     def follow_up(self, event: Response, rkey: str, fid: str, version: int) -> FollowUp:
         routing = self.decide(event, self.previous.get(rkey))
+        if routing.experiment is None:
+            return self.carry_out(event, rkey, fid, version, routing)
+        experiment = routing.experiment
+        arm = experiment.arm(self.assign(experiment, rkey))
+        if arm.held_out:
+            # Nothing from the rule, nothing the contact rules count; the kind says what was held back.
+            return FollowUp(
+                fid, routing.action, event, self.now, None, version, routing.rule, routing.policy_version,
+                status="held_out", reason=f"experiment {experiment.experiment_id}: arm {arm.name}",
+                experiment_id=experiment.experiment_id, arm=arm.name,
+            )  # fmt: skip
+        f = self.carry_out(event, rkey, fid, version, replace(routing, action=arm.action, template=arm.template))
+        f.experiment_id, f.arm = experiment.experiment_id, arm.name
+        return f
+
+    def carry_out(self, event: Response, rkey: str, fid: str, version: int, routing: Routing) -> FollowUp:
         history = self.history_of(rkey)
         action, rule, policy, now = routing.action, routing.rule, routing.policy_version, self.now
         if action == "none":

@@ -28,6 +28,8 @@ from pydantic import (
     model_validator,
 )
 
+from followup_service.experiments.assignment import InvalidArms, check_arms
+from followup_service.experiments.spec import Experiment, ExperimentSpec, Holdout, compile_experiment
 from followup_service.routing import messages
 from followup_service.routing.domain import Routing
 from followup_service.routing.matching import (
@@ -90,6 +92,9 @@ class Rule(BaseModel):
     priority: Priority | None = None
     sla: RuleSla | None = None
     template: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    # A share of the rule's people held out, or its people split across arms (docs/experiments.md)
+    holdout: Holdout | None = None
+    experiment: ExperimentSpec | None = None
 
     @model_validator(mode="after")
     def priority_for_tickets(self) -> Rule:
@@ -97,6 +102,9 @@ class Rule(BaseModel):
             if getattr(self, name) is not None and self.action != "ticket":
                 raise ValueError(f"{name} is for tickets; action {self.action!r} has none")
         return self
+
+    def compiled_experiment(self) -> Experiment | None:
+        return compile_experiment(self.name, self.action, self.template, self.holdout, self.experiment)
 
 
 class Message(BaseModel):
@@ -134,7 +142,8 @@ class Policy(BaseModel):
             (Matcher.of(rule.when), Decision(rule.action, rule.priority or "normal", rule.name, index,
                                              rule.template, self.version,
                                              rule.sla.first_contact if rule.sla else None,
-                                             rule.sla.resolution if rule.sla else None))
+                                             rule.sla.resolution if rule.sla else None,
+                                             rule.compiled_experiment()))
             for index, rule in enumerate(self.rules)
         ] + [(None, Decision("none", "normal", None, None, None, self.version))]  # fmt: skip
         self._router = Router(decisions, templates, self.default_locale)
@@ -151,6 +160,11 @@ class Policy(BaseModel):
     def render(self, template: str, variables: Mapping[str, Any]) -> messages.Rendered:
         """RenderFailed if the template fails on these values."""
         return self.router.render(template, variables)
+
+    @property
+    def experiments(self) -> list[Experiment]:
+        """The experiments its rules run, in the rules' order."""
+        return [e for e in (rule.compiled_experiment() for rule in self.rules) if e is not None]
 
     def decide(self, facts: Facts) -> Decision:
         """The first rule that matches; with none, action `none` (rule null)."""
@@ -177,6 +191,7 @@ class Decision:
     # A ticket rule's own SLA, in seconds (None: the priority's, NPS_FOLLOWUP_SLA)
     first_contact_s: float | None = None
     resolution_s: float | None = None
+    experiment: Experiment | None = None  # the rule's holdout or experiment
 
 
 class Router:
@@ -194,7 +209,16 @@ class Router:
         self._decisions, self._templates, self._default_locale = decisions, templates, default_locale
         # What each decision means for routing, made once: route() runs once per response.
         self._routings = [
-            Routing(d.action, d.priority, d.rule, d.policy_version, d.template, d.first_contact_s, d.resolution_s)
+            Routing(
+                d.action,
+                d.priority,
+                d.rule,
+                d.policy_version,
+                d.template,
+                d.first_contact_s,
+                d.resolution_s,
+                d.experiment,
+            )
             for _, d in decisions
         ]
 
@@ -288,6 +312,7 @@ def check(policy: Policy, file: str, known_templates: Iterable[str] | None = Non
     seen: set[str] = set()
     catch_all: str | None = None
     templates = set(known_templates) if known_templates is not None else set(policy.templates)
+    experiments: dict[str, str] = {}
     for template, versions in policy.templates.items():
         if policy.default_locale not in versions:
             problems.append(
@@ -320,6 +345,45 @@ def check(policy: Policy, file: str, known_templates: Iterable[str] | None = Non
             catch_all = rule.name
         if rule.template is not None and rule.template not in templates:
             problems.append(PolicyProblem(file, rule.name, "template", f"unknown template {rule.template!r}"))
+        problems += experiment_problems(rule, file, templates, experiments)
+    return problems
+
+
+def experiment_problems(rule: Rule, file: str, templates: set[str], seen: dict[str, str]) -> list[PolicyProblem]:
+    """A rule's holdout or experiment: one of them, weights summing to 1, known templates, arms
+    that differ, an id no other rule of the file uses (`seen`: id -> rule, filled as it goes)."""
+    if rule.holdout is not None and rule.experiment is not None:
+        field = "holdout"
+        return [PolicyProblem(file, rule.name, field, "give a holdout or an experiment, not both")]
+    experiment = rule.compiled_experiment()
+    if experiment is None:
+        return []
+    field = "holdout" if rule.holdout is not None else "experiment"
+    problems = []
+
+    def problem(where: str, text: str) -> None:
+        problems.append(PolicyProblem(file, rule.name, where, text))
+
+    try:
+        check_arms(experiment.weights)
+    except InvalidArms as exc:
+        problem(f"{field}.arms" if field == "experiment" else field, str(exc))
+    if rule.action == "none" and rule.experiment is None:
+        problem(field, "the rule's action is none: there is nothing to hold out")
+    for name, arm in rule.experiment.arms.items() if rule.experiment else []:
+        if arm.action == "none" and arm.template is not None:
+            problem(f"experiment.arms.{name}.template", "a held-out arm (action none) sends nothing")
+        elif arm.template is not None and arm.template not in templates:
+            problem(f"experiment.arms.{name}.template", f"unknown template {arm.template!r}")
+    if len({(a.action, a.template) for a in experiment.arms}) == 1:
+        problem(
+            f"{field}.arms" if field == "experiment" else field,
+            "its arms do not differ: each gets the same action and template",
+        )
+    other = seen.get(experiment.experiment_id)
+    if other is not None:
+        problem(f"{field}.id", f"experiment id {experiment.experiment_id!r} is also rule {other}'s")
+    seen.setdefault(experiment.experiment_id, rule.name)
     return problems
 
 
@@ -331,7 +395,7 @@ class PolicyHolder:
         self.path = path
         self.current = load(path)
 
-    def reload(self) -> Policy:
-        """Read the file again; PolicyError (and the current policy kept) if it does not check out."""
-        self.current = load(self.path)
-        return self.current
+    def read(self) -> Policy:
+        """The file again, checked, not yet running; PolicyError if it does not check out. (The
+        service installs it in `current` once its experiments check out against those recorded.)"""
+        return load(self.path)

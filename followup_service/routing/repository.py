@@ -19,7 +19,7 @@ from shared.wire import Submitted
 _FOLLOWUP_COLUMNS = (
     "followup_id", "response_id", "respondent_id", "respondent_key", "submitted_at", "kind", "score", "channel",
     "survey_id", "created_at", "ticket_id", "version", "rule", "policy_version", "status", "reason", "template",
-    "locale", "eligible_at", "referral_code",
+    "locale", "eligible_at", "referral_code", "experiment_id", "arm",
 )  # fmt: skip
 
 
@@ -83,7 +83,7 @@ async def insert_new(
             respondent_key(f.response.respondent_id),
             submitted_at(f), f.kind, f.response.score, f.response.channel, f.response.survey_id, f.created_at,
             f.ticket_id, f.version, f.rule, f.policy_version, f.status, f.reason, f.template,
-            f.message.locale if f.message else None, f.eligible_at, f.referral_code,
+            f.message.locale if f.message else None, f.eligible_at, f.referral_code, f.experiment_id, f.arm,
         )
         for f in followups
     ]  # fmt: skip
@@ -118,6 +118,8 @@ async def reroute(conn: AsyncConnection, followups: Sequence[FollowUp]) -> None:
         "locale": ("text", [f.message.locale if f.message else None for f in latest]),
         "eligible": ("timestamptz", [f.eligible_at for f in latest]),
         "code": ("text", [f.referral_code for f in latest]),
+        "experiment": ("text", [f.experiment_id for f in latest]),
+        "arm": ("text", [f.arm for f in latest]),
     }
     casts = ", ".join(f"CAST(:{name} AS {kind}[])" for name, (kind, _) in columns.items())
     result = await conn.execute(
@@ -126,6 +128,7 @@ async def reroute(conn: AsyncConnection, followups: Sequence[FollowUp]) -> None:
                     ticket_id = v.tid, version = v.version, created_at = v.now, rule = v.rule,
                     policy_version = v.policy_version, status = v.status, reason = v.reason,
                     template = v.template, locale = v.locale, eligible_at = v.eligible,
+                    experiment_id = v.experiment, arm = v.arm,
                     referral_code = coalesce(f.referral_code, v.code)  -- the first code stays valid
                 FROM unnest({casts}) AS v({", ".join(columns)})
                 WHERE f.response_id = v.rid AND f.version < v.version"""
@@ -156,7 +159,8 @@ async def get_by_response(conn: AsyncConnection, response_id: str) -> Row[tuple[
     result = await conn.execute(
         sa.text(
             f"""SELECT f.followup_id, f.kind, f.response_id, f.respondent_id, f.score, f.created_at, f.status,
-                       f.reason, f.eligible_at, f.rule, f.policy_version, t.ticket_id, t.status AS ticket_status
+                       f.reason, f.eligible_at, f.rule, f.policy_version, f.experiment_id, f.arm, f.referral_code,
+                       t.ticket_id, t.status AS ticket_status
                 FROM {SCHEMA}.followups f LEFT JOIN {SCHEMA}.tickets t ON t.ticket_id = f.ticket_id
                 WHERE f.response_id = :rid"""
         ),

@@ -23,6 +23,7 @@ ADAPTERS = {
     "ContactChanged": contact_events,
     "ScoreChanged": score_events,
     "FollowUpCreated": followup_events,
+    "FollowUpHeldOut": followup_events,
     "TicketOpened": ticket_events,
     "TicketUpdated": ticket_events,
     "TicketSlaBreached": ticket_events,

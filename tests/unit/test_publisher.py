@@ -38,18 +38,33 @@ def same_bytes_through_the_model(value: bytes, adapter: object) -> None:
     answered=TIMES,
     opens=st.booleans(),
     revised=st.booleans(),
+    arm=st.none() | st.sampled_from(["treated", "short"]),
+    held_out=st.booleans(),
 )
 def test_follow_up_events_are_their_models_byte_for_byte(
     score: int, comment: str | None, channel: str | None, survey: str | None, rule: str | None,
     code: str | None, message: Rendered | None, answered: datetime, opens: bool, revised: bool,
+    arm: str | None, held_out: bool,
 ) -> None:  # fmt: skip
     common = {"response_id": "r-1", "respondent_id": "ü-7", "score": score, "comment": comment, "channel": channel,
               "survey_id": survey, "answered_at": answered, "attributes": {"plan": "pro"}}  # fmt: skip
     response = (
         ResponseRevised(**common, version=2, revised_at=AT) if revised else ResponseSubmitted(**common, submitted_at=AT)
     )
-    followup = FollowUp("fu_1", "referral", response, AT, "tk_1", 1, rule, "v1", None, message, referral_code=code)
+    experiment = None if arm is None else "welcome-v2"
+    if held_out:  # an experiment's held-out arm: FollowUpHeldOut alone
+        followup = FollowUp("fu_1", "ticket", response, AT, None, 1, rule, "v1", status="held_out",
+                            reason="experiment x: arm held_out", experiment_id="x", arm="held_out")  # fmt: skip
+        [event] = outgoing(TOPICS, followup, opens)
+        assert followup_events.validate_json(event.value).type == "FollowUpHeldOut"
+        same_bytes_through_the_model(event.value, followup_events)
+        return
+    followup = FollowUp(
+        "fu_1", "referral", response, AT, "tk_1", 1, rule, "v1", None, message, referral_code=code,
+        experiment_id=experiment, arm=arm,
+    )  # fmt: skip
     events = outgoing(TOPICS, followup, opens)
+    assert followup_events.validate_json(events[0].value).arm == arm  # type: ignore[union-attr]
     assert len(events) == (2 if opens else 1)
     same_bytes_through_the_model(events[0].value, followup_events)
     if opens:
