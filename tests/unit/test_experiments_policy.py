@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from followup_service.contact.domain import ContactHistory, ContactRules
+from followup_service.contact.domain import ContactRules
 from followup_service.experiments import estimators, results
 from followup_service.experiments.repository import ArmPeople, assignments_of
 from followup_service.experiments.spec import Arm, Experiment
