@@ -34,6 +34,7 @@ from pathlib import Path
 from alerts_service.detection import Rules, drop_test, ewma, rate_test
 from alerts_service.domain import RuleState, SegmentData, Timing, Transition, evaluate_round, round_windows
 from shared.nps import Counts, Rate
+from shared.simtable import BEGIN, END, Row, table, write_table
 
 WEEKDAY = (1.15, 1.15, 1.15, 1.15, 1.15, 0.625, 0.625)  # Monday first; the mean is 1
 STABLE = (0.5, 0.3, 0.2)  # NPS 30
@@ -339,15 +340,6 @@ def rate_rows(seed: int, segments: int, days: int, rules: Rules, timing: Timing)
 # --- the scenarios and the table ---
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    scenario: str
-    measure: str
-    value: str
-    target: str = ""
-    met: bool | None = None
-
-
 def _name(prefix: str, i: int) -> str:
     return f"sim:{prefix}{i:04d}"
 
@@ -543,17 +535,6 @@ def run(seed: int, size: Size, rules: Rules | None = None, timing: Timing | None
     ]
 
 
-def table(rows: Sequence[Row]) -> str:
-    lines = ["| scenario | measure | value | target | met |", "|---|---|---|---|---|"]
-    for row in rows:
-        met = "" if row.met is None else ("yes" if row.met else "**no**")
-        lines.append(f"| {row.scenario} | {row.measure} | {row.value} | {row.target} | {met} |")
-    return "\n".join(lines)
-
-
-BEGIN, END = "<!-- simulate:begin -->", "<!-- simulate:end -->"
-
-
 def main(seed: int, quick: bool, write: str | None) -> int:
     """`nps alerts simulate`: print the table; with `write`, put it between the markers in that file."""
     started = time.monotonic()
@@ -572,13 +553,3 @@ def main(seed: int, quick: bool, write: str | None) -> int:
             print(f"{write} has no {BEGIN} ... {END} markers", file=sys.stderr)
             return 2
     return 0  # a target missed is a finding to publish, not a failed command
-
-
-def write_table(path: Path, rows: Sequence[Row], stamp: str) -> bool:
-    """Replace what is between the markers in `path` with `stamp` and the table; False without markers."""
-    doc = path.read_text()
-    if BEGIN not in doc or END not in doc:
-        return False
-    head, rest = doc.split(BEGIN, 1)
-    path.write_text(f"{head}{BEGIN}\n{stamp}\n\n{table(rows)}\n{END}{rest.split(END, 1)[1]}")
-    return True

@@ -17,7 +17,10 @@ from shared.auth import KEY_PROBLEMS, requires
 from shared.problems import ProblemError
 from shared.service import ReadConnection
 
-NAIVE_NOTE = "not an effect: who was followed up was not random (held out, throttled, opted out)"
+NAIVE_NOTE = (
+    "not an effect: everyone who answered again since the experiment started, followed up or not, as "
+    "GET /v1/outcomes compares them; who was followed up was not random"
+)
 FIXED_NOTE = "ci95 is valid at one planned look; anytime_ci95 stays valid however often it is read"
 
 
@@ -141,7 +144,8 @@ async def _answer(
 ) -> ExperimentAnswer:
     arms = [Arm(name, float(weight), action, None) for name, weight, action in recorded.arms]
     people = await repository.arm_people(conn, recorded.experiment_id)
-    found = results.results(arms, recorded.control, people, datetime.now(UTC).date(), effect_points)
+    naive = await repository.naive_moments(conn, recorded.started_at)
+    found = results.results(arms, recorded.control, people, datetime.now(UTC).date(), effect_points, naive)
     return ExperimentAnswer(
         experiment_id=recorded.experiment_id,
         rule=recorded.rule,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 Z95 = 1.959963984540054
@@ -57,26 +57,59 @@ def _interval(points: float, se: float, n: int) -> Estimate:
     return Estimate(points, points - Z95 * se, points + Z95 * se, n)
 
 
+@dataclass(slots=True)
+class Moments:
+    """A sample's count, mean and sum of squared deviations, kept as values arrive (Welford): what
+    the intervals need, so a reader who looks every day (the simulator) adds each value once."""
+
+    n: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+
+    def add(self, value: float) -> None:
+        self.n += 1
+        delta = value - self.mean
+        self.mean += delta / self.n
+        self.m2 += delta * (value - self.mean)
+
+    @classmethod
+    def of(cls, values: Iterable[float]) -> Moments:
+        moments = cls()
+        for value in values:
+            moments.add(value)
+        return moments
+
+    @property
+    def variance(self) -> float:
+        return self.m2 / (self.n - 1) if self.n >= 2 else math.nan
+
+
 def _variance(values: Sequence[float]) -> float:
     return statistics.variance(values) if len(values) >= 2 else math.nan
 
 
 def change(pairs: Sequence[Pair]) -> Estimate | None:
     """The arm's mean change of contribution; None below two people (no interval)."""
-    if len(pairs) < 2:
+    return change_of(Moments.of(p.after - p.before for p in pairs))
+
+
+def change_of(deltas: Moments) -> Estimate | None:
+    if deltas.n < 2:
         return None
-    deltas = [p.after - p.before for p in pairs]
-    return _interval(statistics.fmean(deltas), math.sqrt(_variance(deltas) / len(deltas)), len(deltas))
+    return _interval(deltas.mean, math.sqrt(deltas.variance / deltas.n), deltas.n)
 
 
 def effect(treated: Sequence[Pair], control: Sequence[Pair]) -> Estimate | None:
     """The treated arm's mean change less the control's, with Welch's standard error."""
-    if len(treated) < 2 or len(control) < 2:
+    return effect_of(Moments.of(p.after - p.before for p in treated), Moments.of(p.after - p.before for p in control))
+
+
+def effect_of(treated: Moments, control: Moments) -> Estimate | None:
+    """`effect` from each arm's moments of the change."""
+    if treated.n < 2 or control.n < 2:
         return None
-    a = [p.after - p.before for p in treated]
-    c = [p.after - p.before for p in control]
-    se = math.sqrt(_variance(a) / len(a) + _variance(c) / len(c))
-    return _interval(statistics.fmean(a) - statistics.fmean(c), se, len(a) + len(c))
+    se = math.sqrt(treated.variance / treated.n + control.variance / control.n)
+    return _interval(treated.mean - control.mean, se, treated.n + control.n)
 
 
 def cuped(treated: Sequence[Pair], control: Sequence[Pair]) -> Estimate | None:

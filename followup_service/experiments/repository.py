@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from followup_service.experiments.estimators import Moments
 from followup_service.experiments.spec import Experiment
 from followup_service.routing.domain import FollowUp
 from followup_service.tables import SCHEMA
@@ -123,8 +124,6 @@ class ArmPeople:
     assigned: int
     first_assigned: datetime | None
     pairs: list[tuple[int, int, datetime]]
-    followed_up: list[tuple[int, int]]  # the pairs of those whose assigning follow-up was created
-    not_followed_up: list[tuple[int, int]]
 
 
 _VALUE = "CASE {0} WHEN 'promoter' THEN 100 WHEN 'detractor' THEN -100 ELSE 0 END"
@@ -139,14 +138,13 @@ async def arm_people(conn: AsyncConnection, experiment_id: str) -> dict[str, Arm
         ),
         {"id": experiment_id},
     )
-    people = {arm: ArmPeople(arm, int(n), first, [], [], []) for arm, n, first in counts}
+    people = {arm: ArmPeople(arm, int(n), first, []) for arm, n, first in counts}
     pairs = await conn.execute(
         sa.text(
             # The next answer: the earliest of those that followed the assigning one (two, when a
             # later answer arrived before an earlier one).
             f"""SELECT DISTINCT ON (a.respondent_key) a.arm, {_VALUE.format("t.previous_category")},
-                       {_VALUE.format("t.new_category")}, t.answered_at,
-                       t.followup_status = 'created' AND t.followup_kind <> 'none'
+                       {_VALUE.format("t.new_category")}, t.answered_at
                 FROM {SCHEMA}.experiment_assignments a
                 JOIN {SCHEMA}.transitions t ON t.previous_response_id = a.response_id
                 WHERE a.experiment_id = :id
@@ -154,11 +152,26 @@ async def arm_people(conn: AsyncConnection, experiment_id: str) -> dict[str, Arm
         ),
         {"id": experiment_id},
     )
-    for arm, before, after, at, followed in pairs:
-        mine = people[arm]
-        mine.pairs.append((int(before), int(after), at))
-        (mine.followed_up if followed else mine.not_followed_up).append((int(before), int(after)))
+    for arm, before, after, at in pairs:
+        people[arm].pairs.append((int(before), int(after), at))
     return people
+
+
+async def naive_moments(conn: AsyncConnection, since: datetime) -> tuple[Moments, Moments]:
+    """What the outcomes report compares, over everyone who answered again since `since` (the
+    experiment's start): the change of those whose previous answer was followed up, and of the rest."""
+    rows = await conn.execute(
+        sa.text(
+            f"""SELECT followup_status = 'created' AND followup_kind <> 'none' AS followed, count(*),
+                       avg(d), coalesce(var_samp(d), 0)
+                FROM (SELECT *, {_VALUE.format("new_category")} - {_VALUE.format("previous_category")} AS d
+                      FROM {SCHEMA}.transitions WHERE answered_at >= :since) t
+                GROUP BY 1"""
+        ),
+        {"since": since},
+    )
+    found = {bool(followed): Moments(int(n), float(mean), float(var) * (int(n) - 1)) for followed, n, mean, var in rows}
+    return found.get(True, Moments()), found.get(False, Moments())
 
 
 async def forget_assignments(conn: AsyncConnection, params: Mapping[str, object]) -> int:

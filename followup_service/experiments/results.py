@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from followup_service.experiments import estimators
-from followup_service.experiments.estimators import Estimate, Pair
+from followup_service.experiments.estimators import Estimate, Moments, Pair
 from followup_service.experiments.repository import ArmPeople
 from followup_service.experiments.spec import Arm
 
@@ -54,7 +54,7 @@ class Power:
 class Results:
     arms: list[ArmResult]
     effects: list[EffectResult]
-    naive: Estimate | None  # followed up minus not, among the experiment's people
+    naive: Estimate | None  # followed up minus not, as the outcomes report compares them
     power: Power
 
 
@@ -68,7 +68,9 @@ def results(
     people: Mapping[str, ArmPeople],
     today: date,
     effect_points: float = DEFAULT_EFFECT_POINTS,
+    naive: tuple[Moments, Moments] = (Moments(), Moments()),
 ) -> Results:
+    """`naive`: the changes of the people followed up and of the rest (repository.naive_moments)."""
     pairs = {a.name: _pairs(people.get(a.name)) for a in arms}
     arm_results = [
         ArmResult(
@@ -87,21 +89,19 @@ def results(
             continue
         fixed = estimators.effect(pairs[a.name], pairs[control])
         anytime = estimators.anytime(fixed) if fixed is not None else None
-        enough = min(len(pairs[a.name]), len(pairs[control])) >= MIN_PER_ARM
-        decided = anytime is not None and enough and (anytime.low > 0 or anytime.high < 0)
+        decided = is_decided(anytime, len(pairs[a.name]), len(pairs[control]))
         effects.append(
             EffectResult(a.name, control, fixed, anytime, estimators.cuped(pairs[a.name], pairs[control]), decided)
         )
-    return Results(arm_results, effects, naive(people.values()), power(arms, people, pairs, today, effect_points))
+    followed, others = naive
+    return Results(
+        arm_results, effects, estimators.effect_of(followed, others), power(arms, people, pairs, today, effect_points)
+    )
 
 
-def naive(people: Iterable[ArmPeople]) -> Estimate | None:
-    """Followed up (the assigning follow-up went out) minus not (held out, suppressed, failed), as if
-    who was followed up had been chosen at random: what the outcomes report compares."""
-    everyone = list(people)
-    followed = [Pair(b, a) for p in everyone for b, a in p.followed_up]
-    others = [Pair(b, a) for p in everyone for b, a in p.not_followed_up]
-    return estimators.effect(followed, others)
+def is_decided(anytime: Estimate | None, treated: int, control: int) -> bool:
+    """The confidence sequence excludes zero, and each arm has MIN_PER_ARM re-surveyed people."""
+    return anytime is not None and min(treated, control) >= MIN_PER_ARM and (anytime.low > 0 or anytime.high < 0)
 
 
 def power(

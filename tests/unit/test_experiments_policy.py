@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from followup_service.contact.domain import ContactRules
 from followup_service.experiments import estimators, results
+from followup_service.experiments.estimators import Moments
 from followup_service.experiments.repository import ArmPeople, assignments_of
 from followup_service.experiments.spec import Arm, Experiment
 from followup_service.handlers import facts_of
@@ -227,7 +228,7 @@ def test_the_anytime_interval_holds_the_fixed_one(points: float, se: float, n: i
 
 
 def people(arm: str, pairs: list[tuple[int, int]], first: datetime = T0) -> ArmPeople:
-    return ArmPeople(arm, len(pairs) + 3, first, [(b, a, first) for b, a in pairs], list(pairs), [])
+    return ArmPeople(arm, len(pairs) + 3, first, [(b, a, first) for b, a in pairs])
 
 
 def test_an_effect_is_decided_only_with_enough_people_and_an_anytime_interval_off_zero() -> None:
@@ -270,8 +271,11 @@ def test_power_says_how_many_people_are_needed_and_by_when_at_the_pace_so_far() 
     assert found.power.enough_by == today + timedelta(days=math.ceil((needed - 20) / 2))
 
 
-def test_the_naive_comparison_is_followed_up_minus_not_whatever_the_arm() -> None:
-    a = ArmPeople("treated", 4, T0, [], [(-100, 100), (-100, 0)], [(-100, -100), (-100, -100)])
-    b = ArmPeople("held_out", 2, T0, [], [], [(-100, 0), (-100, 0)])
-    naive = results.naive([a, b])
-    assert naive is not None and naive.points == pytest.approx(150 - 50)  # (200+100)/2 - (0+0+100+100)/4
+def test_the_naive_comparison_is_followed_up_minus_not_from_their_moments() -> None:
+    followed, others = Moments.of([200, 100]), Moments.of([0, 0, 100, 100])
+    arms = [Arm("treated", 0.5, "education", None), Arm("held_out", 0.5, "none", None)]
+    found = results.results(arms, "held_out", {}, date(2026, 12, 7), naive=(followed, others))
+    assert found.naive is not None and found.naive.points == pytest.approx(150 - 50)
+    se = math.sqrt(5000 / 2 + (10000 / 3) / 4)  # each group's sample variance over its n
+    assert found.naive.high == pytest.approx(100 + estimators.Z95 * se)
+    assert results.results(arms, "held_out", {}, date(2026, 12, 7)).naive is None  # nobody yet
