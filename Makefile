@@ -13,7 +13,7 @@ PYTEST := $(BIN)/pytest -n $(PYTEST_WORKERS)
 .DEFAULT_GOAL := help
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install run docs bench chaos alerts-sim test test-unit test-integration test-e2e test-rules promtool widget chromium lint format typecheck clean
+.PHONY: help install run docs bench chaos alerts-sim experiments-sim test test-unit test-integration test-e2e test-rules promtool widget chromium lint format typecheck clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -89,6 +89,9 @@ chaos: $(STAMP) ## the loop under load through every fault (minutes); writes doc
 
 alerts-sim: $(STAMP) ## the alert rules' error rates on simulated streams (minutes); writes docs/alerts.md's table
 	$(BIN)/nps alerts simulate --seed 1 --write docs/alerts.md
+
+experiments-sim: $(STAMP) ## the experiment estimators on simulated people (minutes); writes docs/experiments.md's table
+	$(BIN)/nps experiments simulate --seed 1 --write docs/experiments.md
 
 clean: ## remove the virtualenv and local data (var/)
 	rm -rf $(VENV) .venv-peer var .pytest_cache .mypy_cache .ruff_cache .hypothesis

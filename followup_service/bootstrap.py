@@ -48,6 +48,9 @@ async def record_experiments(engine: AsyncEngine, candidate: policy.Policy, path
         )
     if refused:
         raise policy.PolicyError([policy.PolicyProblem(str(path), None, "experiment", text) for text in refused])
+    for experiment in candidate.experiments:  # every arm's series exists from the start, at zero
+        for arm in experiment.arms:
+            metrics.EXPERIMENT_FOLLOWUPS.labels(experiment.experiment_id, arm.name)
 
 
 def checking_experiments(holder: policy.PolicyHolder) -> Callable[[AsyncEngine], Awaitable[None]]:

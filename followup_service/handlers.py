@@ -164,6 +164,9 @@ class RouteResponses:
 
         for kind, n in Counter(f.kind for f in plan.new + plan.rerouted).items():
             metrics.FOLLOWUPS_CREATED.labels(kind).inc(n)
+        arms = Counter((f.experiment_id, f.arm) for f in plan.new + plan.rerouted if f.experiment_id and f.arm)
+        for (experiment, arm), n in arms.items():
+            metrics.EXPERIMENT_FOLLOWUPS.labels(experiment, arm).inc(n)
         for op, n in Counter(op.op for op in plan.ticket_ops).items():
             metrics.TICKETS_CHANGED_BY_RESPONSES.labels(op).inc(n)
         metrics.FOLLOWUPS_ERASED.inc(forgotten.followups)

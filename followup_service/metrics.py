@@ -5,6 +5,12 @@ from prometheus_client import Counter, Gauge, Histogram
 from followup_service.tickets.domain import PRIORITIES
 
 FOLLOWUPS_CREATED = Counter("nps_followups_created_total", "Follow-ups created, by kind.", ["kind"])
+EXPERIMENT_FOLLOWUPS = Counter(
+    "nps_followup_experiment_followups_total",
+    "Follow-ups decided by an experiment's arm (held-out arms included), by experiment and arm: ids and arms the "
+    "policy file names, at zero from the policy's load.",
+    ["experiment", "arm"],
+)
 FOLLOWUPS_DUPLICATE = Counter(
     "nps_followups_duplicates_total", "Responses seen again whose follow-up already existed (not repeated)."
 )

@@ -27,6 +27,10 @@ nps followup policy check FILE | explain [--file FILE] --response JSON | reload
 nps alerts simulate [--seed N] [--quick] [--write FILE]
                 streams with a known truth through the alert rules and state machine: false
                 alerts, power, delay, FDR (docs/alerts.md); --write replaces the table in FILE
+nps experiments simulate [--seed N] [--quick] [--write FILE]
+                people with regression to the mean and a known follow-up effect through the
+                experiment estimators: coverage, false decisions read daily, the naive bias
+                (docs/experiments.md); --write replaces the table in FILE
 nps themes check FILE | evaluate [--taxonomy FILE] [--labelled JSONL]
                 check a theme taxonomy; its precision and recall per theme on a labelled set
 nps themes suggest [--window 30d] [--segment S] [--category detractor] [--format yaml]
@@ -300,6 +304,22 @@ def simulate_alerts(args: argparse.Namespace) -> int:
     return simulate.main(args.seed, args.quick, args.write)
 
 
+def simulate_experiments(args: argparse.Namespace) -> int:
+    from followup_service.experiments import simulate
+
+    return simulate.main(args.seed, args.quick, args.write)
+
+
+def add_experiments_command(sub: Any) -> None:
+    experiments = sub.add_parser("experiments", help="follow-up experiments (docs/experiments.md)")
+    actions = experiments.add_subparsers(dest="action", required=True)
+    sim = actions.add_parser("simulate", help="the experiment estimators' coverage and errors on simulated people")
+    sim.add_argument("--seed", type=int, default=1, help="the same seed prints the same table")
+    sim.add_argument("--quick", action="store_true", help="a small run (seconds): a smoke test")
+    sim.add_argument("--write", metavar="FILE", help="replace the simulator's table in FILE (docs/experiments.md)")
+    sim.set_defaults(func=simulate_experiments)
+
+
 def add_alerts_actions(actions: Any) -> None:
     sim = actions.add_parser("simulate", help="the alert rules' error rates on simulated streams")
     sim.add_argument("--seed", type=int, default=1, help="the same seed prints the same table")
@@ -398,6 +418,7 @@ def parser() -> argparse.ArgumentParser:
     sub = nps.add_subparsers(dest="command", required=True)
     add_loop_commands(sub)
     add_admin_commands(sub)
+    add_experiments_command(sub)
     add_service_commands(sub)
     return nps
 

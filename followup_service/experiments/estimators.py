@@ -5,8 +5,8 @@ their next answer (y).
 - An arm's change: the mean of y - x, with a 95% interval.
 - An arm's effect against control: the difference of their mean changes (Welch's standard error).
   Comparing changes, not levels, takes regression to the mean out of the effect: it moves both arms.
-- CUPED (Deng et al. 2013): y - theta (x - mean x), theta = Cov(y, x) / Var(x) over both arms; the same
-  effect in expectation with a variance never larger than the change's (the change is theta = 1).
+- CUPED (Deng et al. 2013): y - theta (x - mean x), x the assigning answer's score, theta = Cov(y, x) /
+  Var(x) over both arms: the same effect in expectation, with the variance the score explains removed.
 - Power: re-surveyed people per arm needed to see an effect with 80% power at a two-sided 5% level.
 
 - The anytime-valid interval: a confidence sequence (Howard, Ramdas, McAuliffe, Sekhon 2021, the
@@ -39,10 +39,12 @@ def contribution(score: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Pair:
-    """One re-surveyed person: their contribution at the assigning answer and at the next one."""
+    """One re-surveyed person: their contribution at the assigning answer and at the next one, and
+    the assigning answer's score (0-10; CUPED's covariate: it tells apart a 0 from a 6)."""
 
     before: int
     after: int
+    score: int | None = None  # None: CUPED adjusts for `before`
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,19 +115,24 @@ def effect_of(treated: Moments, control: Moments) -> Estimate | None:
 
 
 def cuped(treated: Sequence[Pair], control: Sequence[Pair]) -> Estimate | None:
-    """The effect with each outcome adjusted for the assigning answer: y - theta (x - mean x)."""
+    """The effect with each outcome y (the next answer's contribution) adjusted for the assigning
+    answer's score x: y - theta (x - mean x)."""
     if len(treated) < 2 or len(control) < 2:
         return None
     everyone = [*treated, *control]
-    xs = [float(p.before) for p in everyone]
+    xs = [_covariate(p) for p in everyone]
     ys = [float(p.after) for p in everyone]
     spread = _variance(xs)
     theta = statistics.covariance(xs, ys) / spread if spread > 0 else 0.0
     centre = statistics.fmean(xs)
-    a = [p.after - theta * (p.before - centre) for p in treated]
-    c = [p.after - theta * (p.before - centre) for p in control]
+    a = [p.after - theta * (_covariate(p) - centre) for p in treated]
+    c = [p.after - theta * (_covariate(p) - centre) for p in control]
     se = math.sqrt(_variance(a) / len(a) + _variance(c) / len(c))
     return _interval(statistics.fmean(a) - statistics.fmean(c), se, len(a) + len(c))
+
+
+def _covariate(pair: Pair) -> float:
+    return float(pair.score if pair.score is not None else pair.before)
 
 
 def needed_per_arm(sd: float, effect_points: float) -> int:

@@ -83,35 +83,39 @@ async def recorded_experiments(conn: AsyncConnection, ids: Sequence[str] | None 
     return [Recorded(*r) for r in rows]
 
 
-def assignments_of(
-    followups: Sequence[FollowUp], key: Callable[[str], str]
-) -> list[tuple[str, str, str, str, datetime]]:
+Assignment = tuple[str, str, str, str, int, datetime]  # experiment, respondent key, arm, response, score, at
+
+
+def assignments_of(followups: Sequence[FollowUp], key: Callable[[str], str]) -> list[Assignment]:
     """The rows a batch's follow-ups with an experiment assign: a person's first answer in an
     experiment assigns them (a later one, here or in the table, changes nothing)."""
-    rows: dict[tuple[str, str], tuple[str, str, str, str, datetime]] = {}
+    rows: dict[tuple[str, str], Assignment] = {}
     for f in followups:
         if f.experiment_id is None or f.arm is None:
             continue
         response = f.response
         rkey = key(response.respondent_id)
         at = response.submitted_at if isinstance(response, Submitted) else response.revised_at
-        rows.setdefault((f.experiment_id, rkey), (f.experiment_id, rkey, f.arm, response.response_id, at))
+        rows.setdefault(
+            (f.experiment_id, rkey), (f.experiment_id, rkey, f.arm, response.response_id, response.score, at)
+        )
     return list(rows.values())
 
 
-async def insert_assignments(conn: AsyncConnection, rows: Sequence[tuple[str, str, str, str, datetime]]) -> None:
+async def insert_assignments(conn: AsyncConnection, rows: Sequence[Assignment]) -> None:
     if not rows:
         return
     columns = list(zip(*rows, strict=True))
     await conn.execute(
         sa.text(
             f"""INSERT INTO {SCHEMA}.experiment_assignments
-                    (experiment_id, respondent_key, arm, response_id, assigned_at)
+                    (experiment_id, respondent_key, arm, response_id, score, assigned_at)
                 SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:keys AS text[]), CAST(:arms AS text[]),
-                                     CAST(:responses AS text[]), CAST(:at AS timestamptz[]))
+                                     CAST(:responses AS text[]), CAST(:scores AS smallint[]),
+                                     CAST(:at AS timestamptz[]))
                 ON CONFLICT (experiment_id, respondent_key) DO NOTHING"""
         ),
-        {"ids": columns[0], "keys": columns[1], "arms": columns[2], "responses": columns[3], "at": columns[4]},
+        dict(zip(("ids", "keys", "arms", "responses", "scores", "at"), columns, strict=True)),
     )
 
 
@@ -123,7 +127,7 @@ class ArmPeople:
     arm: str
     assigned: int
     first_assigned: datetime | None
-    pairs: list[tuple[int, int, datetime]]
+    pairs: list[tuple[int, int, datetime, int]]  # before, after, answered again at, the assigning score
 
 
 _VALUE = "CASE {0} WHEN 'promoter' THEN 100 WHEN 'detractor' THEN -100 ELSE 0 END"
@@ -144,7 +148,7 @@ async def arm_people(conn: AsyncConnection, experiment_id: str) -> dict[str, Arm
             # The next answer: the earliest of those that followed the assigning one (two, when a
             # later answer arrived before an earlier one).
             f"""SELECT DISTINCT ON (a.respondent_key) a.arm, {_VALUE.format("t.previous_category")},
-                       {_VALUE.format("t.new_category")}, t.answered_at
+                       {_VALUE.format("t.new_category")}, t.answered_at, a.score
                 FROM {SCHEMA}.experiment_assignments a
                 JOIN {SCHEMA}.transitions t ON t.previous_response_id = a.response_id
                 WHERE a.experiment_id = :id
@@ -152,8 +156,8 @@ async def arm_people(conn: AsyncConnection, experiment_id: str) -> dict[str, Arm
         ),
         {"id": experiment_id},
     )
-    for arm, before, after, at in pairs:
-        people[arm].pairs.append((int(before), int(after), at))
+    for arm, before, after, at, score in pairs:
+        people[arm].pairs.append((int(before), int(after), at, int(score)))
     return people
 
 

@@ -59,7 +59,7 @@ class Results:
 
 
 def _pairs(people: ArmPeople | None) -> list[Pair]:
-    return [Pair(before, after) for before, after, _ in people.pairs] if people else []
+    return [Pair(before, after, score) for before, after, _, score in people.pairs] if people else []
 
 
 def results(

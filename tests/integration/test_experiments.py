@@ -110,6 +110,10 @@ async def test_a_holdout_through_the_loop_assigns_holds_out_and_reports_what_the
         assert low < effect["effect"]["ci95"][0] and high > effect["effect"]["ci95"][1]
         assert effect["decided"] is False  # 30 people: nothing decided
         assert "not random" in result["naive"]["note"]
+        outcomes = (await client.get("/v1/outcomes")).json()
+        assert outcomes["difference_is"].startswith("an association, not an effect")
+        [link] = [e for e in outcomes["experiments"] if e["experiment_id"] == experiment]
+        assert (link["running"], link["results"]) == (True, f"/v1/experiments/{experiment}")
         listed = (await client.get("/v1/experiments")).json()["experiments"]
         assert [e for e in listed if e["experiment_id"] == experiment] == [result]
         for bad in ("/v1/experiments/Bad%20Id", f"/v1/experiments/{experiment}?effect_points=0"):

@@ -84,6 +84,8 @@ def test_metric_labels_are_bounded() -> None:
     # Named by the operator, never taken from the data: at most 50 segments (NPS_SCORING_METRIC_SEGMENTS,
     # checked at start-up) and the taxonomy's themes (a file the operator writes).
     allowed |= {"segment", "theme"}
+    # Named in the follow-up policy (an operator's file): its experiments' ids and arms (at most 10 a rule).
+    allowed |= {"experiment", "arm"}
     metrics = our_metrics()
     assert len(metrics) >= 15
     for metric in metrics:

@@ -203,7 +203,9 @@ def test_a_person_s_first_answer_in_an_experiment_assigns_them() -> None:
         {}, {}, {}, lambda who: f"k:{who}", T0, decide, None, {}, ContactRules(), by_name,
     )  # fmt: skip
     rows = assignments_of(plan.new, lambda who: f"k:{who}")
-    assert rows == [("passives", "k:in-1", "treated", "r1", T0), ("passives", "k:out-1", "held_out", "r3", T0)]
+    assert rows == [
+        ("passives", "k:in-1", "treated", "r1", 7, T0), ("passives", "k:out-1", "held_out", "r3", 7, T0)
+    ]  # fmt: skip
 
 
 # --- the confidence sequence and the results, by hand ---
@@ -228,7 +230,7 @@ def test_the_anytime_interval_holds_the_fixed_one(points: float, se: float, n: i
 
 
 def people(arm: str, pairs: list[tuple[int, int]], first: datetime = T0) -> ArmPeople:
-    return ArmPeople(arm, len(pairs) + 3, first, [(b, a, first) for b, a in pairs])
+    return ArmPeople(arm, len(pairs) + 3, first, [(b, a, first, 3) for b, a in pairs])
 
 
 def test_an_effect_is_decided_only_with_enough_people_and_an_anytime_interval_off_zero() -> None:

@@ -44,6 +44,7 @@ def upgrade() -> None:
         sa.Column("respondent_key", sa.Text, primary_key=True),  # the keyed hash: erasure removes the row
         sa.Column("arm", sa.Text, nullable=False),
         sa.Column("response_id", sa.Text, nullable=False),  # the answer that assigned them
+        sa.Column("score", sa.SmallInteger, nullable=False),  # its score: the results' covariate (CUPED)
         sa.Column("assigned_at", sa.DateTime(timezone=True), nullable=False),
         schema=SCHEMA,
     )
