@@ -49,7 +49,9 @@ def test_a_null_is_not_decided_when_read_daily_and_the_naive_comparisons_are_far
     naive = statistics.fmean(r.naive for r in runs if r.naive is not None)
     own_change = statistics.fmean(r.treated_change for r in runs if r.treated_change is not None)
     assert naive > 50 and own_change > 50  # regression to the mean, taken for an effect
-    real = [simulate.simulate(simulate.Scenario("real", effect=15.0, per_day=300), seed, not_promoter) for seed in (1, 2)]
+    real = [
+        simulate.simulate(simulate.Scenario("real", effect=15.0, per_day=300), seed, not_promoter) for seed in (1, 2)
+    ]
     assert all(r.first_decided is not None and r.estimate is not None and r.estimate.low > 0 for r in real)
 
 
