@@ -95,7 +95,7 @@ router = APIRouter(tags=["experiments"], dependencies=[requires("followups:read"
 
 
 EffectPoints = Annotated[
-    float, Query(gt=0, le=200, description="the effect the power is worked out for, in NPS points")
+    float, Query(ge=0.5, le=200, description="the effect the power is worked out for, in NPS points (0.5-200)")
 ]
 
 

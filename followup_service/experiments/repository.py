@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from followup_service.experiments.estimators import Moments
+from followup_service.experiments.results import ArmPeople
 from followup_service.experiments.spec import Experiment
 from followup_service.routing.domain import FollowUp
 from followup_service.tables import SCHEMA
@@ -117,17 +118,6 @@ async def insert_assignments(conn: AsyncConnection, rows: Sequence[Assignment]) 
         ),
         dict(zip(("ids", "keys", "arms", "responses", "scores", "at"), columns, strict=True)),
     )
-
-
-@dataclass(frozen=True, slots=True)
-class ArmPeople:
-    """An arm's people: how many were assigned, and each re-surveyed person's contribution (+100,
-    0, -100) at the assigning answer and at their next one, with when they answered again."""
-
-    arm: str
-    assigned: int
-    first_assigned: datetime | None
-    pairs: list[tuple[int, int, datetime, int]]  # before, after, answered again at, the assigning score
 
 
 _VALUE = "CASE {0} WHEN 'promoter' THEN 100 WHEN 'detractor' THEN -100 ELSE 0 END"

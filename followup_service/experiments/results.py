@@ -13,13 +13,23 @@ from datetime import UTC, date, datetime, timedelta
 
 from followup_service.experiments import estimators
 from followup_service.experiments.estimators import Estimate, Moments, Pair
-from followup_service.experiments.repository import ArmPeople
 from followup_service.experiments.spec import Arm
 
 # An effect is decided only once each arm has this many re-surveyed people: below it the estimated
 # variance is too rough for the (asymptotic) confidence sequence to hold.
 MIN_PER_ARM = 20
 DEFAULT_EFFECT_POINTS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class ArmPeople:
+    """An arm's people: how many were assigned, and each re-surveyed person's contribution (+100,
+    0, -100) at the assigning answer and at their next one, with when they answered again."""
+
+    arm: str
+    assigned: int
+    first_assigned: datetime | None
+    pairs: list[tuple[int, int, datetime, int]]  # before, after, answered again at, the assigning score
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,6 +86,18 @@ class Skipped(BaseModel):
     because: list[str]
 
 
+class ArmAnswer(BaseModel):
+    arm: str
+    weight: float
+    action: str = Field(description="`none`: held out")
+
+
+class RuleExperiment(BaseModel):
+    experiment_id: str
+    control: str
+    arms: list[ArmAnswer]
+
+
 class PolicyAnswer(BaseModel):
     rule: str | None = Field(description="the rule that matched; null when none did (action `none`)")
     action: str
@@ -97,6 +109,10 @@ class PolicyAnswer(BaseModel):
     )
     resolution_sla_s: float | None = Field(default=None, description="the same for the time to resolution")
     skipped: list[Skipped] = Field(description="the rules before it, and why each did not match")
+    experiment: RuleExperiment | None = Field(
+        default=None,
+        description="the rule's holdout or experiment: the person's arm decides what they get (docs/experiments.md)",
+    )
 
 
 policy_router = APIRouter(tags=["policy"], responses=KEY_PROBLEMS)
@@ -120,6 +136,13 @@ def answer_for(policy: Policy, sample: SampleResponse) -> PolicyAnswer:
         first_contact_sla_s=decision.first_contact_s,
         resolution_sla_s=decision.resolution_s,
         skipped=[Skipped(rule=name, because=reasons) for name, reasons in explained.skipped],
+        experiment=None
+        if decision.experiment is None
+        else RuleExperiment(
+            experiment_id=decision.experiment.experiment_id,
+            control=decision.experiment.control,
+            arms=[ArmAnswer(arm=a.name, weight=a.weight, action=a.action) for a in decision.experiment.arms],
+        ),
     )
 
 

@@ -116,8 +116,15 @@ async def test_a_holdout_through_the_loop_assigns_holds_out_and_reports_what_the
         assert (link["running"], link["results"]) == (True, f"/v1/experiments/{experiment}")
         listed = (await client.get("/v1/experiments")).json()["experiments"]
         assert [e for e in listed if e["experiment_id"] == experiment] == [result]
-        for bad in ("/v1/experiments/Bad%20Id", f"/v1/experiments/{experiment}?effect_points=0"):
-            assert (await client.get(bad)).status_code == 422
+        for bad in (
+            "/v1/experiments/Bad%20Id",
+            f"/v1/experiments/{experiment}?effect_points=0",
+            "/v1/experiments?effect_points=1.1754943508222875e-38",
+            "/v1/experiments?effect_points=nan",
+        ):
+            assert (await client.get(bad)).status_code == 422, bad  # fmt: skip
+        small = (await client.get(f"/v1/experiments/{experiment}", params={"effect_points": 0.5})).json()
+        assert small["power"]["effect_points"] == 0.5
         missing = await client.get("/v1/experiments/nobody-ran-this")
         assert (missing.status_code, missing.json()["code"]) == (404, "not_found")
 

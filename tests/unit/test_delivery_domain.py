@@ -28,7 +28,7 @@ from delivery_service.domain import (
 )
 from delivery_service.slack import slack_body
 from delivery_service.worker import BlockedAddress, VettingResolver
-from shared.events import FollowUpCreated, TicketOpened
+from shared.events import FollowUpCreated, FollowUpHeldOut, TicketOpened
 from tests.helpers import fired_alert
 
 T0 = datetime(2026, 11, 26, 9, tzinfo=UTC)
@@ -100,6 +100,21 @@ def test_subscriptions_match_by_type_kind_and_segment() -> None:
     assert wants(subscription({"AlertFired"}, segments={"region:eu"}), drop)
     assert not wants(subscription({"AlertFired"}, segments={"all"}), drop)
     assert order_key(drop) == "a1" and order_key(ticket()) == "tk_1" and order_key(followup("x")) == "f1"
+    held = held_out("ticket")
+    assert wants(subscription({"FollowUpHeldOut"}, kinds={"ticket"}), held) and order_key(held) == "f2"
+    assert not wants(subscription({"FollowUpHeldOut"}, kinds={"referral"}), held)
+    assert not wants(subscription({"FollowUpCreated"}), held)  # its own event type, subscribed to by name
+
+
+def held_out(kind: str) -> FollowUpHeldOut:
+    return FollowUpHeldOut(followup_id="f2", kind=kind, response_id="r2", respondent_id="u2", score=3, created_at=T0,
+                           rule="detractors", experiment_id="tickets-27", arm="held_out")  # fmt: skip
+
+
+def test_a_held_out_follow_up_s_slack_message_names_the_experiment() -> None:
+    body = json.loads(slack_body(held_out("ticket"), "https://nps.example.com/"))
+    assert "held out" in body["text"] and "tickets-27" in body["text"] and "arm held_out" in body["text"]
+    assert "https://nps.example.com/v1/experiments/tickets-27" in json.dumps(body["blocks"][-1])
 
 
 @pytest.mark.parametrize(

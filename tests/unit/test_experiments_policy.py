@@ -15,9 +15,11 @@ from hypothesis import strategies as st
 from followup_service.contact.domain import ContactRules
 from followup_service.experiments import estimators, results
 from followup_service.experiments.estimators import Moments
-from followup_service.experiments.repository import ArmPeople, assignments_of
+from followup_service.experiments.repository import assignments_of
+from followup_service.experiments.results import ArmPeople
 from followup_service.experiments.spec import Arm, Experiment
 from followup_service.handlers import facts_of
+from followup_service.routing.api import SampleResponse, answer_for
 from followup_service.routing.domain import Routing, plan_batch
 from followup_service.routing.policy import PolicyError, load
 from shared.wire import Submitted
@@ -59,6 +61,12 @@ def test_a_holdout_is_two_arms_treated_and_held_out_named_by_the_rule(tmp_path: 
     )  # fmt: skip
     assert (promoters.experiment_id, promoters.weights) == ("promo-27", (("treated", 0.75), ("held_out", 0.25)))
     assert policy.decide(facts_of_score(7)).experiment == passives
+    explained = answer_for(policy, SampleResponse(score=7))  # POST /v1/policy/explain, nps followup policy explain
+    assert explained.experiment is not None and explained.experiment.experiment_id == "passives"
+    assert [(a.arm, a.weight, a.action) for a in explained.experiment.arms] == [
+        ("treated", 0.9, "education"), ("held_out", 0.1, "none")
+    ]  # fmt: skip
+    assert answer_for(policy, SampleResponse(score=3)).experiment is None
 
 
 def facts_of_score(score: int):  # type: ignore[no-untyped-def]
