@@ -135,7 +135,11 @@ class RouteResponses:
         erasures.update(await ERASURES.of(conn, keys - erasures.keys()))
         routed = await routed_of(conn, (e.response_id for e in events))
         active = await active_tickets(conn, keys)
-        answers = await previous_answers(conn, keys, (e.response_id for e in events))
+        # Each person's latest answer before the batch's: an answer routed before and delivered again
+        # in this batch is history, not new (excluding it hid it, and its person's next answer had
+        # no previous one); a revision is the answer it revises, so it is excluded.
+        fresh = (e.response_id for e in events if not (isinstance(e, Submitted) and e.response_id in routed))
+        answers = await previous_answers(conn, keys, fresh)
         previous = {k: a.score for k, a in answers.items()}
         await lock_people(conn, keys)
         contacts = await contact_histories(conn, keys, now - self.contact.lookback)

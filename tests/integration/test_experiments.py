@@ -68,13 +68,14 @@ async def test_a_holdout_through_the_loop_assigns_holds_out_and_reports_what_the
     app = create_app(settings)
     async with served(app, settings, spec(settings, app.state.policy)) as service:
         client = service.client
-        await service.publish(settings.topics.responses, events[: len(first)])
+        # Every first answer delivered twice (a retry, a redelivery): one follow-up, one assignment each
+        await service.publish(settings.topics.responses, events[: len(first)] + events[: len(first) : 3])
 
         async def routed() -> bool:
             return [(await client.get(f"/v1/followups/{who}-1")).status_code for who in people[-3:]] == [200] * 3
 
         await eventually(routed)
-        await service.publish(settings.topics.responses, events[len(first) :])
+        await service.publish(settings.topics.responses, events[len(first) :] + events[: len(first) : 5])
 
         async def experiment_answer() -> dict:  # type: ignore[type-arg]
             return (await client.get(f"/v1/experiments/{experiment}")).json()
