@@ -56,7 +56,10 @@ def settings_for(database_url: str, **extra: Any) -> ScoringSettings:
         kafka_bootstrap_servers="127.0.0.1:1",
         combinations="product+region",
         pseudonym_secret=TEST_PSEUDONYM_SECRET,
-        **extra,
+        # Not these tests' subject (tests/integration/test_hung_dependencies.py's): on a loaded 2-core
+        # host a pool's connect and ping took over the default 2 s, and a query whose parameters were
+        # bad answered 503 (FastAPI opens a route's connection before it validates the route's query).
+        **{"db_timeout_s": 10.0, **extra},
     )
 
 
