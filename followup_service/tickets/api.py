@@ -82,21 +82,34 @@ router = APIRouter(tags=["tickets"], responses=KEY_PROBLEMS)
 _AGE = re.compile(r"^(\d{1,5})([mhd])$")
 
 
-def parse_if_match(value: str | None) -> int | None:
-    """`If-Match: "3"` (the ETag of version 3) or `*` (any version, None). Missing: 428."""
+# RFC 9110 section 8.8.3: entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE, etagc any visible character but
+# DQUOTE (and obs-text); If-Match = "*" / a comma-separated list of them.
+_ENTITY_TAG = re.compile(r'[ \t]*(W/)?"([\x21\x23-\x7e\x80-\xff]*)"[ \t]*(,|$)')
+
+
+def parse_if_match(value: str | None) -> frozenset[int] | None:
+    """The versions `If-Match` accepts, by RFC 9110's strong comparison: `*` is any (None); a list
+    of entity tags accepts the versions of its strong tags that are a ticket's ETag (`"3"`): a weak
+    tag (`W/"3"`) or another tag (`"abc"`) is well formed and matches nothing (412). Missing: 428;
+    not a list of entity tags (`3`, `"3`): 422."""
     if value is None:
         raise ProblemError(
             428,
             "if_match_required",
             'send If-Match with the ticket\'s version (its ETag, e.g. "3"), or * to change it whatever it is',
         )
-    text = value.strip()
-    if text == "*":
+    if value.strip() == "*":
         return None
-    match = re.fullmatch(r'(?:W/)?"?(\d{1,9})"?', text)
-    if match is None:
-        raise _invalid("If-Match", 'expected the ticket\'s ETag, e.g. "3", or *')
-    return int(match.group(1))
+    versions, at = set(), 0
+    while at < len(value) or at == 0:  # a tag may hold a comma: read tag by tag, not split
+        match = _ENTITY_TAG.match(value, at)
+        if match is None:
+            raise _invalid("If-Match", 'expected the ticket\'s ETag, e.g. "3" (quotes included), a list of them, or *')
+        weak, opaque, _ = match.groups()
+        if not weak and re.fullmatch(r"[1-9][0-9]{0,8}", opaque):
+            versions.add(int(opaque))
+        at = match.end()
+    return frozenset(versions)
 
 
 def etag(version: int) -> dict[str, str]:
@@ -191,7 +204,8 @@ async def patch_ticket(
         raise ProblemError(
             412,
             "version_mismatch",
-            f"the ticket changed: it is at version {exc.current}; read it again",
+            f"If-Match names no current version: the ticket is at version {exc.current} (ETag "
+            f'"{exc.current}", strong); read it again',
             headers=etag(exc.current),
         ) from None
     except IllegalTransition as exc:

@@ -3,7 +3,7 @@ watch."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -110,17 +110,18 @@ async def update_ticket(
     topics: Topics,
     ticket_id: str,
     change: TicketChange,
-    expected_version: int | None,
+    expected_versions: Collection[int] | None,
     actor: str,
     now: datetime,
 ) -> repository.TicketRow:
     """Apply a support tool's change to a ticket, in the caller's transaction: the row is locked,
-    the version checked (None: any), the transition checked; the history, the audit log and a
-    TicketUpdated in the outbox are written with it. Returns the ticket as it now is."""
+    the version checked (one of `expected_versions`; None: any), the transition checked; the
+    history, the audit log and a TicketUpdated in the outbox are written with it. Returns the
+    ticket as it now is."""
     row = (await repository.tickets_for_update(conn, [ticket_id])).get(ticket_id)
     if row is None:
         raise TicketNotFound(ticket_id)
-    if expected_version is not None and row.version != expected_version:
+    if expected_versions is not None and row.version not in expected_versions:
         raise StaleVersion(row.version)
     after = change_ticket(state_of(row), change, now)  # IllegalTransition
     before = replace(row)

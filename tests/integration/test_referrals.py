@@ -44,6 +44,9 @@ async def test_referral_codes_are_issued_converted_once_and_counted(
         assert CODE.match(codes["p1"] or "") and CODE.match(codes["p2"] or "") and codes["n1"] is None
         assert codes["p1"] != codes["p2"]
         assert f"Your referral code: {codes['p1']}" in (created["p1"].body_text or "")
+        for rid, code in codes.items():  # support looks a promoter's code up by the response
+            shown = await service.client.get(f"/v1/followups/{run.of(rid)}")
+            assert shown.json()["referral_code"] == code
 
         client = service.client
         path = f"/v1/referrals/{codes['p1']}/conversions"

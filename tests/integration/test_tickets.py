@@ -108,12 +108,17 @@ async def test_a_ticket_goes_through_its_lifecycle_and_every_change_is_published
         stale = await client.patch(path, json={"status": "resolved"}, headers={"If-Match": '"1"'})
         assert stale.status_code == 412 and stale.json()["code"] == "version_mismatch"
         assert stale.headers["etag"] == '"2"'
+        # RFC 9110's strong comparison: well-formed tags that are not the current strong one are 412
+        for other in ('W/"2"', '"abc"', '"1", W/"2"', '"02"'):
+            refused = await client.patch(path, json={"note": "x"}, headers={"If-Match": other})
+            assert (refused.status_code, refused.json()["code"]) == (412, "version_mismatch"), other
+        # (and a list holding the current one matches: below, '"1", "2"')
         illegal = await client.patch(path, json={"status": "closed"}, headers={"If-Match": '"2"'})
         assert illegal.status_code == 409 and illegal.json()["code"] == "illegal_transition"
         assert "contacted to closed" in illegal.json()["message"]
 
         resolved = await client.patch(
-            path, json={"status": "resolved", "resolution": "refund"}, headers={"If-Match": '"2"'}
+            path, json={"status": "resolved", "resolution": "refund"}, headers={"If-Match": '"1", "2"'}
         )
         assert resolved.status_code == 200 and resolved.json()["resolved_at"] is not None
         closed = await client.patch(path, json={"status": "closed"}, headers={"If-Match": "*"})
@@ -141,6 +146,8 @@ async def test_a_ticket_goes_through_its_lifecycle_and_every_change_is_published
             client.patch(path, json={"status": "done"}, headers={"If-Match": "*"}),
             client.patch(path, json={"priority": "high"}, headers={"If-Match": "*"}),
             client.patch(path, json={"note": "x"}, headers={"If-Match": "three"}),
+            client.patch(path, json={"note": "x"}, headers={"If-Match": "3"}),  # not an entity tag: no quotes
+            client.patch(path, json={"note": "x"}, headers={"If-Match": '"3'}),
         ):
             reply = await bad
             assert reply.status_code == 422, reply.text
