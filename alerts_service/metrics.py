@@ -2,6 +2,9 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from alerts_service.detection import RULES
+from alerts_service.domain import Transition
+
 # Labels are bounded: rule (4), transition (2), outcome (4). Never the segment.
 SCORES = Counter(
     "nps_alerts_scores_total",
@@ -10,6 +13,9 @@ SCORES = Counter(
     ["outcome"],
 )
 TRANSITIONS = Counter("nps_alerts_transitions_total", "Alerts fired and resolved.", ["rule", "transition"])
+for _rule in RULES:  # every series at zero from the start: the dashboards' queries have data on a fresh loop
+    for _transition in Transition:
+        TRANSITIONS.labels(_rule, _transition.value)
 FIRING = Gauge("nps_alerts_firing", "Alerts firing (or resolving) after the last round.", ["rule"])
 ROUND_SECONDS = Histogram(
     "nps_alerts_round_seconds",

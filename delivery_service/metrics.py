@@ -1,12 +1,18 @@
 from __future__ import annotations
 
+from typing import get_args
+
 from prometheus_client import Counter, Gauge, Histogram
+
+from delivery_service.domain import EVENT_TYPES, Outcome
 
 QUEUED = Counter(
     "nps_delivery_queued_total",
     "Deliveries queued (one per subscription and event; a redelivered event's are not counted again).",
     ["event_type"],
 )
+for _type in EVENT_TYPES:
+    QUEUED.labels(_type)
 SKIPPED_ERASED = Counter(
     "nps_delivery_skipped_erased_total", "Events not queued because the person they name was erased after them."
 )
@@ -15,6 +21,8 @@ ATTEMPTS = Counter(
     "Delivery attempts by outcome: delivered, retry (will be tried again), failed (for good), gone (410).",
     ["outcome"],
 )
+for _outcome in get_args(Outcome):  # at zero from the start: the dashboards' queries have data on a fresh loop
+    ATTEMPTS.labels(_outcome)
 LATENCY = Histogram(
     "nps_delivery_attempt_seconds",
     "From sending a delivery to its answer's head (timeouts included).",
