@@ -7,7 +7,8 @@ delivery bench/delivery.py: webhooks sent by `nps delivery` to a local receiver,
 alerts   bench/alerts.py: evaluation rounds over 10,000 segments
 themes   bench/themes.py: the backlog, with comments, tagged and counted by `nps themes`
 collect  bench/collect.py: GET /v1/prompt at 2,000/s, publishable POSTs, response-rate counting
-widget   bench/widget.py: the web widget's scripts, bytes and gzipped"""
+widget   bench/widget.py: the web widget's scripts, bytes and gzipped
+loop     bench/loop.py: `nps up`'s six services, unpinned, through a backlog shaped like real traffic"""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from bench.collect import bench_collect, write_collect_report
 from bench.delivery import bench_delivery, write_delivery_report
 from bench.followup import bench_followup, write_followup_report
 from bench.ingest import bench_ingest, ensure_wrk, write_report
+from bench.loop import bench_loop, write_loop_report
 from bench.scoring import bench_scoring, write_scoring_report
 from bench.storage import bench_storage, write_storage_report
 from bench.themes import bench_themes, write_themes_report
@@ -34,7 +36,18 @@ def main() -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["ingest", "scoring", "followup", "delivery", "alerts", "themes", "storage", "collect", "widget"],
+        choices=[
+            "ingest",
+            "scoring",
+            "followup",
+            "delivery",
+            "alerts",
+            "themes",
+            "storage",
+            "collect",
+            "widget",
+            "loop",
+        ],
         help="run one benchmark (its section is rewritten)",
     )
     parser.add_argument("--events", type=int, default=200_000, help="scoring backlog size")
@@ -60,6 +73,8 @@ def main() -> int:
         print(f"wrote {write_collect_report(bench_collect(args.seconds))}")
     if args.only in (None, "widget"):
         print(f"wrote {write_widget_report()}")
+    if args.only in (None, "loop"):
+        print(f"wrote {write_loop_report(bench_loop(args.events))}")
     if args.only in (None, "storage"):
         print(f"wrote {write_storage_report(bench_storage(args.events))}")
     return 0

@@ -47,10 +47,12 @@ PLANS = ["free", "pro", "enterprise"]
 CHANNELS = ["web", "email", "sms", "mobile"]
 
 
-def backlog(n: int, seed: int = 1, comments: Sequence[str] = ()) -> list[tuple[bytes, bytes]]:
+def backlog(
+    n: int, seed: int = 1, comments: Sequence[str] = (), comment_share: float = 0.6
+) -> list[tuple[bytes, bytes]]:
     """n events as ingest publishes them: ~94% submissions, 3% retried duplicates, 3% revisions,
-    over 90 days, ~5 segments each, keyed by respondent; with `comments`, 60% of submissions carry
-    one of them (the themes benchmark)."""
+    over 90 days, ~5 segments each, keyed by respondent; with `comments`, `comment_share` of
+    submissions carry one of them (the themes benchmark: 60%)."""
     rng = random.Random(seed)
     now = datetime.now(UTC)
     out: list[tuple[bytes, bytes]] = []
@@ -83,7 +85,7 @@ def backlog(n: int, seed: int = 1, comments: Sequence[str] = ()) -> list[tuple[b
             answered_at=now - timedelta(days=rng.randrange(90), seconds=rng.randrange(86_400)),
             attributes={"product": rng.choice(PRODUCTS), "region": rng.choice(REGIONS), "plan": rng.choice(PLANS)},
             submitted_at=now,
-            comment=rng.choice(comments) if comments and rng.random() < 0.6 else None,
+            comment=rng.choice(comments) if comments and rng.random() < comment_share else None,
         )
         submitted.append(e)
         out.append((e.respondent_id.encode(), e.to_bytes()))
