@@ -52,6 +52,7 @@ def main() -> int:
     )
     parser.add_argument("--events", type=int, default=200_000, help="scoring backlog size")
     parser.add_argument("--e2e-seconds", type=int, default=20, help="end-to-end latency run length (0: skip)")
+    parser.add_argument("--sustain-seconds", type=int, default=60, help="the loop's sustained 2,000 POSTs/s run")
     args = parser.parse_args()
     if args.only in (None, "ingest"):
         ensure_wrk()
@@ -74,7 +75,7 @@ def main() -> int:
     if args.only in (None, "widget"):
         print(f"wrote {write_widget_report()}")
     if args.only in (None, "loop"):
-        print(f"wrote {write_loop_report(bench_loop(args.events))}")
+        print(f"wrote {write_loop_report(bench_loop(args.events, args.sustain_seconds))}")
     if args.only in (None, "storage"):
         print(f"wrote {write_storage_report(bench_storage(args.events))}")
     return 0
