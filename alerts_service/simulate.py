@@ -20,21 +20,17 @@ from __future__ import annotations
 
 import bisect
 import math
-import platform
 import random
 import statistics
-import sys
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 from alerts_service.detection import Rules, drop_test, ewma, rate_test
 from alerts_service.domain import RuleState, SegmentData, Timing, Transition, evaluate_round, round_windows
 from shared.nps import Counts, Rate
-from shared.simtable import BEGIN, END, Row, table, write_table
+from shared.simtable import Row, simulate_command
 
 WEEKDAY = (1.15, 1.15, 1.15, 1.15, 1.15, 0.625, 0.625)  # Monday first; the mean is 1
 STABLE = (0.5, 0.3, 0.2)  # NPS 30
@@ -537,19 +533,5 @@ def run(seed: int, size: Size, rules: Rules | None = None, timing: Timing | None
 
 def main(seed: int, quick: bool, write: str | None) -> int:
     """`nps alerts simulate`: print the table; with `write`, put it between the markers in that file."""
-    started = time.monotonic()
     size = QUICK if quick else PUBLISH
-    rows = run(seed, size)
-    text = table(rows)
-    print(text)
-    elapsed = time.monotonic() - started
-    print(f"\n{len(rows)} measures, seed {seed}, {'quick' if quick else 'publishing'} size, {elapsed:.0f} s")
-    if write:
-        stamp = (
-            f"`nps alerts simulate --seed {seed}` on {time.strftime('%Y-%m-%d')}, {platform.python_implementation()} "
-            f"{platform.python_version()}, {elapsed:.0f} s, default settings:"
-        )
-        if not write_table(Path(write), rows, stamp):
-            print(f"{write} has no {BEGIN} ... {END} markers", file=sys.stderr)
-            return 2
-    return 0  # a target missed is a finding to publish, not a failed command
+    return simulate_command("nps alerts simulate", lambda: run(seed, size), seed, quick, write, ", default settings")

@@ -30,18 +30,7 @@ def outgoing(topics: Topics, followup: FollowUp, opens_ticket: bool) -> list[Out
     response = followup.response
     key = response.respondent_id.encode()
     created = {
-        "schema_version": 1,
-        "type": "FollowUpCreated",
-        "followup_id": followup.followup_id,
-        "kind": followup.kind,
-        "response_id": response.response_id,
-        "respondent_id": response.respondent_id,
-        "score": response.score,
-        "channel": response.channel,
-        "survey_id": response.survey_id,
-        "created_at": followup.created_at,
-        "rule": followup.rule,
-        "policy_version": followup.policy_version,
+        **_about(followup, "FollowUpCreated"),
         "template": message.template if message else None,
         "locale": message.locale if message else None,
         "subject": message.subject if message else None,
@@ -70,11 +59,12 @@ def outgoing(topics: Topics, followup: FollowUp, opens_ticket: bool) -> list[Out
     return events
 
 
-def held_out(topics: Topics, followup: FollowUp) -> Outgoing:
+def _about(followup: FollowUp, event_type: str) -> dict[str, Any]:
+    """The fields FollowUpCreated and FollowUpHeldOut start with, in their models' order."""
     response = followup.response
-    event = {
+    return {
         "schema_version": 1,
-        "type": "FollowUpHeldOut",
+        "type": event_type,
         "followup_id": followup.followup_id,
         "kind": followup.kind,
         "response_id": response.response_id,
@@ -85,10 +75,12 @@ def held_out(topics: Topics, followup: FollowUp) -> Outgoing:
         "created_at": followup.created_at,
         "rule": followup.rule,
         "policy_version": followup.policy_version,
-        "experiment_id": followup.experiment_id,
-        "arm": followup.arm,
     }
-    return Outgoing(topics.followups, response.respondent_id.encode(), pydantic_core.to_json(event))
+
+
+def held_out(topics: Topics, followup: FollowUp) -> Outgoing:
+    event = {**_about(followup, "FollowUpHeldOut"), "experiment_id": followup.experiment_id, "arm": followup.arm}
+    return Outgoing(topics.followups, followup.response.respondent_id.encode(), pydantic_core.to_json(event))
 
 
 def ticket_updated(topics: Topics, ticket: Any, change: dict[str, str | None], actor: str) -> Outgoing:

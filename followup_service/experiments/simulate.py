@@ -21,17 +21,14 @@ passives and promoters the rule did not follow up, who regress down)."""
 
 from __future__ import annotations
 
-import platform
 import random
 import statistics
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from followup_service.experiments import estimators, results
 from followup_service.experiments.estimators import Moments, Pair
-from shared.simtable import BEGIN, END, Row, table, write_table
+from shared.simtable import Row, simulate_command
 
 SATISFACTION = statistics.NormalDist(8.3, 1.5)
 NOISE = statistics.NormalDist(0, 1.7)
@@ -247,17 +244,5 @@ def seed_rows(seed: int, size: Size, not_promoter: float) -> list[Row]:
 
 def main(seed: int, quick: bool, write: str | None) -> int:
     """`nps experiments simulate`: print the table; with `write`, put it between the markers in that file."""
-    started = time.monotonic()
-    rows = run(seed, QUICK if quick else PUBLISH)
-    print(table(rows))
-    elapsed = time.monotonic() - started
-    print(f"\n{len(rows)} measures, seed {seed}, {'quick' if quick else 'publishing'} size, {elapsed:.0f} s")
-    if write:
-        stamp = (
-            f"`nps experiments simulate --seed {seed}` on {time.strftime('%Y-%m-%d')}, "
-            f"{platform.python_implementation()} {platform.python_version()}, {elapsed:.0f} s:"
-        )
-        if not write_table(Path(write), rows, stamp):
-            print(f"{write} has no {BEGIN} ... {END} markers")
-            return 2
-    return 0  # a target missed is a finding to publish, not a failed command
+    size = QUICK if quick else PUBLISH
+    return simulate_command("nps experiments simulate", lambda: run(seed, size), seed, quick, write)

@@ -9,6 +9,7 @@ from pathlib import Path
 from alerts_service import simulate
 from alerts_service.detection import DropRule, EwmaRule, IncidentRule, RateRule, Rules, SilenceRule
 from alerts_service.domain import Timing
+from shared import simtable
 
 PER_30 = "alerts per segment per 30 days"
 
@@ -63,9 +64,9 @@ def test_a_broken_rule_shows_in_the_table() -> None:
 
 def test_write_replaces_only_the_marked_table(tmp_path: Path) -> None:
     doc = tmp_path / "alerts.md"
-    doc.write_text(f"# Alerts\n\nbefore\n\n{simulate.BEGIN}\nold table\n{simulate.END}\n\nafter\n")
-    rows = [simulate.Row("s", "m", "0.01", "<= 0.05", True)]
-    simulate.write_table(doc, rows, "stamp")
+    doc.write_text(f"# Alerts\n\nbefore\n\n{simtable.BEGIN}\nold table\n{simtable.END}\n\nafter\n")
+    rows = [simtable.Row("s", "m", "0.01", "<= 0.05", True)]
+    simtable.write_table(doc, rows, "stamp")
     text = doc.read_text()
     assert text.startswith("# Alerts\n\nbefore\n\n") and text.endswith("\n\nafter\n") and "old table" not in text
     assert "| s | m | 0.01 | <= 0.05 | yes |" in text and "stamp" in text
