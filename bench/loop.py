@@ -62,6 +62,8 @@ class LoopResult:
     groups: list[GroupProgress] = field(default_factory=list)
     sustained: dict[str, LatencyProbe] = field(default_factory=dict)
     sustain_s: int = 60
+    cpu_backlog: dict[str, float] = field(default_factory=dict)  # CPU seconds per part of the loop
+    cpu_sustained: dict[str, float] = field(default_factory=dict)
 
     @property
     def raw_rate(self) -> float:
@@ -97,6 +99,35 @@ def loop_backlog(n: int, seed: int = 7) -> tuple[list[tuple[bytes, bytes]], list
                 responses.append((key, erasure.to_bytes()))
                 erased += 1
     return responses, invitations
+
+
+def _cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by each part of the loop: the six services (by name), PostgreSQL (its
+    processes added up) and the broker; a process that ended is not counted."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[str, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if " -m services " in command and command.split(" -m services ")[1].split(" ")[0] in SERVICES:
+            part = command.split(" -m services ")[1].split(" ")[0]
+        elif (entry / "comm").read_text().strip() == "postgres":  # the bench's own: nothing else runs beside it
+            part = "postgresql"
+        elif "tansu" in command:
+            part = "broker"
+        else:
+            continue
+        found[part] = found.get(part, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return found
+
+
+def _cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {part: round(after[part] - before.get(part, 0.0), 1) for part in after}
 
 
 def policy_with_an_experiment(work: Path) -> Path:
@@ -162,17 +193,25 @@ def _run(
             ]
             sizes = {topics.responses: len(responses), topics.invitations: len(invitations)}
             # Polled from the start: the services consume as soon as their loops run, before /readyz
+            cpu_start = _cpu_seconds()
             whole_s = _until_read(bootstrap, groups, sizes, 900, log, lambda: process.poll() is not None)
+            cpu_backlog = _cpu_used(cpu_start, _cpu_seconds())
             print(
                 f"  whole loop   {n / whole_s:>9,.0f} responses/s; now {RATE:,} POSTs/s for {sustain_s} s", flush=True
             )
             where = [in_scoring(urls["scoring"]), in_followup(urls["followup"]), in_themes(urls["themes"])]
             asyncio.run(visible_after(urls["ingest"], key, RATE, 5, where, 200, CONNECTIONS))  # warm-up, not reported
+            cpu_before = _cpu_seconds()
             sustained = asyncio.run(visible_after(urls["ingest"], key, RATE, sustain_s, where, 200, CONNECTIONS))
+            cpu_sustained = _cpu_used(cpu_before, _cpu_seconds())
         finally:
             process.terminate()
             process.wait(60)
-    result = LoopResult(len(responses), len(invitations), raw_s, whole_s, groups, sustained, sustain_s)
+    result = LoopResult(
+        len(responses), len(invitations), raw_s, whole_s, groups, sustained, sustain_s, cpu_backlog, cpu_sustained
+    )
+    print(f"  CPU seconds, backlog: {cpu_backlog}", flush=True)
+    print(f"  CPU seconds, sustained run: {cpu_sustained}", flush=True)
     for g in groups:
         print(f"  {g.group:<18} {_rate(g, result):>9,.0f} events/s", flush=True)
     for name, probe in sustained.items():
@@ -262,6 +301,17 @@ def write_loop_report(result: LoopResult) -> Path:
             if (slowest := min((p.acked_rate for p in result.sustained.values()), default=RATE)) < 0.97 * RATE
             else []
         ),
+        "",
+        f"Where the CPU went (seconds of CPU per part of the loop; the host has {os.cpu_count()} cores):",
+        "",
+        "| part | backlog phase | sustained phase |",
+        "|---|---|---|",
+        *[
+            f"| {part} | {result.cpu_backlog.get(part, 0.0):,.1f} | {result.cpu_sustained.get(part, 0.0):,.1f} |"
+            for part in sorted(set(result.cpu_backlog) | set(result.cpu_sustained))
+        ],
+        f"| (wall clock) | {result.whole_s:,.1f} | "
+        f"{max((p.acked_s for p in result.sustained.values()), default=0.0):,.1f} |",
         "",
         "Each group's own rate, from its first commit to its last:",
         "",
