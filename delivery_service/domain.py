@@ -18,6 +18,7 @@ from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 from shared.events import (
+    AboutAFollowUp,
     AlertAcknowledged,
     AlertFired,
     AlertResolved,
@@ -85,18 +86,14 @@ def segments_of(event: Outgoing) -> frozenset[str]:
 def wants(subscription: Subscription, event: Outgoing) -> bool:
     if event.type not in subscription.events:
         return False
-    if (
-        subscription.kinds is not None
-        and isinstance(event, FollowUpCreated | FollowUpHeldOut)
-        and event.kind not in subscription.kinds
-    ):
+    if subscription.kinds is not None and isinstance(event, AboutAFollowUp) and event.kind not in subscription.kinds:
         return False
     return subscription.segments is None or not subscription.segments.isdisjoint(segments_of(event))
 
 
 def order_key(event: Outgoing) -> str:
     """What an endpoint receives in order: one ticket's events, one alert's, one follow-up."""
-    if isinstance(event, FollowUpCreated | FollowUpHeldOut):
+    if isinstance(event, AboutAFollowUp):
         return event.followup_id
     if isinstance(event, AlertFired | AlertResolved | AlertAcknowledged):
         return event.alert_id

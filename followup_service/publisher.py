@@ -60,7 +60,8 @@ def outgoing(topics: Topics, followup: FollowUp, opens_ticket: bool) -> list[Out
 
 
 def _about(followup: FollowUp, event_type: str) -> dict[str, Any]:
-    """The fields FollowUpCreated and FollowUpHeldOut start with, in their models' order."""
+    """The fields FollowUpCreated and FollowUpHeldOut start with (shared.events.AboutAFollowUp), in
+    their models' order."""
     response = followup.response
     return {
         "schema_version": 1,

@@ -251,11 +251,11 @@ score_events: TypeAdapter[ScoreEvent] = TypeAdapter(ScoreEvent)
 FollowUpKind = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
 
 
-class FollowUpCreated(Event):
-    """A follow-up to make: `kind` is the action the policy's rule `rule` (of policy `policy_version`)
-    chose for this response."""
+class AboutAFollowUp(Event):
+    """What FollowUpCreated and FollowUpHeldOut both start with: the follow-up, its response, and
+    the policy's rule (of policy `policy_version`) that chose `kind` for it."""
 
-    type: Literal["FollowUpCreated"] = "FollowUpCreated"
+    type: str
     followup_id: str
     kind: FollowUpKind
     response_id: str
@@ -266,6 +266,13 @@ class FollowUpCreated(Event):
     created_at: AwareDatetime
     rule: str | None = None
     policy_version: str | None = None
+
+
+class FollowUpCreated(AboutAFollowUp):
+    """A follow-up to make: `kind` is the action the policy's rule `rule` (of policy `policy_version`)
+    chose for this response."""
+
+    type: Literal["FollowUpCreated"] = "FollowUpCreated"
     # The message to send, rendered from the policy's template (null when the rule has none).
     template: str | None = None
     locale: str | None = None
@@ -280,22 +287,12 @@ class FollowUpCreated(Event):
     arm: str | None = None
 
 
-class FollowUpHeldOut(Event):
+class FollowUpHeldOut(AboutAFollowUp):
     """A follow-up the policy's rule would have made, held back because the person's arm of the
     rule's experiment gets nothing from it (a holdout): no message, no ticket, and no contact as the
     contact rules count. `kind` is the action held back."""
 
     type: Literal["FollowUpHeldOut"] = "FollowUpHeldOut"
-    followup_id: str
-    kind: FollowUpKind
-    response_id: str
-    respondent_id: str
-    score: Score
-    channel: str | None = None
-    survey_id: str | None = None
-    created_at: AwareDatetime
-    rule: str | None = None
-    policy_version: str | None = None
     experiment_id: str
     arm: str
 

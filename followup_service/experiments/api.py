@@ -104,7 +104,7 @@ async def list_experiments(
     request: Request, conn: ReadConnection, effect_points: EffectPoints = results.DEFAULT_EFFECT_POINTS
 ) -> ExperimentsAnswer:
     """Every experiment a policy ran, the newest first, with its results."""
-    running = _running(request)
+    running = request.app.state.policy.current.experiment_ids
     recorded = await repository.recorded_experiments(conn)
     return ExperimentsAnswer(experiments=[await _answer(conn, r, running, effect_points) for r in recorded])
 
@@ -123,11 +123,7 @@ async def get_experiment(
     recorded = await repository.recorded_experiments(conn, [experiment_id])
     if not recorded:
         raise ProblemError(404, "not_found", f"no policy ran an experiment {experiment_id!r}")
-    return await _answer(conn, recorded[0], _running(request), effect_points)
-
-
-def _running(request: Request) -> set[str]:
-    return {e.experiment_id for e in request.app.state.policy.current.experiments}
+    return await _answer(conn, recorded[0], request.app.state.policy.current.experiment_ids, effect_points)
 
 
 def _verdict(e: results.EffectResult) -> str:
@@ -140,7 +136,7 @@ def _verdict(e: results.EffectResult) -> str:
 
 
 async def _answer(
-    conn: AsyncConnection, recorded: repository.Recorded, running: set[str], effect_points: float
+    conn: AsyncConnection, recorded: repository.Recorded, running: frozenset[str], effect_points: float
 ) -> ExperimentAnswer:
     arms = [Arm(name, float(weight), action, None) for name, weight, action in recorded.arms]
     people = await repository.arm_people(conn, recorded.experiment_id)

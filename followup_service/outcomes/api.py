@@ -85,7 +85,7 @@ async def get_outcomes(
     the experiments listed measure effects)."""
     cells = await repository.outcome_cells(conn, *time_and_segment(window, segment))
     result = domain.report(cells)
-    running = {e.experiment_id for e in request.app.state.policy.current.experiments}
+    running = request.app.state.policy.current.experiment_ids
     recorded = await experiments_repository.recorded_experiments(conn)
     links = [
         ExperimentLink(

@@ -166,6 +166,11 @@ class Policy(BaseModel):
         """The experiments its rules run, in the rules' order."""
         return [e for e in (rule.compiled_experiment() for rule in self.rules) if e is not None]
 
+    @property
+    def experiment_ids(self) -> frozenset[str]:
+        """The ids of the experiments it runs (the others recorded have ended)."""
+        return frozenset(e.experiment_id for e in self.experiments)
+
     def decide(self, facts: Facts) -> Decision:
         """The first rule that matches; with none, action `none` (rule null)."""
         return self.router.decide(facts)
