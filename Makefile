@@ -13,7 +13,7 @@ PYTEST := $(BIN)/pytest -n $(PYTEST_WORKERS)
 .DEFAULT_GOAL := help
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install run docs bench chaos alerts-sim experiments-sim test test-unit test-integration test-e2e test-rules promtool widget chromium lint format typecheck clean
+.PHONY: help install run docs bench chaos alerts-sim experiments-sim test test-deep test-unit test-integration test-e2e test-rules promtool widget chromium lint format typecheck clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ test-rules: promtool ## promtool: check the Prometheus config and unit-test the 
 	promtool check config deploy/prometheus/prometheus.yml
 	promtool check config deploy/prometheus/prometheus.compose.yml
 	promtool test rules deploy/prometheus/rules_test.yml
+
+test-deep: $(STAMP) chromium ## make test's tests with 5x the property-based and fuzzing examples (NPS_TEST_EXAMPLES_SCALE; tens of minutes)
+	NPS_TEST_EXAMPLES_SCALE=$${NPS_TEST_EXAMPLES_SCALE:-5} $(PYTEST) tests
 
 test-unit: $(STAMP) ## pure rules only, no infrastructure
 	$(PYTEST) tests/unit

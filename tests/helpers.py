@@ -45,6 +45,7 @@ from shared.kafka import TopicMissing, reading_from_start
 from shared.ratelimit import RateLimiter
 from shared.service import ConsumerSpec
 from shared.settings import ServiceSettings
+from tests.scale import examples
 
 # Short group timings: a consumer joins in ~1 s and a replacement rejoins in ~4 s.
 # The pseudonym secret every test service runs with (NPS_PSEUDONYM_SECRET).
@@ -428,7 +429,12 @@ def fuzz_openapi(base_url: str, headers: dict[str, str] | None = None, max_examp
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
             @given(case=operation.as_strategy(generation_mode=mode))
-            @settings(max_examples=max_examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+            @settings(
+                max_examples=examples(max_examples),
+                deadline=None,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            )
             def exercise(case: Any) -> None:
                 case.call_and_validate(base_url=base_url, headers=headers, checks=verify)
 

@@ -5,6 +5,11 @@ fixture too dear to start twice, which go to one worker together:
   package that uses it, in one group;
 - a module-scoped fixture (a live ingest process per module): that file's tests, in one group.
 
+A file can ask for its own copy of a package-scoped fixture with a module-level `FIXTURE_COPY =
+"name"`: the files naming the same copy form their own group, which another worker runs with a
+fixture it starts itself. One copy of the whole loop ran every e2e file one after the other, the
+suite's longest chain; two copies cost one more `nps up` and halve it.
+
 Each worker has its own PostgreSQL and broker (session scope, a second or two to start). The groups
 are read from the test files' source, in the controller, which collects nothing itself: xdist's
 own `xdist_group` marks travel in mutated node ids, which pytest 9.2 no longer carries
@@ -52,6 +57,18 @@ def shared_fixtures(path: Path) -> dict[str, str]:
     return found
 
 
+def fixture_copy(path: Path) -> str | None:
+    """The file's `FIXTURE_COPY = "name"`, if it sets one at module level."""
+    for node in ast.parse(path.read_text()).body:
+        if (
+            isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "FIXTURE_COPY" for t in node.targets)
+            and isinstance(node.value, ast.Constant)
+        ):
+            return str(node.value.value)
+    return None
+
+
 @functools.cache
 def group_of_file(path: Path, root: Path) -> str | None:
     """The group a test file's tests run in, or None: each test on its own."""
@@ -73,7 +90,8 @@ def group_of_file(path: Path, root: Path) -> str | None:
     used = sorted((scope, name, where) for name, (scope, where) in reach.items() if name in named)
     for scope, name, where in sorted(used, key=lambda u: u[0] != "package"):
         if scope == "package":
-            return f"{where.relative_to(root)}::{name}"
+            copy = fixture_copy(path)
+            return f"{where.relative_to(root)}::{name}" + (f"::{copy}" if copy else "")
     return str(path.relative_to(root)) if used else None
 
 

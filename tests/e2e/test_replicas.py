@@ -22,6 +22,9 @@ from tests.e2e.conftest import Loop
 from tests.helpers import FAST_GROUP_ENV, ServiceProcess, eventually, nps_env, read_topic, start_service
 from tests.helpers import nps as nps_command
 
+# A loop of their own on another worker (tests/scheduling.py): test_loop.py's is busy for minutes.
+FIXTURE_COPY = "second"
+
 pytestmark = pytest.mark.e2e
 
 TICKETS = "nps.tickets.v1"

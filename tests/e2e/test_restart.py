@@ -312,8 +312,8 @@ async def test_nothing_acknowledged_is_lost_when_the_loop_stops_with_its_consume
 
             await eventually(routed, timeout=20)
         held = _hold_consumers(first)
-        posted = await _post_many(first, run, 2_000)
-        await _invite_many(first, run, 300)  # the rates consumer (in scoring) held too
+        posted = await _post_many(first, run, 800)
+        await _invite_many(first, run, 120)  # the rates consumer (in scoring) held too
         await _stop_now(first, held)
     finally:
         if first.process.poll() is None:
@@ -324,9 +324,9 @@ async def test_nothing_acknowledged_is_lost_when_the_loop_stops_with_its_consume
     assert second.api_key == first.api_key  # the development key is kept with the data
     try:
         replays = re.findall(r"replayed (\d+) accepted events", second.output.read_text())  # the log is appended to
-        assert len(replays) == 2 and int(replays[-1]) >= 2_300, replays  # the responses and the invitations
+        assert len(replays) == 2 and int(replays[-1]) >= 920, replays  # the responses and the invitations
         await _counted_exactly(second, run, posted)
-        await _invited(second, run, 300)
+        await _invited(second, run, 120)
         async with httpx.AsyncClient(timeout=10) as client:
             score = await client.get(
                 f"{second.urls['scoring']}/v1/nps", params={"segment": f"run:{kept}"}, headers=second.auth
@@ -338,7 +338,7 @@ async def test_nothing_acknowledged_is_lost_when_the_loop_stops_with_its_consume
         # The same when PostgreSQL's postmaster was killed too before the stop.
         again = uuid.uuid4().hex[:8]
         held = _hold_consumers(second)
-        more = await _post_many(second, again, 1_000)
+        more = await _post_many(second, again, 400)
         await _stop_now(second, held, fault=lambda: os.kill(postmaster_pid(var), signal.SIGKILL))
     finally:
         if second.process.poll() is None:

@@ -52,6 +52,7 @@ from tests.helpers import (
     started_producer,
     truncate,
 )
+from tests.scale import examples
 from tests.scoring_model import START
 
 pytestmark = pytest.mark.integration
@@ -141,7 +142,7 @@ async def served_equals_recompute(
 
 
 @settings(
-    max_examples=20,
+    max_examples=examples(12),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -42,6 +42,7 @@ from tests.helpers import (
     started_producer,
     truncate,
 )
+from tests.scale import examples
 from themes_service import suggest
 from themes_service.bootstrap import create_app, spec
 from themes_service.settings import ThemesSettings
@@ -362,7 +363,7 @@ THEME_TABLES = ("theme_responses", "theme_daily", "theme_comments", "erasures", 
 
 
 @settings(
-    max_examples=12,
+    max_examples=examples(8),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -50,3 +50,16 @@ def test_a_file_s_own_module_fixture_groups_its_tests(tmp_path: Path) -> None:
         'import pytest\n@pytest.fixture(scope="module")\ndef server(): ...\ndef test_u(server): ...\n',
     )
     assert group_of_file(own, tmp_path) == "tests/test_f.py"
+
+
+def test_a_file_may_ask_for_its_own_copy_of_a_package_fixture(tmp_path: Path) -> None:
+    write(tmp_path / "tests" / "e2e" / "conftest.py", CONFTEST)
+    e2e = tmp_path / "tests" / "e2e"
+    first = write(e2e / "test_g.py", 'FIXTURE_COPY = "browser"\ndef test_t(loop): ...\n')
+    second = write(e2e / "test_h.py", 'FIXTURE_COPY = "browser"\nasync def test_s(loop): ...\n')
+    default = write(e2e / "test_i.py", "def test_r(loop): ...\n")
+    module_only = write(e2e / "test_j.py", 'FIXTURE_COPY = "browser"\ndef test_q(ingest): ...\n')
+
+    assert group_of_file(first, tmp_path) == group_of_file(second, tmp_path) == "tests/e2e::loop::browser"
+    assert group_of_file(default, tmp_path) == "tests/e2e::loop"
+    assert group_of_file(module_only, tmp_path) == "tests/e2e/test_j.py"  # a module fixture is per file anyway

@@ -26,6 +26,7 @@ from shared.events import (
     response_events,
 )
 from shared.wire import Erased, Invited, Revised, Submitted, decode_rate_event, decode_response, wire_of
+from tests.scale import examples
 
 NOW = datetime(2026, 11, 24, 12, 30, 15, 123456, tzinfo=UTC)
 
@@ -165,7 +166,7 @@ def encoded(body: dict[str, Any], ascii_only: bool) -> bytes:
     return json.dumps({k: v for k, v in body.items() if v is not MISSING}, ensure_ascii=ascii_only).encode()
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(600), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=bodies, ascii_only=st.booleans())
 @example(body={"type": "ResponseSubmitted", "response_id": "r", "respondent_id": "p", "score": 3,
                "answered_at": "2026-01-01T00:00:00.9999999Z", "submitted_at": "2026-01-01T00:00:00Z"},
