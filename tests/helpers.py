@@ -587,6 +587,26 @@ def signal_all(pids: Sequence[int], sig: signal.Signals) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):  # a backend that ended meanwhile
             os.kill(pid, sig)
+    if sig == signal.SIGSTOP:
+        for pid in pids:
+            wait_stopped(pid)
+
+
+def wait_stopped(pid: int, timeout: float = 5.0) -> None:
+    """Until every thread of `pid` is stopped: kill() only asks, and a thread busy on the other core
+    can still answer a request or two (a fresh clone saw a hung broker acknowledge a produce)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            states = [
+                (task / "stat").read_text().rsplit(")", 1)[1].split()[0] for task in Path(f"/proc/{pid}/task").iterdir()
+            ]
+        except OSError:
+            return  # gone, or a thread ended meanwhile: nothing left to wait for in it
+        if all(state in ("T", "t", "Z", "X") for state in states):
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"pid {pid} not stopped within {timeout} s of SIGSTOP")
 
 
 @contextmanager
@@ -608,7 +628,7 @@ def postgres_hung(data_dir: Path) -> Iterator[None]:
 
 @contextmanager
 def process_hung(pid: int) -> Iterator[None]:
-    os.kill(pid, signal.SIGSTOP)
+    signal_all([pid], signal.SIGSTOP)
     try:
         yield
     finally:

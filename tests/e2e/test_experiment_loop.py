@@ -19,9 +19,6 @@ from tests.e2e.conftest import Loop
 from tests.helpers import eventually
 from tests.helpers import nps as nps_command
 
-# A loop of their own on another worker (tests/scheduling.py): test_loop.py's is busy for minutes.
-FIXTURE_COPY = "second"
-
 
 def contribution(score: int) -> int:
     return 100 if score >= 9 else -100 if score <= 6 else 0

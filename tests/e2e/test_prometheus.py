@@ -2,7 +2,8 @@
 the project's own alert rules, every series a rule reads and every Grafana panel's query returns
 data, and a service that stops answering fires NpsServiceDown in Prometheus's own alerts API.
 
-Runs after test_loop.py (file order), on the same loop, so every kind of event has happened once.
+Runs after test_experiment_loop.py and test_loop.py (file order), on the same loop (the files that
+set FIXTURE_COPY have another), so every kind of event has happened once.
 The rules are the shipped file with each `for:` shortened to FOR_S: the expressions, labels and
 annotations are exactly what production loads; only the waiting is scaled down."""
 

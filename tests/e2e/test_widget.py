@@ -17,7 +17,17 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, Request, Response, Route, async_playwright
+import pytest_asyncio
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    Playwright,
+    Request,
+    Response,
+    Route,
+    async_playwright,
+)
 
 from clients.web.build import version
 from ingest_service.public import identity_hash
@@ -27,7 +37,7 @@ from tests.helpers import eventually, nps_here
 # A loop of their own on another worker (tests/scheduling.py): test_loop.py's is busy for minutes.
 FIXTURE_COPY = "second"
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parents[2] / "test-results" / "widget"
@@ -39,14 +49,32 @@ SHOTS = Path(__file__).resolve().parents[2] / "test-results" / "widget"
 LOCAL_PAGE = "--disable-features=LocalNetworkAccessChecks"
 
 
+# One Playwright driver for the file, and one Chromium per set of flags, started when first asked
+# for: a launch each test cost a node process and a browser start (seconds on a busy machine). Each
+# test still gets a fresh context (its own storage, cookies and viewport). The file's tests share
+# one event loop for it (pytestmark below).
+_DRIVER: list[Playwright] = []
+_LAUNCHED: dict[tuple[str, ...], Browser] = {}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module", autouse=True)
+async def _playwright() -> AsyncIterator[None]:
+    async with async_playwright() as driver:
+        _DRIVER.append(driver)
+        try:
+            yield
+        finally:
+            for launched in _LAUNCHED.values():
+                await launched.close()
+            _LAUNCHED.clear()
+            _DRIVER.clear()
+
+
 @asynccontextmanager
 async def browser(*args: str) -> AsyncIterator[Browser]:
-    async with async_playwright() as driver:
-        launched = await driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", *args])
-        try:
-            yield launched
-        finally:
-            await launched.close()
+    if args not in _LAUNCHED:
+        _LAUNCHED[args] = await _DRIVER[0].chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", *args])
+    yield _LAUNCHED[args]
 
 
 @asynccontextmanager

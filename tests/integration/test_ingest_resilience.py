@@ -18,7 +18,7 @@ from services.embedded import EmbeddedBroker, EmbeddedPostgres
 from shared.db import upgrade
 from shared.events import response_events
 from shared.kafka import ensure_topics
-from tests.helpers import eventually, read_topic
+from tests.helpers import eventually, read_topic, signal_all
 from tests.integration.conftest import LiveIngest, live_ingest
 
 pytestmark = pytest.mark.integration
@@ -62,7 +62,7 @@ async def test_a_hung_broker_gets_503_fast_and_recovery_needs_no_restart(
                 accepted.append(response_id)
 
             assert own_broker.pid is not None
-            os.kill(own_broker.pid, signal.SIGSTOP)  # the broker hangs: connections open, nothing answered
+            signal_all([own_broker.pid], signal.SIGSTOP)  # the broker hangs: connections open, nothing answered
             for _ in range(3):
                 response_id, reply, elapsed = await post_one(client, ingest)
                 assert_unavailable(reply, elapsed, "broker_unavailable")
