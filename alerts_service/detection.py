@@ -193,7 +193,7 @@ def ewma(days: Sequence[Counts], rule: EwmaRule) -> Ewma | None:
     Var(z_t) = lam_t^2 sigma^2 / n_t + (1 - lam_t)^2 Var(z_{t-1}), plus the reference mean's own
     sigma^2 / n_ref. None until the reference holds `min_reference` responses."""
     monitored = ((d.promoters, d.passives, d.detractors) for d in days[rule.reference_days :])
-    return ewma_of(sum(days[: rule.reference_days], Counts()), monitored, rule)
+    return ewma_of(Counts.total(days[: rule.reference_days]), monitored, rule)
 
 
 def ewma_of(reference: Counts, monitored: Iterable[tuple[int, int, int]], rule: EwmaRule) -> Ewma | None:

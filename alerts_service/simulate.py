@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 
-from alerts_service.detection import Rules, drop_test, ewma, rate_test
+from alerts_service.detection import Ewma, EwmaRule, Rules, drop_test, ewma, rate_test
 from alerts_service.domain import RuleState, SegmentData, Timing, Transition, evaluate_round, round_windows
 from shared.nps import Counts, Rate
 from shared.simtable import Row, simulate_command
@@ -94,6 +94,16 @@ class Stream:
     today: list[int] = field(default_factory=lambda: [0, 0, 0])
     recent: deque[tuple[datetime, tuple[int, int, int]]] = field(default_factory=deque)
     last_arrival: datetime | None = None
+    # The EWMA reads complete days only: the same all day long, worked out once a day (the rounds
+    # come every few minutes).
+    ewma_of_day: tuple[date, int, Ewma | None] | None = None
+
+    def ewma(self, first: date, span: int, rule: EwmaRule) -> Ewma | None:
+        """detection.ewma of the `span` complete days from `first`."""
+        if self.ewma_of_day is None or self.ewma_of_day[:2] != (first, len(self.days)):
+            a = (first - self.first_day).days
+            self.ewma_of_day = (first, len(self.days), ewma(self.days[a : a + span], rule))
+        return self.ewma_of_day[2]
 
     def close_day(self) -> None:
         counts = Counts(*self.today)
@@ -177,8 +187,6 @@ def simulate(
         data = []
         for stream in streams:
             recent = [sum(c[i] for _, c in stream.recent) for i in range(3)]
-            a = (ewma_first - stream.first_day).days
-            ewma_days = stream.days[a : a + ewma_span]
             current = stream.window(windows.current.first, windows.current.last)
             baseline = stream.window(windows.baseline.first, windows.baseline.last)
             data.append(
@@ -187,7 +195,7 @@ def simulate(
                     current,
                     baseline,
                     drop_test(current, baseline, rules.drop),
-                    ewma(ewma_days, rules.ewma),
+                    stream.ewma(ewma_first, ewma_span, rules.ewma),
                     Counts(*recent),
                     stream.last_arrival,
                 )

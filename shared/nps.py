@@ -9,6 +9,7 @@ for small samples and for scores near +-100.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -54,6 +55,16 @@ class Counts:
         for score in scores:
             total = total + cls.of(classify(score))
         return total
+
+    @classmethod
+    def total(cls, many: Iterable[Counts]) -> Counts:
+        """The sum of `many`, in one pass (`sum(many, Counts())` makes an object per term)."""
+        promoters = passives = detractors = 0
+        for counts in many:
+            promoters += counts.promoters
+            passives += counts.passives
+            detractors += counts.detractors
+        return cls(promoters, passives, detractors)
 
     def __add__(self, other: Counts) -> Counts:
         return Counts(

@@ -113,3 +113,10 @@ def test_from_scores_matches_the_definition(scores: list[int]) -> None:
     assert counts.promoters == sum(1 for s in scores if s >= 9)
     assert counts.detractors == sum(1 for s in scores if s <= 6)
     assert counts.n == len(scores)
+
+
+@given(st.lists(st.tuples(st.integers(0, 50), st.integers(0, 50), st.integers(0, 50)), max_size=30))
+def test_a_total_is_the_sum_of_its_terms(terms: list[tuple[int, int, int]]) -> None:
+    many = [Counts(*t) for t in terms]
+    assert Counts.total(many) == sum(many, Counts())
+    assert Counts.total(iter(many)) == Counts.total(many)  # any iterable, read once
