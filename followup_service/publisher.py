@@ -55,7 +55,9 @@ def outgoing(topics: Topics, followup: FollowUp, opens_ticket: bool) -> list[Out
             "answered_at": response.answered_at,
             "created_at": followup.created_at,
         }
-        events.append(Outgoing(topics.tickets, key, pydantic_core.to_json(opened)))
+        # Keyed by its ticket, like the ticket's updates: one partition, so every consumer (delivery's
+        # webhooks too) reads a ticket's events in the order they happened.
+        events.append(Outgoing(topics.tickets, followup.ticket_id.encode(), pydantic_core.to_json(opened)))
     return events
 
 

@@ -67,8 +67,10 @@ def test_follow_up_events_are_their_models_byte_for_byte(
     assert followup_events.validate_json(events[0].value).arm == arm  # type: ignore[union-attr]
     assert len(events) == (2 if opens else 1)
     same_bytes_through_the_model(events[0].value, followup_events)
+    assert events[0].key == "ü-7".encode()  # a person's follow-ups in order
     if opens:
         same_bytes_through_the_model(events[1].value, ticket_events)
+        assert (events[1].topic, events[1].key) == (TOPICS.tickets, b"tk_1")  # with the ticket's updates
 
 
 @pytest.mark.parametrize("erased", [False, True])
