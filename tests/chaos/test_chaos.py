@@ -18,12 +18,12 @@ pytestmark = pytest.mark.e2e
 
 
 async def test_under_load_a_killed_consumer_a_hung_database_and_poison_lose_and_double_nothing(tmp_path: Path) -> None:
-    scenario = Scenario(tmp_path / "var", rate=50, hang_s=5)
+    scenario = Scenario(tmp_path / "var", rate=40, hang_s=5)
     try:
-        outcomes = await scenario.execute(full=False, warm_s=2, recover_s=60, min_acked=80)
+        outcomes = await scenario.execute(full=False, warm_s=2, recover_s=60, min_acked=60)
         assert scenario.driver.violations == []
         assert [o.fault for o in outcomes] == ["SIGKILL scoring", "PostgreSQL hung 5 s", "poison messages"]
-        assert all(o.recovered_s is not None and o.acknowledged >= 80 for o in outcomes), outcomes
+        assert all(o.recovered_s is not None and o.acknowledged >= 60 for o in outcomes), outcomes
         hang = outcomes[1]
         assert hang.unavailable > 0, hang  # the hang was felt: ingest and the readers got 503s
         assert scenario.driver.answers["202"] >= sum(o.acknowledged for o in outcomes)
