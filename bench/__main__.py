@@ -8,7 +8,8 @@ alerts   bench/alerts.py: evaluation rounds over 10,000 segments
 themes   bench/themes.py: the backlog, with comments, tagged and counted by `nps themes`
 collect  bench/collect.py: GET /v1/prompt at 2,000/s, publishable POSTs, response-rate counting
 widget   bench/widget.py: the web widget's scripts, bytes and gzipped
-loop     bench/loop.py: `nps up`'s six services, unpinned, through a backlog shaped like real traffic"""
+loop     bench/loop.py: `nps up`'s six services, unpinned, through a backlog shaped like real traffic
+broker   bench/broker.py: the embedded broker's CPU per message: produce only, and a trickle read by groups"""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 
 from bench.alerts import bench_alerts, write_alerts_report
+from bench.broker import bench_broker, write_broker_report
 from bench.collect import bench_collect, write_collect_report
 from bench.delivery import bench_delivery, write_delivery_report
 from bench.followup import bench_followup, write_followup_report
@@ -47,6 +49,7 @@ def main() -> int:
             "collect",
             "widget",
             "loop",
+            "broker",
         ],
         help="run one benchmark (its section is rewritten)",
     )
@@ -76,6 +79,8 @@ def main() -> int:
         print(f"wrote {write_widget_report()}")
     if args.only in (None, "loop"):
         print(f"wrote {write_loop_report(bench_loop(args.events, args.sustain_seconds))}")
+    if args.only in (None, "broker"):
+        print(f"wrote {write_broker_report(bench_broker())}")
     if args.only in (None, "storage"):
         print(f"wrote {write_storage_report(bench_storage(args.events))}")
     return 0
