@@ -13,7 +13,6 @@ The broker's CPU is read from /proc; the clients run in this process."""
 from __future__ import annotations
 
 import asyncio
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.common import machine, write_section
+from bench.common import cpu_seconds, machine, write_section
 from services.embedded import EmbeddedBroker, free_port
 
 PARTITIONS = 12
@@ -41,11 +40,6 @@ class Measured:
     produced_per_s: float
     broker_core: float  # share of one core
     broker_ms_per_message: float
-
-
-def broker_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _topics(bootstrap: str, *names: str) -> None:
@@ -77,7 +71,7 @@ async def _produce(bootstrap: str, topic: str, seconds: float, rate: float | Non
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks="all")
     await producer.start()
     sent = 0
-    began, cpu_before = time.monotonic(), broker_cpu_s(pid)
+    began, cpu_before = time.monotonic(), cpu_seconds(pid)
     end = began + seconds
 
     async def sender(k: int) -> None:
@@ -93,7 +87,7 @@ async def _produce(bootstrap: str, topic: str, seconds: float, rate: float | Non
     try:
         await asyncio.gather(*(sender(k) for k in range(SENDERS)))
     finally:
-        elapsed, cpu = time.monotonic() - began, broker_cpu_s(pid) - cpu_before
+        elapsed, cpu = time.monotonic() - began, cpu_seconds(pid) - cpu_before
         await producer.stop()
     return Measured(what, sent / elapsed, cpu / elapsed, cpu / max(1, sent) * 1000)
 

@@ -53,6 +53,12 @@ def machine() -> str:
     )
 
 
+def cpu_seconds(pid: int | str) -> float:
+    """The user and system CPU seconds process `pid` has used so far (/proc/PID/stat; OSError once gone)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def spread(values: Sequence[float], form: str = "{:,.0f}") -> str:
     """The median, and the range when there are several runs: `43,100 (40,200 to 48,300)`."""
     median = form.format(statistics.median(values))

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.common import BENCH_SECRET, BENCH_SECRETS_KEY, ROOT, machine, write_section
+from bench.common import BENCH_SECRET, BENCH_SECRETS_KEY, ROOT, cpu_seconds, machine, write_section
 from bench.latency import LatencyProbe, in_followup, in_scoring, in_themes, visible_after
 from bench.scoring import backlog, fill, run_raw
 from followup_service.routing.policy import DEFAULT_POLICY
@@ -104,14 +104,13 @@ def loop_backlog(n: int, seed: int = 7) -> tuple[list[tuple[bytes, bytes]], list
 def _cpu_seconds() -> dict[str, float]:
     """CPU seconds used so far by each part of the loop: the six services (by name), PostgreSQL (its
     processes added up) and the broker; a process that ended is not counted."""
-    tick = os.sysconf("SC_CLK_TCK")
     found: dict[str, float] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            used = cpu_seconds(entry.name)
         except OSError:
             continue
         if " -m services " in command and command.split(" -m services ")[1].split(" ")[0] in SERVICES:
@@ -122,7 +121,7 @@ def _cpu_seconds() -> dict[str, float]:
             part = "broker"
         else:
             continue
-        found[part] = found.get(part, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        found[part] = found.get(part, 0.0) + used
     return found
 
 
