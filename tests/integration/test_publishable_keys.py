@@ -222,7 +222,12 @@ async def test_a_flood_from_one_address_or_for_one_person_gets_429(public: LiveI
         assert limited[0].headers["access-control-allow-origin"] == PAGE  # the page may read when to retry
         # Every other client keeps its own allowance (a flood from one address stops only that one).
         assert (await from_address("203.0.113.10")).status_code == 202
-        assert (await from_address("203.0.113.9")).status_code == 429
+        # And the flooding address is still held to its refill (2/s), not given a new burst of 60: a
+        # token or two may have come back while the other client was answered on a loaded host.
+        again: list[int] = []
+        while len(again) < 10 and 429 not in again:
+            again.append((await from_address("203.0.113.9")).status_code)
+        assert 429 in again, again
 
 
 def test_bad_publishable_keys_are_refused_at_creation(public: LiveIngest, tmp_path: Path) -> None:
