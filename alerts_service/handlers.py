@@ -91,7 +91,7 @@ class MirrorScores:
                 days = held.get(segment, NO_DAYS)
                 before = days.sum(first, last)
                 kept[segment] = days.replaced(first, last, now)
-                delta = sum((c for _, c in now), Counts()) - before
+                delta = Counts.total(c for _, c in now) - before
                 # The first days alerts holds of a segment (new, or upgraded from v1, or back after
                 # 84 quiet days) are its history, not what just arrived.
                 first_sight = before.n == 0

@@ -192,7 +192,7 @@ class SegmentGauges:
         counted = await repository.days_of(conn, self.segments, days)
         metrics.SEGMENT_WINDOW_DAYS.set(self.window_days)
         for segment, by_day in counted.items():
-            counts = sum(by_day.values(), Counts())
+            counts = Counts.total(by_day.values())
             interval = ci95(counts)
             score = counts.nps
             metrics.SEGMENT_SCORE.labels(segment).set(math.nan if score is None else score)

@@ -37,8 +37,8 @@ def score_changed(
     event = ScoreChanged(
         segment=segment,
         as_of=as_of,
-        current=window_counts(current, sum((c for d, c in days.items() if d in current), Counts())),
-        baseline=window_counts(baseline, sum((c for d, c in days.items() if d in baseline), Counts())),
+        current=window_counts(current, Counts.total(c for d, c in days.items() if d in current)),
+        baseline=window_counts(baseline, Counts.total(c for d, c in days.items() if d in baseline)),
         computed_at=now,
         daily_first_day=span.first,
         daily=[

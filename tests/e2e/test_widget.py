@@ -70,26 +70,25 @@ async def _playwright() -> AsyncIterator[None]:
             _DRIVER.clear()
 
 
-@asynccontextmanager
-async def browser(*args: str) -> AsyncIterator[Browser]:
+async def browser(*args: str) -> Browser:
+    """The file's Chromium started with `args`, launched on first use."""
     if args not in _LAUNCHED:
         _LAUNCHED[args] = await _DRIVER[0].chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", *args])
-    yield _LAUNCHED[args]
+    return _LAUNCHED[args]
 
 
 @asynccontextmanager
 async def page_of(*args: str, **context: Any) -> AsyncIterator[tuple[Page, list[str]]]:
     """A new page (not yet anywhere), and every console error it will log."""
-    async with browser(*args) as chromium:
-        ctx: BrowserContext = await chromium.new_context(**context)
-        page = await ctx.new_page()
-        errors: list[str] = []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        try:
-            yield page, errors
-        finally:
-            await ctx.close()
+    ctx: BrowserContext = await (await browser(*args)).new_context(**context)
+    page = await ctx.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        yield page, errors
+    finally:
+        await ctx.close()
 
 
 def demo(loop: Loop, person: str, plan: str) -> str:
@@ -238,35 +237,35 @@ async def test_an_answer_lost_on_the_network_is_sent_again_on_the_next_page_load
     """The loop takes the first POST but the browser never hears back (the connection drops): the
     widget keeps the answer; the next page load sends it again with the same id; it counts once."""
     run = uuid.uuid4().hex[:8]
-    async with browser() as chromium:
-        ctx = await chromium.new_context()
-        page = await ctx.new_page()
-        answers = sent_bodies(page, "/v1/responses")
-        taken: list[int] = []
+    chromium = await browser()
+    ctx = await chromium.new_context()
+    page = await ctx.new_page()
+    answers = sent_bodies(page, "/v1/responses")
+    taken: list[int] = []
 
-        async def drop_after_sending(route: Route) -> None:
-            if route.request.method == "POST":
-                reply = await route.fetch()  # it reaches the loop...
-                taken.append(reply.status)
-            await route.abort("connectionreset")  # ...and the answer never reaches the page
+    async def drop_after_sending(route: Route) -> None:
+        if route.request.method == "POST":
+            reply = await route.fetch()  # it reaches the loop...
+            taken.append(reply.status)
+        await route.abort("connectionreset")  # ...and the answer never reaches the page
 
-        await page.route("**/v1/responses", drop_after_sending)
+    await page.route("**/v1/responses", drop_after_sending)
+    await page.goto(demo(loop, f"n-{run}", run))
+    await page.get_by_role("radio", name="10", exact=True).check()
+    await page.get_by_role("button", name="Send").click()
+    await eventually(lambda: _len_at_least(taken, 1), timeout=10)
+    kept = await page.evaluate("() => Object.keys(localStorage).filter(k => k.startsWith('nps-widget:pending'))")
+    assert kept, "the answer is kept for the next page load"
+    # The next page load, in a new tab of the same browser: the page that lost its answer is
+    # closed first, so none of its own retries (still dropped) can succeed in between.
+    await page.close()
+    page = await ctx.new_page()
+    again = sent_bodies(page, "/v1/responses")
+    async with page.expect_response(lambda r: r.url.endswith("/v1/responses") and r.status == 202):
         await page.goto(demo(loop, f"n-{run}", run))
-        await page.get_by_role("radio", name="10", exact=True).check()
-        await page.get_by_role("button", name="Send").click()
-        await eventually(lambda: _len_at_least(taken, 1), timeout=10)
-        kept = await page.evaluate("() => Object.keys(localStorage).filter(k => k.startsWith('nps-widget:pending'))")
-        assert kept, "the answer is kept for the next page load"
-        # The next page load, in a new tab of the same browser: the page that lost its answer is
-        # closed first, so none of its own retries (still dropped) can succeed in between.
-        await page.close()
-        page = await ctx.new_page()
-        again = sent_bodies(page, "/v1/responses")
-        async with page.expect_response(lambda r: r.url.endswith("/v1/responses") and r.status == 202):
-            await page.goto(demo(loop, f"n-{run}", run))
-        left = await page.evaluate("() => Object.keys(localStorage).filter(k => k.startsWith('nps-widget:pending'))")
-        assert left == []
-        await ctx.close()
+    left = await page.evaluate("() => Object.keys(localStorage).filter(k => k.startsWith('nps-widget:pending'))")
+    assert left == []
+    await ctx.close()
     assert again and taken[0] == 202 and len({a["response_id"] for a in answers + again}) == 1  # one id throughout
 
     async def once() -> bool:
