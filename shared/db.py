@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from itertools import chain, count
 from types import TracebackType
@@ -17,8 +18,8 @@ from typing import Any, TypeVar
 import asyncpg
 from alembic import command, context
 from alembic.config import Config
-from sqlalchemy import Connection, MetaData, text
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy import Connection, MetaData, event, text
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -46,23 +47,58 @@ SERVICE_SCHEMAS = {
 }
 
 
-def make_engine(url: str, *, pool_size: int = 5, timeout_s: float = 10.0) -> AsyncEngine:
+def make_engine(url: str, *, pool_size: int = 5, timeout_s: float = 10.0, rested_s: float | None = None) -> AsyncEngine:
     """An engine whose waits are bounded by `timeout_s`: for a connection from a full pool
     (`pool_timeout`) and for a new one to be opened (asyncpg's connect timeout: a server that
     accepts the socket but never answers). Work inside a `shared.deadline.Deadline` holds the
-    connections it checks out, and a connection the pool gives up on is terminated (`track`)."""
+    connections it checks out, and a connection the pool gives up on is terminated (`track`). A
+    pooled connection is pinged before use only after resting `rested_s` (`ping_when_rested`)."""
     # hide_parameters: a database error's message never carries the statement's values (respondent
     # ids, comments); those messages reach logs at WARNING and above.
     engine = create_async_engine(
         async_url(url),
         pool_size=pool_size,
-        pool_pre_ping=True,
         pool_timeout=timeout_s,
         connect_args={"timeout": timeout_s},
         hide_parameters=True,
     )
     deadline.track(engine)
+    ping_when_rested(engine, RESTED_S if rested_s is None else rested_s)
     return engine
+
+
+# A pooled connection unused for longer than this is pinged before it is handed out.
+RESTED_S = 1.0
+_RESTED_AT = "nps_rested_at"
+
+
+def ping_when_rested(engine: AsyncEngine, rested_s: float) -> None:
+    """Ping a pooled connection before use only when it has rested `rested_s` or more.
+
+    SQLAlchemy's `pool_pre_ping` pings on every checkout. With asyncpg, that ping is three round
+    trips (BEGIN, `;`, ROLLBACK). A query API's read paid it on every request, and so did a
+    consumer's transaction on every batch: about half of what a one-row GET cost here
+    (bench/checkout). A connection used within the last second is as good as a pinged one. A server
+    that went away since is met by the statement itself. Its error is a disconnect: the pool drops
+    every connection older than it, consumers retry the batch, and a query answers 503. Registered
+    after `deadline.track`, so a deadline holds the connection while its ping waits."""
+    pool = engine.sync_engine.pool
+    dialect = engine.sync_engine.dialect
+
+    @event.listens_for(pool, "checkin")
+    def _rests(dbapi_connection: Any, record: Any) -> None:
+        record.info[_RESTED_AT] = time.monotonic()
+
+    @event.listens_for(pool, "checkout")
+    def _ping_if_rested(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        rested_at = record.info.get(_RESTED_AT)
+        if rested_at is None or time.monotonic() - rested_at < rested_s:
+            return  # just opened, or used a moment ago
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            # The pool invalidates this connection and checks out another (a new one if need be).
+            raise DisconnectionError(describe_failure(exc)) from exc
 
 
 def sqlstate_of(exc: BaseException) -> str | None:
