@@ -52,7 +52,7 @@ def create_app(settings: IngestSettings | None = None) -> RawFirst:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.require_database_url(), timeout_s=settings.db_timeout_s)
+        engine = make_engine(settings.require_database_url(), timeout_s=settings.db_timeout_s, name="nps-ingest")
         producer = make_producer(settings, client_id="nps-ingest", linger_ms=settings.producer_linger_ms)
         await producer.start()
         store = ResponseStore(engine)

@@ -88,7 +88,7 @@ async def running_loop(
     """Engine, producer, consumer and the consumer loop of one service, the loop running as a task.
     On exit the loop is asked to stop (it finishes and commits its batch), then all is closed. What
     a service's lifespan runs, and what the integration tests run the real wiring with."""
-    engine = make_engine(settings.require_database_url(), timeout_s=settings.db_timeout_s)
+    engine = make_engine(settings.require_database_url(), timeout_s=settings.db_timeout_s, name=client_id)
     if spec.prepare is not None:
         try:
             await spec.prepare(engine)

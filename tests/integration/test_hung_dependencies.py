@@ -25,7 +25,7 @@ from scoring_service.bootstrap import create_app
 from scoring_service.settings import ScoringSettings
 from services.embedded import EmbeddedBroker, EmbeddedPostgres
 from shared import metrics
-from shared.db import database_reachable, database_unavailable, make_engine, upgrade
+from shared.db import MAX_OVERFLOW, database_reachable, database_unavailable, make_engine, upgrade
 from shared.events import response_events
 from shared.kafka import group_committed
 from shared.service import RunningLoop, running_loop
@@ -331,8 +331,8 @@ async def test_waiting_for_a_connection_from_a_full_pool_is_bounded_too(database
             held += 1
             await release.wait()
 
-    # pool_size 1, plus the 10 more SQLAlchemy opens beyond it (max_overflow's default)
-    holders = [asyncio.create_task(hold()) for _ in range(1 + 10)]
+    # pool_size 1, plus the ones it opens beyond it
+    holders = [asyncio.create_task(hold()) for _ in range(1 + MAX_OVERFLOW)]
     try:
 
         async def all_held() -> bool:
