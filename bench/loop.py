@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.common import BENCH_SECRET, BENCH_SECRETS_KEY, ROOT, cpu_seconds, machine, write_section
-from bench.latency import LatencyProbe, in_followup, in_scoring, in_themes, visible_after
+from bench.latency import POLL_S, LatencyProbe, in_followup, in_scoring, in_themes, visible_after
 from bench.scoring import backlog, fill, run_raw
 from followup_service.routing.policy import DEFAULT_POLICY
 from services.embedded import free_port
@@ -276,7 +276,8 @@ def write_loop_report(result: LoopResult) -> Path:
         "invitations waiting on the topics; the default policy with a 10% holdout on passives. Timed from the first "
         "commit of any group to the moment no group has anything left to read (delivery's follow-up and ticket "
         "topics included). Then, on the same loop, 2,000 POSTs/s through ingest (64 keep-alive connections from "
-        "this host), every 200th a probe polled in scoring, follow-up and themes until it shows.",
+        f"this host), every 200th a probe polled every {POLL_S * 1000:.0f} ms in scoring, follow-up and themes until "
+        "it shows.",
         f"- **This host's raw consume** (aiokafka, no decoding, no database): {result.raw_rate:,.0f} events/s.",
         "",
         "| run | responses/s | target | met |",
