@@ -90,8 +90,8 @@ def ping_when_rested(engine: AsyncEngine, rested_s: float) -> None:
 
     SQLAlchemy's `pool_pre_ping` pings on every checkout. With asyncpg, that ping is three round
     trips (BEGIN, `;`, ROLLBACK). A query API's read paid it on every request, and so did a
-    consumer's transaction on every batch: about half of what a one-row GET cost here
-    (bench/checkout). A connection used within the last second is as good as a pinged one. A server
+    consumer's transaction on every batch: about half of what a one-row GET cost (a checkout and
+    `SELECT 1` in a loop, docs/benchmarks.md). A connection used within the last second is as good as a pinged one. A server
     that went away since is met by the statement itself. Its error is a disconnect: the pool drops
     every connection older than it, consumers retry the batch, and a query answers 503. Registered
     after `deadline.track`, so a deadline holds the connection while its ping waits."""

@@ -1,7 +1,8 @@
 """The pool pings a connection before use only when it has rested (shared.db.ping_when_rested):
 one used a moment ago goes straight to its statement; one that rested is pinged, and replaced if
 its server connection is gone; one that died a moment ago fails its statement as the database
-being away, and the next checkout gets a new connection. Against the real PostgreSQL."""
+being away, and the next checkout gets a new connection. A pool keeps the connections a burst of
+up to its size opened, and each names its service. Against the real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.db import database_unavailable, make_engine
+from shared.db import MAX_OVERFLOW, database_unavailable, make_engine
 
 pytestmark = pytest.mark.integration
 
@@ -85,3 +86,35 @@ async def test_a_connection_that_died_a_moment_ago_fails_once_as_the_database_aw
         await backend_pid(engine)
     assert database_unavailable(failed.value)  # consumers retry it; a query answers 503
     assert await backend_pid(engine) != first  # the pool dropped it: the next use has a new one
+
+
+async def test_a_pool_keeps_what_a_burst_of_its_size_opened_and_names_its_service(database_url: str) -> None:
+    engine = make_engine(database_url, name="nps-test")
+    try:
+        size = engine.sync_engine.pool.size()
+        assert size == 10
+
+        async def burst(n: int) -> set[int]:
+            release = asyncio.Event()
+            pids: set[int] = set()
+
+            async def hold() -> None:
+                async with engine.connect() as conn:
+                    pids.add(int((await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one()))
+                    if len(pids) == n:
+                        release.set()
+                    await release.wait()
+
+            await asyncio.wait_for(asyncio.gather(*(hold() for _ in range(n))), 10)
+            return pids
+
+        first = await burst(size)
+        assert await burst(size) == first  # all kept: none closed after the burst, none opened again
+        beyond = await burst(size + MAX_OVERFLOW)
+        assert first < beyond  # the overflow ones are new
+        assert len(await burst(size + MAX_OVERFLOW) - beyond) == MAX_OVERFLOW  # and were not kept
+        async with engine.connect() as conn:
+            named = (await conn.execute(sa.text("SELECT current_setting('application_name')"))).scalar_one()
+        assert named == "nps-test"
+    finally:
+        await engine.dispose()
