@@ -34,7 +34,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--seconds", type=int, default=15, help="length of each measured run")
     parser.add_argument(
-        "--profile", type=Path, metavar="DIR", help="sample the measured service with py-spy; stacks go to DIR"
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="sample the measured service with py-spy and PostgreSQL's active statements (the loop: PostgreSQL "
+        "only, each phase); stacks and summaries go to DIR",
     )
     parser.add_argument(
         "--only",
@@ -78,7 +82,7 @@ def main() -> int:
     if args.only in (None, "widget"):
         print(f"wrote {write_widget_report()}")
     if args.only in (None, "loop"):
-        print(f"wrote {write_loop_report(bench_loop(args.events, args.sustain_seconds))}")
+        print(f"wrote {write_loop_report(bench_loop(args.events, args.sustain_seconds, args.profile))}")
     if args.only in (None, "broker"):
         print(f"wrote {write_broker_report(bench_broker())}")
     if args.only in (None, "storage"):

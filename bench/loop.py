@@ -28,6 +28,7 @@ from pathlib import Path
 
 from bench.common import BENCH_SECRET, BENCH_SECRETS_KEY, ROOT, cpu_seconds, machine, write_section
 from bench.latency import POLL_S, LatencyProbe, in_followup, in_scoring, in_themes, visible_after
+from bench.profile import sampling
 from bench.scoring import backlog, fill, run_raw
 from followup_service.routing.policy import DEFAULT_POLICY
 from services.embedded import free_port
@@ -140,17 +141,23 @@ def policy_with_an_experiment(work: Path) -> Path:
     return path
 
 
-def bench_loop(n: int, sustain_s: int = 60) -> LoopResult:
+def bench_loop(n: int, sustain_s: int = 60, profile_dir: Path | None = None) -> LoopResult:
+    """With `profile_dir`, PostgreSQL is sampled in each phase (bench/pgsample.py): by service and
+    statement, printed and written there."""
     responses, invitations = loop_backlog(n)
     work = Path(tempfile.mkdtemp(prefix="nps-bench-loop-"))
     try:
-        return _run(work, responses, invitations, sustain_s)
+        return _run(work, responses, invitations, sustain_s, profile_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def _run(
-    work: Path, responses: list[tuple[bytes, bytes]], invitations: list[tuple[bytes, bytes]], sustain_s: int
+    work: Path,
+    responses: list[tuple[bytes, bytes]],
+    invitations: list[tuple[bytes, bytes]],
+    sustain_s: int,
+    profile_dir: Path | None,
 ) -> LoopResult:
     n = len(responses)
     with private_infrastructure(work, namespace="bench") as infra:
@@ -193,16 +200,22 @@ def _run(
             sizes = {topics.responses: len(responses), topics.invitations: len(invitations)}
             # Polled from the start: the services consume as soon as their loops run, before /readyz
             cpu_start = _cpu_seconds()
-            whole_s = _until_read(bootstrap, groups, sizes, 900, log, lambda: process.poll() is not None)
+            with sampling(infra.database_url, profile_dir) as sampler:
+                whole_s = _until_read(bootstrap, groups, sizes, 900, log, lambda: process.poll() is not None)
             cpu_backlog = _cpu_used(cpu_start, _cpu_seconds())
+            if sampler is not None and profile_dir is not None:
+                print(sampler.write(profile_dir / "loop-backlog-postgresql.txt"), flush=True)
             print(
                 f"  whole loop   {n / whole_s:>9,.0f} responses/s; now {RATE:,} POSTs/s for {sustain_s} s", flush=True
             )
             where = [in_scoring(urls["scoring"]), in_followup(urls["followup"]), in_themes(urls["themes"])]
             asyncio.run(visible_after(urls["ingest"], key, RATE, 5, where, 200, CONNECTIONS))  # warm-up, not reported
             cpu_before = _cpu_seconds()
-            sustained = asyncio.run(visible_after(urls["ingest"], key, RATE, sustain_s, where, 200, CONNECTIONS))
+            with sampling(infra.database_url, profile_dir) as sampler:
+                sustained = asyncio.run(visible_after(urls["ingest"], key, RATE, sustain_s, where, 200, CONNECTIONS))
             cpu_sustained = _cpu_used(cpu_before, _cpu_seconds())
+            if sampler is not None and profile_dir is not None:
+                print(sampler.write(profile_dir / "loop-sustained-postgresql.txt"), flush=True)
         finally:
             process.terminate()
             process.wait(60)

@@ -1,4 +1,5 @@
-"""py-spy, sampling a service process during a run: where the time goes (`--profile DIR`)."""
+"""py-spy, sampling a service process during a run: where the time goes (`--profile DIR`); and
+`sampling`, PostgreSQL's side of the same run (bench/pgsample.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from bench.pgsample import PgSampler
 
 
 class Profiler:
@@ -82,3 +87,13 @@ class Profiler:
         ]
         idle = f"| idle: waiting on PostgreSQL and the broker | {1 - busy:.0%} of the run | {(1 - busy) * per_item_us:.1f} |"
         return "\n".join(["| phase | share of busy samples | µs per item |", "|---|---|---|", *rows, idle])
+
+
+@contextmanager
+def sampling(database_url: str, profile_dir: Path | None) -> Iterator[PgSampler | None]:
+    """PostgreSQL sampled for as long as the block runs, when profiling (`profile_dir`); else None."""
+    if profile_dir is None:
+        yield None
+        return
+    with PgSampler(database_url) as sampler:
+        yield sampler
