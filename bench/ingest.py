@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.common import machine, spread, start_service, verdict, write_section
+from bench.common import BENCH_SECRET, BENCH_SECRETS_KEY, machine, spread, start_service, verdict, write_section
 from bench.profile import Profiler
 from services.embedded import free_port
 from services.infra import create_api_key, pin, private_infrastructure
@@ -245,6 +245,9 @@ def one_round(seconds: int, profile_dir: Path | None, workers: int) -> tuple[lis
                 "NPS_INGEST_RATE_LIMIT_PER_S": "0",
                 "NPS_LOG_LEVEL": "WARNING",
                 "NPS_INGEST_WORKERS": str(workers),
+                # Ingest keys respondents (identities, invitations) since issue 36: it does not start without.
+                "NPS_PSEUDONYM_SECRET": BENCH_SECRET,
+                "NPS_SECRETS_KEY": BENCH_SECRETS_KEY,
             }
             # One worker, on one core; wrk, PostgreSQL and the broker share the other. Several: no pinning.
             single_core = workers == 1
