@@ -111,6 +111,9 @@ class _Language:
     fuzzy: dict[str, list[_Phrase]] = field(default_factory=dict)  # a deletion of a long one-word phrase
     long_words: dict[str, list[_Phrase]] = field(default_factory=dict)  # those phrases' own stems
     patterns: list[tuple[str, re.Pattern[str]]] = field(default_factory=list)
+    # `_near`'s answer for each stem met, as words repeat across comments: one lookup instead of a
+    # deletion set and its probes each time (bounded: emptied when full).
+    near: dict[str, tuple[_Phrase, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +144,7 @@ def _match(language: _Language, words: list[str], text: str) -> set[str]:
     found: set[str] = set()
     stemmed = stems(words, language.code)
     for i, stem in enumerate(stemmed):
-        candidates = language.by_first.get(stem)
+        candidates: Sequence[_Phrase] | None = language.by_first.get(stem)
         if candidates is None and len(stem) >= FUZZY_MIN:
             candidates = _near(language, stem)
         for phrase in candidates or ():
@@ -157,15 +160,24 @@ def _match(language: _Language, words: list[str], text: str) -> set[str]:
     return found
 
 
-def _near(language: _Language, stem: str) -> list[_Phrase]:
+NEAR_CACHED = 50_000  # stems whose near phrases a language keeps
+
+
+def _near(language: _Language, stem: str) -> tuple[_Phrase, ...]:
     """One-word phrases one edit away: a deletion of the word is a phrase (an extra letter typed), the
     word is a deletion of a phrase (one missing), or they share a deletion (one changed or swapped)."""
+    known = language.near.get(stem)
+    if known is not None:
+        return known
     near: list[_Phrase] = []
     for variant in _deletions(stem):
         near.extend(language.long_words.get(variant, ()))
         near.extend(language.fuzzy.get(variant, ()))
     near.extend(language.fuzzy.get(stem, ()))
-    return near
+    if len(language.near) >= NEAR_CACHED:
+        language.near.clear()
+    found = language.near[stem] = tuple(near)
+    return found
 
 
 def compile_taxonomy(spec: TaxonomySpec, source: str = "<taxonomy>") -> Taxonomy:

@@ -129,3 +129,17 @@ def test_the_commands_check_a_taxonomy_and_evaluate_a_labelled_set(
     assert "| performance | 0.00 | 1.00 | 0 | 1 | 0 |" in out and "| price | 1.00 | 0.00 | 0 | 0 | 1 |" in out
     labelled.write_text("not json\n")
     assert main(["themes", "evaluate", "--labelled", str(labelled)]) == 1
+
+
+def test_near_phrases_are_remembered_per_stem_and_the_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each language keeps `_near`'s answer per stem (typos are looked up once), emptied when full;
+    what is tagged is the same with the memory cold, warm, or emptied along the way."""
+    from themes_service import taxonomy
+
+    comments = ["delivry was late", "paymnet failed at checkout", "the parcell arrived", "checkuot broke"] * 3
+    cold = [taxonomy.load_taxonomy().tag(c) for c in comments]
+    monkeypatch.setattr(taxonomy, "NEAR_CACHED", 3)
+    small = taxonomy.load_taxonomy()
+    assert [small.tag(c) for c in comments] == cold
+    assert cold[0] == ("delivery",) and cold[1] == ("bugs", "price")
+    assert all(0 < len(language.near) <= 3 for language in small.languages)
