@@ -70,13 +70,11 @@ def run_consumer(
             children.append(process)
             profiler = Profiler(process.pid, profile_dir) if profile_dir is not None else None
             spy = profiler.start(service, 30) if profiler is not None else None
-            with sampling(infra.database_url, profile_dir) as sampler:
+            with sampling(infra.database_url, profile_dir, service):
                 done, seconds = catch_up(service, bootstrap, group, topics.responses, n, log, 900)
             if spy is not None and profiler is not None:
                 spy.wait(60)
                 print(profiler.summary(service, 30), flush=True)
-            if sampler is not None and profile_dir is not None:
-                print(sampler.write(profile_dir / f"{service}-postgresql.txt"), flush=True)
             result = ConsumerResult(n, raw_s, done, seconds)
             print(f"  {service:<12} {result.service_rate:>9,.0f} events/s ({doing})", flush=True)
             process.terminate()

@@ -200,22 +200,18 @@ def _run(
             sizes = {topics.responses: len(responses), topics.invitations: len(invitations)}
             # Polled from the start: the services consume as soon as their loops run, before /readyz
             cpu_start = _cpu_seconds()
-            with sampling(infra.database_url, profile_dir) as sampler:
+            with sampling(infra.database_url, profile_dir, "loop-backlog"):
                 whole_s = _until_read(bootstrap, groups, sizes, 900, log, lambda: process.poll() is not None)
             cpu_backlog = _cpu_used(cpu_start, _cpu_seconds())
-            if sampler is not None and profile_dir is not None:
-                print(sampler.write(profile_dir / "loop-backlog-postgresql.txt"), flush=True)
             print(
                 f"  whole loop   {n / whole_s:>9,.0f} responses/s; now {RATE:,} POSTs/s for {sustain_s} s", flush=True
             )
             where = [in_scoring(urls["scoring"]), in_followup(urls["followup"]), in_themes(urls["themes"])]
             asyncio.run(visible_after(urls["ingest"], key, RATE, 5, where, 200, CONNECTIONS))  # warm-up, not reported
             cpu_before = _cpu_seconds()
-            with sampling(infra.database_url, profile_dir) as sampler:
+            with sampling(infra.database_url, profile_dir, "loop-sustained"):
                 sustained = asyncio.run(visible_after(urls["ingest"], key, RATE, sustain_s, where, 200, CONNECTIONS))
             cpu_sustained = _cpu_used(cpu_before, _cpu_seconds())
-            if sampler is not None and profile_dir is not None:
-                print(sampler.write(profile_dir / "loop-sustained-postgresql.txt"), flush=True)
         finally:
             process.terminate()
             process.wait(60)

@@ -90,10 +90,12 @@ class Profiler:
 
 
 @contextmanager
-def sampling(database_url: str, profile_dir: Path | None) -> Iterator[PgSampler | None]:
-    """PostgreSQL sampled for as long as the block runs, when profiling (`profile_dir`); else None."""
+def sampling(database_url: str, profile_dir: Path | None, name: str) -> Iterator[None]:
+    """When profiling (`profile_dir`), PostgreSQL sampled for as long as the block runs; its summary
+    printed and written to `profile_dir`/`name`-postgresql.txt."""
     if profile_dir is None:
-        yield None
+        yield
         return
     with PgSampler(database_url) as sampler:
-        yield sampler
+        yield
+    print(sampler.write(profile_dir / f"{name}-postgresql.txt"), flush=True)

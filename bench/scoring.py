@@ -220,13 +220,11 @@ def bench_scoring(n: int, e2e_seconds: int, profile_dir: Path | None = None) -> 
             profiler = Profiler(scoring.pid, profile_dir) if profile_dir is not None and run == 0 else None
             spy = profiler.start("scoring", 30) if profiler is not None else None
             log = stack.work / "scoring.log"
-            with sampling(run_url, profile_dir if run == 0 else None) as sampler:
+            with sampling(run_url, profile_dir if run == 0 else None, "scoring"):
                 service_events, service_s = catch_up("scoring", bootstrap, group, topics.responses, n, log, 600)
             if spy is not None and profiler is not None:
                 spy.wait(60)
                 print(profiler.summary("scoring", 30), flush=True)
-            if sampler is not None and profile_dir is not None:
-                print(sampler.write(profile_dir / "scoring-postgresql.txt"), flush=True)
             scoring.terminate()  # the next run has core 0 to itself
             scoring.wait(30)
             service_rates.append(service_events / service_s)

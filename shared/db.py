@@ -55,7 +55,7 @@ _RESTED_AT = "nps_rested_at"
 
 
 def make_engine(
-    url: str, *, pool_size: int = 10, timeout_s: float = 10.0, rested_s: float | None = None, name: str | None = None
+    url: str, *, pool_size: int = 10, timeout_s: float = 10.0, rested_s: float = RESTED_S, name: str | None = None
 ) -> AsyncEngine:
     """An engine whose waits are bounded by `timeout_s`: for a connection from a full pool
     (`pool_timeout`) and for a new one to be opened (asyncpg's connect timeout: a server that
@@ -81,7 +81,7 @@ def make_engine(
         hide_parameters=True,
     )
     deadline.track(engine)
-    ping_when_rested(engine, RESTED_S if rested_s is None else rested_s)
+    ping_when_rested(engine, rested_s)
     return engine
 
 
