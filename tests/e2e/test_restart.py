@@ -245,14 +245,27 @@ def _hold_consumers(loop: Loop) -> list[int]:
 
 
 async def _stop_now(loop: Loop, held: list[int], fault: Callable[[], None] | None = None) -> None:
-    """`fault` (if any), then Ctrl-C the launcher at once; the held consumers get their SIGTERM."""
+    """`fault` (if any), then Ctrl-C the launcher at once; the held consumers get their SIGTERM.
+    They resume only once ingest has stopped: a consumer resumed at once may still read what a
+    fetch had brought and commit it on its way out, ingest's watermark then rightly moves past it
+    and the replay is smaller than what was posted while held (CI saw 720 of 920). Held until
+    ingest is gone, the consumers' last commits cannot move the watermark, so the replay must
+    bring back every event posted while they were held."""
+    ingest = loop.children()["ingest"]
+
+    async def ingest_gone() -> bool:
+        return not alive(ingest)
+
     try:
         if fault is not None:
             fault()
     finally:
         loop.process.send_signal(signal.SIGINT)
-        for pid in held:
-            os.kill(pid, signal.SIGCONT)
+        try:
+            await eventually(ingest_gone, timeout=60, every=0.1)
+        finally:
+            for pid in held:
+                os.kill(pid, signal.SIGCONT)
     await asyncio.to_thread(loop.process.wait, 90)
 
 
