@@ -57,7 +57,7 @@ from collections.abc import Callable, Coroutine
 from datetime import date, datetime
 from typing import Any
 
-from delivery_service import cli as webhooks_cli
+from delivery_service import arguments as webhooks_arguments
 from services.infra import create_topics
 from services.launcher import SERVICES, LauncherSettings, sealer_if_set, service_entry, up
 from services.tools import (
@@ -247,7 +247,7 @@ def add_admin_commands(sub: Any) -> None:
     rotate.add_argument("name")
     rotate.add_argument("--overlap-s", type=float, default=86_400, help="how long the old secret still verifies")
     keys_sub.add_parser("list", help="list keys: names, scopes, dates, last use (never the keys)")
-    webhooks = webhooks_cli.add_parser(sub)
+    webhooks = webhooks_arguments.add_parser(sub)
     webhooks.set_defaults(func=on_the_database(lambda args, url: webhooks_command(url, args)))
     sealed = sub.add_parser("secrets", help="the key that seals stored secrets (NPS_SECRETS_KEY)")
     sealed_actions = sealed.add_subparsers(dest="action", required=True)

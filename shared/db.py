@@ -13,11 +13,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from itertools import chain, count
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
-from alembic import command, context
-from alembic.config import Config
 from sqlalchemy import Connection, MetaData, event, text
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
@@ -27,6 +25,9 @@ from shared import deadline
 from shared.pseudonyms import Pseudonyms
 from shared.sealed import Sealer
 from shared.settings import async_url
+
+if TYPE_CHECKING:  # alembic costs every service process ~0.1 s to import; only migrations need it
+    from alembic.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -376,6 +377,8 @@ async def database_reachable(engine: AsyncEngine, timeout: float = 1.0) -> bool:
 def alembic_config(
     script_location: str, url: str, pseudonym_secret: str | None = None, sealer: Sealer | None = None
 ) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", script_location)
     cfg.attributes["url"] = async_url(url)
@@ -392,6 +395,8 @@ def upgrade(
     """`alembic upgrade head` for each service's schema. Synchronous: call it from a thread
     when an event loop is running. The secret is needed only where stored keys must be converted,
     the sealer only where stored secrets must be sealed."""
+    from alembic import command
+
     for name in services or list(SERVICE_SCHEMAS):
         log.info("migrating %s", name)
         command.upgrade(alembic_config(SERVICE_SCHEMAS[name], url, pseudonym_secret, sealer), "head")
@@ -399,6 +404,8 @@ def upgrade(
 
 def run_migrations_env(schema: str, metadata: MetaData | None = None) -> None:
     """Body of every service's migrations/env.py (online mode only: we always have a database)."""
+    from alembic import context
+
     url = context.config.attributes["url"]
 
     def migrate(connection: Connection) -> None:
