@@ -86,13 +86,20 @@ def rates_spec(settings: ScoringSettings) -> ConsumerSpec[Any]:
     )
 
 
+def consumers(settings: ScoringSettings, now: Callable[[], datetime] = clock) -> list[ConsumerSpec[Any]]:
+    """The consumer loops `settings.consumers` names, the counts first when both run."""
+    made = {"counts": lambda: spec(settings, now), "rates": lambda: rates_spec(settings)}
+    return [made[name]() for name in ("counts", "rates") if name in settings.consumers]
+
+
 def create_app(settings: ScoringSettings | None = None, now: Callable[[], datetime] = clock) -> FastAPI:
     """The service; `now` is the clock of its consumer and of the API's "today" (tests pin it)."""
     settings = settings or ScoringSettings()
+    first, *more = consumers(settings, now)
     app = create_base_app(
         "scoring",
         "NPS scoring",
-        consuming_lifespan(settings, spec(settings, now), rates_spec(settings)),
+        consuming_lifespan(settings, first, *more),
         db_timeout_s=settings.db_timeout_s,
     )
     app.state.settings = settings

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from datetime import date
 from functools import cached_property
+from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from scoring_service.domain import Dimensions, parse_segment
@@ -76,6 +77,22 @@ class ScoringSettings(ServiceSettings):
         "sent at most this many days before it",
     )
     metric_interval_s: float = Field(default=30.0, gt=0, description="how often the `nps_segment_*` gauges are read")
+    consumers: list[Literal["counts", "rates"]] = Field(
+        default=["counts", "rates"],
+        description="the consumer loops this process runs (JSON list): `counts` (the scores, group_id) and `rates` "
+        '(the response rates, rates_group_id). Both by default; `["counts"]` in one deployment and '
+        '`["rates"]` in another give each a process (and a core) of its own, as the rates loop costs the '
+        "counts ~40% of their rate when they share one. Every process serves the whole query API",
+    )
+
+    @field_validator("consumers")
+    @classmethod
+    def _some_consumers(cls, consumers: list[str]) -> list[str]:
+        if not consumers:
+            raise ValueError('name at least one: ["counts"], ["rates"] or ["counts", "rates"]')
+        if len(set(consumers)) < len(consumers):
+            raise ValueError(f"a consumer named twice: {consumers}")
+        return consumers
 
     @property
     def rates_group(self) -> str:

@@ -57,6 +57,9 @@ from collections.abc import Callable, Coroutine
 from datetime import date, datetime
 from typing import Any
 
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
+
 from delivery_service import arguments as webhooks_arguments
 from services.infra import create_topics
 from services.launcher import SERVICES, LauncherSettings, sealer_if_set, service_entry, up
@@ -425,8 +428,35 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except (ValidationError, SettingsError) as exc:  # a bad NPS_* variable: say which and why, no traceback
+        if isinstance(exc, ValidationError) and not exc.title.endswith("Settings"):
+            raise  # not the environment's settings: a fault to see whole
+        print(f"nps {args.command}: bad configuration: {settings_problem(exc)}", file=sys.stderr)
+        return 2
     return code
+
+
+def settings_problem(exc: ValidationError | SettingsError) -> str:
+    """What is wrong with the environment's settings, in a line per problem."""
+    if isinstance(exc, SettingsError):  # a list or mapping variable that is not JSON
+        return f'{exc} (give it as JSON, e.g. ["a", "b"])'
+    return "; ".join(f"{variable_of(exc.title, e['loc'])}: {e['msg']}" for e in exc.errors())
+
+
+def variable_of(settings_class: str, loc: tuple[int | str, ...]) -> str:
+    """The environment variable behind a settings field (NPS_SCORING_CONSUMERS), else the field's name."""
+    from services.configdoc import SERVICES as DOCUMENTED
+
+    field = str(loc[0]) if loc else ""
+    for cls in [c for _, c in DOCUMENTED] + [LauncherSettings]:
+        if cls.__name__ == settings_class and field in cls.model_fields:
+            alias = cls.model_fields[field].validation_alias
+            if isinstance(alias, str):
+                return alias
+            return f"{cls.model_config.get('env_prefix', '')}{field}".upper()
+    return ".".join(str(p) for p in loc) or "input"
 
 
 if __name__ == "__main__":
