@@ -76,3 +76,9 @@ class FollowUpSettings(ServiceSettings):
     outbox_interval_s: float = Field(
         default=1.0, gt=0, description="how soon a ticket change made through the API is published (`TicketUpdated`)"
     )
+    sla_check_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="how often active tickets are checked against their SLAs (`TicketSlaBreached` is published up to "
+        "this late) and the `nps_tickets_active` gauge is read; each check reads every active ticket",
+    )

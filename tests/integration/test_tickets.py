@@ -301,6 +301,7 @@ async def test_a_missed_sla_deadline_is_published_once_per_ticket_and_deadline(
         update={
             "sla": {**DEFAULT_SLA, "normal": Sla(first_contact_s=1, resolution_s=3)},
             "outbox_interval_s": 0.2,
+            "sla_check_s": 0.2,
         }
     )
     await create_topics(settings)
@@ -350,7 +351,7 @@ async def test_a_rule_s_own_sla_holds_for_the_tickets_it_opens(
         "  - {name: others, action: none}\n"
     )
     settings = settings_for(bootstrap, database_url, namespace).model_copy(
-        update={"policy": policy, "outbox_interval_s": 0.2}  # high: the default SLA, 4 h to first contact
+        update={"policy": policy, "outbox_interval_s": 0.2, "sla_check_s": 0.2}  # high: the default SLA, 4 h
     )
     await create_topics(settings)
     run = uuid.uuid4().hex[:6]

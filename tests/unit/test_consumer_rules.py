@@ -9,7 +9,7 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-from shared.consumer import ConsumerLoop, RetryBatch, is_transient
+from shared.consumer import ConsumerLoop, Every, RetryBatch, is_transient
 
 
 @pytest.mark.parametrize(
@@ -85,3 +85,35 @@ async def test_a_stop_lets_the_outbox_flush_under_way_finish() -> None:
     await loop._stop_relay(relay)
     assert outbox.started == outbox.finished == 2  # the one under way, then the last one
     assert relay.done() and not relay.cancelled()
+
+
+async def test_a_step_every_interval_runs_first_at_once_then_only_once_its_interval_has_passed() -> None:
+    ran: list[object] = []
+
+    async def step(conn: Any) -> None:
+        ran.append(conn)
+
+    hourly, always = Every(step, 3600), Every(step, 0)
+    for conn in ("a", "b", "c"):
+        await hourly(cast(Any, conn))
+    assert ran == ["a"]
+    hourly.due = 0.0  # its hour has passed
+    await hourly(cast(Any, "d"))
+    await always(cast(Any, "e"))
+    await always(cast(Any, "f"))
+    assert ran == ["a", "d", "e", "f"]
+
+
+def test_follow_up_checks_slas_every_sla_check_s_not_every_tick(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SLA watch reads every active ticket: it runs every NPS_FOLLOWUP_SLA_CHECK_S within the
+    loop's tick, which stays every NPS_FOLLOWUP_OUTBOX_INTERVAL_S for the API's TicketUpdated."""
+    from followup_service.bootstrap import spec
+    from followup_service.settings import FollowUpSettings
+    from followup_service.tickets.handlers import WatchSlas
+
+    monkeypatch.setenv("NPS_PSEUDONYM_SECRET", "s" * 32)
+    settings = FollowUpSettings(sla_check_s=7, outbox_interval_s=0.5)
+    consumer = spec(settings)
+    assert consumer.tick_s == 0.5
+    assert isinstance(consumer.tick, Every) and consumer.tick.interval_s == 7
+    assert isinstance(consumer.tick.step, WatchSlas)
