@@ -93,6 +93,10 @@ def start_loop(
             # One token per 5 s per person for publishable keys (burst 5, as by default): the widget's
             # 429 test then has 5 s, not 1, between emptying a person's bucket and its Send.
             "NPS_INGEST_PUBLIC_RATE_PER_RESPONDENT_S": "0.2",
+            # A key made or revoked by `nps keys` counts in every service within 1 s, not 5: tests that
+            # make keys wait for it (up to 5 s each time otherwise).
+            **{f"NPS_{name.upper()}_KEY_REFRESH_S": "1" for name in SERVICES},
+            "NPS_FOLLOWUP_SLA_CHECK_S": "0.5",  # a 2 s SLA is seen missed at once; tests check it is published once
             **{f"NPS_{name.upper()}_PORT": str(port) for name, port in ports.items()},
             **(extra_env or {}),
         }
