@@ -75,11 +75,15 @@ def test_kustomization_lists_every_manifest_but_the_secret_template() -> None:
     assert sorted(listed) == sorted(present)
 
 
+# Scoring runs as two deployments of one image: the counts and the response rates (scoring.yaml).
+EXTRA_DEPLOYMENTS = {"nps-scoring-rates": "scoring"}
+
+
 def test_every_service_has_a_hardened_deployment_probed_on_its_own_port() -> None:
     deployments = {d["metadata"]["name"]: d for d in of_kind("Deployment")}
-    assert sorted(deployments) == sorted(f"nps-{s}" for s in SERVICES)
-    for name in SERVICES:
-        pod = deployments[f"nps-{name}"]["spec"]["template"]["spec"]
+    assert sorted(deployments) == sorted([f"nps-{s}" for s in SERVICES] + list(EXTRA_DEPLOYMENTS))
+    for deployment, name in [(f"nps-{s}", s) for s in SERVICES] + list(EXTRA_DEPLOYMENTS.items()):
+        pod = deployments[deployment]["spec"]["template"]["spec"]
         (container,) = pod["containers"]
         assert container["args"] == [name]
         port = service_entry(name)[0]().port
@@ -96,6 +100,19 @@ def test_every_service_has_a_hardened_deployment_probed_on_its_own_port() -> Non
         binds = {e["name"]: e.get("value") for e in container["env"]}
         host_var = f"NPS_{name.upper()}_HOST"
         assert binds[host_var] == "0.0.0.0", name
+
+
+def test_scoring_s_two_deployments_run_one_consumer_loop_each_and_the_api_is_the_counts() -> None:
+    deployments = {d["metadata"]["name"]: d for d in of_kind("Deployment")}
+
+    def consumers(name: str) -> Any:
+        (container,) = deployments[name]["spec"]["template"]["spec"]["containers"]
+        binds = {e["name"]: e.get("value") for e in container["env"]}
+        return json.loads(binds["NPS_SCORING_CONSUMERS"])
+
+    assert (consumers("nps-scoring"), consumers("nps-scoring-rates")) == (["counts"], ["rates"])
+    (api,) = [s for s in of_kind("Service") if s["metadata"]["name"] == "nps-scoring"]
+    assert api["spec"]["selector"] == {"app.kubernetes.io/name": "nps-scoring"}
 
 
 def test_services_pdbs_and_the_hpa_select_what_exists() -> None:
@@ -117,7 +134,8 @@ def test_the_service_monitor_scrapes_every_service() -> None:
     (monitor,) = of_kind("ServiceMonitor")
     wanted = monitor["spec"]["selector"]["matchLabels"]
     services = [s for s in of_kind("Service") if wanted.items() <= s["metadata"]["labels"].items()]
-    assert sorted(s["metadata"]["labels"]["nps.dev/service"] for s in services) == sorted(SERVICES)
+    labelled = sorted(s["metadata"]["labels"]["nps.dev/service"] for s in services)
+    assert labelled == sorted([*SERVICES, *EXTRA_DEPLOYMENTS.values()])  # the rates pods are scoring's too
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] == "http" and endpoint["path"] == "/metrics"
     assert all(s["spec"]["ports"][0]["name"] == "http" for s in services)
