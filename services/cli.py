@@ -86,7 +86,8 @@ from shared import logs
 from shared.auth import SCOPES
 from shared.db import upgrade
 from shared.http import serve
-from shared.sealed import new_key
+from shared.sealed import SecretsKeyMissing, new_key
+from shared.settings import PseudonymSecretMissing
 from shared.workers import inherited_socket, supervise
 
 
@@ -435,6 +436,9 @@ def main(argv: list[str] | None = None) -> int:
             raise  # not the environment's settings: a fault to see whole
         print(f"nps {args.command}: bad configuration: {settings_problem(exc)}", file=sys.stderr)
         return 2
+    except (PseudonymSecretMissing, SecretsKeyMissing) as exc:  # a secret the command needs is not set
+        print(f"nps {args.command}: bad configuration: {exc}", file=sys.stderr)
+        return 2
     return code
 
 
@@ -448,14 +452,12 @@ def settings_problem(exc: ValidationError | SettingsError) -> str:
 def variable_of(settings_class: str, loc: tuple[int | str, ...]) -> str:
     """The environment variable behind a settings field (NPS_SCORING_CONSUMERS), else the field's name."""
     from services.configdoc import SERVICES as DOCUMENTED
+    from services.configdoc import variable
 
     field = str(loc[0]) if loc else ""
     for cls in [c for _, c in DOCUMENTED] + [LauncherSettings]:
         if cls.__name__ == settings_class and field in cls.model_fields:
-            alias = cls.model_fields[field].validation_alias
-            if isinstance(alias, str):
-                return alias
-            return f"{cls.model_config.get('env_prefix', '')}{field}".upper()
+            return variable(cls, field, cls.model_fields[field])
     return ".".join(str(p) for p in loc) or "input"
 
 

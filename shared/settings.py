@@ -14,6 +14,10 @@ from shared.pseudonyms import Pseudonyms
 from shared.sealed import Sealer, SecretsKeyMissing
 
 
+class PseudonymSecretMissing(RuntimeError):
+    """NPS_PSEUDONYM_SECRET is not set and a service needs it: it stops at start, saying so."""
+
+
 @dataclass(frozen=True, slots=True)
 class Topics:
     """Versioned topic names under one namespace (default `nps`)."""
@@ -142,7 +146,7 @@ class InfraSettings(BaseSettings):
 
     def pseudonyms(self) -> Pseudonyms:
         if self.pseudonym_secret is None:
-            raise RuntimeError(
+            raise PseudonymSecretMissing(
                 "NPS_PSEUDONYM_SECRET is not set: every service that keeps respondent keys needs the same secret "
                 "(`nps up` makes one for the embedded database; in production generate one, e.g. "
                 "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`, and keep it with DATABASE_URL)"

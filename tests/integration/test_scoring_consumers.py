@@ -10,7 +10,6 @@ import pytest
 
 from scoring_service.bootstrap import create_app
 from scoring_service.settings import ScoringSettings
-from services.cli import main
 from services.infra import create_topics
 from shared.auth import KeyStore, hash_api_key, new_api_key
 from shared.db import make_engine
@@ -66,22 +65,3 @@ async def test_the_counts_and_the_rates_run_apart_and_answer_as_one(
         finally:
             for client in clients:
                 await client.aclose()
-
-
-@pytest.mark.parametrize(
-    ("value", "said"),
-    [
-        ("[]", "NPS_SCORING_CONSUMERS: Value error, name at least one"),
-        ('["counts", "counts"]', "NPS_SCORING_CONSUMERS: Value error, a consumer named twice"),
-        ('["scores"]', "NPS_SCORING_CONSUMERS: Input should be 'counts' or 'rates'"),
-        ("counts", 'field "consumers"'),  # not JSON
-    ],
-)
-def test_a_bad_consumers_setting_stops_scoring_saying_why(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], value: str, said: str
-) -> None:
-    monkeypatch.setenv("NPS_SCORING_CONSUMERS", value)
-    assert main(["scoring"]) == 2
-    error = capsys.readouterr().err
-    assert error.startswith("nps scoring: bad configuration: ") and said in error, error
-    assert "Traceback" not in error
