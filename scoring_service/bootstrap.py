@@ -88,8 +88,8 @@ def rates_spec(settings: ScoringSettings) -> ConsumerSpec[Any]:
 
 def consumers(settings: ScoringSettings, now: Callable[[], datetime] = clock) -> list[ConsumerSpec[Any]]:
     """The consumer loops `settings.consumers` names, the counts first when both run."""
-    made = {"counts": lambda: spec(settings, now), "rates": lambda: rates_spec(settings)}
-    return [made[name]() for name in ("counts", "rates") if name in settings.consumers]
+    counts = [spec(settings, now)] if "counts" in settings.consumers else []
+    return counts + ([rates_spec(settings)] if "rates" in settings.consumers else [])
 
 
 def create_app(settings: ScoringSettings | None = None, now: Callable[[], datetime] = clock) -> FastAPI:
