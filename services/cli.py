@@ -431,22 +431,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except (ValidationError, SettingsError) as exc:  # a bad NPS_* variable: say which and why, no traceback
+    # A bad NPS_* variable, or a secret the command needs and lacks: say which and why, no traceback.
+    except (ValidationError, SettingsError, PseudonymSecretMissing, SecretsKeyMissing) as exc:
         if isinstance(exc, ValidationError) and not exc.title.endswith("Settings"):
             raise  # not the environment's settings: a fault to see whole
         print(f"nps {args.command}: bad configuration: {settings_problem(exc)}", file=sys.stderr)
         return 2
-    except (PseudonymSecretMissing, SecretsKeyMissing) as exc:  # a secret the command needs is not set
-        print(f"nps {args.command}: bad configuration: {exc}", file=sys.stderr)
-        return 2
     return code
 
 
-def settings_problem(exc: ValidationError | SettingsError) -> str:
-    """What is wrong with the environment's settings, in a line per problem."""
+def settings_problem(exc: Exception) -> str:
+    """What is wrong with the environment's settings, in one line."""
     if isinstance(exc, SettingsError):  # a list or mapping variable that is not JSON
         return f'{exc} (give it as JSON, e.g. ["a", "b"])'
-    return "; ".join(f"{variable_of(exc.title, e['loc'])}: {e['msg']}" for e in exc.errors())
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{variable_of(exc.title, e['loc'])}: {e['msg']}" for e in exc.errors())
+    return str(exc)  # a missing secret's message names it
 
 
 def variable_of(settings_class: str, loc: tuple[int | str, ...]) -> str:

@@ -149,9 +149,10 @@ async def update_ticket(
 
 @dataclass(frozen=True, slots=True)
 class WatchSlas:
-    """The loop's tick: publish TicketSlaBreached for each ticket that just missed a deadline of its
-    priority's SLA (once per ticket and deadline), and refresh the gauge of active tickets by age.
-    The loop flushes the outbox after every tick, which also publishes the API's TicketUpdated."""
+    """Run every NPS_FOLLOWUP_SLA_CHECK_S within the loop's tick (`Every`): publish TicketSlaBreached
+    for each ticket that just missed a deadline of its priority's SLA (once per ticket and deadline),
+    and refresh the gauge of active tickets by age. The loop flushes the outbox after every tick,
+    checked or not, which also publishes the API's TicketUpdated."""
 
     topics: Topics
     sla: Mapping[Priority, Sla]
