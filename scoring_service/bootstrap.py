@@ -75,6 +75,8 @@ def rates_spec(settings: ScoringSettings) -> ConsumerSpec[Any]:
         schema=SCHEMA,
         topic=settings.topics.invitations,
         more_topics=(settings.topics.responses,),
+        lead_topic=settings.topics.invitations if settings.rates_invitations_first_s > 0 else None,
+        lead_hold_s=settings.rates_invitations_first_s,
         group_id=settings.rates_group,
         decode=decode_rate_event,
         handler=CountRates(

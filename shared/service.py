@@ -46,6 +46,10 @@ class ConsumerSpec(Generic[E]):
     shards: int = 1
     # Further topics the same loop consumes (delivery reads follow-ups, tickets, alerts, erasures).
     more_topics: tuple[str, ...] = ()
+    # A topic read first while it is behind, the others paused for at most `lead_hold_s` at a time
+    # (scoring's rates loop: invitations before the answers to them; see consumer.LeadFirst).
+    lead_topic: str | None = None
+    lead_hold_s: float = 30.0
     # Closed after the loop stops (e.g. alerts' HTTP client to the themes service).
     closers: tuple[Callable[[], Awaitable[None]], ...] = ()
     # Run with the engine before the loop starts; an error refuses the start (e.g. follow-up's
@@ -125,6 +129,8 @@ async def running_loop(
         batch_timeout_s=settings.consumer_batch_timeout_s,
         shard=spec.shard,
         shards=spec.shards,
+        lead_topic=spec.lead_topic,
+        lead_hold_s=spec.lead_hold_s,
     )
     task = asyncio.create_task(loop.run(), name=f"{spec.service}-consumer")
     log.info("%s consuming %s as group %s", spec.service, ", ".join(topics), spec.group_id)

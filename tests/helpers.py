@@ -23,7 +23,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -216,8 +216,8 @@ class LoopUnderTest:
     engine: AsyncEngine
     consumer: AIOKafkaConsumer
 
-    async def committed(self) -> dict[int, int | None]:
-        return {tp.partition: await self.consumer.committed(tp) for tp in self.consumer.assignment()}
+    async def committed(self) -> dict[TopicPartition, int | None]:
+        return {tp: await self.consumer.committed(tp) for tp in self.consumer.assignment()}
 
     async def total_committed(self) -> int:
         return sum(offset or 0 for offset in (await self.committed()).values())

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.consumer import DeadLetterLimitExceeded, Message
 from shared.db import make_engine, sqlstate_of
 from shared.service import ConsumerSpec
+from shared.settings import ServiceSettings
 from tests.helpers import (
     create_topics,
     eventually,
@@ -441,3 +442,78 @@ async def test_a_tick_runs_between_batches_while_the_loop_fetches_and_decodes_th
     # when a tick ends (with messages still to come) more have been decoded than applied.
     ahead = [decoded > applied for decoded, applied in timeline.at_tick_end if applied < 60]
     assert len(ahead) >= 2 and all(ahead)
+
+
+class Order(Recorder):
+    """A Recorder that also keeps the order in which events were applied."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        super().__init__(delay=delay)
+        self.applied: list[int] = []
+
+    async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[Ping]]) -> None:
+        await super().__call__(conn, batch)
+        self.applied += [m.event.n for m in batch]
+
+
+async def two_topics_holding(settings: ServiceSettings, lead: int, others: int) -> tuple[str, str]:
+    """`lead` pings (0, 1, ...) on the invitations topic and `others` (from 100,000) on the
+    responses topic, spread over the partitions; returns the two topics. Each carries 4 KB more
+    (ignored by the decoder): the consumer fetches at most 1 MB of a partition at a time, so it
+    reads a topic of them in several fetches, as it does a real backlog."""
+    await create_topics(settings)
+    async with started_producer(settings.require_bootstrap()) as producer:
+        for topic, ns in (
+            (settings.topics.invitations, range(lead)),
+            (settings.topics.responses, range(100_000, 100_000 + others)),
+        ):
+            values = [json.dumps({"n": n, "pad": "x" * 4_000}).encode() for n in ns]
+            await produce(producer, topic, [(str(n % 7).encode(), v) for n, v in zip(ns, values, strict=True)])
+    return settings.topics.invitations, settings.topics.responses
+
+
+def lead_spec(lead: str, other: str, handler: Recorder, hold_s: float | None) -> ConsumerSpec[Ping]:
+    return ConsumerSpec(
+        service="test", schema="scoring", topic=lead, more_topics=(other,), group_id="g",
+        decode=pings.validate_json, handler=handler, lead_topic=lead if hold_s is not None else None,
+        lead_hold_s=hold_s or 0.0,
+    )  # fmt: skip
+
+
+async def test_a_lead_topic_behind_is_read_before_the_others(bootstrap: str, ready: str, namespace: str) -> None:
+    settings = service_settings(bootstrap, ready, namespace, consumer_max_batch=100)
+    lead, other = await two_topics_holding(settings, lead=1_500, others=1_500)
+    order = Order()
+    async with running_loop(settings, lead_spec(lead, other, order, hold_s=30)) as run:
+        await eventually(run.committed_at_least(3_000))
+        # The others are resumed once the lead has caught up: a ping on them now comes through.
+        async with started_producer(settings.require_bootstrap()) as producer:
+            await produce(producer, other, [(b"k", Ping(n=200_000).model_dump_json().encode())])
+        await eventually(run.committed_at_least(3_001))
+    assert sorted(order.applied) == await seen(ready)  # every one, once
+    last_lead = max(i for i, n in enumerate(order.applied) if n < 100_000)
+    # Only the first poll, before any high watermark was known, may read the other topic.
+    assert sum(1 for n in order.applied[:last_lead] if n >= 100_000) <= 100
+
+
+async def test_without_a_lead_both_topics_are_read_together(bootstrap: str, ready: str, namespace: str) -> None:
+    """The control of the test above: the order it checks is the lead's doing."""
+    settings = service_settings(bootstrap, ready, namespace, consumer_max_batch=100)
+    lead, other = await two_topics_holding(settings, lead=1_500, others=1_500)
+    order = Order()
+    async with running_loop(settings, lead_spec(lead, other, order, hold_s=None)) as run:
+        await eventually(run.committed_at_least(3_000))
+    last_lead = max(i for i, n in enumerate(order.applied) if n < 100_000)
+    assert sum(1 for n in order.applied[:last_lead] if n >= 100_000) > 100
+
+
+async def test_a_lead_that_stays_behind_past_its_hold_lets_the_others_through(
+    bootstrap: str, ready: str, namespace: str
+) -> None:
+    settings = service_settings(bootstrap, ready, namespace, consumer_max_batch=50)
+    lead, other = await two_topics_holding(settings, lead=1_500, others=300)
+    order = Order(delay=0.05)  # ~1.5 s for the lead alone, 30 batches
+    async with running_loop(settings, lead_spec(lead, other, order, hold_s=0.3)) as run:
+        await eventually(run.committed_at_least(1_800))
+    last_lead = max(i for i, n in enumerate(order.applied) if n < 100_000)
+    assert sum(1 for n in order.applied[:last_lead] if n >= 100_000) > 50  # read beside it after 0.3 s

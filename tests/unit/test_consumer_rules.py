@@ -117,3 +117,16 @@ def test_follow_up_checks_slas_every_sla_check_s_not_every_tick(monkeypatch: pyt
     assert consumer.tick_s == 0.5
     assert isinstance(consumer.tick, Every) and consumer.tick.interval_s == 7
     assert isinstance(consumer.tick.step, WatchSlas)
+
+
+@pytest.mark.parametrize(("first_s", "lead"), [(30.0, "nps.invitations.v1"), (5.0, "nps.invitations.v1"), (0.0, None)])
+def test_the_rates_loop_reads_invitations_first_unless_told_not_to(
+    monkeypatch: pytest.MonkeyPatch, first_s: float, lead: str | None
+) -> None:
+    from scoring_service.bootstrap import rates_spec
+    from scoring_service.settings import ScoringSettings
+
+    monkeypatch.setenv("NPS_PSEUDONYM_SECRET", "s" * 32)
+    consumer = rates_spec(ScoringSettings(rates_invitations_first_s=first_s))
+    assert (consumer.topic, consumer.more_topics) == ("nps.invitations.v1", ("nps.responses.v1",))
+    assert (consumer.lead_topic, consumer.lead_hold_s) == (lead, first_s)
