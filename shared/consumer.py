@@ -147,6 +147,17 @@ class _Decoded(Generic[E]):
     dead: list[tuple[ConsumerRecord, str]]
     started: float  # when the batch was polled
 
+    @property
+    def size(self) -> int:
+        return len(self.good) + len(self.dead)
+
+    def joined(self, later: _Decoded[E]) -> _Decoded[E]:
+        """This batch and records polled after it, as one (each partition's records in order)."""
+        records = {tp: list(batch) for tp, batch in self.records.items()}
+        for tp, batch in later.records.items():
+            records.setdefault(tp, []).extend(batch)
+        return _Decoded(records, self.good + later.good, self.dead + later.dead, self.started)
+
 
 class LeadFirst:
     """Reads one topic of a loop first while it is behind: the others' partitions are paused until
@@ -298,6 +309,8 @@ class ConsumerLoop(Generic[E]):
                 # batches are still applied, and their offsets committed, one after another.
                 decoded = await self._decode_batch(records) if records else None
                 if applying is not None:
+                    decoded = await self._gather_while(applying, decoded)
+                if applying is not None:
                     await applying  # its failure (or _Stopped) is the loop's
                     applying = None
                 if self._stopping.is_set():
@@ -352,6 +365,31 @@ class ConsumerLoop(Generic[E]):
             metrics.OUTBOX_PUBLISHED.labels(self.service).inc(sent)
         except Exception as exc:  # the outbox keeps them: published at the next start
             log.warning("%s: outbox left for the next start: %s", self.service, describe_failure(exc))
+
+    GATHER_STEP_MS = 5  # how long one look for more records waits while the batch before applies
+
+    async def _gather_while(self, applying: asyncio.Task[None], decoded: _Decoded[E] | None) -> _Decoded[E] | None:
+        """Adds what arrives while the batch before is still in its transaction to the next one, up to
+        `max_batch`: a trickle is applied in as few transactions as the database's pace allows (each
+        costs the service and PostgreSQL the same few statements, whatever its size), and a record
+        that arrives meanwhile is applied right after that batch rather than one batch later. From a
+        backlog a poll already brings `max_batch`, and nothing waits."""
+        size = decoded.size if decoded is not None else 0
+        while size < self._max_batch and not applying.done() and not self._stopping.is_set():
+            more = await self._consumer.getmany(timeout_ms=self.GATHER_STEP_MS, max_records=self._max_batch - size)
+            if decoded is not None:
+                # After a rebalance gave a partition back, it is read again from its last commit:
+                # what the batch already holds of it is left out, so it never holds an offset twice.
+                more = {
+                    tp: [r for r in batch if r.offset > held[-1].offset] if (held := decoded.records.get(tp)) else batch
+                    for tp, batch in more.items()
+                }
+                more = {tp: batch for tp, batch in more.items() if batch}
+            if more:
+                later = await self._decode_batch(more)
+                decoded = later if decoded is None else decoded.joined(later)
+                size = decoded.size
+        return decoded
 
     DECODE_YIELD_EVERY = 500  # records decoded between two turns of the event loop
 

@@ -237,7 +237,8 @@ class ServiceSettings(InfraSettings):
         default=10_000,
         ge=1,
         validation_alias="NPS_CONSUMER_MAX_BATCH",
-        description="messages per batch, one database transaction each (follow-up: one per shard, `NPS_FOLLOWUP_SHARDS`)",
+        description="messages per batch at most, one database transaction each (follow-up: one per shard, "
+        "`NPS_FOLLOWUP_SHARDS`); what arrives while a batch is in its transaction joins the next, up to this",
     )
     consumer_stuck_after_s: float = Field(
         default=60.0,

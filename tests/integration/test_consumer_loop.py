@@ -517,3 +517,36 @@ async def test_a_lead_that_stays_behind_past_its_hold_lets_the_others_through(
         await eventually(run.committed_at_least(1_800))
     last_lead = max(i for i, n in enumerate(order.applied) if n < 100_000)
     assert sum(1 for n in order.applied[:last_lead] if n >= 100_000) > 50  # read beside it after 0.3 s
+
+
+class Sizes(Recorder):
+    """A Recorder that keeps each batch's size and tells when its first batch began."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(delay=delay)
+        self.sizes: list[int] = []
+        self.began = asyncio.Event()
+
+    async def __call__(self, conn: AsyncConnection, batch: Sequence[Message[Ping]]) -> None:
+        self.sizes.append(len(batch))
+        self.began.set()
+        await super().__call__(conn, batch)
+
+
+async def test_what_arrives_while_a_batch_applies_is_the_next_batch_whole(
+    bootstrap: str, ready: str, namespace: str
+) -> None:
+    """A trickle: one transaction for everything that came while the one before was applied, not a
+    transaction per poll (before the loop gathered, it waited out the first batch after an empty
+    poll, then took the 40 as [21, 19])."""
+    settings = service_settings(bootstrap, ready, namespace)
+    topic = await topic_holding(settings, [Ping(n=0).model_dump_json().encode()])
+    sizes = Sizes(delay=4.0)  # the 40 sends, each waiting for its ack, take ~1.5 s
+    async with running_loop(settings, spec_for(topic, sizes)) as run, started_producer(bootstrap) as producer:
+        await asyncio.wait_for(sizes.began.wait(), 15)
+        for n in range(1, 41):  # one at a time, as POSTs arrive, while the first batch applies
+            await produce(producer, topic, [(b"k", Ping(n=n).model_dump_json().encode())])
+            await asyncio.sleep(0.01)
+        await eventually(run.committed_at_least(41))
+    assert sizes.sizes == [1, 40]
+    assert await seen(ready) == list(range(41))
