@@ -81,7 +81,7 @@ class ScoringSettings(ServiceSettings):
         ge=0,
         description="while the invitations topic is behind, the rates loop reads it first and pauses the responses "
         "topic, for at most this long at a time (then both, until the invitations have caught up); an answer "
-        "counted before its invitation is matched again when it comes, so a backlog of both is ~1.5x faster "
+        "counted before its invitation is matched again when it comes, so a backlog of both is ~1.3x faster "
         "this way. 0 reads both topics together",
     )
     metric_interval_s: float = Field(default=30.0, gt=0, description="how often the `nps_segment_*` gauges are read")

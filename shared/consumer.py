@@ -166,7 +166,7 @@ class LeadFirst:
     that never catches up delays the others by `hold_s`, never for good.
 
     Scoring's rates loop leads with the invitations: an answer counted before its invitation is
-    matched again when the invitation comes, so from a backlog of both, invitations first is ~1.5x
+    matched again when the invitation comes, so from a backlog of both, invitations first is ~1.3x
     faster (docs/benchmarks.md)."""
 
     def __init__(self, consumer: AIOKafkaConsumer, topic: str, hold_s: float, service: str) -> None:
@@ -310,7 +310,6 @@ class ConsumerLoop(Generic[E]):
                 decoded = await self._decode_batch(records) if records else None
                 if applying is not None:
                     decoded = await self._gather_while(applying, decoded)
-                if applying is not None:
                     await applying  # its failure (or _Stopped) is the loop's
                     applying = None
                 if self._stopping.is_set():
