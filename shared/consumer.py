@@ -151,12 +151,27 @@ class _Decoded(Generic[E]):
     def size(self) -> int:
         return len(self.good) + len(self.dead)
 
-    def joined(self, later: _Decoded[E]) -> _Decoded[E]:
-        """This batch and records polled after it, as one (each partition's records in order)."""
-        records = {tp: list(batch) for tp, batch in self.records.items()}
+    def extend(self, later: _Decoded[E]) -> None:
+        """Records polled after this batch join it (each partition's records stay in order). Only
+        for a batch not handed to `_apply` yet."""
         for tp, batch in later.records.items():
-            records.setdefault(tp, []).extend(batch)
-        return _Decoded(records, self.good + later.good, self.dead + later.dead, self.started)
+            self.records.setdefault(tp, []).extend(batch)
+        self.good.extend(later.good)
+        self.dead.extend(later.dead)
+
+
+async def unfetched(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
+    """How far the high watermark of the partition's last fetch is ahead of the consumer's
+    position; None while either is unknown (nothing fetched yet, or a partition just assigned
+    whose position needs the broker)."""
+    highwater: int | None = consumer.highwater(tp)
+    if highwater is None:
+        return None
+    try:  # known locally once consuming
+        position: int = await asyncio.wait_for(consumer.position(tp), 0.1)
+    except (TimeoutError, KafkaError, IllegalStateError):
+        return None
+    return max(0, highwater - position)
 
 
 class LeadFirst:
@@ -182,13 +197,7 @@ class LeadFirst:
         fetch's high watermark is past the consumer's position. Unknown (nothing fetched yet) is not
         behind: the first polls read every topic."""
         for tp in self._consumer.assignment():
-            if tp.topic != self.topic or (highwater := self._consumer.highwater(tp)) is None:
-                continue
-            try:  # known locally once the partition is consumed
-                position = await asyncio.wait_for(self._consumer.position(tp), 0.1)
-            except (TimeoutError, KafkaError, IllegalStateError):
-                continue
-            if highwater > position:
+            if tp.topic == self.topic and await unfetched(self._consumer, tp):
                 return True
         return False
 
@@ -379,14 +388,16 @@ class ConsumerLoop(Generic[E]):
             if decoded is not None:
                 # After a rebalance gave a partition back, it is read again from its last commit:
                 # what the batch already holds of it is left out, so it never holds an offset twice.
-                more = {
-                    tp: [r for r in batch if r.offset > held[-1].offset] if (held := decoded.records.get(tp)) else batch
-                    for tp, batch in more.items()
-                }
-                more = {tp: batch for tp, batch in more.items() if batch}
+                for tp, held in decoded.records.items():
+                    if tp in more:
+                        more[tp] = [r for r in more[tp] if r.offset > held[-1].offset]
+            more = {tp: batch for tp, batch in more.items() if batch}
             if more:
                 later = await self._decode_batch(more)
-                decoded = later if decoded is None else decoded.joined(later)
+                if decoded is None:
+                    decoded = later
+                else:
+                    decoded.extend(later)
                 size = decoded.size
         return decoded
 
@@ -603,12 +614,7 @@ class ConsumerLoop(Generic[E]):
         stopped answering fetches, the lag it had stays (it used to read 0: an empty poll was
         taken for caught up)."""
         for tp in self._consumer.assignment():
-            highwater = self._consumer.highwater(tp)
-            try:  # known locally once consuming; a partition just assigned may need the broker
-                position = await asyncio.wait_for(self._consumer.position(tp), 0.1)
-            except (TimeoutError, KafkaError, IllegalStateError):
-                position = None
-            self._lag[tp] = max(0, highwater - position) if highwater is not None and position is not None else 0
+            self._lag[tp] = await unfetched(self._consumer, tp) or 0
         self._publish_lag()
 
     def _publish_lag(self) -> None:
