@@ -15,6 +15,9 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from fastapi import Depends, FastAPI, Request
+from fastapi.dependencies.utils import request_params_to_args
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.auth import gate_for
@@ -224,7 +227,20 @@ def consuming_lifespan(
 
 async def read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
     """A connection for a query API's reads, returned to the pool when the answer is sent. Every
-    service's lifespan leaves its engine in `app.state.engine`."""
+    service's lifespan leaves its engine in `app.state.engine`. The route's own path, query and
+    header parameters are checked first: FastAPI checks them only after every dependency, so a bad
+    one was a 503 (or waited for the database's deadline) while the database was away, where it is
+    the caller's 422 whatever the database's state."""
+    route = request.scope.get("route")
+    if isinstance(route, APIRoute):
+        dependant = route.dependant
+        errors = [
+            *request_params_to_args(dependant.path_params, request.path_params)[1],
+            *request_params_to_args(dependant.query_params, request.query_params)[1],
+            *request_params_to_args(dependant.header_params, request.headers)[1],
+        ]
+        if errors:
+            raise RequestValidationError(errors)
     engine: AsyncEngine = request.app.state.engine
     async with engine.connect() as conn:
         yield conn

@@ -126,3 +126,29 @@ async def test_metrics_can_be_behind_a_token() -> None:
         base_url="http://followup",
     ) as client:
         assert (await client.get("/metrics")).status_code == 200  # no token configured: open
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/v1/outcomes?window=forever", "window"),  # a query parameter
+        ("/v1/outcomes?segment=plan:;drop", "segment"),
+        ("/v1/tickets?limit=0", "limit"),
+    ],
+)
+async def test_a_bad_parameter_is_a_422_even_while_the_database_is_away(path: str, field: str) -> None:
+    """The caller's mistake is named whatever the database's state: the route's parameters are
+    checked before a connection is asked for (it was a 503 during an outage)."""
+    app = create_app(FollowUpSettings(pseudonym_secret=SECRET))
+    app.state.gate = Gate(FakeKeys({"nps_reader": Key("reader", frozenset({"followups:read"}))}))
+    engine = make_engine(f"postgresql://nps@127.0.0.1:{free_port()}/nps")  # nothing listens there
+    app.state.engine = engine
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://followup") as client:
+            bad = await client.get(path, headers=KEY)
+            good = await client.get(path.split("?")[0], headers=KEY)
+    finally:
+        await engine.dispose()
+    assert bad.status_code == 422, bad.text
+    assert field in bad.text
+    assert good.status_code == 503, good.text  # the same route with good parameters still needs the database
