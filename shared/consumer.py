@@ -616,6 +616,47 @@ class ConsumerLoop(Generic[E]):
         for tp in self._consumer.assignment():
             self._lag[tp] = await unfetched(self._consumer, tp) or 0
         self._publish_lag()
+        await self._reread_partitions_that_went_back()
+
+    async def _reread_partitions_that_went_back(self) -> None:
+        """A partition whose log ends before the consumer's position (its broker lost it: the
+        embedded broker restarted empty and the launcher replayed into it, or a topic was
+        recreated) is read again from its beginning; the handlers' idempotent writes absorb what
+        was read before. Apache Kafka answers such a fetch OFFSET_OUT_OF_RANGE and the client
+        resets to the earliest offset by itself; the embedded broker answers it with nothing, so the
+        consumer sat at its old position and never read what the new log held below it (a fresh
+        clone saw scoring miss a response posted after the broker came back). The last fetch's
+        high watermark says when to ask; the broker's end offset, asked then, decides."""
+        suspects = []
+        for tp in self._consumer.assignment():
+            highwater = self._consumer.highwater(tp)
+            if highwater is None:
+                continue
+            try:
+                position = await asyncio.wait_for(self._consumer.position(tp), 0.1)
+            except (TimeoutError, KafkaError, IllegalStateError):
+                continue
+            if highwater < position:
+                suspects.append((tp, position))
+        if not suspects:
+            return
+        try:
+            ends = await asyncio.wait_for(self._consumer.end_offsets([tp for tp, _ in suspects]), 2.0)
+        except (TimeoutError, KafkaError, OSError):
+            return  # asked again after the next empty poll
+        went_back = [(tp, position, ends[tp]) for tp, position in suspects if ends.get(tp, position) < position]
+        for tp, position, end in went_back:
+            log.warning(
+                "%s: %s[%d] ends at offset %d, before this consumer's position %d (the broker lost it, or the "
+                "topic was recreated): reading it again from its beginning",
+                self.service,
+                tp.topic,
+                tp.partition,
+                end,
+                position,
+            )
+        if went_back:
+            await self._consumer.seek_to_beginning(*(tp for tp, _, _ in went_back))
 
     def _publish_lag(self) -> None:
         per_topic: dict[str, int] = {}

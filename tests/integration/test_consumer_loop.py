@@ -550,3 +550,27 @@ async def test_what_arrives_while_a_batch_applies_is_the_next_batch_whole(
         await eventually(run.committed_at_least(41))
     assert sizes.sizes == [1, 40]
     assert await seen(ready) == list(range(41))
+
+
+async def test_a_partition_whose_log_ends_before_the_position_is_read_again_from_its_beginning(
+    bootstrap: str, ready: str, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The state a broker that lost its log leaves a consumer in (the embedded broker restarted
+    empty, the launcher replaying into it): the position past the partition's end. The embedded
+    broker answers such a fetch with nothing, where Apache Kafka says OFFSET_OUT_OF_RANGE: without
+    the loop's check the consumer waited at its old position and never read what arrived below it."""
+    settings = service_settings(bootstrap, ready, namespace)
+    topic = await topic_holding(settings, [Ping(n=i).model_dump_json().encode() for i in range(20)])
+    caplog.set_level(logging.WARNING, logger="shared.consumer")
+    async with running_loop(settings, spec_for(topic, Recorder())) as run:
+        await eventually(run.committed_at_least(20))
+        [tp] = [tp for tp, offset in (await run.committed()).items() if offset == 20]  # one key: one partition
+        run.consumer.seek(tp, 1_000)  # as if the partition had held 1,000 events before the broker lost them
+        async with started_producer(bootstrap) as producer:
+            await produce(producer, topic, [(b"k", Ping(n=i).model_dump_json().encode()) for i in range(20, 25)])
+
+        async def all_read() -> bool:
+            return await seen(ready) == list(range(25))
+
+        await eventually(all_read, timeout=20)
+    assert any("reading it again from its beginning" in r.getMessage() for r in caplog.records)
