@@ -160,10 +160,10 @@ class _Decoded(Generic[E]):
         self.dead.extend(later.dead)
 
 
-async def unfetched(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
-    """How far the high watermark of the partition's last fetch is ahead of the consumer's
-    position; None while either is unknown (nothing fetched yet, or a partition just assigned
-    whose position needs the broker)."""
+async def highwater_and_position(consumer: AIOKafkaConsumer, tp: TopicPartition) -> tuple[int, int] | None:
+    """The high watermark of the partition's last fetch and the consumer's position; None while
+    either is unknown (nothing fetched yet, or a partition just assigned whose position needs the
+    broker)."""
     highwater: int | None = consumer.highwater(tp)
     if highwater is None:
         return None
@@ -171,7 +171,14 @@ async def unfetched(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | Non
         position: int = await asyncio.wait_for(consumer.position(tp), 0.1)
     except (TimeoutError, KafkaError, IllegalStateError):
         return None
-    return max(0, highwater - position)
+    return highwater, position
+
+
+async def unfetched(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
+    """How far the high watermark of the partition's last fetch is ahead of the consumer's
+    position; None while either is unknown."""
+    known = await highwater_and_position(consumer, tp)
+    return None if known is None else max(0, known[0] - known[1])
 
 
 class LeadFirst:
@@ -613,33 +620,25 @@ class ConsumerLoop(Generic[E]):
         fetch saw is ahead of the consumer's position. Caught up, that is 0; with a broker that
         stopped answering fetches, the lag it had stays (it used to read 0: an empty poll was
         taken for caught up)."""
+        suspects = []  # (partition, position) where the last fetch's log ended before the position
         for tp in self._consumer.assignment():
-            self._lag[tp] = await unfetched(self._consumer, tp) or 0
+            known = await highwater_and_position(self._consumer, tp)
+            self._lag[tp] = 0 if known is None else max(0, known[0] - known[1])
+            if known is not None and known[0] < known[1]:
+                suspects.append((tp, known[1]))
         self._publish_lag()
-        await self._reread_partitions_that_went_back()
+        if suspects:
+            await self._reread_from_the_beginning(suspects)
 
-    async def _reread_partitions_that_went_back(self) -> None:
+    async def _reread_from_the_beginning(self, suspects: list[tuple[TopicPartition, int]]) -> None:
         """A partition whose log ends before the consumer's position (its broker lost it: the
         embedded broker restarted empty and the launcher replayed into it, or a topic was
         recreated) is read again from its beginning; the handlers' idempotent writes absorb what
         was read before. Apache Kafka answers such a fetch OFFSET_OUT_OF_RANGE and the client
         resets to the earliest offset by itself; the embedded broker answers it with nothing, so the
-        consumer sat at its old position and never read what the new log held below it (a fresh
-        clone saw scoring miss a response posted after the broker came back). The last fetch's
-        high watermark says when to ask; the broker's end offset, asked then, decides."""
-        suspects = []
-        for tp in self._consumer.assignment():
-            highwater = self._consumer.highwater(tp)
-            if highwater is None:
-                continue
-            try:
-                position = await asyncio.wait_for(self._consumer.position(tp), 0.1)
-            except (TimeoutError, KafkaError, IllegalStateError):
-                continue
-            if highwater < position:
-                suspects.append((tp, position))
-        if not suspects:
-            return
+        consumer sat at its old position and read nothing of the new log until it grew past it,
+        then skipped what lay below. The last fetch's high watermark says when to ask (`suspects`);
+        the broker's end offset, asked then, decides."""
         try:
             ends = await asyncio.wait_for(self._consumer.end_offsets([tp for tp, _ in suspects]), 2.0)
         except (TimeoutError, KafkaError, OSError):
