@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -95,16 +96,23 @@ async def test_an_unexpected_error_is_a_problem_500_logged_without_request_data(
     assert any(r.levelno == logging.DEBUG and r.exc_info for r in caplog.records)  # the detail is at DEBUG
 
 
-async def test_a_database_that_is_away_is_a_503_with_retry_after_not_a_500() -> None:
+@contextlib.asynccontextmanager
+async def followup_without_database() -> AsyncIterator[httpx.AsyncClient]:
+    """Follow-up's app, in process, with a reader key and its database away (nothing listens there)."""
     app = create_app(FollowUpSettings(pseudonym_secret=SECRET))
     app.state.gate = Gate(FakeKeys({"nps_reader": Key("reader", frozenset({"followups:read"}))}))
-    engine = make_engine(f"postgresql://nps@127.0.0.1:{free_port()}/nps")  # nothing listens there
+    engine = make_engine(f"postgresql://nps@127.0.0.1:{free_port()}/nps")
     app.state.engine = engine
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://followup") as client:
-            reply = await client.get("/v1/followups/r-1", headers=KEY)
+            yield client
     finally:
         await engine.dispose()
+
+
+async def test_a_database_that_is_away_is_a_503_with_retry_after_not_a_500() -> None:
+    async with followup_without_database() as client:
+        reply = await client.get("/v1/followups/r-1", headers=KEY)
     assert reply.status_code == 503, reply.text
     assert reply.json()["code"] == "database_unavailable"
     assert reply.headers["retry-after"] == "1"
@@ -139,16 +147,9 @@ async def test_metrics_can_be_behind_a_token() -> None:
 async def test_a_bad_parameter_is_a_422_even_while_the_database_is_away(path: str, field: str) -> None:
     """The caller's mistake is named whatever the database's state: the route's parameters are
     checked before a connection is asked for (it was a 503 during an outage)."""
-    app = create_app(FollowUpSettings(pseudonym_secret=SECRET))
-    app.state.gate = Gate(FakeKeys({"nps_reader": Key("reader", frozenset({"followups:read"}))}))
-    engine = make_engine(f"postgresql://nps@127.0.0.1:{free_port()}/nps")  # nothing listens there
-    app.state.engine = engine
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://followup") as client:
-            bad = await client.get(path, headers=KEY)
-            good = await client.get(path.split("?")[0], headers=KEY)
-    finally:
-        await engine.dispose()
+    async with followup_without_database() as client:
+        bad = await client.get(path, headers=KEY)
+        good = await client.get(path.split("?")[0], headers=KEY)
     assert bad.status_code == 422, bad.text
     assert field in bad.text
     assert good.status_code == 503, good.text  # the same route with good parameters still needs the database
