@@ -356,9 +356,13 @@ def nps(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.Comp
     )
 
 
-# The commands `nps_here` may run: they talk to the database or a service and leave the process as
-# they found it (no logging set up, no processes started).
+# The commands `nps_here` may run: they work on the database, the topics or a file, start no process and
+# hold nothing once they return (their logging set-up, as `nps keys`', lasts only for the test). Not
+# `nps scoring` and the like by themselves: those run a service.
 IN_PROCESS_COMMANDS = frozenset({"keys", "audit", "webhooks"})
+IN_PROCESS_ACTIONS = frozenset(
+    {("scoring", "rebuild"), ("scoring", "prune"), ("themes", "rebuild"), ("themes", "prune"), ("ingest", "replay")}
+)
 _ENVIRON = threading.Lock()
 
 
@@ -369,8 +373,8 @@ def nps_here(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
     command runs its own event loop), with `env` as the whole environment while it runs."""
     from services.cli import main
 
-    if args[0] not in IN_PROCESS_COMMANDS:
-        raise ValueError(f"nps {args[0]} changes the process (logging, children): run it with nps()")
+    if args[0] not in IN_PROCESS_COMMANDS and tuple(args[:2]) not in IN_PROCESS_ACTIONS:
+        raise ValueError(f"nps {' '.join(args[:2])} starts a service or processes: run it with nps()")
     out, err = io.StringIO(), io.StringIO()
     code: list[int] = []
 

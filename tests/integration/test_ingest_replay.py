@@ -18,7 +18,7 @@ from services.infra import ensure_topics
 from shared.db import make_engine
 from shared.events import RespondentErased, ResponseRevised, ResponseSubmitted, response_events
 from shared.settings import Topics
-from tests.helpers import eventually, nps, nps_here, read_topic
+from tests.helpers import eventually, nps_here, read_topic
 from tests.integration.conftest import LiveIngest, live_ingest
 
 pytestmark = pytest.mark.integration
@@ -107,7 +107,7 @@ async def test_accepted_events_are_logged_erasure_reaches_the_log_and_replay_bri
     # Since the loss began, as docs/operations.md says. (Not from the watermark: with this test's margin
     # of 0, a check that reads the topic's end while the first event is logged but not yet appended
     # moves the watermark past it; the product's 60 s margin is what covers publishes in flight.)
-    replayed = nps("ingest", "replay", "--since", started.isoformat(), env=env)
+    replayed = nps_here("ingest", "replay", "--since", started.isoformat(), env=env)
     assert replayed.returncode == 0, replayed.stderr
     assert "replayed 8 events" in replayed.stdout
     records = await read_topic(bootstrap, lost.responses, expect=8)
@@ -140,10 +140,10 @@ async def test_accepted_events_are_logged_erasure_reaches_the_log_and_replay_bri
     again = Topics(f"t{uuid.uuid4().hex[:10]}")
     await ensure_topics(bootstrap, again.all(), 3)
     env = {**logged.env, "NPS_TOPIC_NAMESPACE": again.namespace}
-    assert "replayed 0 events" in nps("ingest", "replay", env=env).stdout
+    assert "replayed 0 events" in nps_here("ingest", "replay", env=env).stdout
     since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
-    assert "replayed 7 events" in nps("ingest", "replay", "--since", since, env=env).stdout
-    naive = nps("ingest", "replay", "--since", "2026-11-26T09:00:00", env=env)
+    assert "replayed 7 events" in nps_here("ingest", "replay", "--since", since, env=env).stdout
+    naive = nps_here("ingest", "replay", "--since", "2026-11-26T09:00:00", env=env)
     assert naive.returncode == 2 and "time zone" in naive.stderr
 
 
@@ -191,7 +191,7 @@ async def test_the_watermark_stays_while_the_topic_is_below_what_it_held_until_a
     await asyncio.sleep(2)  # ten checks
     assert await mark() == frozen
 
-    replayed = nps("ingest", "replay", "--since", datetime.now(UTC).isoformat(), env=logged.env)
+    replayed = nps_here("ingest", "replay", "--since", datetime.now(UTC).isoformat(), env=logged.env)
     assert replayed.returncode == 0, replayed.stderr
 
     async def advanced() -> bool:

@@ -19,7 +19,7 @@ from shared.db import make_engine
 from shared.events import ContactChanged, InvitationSent, RespondentErased, invitation_events, response_events
 from shared.kafka import ensure_topics
 from shared.settings import Topics
-from tests.helpers import eventually, keyed, nps, nps_here, produce, read_topic, started_producer
+from tests.helpers import eventually, keyed, nps_here, produce, read_topic, started_producer
 from tests.integration.conftest import LiveIngest, live_ingest
 from tests.integration.test_publishable_keys import known, quick_key
 
@@ -225,7 +225,7 @@ async def test_a_replay_brings_invitations_back_to_their_own_topic(asking: LiveI
 
     lost = Topics(f"t{uuid.uuid4().hex[:10]}")
     await ensure_topics(bootstrap, lost.all(), 3)
-    replayed = nps(
+    replayed = nps_here(
         "ingest", "replay", "--since", started.isoformat(), env={**asking.env, "NPS_TOPIC_NAMESPACE": lost.namespace}
     )
     assert replayed.returncode == 0, replayed.stderr

@@ -20,8 +20,8 @@ from tests.helpers import (
     create_topics,
     eventually,
     keyed,
-    nps,
     nps_env,
+    nps_here,
     produce,
     running_loop,
     service_settings,
@@ -104,24 +104,24 @@ async def test_prune_deletes_what_is_older_than_the_retention_and_late_events_st
     assert (await rows_before_cutoff(database_url, cutoff))["responses"] == 2
 
     env = nps_env(DATABASE_URL=database_url, KAFKA_BOOTSTRAP_SERVERS=bootstrap, NPS_TOPIC_NAMESPACE=namespace)
-    refused = nps("scoring", "prune", env=env)
+    refused = nps_here("scoring", "prune", env=env)
     assert refused.returncode == 2 and "NPS_SCORING_RETENTION_DAYS" in refused.stderr
-    short = nps("scoring", "prune", env={**env, "NPS_SCORING_RETENTION_DAYS": "30"})
+    short = nps_here("scoring", "prune", env={**env, "NPS_SCORING_RETENTION_DAYS": "30"})
     assert short.returncode == 2 and "shorter than the 90 days" in short.stderr
     env["NPS_SCORING_RETENTION_DAYS"] = str(KEEP)
-    dry = nps("scoring", "prune", "--dry-run", env=env)
+    dry = nps_here("scoring", "prune", "--dry-run", env=env)
     assert dry.returncode == 0, dry.stderr
     assert f"scoring: would delete 2 responses, 4 daily rows answered before {cutoff}" in dry.stdout
     assert (await rows_before_cutoff(database_url, cutoff))["responses"] == 2  # a dry run deletes nothing
-    pruned = nps("scoring", "prune", env=env)
+    pruned = nps_here("scoring", "prune", env=env)
     assert pruned.returncode == 0, pruned.stderr
     assert "scoring: deleted 2 responses, 4 daily rows" in pruned.stdout and "themes" not in pruned.stdout
     left = await rows_before_cutoff(database_url, cutoff)
     assert left["responses"] == left["daily_counts"] == 0 and left["theme_responses"] == 2  # themes' are its own
     without = {k: v for k, v in env.items() if k != "NPS_SCORING_RETENTION_DAYS"}
-    refused = nps("themes", "prune", env=without)
+    refused = nps_here("themes", "prune", env=without)
     assert refused.returncode == 2 and "NPS_THEMES_RETENTION_DAYS is not set" in refused.stderr
-    pruned = nps("themes", "prune", env=env)  # scoring's old name, still read for one release
+    pruned = nps_here("themes", "prune", env=env)  # scoring's old name, still read for one release
     assert pruned.returncode == 0, pruned.stderr
     assert "set NPS_THEMES_RETENTION_DAYS instead" in pruned.stderr
     assert "themes: deleted 2 responses" in pruned.stdout and "1 kept comments" in pruned.stdout
@@ -130,7 +130,7 @@ async def test_prune_deletes_what_is_older_than_the_retention_and_late_events_st
     )
     assert await counts_of(database_url) == (1, 1, 1)  # edge-1, new-2, new-1
     for store in ("scoring", "themes"):  # what is kept still equals a recompute from the responses kept
-        checked = nps(store, "rebuild", "--check", env=env)
+        checked = nps_here(store, "rebuild", "--check", env=env)
         assert checked.returncode == 0 and "0 differ" in checked.stdout, checked.stdout + checked.stderr
 
     # With the retention set, the services ignore what arrives for a day before the cutoff.
@@ -157,5 +157,5 @@ async def test_prune_deletes_what_is_older_than_the_retention_and_late_events_st
     assert (await rows_before_cutoff(database_url, cutoff))["responses"] == 0
     expired = (REGISTRY.get_sample_value("nps_scoring_events_total", {"outcome": "expired"}) or 0) - expired_before
     assert expired == 4  # two late versions, seen by scoring and by themes
-    checked = nps("scoring", "rebuild", "--check", env=env)
+    checked = nps_here("scoring", "rebuild", "--check", env=env)
     assert checked.returncode == 0 and "0 differ" in checked.stdout, checked.stdout

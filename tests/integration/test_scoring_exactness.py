@@ -41,8 +41,8 @@ from tests.helpers import (
     create_topics,
     eventually,
     keyed,
-    nps,
     nps_env,
+    nps_here,
     produce,
     running_loop,
     second_owner_retries,
@@ -268,7 +268,7 @@ async def test_rebuild_from_responses_and_replay_from_the_log_equal_the_live_sta
         NPS_TOPIC_NAMESPACE=namespace,
         NPS_SCORING_COMBINATIONS="product+region",
     )
-    checked = nps("scoring", "rebuild", "--check", env=env)
+    checked = nps_here("scoring", "rebuild", "--check", env=env)
     assert checked.returncode == 0 and "0 differ" in checked.stdout, checked.stdout + checked.stderr
 
     # Damage the aggregates: --check sees it, a rebuild repairs it.
@@ -276,19 +276,19 @@ async def test_rebuild_from_responses_and_replay_from_the_log_equal_the_live_sta
     async with engine.begin() as conn:
         await conn.execute(sa.text("UPDATE scoring.daily_counts SET promoters = promoters + 5 WHERE segment = 'all'"))
     await engine.dispose()
-    damaged = nps("scoring", "rebuild", "--check", env=env)
+    damaged = nps_here("scoring", "rebuild", "--check", env=env)
     assert damaged.returncode == 1 and "0 differ" not in damaged.stdout, damaged.stdout
-    rebuilt = nps("scoring", "rebuild", env=env)
+    rebuilt = nps_here("scoring", "rebuild", env=env)
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert await daily_counts(database_url) == live
 
     # Replay the whole log into an empty database: the same state again.
     empty = await asyncio.to_thread(fresh_database, pg_admin_url)
-    replayed = nps("scoring", "rebuild", "--replay", env={**env, "DATABASE_URL": empty})
+    replayed = nps_here("scoring", "rebuild", "--replay", env={**env, "DATABASE_URL": empty})
     assert replayed.returncode == 0, replayed.stderr
     assert "1 undecodable" in replayed.stdout, replayed.stdout
     assert await daily_counts(empty) == live
-    refused = nps("scoring", "rebuild", "--replay", env={**env, "DATABASE_URL": empty})
+    refused = nps_here("scoring", "rebuild", "--replay", env={**env, "DATABASE_URL": empty})
     assert refused.returncode == 2 and "empty" in refused.stdout
 
 

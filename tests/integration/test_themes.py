@@ -33,8 +33,8 @@ from tests.helpers import (
     create_topics,
     eventually,
     keyed,
-    nps,
     nps_env,
+    nps_here,
     produce,
     running_loop,
     serve_in_process,
@@ -413,7 +413,7 @@ async def test_themes_rebuild_checks_repairs_and_replays_the_theme_counts(
     live = await stored(database_url)
 
     env = nps_env(DATABASE_URL=database_url, KAFKA_BOOTSTRAP_SERVERS=bootstrap, NPS_TOPIC_NAMESPACE=namespace)
-    checked = nps("themes", "rebuild", "--check", env=env)
+    checked = nps_here("themes", "rebuild", "--check", env=env)
     assert checked.returncode == 0 and "0 differ" in checked.stdout, checked.stdout + checked.stderr
     engine = make_engine(database_url)
     async with engine.begin() as conn:
@@ -421,13 +421,13 @@ async def test_themes_rebuild_checks_repairs_and_replays_the_theme_counts(
             sa.text("UPDATE themes.theme_daily SET detractors = detractors + 3 WHERE segment = '_all@all'")
         )
     await engine.dispose()
-    damaged = nps("themes", "rebuild", "--check", env=env)
+    damaged = nps_here("themes", "rebuild", "--check", env=env)
     assert damaged.returncode == 1 and "0 differ" not in damaged.stdout, damaged.stdout
-    assert nps("themes", "rebuild", env=env).returncode == 0
+    assert nps_here("themes", "rebuild", env=env).returncode == 0
     assert await stored(database_url) == live
 
     empty = await asyncio.to_thread(fresh_database, pg_admin_url)
-    replayed = nps("themes", "rebuild", "--replay", env={**env, "DATABASE_URL": empty})
+    replayed = nps_here("themes", "rebuild", "--replay", env={**env, "DATABASE_URL": empty})
     assert replayed.returncode == 0, replayed.stderr
     assert await stored(empty) == scoring_model.recompute_themes(events, TAXONOMY.tag)
     engine = make_engine(empty)
@@ -437,5 +437,5 @@ async def test_themes_rebuild_checks_repairs_and_replays_the_theme_counts(
             assert {r.response_id: r.comment for r in rows} == scoring_model.kept_comments(events)
     finally:
         await engine.dispose()
-    refused = nps("themes", "rebuild", "--replay", env={**env, "DATABASE_URL": empty})
+    refused = nps_here("themes", "rebuild", "--replay", env={**env, "DATABASE_URL": empty})
     assert refused.returncode == 2 and "empty" in refused.stdout
