@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import logging
 import os
 import signal
 import subprocess
@@ -356,14 +357,30 @@ def nps(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.Comp
     )
 
 
-# The commands `nps_here` may run: they work on the database, the topics or a file, start no process and
-# hold nothing once they return (their logging set-up, as `nps keys`', lasts only for the test). Not
-# `nps scoring` and the like by themselves: those run a service.
+# The commands `nps_here` may run: they work on the database or the topics, start no process and hold
+# nothing once they return (the logging they set up is put back as it was). Not `nps scoring` and the
+# like by themselves: those run a service.
 IN_PROCESS_COMMANDS = frozenset({"keys", "audit", "webhooks"})
 IN_PROCESS_ACTIONS = frozenset(
     {("scoring", "rebuild"), ("scoring", "prune"), ("themes", "rebuild"), ("themes", "prune"), ("ingest", "replay")}
 )
 _ENVIRON = threading.Lock()
+
+
+@contextmanager
+def _logging_kept() -> Iterator[None]:
+    """What a command's `logs.configure` changes (the root logger's handlers and level; aiokafka's and
+    uvicorn's loggers), put back afterwards: its handler writes to the command's captured stderr."""
+    named = [logging.getLogger(name) for name in ("aiokafka", "uvicorn", "uvicorn.error", "uvicorn.access")]
+    root = logging.getLogger()
+    kept = [(lg, lg.handlers[:], lg.level, lg.propagate) for lg in (root, *named)]
+    try:
+        yield
+    finally:
+        for lg, handlers, level, propagate in kept:
+            lg.handlers[:] = handlers
+            lg.setLevel(level)
+            lg.propagate = propagate
 
 
 def nps_here(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -384,7 +401,7 @@ def nps_here(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
         except SystemExit as exc:  # argparse's usage errors, a command's exit
             code.append(exc.code if isinstance(exc.code, int) else 1)
 
-    with _ENVIRON, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with _ENVIRON, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), _logging_kept():
         saved = dict(os.environ)
         os.environ.clear()
         os.environ.update(env)
