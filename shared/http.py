@@ -517,6 +517,33 @@ def head_deadline_protocol(timeout_s: float) -> type[HttpToolsProtocol]:
     return HeadDeadline
 
 
+TASKS_LOGGED_AT_MOST = 200
+
+
+def awaits(task: asyncio.Task[Any]) -> str:
+    """Where a task waits: its coroutine and each one it awaits, innermost last ("a (file:line) >
+    b (file:line)"); `Task.get_stack` gives only the outermost frame of a suspended coroutine."""
+    chain = []
+    step: Any = task.get_coro()
+    while step is not None:
+        frame = getattr(step, "cr_frame", None) or getattr(step, "gi_frame", None)
+        if frame is None:
+            break
+        chain.append(f"{frame.f_code.co_qualname} ({os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno})")
+        step = getattr(step, "cr_await", None) or getattr(step, "gi_yieldfrom", None)
+    return " > ".join(chain) or "(running or done)"
+
+
+def log_tasks(*_: object) -> None:
+    """SIGUSR2: every asyncio task of this process and where it waits, in one warning. For a service
+    that stopped making progress without saying why (docs/operations.md); names and lines, no values."""
+    loop = asyncio.get_event_loop()  # the running one: Python calls the handler in the loop's thread
+    tasks = sorted(asyncio.all_tasks(loop), key=lambda t: t.get_name())
+    lines = [f"SIGUSR2: {len(tasks)} asyncio tasks and where each waits"]
+    lines += [f"{task.get_name()}: {awaits(task)}" for task in tasks[:TASKS_LOGGED_AT_MOST]]
+    log.warning("\n".join(lines))
+
+
 def serve(
     app: FastAPI,
     host: str,
@@ -548,6 +575,7 @@ def serve(
     # re-raise so a requested stop exits 0 instead of dying with a traceback.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
+    signal.signal(signal.SIGUSR2, log_tasks)
     server.run(sockets=[sock] if sock is not None else None)
     if app.state.worker_failed:
         return 1

@@ -19,7 +19,7 @@ import pytest
 
 from services.embedded import free_ports, port_open
 from tests.e2e.conftest import SERVICES, Loop, start_loop, stop_loop
-from tests.helpers import eventually
+from tests.helpers import eventually, signal_all
 
 pytestmark = pytest.mark.e2e
 
@@ -118,7 +118,12 @@ async def test_a_killed_postgresql_and_broker_come_back_and_a_launcher_killed_wi
                         return False
                     return score.status_code == 200 and score.json()["n"] == 1
 
-                await eventually(counted, timeout=60, every=1.0)  # the loop works again, by itself
+                try:
+                    await eventually(counted, timeout=60, every=1.0)  # the loop works again, by itself
+                except AssertionError:
+                    raise AssertionError(
+                        f"not counted after the {victim} came back:\n{await _tasks_of(first)}"
+                    ) from None
         log = await asyncio.to_thread(first.output.read_text)
         assert "is down" in log and "restarted EMPTY" in log
 
@@ -165,6 +170,16 @@ async def test_a_killed_postgresql_and_broker_come_back_and_a_launcher_killed_wi
         stop_loop(second)
     # The PostgreSQL it took over stops with it too (the dead launcher's handle must not keep it alive).
     assert not pid_alive(postmaster), "the embedded PostgreSQL outlived the launcher that stopped"
+
+
+async def _tasks_of(loop: Loop) -> str:
+    """Each service's asyncio tasks and where they wait (SIGUSR2), from the launcher's log: when the
+    loop does not work again, what each service was waiting for."""
+    before = len(loop.output.read_text())
+    services = [pid for pid in direct_children(loop.process.pid) if " -m services " in _cmdline(pid) + " "]
+    signal_all(services, signal.SIGUSR2)  # not the embedded PostgreSQL or broker beside them
+    await asyncio.sleep(2)
+    return "\n".join(line for line in loop.output.read_text()[before:].splitlines() if "SIGUSR2" in line)
 
 
 async def _logged(output: Path, text: str) -> bool:
