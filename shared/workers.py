@@ -72,6 +72,8 @@ def supervise(service: str, workers: int, host: str, port: int) -> int:
     started = [time.monotonic()] * workers
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    # SIGUSR2 asks each worker for its tasks (shared/http.log_tasks); its default would end this parent.
+    signal.signal(signal.SIGUSR2, lambda *_: [c.send_signal(signal.SIGUSR2) for c in children if c.poll() is None])
     log.info("%s: %d workers on %s:%d (pids %s)", service, workers, host, port, [c.pid for c in children])
     codes: dict[int, int] = {}
     try:

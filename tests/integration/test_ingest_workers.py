@@ -77,6 +77,7 @@ async def test_two_workers_share_the_port_their_metrics_and_survive_one_dying(
             for _ in range(4):  # whichever worker answers /metrics, it reports all of them
                 assert requests_counted((await client.get(f"{service.url}/metrics")).text) == 30
 
+            logged_at_kill = len(service.log.read_text())
             os.kill(workers[0], signal.SIGKILL)  # one dies: the other serves, the parent replaces it
 
             async def replaced() -> bool:
@@ -96,6 +97,21 @@ async def test_two_workers_share_the_port_their_metrics_and_survive_one_dying(
             await post_some(30)
             # The killed worker's counts stay in the total (counters of dead processes are kept).
             assert requests_counted((await client.get(f"{service.url}/metrics")).text) == 60
+
+            # SIGUSR2 to the parent asks each worker where its tasks wait; the parent carries on. (Until
+            # a worker has started, it ignores the signal: the replacement first.)
+            async def replacement_started() -> bool:
+                return "Application startup complete." in service.log.read_text()[logged_at_kill:]
+
+            await eventually(replacement_started, timeout=30)
+            logged_before = len(service.log.read_text())
+            os.kill(service.process.pid, signal.SIGUSR2)
+
+            async def both_dumped() -> bool:
+                return service.log.read_text()[logged_before:].count("SIGUSR2:") == 2
+
+            await eventually(both_dumped, timeout=10)
+            assert service.process.poll() is None and len(children(service.process.pid)) == 2
         records = await read_topic(bootstrap, settings.topics.responses, expect=sent, timeout=20)
         assert len({rec.value for rec in records if run.encode() in (rec.value or b"")}) == sent
     finally:
