@@ -62,18 +62,21 @@ def supervise(service: str, workers: int, host: str, port: int) -> int:
         env = {**os.environ, LISTEN_FD: str(sock.fileno()), WORKER_INDEX: str(index), METRICS_DIR: metrics_dir}
         return subprocess.Popen([sys.executable, "-m", "services", service], env=env, pass_fds=(sock.fileno(),))
 
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        stopping.append(signum)
+    def pass_on(signum: int, _frame: FrameType | None) -> None:
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        stopping.append(signum)
+        pass_on(signum, frame)
 
     children = [start(i) for i in range(workers)]
     started = [time.monotonic()] * workers
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     # SIGUSR2 asks each worker for its tasks (shared/http.log_tasks); its default would end this parent.
-    signal.signal(signal.SIGUSR2, lambda *_: [c.send_signal(signal.SIGUSR2) for c in children if c.poll() is None])
+    signal.signal(signal.SIGUSR2, pass_on)
     log.info("%s: %d workers on %s:%d (pids %s)", service, workers, host, port, [c.pid for c in children])
     codes: dict[int, int] = {}
     try:
