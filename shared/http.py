@@ -537,7 +537,10 @@ def awaits(task: asyncio.Task[Any]) -> str:
 def log_tasks(*_: object) -> None:
     """SIGUSR2: every asyncio task of this process and where it waits, in one warning. For a service
     that stopped making progress without saying why (docs/operations.md); names and lines, no values."""
-    loop = asyncio.get_event_loop()  # the running one: Python calls the handler in the loop's thread
+    try:
+        loop = asyncio.get_running_loop()  # Python calls the handler in the main thread, the loop's
+    except RuntimeError:
+        return  # before the loop starts or after it ends: no task to show (and none made)
     tasks = sorted(asyncio.all_tasks(loop), key=lambda t: t.get_name())
     lines = [f"SIGUSR2: {len(tasks)} asyncio tasks and where each waits"]
     lines += [f"{task.get_name()}: {awaits(task)}" for task in tasks[:TASKS_LOGGED_AT_MOST]]

@@ -191,14 +191,14 @@ async def test_a_flood_gets_429_with_retry_after(pg_admin_url: str, bootstrap: s
 async def test_sigusr2_logs_every_task_and_where_it_waits_and_the_service_goes_on(ingest: LiveIngest) -> None:
     """A service that stopped making progress without a word can be asked where it waits: SIGUSR2
     logs each asyncio task with the chain of coroutines it awaits, and the service carries on."""
-    logged_before = ingest.process.log.read_text()
+    logged_before = len(ingest.process.log.read_text())
     os.kill(ingest.process.process.pid, signal.SIGUSR2)
 
     async def dumped() -> bool:
-        return "SIGUSR2:" in ingest.process.log.read_text()[len(logged_before) :]
+        return "SIGUSR2:" in ingest.process.log.read_text()[logged_before:]
 
     await eventually(dumped, timeout=10)
-    dump = ingest.process.log.read_text()[len(logged_before) :]
+    dump = ingest.process.log.read_text()[logged_before:]
     # The consumer of opt-outs waits in its loop's poll: the chain reaches from its task into aiokafka.
     assert "ConsumerLoop.run (consumer.py:" in dump and "AIOKafkaConsumer.getmany" in dump, dump[-3000:]
     assert "Server.serve" in dump, dump[-3000:]  # uvicorn's own task
